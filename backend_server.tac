@@ -1,0 +1,21 @@
+# Test backends for trying out txlb: twistd -ny backend_server.tac
+# Ports come from BACKEND_PORTS (default 8081,8082,8083); see txlb/testbackend.py.
+import os
+import sys
+
+from twisted.application.service import Application
+
+# twistd does not put the current directory on sys.path, so find txlb next to
+# this file when running from a checkout that is not pip-installed.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from txlb.testbackend import makeBackendService, portsFromEnvironment
+
+try:
+    ports = portsFromEnvironment()
+except ValueError as e:
+    # One line instead of twistd's traceback for a typo in BACKEND_PORTS.
+    raise SystemExit(f"backend_server.tac: {e}") from None
+
+application = Application("txlb-backends")
+makeBackendService(ports).setServiceParent(application)

@@ -1,0 +1,502 @@
+"""
+Tests for L{txlb.testbackend}, the backend the README and C{--demo} use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import treq
+from treq.testing import RequestTraversalAgent, StubTreq
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IConsumer
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from txlb.testbackend import (
+    BackendResource,
+    BackendService,
+    makeBackendService,
+    portsFromEnvironment,
+)
+
+_ORIGIN = b"http://backend.example"
+
+TAC = Path(__file__).parent.parent / "backend_server.tac"
+
+# What the twistd console script does; without sys.path's "" as it has none.
+_RUN_TWISTD = (
+    "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+)
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    Write a body at once, so the in-memory agent needs no reactor
+    (L{FileBodyProducer} would wait on the global cooperator).
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _InMemoryTestCase(SynchronousTestCase):
+    """
+    Helpers that send requests to an in-memory L{BackendResource}.
+    """
+
+    def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers | None = None,
+        body: bytes | None = None,
+    ) -> tuple[int, Headers, bytes]:
+        """
+        Send one request over a real L{HTTPChannel} in memory; C{target} is
+        a path on L{_ORIGIN} or an absolute URL.  Unlike treq, the agent
+        sends C{method} as given (treq upper-cases it), which the lower-case
+        test needs.
+        """
+        agent = RequestTraversalAgent(BackendResource())
+        producer = None if body is None else _BytesProducer(body)
+        url = target if target.startswith(b"http:") else _ORIGIN + target
+        d = agent.request(method, url, headers, producer)
+        agent.flush()
+        response = self.successResultOf(d)
+        content = treq.content(response)
+        agent.flush()
+        return response.code, response.headers, self.successResultOf(content)
+
+    def echo(
+        self,
+        method: bytes = b"GET",
+        target: bytes = b"/echo",
+        headers: Headers | None = None,
+        body: bytes | None = None,
+    ) -> dict[str, Any]:
+        """
+        What C{/echo} says it received for the given request.
+        """
+        code, responseHeaders, content = self.request(method, target, headers, body)
+        self.assertEqual(code, 200, content)
+        self.assertEqual(
+            responseHeaders.getRawHeaders(b"content-type"), [b"application/json"]
+        )
+        result: dict[str, Any] = json.loads(content)
+        return result
+
+    def stubGet(self, url: str) -> bytes:
+        """
+        GET C{url} with L{StubTreq} and return the body.
+        """
+        stub = StubTreq(BackendResource())
+        d = stub.get(url)  # type: ignore[attr-defined]
+        d.addCallback(treq.content)
+        stub.flush()
+        body: bytes = self.successResultOf(d)
+        return body
+
+
+class PingTests(_InMemoryTestCase):
+    """
+    C{/ping} names the port the request arrived on.
+    """
+
+    def test_pingNamesPort(self) -> None:
+        """
+        The body is C{pong from backend :<port>}; StubTreq's fake server
+        address takes its port from the URL.
+        """
+        self.assertEqual(
+            self.stubGet("http://backend.example:8081/ping"),
+            b"pong from backend :8081\n",
+        )
+
+    def test_pingDefaultPort(self) -> None:
+        """
+        Without a port in the URL, StubTreq reports port 80.
+        """
+        self.assertEqual(
+            self.stubGet("http://backend.example/ping"), b"pong from backend :80\n"
+        )
+
+    def test_pingContentType(self) -> None:
+        """
+        The answer is UTF-8 plain text with status 200.
+        """
+        code, headers, _ = self.request(b"GET", b"/ping")
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"]
+        )
+
+    def test_headNoBody(self) -> None:
+        """
+        HEAD gets GET's Content-Length and no body.
+        """
+        code, headers, content = self.request(b"HEAD", b"/ping")
+        self.assertEqual(
+            (code, headers.getRawHeaders(b"content-length"), content),
+            (200, [b"%d" % len(b"pong from backend :80\n")], b""),
+        )
+
+
+class EchoTests(_InMemoryTestCase):
+    """
+    C{/echo} reports exactly what arrived.
+    """
+
+    def test_method(self) -> None:
+        """
+        The method is reported.
+        """
+        self.assertEqual(self.echo(b"PATCH")["method"], "PATCH")
+
+    def test_customMethods(self) -> None:
+        """
+        Methods Twisted's per-method dispatch would refuse still reach
+        C{/echo}.
+        """
+        for method in [b"PURGE", b"X-CUSTOM", b"DELETE", b"OPTIONS"]:
+            self.assertEqual(self.echo(method)["method"], method.decode())
+
+    def test_lowerCaseMethod(self) -> None:
+        """
+        A lower-case method is reported as sent, not upper-cased.
+        """
+        self.assertEqual(self.echo(b"get")["method"], "get")
+
+    def test_rawTarget(self) -> None:
+        """
+        The request-target is reported byte for byte, query string included,
+        with no decoding or normalisation.
+        """
+        self.assertEqual(
+            self.echo(target=b"/echo?x=%7e&y=&z")["target"], "/echo?x=%7e&y=&z"
+        )
+
+    def test_version(self) -> None:
+        """
+        The HTTP version is reported.
+        """
+        self.assertEqual(self.echo()["version"], "HTTP/1.1")
+
+    def test_port(self) -> None:
+        """
+        The port the request arrived on is reported as a number.
+        """
+        self.assertEqual(self.echo()["port"], 80)
+
+    def test_repeatedHeaders(self) -> None:
+        """
+        Each value of a repeated header is its own pair, in order.
+        """
+        headers = Headers({b"Cookie": [b"a=1", b"b=2"], b"X-Other": [b"o"]})
+        received = self.echo(headers=headers)["headers"]
+        self.assertEqual(
+            [pair for pair in received if pair[0] in ("Cookie", "X-Other")],
+            [["Cookie", "a=1"], ["Cookie", "b=2"], ["X-Other", "o"]],
+        )
+
+    def test_hostHeader(self) -> None:
+        """
+        Headers the client adds (here Host) are reported too.
+        """
+        self.assertIn(["Host", "backend.example"], self.echo()["headers"])
+
+    def test_body(self) -> None:
+        """
+        Every byte value of the body, UTF-8 or not, survives as one latin-1
+        character.
+        """
+        body = bytes(range(256)) + b"\xff\xfe"
+        echoed = self.echo(b"POST", body=body)["body"]
+        self.assertEqual(echoed.encode("latin-1"), body)
+
+    def test_emptyBody(self) -> None:
+        """
+        No body is an empty string.
+        """
+        self.assertEqual(self.echo()["body"], "")
+
+
+class NotFoundTests(_InMemoryTestCase):
+    """
+    Paths other than C{/ping} and C{/echo} are 404.
+    """
+
+    def test_otherPaths(self) -> None:
+        """
+        Neighbouring and unrelated paths are 404 with a plain-text body.
+        """
+        for target in [b"/", b"/pingx", b"/ping/", b"/echo/more", b"/nope"]:
+            code, headers, content = self.request(b"GET", target)
+            self.assertEqual(code, 404, target)
+            self.assertEqual(
+                headers.getRawHeaders(b"content-type"),
+                [b"text/plain; charset=utf-8"],
+            )
+            self.assertTrue(content)
+
+    def test_queryOnPing(self) -> None:
+        """
+        A query string does not change the routing.
+        """
+        code, _, _ = self.request(b"GET", b"/ping?x=1")
+        self.assertEqual(code, 200)
+
+
+class LoggingTests(_InMemoryTestCase):
+    """
+    One log line per request, with the fields as keywords.
+    """
+
+    def test_logLine(self) -> None:
+        """
+        The event carries port, method, target and status.
+        """
+        with capturedLogs() as events:
+            self.request(b"PURGE", b"http://backend.example:8082/nope?q")
+        ours = [e for e in events if e.get("log_namespace") == "txlb.testbackend"]
+        self.assertEqual(len(ours), 1)
+        self.assertEqual(
+            {k: ours[0][k] for k in ("port", "method", "target", "status")},
+            {"port": 8082, "method": "PURGE", "target": "/nope?q", "status": 404},
+        )
+        self.assertEqual(
+            ours[0]["log_format"], "backend :{port} {method} {target} -> {status}"
+        )
+
+
+class PortsFromEnvironmentTests(SynchronousTestCase):
+    """
+    C{BACKEND_PORTS} parsing.
+    """
+
+    def test_default(self) -> None:
+        """
+        Without C{BACKEND_PORTS}, the ports are 8081-8083.
+        """
+        self.assertEqual(portsFromEnvironment({}), [8081, 8082, 8083])
+
+    def test_osEnviron(self) -> None:
+        """
+        With no argument, C{os.environ} is read.
+        """
+        self.patch(os, "environ", {"BACKEND_PORTS": "9001"})
+        self.assertEqual(portsFromEnvironment(), [9001])
+
+    def test_custom(self) -> None:
+        """
+        The listed ports are returned in order.
+        """
+        self.assertEqual(
+            portsFromEnvironment({"BACKEND_PORTS": "9002,9001"}), [9002, 9001]
+        )
+
+    def test_whitespace(self) -> None:
+        """
+        Spaces around ports are ignored.
+        """
+        self.assertEqual(
+            portsFromEnvironment({"BACKEND_PORTS": " 9001 , 9002\t"}), [9001, 9002]
+        )
+
+    def assertBad(self, value: str, message: str) -> None:
+        """
+        C{BACKEND_PORTS=value} raises L{ValueError} with C{message}.
+        """
+        e = self.assertRaises(
+            ValueError, portsFromEnvironment, {"BACKEND_PORTS": value}
+        )
+        self.assertEqual(str(e), message)
+        self.assertNotIn("\n", str(e))
+
+    def test_notANumber(self) -> None:
+        """
+        A non-number is named.
+        """
+        self.assertBad("8081,abc", "BACKEND_PORTS: 'abc' is not a port number")
+
+    def test_negative(self) -> None:
+        """
+        A sign is not a digit.
+        """
+        self.assertBad("-1", "BACKEND_PORTS: '-1' is not a port number")
+
+    def test_nonAsciiDigits(self) -> None:
+        """
+        Digits from other scripts are refused, though C{int()} would take them.
+        """
+        self.assertBad("\u0661", "BACKEND_PORTS: '\u0661' is not a port number")
+
+    def test_zero(self) -> None:
+        """
+        Port 0 is refused: it would listen somewhere unpredictable.
+        """
+        self.assertBad("0", "BACKEND_PORTS: 0 is not in 1-65535")
+
+    def test_tooLarge(self) -> None:
+        """
+        Ports above 65535 are refused.
+        """
+        self.assertBad("65536", "BACKEND_PORTS: 65536 is not in 1-65535")
+
+    def test_empty(self) -> None:
+        """
+        An empty (or blank) list is refused.
+        """
+        self.assertBad(" ", "BACKEND_PORTS is empty; expected e.g. 8081,8082,8083")
+
+    def test_emptyItem(self) -> None:
+        """
+        An empty item, e.g. from a trailing comma, is named.
+        """
+        self.assertBad("8081,", "BACKEND_PORTS: '' is not a port number")
+
+    def test_duplicate(self) -> None:
+        """
+        A port listed twice is named.
+        """
+        self.assertBad("8081,8082,8081", "BACKEND_PORTS: 8081 is listed twice")
+
+
+class ServiceTests(TestCase):
+    """
+    L{makeBackendService} over real loopback sockets.
+    """
+
+    def startService(self, ports: list[int]) -> BackendService:
+        """
+        Start a backend service, stopping it at cleanup.
+        """
+        service = makeBackendService(ports)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def test_boundPortsBeforeStart(self) -> None:
+        """
+        Nothing is bound before the service starts.
+        """
+        self.assertEqual(makeBackendService([0, 0]).boundPorts(), [])
+
+    def test_onePerPort(self) -> None:
+        """
+        Each requested port is listened on separately.
+        """
+        ports = self.startService([0, 0]).boundPorts()
+        self.assertEqual(len(set(ports)), 2)
+
+    async def test_ping(self) -> None:
+        """
+        A real HTTP request to C{/ping} names the real port.
+        """
+        [port] = self.startService([0]).boundPorts()
+        response = await treq.get(f"http://127.0.0.1:{port}/ping", persistent=False)
+        self.assertEqual(await response.content(), b"pong from backend :%d\n" % port)
+
+    async def test_formNotParsed(self) -> None:
+        """
+        A POST with a malformed multipart body is echoed, not refused with
+        400 as Twisted's form parsing would.
+        """
+        [port] = self.startService([0]).boundPorts()
+        response = await treq.post(
+            f"http://127.0.0.1:{port}/echo",
+            data=b"not multipart",
+            headers=Headers({"Content-Type": ["multipart/form-data; boundary=zz"]}),
+            persistent=False,
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual((await response.json())["body"], "not multipart")
+
+    def test_busyPort(self) -> None:
+        """
+        A taken port makes C{startService} raise instead of just logging.
+        """
+        [port] = self.startService([0]).boundPorts()
+        second = makeBackendService([port])
+        self.assertRaises(CannotListenError, second.startService)
+
+    def test_loopbackByDefault(self) -> None:
+        """
+        The default interface is 127.0.0.1.
+        """
+        service = self.startService([0])
+        [child] = list(service)
+        self.assertEqual(child.endpoint.listeningPort.getHost().host, "127.0.0.1")  # type: ignore[attr-defined]
+
+
+class TacTests(SynchronousTestCase):
+    """
+    C{backend_server.tac} run by twistd.
+    """
+
+    def setUp(self) -> None:
+        if not TAC.exists():
+            raise self.skipTest(f"{TAC} not found (not running from a checkout)")
+
+    def test_badPortsOneLine(self) -> None:
+        """
+        A bad C{BACKEND_PORTS} makes twistd exit non-zero with one line
+        naming the value, and no traceback.
+
+        twistd is run the way its console script runs it, from an empty
+        directory: twistd does not add the current directory to
+        C{sys.path}, so this also checks that the .tac finds C{txlb} next
+        to itself.  (C{python -m twisted} is C{twist}, not twistd, and
+        C{python -m twisted.scripts.twistd} silently does nothing.)
+        """
+        cwd = self.mktemp()
+        os.mkdir(cwd)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["BACKEND_PORTS"] = "abc"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _RUN_TWISTD,
+                "-ny",
+                str(TAC),
+                "--pidfile=",
+            ],
+            check=False,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", output)
+        self.assertEqual(
+            output.strip().splitlines(),
+            ["backend_server.tac: BACKEND_PORTS: 'abc' is not a port number"],
+        )

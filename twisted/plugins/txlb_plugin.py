@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+txlb = ServiceMaker("txlb", "txlb.tap", "A transparent HTTP load balancer.", "txlb")
