@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,9 +78,11 @@ NGINX_SERVER = """\
     }}
 """
 
-WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
-WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
-WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.M)
+WRK_LATENCY = re.compile(
+    r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE
+)
+WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 WRK_SOCKET = re.compile(
     r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
@@ -115,12 +116,12 @@ class Result:
     """
 
     rps: float = 0.0
-    p50: Optional[float] = None
-    p99: Optional[float] = None
+    p50: float | None = None
+    p99: float | None = None
     requests: int = 0
     non2xx: int = 0
     socket_errors: int = 0
-    failure: Optional[str] = None
+    failure: str | None = None
 
     @property
     def errors(self):
@@ -239,8 +240,7 @@ def waitUntilServing(label, port, proc, logs):
     for _ in range(STARTUP_TRIES):
         if proc.poll() is not None:
             raise BenchError(
-                f"{label} exited with code {proc.returncode} on startup\n"
-                + tail(logs)
+                f"{label} exited with code {proc.returncode} on startup\n" + tail(logs)
             )
         status = httpStatus(port)
         if status == 200:
@@ -261,8 +261,9 @@ def startNginx(procs, tmp, ports, nginx):
     errors = os.path.join(tmp, "nginx-error.log")
     with open(config, "w") as f:
         f.write(NGINX_CONFIG.format(tmp=tmp, errors=errors, servers=servers))
-    proc, out = procs.start("nginx", [nginx, "-p", tmp + "/", "-e", errors,
-                                      "-c", config])
+    proc, out = procs.start(
+        "nginx", [nginx, "-p", tmp + "/", "-e", errors, "-c", config]
+    )
     return proc, (out, errors)
 
 
@@ -283,9 +284,19 @@ def startTxlb(procs, tmp, python, port, backends, algo):
     whatever copy may be installed.
     """
     log = os.path.join(tmp, "txlb.log")
-    argv = [python, "-c", TWISTD, "-n", "--pidfile=", "--logfile=" + log, "txlb",
-            "--listen", f"tcp:{port}:interface={HOST}",
-            "--backends", ",".join(f"{HOST}:{p}" for p in backends)]
+    argv = [
+        python,
+        "-c",
+        TWISTD,
+        "-n",
+        "--pidfile=",
+        "--logfile=" + log,
+        "txlb",
+        "--listen",
+        f"tcp:{port}:interface={HOST}",
+        "--backends",
+        ",".join(f"{HOST}:{p}" for p in backends),
+    ]
     if algo:
         argv += ["--algo", algo]
     proc, out = procs.start("txlb", argv, env=CHECKOUT_ENV)
@@ -311,8 +322,9 @@ def parseWrk(text):
         return result
     result.rps = float(rps.group(1))
     result.requests = int(requests.group(1))
-    latencies = {m.group(1): toMs(m.group(2), m.group(3))
-                 for m in WRK_LATENCY.finditer(text)}
+    latencies = {
+        m.group(1): toMs(m.group(2), m.group(3)) for m in WRK_LATENCY.finditer(text)
+    }
     result.p50, result.p99 = latencies.get("50"), latencies.get("99")
     non2xx = WRK_NON2XX.search(text)
     result.non2xx = int(non2xx.group(1)) if non2xx else 0
@@ -328,11 +340,22 @@ def wrk(port, args, duration):
     @return: wrk's standard output and standard error.
     @raise BenchError: if wrk fails or hangs.
     """
-    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}",
-            f"-d{duration}s", "--latency", f"http://{HOST}:{port}/ping"]
+    argv = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration}s",
+        "--latency",
+        f"http://{HOST}:{port}/ping",
+    ]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=duration + WRK_GRACE)
+        done = subprocess.run(
+            argv,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=duration + WRK_GRACE,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish within {duration + WRK_GRACE}s")
     if done.returncode != 0:
@@ -351,8 +374,9 @@ def measure(target, args):
     except BenchError as e:
         result = Result(failure=str(e))
     if target.proc.poll() is not None:
-        result.failure = (f"process exited with code {target.proc.returncode}\n"
-                          + tail(target.logs))
+        result.failure = f"process exited with code {target.proc.returncode}\n" + tail(
+            target.logs
+        )
     return result
 
 
@@ -362,8 +386,13 @@ def pythonVersion(python):
     """
     code = "import platform; print(platform.python_implementation(), platform.python_version())"
     try:
-        done = subprocess.run([python, "-c", code], capture_output=True,
-                              text=True, timeout=30)
+        done = subprocess.run(
+            [python, "-c", code],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise BenchError(f"cannot run --python {python}: {e}")
     if done.returncode != 0:
@@ -383,16 +412,22 @@ def report(rows):
     Print the results table, loud warnings, and the txlb/RPR ratio.
     """
     print()
-    print(f"{'target':<36} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>10}")
+    print(
+        f"{'target':<36} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>10}"
+    )
     for target, result in rows:
         errors = str(result.errors) + (" !!" if result.bad else "")
-        print(f"{target.label:<36} {result.rps:>11.2f} {formatMs(result.p50):>8} "
-              f"{formatMs(result.p99):>8} {errors:>10}")
+        print(
+            f"{target.label:<36} {result.rps:>11.2f} {formatMs(result.p50):>8} "
+            f"{formatMs(result.p99):>8} {errors:>10}"
+        )
     for target, result in rows:
         if result.bad:
-            print(f"\n!!! WARNING: {target.label} is NOT a valid measurement: "
-                  f"{result.requests} requests, {result.non2xx} non-2xx/3xx, "
-                  f"{result.socket_errors} socket errors")
+            print(
+                f"\n!!! WARNING: {target.label} is NOT a valid measurement: "
+                f"{result.requests} requests, {result.non2xx} non-2xx/3xx, "
+                f"{result.socket_errors} socket errors"
+            )
             if result.failure:
                 print(f"!!! {result.failure}")
     results = {target.key: result for target, result in rows}
@@ -412,21 +447,40 @@ def parseArgs(argv):
     """
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("-t", "--threads", type=int, default=1, help="wrk -t (default 1)")
-    p.add_argument("-c", "--connections", type=int, default=32,
-                   help="wrk -c (default 32)")
-    p.add_argument("-d", "--duration", type=int, default=10,
-                   help="seconds measured per target (default 10)")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="seconds of warm-up per target (default 2)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: -d3 and 1 s warm-up")
-    p.add_argument("--algo", help="passed to txlb as --algo "
-                   "(default: txlb's own default, roundrobin)")
-    p.add_argument("--python", default=sys.executable,
-                   help="interpreter for txlb and RPR, e.g. pypy3 "
-                   "(default: this one); Twisted and txlb must be installed in it")
-    p.add_argument("--targets", default=",".join(ALL_TARGETS),
-                   help="comma-separated subset of nginx,rpr,txlb (default: all)")
+    p.add_argument(
+        "-c", "--connections", type=int, default=32, help="wrk -c (default 32)"
+    )
+    p.add_argument(
+        "-d",
+        "--duration",
+        type=int,
+        default=10,
+        help="seconds measured per target (default 10)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of warm-up per target (default 2)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: -d3 and 1 s warm-up"
+    )
+    p.add_argument(
+        "--algo",
+        help="passed to txlb as --algo (default: txlb's own default, roundrobin)",
+    )
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for txlb and RPR, e.g. pypy3 "
+        "(default: this one); it needs Twisted and txlb's dependencies",
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help="comma-separated subset of nginx,rpr,txlb (default: all)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 3, 1
@@ -460,17 +514,27 @@ def startTargets(procs, tmp, args, nginx):
     nginxProc, nginxLogs = startNginx(procs, tmp, backends, nginx)
     targets = []
     if "nginx" in args.targets:
-        targets.append(Target("nginx", "nginx (direct, 1 backend)", backends[0],
-                              nginxProc, nginxLogs))
+        targets.append(
+            Target(
+                "nginx", "nginx (direct, 1 backend)", backends[0], nginxProc, nginxLogs
+            )
+        )
     if "rpr" in args.targets:
         proc, logs = startRPR(procs, tmp, args.python, rprPort, backends[0])
-        targets.append(Target("rpr", "ReverseProxyResource (1 backend)",
-                              rprPort, proc, logs))
+        targets.append(
+            Target("rpr", "ReverseProxyResource (1 backend)", rprPort, proc, logs)
+        )
     if "txlb" in args.targets:
-        proc, logs = startTxlb(procs, tmp, args.python, txlbPort, backends,
-                               args.algo)
-        targets.append(Target("txlb", f"txlb ({BACKENDS} backends, "
-                              f"{args.algo or 'roundrobin'})", txlbPort, proc, logs))
+        proc, logs = startTxlb(procs, tmp, args.python, txlbPort, backends, args.algo)
+        targets.append(
+            Target(
+                "txlb",
+                f"txlb ({BACKENDS} backends, {args.algo or 'roundrobin'})",
+                txlbPort,
+                proc,
+                logs,
+            )
+        )
     for port in backends:
         waitUntilServing("nginx", port, nginxProc, nginxLogs)
     for target in targets:
@@ -488,9 +552,12 @@ def run(args):
     procs = Processes(tmp)
     try:
         targets = startTargets(procs, tmp, args, nginx)
-        print(f"{version} ({args.python}); wrk -t{args.threads} "
-              f"-c{args.connections} -d{args.duration}s, warm-up "
-              f"{args.warmup}s; {os.cpu_count()} CPUs", flush=True)
+        print(
+            f"{version} ({args.python}); wrk -t{args.threads} "
+            f"-c{args.connections} -d{args.duration}s, warm-up "
+            f"{args.warmup}s; {os.cpu_count()} CPUs",
+            flush=True,
+        )
         rows = []
         for target in targets:
             print(f"measuring {target.label} ...", flush=True)

@@ -181,8 +181,8 @@ class LoadBalancerSite(server.Site):
     requestFactory = TransparentRequest
     protocol = LimitedChannel
 
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource, parsePOSTFormSubmission=False)
+    def __init__(self, resource: Resource, reactor: Any = None) -> None:
+        super().__init__(resource, parsePOSTFormSubmission=False, reactor=reactor)
 
     def log(self, request: server.Request) -> None:
         pass
@@ -334,6 +334,7 @@ class _Exchange:
             body,
         )
         self.sending.addCallbacks(self._gotResponse, self._sendFailed)
+        self.sending.addErrback(self._internalError)
 
     def _gotResponse(self, response: IResponse) -> None:
         self.sending = None
@@ -360,7 +361,8 @@ class _Exchange:
         """
         Relay the response head when it comes, then the body.
         """
-        self.queue.get().addCallback(self._relayHead)
+        # The head may be a Failure, which the queue hands on as one.
+        self.queue.get().addBoth(self._relayHead).addErrback(self._internalError)
 
     def _relayHead(self, item: IResponse | Failure) -> None:
         if isinstance(item, Failure):
@@ -420,8 +422,9 @@ class _Exchange:
             item = self.queue.get()
             if not item.called:
                 self.waiting = item.addCallback(self._relayThenTake)
+                self.waiting.addErrback(self._internalError)
                 return
-            item.addCallback(self._relay)
+            item.addCallback(self._relay).addErrback(self._internalError)
 
     def _relayThenTake(self, item: bytes | _EndOfBody) -> None:
         self.waiting = None
@@ -449,6 +452,20 @@ class _Exchange:
             # the truncation shows.
             request.channel.transport.abortConnection()
             self._over(code, f"backend body cut short: {_describe(item.reason)}", LogLevel.warn)
+
+    def _internalError(self, failure: Failure) -> None:
+        """
+        A bug in txlb: log it, and end the exchange without passing off
+        anything as complete.
+        """
+        self.log.failure("Internal error relaying {path}", failure, path=self.request.uri)
+        if self.over:
+            return
+        if not self.clientGone:
+            self.request.channel.transport.abortConnection()
+        if self.bodyTransport is not None:
+            self.bodyTransport.stopProducing()
+        self._over(None, "internal error", LogLevel.error)
 
     # IPushProducer, for the client connection.
 

@@ -229,7 +229,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor
     agent = makeAgent(reactor, config["connect-timeout"])
     algorithm = ALGORITHMS[config["algo"]](config["backends"])
-    site = LoadBalancerSite(LoadBalancerResource(algorithm, agent, reactor))
+    site = LoadBalancerSite(LoadBalancerResource(algorithm, agent, reactor), reactor)
     balancer = LoadBalancerService(config, agent)
     if config["demo"]:
         makeBackendService([b.port for b in config["backends"]]).setServiceParent(balancer)

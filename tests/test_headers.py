@@ -1,0 +1,114 @@
+"""
+The header rules, table by table.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from txlb.headers import toBackend, toClient, tokens
+
+
+def headers(*pairs: tuple[bytes, bytes]) -> Headers:
+    made = Headers()
+    for name, value in pairs:
+        made.addRawHeader(name, value)
+    return made
+
+
+def pairs(made: Headers) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, values in made.getAllRawHeaders() for value in values]
+
+
+class TokensTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        Tokens are split on commas across repeated fields, trimmed,
+        lower-cased, empty ones dropped.
+        """
+        table = [
+            ([], frozenset()),
+            ([b"close"], {b"close"}),
+            ([b"Keep-Alive, X-Foo"], {b"keep-alive", b"x-foo"}),
+            ([b"a,,b ,", b" C"], {b"a", b"b", b"c"}),
+        ]
+        for values, expected in table:
+            given = headers(*[(b"Connection", value) for value in values])
+            self.assertEqual(tokens(given, b"connection"), expected, values)
+
+
+class ToBackendTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        Each row: what the client sent, what the backend gets.
+        """
+        table = [
+            # End-to-end fields pass with every repeated value, in order.
+            (
+                [(b"Cookie", b"a=1"), (b"Cookie", b"b=2"), (b"Host", b"Example.COM:8080")],
+                [(b"Cookie", b"a=1"), (b"Cookie", b"b=2"), (b"Host", b"Example.COM:8080")],
+            ),
+            # The fixed hop-by-hop fields go.
+            (
+                [
+                    (b"Connection", b"keep-alive"),
+                    (b"Keep-Alive", b"timeout=5"),
+                    (b"Proxy-Connection", b"keep-alive"),
+                    (b"TE", b"gzip"),
+                    (b"Trailer", b"X-Sum"),
+                    (b"Transfer-Encoding", b"chunked"),
+                    (b"Upgrade", b"websocket"),
+                    (b"Accept", b"*/*"),
+                ],
+                [(b"Accept", b"*/*")],
+            ),
+            # So does every field Connection names, in any case.
+            (
+                [(b"Connection", b"X-Secret, x-other"), (b"X-Secret", b"1"), (b"X-Other", b"2"), (b"X-Kept", b"3")],
+                [(b"X-Kept", b"3")],
+            ),
+            # TE: trailers survives, on its own.
+            ([(b"TE", b"trailers, deflate"), (b"Connection", b"TE")], [(b"TE", b"trailers")]),
+            # Content-Length is Agent's to write.
+            ([(b"Content-Length", b"5"), (b"Content-Type", b"text/plain")], [(b"Content-Type", b"text/plain")]),
+            # Forwarding fields are end-to-end: they pass as sent.
+            (
+                [(b"X-Forwarded-For", b"1.2.3.4"), (b"Forwarded", b"for=1.2.3.4"), (b"Via", b"1.1 a")],
+                [(b"X-Forwarded-For", b"1.2.3.4"), (b"Forwarded", b"for=1.2.3.4"), (b"Via", b"1.1 a")],
+            ),
+            ([], []),
+        ]
+        for sent, expected in table:
+            self.assertEqual(sorted(pairs(toBackend(headers(*sent)))), sorted(expected), sent)
+
+    def test_inputUnchanged(self) -> None:
+        """
+        The client's headers are copied, not changed in place.
+        """
+        sent = headers((b"Connection", b"close"), (b"Accept", b"*/*"))
+        toBackend(sent)
+        self.assertEqual(pairs(sent), [(b"Connection", b"close"), (b"Accept", b"*/*")])
+
+
+class ToClientTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        Each row: the backend's response fields, what the client gets.
+        """
+        table = [
+            (
+                [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Set-Cookie", b"c=3")],
+                [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Set-Cookie", b"c=3")],
+            ),
+            (
+                [(b"Server", b"nginx"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT")],
+                [(b"Server", b"nginx"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT")],
+            ),
+            # Agent leaves Trailer in; it describes the hop's chunked framing.
+            ([(b"Trailer", b"X-Sum"), (b"Content-Encoding", b"gzip")], [(b"Content-Encoding", b"gzip")]),
+            # The Content-Length of a HEAD response stays.
+            ([(b"Content-Length", b"1234")], [(b"Content-Length", b"1234")]),
+        ]
+        for sent, expected in table:
+            self.assertEqual(pairs(toClient(headers(*sent))), expected, sent)
