@@ -55,6 +55,7 @@ class Harness:
         """
         host, port, factory, _, _ = self.reactor.tcpClients.pop(0)
         address = IPv4Address("TCP", host, port)
+        factory.doStart()
         protocol = factory.buildProtocol(address)
         transport = StringTransport(peerAddress=address)
         protocol.makeConnection(transport)
@@ -608,6 +609,15 @@ class AccessLogTests(SynchronousTestCase):
             harness.accessLog(),
             ["client=10.0.0.7 method=GET path=/ping \N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=1.3"],
         )
+
+    def test_quietBackendConnections(self) -> None:
+        """
+        A new backend connection logs nothing of its own.
+        """
+        harness = Harness(self)
+        harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.backend()
+        self.assertEqual([e for e in harness.events if "Starting factory" in e.get("log_format", "")], [])
 
     def test_activeCount(self) -> None:
         """

@@ -14,7 +14,9 @@ from typing import Any
 import treq
 from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -24,8 +26,8 @@ from zope.interface import implementer
 
 from txlb.testbackend import (
     BackendResource,
-    BackendService,
     makeBackendService,
+    makeBackendSite,
     portsFromEnvironment,
 )
 
@@ -388,36 +390,43 @@ class PortsFromEnvironmentTests(SynchronousTestCase):
 
 class ServiceTests(TestCase):
     """
-    L{makeBackendService} over real loopback sockets.
+    L{makeBackendService} and L{makeBackendSite}, the latter over real
+    loopback sockets.
     """
 
-    def startService(self, ports: list[int]) -> BackendService:
+    def listen(self) -> int:
         """
-        Start a backend service, stopping it at cleanup.
+        Serve a backend site on a free loopback port, closed at cleanup.
         """
-        service = makeBackendService(ports)
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service
-
-    def test_boundPortsBeforeStart(self) -> None:
-        """
-        Nothing is bound before the service starts.
-        """
-        self.assertEqual(makeBackendService([0, 0]).boundPorts(), [])
+        port = reactor.listenTCP(0, makeBackendSite(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
 
     def test_onePerPort(self) -> None:
         """
-        Each requested port is listened on separately.
+        Each requested port is listened on separately, on loopback by
+        default.
         """
-        ports = self.startService([0, 0]).boundPorts()
-        self.assertEqual(len(set(ports)), 2)
+        memory = MemoryReactor()
+        makeBackendService([8081, 8082], reactor=memory).privilegedStartService()
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in memory.tcpServers],
+            [(8081, "127.0.0.1"), (8082, "127.0.0.1")],
+        )
+
+    def test_interface(self) -> None:
+        """
+        Another interface can be given, IPv6 included.
+        """
+        memory = MemoryReactor()
+        makeBackendService([8081], interface="::1", reactor=memory).privilegedStartService()
+        self.assertEqual(memory.tcpServers[0][3], "::1")
 
     async def test_ping(self) -> None:
         """
         A real HTTP request to C{/ping} names the real port.
         """
-        [port] = self.startService([0]).boundPorts()
+        port = self.listen()
         response = await treq.get(f"http://127.0.0.1:{port}/ping", persistent=False)
         self.assertEqual(await response.content(), b"pong from backend :%d\n" % port)
 
@@ -426,7 +435,7 @@ class ServiceTests(TestCase):
         A POST with a malformed multipart body is echoed, not refused with
         400 as Twisted's form parsing would.
         """
-        [port] = self.startService([0]).boundPorts()
+        port = self.listen()
         response = await treq.post(
             f"http://127.0.0.1:{port}/echo",
             data=b"not multipart",
@@ -438,19 +447,12 @@ class ServiceTests(TestCase):
 
     def test_busyPort(self) -> None:
         """
-        A taken port makes C{startService} raise instead of just logging.
+        A taken port makes C{privilegedStartService} raise instead of just
+        logging.
         """
-        [port] = self.startService([0]).boundPorts()
+        port = self.listen()
         second = makeBackendService([port])
-        self.assertRaises(CannotListenError, second.startService)
-
-    def test_loopbackByDefault(self) -> None:
-        """
-        The default interface is 127.0.0.1.
-        """
-        service = self.startService([0])
-        [child] = list(service)
-        self.assertEqual(child.endpoint.listeningPort.getHost().host, "127.0.0.1")  # type: ignore[attr-defined]
+        self.assertRaises(CannotListenError, second.privilegedStartService)
 
 
 class TacTests(SynchronousTestCase):

@@ -37,7 +37,13 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    ResponseDone,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -66,9 +72,19 @@ def makeAgent(reactor: Any, connectTimeout: float) -> RawTargetAgent:
     idle ones per backend, closed before the backends close them.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = _QuietClientFactory
     pool.maxPersistentPerHost = MAX_IDLE_PER_BACKEND
     pool.cachedConnectionTimeout = BACKEND_IDLE_TIMEOUT
     return RawTargetAgent(reactor, pool, connectTimeout)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    Agent's connection factory without the "Starting factory" log line it
+    writes for every new backend connection.
+    """
+
+    noisy = False
 
 
 class RawTargetAgent(Agent):

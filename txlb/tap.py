@@ -232,6 +232,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     site = LoadBalancerSite(LoadBalancerResource(algorithm, agent, reactor), reactor)
     balancer = LoadBalancerService(config, agent)
     if config["demo"]:
-        makeBackendService([b.port for b in config["backends"]]).setServiceParent(balancer)
+        demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
+        demo.setServiceParent(balancer)
     strports.service(config["listen"], site, reactor=reactor).setServiceParent(balancer)
     return balancer

@@ -13,27 +13,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import quoteStringArgument
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IProtocolFactory,
-    IStreamServerEndpoint,
-)
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-from zope.interface import implementer
 
 __all__ = [
     "DEFAULT_BACKEND_PORTS",
     "BackendResource",
-    "BackendService",
     "makeBackendService",
     "makeBackendSite",
     "portsFromEnvironment",
@@ -136,51 +128,9 @@ def makeBackendSite() -> Site:
     return _BackendSite(BackendResource(), parsePOSTFormSubmission=False)
 
 
-@implementer(IStreamServerEndpoint)
-class _RecordingEndpoint:
-    """
-    Wrap an endpoint to keep the port it listened on, so that a service
-    asked for port 0 can say which port it got.
-    """
-
-    def __init__(self, wrapped: IStreamServerEndpoint) -> None:
-        self._wrapped = wrapped
-        self.listeningPort: IListeningPort | None = None
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        """
-        Listen with the wrapped endpoint and remember the result.
-        """
-
-        def record(port: IListeningPort) -> IListeningPort:
-            self.listeningPort = port
-            return port
-
-        return self._wrapped.listen(factory).addCallback(record)
-
-
-class BackendService(MultiService):
-    """
-    One child service per backend port.
-    """
-
-    def boundPorts(self) -> list[int]:
-        """
-        The port numbers actually listened on, in the order given to
-        L{makeBackendService}; useful after asking for port 0.  Empty before
-        the service starts.
-        """
-        ports = []
-        for child in self:
-            endpoint = child.endpoint  # type: ignore[attr-defined]
-            if endpoint.listeningPort is not None:
-                ports.append(endpoint.listeningPort.getHost().port)
-        return ports
-
-
 def makeBackendService(
-    ports: Iterable[int], interface: str = "127.0.0.1"
-) -> BackendService:
+    ports: Iterable[int], interface: str = "127.0.0.1", reactor: Any = None
+) -> MultiService:
     """
     Serve L{BackendResource} on each of C{ports}.
 
@@ -189,17 +139,14 @@ def makeBackendService(
     elsewhere.  Each port is a L{strports.service}, which raises from
     C{startService} if the port is taken instead of logging and carrying on.
 
-    @param ports: TCP port numbers; 0 picks a free one (see
-        L{BackendService.boundPorts}).
+    @param ports: TCP port numbers.
     @param interface: The address to bind, IPv4 or IPv6.
     """
-    parent = BackendService()
+    parent = MultiService()
     site = makeBackendSite()
     for port in ports:
         description = f"tcp:{port}:interface={quoteStringArgument(interface)}"
-        child: StreamServerEndpointService = strports.service(description, site)
-        child.endpoint = _RecordingEndpoint(child.endpoint)
-        child.setServiceParent(parent)
+        strports.service(description, site, reactor=reactor).setServiceParent(parent)
     return parent
 
 

@@ -1,0 +1,190 @@
+"""
+The command line: options, their errors, and the service they make.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from txlb.iphash import IPHash
+from txlb.proxy import LoadBalancerSite
+from txlb.roundrobin import RoundRobin
+from txlb.tap import Options, makeService, parseBackend
+from txlb.weighted import WeightedRoundRobin
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class ParseBackendTests(SynchronousTestCase):
+    def test_valid(self) -> None:
+        """
+        Each accepted form gives its host, port and weight.
+        """
+        table = [
+            ("localhost:8081", ("localhost", 8081, 1)),
+            ("http://localhost:8082=3", ("localhost", 8082, 3)),
+            ("HTTP://10.0.0.1:80/", ("10.0.0.1", 80, 1)),
+            (" backend-1.internal:65535=10 ", ("backend-1.internal", 65535, 10)),
+            ("[::1]:8081=2", ("::1", 8081, 2)),
+        ]
+        for spec, expected in table:
+            backend = parseBackend(spec)
+            self.assertEqual((backend.host, backend.port, backend.weight), expected, spec)
+
+    def test_invalid(self) -> None:
+        """
+        Each bad form is refused with a reason that names it.
+        """
+        table = [
+            ("localhost", "missing port"),
+            ("localhost:", "bad port ''"),
+            ("localhost:http", "bad port 'http'"),
+            ("localhost:0", "bad port '0'"),
+            ("localhost:70000", "bad port '70000'"),
+            ("localhost:80=0", "the weight must be a whole number of at least 1"),
+            ("localhost:80=-1", "the weight must be a whole number of at least 1"),
+            ("localhost:80=1.5", "the weight must be a whole number of at least 1"),
+            ("localhost:80=", "the weight must be a whole number of at least 1"),
+            ("https://localhost:443", "https:// backends are not supported yet"),
+            ("ftp://localhost:21", "unknown scheme 'ftp'"),
+            (":80", "bad host ''"),
+            ("bad host:80", "bad host 'bad host'"),
+            ("[::1]", "missing port"),
+            ("[nothex]:80", "bad host 'nothex'"),
+        ]
+        for spec, reason in table:
+            with self.assertRaises(SystemExit) as caught:
+                parse("--backends", spec)
+            message = str(caught.exception.code)
+            self.assertIn(f"--backends: {spec!r}: {reason}", message)
+            self.assertNotIn("\n", message)
+
+
+class OptionsTests(SynchronousTestCase):
+    def assertUsageError(self, args: list[str], message: str) -> None:
+        with self.assertRaises(SystemExit) as caught:
+            parse(*args)
+        self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
+
+    def test_defaults(self) -> None:
+        """
+        Without options but backends: listen on TCP 8080, round robin, 5 s
+        connect timeout.
+        """
+        options = parse("--backends", "a:1,b:2")
+        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["algo"], "roundrobin")
+        self.assertEqual(options["connect-timeout"], 5.0)
+        self.assertEqual([b.address for b in options["backends"]], ["a:1", "b:2"])
+
+    def test_algorithms(self) -> None:
+        """
+        Every algorithm is accepted by name.
+        """
+        for name in ["roundrobin", "weighted", "leastconn", "iphash"]:
+            self.assertEqual(parse("--algo", name, "--backends", "a:1")["algo"], name)
+
+    def test_demo(self) -> None:
+        """
+        C{--demo} balances over the seed's three backends, weighted 1:3:2,
+        with the weighted algorithm.
+        """
+        options = parse("--demo")
+        self.assertEqual(
+            [(b.address, b.weight) for b in options["backends"]],
+            [("127.0.0.1:8081", 1), ("127.0.0.1:8082", 3), ("127.0.0.1:8083", 2)],
+        )
+        self.assertEqual(options["algo"], "weighted")
+
+    def test_demoWithAlgo(self) -> None:
+        """
+        C{--algo} overrides the demo's algorithm.
+        """
+        self.assertEqual(parse("--demo", "--algo", "iphash")["algo"], "iphash")
+
+    def test_errors(self) -> None:
+        """
+        Bad command lines end with one line saying what is wrong.
+        """
+        table = [
+            ([], "no backends: give --backends HOST:PORT[,...] or --demo"),
+            (["--backends", ""], "--backends: no backends given"),
+            (["--backends", " , "], "--backends: ' , ': an empty entry"),
+            (["--backends", "a:1,,b:2"], "--backends: 'a:1,,b:2': an empty entry"),
+            (["--backends", "a:1,A:1"], "--backends: A:1 is listed twice"),
+            (["--backends", "a:1", "--algo", "random"],
+             "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash)"),
+            (["--demo", "--backends", "a:1"], "--demo starts its own backends: drop --backends"),
+            (["--demo", "--listen", "nope:1"], "--listen: 'nope:1': Unknown endpoint type: 'nope'"),
+            (["--demo", "--connect-timeout", "0"], "'0' is not a positive number of seconds"),
+            (["--demo", "--connect-timeout", "soon"], "'soon' is not a positive number of seconds"),
+            (["--demo", "--connect-timeout", "inf"], "'inf' is not a positive number of seconds"),
+            (["--demo", "--frobnicate"], "option --frobnicate not recognized"),
+        ]
+        for args, message in table:
+            self.assertUsageError(args, message)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def start(self, *args: str) -> MemoryReactorClock:
+        memory = MemoryReactorClock()
+        service = makeService(parse(*args), memory)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return memory
+
+    def listeners(self, memory: MemoryReactorClock) -> dict[int, object]:
+        return {port: factory for port, factory, _, _ in memory.tcpServers}
+
+    def test_listens(self) -> None:
+        """
+        The service listens where C{--listen} says, with the balancer's site
+        and the chosen algorithm over the given backends.
+        """
+        memory = self.start("--listen", "tcp:9090:interface=127.0.0.1", "--backends", "a:1,b:2", "--algo", "iphash")
+        (port, factory, _, interface), = memory.tcpServers
+        self.assertEqual((port, interface), (9090, "127.0.0.1"))
+        self.assertIsInstance(factory, LoadBalancerSite)
+        algorithm = factory.resource.algorithm
+        self.assertIsInstance(algorithm, IPHash)
+        self.assertEqual([b.address for b in algorithm.backends], ["a:1", "b:2"])
+
+    def test_default(self) -> None:
+        """
+        By default it listens on 8080 with round robin.
+        """
+        memory = self.start("--backends", "a:1")
+        self.assertIsInstance(self.listeners(memory)[8080].resource.algorithm, RoundRobin)
+
+    def test_demo(self) -> None:
+        """
+        C{--demo} also serves three backends on 8081-8083, balanced by
+        weighted round robin.
+        """
+        memory = self.start("--demo")
+        listeners = self.listeners(memory)
+        self.assertEqual(sorted(listeners), [8080, 8081, 8082, 8083])
+        self.assertIsInstance(listeners[8080].resource.algorithm, WeightedRoundRobin)
+
+    def test_portInUse(self) -> None:
+        """
+        A port that cannot be bound ends start-up with one line.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        service = makeService(parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"), reactor)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertIn(f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}", caught.exception.code)
