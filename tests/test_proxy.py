@@ -366,6 +366,47 @@ class ResponseTransparencyTests(SynchronousTestCase):
         self.assertEqual(harness.reactor.tcpClients, [])
 
 
+class ClientConnectionTests(SynchronousTestCase):
+    """
+    The client's own connection is kept or closed as it asks.
+    """
+
+    def test_closeAmongOptions(self) -> None:
+        """
+        C{close} in a list of connection options closes the connection after
+        the response, which says so.
+        """
+        _, received, _ = exchange(
+            self, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n\r\n", OK
+        )
+        self.assertEqual(
+            received,
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
+            b"Content-Length: 2\r\n\r\nok",
+        )
+
+    def test_closeClosesConnection(self) -> None:
+        """
+        The connection is closed once that response is sent.
+        """
+        harness = Harness(self)
+        _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Hop, close\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        self.assertTrue(client.disconnecting)
+
+    def test_http10Closes(self) -> None:
+        """
+        An HTTP/1.0 client's connection is closed after its response.
+        """
+        harness = Harness(self)
+        _, client = harness.client(b"GET / HTTP/1.0\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.0 200 OK\r\n"))
+        self.assertTrue(client.disconnecting)
+
+
 class BadRequestTests(SynchronousTestCase):
     """
     Requests that cannot be forwarded get a clear status, and the balancer

@@ -171,20 +171,33 @@ class TransparentRequest(server.Request):
             self.processingFailed(Failure())
 
 
-class LimitedChannel(http.HTTPChannel):
+class ProxyChannel(http.HTTPChannel):
     """
-    An HTTP channel that answers an over-long header line with 431.
-
-    Twisted's channel drops the connection without a word when one line is
-    longer than C{MAX_LENGTH}.
+    Twisted's HTTP channel with two of its answers fixed.
     """
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        Answer an over-long request or header line with 431; Twisted's
+        channel drops the connection without a word.
+        """
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         self.loseConnection()
+
+    def checkPersistence(self, request: server.Request, version: bytes) -> bool:
+        """
+        Close after this response if the client asked to; Twisted splits
+        C{Connection} on spaces, so it misses C{close} in C{close, Foo}.
+        """
+        if version != b"HTTP/1.1":
+            return False
+        if b"close" in headers.tokens(request.requestHeaders, b"connection"):
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return True
 
 
 class LoadBalancerSite(server.Site):
@@ -195,7 +208,7 @@ class LoadBalancerSite(server.Site):
     """
 
     requestFactory = TransparentRequest
-    protocol = LimitedChannel
+    protocol = ProxyChannel
 
     def __init__(self, resource: Resource, reactor: Any = None) -> None:
         super().__init__(resource, parsePOSTFormSubmission=False, reactor=reactor)
