@@ -1,0 +1,132 @@
+"""
+txlb as users start it: the twistd plugin of the installed package.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin, getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def runIn(directory: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """
+    Run a command from C{directory} with this Python's environment, minus any
+    C{PYTHONPATH} that could point at the checkout.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        args, cwd=directory, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+class PluginTests(SynchronousTestCase):
+    def test_discovered(self) -> None:
+        """
+        Twisted's plugin system finds the C{txlb} service maker.
+        """
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+        self.assertIn("txlb", makers)
+        self.assertTrue(verifyObject(IServiceMaker, makers["txlb"]))
+        self.assertTrue(verifyObject(IPlugin, makers["txlb"]))
+
+    def test_fromInstalledPackage(self) -> None:
+        """
+        Outside the checkout, twistd lists C{txlb}, and the plugin and the
+        package it loads come from the installed package, not the checkout.
+        """
+        elsewhere = self.mktemp()
+        os.mkdir(elsewhere)
+        where = runIn(
+            elsewhere,
+            sys.executable,
+            "-c",
+            "import twisted.plugins.txlb_plugin as plugin, txlb; print(plugin.__file__); print(txlb.__file__)",
+        )
+        self.assertEqual(where.returncode, 0, where.stderr)
+        for path in where.stdout.split():
+            self.assertFalse(Path(path).resolve().is_relative_to(CHECKOUT), f"{path} is in the checkout")
+        listed = runIn(elsewhere, TWISTD, "--help")
+        self.assertIn("txlb", listed.stdout.split())
+
+    def test_badOptionOneLine(self) -> None:
+        """
+        A bad option ends twistd with one line naming it, and no traceback.
+        """
+        result = runIn(".", TWISTD, "-n", "--pidfile=", "txlb", "--algo", "nope", "--backends", "a:1")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            (result.stdout + result.stderr).splitlines(),
+            ["txlb: --algo: unknown algorithm 'nope' (choose from roundrobin, weighted, leastconn, iphash) (see twistd txlb --help)"],
+        )
+
+
+def portsFree(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            # As Twisted does: connections in TIME_WAIT do not hold the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+class QuickStartTests(SynchronousTestCase):
+    def test_demo(self) -> None:
+        """
+        The README's C{twistd -n --pidfile= txlb --demo} serves at once, and
+        six pings give the seed's weighted 1:3:2 output, each logged; SIGTERM
+        stops it cleanly.
+        """
+        if not portsFree(8080, 8081, 8082, 8083):
+            raise self.skipTest("ports 8080-8083 are in use")
+        directory = self.mktemp()
+        os.mkdir(directory)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "txlb", "--demo"],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.addCleanup(process.kill)
+        # Wait for the port to accept, without sending a request that would
+        # take the first pick.
+        deadline = time.monotonic() + 20
+        while portsFree(8080):
+            if time.monotonic() > deadline or process.poll() is not None:
+                self.fail("txlb --demo did not start listening")
+            time.sleep(0.1)
+        bodies = [
+            urllib.request.urlopen("http://127.0.0.1:8080/ping", timeout=5).read().decode()
+            for _ in range(6)
+        ]
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        self.assertEqual(
+            "".join(bodies),
+            "pong from backend :8081\npong from backend :8082\npong from backend :8082\n"
+            "pong from backend :8082\npong from backend :8083\npong from backend :8083\n",
+        )
+        # twistd stops cleanly, then re-raises the signal it stopped for.
+        self.assertEqual(process.returncode, -signal.SIGTERM)
+        self.assertIn("Server Shut Down.", output)
+        self.assertIn("client=127.0.0.1 method=GET path=/ping \N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200", output)
+        self.assertNotIn("Traceback", output)
