@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     install_requires=[
         # The raw request-target relies on the private
         # Agent._requestWithEndpoint; the tests pin its behaviour, and these

@@ -78,15 +78,11 @@ NGINX_SERVER = """\
     }}
 """
 
-WRK_LATENCY = re.compile(
-    r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE
-)
+WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
 WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-WRK_SOCKET = re.compile(
-    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
-)
+WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 
@@ -261,9 +257,7 @@ def startNginx(procs, tmp, ports, nginx):
     errors = os.path.join(tmp, "nginx-error.log")
     with open(config, "w") as f:
         f.write(NGINX_CONFIG.format(tmp=tmp, errors=errors, servers=servers))
-    proc, out = procs.start(
-        "nginx", [nginx, "-p", tmp + "/", "-e", errors, "-c", config]
-    )
+    proc, out = procs.start("nginx", [nginx, "-p", tmp + "/", "-e", errors, "-c", config])
     return proc, (out, errors)
 
 
@@ -322,9 +316,7 @@ def parseWrk(text):
         return result
     result.rps = float(rps.group(1))
     result.requests = int(requests.group(1))
-    latencies = {
-        m.group(1): toMs(m.group(2), m.group(3)) for m in WRK_LATENCY.finditer(text)
-    }
+    latencies = {m.group(1): toMs(m.group(2), m.group(3)) for m in WRK_LATENCY.finditer(text)}
     result.p50, result.p99 = latencies.get("50"), latencies.get("99")
     non2xx = WRK_NON2XX.search(text)
     result.non2xx = int(non2xx.group(1)) if non2xx else 0
@@ -357,7 +349,7 @@ def wrk(port, args, duration):
             timeout=duration + WRK_GRACE,
         )
     except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration + WRK_GRACE}s")
+        raise BenchError(f"wrk did not finish within {duration + WRK_GRACE}s") from None
     if done.returncode != 0:
         raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
     return done.stdout + done.stderr
@@ -374,9 +366,7 @@ def measure(target, args):
     except BenchError as e:
         result = Result(failure=str(e))
     if target.proc.poll() is not None:
-        result.failure = f"process exited with code {target.proc.returncode}\n" + tail(
-            target.logs
-        )
+        result.failure = f"process exited with code {target.proc.returncode}\n" + tail(target.logs)
     return result
 
 
@@ -394,7 +384,7 @@ def pythonVersion(python):
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise BenchError(f"cannot run --python {python}: {e}")
+        raise BenchError(f"cannot run --python {python}: {e}") from None
     if done.returncode != 0:
         raise BenchError(f"cannot run --python {python}: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -412,9 +402,7 @@ def report(rows):
     Print the results table, loud warnings, and the txlb/RPR ratio.
     """
     print()
-    print(
-        f"{'target':<36} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>10}"
-    )
+    print(f"{'target':<36} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>10}")
     for target, result in rows:
         errors = str(result.errors) + (" !!" if result.bad else "")
         print(
@@ -447,9 +435,7 @@ def parseArgs(argv):
     """
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("-t", "--threads", type=int, default=1, help="wrk -t (default 1)")
-    p.add_argument(
-        "-c", "--connections", type=int, default=32, help="wrk -c (default 32)"
-    )
+    p.add_argument("-c", "--connections", type=int, default=32, help="wrk -c (default 32)")
     p.add_argument(
         "-d",
         "--duration",
@@ -463,9 +449,7 @@ def parseArgs(argv):
         default=2,
         help="seconds of warm-up per target (default 2)",
     )
-    p.add_argument(
-        "--quick", action="store_true", help="smoke test: -d3 and 1 s warm-up"
-    )
+    p.add_argument("--quick", action="store_true", help="smoke test: -d3 and 1 s warm-up")
     p.add_argument(
         "--algo",
         help="passed to txlb as --algo (default: txlb's own default, roundrobin)",
@@ -515,15 +499,11 @@ def startTargets(procs, tmp, args, nginx):
     targets = []
     if "nginx" in args.targets:
         targets.append(
-            Target(
-                "nginx", "nginx (direct, 1 backend)", backends[0], nginxProc, nginxLogs
-            )
+            Target("nginx", "nginx (direct, 1 backend)", backends[0], nginxProc, nginxLogs)
         )
     if "rpr" in args.targets:
         proc, logs = startRPR(procs, tmp, args.python, rprPort, backends[0])
-        targets.append(
-            Target("rpr", "ReverseProxyResource (1 backend)", rprPort, proc, logs)
-        )
+        targets.append(Target("rpr", "ReverseProxyResource (1 backend)", rprPort, proc, logs))
     if "txlb" in args.targets:
         proc, logs = startTxlb(procs, tmp, args.python, txlbPort, backends, args.algo)
         targets.append(

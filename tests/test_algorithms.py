@@ -19,14 +19,26 @@ def seedBackends() -> list[Backend]:
     """
     The seed's three backends, weighted 1:3:2.
     """
-    return [Backend("localhost", 8081, 1), Backend("localhost", 8082, 3), Backend("localhost", 8083, 2)]
+    return [
+        Backend("localhost", 8081, 1),
+        Backend("localhost", 8082, 3),
+        Backend("localhost", 8083, 2),
+    ]
 
 
 def ports(algorithm: IAlgorithm, count: int, clientHost: str = "127.0.0.1") -> list[int]:
     return [algorithm.pick(clientHost).port for _ in range(count)]
 
 
-IPHASH_CLIENTS = ("192.168.1.10", "192.168.1.20", "10.0.0.1", "::1", "10.0.0.2", "10.0.0.3", "172.16.0.9")
+IPHASH_CLIENTS = (
+    "192.168.1.10",
+    "192.168.1.20",
+    "10.0.0.1",
+    "::1",
+    "10.0.0.2",
+    "10.0.0.3",
+    "172.16.0.9",
+)
 
 
 class AlgorithmTestsMixin:
@@ -201,4 +213,3 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         algorithm = IPHash([heavy, light])
         onHeavy = sum(algorithm.pick(client) is heavy for client in self.clients)
         self.assertGreater(onHeavy, len(self.clients) * 0.6)
-

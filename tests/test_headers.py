@@ -65,17 +65,33 @@ class ToBackendTests(SynchronousTestCase):
             ),
             # So does every field Connection names, in any case.
             (
-                [(b"Connection", b"X-Secret, x-other"), (b"X-Secret", b"1"), (b"X-Other", b"2"), (b"X-Kept", b"3")],
+                [
+                    (b"Connection", b"X-Secret, x-other"),
+                    (b"X-Secret", b"1"),
+                    (b"X-Other", b"2"),
+                    (b"X-Kept", b"3"),
+                ],
                 [(b"X-Kept", b"3")],
             ),
             # TE: trailers survives, on its own.
             ([(b"TE", b"trailers, deflate"), (b"Connection", b"TE")], [(b"TE", b"trailers")]),
             # Content-Length is Agent's to write.
-            ([(b"Content-Length", b"5"), (b"Content-Type", b"text/plain")], [(b"Content-Type", b"text/plain")]),
+            (
+                [(b"Content-Length", b"5"), (b"Content-Type", b"text/plain")],
+                [(b"Content-Type", b"text/plain")],
+            ),
             # Forwarding fields are end-to-end: they pass as sent.
             (
-                [(b"X-Forwarded-For", b"1.2.3.4"), (b"Forwarded", b"for=1.2.3.4"), (b"Via", b"1.1 a")],
-                [(b"X-Forwarded-For", b"1.2.3.4"), (b"Forwarded", b"for=1.2.3.4"), (b"Via", b"1.1 a")],
+                [
+                    (b"X-Forwarded-For", b"1.2.3.4"),
+                    (b"Forwarded", b"for=1.2.3.4"),
+                    (b"Via", b"1.1 a"),
+                ],
+                [
+                    (b"X-Forwarded-For", b"1.2.3.4"),
+                    (b"Forwarded", b"for=1.2.3.4"),
+                    (b"Via", b"1.1 a"),
+                ],
             ),
             ([], []),
         ]
@@ -106,7 +122,10 @@ class ToClientTests(SynchronousTestCase):
                 [(b"Server", b"nginx"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT")],
             ),
             # Agent leaves Trailer in; it describes the hop's chunked framing.
-            ([(b"Trailer", b"X-Sum"), (b"Content-Encoding", b"gzip")], [(b"Content-Encoding", b"gzip")]),
+            (
+                [(b"Trailer", b"X-Sum"), (b"Content-Encoding", b"gzip")],
+                [(b"Content-Encoding", b"gzip")],
+            ),
             # The Content-Length of a HEAD response stays.
             ([(b"Content-Length", b"1234")], [(b"Content-Length", b"1234")]),
         ]

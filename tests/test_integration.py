@@ -105,7 +105,9 @@ class IntegrationTestCase(TestCase):
     async def client(self, port: int, request: bytes) -> RawClient:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         client = await connectProtocol(endpoint, RawClient())
-        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
         client.transport.write(request)
         return client
 
@@ -149,7 +151,9 @@ class ByteExactTests(IntegrationTestCase):
         """
         port = self.listen(makeBackendSite())
         lb = self.balancer([Backend("localhost", port)])
-        client = await self.client(lb, b"GET /ping HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        client = await self.client(
+            lb, b"GET /ping HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
         received = await client.closed
         self.assertTrue(received.endswith(b"\r\n\r\npong from backend :%d\n" % port), received)
 
@@ -166,7 +170,9 @@ class StreamingTests(IntegrationTestCase):
             )
         )
         lb = self.balancer([Backend("127.0.0.1", port)])
-        client = await self.client(lb, b"GET /slow HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        client = await self.client(
+            lb, b"GET /slow HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
         await waitFor(lambda: b"first" in client.received)
         self.assertFalse(client.closed.called)
         factory.connections[0].transport.write(b"4\r\nlast\r\n0\r\n\r\n")
@@ -272,7 +278,10 @@ class QuickStartTests(IntegrationTestCase):
         order.
         """
         ports = [self.listen(makeBackendSite()) for _ in range(3)]
-        backends = [Backend("127.0.0.1", port, weight) for port, weight in zip(ports, [1, 3, 2])]
+        backends = [
+            Backend("127.0.0.1", port, weight)
+            for port, weight in zip(ports, [1, 3, 2], strict=True)
+        ]
         lb = self.balancer(backends, WeightedRoundRobin)
         pool = HTTPConnectionPool(reactor)
         self.addCleanup(pool.closeCachedConnections)
@@ -284,5 +293,8 @@ class QuickStartTests(IntegrationTestCase):
         first, second, third = ports
         self.assertEqual(
             bodies,
-            [f"pong from backend :{port}\n" for port in [first, second, second, second, third, third]],
+            [
+                f"pong from backend :{port}\n"
+                for port in [first, second, second, second, third, third]
+            ],
         )

@@ -95,7 +95,9 @@ def exchange(
 
 
 OK = b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
-OK_TO_CLIENT = b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+OK_TO_CLIENT = (
+    b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+)
 
 
 class RequestTransparencyTests(SynchronousTestCase):
@@ -232,9 +234,7 @@ class RequestTransparencyTests(SynchronousTestCase):
         )
         backend.transport.clear()
         harness.client(b"GET /private HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertEqual(
-            backend.transport.value(), b"GET /private HTTP/1.1\r\nHost: h\r\n\r\n"
-        )
+        self.assertEqual(backend.transport.value(), b"GET /private HTTP/1.1\r\nHost: h\r\n\r\n")
 
 
 class ResponseTransparencyTests(SynchronousTestCase):
@@ -242,7 +242,12 @@ class ResponseTransparencyTests(SynchronousTestCase):
     The client receives the response as the backend sent it.
     """
 
-    def assertRelayed(self, response: bytes, expected: bytes, request: bytes = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") -> None:
+    def assertRelayed(
+        self,
+        response: bytes,
+        expected: bytes,
+        request: bytes = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    ) -> None:
         _, received, _ = exchange(self, request, response)
         self.assertEqual(received, expected)
 
@@ -277,7 +282,9 @@ class ResponseTransparencyTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        self.assertRelayed(response, response, b"GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n")
+        self.assertRelayed(
+            response, response, b"GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n"
+        )
 
     def test_redirectNotFollowed(self) -> None:
         """
@@ -287,7 +294,9 @@ class ResponseTransparencyTests(SynchronousTestCase):
             b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/\r\n"
             b"Date: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
         )
-        self.assertRelayed(response, response, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        self.assertRelayed(
+            response, response, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def test_head(self) -> None:
         """
@@ -302,7 +311,11 @@ class ResponseTransparencyTests(SynchronousTestCase):
         204 and 304 carry no body and no added framing.
         """
         for status in [b"204 No Content", b"304 Not Modified"]:
-            response = b"HTTP/1.1 " + status + b"\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nETag: \"x\"\r\n\r\n"
+            response = (
+                b"HTTP/1.1 "
+                + status
+                + b'\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nETag: "x"\r\n\r\n'
+            )
             self.assertRelayed(response, response)
 
     def test_dateAddedWhenMissing(self) -> None:
@@ -310,10 +323,16 @@ class ResponseTransparencyTests(SynchronousTestCase):
         A response without Date gets one (RFC 9110 section 6.6.1), and no
         Server.
         """
-        _, received, _ = exchange(self, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        _, received, _ = exchange(
+            self,
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        )
         head = received.split(b"\r\n")
         self.assertEqual(head[0], b"HTTP/1.1 200 OK")
-        self.assertEqual(sorted(line.split(b":")[0] for line in head[1:3]), [b"Content-Length", b"Date"])
+        self.assertEqual(
+            sorted(line.split(b":")[0] for line in head[1:3]), [b"Content-Length", b"Date"]
+        )
 
     def test_chunkedStreams(self) -> None:
         """
@@ -343,7 +362,9 @@ class ResponseTransparencyTests(SynchronousTestCase):
         harness = Harness(self)
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         backend, _ = harness.backend()
-        backend.dataReceived(b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n\r\nall of")
+        backend.dataReceived(
+            b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n\r\nall of"
+        )
         backend.dataReceived(b" it")
         backend.connectionLost(Failure(ConnectionLost()))
         self.assertTrue(client.value().endswith(b"6\r\nall of\r\n3\r\n it\r\n0\r\n\r\n"))
@@ -423,7 +444,9 @@ class BadRequestTests(SynchronousTestCase):
         """
         Two Host fields get 400.
         """
-        self.assertRejected(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"HTTP/1.1 400 Bad Request")
+        self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"HTTP/1.1 400 Bad Request"
+        )
 
     def test_noHost(self) -> None:
         """
@@ -435,7 +458,9 @@ class BadRequestTests(SynchronousTestCase):
         """
         A request-target with bytes outside printable ASCII gets 400.
         """
-        self.assertRejected(b"GET /caf\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 400 Bad Request")
+        self.assertRejected(
+            b"GET /caf\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 400 Bad Request"
+        )
 
     def test_malformed(self) -> None:
         """
@@ -642,13 +667,15 @@ class AccessLogTests(SynchronousTestCase):
         The line has the client, method, path, backend, status and time.
         """
         harness = Harness(self)
-        _, client = harness.client(b"GET /ping HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.client(b"GET /ping HTTP/1.1\r\nHost: h\r\n\r\n")
         backend, _ = harness.backend()
         harness.reactor.advance(0.0013)
         backend.dataReceived(OK)
         self.assertEqual(
             harness.accessLog(),
-            ["client=10.0.0.7 method=GET path=/ping \N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=1.3"],
+            [
+                "client=10.0.0.7 method=GET path=/ping \N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=1.3"
+            ],
         )
 
     def test_quietBackendConnections(self) -> None:
@@ -658,7 +685,9 @@ class AccessLogTests(SynchronousTestCase):
         harness = Harness(self)
         harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         harness.backend()
-        self.assertEqual([e for e in harness.events if "Starting factory" in e.get("log_format", "")], [])
+        self.assertEqual(
+            [e for e in harness.events if "Starting factory" in e.get("log_format", "")], []
+        )
 
     def test_activeCount(self) -> None:
         """

@@ -120,8 +120,10 @@ class OptionsTests(SynchronousTestCase):
             (["--backends", " , "], "--backends: ' , ': an empty entry"),
             (["--backends", "a:1,,b:2"], "--backends: 'a:1,,b:2': an empty entry"),
             (["--backends", "a:1,A:1"], "--backends: A:1 is listed twice"),
-            (["--backends", "a:1", "--algo", "random"],
-             "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash)"),
+            (
+                ["--backends", "a:1", "--algo", "random"],
+                "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash)",
+            ),
             (["--demo", "--backends", "a:1"], "--demo starts its own backends: drop --backends"),
             (["--demo", "--listen", "nope:1"], "--listen: 'nope:1': Unknown endpoint type: 'nope'"),
             (["--demo", "--connect-timeout", "0"], "'0' is not a positive number of seconds"),
@@ -150,8 +152,10 @@ class MakeServiceTests(SynchronousTestCase):
         The service listens where C{--listen} says, with the balancer's site
         and the chosen algorithm over the given backends.
         """
-        memory = self.start("--listen", "tcp:9090:interface=127.0.0.1", "--backends", "a:1,b:2", "--algo", "iphash")
-        (port, factory, _, interface), = memory.tcpServers
+        memory = self.start(
+            "--listen", "tcp:9090:interface=127.0.0.1", "--backends", "a:1,b:2", "--algo", "iphash"
+        )
+        ((port, factory, _, interface),) = memory.tcpServers
         self.assertEqual((port, interface), (9090, "127.0.0.1"))
         self.assertIsInstance(factory, LoadBalancerSite)
         algorithm = factory.resource.algorithm
@@ -184,7 +188,11 @@ class MakeServiceTests(SynchronousTestCase):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        service = makeService(parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"), reactor)
+        service = makeService(
+            parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"), reactor
+        )
         with self.assertRaises(SystemExit) as caught:
             service.privilegedStartService()
-        self.assertIn(f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}", caught.exception.code)
+        self.assertIn(
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}", caught.exception.code
+        )

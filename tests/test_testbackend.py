@@ -13,11 +13,11 @@ from typing import Any
 
 import treq
 from treq.testing import RequestTraversalAgent, StubTreq
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactor
 from twisted.internet.interfaces import IConsumer
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
@@ -36,9 +36,7 @@ _ORIGIN = b"http://backend.example"
 TAC = Path(__file__).parent.parent / "backend_server.tac"
 
 # What the twistd console script does; without sys.path's "" as it has none.
-_RUN_TWISTD = (
-    "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
-)
+_RUN_TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
 
 
 @implementer(IBodyProducer)
@@ -106,9 +104,7 @@ class _InMemoryTestCase(SynchronousTestCase):
         """
         code, responseHeaders, content = self.request(method, target, headers, body)
         self.assertEqual(code, 200, content)
-        self.assertEqual(
-            responseHeaders.getRawHeaders(b"content-type"), [b"application/json"]
-        )
+        self.assertEqual(responseHeaders.getRawHeaders(b"content-type"), [b"application/json"])
         result: dict[str, Any] = json.loads(content)
         return result
 
@@ -143,9 +139,7 @@ class PingTests(_InMemoryTestCase):
         """
         Without a port in the URL, StubTreq reports port 80.
         """
-        self.assertEqual(
-            self.stubGet("http://backend.example/ping"), b"pong from backend :80\n"
-        )
+        self.assertEqual(self.stubGet("http://backend.example/ping"), b"pong from backend :80\n")
 
     def test_pingContentType(self) -> None:
         """
@@ -153,9 +147,7 @@ class PingTests(_InMemoryTestCase):
         """
         code, headers, _ = self.request(b"GET", b"/ping")
         self.assertEqual(code, 200)
-        self.assertEqual(
-            headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"]
-        )
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
 
     def test_headNoBody(self) -> None:
         """
@@ -198,9 +190,7 @@ class EchoTests(_InMemoryTestCase):
         The request-target is reported byte for byte, query string included,
         with no decoding or normalisation.
         """
-        self.assertEqual(
-            self.echo(target=b"/echo?x=%7e&y=&z")["target"], "/echo?x=%7e&y=&z"
-        )
+        self.assertEqual(self.echo(target=b"/echo?x=%7e&y=&z")["target"], "/echo?x=%7e&y=&z")
 
     def test_version(self) -> None:
         """
@@ -290,9 +280,7 @@ class LoggingTests(_InMemoryTestCase):
             {k: ours[0][k] for k in ("port", "method", "target", "status")},
             {"port": 8082, "method": "PURGE", "target": "/nope?q", "status": 404},
         )
-        self.assertEqual(
-            ours[0]["log_format"], "backend :{port} {method} {target} -> {status}"
-        )
+        self.assertEqual(ours[0]["log_format"], "backend :{port} {method} {target} -> {status}")
 
 
 class PortsFromEnvironmentTests(SynchronousTestCase):
@@ -317,25 +305,19 @@ class PortsFromEnvironmentTests(SynchronousTestCase):
         """
         The listed ports are returned in order.
         """
-        self.assertEqual(
-            portsFromEnvironment({"BACKEND_PORTS": "9002,9001"}), [9002, 9001]
-        )
+        self.assertEqual(portsFromEnvironment({"BACKEND_PORTS": "9002,9001"}), [9002, 9001])
 
     def test_whitespace(self) -> None:
         """
         Spaces around ports are ignored.
         """
-        self.assertEqual(
-            portsFromEnvironment({"BACKEND_PORTS": " 9001 , 9002\t"}), [9001, 9002]
-        )
+        self.assertEqual(portsFromEnvironment({"BACKEND_PORTS": " 9001 , 9002\t"}), [9001, 9002])
 
     def assertBad(self, value: str, message: str) -> None:
         """
         C{BACKEND_PORTS=value} raises L{ValueError} with C{message}.
         """
-        e = self.assertRaises(
-            ValueError, portsFromEnvironment, {"BACKEND_PORTS": value}
-        )
+        e = self.assertRaises(ValueError, portsFromEnvironment, {"BACKEND_PORTS": value})
         self.assertEqual(str(e), message)
         self.assertNotIn("\n", str(e))
 

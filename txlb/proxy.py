@@ -32,7 +32,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -74,7 +74,7 @@ def makeAgent(reactor: Any, connectTimeout: float) -> RawTargetAgent:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool._factory = _QuietClientFactory
     pool.maxPersistentPerHost = MAX_IDLE_PER_BACKEND
-    pool.cachedConnectionTimeout = BACKEND_IDLE_TIMEOUT
+    pool.cachedConnectionTimeout = BACKEND_IDLE_TIMEOUT  # type: ignore[assignment]
     return RawTargetAgent(reactor, pool, connectTimeout)
 
 
@@ -164,7 +164,7 @@ class TransparentRequest(server.Request):
     defaultContentType = None
 
     def process(self) -> None:
-        self.site = self.channel.site
+        self.site = self.channel.site  # type: ignore[attr-defined]
         try:
             self.render(self.site.resource)
         except BaseException:
@@ -181,6 +181,7 @@ class ProxyChannel(http.HTTPChannel):
         Answer an over-long request or header line with 431; Twisted's
         channel drops the connection without a word.
         """
+        assert self.transport is not None
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -208,12 +209,12 @@ class LoadBalancerSite(server.Site):
     """
 
     requestFactory = TransparentRequest
-    protocol = ProxyChannel
+    protocol = ProxyChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, reactor: Any = None) -> None:
         super().__init__(resource, parsePOSTFormSubmission=False, reactor=reactor)
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -291,6 +292,14 @@ def _answer(request: server.Request, code: int, text: str) -> None:
     request.finish()
 
 
+def _abort(request: server.Request) -> None:
+    """
+    Cut the client connection of C{request}, so a response that cannot be
+    finished does not pass for a whole one.
+    """
+    request.channel.transport.abortConnection()  # type: ignore[union-attr]
+
+
 def _describe(failure: Failure) -> str:
     """
     A short description of why talking to a backend failed.
@@ -298,7 +307,7 @@ def _describe(failure: Failure) -> str:
     reasons = getattr(failure.value, "reasons", None)
     if reasons:
         return _describe(reasons[0])
-    return failure.getErrorMessage() or failure.type.__name__
+    return failure.getErrorMessage() or repr(failure.value)
 
 
 class _EndOfBody:
@@ -479,7 +488,7 @@ class _Exchange:
         else:
             # Finishing would tell the client the body is whole: abort, so
             # the truncation shows.
-            request.channel.transport.abortConnection()
+            _abort(request)
             self._over(code, f"backend body cut short: {_describe(item.reason)}", LogLevel.warn)
 
     def _internalError(self, failure: Failure) -> None:
@@ -491,7 +500,7 @@ class _Exchange:
         if self.over:
             return
         if not self.clientGone:
-            self.request.channel.transport.abortConnection()
+            _abort(self.request)
         if self.bodyTransport is not None:
             self.bodyTransport.stopProducing()
         self._over(None, "internal error", LogLevel.error)
@@ -565,10 +574,10 @@ class _BodyFeeder(Protocol):
     def connectionMade(self) -> None:
         self.exchange.bodyTransport = self.transport
         if self.exchange.clientGone:
-            self.transport.stopProducing()
+            self.transport.stopProducing()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         self.exchange.feed(data)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.exchange.queue.put(_EndOfBody(reason))

@@ -209,9 +209,7 @@ class LoadBalancerService(MultiService):
             "txlb listening on {listen}, algorithm {algo}, backends {backends}",
             listen=self.config["listen"],
             algo=self.config["algo"],
-            backends=", ".join(
-                f"{b.address} (weight {b.weight})" for b in self.config["backends"]
-            ),
+            backends=", ".join(f"{b.address} (weight {b.weight})" for b in self.config["backends"]),
         )
         super().startService()
 
