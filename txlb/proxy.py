@@ -30,7 +30,7 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
 )
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Cooperator
@@ -243,16 +243,45 @@ class LoadBalancerResource(Resource):
         self._cooperator = Cooperator(scheduler=partial(reactor.callLater, 0))
 
     def render(self, request: server.Request) -> bytes | int:
+        started = self._reactor.seconds()
+        clientHost = getattr(request.getClientAddress(), "host", "")
         problem = _badRequest(request)
         if problem is not None:
             _answer(request, http.BAD_REQUEST, problem)
+            self.logRequest(request, clientHost, "-", http.BAD_REQUEST, started, problem)
             return server.NOT_DONE_YET
-        clientHost = getattr(request.getClientAddress(), "host", "")
         backend = self.algorithm.pick(clientHost)
-        exchange = _Exchange(request, backend, clientHost, self._reactor, self._log)
+        exchange = _Exchange(self, request, backend, clientHost, started)
         exchange.forward(self._agent, self._body(request))
         exchange.reverse()
         return server.NOT_DONE_YET
+
+    def logRequest(
+        self,
+        request: server.Request,
+        clientHost: str,
+        backend: str,
+        status: int | None,
+        started: float,
+        error: str | None = None,
+        level: LogLevel = LogLevel.info,
+    ) -> None:
+        """
+        Log the one line a request gets, with its outcome.
+        """
+        self._log.emit(
+            level,
+            "client={client} method={method} path={path} \N{RIGHTWARDS ARROW} "
+            "backend={backend} status={status} ms={ms:.1f}{detail}",
+            client=clientHost,
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("ascii", "backslashreplace"),
+            backend=backend,
+            status="-" if status is None else status,
+            ms=(self._reactor.seconds() - started) * 1000,
+            detail="" if error is None else f' error="{error}"',
+            error=error,
+        )
 
     def _body(self, request: server.Request) -> IBodyProducer | None:
         """
@@ -331,18 +360,17 @@ class _Exchange:
 
     def __init__(
         self,
+        resource: LoadBalancerResource,
         request: server.Request,
         backend: Backend,
         clientHost: str,
-        reactor: Any,
-        log: Logger,
+        started: float,
     ) -> None:
+        self.resource = resource
         self.request = request
         self.backend = backend
         self.clientHost = clientHost
-        self.log = log
-        self.reactor = reactor
-        self.started = reactor.seconds()
+        self.started = started
         self.queue: DeferredQueue[Any] = DeferredQueue()
         self.queuedBytes = 0
         self.sending: Any = None
@@ -437,15 +465,6 @@ class _Exchange:
             return
         if failure.check(TimeoutError):
             code, why = http.GATEWAY_TIMEOUT, "connect timeout"
-        elif failure.check(ConnectError, DNSLookupError):
-            code, why = http.BAD_GATEWAY, _describe(failure)
-        elif failure.check(ValueError, TypeError):
-            # Agent refused what the client sent (a method or header it will
-            # not write).
-            code, why = http.BAD_REQUEST, _describe(failure)
-            _answer(self.request, code, why)
-            self._over(code, why, LogLevel.info)
-            return
         else:
             code, why = http.BAD_GATEWAY, _describe(failure)
         _answer(self.request, code, f"backend {self.backend.address}: {why}")
@@ -496,7 +515,7 @@ class _Exchange:
         A bug in txlb: log it, and end the exchange without passing off
         anything as complete.
         """
-        self.log.failure("Internal error relaying {path}", failure, path=self.request.uri)
+        self.resource._log.failure("Internal error relaying {path}", failure, path=self.request.uri)
         if self.over:
             return
         if not self.clientGone:
@@ -536,19 +555,8 @@ class _Exchange:
         """
         self.over = True
         self.backend.active -= 1
-        request = self.request
-        self.log.emit(
-            level,
-            "client={client} method={method} path={path} \N{RIGHTWARDS ARROW} "
-            "backend={backend} status={status} ms={ms:.1f}{detail}",
-            client=self.clientHost,
-            method=request.method.decode("ascii", "replace"),
-            path=request.uri.decode("ascii", "backslashreplace"),
-            backend=self.backend.address,
-            status=code if code is not None else "-",
-            ms=(self.reactor.seconds() - self.started) * 1000,
-            detail="" if error is None else f' error="{error}"',
-            error=error,
+        self.resource.logRequest(
+            self.request, self.clientHost, self.backend.address, code, self.started, error, level
         )
 
 
