@@ -442,10 +442,20 @@ class BadRequestTests(SynchronousTestCase):
 
     def test_twoHosts(self) -> None:
         """
-        Two Host fields get 400.
+        Two Host fields get 400, with a body and a log line that say why.
         """
-        self.assertRejected(
-            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"HTTP/1.1 400 Bad Request"
+        harness = Harness(self)
+        _, client = harness.client(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertTrue(
+            client.value().endswith(b"\r\n\r\n400 Bad Request: more than one Host header\n")
+        )
+        self.assertEqual(
+            harness.accessLog(),
+            [
+                "client=10.0.0.7 method=GET path=/ \N{RIGHTWARDS ARROW} backend=- status=400 ms=0.0"
+                ' error="more than one Host header"'
+            ],
         )
 
     def test_noHost(self) -> None:
