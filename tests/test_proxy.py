@@ -569,6 +569,18 @@ class ClientDisconnectTests(SynchronousTestCase):
     A client that leaves stops the work done for it.
     """
 
+    def test_channelStopsProducer(self) -> None:
+        """
+        When the client connection stops its producer mid-body, the backend
+        connection is stopped too.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, toBackend = harness.backend()
+        backend.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        channel.stopProducing()
+        self.assertEqual(toBackend.producerState, "stopped")
+
     def test_beforeResponse(self) -> None:
         """
         Leaving before the response cancels the backend request and
@@ -648,6 +660,20 @@ class InternalErrorTests(SynchronousTestCase):
     A bug in txlb ends the exchange visibly instead of hanging it.
     """
 
+    def test_algorithmFails(self) -> None:
+        """
+        An algorithm that raises gets the client a 500, and the error logged.
+        """
+        harness = Harness(self)
+
+        def broken(clientHost: str) -> Backend:
+            raise RuntimeError("bug")
+
+        self.patch(harness.resource.algorithm, "pick", broken)
+        _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 500 Internal Server Error\r\n"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_abortsAndLogs(self) -> None:
         """
         An exception while relaying is logged, the client connection is
@@ -665,6 +691,29 @@ class InternalErrorTests(SynchronousTestCase):
         self.assertTrue(client.disconnected)
         self.assertEqual(harness.backends[0].active, 0)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class SiteTests(SynchronousTestCase):
+    """
+    The site's own choices.
+    """
+
+    def test_http11Only(self) -> None:
+        """
+        Only HTTP/1.1 is offered in TLS ALPN, even where HTTP/2 support is
+        installed.
+        """
+        self.assertEqual(Harness(self).site.acceptableProtocols(), [b"http/1.1"])
+
+    def test_globalReactorByDefault(self) -> None:
+        """
+        Without a reactor, the resource uses the global one.
+        """
+        from twisted.internet import reactor
+
+        harness = Harness(self)
+        resource = LoadBalancerResource(harness.resource.algorithm, harness.agent)
+        self.assertIs(resource._reactor, reactor)
 
 
 class AccessLogTests(SynchronousTestCase):

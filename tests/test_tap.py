@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -84,6 +83,12 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["algo"], "roundrobin")
         self.assertEqual(options["connect-timeout"], 5.0)
         self.assertEqual([b.address for b in options["backends"]], ["a:1", "b:2"])
+
+    def test_connectTimeout(self) -> None:
+        """
+        C{--connect-timeout} takes fractions of a second.
+        """
+        self.assertEqual(parse("--demo", "--connect-timeout", "2.5")["connect-timeout"], 2.5)
 
     def test_algorithms(self) -> None:
         """
@@ -189,7 +194,7 @@ class MakeServiceTests(SynchronousTestCase):
         busy.listen(1)
         port = busy.getsockname()[1]
         service = makeService(
-            parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"), reactor
+            parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
         )
         with self.assertRaises(SystemExit) as caught:
             service.privilegedStartService()

@@ -29,6 +29,3 @@ class Backend:
         self.active = 0
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.uri = URI.fromBytes(f"http://{self.address}/".encode("ascii"))
-
-    def __repr__(self) -> str:
-        return f"<Backend {self.address} weight={self.weight} active={self.active}>"

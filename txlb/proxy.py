@@ -581,8 +581,6 @@ class _BodyFeeder(Protocol):
 
     def connectionMade(self) -> None:
         self.exchange.bodyTransport = self.transport
-        if self.exchange.clientGone:
-            self.transport.stopProducing()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         self.exchange.feed(data)
