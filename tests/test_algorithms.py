@@ -26,8 +26,18 @@ def seedBackends() -> list[Backend]:
     ]
 
 
-def ports(algorithm: IAlgorithm, count: int, clientHost: str = "127.0.0.1") -> list[int]:
-    return [algorithm.pick(clientHost).port for _ in range(count)]
+def ports(
+    algorithm: IAlgorithm,
+    count: int,
+    clientHost: str = "127.0.0.1",
+    down: tuple[int, ...] = (),
+) -> list[int]:
+    """
+    The ports of C{count} picks, while the backends on the C{down} ports are
+    not candidates.
+    """
+    up = [b for b in algorithm.backends if b.port not in down]
+    return [algorithm.pick(clientHost, up).port for _ in range(count)]
 
 
 IPHASH_CLIENTS = (
@@ -63,7 +73,7 @@ class AlgorithmTestsMixin:
         backends = seedBackends()
         algorithm = self.algorithmClass(backends)
         for i in range(50):
-            self.assertIn(algorithm.pick(f"10.0.0.{i}"), backends)
+            self.assertIn(algorithm.pick(f"10.0.0.{i}", algorithm.backends), backends)
 
     def test_singleBackend(self) -> None:
         """
@@ -71,11 +81,28 @@ class AlgorithmTestsMixin:
         """
         only = Backend("127.0.0.1", 9000, 4)
         algorithm = self.algorithmClass([only])
-        self.assertEqual({algorithm.pick(f"10.0.0.{i}") for i in range(10)}, {only})
+        self.assertEqual(
+            {algorithm.pick(f"10.0.0.{i}", algorithm.backends) for i in range(10)}, {only}
+        )
 
 
 class RoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
     algorithmClass = RoundRobin
+
+    def test_skipsDown(self) -> None:
+        """
+        A backend that is not a candidate is skipped; the order of the others
+        stays.
+        """
+        self.assertEqual(
+            ports(RoundRobin(seedBackends()), 5, down=(8082,)), [8081, 8083, 8081, 8083, 8081]
+        )
+
+    def test_foreignCandidates(self) -> None:
+        """
+        Candidates that are none of its backends are refused.
+        """
+        self.assertRaises(ValueError, RoundRobin(seedBackends()).pick, "h", [Backend("x", 1)])
 
     def test_sequence(self) -> None:
         """
@@ -83,13 +110,30 @@ class RoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         algorithm = RoundRobin(seedBackends())
         self.assertEqual(
-            [algorithm.pick(f"10.0.0.{i}").port for i in range(7)],
+            [algorithm.pick(f"10.0.0.{i}", algorithm.backends).port for i in range(7)],
             [8081, 8082, 8083, 8081, 8082, 8083, 8081],
         )
 
 
 class WeightedRoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
     algorithmClass = WeightedRoundRobin
+
+    def test_skipsDown(self) -> None:
+        """
+        A backend that is down loses its slots; the others keep theirs.
+        """
+        self.assertEqual(
+            ports(WeightedRoundRobin(seedBackends()), 6, down=(8082,)),
+            [8081, 8083, 8083, 8081, 8083, 8083],
+        )
+
+    def test_foreignCandidates(self) -> None:
+        """
+        Candidates that are none of its backends are refused.
+        """
+        self.assertRaises(
+            ValueError, WeightedRoundRobin(seedBackends()).pick, "h", [Backend("x", 1)]
+        )
 
     def test_seedSequence(self) -> None:
         """
@@ -110,6 +154,23 @@ class WeightedRoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
 
 class LeastConnectionsTests(AlgorithmTestsMixin, SynchronousTestCase):
     algorithmClass = LeastConnections
+
+    def test_skipsDown(self) -> None:
+        """
+        A backend that is down is never picked, even when it is the least
+        busy.
+        """
+        backends = seedBackends()
+        backends[0].active = backends[2].active = 4
+        self.assertEqual(
+            ports(LeastConnections(backends), 4, down=(8082,)), [8081, 8083, 8081, 8083]
+        )
+
+    def test_foreignCandidates(self) -> None:
+        """
+        Candidates that are none of its backends are refused.
+        """
+        self.assertRaises(ValueError, LeastConnections(seedBackends()).pick, "h", [Backend("x", 1)])
 
     def test_fewestActive(self) -> None:
         """
@@ -145,7 +206,7 @@ class LeastConnectionsTests(AlgorithmTestsMixin, SynchronousTestCase):
         algorithm = LeastConnections(backends)
         picks = []
         for _ in range(6):
-            backend = algorithm.pick("127.0.0.1")
+            backend = algorithm.pick("127.0.0.1", backends)
             backend.active += 1
             picks.append(backend.port)
         self.assertEqual(picks, [8081, 8082, 8083, 8081, 8082, 8083])
@@ -162,7 +223,9 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         algorithm = IPHash(seedBackends())
         for client in self.clients:
-            self.assertEqual(len({algorithm.pick(client).port for _ in range(5)}), 1)
+            self.assertEqual(
+                len({algorithm.pick(client, algorithm.backends).port for _ in range(5)}), 1
+            )
 
     def test_stableAcrossInstances(self) -> None:
         """
@@ -172,7 +235,7 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         algorithm = IPHash([Backend("localhost", port) for port in (8081, 8082, 8083)])
         self.assertEqual(
-            [algorithm.pick(client).port for client in IPHASH_CLIENTS],
+            [algorithm.pick(client, algorithm.backends).port for client in IPHASH_CLIENTS],
             [8081, 8081, 8082, 8081, 8082, 8083, 8082],
         )
 
@@ -183,7 +246,7 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         algorithm = IPHash([Backend("localhost", port) for port in (8081, 8082, 8083)])
         counts: dict[int, int] = {}
         for client in self.clients:
-            port = algorithm.pick(client).port
+            port = algorithm.pick(client, algorithm.backends).port
             counts[port] = counts.get(port, 0) + 1
         self.assertEqual(sorted(counts), [8081, 8082, 8083])
         self.assertGreater(min(counts.values()), len(self.clients) / 6)
@@ -197,7 +260,7 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         after = IPHash(backends[:2] + backends[3:])
         moved = 0
         for client in self.clients:
-            old, new = before.pick(client), after.pick(client)
+            old, new = before.pick(client, before.backends), after.pick(client, after.backends)
             if old is backends[2]:
                 moved += 1
                 self.assertIsNot(new, backends[2])
@@ -205,11 +268,30 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
                 self.assertIs(new, old)
         self.assertGreater(moved, 0)
 
+    def test_downMovesOnlyItsClientsAndBack(self) -> None:
+        """
+        While a backend is down only its clients move, and they return when
+        it is back.
+        """
+        backends = [Backend("localhost", port) for port in (8081, 8082, 8083, 8084)]
+        algorithm = IPHash(backends)
+        before = {client: algorithm.pick(client, backends) for client in self.clients}
+        up = [b for b in backends if b.port != 8083]
+        for client in self.clients:
+            during = algorithm.pick(client, up)
+            if before[client].port == 8083:
+                self.assertNotEqual(during.port, 8083)
+            else:
+                self.assertIs(during, before[client])
+        self.assertEqual({c: algorithm.pick(c, backends) for c in self.clients}, before)
+
     def test_weightsBiasClients(self) -> None:
         """
         A backend of weight 3 gets more clients than one of weight 1.
         """
         heavy, light = Backend("h", 1, 3), Backend("h", 2, 1)
         algorithm = IPHash([heavy, light])
-        onHeavy = sum(algorithm.pick(client) is heavy for client in self.clients)
+        onHeavy = sum(
+            algorithm.pick(client, algorithm.backends) is heavy for client in self.clients
+        )
         self.assertGreater(onHeavy, len(self.clients) * 0.6)

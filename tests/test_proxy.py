@@ -10,13 +10,13 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError, TimeoutError
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from txlb import proxy
-from txlb.backend import Backend
-from txlb.proxy import LoadBalancerResource, LoadBalancerSite, makeAgent
+from txlb.backend import Backend, BackendPool
+from txlb.proxy import LoadBalancerResource, LoadBalancerSite, ProxySettings, makeAgent
 from txlb.roundrobin import RoundRobin
 
 CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
@@ -28,11 +28,18 @@ class Harness:
     the backends.
     """
 
-    def __init__(self, testCase: SynchronousTestCase, count: int = 2) -> None:
+    def __init__(self, testCase: SynchronousTestCase, count: int = 2, **settings: Any) -> None:
         self.reactor = MemoryReactorClock()
         self.backends = [Backend("127.0.0.1", 8081 + i) for i in range(count)]
         self.agent = makeAgent(self.reactor, connectTimeout=5)
-        self.resource = LoadBalancerResource(RoundRobin(self.backends), self.agent, self.reactor)
+        self.pool = BackendPool(self.backends, self.reactor)
+        self.resource = LoadBalancerResource(
+            RoundRobin(self.backends),
+            self.agent,
+            self.reactor,
+            self.pool,
+            ProxySettings(**settings),
+        )
         self.site = LoadBalancerSite(self.resource, self.reactor)
         self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
 
@@ -69,13 +76,21 @@ class Harness:
         _, _, factory, _, _ = self.reactor.tcpClients.pop(0)
         factory.clientConnectionFailed(None, Failure(reason))
 
-    def accessLog(self) -> list[str]:
-        from twisted.logger import formatEvent
+    def messages(self) -> list[str]:
+        """
+        Everything logged, formatted.
+        """
+        return [formatEvent(event) for event in self.events]
 
+    def accessLog(self) -> list[str]:
+        """
+        The access-log lines.
+        """
         return [
             formatEvent(event)
             for event in self.events
             if event.get("log_namespace") == "txlb.proxy.LoadBalancerResource"
+            and "client=" in event.get("log_format", "")
         ]
 
 
@@ -499,7 +514,7 @@ class BackendFailureTests(SynchronousTestCase):
         A refused connection gets 502 with a plain-text body naming the
         backend.
         """
-        harness = Harness(self)
+        harness = Harness(self, retries=0)
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         harness.refuse(ConnectionRefusedError())
         response = client.value()
@@ -512,7 +527,7 @@ class BackendFailureTests(SynchronousTestCase):
         """
         A connection that cannot be made in time gets 504.
         """
-        harness = Harness(self)
+        harness = Harness(self, retries=0)
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         harness.refuse(TimeoutError())
         self.assertTrue(client.value().startswith(b"HTTP/1.1 504 Gateway Time-out\r\n"))
@@ -666,7 +681,7 @@ class InternalErrorTests(SynchronousTestCase):
         """
         harness = Harness(self)
 
-        def broken(clientHost: str) -> Backend:
+        def broken(clientHost: str, candidates: object) -> Backend:
             raise RuntimeError("bug")
 
         self.patch(harness.resource.algorithm, "pick", broken)

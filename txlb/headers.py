@@ -8,6 +8,8 @@ describe one connection, not the message, so each hop makes its own.
 
 from __future__ import annotations
 
+import re
+
 from twisted.web.http_headers import Headers
 
 #: Fields that always describe the connection, lower-cased (RFC 9110 7.6.1).
@@ -73,3 +75,44 @@ def toClient(received: Headers) -> Headers:
     C{Content-Length} of a response to C{HEAD} is left in, and is kept.
     """
     return withoutHopByHop(received)
+
+
+def _quoted(value: bytes) -> bytes:
+    """
+    C{value} as an RFC 7239 token, or quoted if it is not one.
+    """
+    if _TOKEN.fullmatch(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def addForwardedFor(outgoing: Headers, client: bytes, proto: bytes, host: bytes) -> None:
+    """
+    Append C{client} to C{X-Forwarded-For} and set C{X-Forwarded-Proto} and
+    C{X-Forwarded-Host}, as most proxies do (the de facto convention).
+    """
+    chain = outgoing.getRawHeaders(b"x-forwarded-for", [])
+    outgoing.setRawHeaders(b"X-Forwarded-For", [b", ".join([*chain, client])])
+    outgoing.setRawHeaders(b"X-Forwarded-Proto", [proto])
+    outgoing.setRawHeaders(b"X-Forwarded-Host", [host])
+
+
+def addForwarded(outgoing: Headers, client: bytes, proto: bytes, host: bytes) -> None:
+    """
+    Append an RFC 7239 C{Forwarded} element for this hop.
+    """
+    node = b"[" + client + b"]" if b":" in client else client
+    element = b"for=%s;proto=%s;host=%s" % (_quoted(node), proto, _quoted(host))
+    outgoing.addRawHeader(b"Forwarded", element)
+
+
+def addVia(outgoing: Headers, version: bytes) -> None:
+    """
+    Append this hop to C{Via} (RFC 9110 section 7.6.3), with the version of
+    the request as received.
+    """
+    received = version.removeprefix(b"HTTP/")
+    outgoing.addRawHeader(b"Via", received + b" txlb")

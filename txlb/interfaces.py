@@ -18,10 +18,12 @@ class IAlgorithm(Interface):
 
     backends = Attribute("The L{txlb.backend.Backend}s it picks from, in order.")
 
-    def pick(clientHost):
+    def pick(clientHost, candidates):
         """
         Choose the backend for the next request.
 
         @param clientHost: The client's IP address, as L{str}.
-        @return: One of C{backends}.
+        @param candidates: The backends that may take this request: those of
+            C{backends} that are up and not yet tried for it, never empty.
+        @return: One of C{candidates}.
         """

@@ -1,12 +1,13 @@
 """
-IP hash: the same client IP always reaches the same backend.
+IP hash: the same client IP always reaches the same backend while it is up.
 
 It uses rendezvous (highest-random-weight) hashing: every backend gets a
 score from a hash of the client IP and the backend's address, and the highest
-score wins.  The hash is BLAKE2b, not Python's salted C{hash()}, so a client
-lands on the same backend in every process and after every restart.  When one
-of n backends is removed, only the clients it had move (each to its own next
-best); everybody else stays where they were.  Weights bias the scores
+score among the backends that are up wins.  The hash is BLAKE2b, not Python's
+salted C{hash()}, so a client lands on the same backend in every process and
+after every restart.  When one of n backends is removed or down, only the
+clients it had move (each to its own next best), and they come back when it
+recovers; everybody else stays where they were.  Weights bias the scores
 (C{-weight / ln(u)}, the weighted form of rendezvous hashing), so a backend of
 weight 2 gets about twice the clients of one of weight 1.
 
@@ -45,5 +46,5 @@ class IPHash:
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)
 
-    def pick(self, clientHost: str) -> Backend:
-        return max(self.backends, key=lambda backend: score(clientHost, backend))
+    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
+        return max(candidates, key=lambda backend: score(clientHost, backend))

@@ -1,5 +1,6 @@
 """
-Least connections: the backend with the fewest requests in flight right now.
+Least connections: the backend with the fewest requests in flight right now,
+among those that are up.
 
 Ties go round robin: the search starts just after the previous pick, so idle
 backends share the load instead of the first one taking it all.  Weights are
@@ -27,12 +28,17 @@ class LeastConnections:
         self.backends = tuple(backends)
         self._start = 0
 
-    def pick(self, clientHost: str) -> Backend:
+    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
         count = len(self.backends)
-        best = self._start
-        for offset in range(1, count):
+        chosen = -1
+        for offset in range(count):
             index = (self._start + offset) % count
-            if self.backends[index].active < self.backends[best].active:
-                best = index
-        self._start = (best + 1) % count
-        return self.backends[best]
+            backend = self.backends[index]
+            if backend in candidates and (
+                chosen < 0 or backend.active < self.backends[chosen].active
+            ):
+                chosen = index
+        if chosen < 0:
+            raise ValueError("no candidate is one of this algorithm's backends")
+        self._start = (chosen + 1) % count
+        return self.backends[chosen]

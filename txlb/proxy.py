@@ -6,7 +6,9 @@ L{DeferredQueue}:
 
   - the forward half sends the request to the backend the algorithm picked
     and puts what comes back into the queue: the response head (or the
-    failure to get one), then each body chunk, then an L{_EndOfBody};
+    failure to get one), then each body chunk, then an L{_EndOfBody}.  A
+    backend that cannot be reached is retried on another one, and so is one
+    that failed before answering if the method is idempotent;
   - the reverse half takes from the queue and writes to the client: status
     and headers, each chunk, then finishes the response or, if the body was
     cut short, aborts the client connection so the truncation shows.
@@ -21,22 +23,25 @@ bytes of its response in memory.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
-from twisted.internet.defer import CancelledError, DeferredQueue, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, maybeDeferred, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
 )
-from twisted.internet.error import TimeoutError
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web._newclient import RequestNotSent
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
@@ -49,7 +54,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from txlb import headers
-from txlb.backend import Backend
+from txlb.backend import Backend, BackendPool
 from txlb.interfaces import IAlgorithm
 
 #: Queued response bytes above which reading from the backend pauses.
@@ -64,6 +69,44 @@ MAX_IDLE_PER_BACKEND = 64
 #: Apache after 5 s), so txlb never sends a request down a connection the
 #: backend is closing.
 BACKEND_IDLE_TIMEOUT = 1.5
+
+#: Methods a retry may repeat after the backend got the request (RFC 9110
+#: section 9.2.2).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """
+    How the proxy treats backends and clients; every timeout is finite.
+
+    @ivar connectTimeout: Seconds to make a backend connection.
+    @ivar responseTimeout: Seconds from sending a request to the response
+        head.
+    @ivar idleTimeout: Seconds without a byte either way while a response
+        body is relayed.
+    @ivar clientTimeout: Seconds a client may take to send a request head,
+        or stay silent on a kept-alive connection.
+    @ivar retries: How many more backends to try for one request.
+    @ivar retryNonIdempotent: Whether a request the backend may have
+        received is retried whatever its method.
+    @ivar maxBodySize: The largest request body accepted, or L{None}.
+    @ivar forwardedFor: Append the client to C{X-Forwarded-For} and set
+        C{X-Forwarded-Proto} and C{X-Forwarded-Host}.
+    @ivar forwarded: Append an RFC 7239 C{Forwarded} element.
+    @ivar via: Append C{1.1 txlb} to C{Via}.
+    """
+
+    connectTimeout: float = 5.0
+    responseTimeout: float = 30.0
+    idleTimeout: float = 60.0
+    clientTimeout: float = 30.0
+    retries: int = 2
+    retryNonIdempotent: bool = False
+    maxBodySize: int | None = None
+    forwardedFor: bool = False
+    forwarded: bool = False
+    via: bool = False
 
 
 def makeAgent(reactor: Any, connectTimeout: float) -> RawTargetAgent:
@@ -159,9 +202,11 @@ class TransparentRequest(server.Request):
     C{Content-Type: text/html}, and answers C{*} targets itself.  This one
     hands every request straight to the site's resource instead; the proxy
     adds C{Date} only when the backend sent none (RFC 9110 section 6.6.1).
+    It also refuses a body over the size limit as soon as that shows.
     """
 
     defaultContentType = None
+    _received = 0
 
     def process(self) -> None:
         self.site = self.channel.site  # type: ignore[attr-defined]
@@ -170,23 +215,104 @@ class TransparentRequest(server.Request):
         except BaseException:
             self.processingFailed(Failure())
 
+    def gotLength(self, length: int | None) -> None:
+        if self._tooLarge(length or 0):
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if not self._tooLarge(self._received):
+            super().handleContentChunk(data)
+
+    def _tooLarge(self, size: int) -> bool:
+        """
+        Answer 413 and close if C{size} bytes of body are over the limit.
+        """
+        channel = self.channel
+        if channel._refused:  # type: ignore[attr-defined]
+            return True
+        limit = channel.site.resource.settings.maxBodySize  # type: ignore[attr-defined]
+        if limit is None or size <= limit:
+            return False
+        channel.refuse(b"413 Content Too Large")  # type: ignore[attr-defined]
+        return True
+
 
 class ProxyChannel(http.HTTPChannel):
     """
-    Twisted's HTTP channel with two of its answers fixed.
+    Twisted's HTTP channel with some of its answers fixed, a deadline for
+    request heads, and a way to close it for a graceful stop.
     """
+
+    _headDeadline: Any = None
+    _refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channels.add(self)  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.channels.discard(self)  # type: ignore[attr-defined]
+        self._cancelHeadDeadline()
+        super().connectionLost(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Start the deadline for a request head at its first byte: a client
+        dribbling its headers (slowloris) keeps resetting the idle timeout,
+        but not this.
+        """
+        if self._refused:
+            return
+        if self._headDeadline is None and not self.requests:
+            self._headDeadline = self.callLater(  # type: ignore[call-arg]
+                self.site.resource.settings.clientTimeout,  # type: ignore[attr-defined]
+                self.refuse,
+                b"408 Request Timeout",
+            )
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancelHeadDeadline()
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+    def _cancelHeadDeadline(self) -> None:
+        if self._headDeadline is not None:
+            if self._headDeadline.active():
+                self._headDeadline.cancel()
+            self._headDeadline = None
+
+    def refuse(self, status: bytes) -> None:
+        """
+        Answer C{status} with an empty body and close the connection,
+        reading nothing more from it.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        self._cancelHeadDeadline()
+        self.setTimeout(None)
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status
+        )
+        self.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
         Answer an over-long request or header line with 431; Twisted's
         channel drops the connection without a word.
         """
-        assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        self.loseConnection()
+        self.refuse(b"431 Request Header Fields Too Large")
 
     def checkPersistence(self, request: server.Request, version: bytes) -> bool:
         """
@@ -200,19 +326,35 @@ class ProxyChannel(http.HTTPChannel):
             return False
         return True
 
+    def closeWhenIdle(self) -> None:
+        """
+        For a graceful stop: close now if no request is in progress, else
+        after the response to the current one.
+        """
+        self.persistent = False
+        if not self.requests:
+            self.loseConnection()
+
 
 class LoadBalancerSite(server.Site):
     """
     The site txlb listens with: transparent requests, HTTP/1.1 only, no
-    form parsing, and no access log of Twisted's (the proxy logs each request
-    itself, with its backend and outcome).
+    form parsing, no access log of Twisted's (the proxy logs each request
+    itself, with its backend and outcome), and the client connections it
+    has open, to close them on a graceful stop.
     """
 
     requestFactory = TransparentRequest
     protocol = ProxyChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: Resource, reactor: Any = None) -> None:
-        super().__init__(resource, parsePOSTFormSubmission=False, reactor=reactor)
+    def __init__(self, resource: LoadBalancerResource, reactor: Any = None) -> None:
+        super().__init__(
+            resource,
+            parsePOSTFormSubmission=False,
+            timeout=resource.settings.clientTimeout,
+            reactor=reactor,
+        )
+        self.channels: set[ProxyChannel] = set()
 
     def log(self, request: http.Request) -> None:
         pass
@@ -220,27 +362,55 @@ class LoadBalancerSite(server.Site):
     def acceptableProtocols(self) -> list[bytes]:
         return [b"http/1.1"]
 
+    def closeIdleConnections(self) -> None:
+        """
+        Close every client connection as soon as it has no request in
+        progress.
+        """
+        for channel in list(self.channels):
+            channel.closeWhenIdle()
+
+    def abortConnections(self) -> None:
+        """
+        Cut every client connection still open.
+        """
+        for channel in list(self.channels):
+            channel.transport.abortConnection()  # type: ignore[union-attr]
+
 
 class LoadBalancerResource(Resource):
     """
     Forwards every request, whatever its path or method, to the backend the
-    algorithm picks.
+    algorithm picks among those that are up.
 
     @ivar algorithm: The L{IAlgorithm} provider that picks backends.
+    @ivar pool: The L{BackendPool} with the backends and their health.
+    @ivar settings: The L{ProxySettings}.
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, algorithm: IAlgorithm, agent: RawTargetAgent, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        algorithm: IAlgorithm,
+        agent: RawTargetAgent,
+        reactor: Any = None,
+        pool: BackendPool | None = None,
+        settings: ProxySettings = ProxySettings(),
+    ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.algorithm = algorithm
+        self.pool = pool or BackendPool(algorithm.backends, reactor)
+        self.settings = settings
         self._agent = agent
         self._reactor = reactor
         # Request bodies are sent by a cooperator on the injected reactor.
         self._cooperator = Cooperator(scheduler=partial(reactor.callLater, 0))
+        self._exchanges: set[_Exchange] = set()
+        self._idle: list[Deferred[None]] = []
 
     def render(self, request: server.Request) -> bytes | int:
         started = self._reactor.seconds()
@@ -250,11 +420,89 @@ class LoadBalancerResource(Resource):
             _answer(request, http.BAD_REQUEST, problem)
             self.logRequest(request, clientHost, "-", http.BAD_REQUEST, started, problem)
             return server.NOT_DONE_YET
-        backend = self.algorithm.pick(clientHost)
-        exchange = _Exchange(self, request, backend, clientHost, started)
-        exchange.forward(self._agent, self._body(request))
+        exchange = _Exchange(self, request, clientHost, started)
+        self._exchanges.add(exchange)
         exchange.reverse()
+        exchange.forward(self.pick(clientHost))
         return server.NOT_DONE_YET
+
+    def pick(self, clientHost: str, tried: Collection[Backend] = ()) -> Backend:
+        """
+        The backend for a request from C{clientHost}, other than those
+        C{tried} when there is one.
+        """
+        return self.algorithm.pick(clientHost, self.pool.candidates(tried))
+
+    def send(self, exchange: _Exchange, backend: Backend) -> Any:
+        """
+        Send the request of C{exchange} to C{backend}.
+
+        @return: A L{Deferred} firing with the L{IResponse}.
+        """
+        request = exchange.request
+        return maybeDeferred(
+            self._agent.requestBackend,
+            backend,
+            request.method,
+            request.uri,
+            exchange.outgoing,
+            self._body(request),
+        )
+
+    def outgoingHeaders(self, request: server.Request, clientHost: str) -> http.Headers:
+        """
+        The header fields to send to the backend for C{request}.
+        """
+        outgoing = headers.toBackend(request.requestHeaders)
+        settings = self.settings
+        proto = b"https" if request.isSecure() else b"http"
+        host = request.requestHeaders.getRawHeaders(b"host", [b""])[0]
+        if settings.forwardedFor:
+            headers.addForwardedFor(outgoing, clientHost.encode("ascii"), proto, host)
+        if settings.forwarded:
+            headers.addForwarded(outgoing, clientHost.encode("ascii"), proto, host)
+        if settings.via:
+            headers.addVia(outgoing, request.clientproto)
+        return outgoing
+
+    def _body(self, request: server.Request) -> IBodyProducer | None:
+        """
+        A producer of the client's request body from its start, or L{None} if
+        it sent none.
+        """
+        received = request.requestHeaders
+        if not (received.hasHeader(b"content-length") or received.hasHeader(b"transfer-encoding")):
+            return None
+        content = request.content
+        assert content is not None
+        content.seek(0)
+        return FileBodyProducer(_Unclosable(content), cooperator=self._cooperator)
+
+    def ended(self, exchange: _Exchange) -> None:
+        """
+        C{exchange} is over.
+        """
+        self._exchanges.discard(exchange)
+        if not self._exchanges:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires once no request is in flight.
+        """
+        if not self._exchanges:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+    def inFlight(self) -> int:
+        """
+        How many requests are being forwarded.
+        """
+        return len(self._exchanges)
 
     def logRequest(
         self,
@@ -282,15 +530,6 @@ class LoadBalancerResource(Resource):
             detail="" if error is None else f' error="{error}"',
             error=error,
         )
-
-    def _body(self, request: server.Request) -> IBodyProducer | None:
-        """
-        A producer of the client's request body, or L{None} if it sent none.
-        """
-        received = request.requestHeaders
-        if not (received.hasHeader(b"content-length") or received.hasHeader(b"transfer-encoding")):
-            return None
-        return FileBodyProducer(request.content, cooperator=self._cooperator)
 
 
 def _badRequest(request: server.Request) -> str | None:
@@ -339,6 +578,28 @@ def _describe(failure: Failure) -> str:
     return failure.getErrorMessage() or repr(failure.value)
 
 
+def _nothingSent(failure: Failure) -> bool:
+    """
+    Whether a request failed before any of it reached the backend.
+    """
+    return failure.check(ConnectError, DNSLookupError, RequestNotSent) is not None
+
+
+class _Unclosable:
+    """
+    A request body file that L{FileBodyProducer} cannot close, so that a
+    retry can send it again.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.read = file.read
+        self.seek = file.seek
+        self.tell = file.tell
+
+    def close(self) -> None:
+        pass
+
+
 class _EndOfBody:
     """
     The last item of a response: why the backend's body ended.
@@ -348,10 +609,19 @@ class _EndOfBody:
         self.reason = reason
 
 
+class _ResponseTimeoutError(Exception):
+    """
+    The backend sent no response head in time.
+    """
+
+    def __str__(self) -> str:
+        return "response timeout"
+
+
 @implementer(IPushProducer)
 class _Exchange:
     """
-    One client request relayed to one backend: the forward half, the reverse
+    One client request relayed to a backend: the forward half, the reverse
     half and the queue between them.
 
     It is the client connection's producer while the body is relayed, so the
@@ -362,18 +632,21 @@ class _Exchange:
         self,
         resource: LoadBalancerResource,
         request: server.Request,
-        backend: Backend,
         clientHost: str,
         started: float,
     ) -> None:
         self.resource = resource
         self.request = request
-        self.backend = backend
         self.clientHost = clientHost
         self.started = started
+        self.outgoing = resource.outgoingHeaders(request, clientHost)
+        self.tried: list[Backend] = []
+        self.backend: Backend | None = None
         self.queue: DeferredQueue[Any] = DeferredQueue()
         self.queuedBytes = 0
         self.sending: Any = None
+        self.timer: Any = None
+        self.timedOut = False
         self.bodyTransport: Any = None
         self.backendPaused = False
         self.clientPaused = False
@@ -384,42 +657,99 @@ class _Exchange:
 
     # The forward half.
 
-    def forward(self, agent: RawTargetAgent, body: IBodyProducer | None) -> None:
+    def forward(self, backend: Backend) -> None:
         """
-        Send the request to the backend; queue the response head, or the
-        failure to get one.
+        Send the request to C{backend}; queue the response head, or the
+        failure to get one, or try another backend.
         """
-        self.backend.active += 1
-        request = self.request
-        self.sending = maybeDeferred(
-            agent.requestBackend,
-            self.backend,
-            request.method,
-            request.uri,
-            headers.toBackend(request.requestHeaders),
-            body,
+        self.backend = backend
+        self.tried.append(backend)
+        self.resource.pool.sending(backend)
+        self.timedOut = False
+        self.timer = self.resource._reactor.callLater(
+            self.resource.settings.responseTimeout, self._responseTimedOut
         )
+        self.sending = self.resource.send(self, backend)
         self.sending.addCallbacks(self._gotResponse, self._sendFailed)
         self.sending.addErrback(self._internalError)
 
+    def _responseTimedOut(self) -> None:
+        self.timedOut = True
+        self.sending.cancel()
+
     def _gotResponse(self, response: IResponse) -> None:
         self.sending = None
+        self.timer.cancel()
+        self.resource.pool.succeeded(self.backend)  # type: ignore[arg-type]
         self.queue.put(response)
         response.deliverBody(_BodyFeeder(self))
 
     def _sendFailed(self, failure: Failure) -> None:
         self.sending = None
+        if self.timer.active():
+            self.timer.cancel()
+        if self.clientGone:
+            self.queue.put(failure)
+            return
+        backend = self.backend
+        assert backend is not None
+        if self.timedOut:
+            failure = Failure(_ResponseTimeoutError())
+        why = _describe(failure)
+        self.resource.pool.failed(backend, why)
+        if self._mayRetry(failure):
+            self.resource.pool.done(backend)
+            retry = self.resource.pick(self.clientHost, self.tried)
+            self.resource._log.info(
+                "Retrying {method} {path} on {retry}: {backend} failed ({why})",
+                method=self.request.method.decode("ascii", "replace"),
+                path=self.request.uri.decode("ascii", "backslashreplace"),
+                retry=retry.address,
+                backend=backend.address,
+                why=why,
+            )
+            self.forward(retry)
+            return
         self.queue.put(failure)
+
+    def _mayRetry(self, failure: Failure) -> bool:
+        """
+        Whether a request that failed for C{failure} may go to another
+        backend: not after a response timeout, always if nothing was sent,
+        and otherwise only for idempotent methods.
+        """
+        settings = self.resource.settings
+        if len(self.tried) > settings.retries or self.timedOut:
+            return False
+        return (
+            _nothingSent(failure)
+            or settings.retryNonIdempotent
+            or self.request.method in IDEMPOTENT
+        )
 
     def feed(self, data: bytes) -> None:
         """
         Queue a body chunk; pause the backend if too much is queued.
         """
+        self.timer.reset(self.resource.settings.idleTimeout)
         self.queuedBytes += len(data)
         self.queue.put(data)
         if self.queuedBytes >= HIGH_WATER and not self.backendPaused:
             self.backendPaused = True
             self.bodyTransport.pauseProducing()
+
+    def _idleTimedOut(self) -> None:
+        """
+        No byte moved either way for too long mid-body: give up on both
+        connections.
+        """
+        if not self.backendPaused:
+            self.resource.pool.failed(self.backend, "idle timeout")  # type: ignore[arg-type]
+        self.bodyTransport.stopProducing()
+        if not self.clientGone:
+            self.request.unregisterProducer()
+            _abort(self.request)
+        self._over(self.request.code, "idle timeout", LogLevel.warn)
 
     # The reverse half.
 
@@ -434,6 +764,9 @@ class _Exchange:
         if isinstance(item, Failure):
             self._relayFailure(item)
             return
+        self.timer = self.resource._reactor.callLater(
+            self.resource.settings.idleTimeout, self._idleTimedOut
+        )
         if not self.clientGone:
             self._writeHead(item)
         self._take()
@@ -458,16 +791,19 @@ class _Exchange:
 
     def _relayFailure(self, failure: Failure) -> None:
         """
-        The backend gave no response: say why, unless the client left.
+        No backend gave a response: say why, unless the client left.
         """
         if self.clientGone or failure.check(CancelledError):
             self._over(None, "client disconnected", LogLevel.info)
             return
-        if failure.check(TimeoutError):
-            code, why = http.GATEWAY_TIMEOUT, "connect timeout"
+        if failure.check(TimeoutError, _ResponseTimeoutError):
+            code = http.GATEWAY_TIMEOUT
         else:
-            code, why = http.BAD_GATEWAY, _describe(failure)
-        _answer(self.request, code, f"backend {self.backend.address}: {why}")
+            code = http.BAD_GATEWAY
+        why = _describe(failure)
+        backend = self.backend
+        assert backend is not None
+        _answer(self.request, code, f"backend {backend.address}: {why}")
         self._over(code, why, LogLevel.warn)
 
     def _take(self) -> None:
@@ -489,7 +825,10 @@ class _Exchange:
         self._take()
 
     def _relay(self, item: bytes | _EndOfBody) -> None:
+        if self.over:
+            return
         if isinstance(item, bytes):
+            self.timer.reset(self.resource.settings.idleTimeout)
             self.queuedBytes -= len(item)
             if self.backendPaused and self.queuedBytes <= LOW_WATER:
                 self.backendPaused = False
@@ -508,7 +847,9 @@ class _Exchange:
             # Finishing would tell the client the body is whole: abort, so
             # the truncation shows.
             _abort(request)
-            self._over(code, f"backend body cut short: {_describe(item.reason)}", LogLevel.warn)
+            why = f"backend body cut short: {_describe(item.reason)}"
+            self.resource.pool.failed(self.backend, why)  # type: ignore[arg-type]
+            self._over(code, why, LogLevel.warn)
 
     def _internalError(self, failure: Failure) -> None:
         """
@@ -554,9 +895,14 @@ class _Exchange:
         The exchange has ended: release the backend and log the outcome.
         """
         self.over = True
-        self.backend.active -= 1
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        backend = self.backend
+        assert backend is not None
+        self.resource.pool.done(backend)
+        self.resource.ended(self)
         self.resource.logRequest(
-            self.request, self.clientHost, self.backend.address, code, self.started, error, level
+            self.request, self.clientHost, backend.address, code, self.started, error, level
         )
 
 

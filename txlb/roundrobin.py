@@ -1,8 +1,9 @@
 """
-Round robin: each backend in turn, one request at a time.
+Round robin: each backend in turn, one request at a time; backends that are
+down are skipped.
 
 Best for backends of equal capacity serving requests of similar cost.
-Cost: O(1) per pick.
+Cost: O(1) per pick when all backends are up, O(n) for n backends otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ class RoundRobin:
         self.backends = tuple(backends)
         self._next = 0
 
-    def pick(self, clientHost: str) -> Backend:
-        backend = self.backends[self._next]
-        self._next = (self._next + 1) % len(self.backends)
-        return backend
+    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
+        count = len(self.backends)
+        for _ in range(count):
+            backend = self.backends[self._next]
+            self._next = (self._next + 1) % count
+            if backend in candidates:
+                return backend
+        raise ValueError("no candidate is one of this algorithm's backends")

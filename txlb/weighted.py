@@ -1,10 +1,12 @@
 """
 Weighted round robin: round robin over a schedule in which each backend
-appears as many times as its weight, in the order given.
+appears as many times as its weight, in the order given; backends that are
+down are skipped.
 
 For weights 1:3:2 the schedule is A, B, B, B, C, C, then again from A.  It is
-built once, when the algorithm is made, so a pick costs O(1); the schedule
-holds sum(weights) entries.
+built once, when the algorithm is made, so a pick costs O(1) when all
+backends are up, and at most one walk of the schedule (sum(weights) entries)
+otherwise.
 
 Best for backends of different capacity: give more traffic to the stronger
 ones.
@@ -29,7 +31,11 @@ class WeightedRoundRobin:
         self._schedule = [b for b in self.backends for _ in range(b.weight)]
         self._next = 0
 
-    def pick(self, clientHost: str) -> Backend:
-        backend = self._schedule[self._next]
-        self._next = (self._next + 1) % len(self._schedule)
-        return backend
+    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
+        count = len(self._schedule)
+        for _ in range(count):
+            backend = self._schedule[self._next]
+            self._next = (self._next + 1) % count
+            if backend in candidates:
+                return backend
+        raise ValueError("no candidate is one of this algorithm's backends")
