@@ -359,7 +359,7 @@ class Timeline:
         self.lock = threading.Lock()
         self.up = [True] * count
         self.changes = [(start, count)]  # (time, number of backends up after it)
-        self.downs = []  # times at which a backend went down
+        self.downs = []  # (time, backend index): each time a backend went down
 
     def mark(self, index, up):
         """
@@ -372,7 +372,7 @@ class Timeline:
             self.up[index] = up
             self.changes.append((now, sum(self.up)))
             if not up:
-                self.downs.append(now)
+                self.downs.append((now, index))
 
     def upNow(self):
         """
@@ -394,13 +394,14 @@ class Timeline:
                 fewest = count if fewest is None else min(fewest, count)
         return changes[0][1] if fewest is None else fewest
 
-    def disturbed(self, t0, t1):
+    def disturbed(self, t0, t1, indexes=None):
         """
-        Whether a backend went down, or the balancer's pool came back from
-        none up, between C{t0} and C{t1}: then txlb may not have noticed yet.
+        Whether one of the backends C{indexes} (any if L{None}) went down,
+        or the pool came back from none up, between C{t0} and C{t1}: then
+        txlb may not have noticed yet.
         """
         with self.lock:
-            if any(t0 <= t <= t1 for t in self.downs):
+            if any(t0 <= t <= t1 and (indexes is None or i in indexes) for t, i in self.downs):
                 return True
             return any(
                 t0 <= t <= t1 and count > 0 and previous == 0
@@ -428,6 +429,7 @@ class Failure:
     """
 
     method: str
+    token: str
     start: float
     end: float
     outcome: str
@@ -453,7 +455,7 @@ class Stats:
             self.sent[method] += 1
             self.outcomes[method, outcome] += 1
             if outcome != expected:
-                self.failures.append(Failure(method, start, end, outcome))
+                self.failures.append(Failure(method, token, start, end, outcome))
             if method == "POST":
                 self.posts[token] = outcome
 
@@ -719,43 +721,71 @@ def readOrderLogs(backends):
     return seen
 
 
-ACCESS = re.compile(r" status=(\d+)")
+ACCESS = re.compile(r" status=(\S+)")
 ERROR = re.compile(r' error="([^"]*)"')
+ITEM = re.compile(r" path=/item\?n=([0-9a-f]+) \S+ backend=\S+:(\d+) ")
 STAMP = re.compile(r"^\S+ ")
 
 
-def txlbLogSummary(tmp):
+def mask(text):
     """
-    Read txlb's log (with its rotated files): statuses, errors, and the
-    other lines (health changes, warnings, tracebacks), grouped with their
-    numbers masked.
+    C{text} with request ids as C{ID} and other numbers as C{N}, so that
+    log lines that differ only in those group together.
     """
-    statuses, errors, others = collections.Counter(), collections.Counter(), collections.Counter()
-    tracebacks = 0
-    names = sorted(n for n in os.listdir(tmp) if n.startswith("txlb.log"))
-    for name in names:
+    return re.sub(r"\d+", "N", re.sub(r"[0-9a-f]{32}", "ID", text))
+
+
+@dataclass
+class TxlbLog:
+    """
+    What txlb's log says: statuses and errors of its access lines, its
+    other lines grouped by L{mask}, tracebacks, and the backend
+    ports named for each of the C{GET /item} tokens asked about.
+    """
+
+    statuses: collections.Counter
+    errors: collections.Counter
+    others: collections.Counter
+    tracebacks: int
+    backendsOf: dict
+
+
+def readTxlbLog(tmp, tokens):
+    """
+    Read txlb's log and its rotated files; find which backends served the
+    C{GET /item?n=TOKEN} requests for C{tokens}.
+    """
+    log = TxlbLog(collections.Counter(), collections.Counter(), collections.Counter(), 0, {})
+    for name in sorted(n for n in os.listdir(tmp) if n.startswith("txlb.log")):
         with open(os.path.join(tmp, name), errors="replace") as f:
             for line in f:
                 status = ACCESS.search(line)
                 if status:
-                    statuses[status.group(1)] += 1
+                    log.statuses[status.group(1)] += 1
                     error = ERROR.search(line)
                     if error:
-                        errors[re.sub(r"\d+", "N", error.group(1))] += 1
+                        log.errors[mask(error.group(1))] += 1
+                    item = ITEM.search(line)
+                    if item and item.group(1) in tokens:
+                        log.backendsOf.setdefault(item.group(1), set()).add(int(item.group(2)))
                     continue
                 if "Traceback" in line:
-                    tracebacks += 1
-                text = re.sub(r"\d+", "N", STAMP.sub("", line.strip()))
+                    log.tracebacks += 1
+                text = mask(STAMP.sub("", line.strip()))
                 if text:
-                    others[text] += 1
-    return statuses, errors, others, tracebacks
+                    log.others[text] += 1
+    return log
 
 
-def judgeGets(failures, timeline, grace):
+def judgeGets(failures, timeline, grace, backendsOf, indexOfPort):
     """
     Sort the failed GETs: those while no backend was up, those while at
-    least one was (strict), and of those the ones outside the grace window
-    after a backend went down or the pool came back from none.
+    least one was (strict), and of those the ones outside the grace window.
+
+    A failure is within the grace window if, from C{grace} seconds before
+    it started until it ended, the pool came back from none up, or a
+    backend went down: the backend(s) txlb's log names for that request,
+    or any backend if the log names none.
     """
     allDown, strict, outside = [], [], []
     for failure in failures:
@@ -765,7 +795,9 @@ def judgeGets(failures, timeline, grace):
             allDown.append(failure)
             continue
         strict.append(failure)
-        if not timeline.disturbed(failure.start - grace, failure.end):
+        ports = backendsOf.get(failure.token)
+        indexes = {indexOfPort[p] for p in ports if p in indexOfPort} if ports else None
+        if not timeline.disturbed(failure.start - grace, failure.end, indexes or None):
             outside.append(failure)
     return allDown, strict, outside
 
@@ -815,6 +847,7 @@ def report(args, ctx):
         f"{ctx['loadSeconds']:.0f} s of load, {args.concurrency} clients, seed {args.seed}, "
         f"txlb from {args.txlb_src}"
     )
+    print(f"t=0 s is {ctx['wallStart']} in txlb's log")
     print("txlb options: " + " ".join(ctx["options"]))
     if ctx["dropped"]:
         print("txlb lacks (dropped): " + " ".join(ctx["dropped"]))
@@ -828,7 +861,10 @@ def report(args, ctx):
     strange = orders.keys() - stats.posts.keys()
     reachedNo201 = [i for i in orders if i in stats.posts and stats.posts[i] != "201"]
     noAnswer = sum(n for (_, o), n in stats.outcomes.items() if o.startswith("no answer"))
-    allDown, strict, outside = judgeGets(stats.failures, timeline, args.grace)
+    txlbLog = ctx["txlbLog"]
+    allDown, strict, outside = judgeGets(
+        stats.failures, timeline, args.grace, txlbLog.backendsOf, ctx["indexOfPort"]
+    )
     shares = timeline.shares(ctx["loadEnd"])
     warm, end, peak, limit = ctx["rss"]
 
@@ -870,21 +906,25 @@ def report(args, ctx):
     if outside:
         print(f"\nGET failures outside the grace window (first {SHOWN}):")
         for f in outside[:SHOWN]:
+            via = ",".join(f":{p}" for p in sorted(txlbLog.backendsOf.get(f.token, ()))) or "?"
             print(
                 f"  t={relative(timeline, f.start):7.2f}..{relative(timeline, f.end):7.2f} s  "
-                f"{f.outcome}  (backends up: at least {timeline.minUp(f.start, f.end)})"
+                f"{f.outcome}  via {via}  (backends up: at least "
+                f"{timeline.minUp(f.start, f.end)})  n={f.token}"
             )
 
-    statuses, errors, others, tracebacks = ctx["txlbLog"]
-    print("\ntxlb log: statuses " + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
-    for error, n in errors.most_common(SHOWN):
+    print(
+        "\ntxlb log: statuses "
+        + ", ".join(f"{s}: {n}" for s, n in sorted(txlbLog.statuses.items()))
+    )
+    for error, n in txlbLog.errors.most_common(SHOWN):
         print(f"  {n:>7}  error={error}")
-    if others:
-        print("txlb log, other lines (numbers masked as N):")
-        for text, n in others.most_common(12):
-            print(f"  {n:>7}  {text[:150]}")
-    if tracebacks:
-        print(f"!!! txlb logged {tracebacks} tracebacks (see the log with --keep)")
+    if txlbLog.others:
+        print("txlb log, other lines (request ids masked as ID, numbers as N):")
+        for text, n in txlbLog.others.most_common(12):
+            print(f"  {n:>7}  {text[:200]}")
+    if txlbLog.tracebacks:
+        print(f"!!! txlb logged {txlbLog.tracebacks} tracebacks (see the log with --keep)")
 
     checks = [
         ("every request got an answer", noAnswer == 0, f"{noAnswer} without an answer"),
@@ -942,6 +982,7 @@ def soak(args, procs):
     stop = threading.Event()
     stats = Stats()
     timeline = Timeline(time.monotonic(), BACKENDS)
+    wallStart = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def log(message):
         print(f"[{time.monotonic() - timeline.start:6.1f}s] {message}", flush=True)
@@ -1007,6 +1048,7 @@ def soak(args, procs):
     return {
         "stats": stats,
         "timeline": timeline,
+        "wallStart": wallStart,
         "loadEnd": loadEnd,
         "loadSeconds": loadEnd - timeline.start,
         "options": options,
@@ -1017,7 +1059,8 @@ def soak(args, procs):
         "applied": chaos.applied,
         "chaosErrors": chaos.errors,
         "txlbAlive": txlbAlive,
-        "txlbLog": txlbLogSummary(procs.tmp),
+        "txlbLog": readTxlbLog(procs.tmp, {f.token for f in stats.failures if f.method == "GET"}),
+        "indexOfPort": {b.port: b.index for b in backends},
     }
 
 

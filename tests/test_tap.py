@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txlb.iphash import IPHash
-from txlb.proxy import LoadBalancerSite
+from txlb.proxy import LoadBalancerSite, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.tap import Options, makeService, parseBackend
 from txlb.weighted import WeightedRoundRobin
@@ -90,6 +90,101 @@ class OptionsTests(SynchronousTestCase):
         """
         self.assertEqual(parse("--demo", "--connect-timeout", "2.5")["connect-timeout"], 2.5)
 
+    def test_resilienceDefaults(self) -> None:
+        """
+        Every resilience knob has a finite default; health checks are off.
+        """
+        options = parse("--demo")
+        self.assertEqual(
+            {
+                name: options[name]
+                for name in [
+                    "health-path",
+                    "health-interval",
+                    "health-timeout",
+                    "health-rise",
+                    "health-fall",
+                    "max-fails",
+                    "fail-timeout",
+                    "retries",
+                    "response-timeout",
+                    "idle-timeout",
+                    "client-timeout",
+                    "drain-timeout",
+                    "max-body-size",
+                    "retry-non-idempotent",
+                    "forwarded-for",
+                    "forwarded",
+                    "via",
+                ]
+            },
+            {
+                "health-path": None,
+                "health-interval": 5.0,
+                "health-timeout": 2.0,
+                "health-rise": 2,
+                "health-fall": 3,
+                "max-fails": 3,
+                "fail-timeout": 10.0,
+                "retries": 2,
+                "response-timeout": 30.0,
+                "idle-timeout": 60.0,
+                "client-timeout": 30.0,
+                "drain-timeout": 30.0,
+                "max-body-size": None,
+                "retry-non-idempotent": 0,
+                "forwarded-for": 0,
+                "forwarded": 0,
+                "via": 0,
+            },
+        )
+
+    def test_settings(self) -> None:
+        """
+        The options reach the proxy's settings.
+        """
+        settings = parse(
+            "--demo",
+            "--retries",
+            "0",
+            "--retry-non-idempotent",
+            "--response-timeout",
+            "3",
+            "--idle-timeout",
+            "4",
+            "--client-timeout",
+            "5",
+            "--connect-timeout",
+            "1.5",
+            "--max-body-size",
+            "10M",
+            "--forwarded-for",
+            "--forwarded",
+            "--via",
+        ).settings()
+        self.assertEqual(
+            settings,
+            ProxySettings(
+                connectTimeout=1.5,
+                responseTimeout=3,
+                idleTimeout=4,
+                clientTimeout=5,
+                retries=0,
+                retryNonIdempotent=True,
+                maxBodySize=10 * 1024 * 1024,
+                forwardedFor=True,
+                forwarded=True,
+                via=True,
+            ),
+        )
+
+    def test_sizes(self) -> None:
+        """
+        Sizes take K, M and G suffixes, in powers of 1024.
+        """
+        for text, size in [("512", 512), ("1k", 1024), ("2M", 2 * 1024**2), ("1G", 1024**3)]:
+            self.assertEqual(parse("--demo", "--max-body-size", text)["max-body-size"], size)
+
     def test_algorithms(self) -> None:
         """
         Every algorithm is accepted by name.
@@ -131,10 +226,48 @@ class OptionsTests(SynchronousTestCase):
             ),
             (["--demo", "--backends", "a:1"], "--demo starts its own backends: drop --backends"),
             (["--demo", "--listen", "nope:1"], "--listen: 'nope:1': Unknown endpoint type: 'nope'"),
-            (["--demo", "--connect-timeout", "0"], "'0' is not a positive number of seconds"),
-            (["--demo", "--connect-timeout", "soon"], "'soon' is not a positive number of seconds"),
-            (["--demo", "--connect-timeout", "inf"], "'inf' is not a positive number of seconds"),
+            (
+                ["--demo", "--connect-timeout", "0"],
+                "--connect-timeout: '0' is not a positive number of seconds",
+            ),
+            (
+                ["--demo", "--connect-timeout", "soon"],
+                "--connect-timeout: 'soon' is not a positive number of seconds",
+            ),
+            (
+                ["--demo", "--connect-timeout", "inf"],
+                "--connect-timeout: 'inf' is not a positive number of seconds",
+            ),
             (["--demo", "--frobnicate"], "option --frobnicate not recognized"),
+            (["--demo", "--retries", "-1"], "--retries: '-1' is not a whole number of at least 0"),
+            (
+                ["--demo", "--health-fall", "0"],
+                "--health-fall: '0' is not a whole number of at least 1",
+            ),
+            (
+                ["--demo", "--max-fails", "x"],
+                "--max-fails: 'x' is not a whole number of at least 1",
+            ),
+            (
+                ["--demo", "--health-path", "health"],
+                "--health-path: 'health' is not a path like /health",
+            ),
+            (
+                ["--demo", "--health-path", "/a b"],
+                "--health-path: '/a b' is not a path like /health",
+            ),
+            (
+                ["--demo", "--max-body-size", "10X"],
+                "--max-body-size: '10X' is not a size like 1048576 or 10M",
+            ),
+            (
+                ["--demo", "--max-body-size", "0"],
+                "--max-body-size: '0' is not a size like 1048576 or 10M",
+            ),
+            (
+                ["--demo", "--drain-timeout", "-5"],
+                "--drain-timeout: '-5' is not a positive number of seconds",
+            ),
         ]
         for args, message in table:
             self.assertUsageError(args, message)
@@ -183,6 +316,21 @@ class MakeServiceTests(SynchronousTestCase):
         listeners = self.listeners(memory)
         self.assertEqual(sorted(listeners), [8080, 8081, 8082, 8083])
         self.assertIsInstance(listeners[8080].resource.algorithm, WeightedRoundRobin)
+
+    def test_healthChecks(self) -> None:
+        """
+        With C{--health-path}, the backends are checked at start.
+        """
+        memory = self.start("--backends", "127.0.0.1:9001", "--health-path", "/health")
+        ((host, port, _, timeout, _),) = memory.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 9001, 2.0))
+
+    def test_noHealthChecksByDefault(self) -> None:
+        """
+        Without C{--health-path}, nothing connects to the backends at start.
+        """
+        memory = self.start("--backends", "127.0.0.1:9001")
+        self.assertEqual(memory.tcpClients, [])
 
     def test_portInUse(self) -> None:
         """

@@ -386,6 +386,7 @@ class LoadBalancerResource(Resource):
     @ivar algorithm: The L{IAlgorithm} provider that picks backends.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
+    @ivar agent: The L{RawTargetAgent} requests are sent with.
     """
 
     isLeaf = True
@@ -405,7 +406,7 @@ class LoadBalancerResource(Resource):
         self.algorithm = algorithm
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self.settings = settings
-        self._agent = agent
+        self.agent = agent
         self._reactor = reactor
         # Request bodies are sent by a cooperator on the injected reactor.
         self._cooperator = Cooperator(scheduler=partial(reactor.callLater, 0))
@@ -441,7 +442,7 @@ class LoadBalancerResource(Resource):
         """
         request = exchange.request
         return maybeDeferred(
-            self._agent.requestBackend,
+            self.agent.requestBackend,
             backend,
             request.method,
             request.uri,
@@ -486,7 +487,8 @@ class LoadBalancerResource(Resource):
         if not self._exchanges:
             waiting, self._idle = self._idle, []
             for d in waiting:
-                d.callback(None)
+                if not d.called:  # a caller may have given up waiting
+                    d.callback(None)
 
     def whenIdle(self) -> Deferred[None]:
         """

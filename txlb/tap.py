@@ -5,19 +5,23 @@ The C{twistd txlb} command: its options and the service they make.
 from __future__ import annotations
 
 import re
+import signal
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from txlb.backend import Backend
+from txlb.backend import Backend, BackendPool
+from txlb.health import HealthChecker
 from txlb.iphash import IPHash
 from txlb.leastconn import LeastConnections
-from txlb.proxy import LoadBalancerResource, LoadBalancerSite, makeAgent
+from txlb.proxy import LoadBalancerResource, LoadBalancerSite, ProxySettings, makeAgent
 from txlb.roundrobin import RoundRobin
 from txlb.testbackend import makeBackendService
 from txlb.weighted import WeightedRoundRobin
@@ -102,18 +106,63 @@ def parseAlgorithm(name: str) -> str:
     return name
 
 
-def parseSeconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0
-    if not 0 < seconds < float("inf"):
-        raise usage.UsageError(f"{text!r} is not a positive number of seconds")
-    return seconds
+def seconds(option: str) -> Callable[[str], float]:
+    """
+    A coerce function for an option taking a positive number of seconds.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < float("inf"):
+            raise usage.UsageError(f"{option}: {text!r} is not a positive number of seconds")
+        return value
+
+    return parse
+
+
+def count(option: str, minimum: int) -> Callable[[str], int]:
+    """
+    A coerce function for an option taking a whole number of at least
+    C{minimum}.
+    """
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise usage.UsageError(
+                f"{option}: {text!r} is not a whole number of at least {minimum}"
+            )
+        return int(text)
+
+    return parse
+
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parseSize(text: str) -> int:
+    """
+    Parse C{--max-body-size}: bytes, or with a K, M or G suffix (powers of
+    1024).
+    """
+    digits, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS:
+        digits, unit = text, ""
+    if not digits.isdigit() or int(digits) < 1:
+        raise usage.UsageError(f"--max-body-size: {text!r} is not a size like 1048576 or 10M")
+    return int(digits) * _UNITS[unit]
+
+
+def parsePath(text: str) -> str:
+    if not text.startswith("/") or any(c <= " " or c > "~" for c in text):
+        raise usage.UsageError(f"--health-path: {text!r} is not a path like /health")
+    return text
 
 
 class Options(usage.Options):
-    synopsis = "[--listen DESCRIPTION] (--backends LIST | --demo) [--algo NAME]"
+    synopsis = "[--listen DESCRIPTION] (--backends LIST | --demo) [--algo NAME] [options]"
     longdesc = (
         "A transparent HTTP load balancer: every request is forwarded as the "
         "client sent it to a backend picked by the algorithm, and the answer "
@@ -136,13 +185,64 @@ class Options(usage.Options):
             f"Algorithm: {', '.join(ALGORITHMS)} (default roundrobin).",
             parseAlgorithm,
         ],
+        # Health.
+        ["health-path", None, None, "Path of active health checks (off if absent).", parsePath],
+        ["health-interval", None, 5.0, "Seconds between checks.", seconds("--health-interval")],
+        ["health-timeout", None, 2.0, "Seconds a check may take.", seconds("--health-timeout")],
+        ["health-rise", None, 2, "Passed checks in a row to be up.", count("--health-rise", 1)],
+        ["health-fall", None, 3, "Failed checks in a row to be down.", count("--health-fall", 1)],
+        [
+            "max-fails",
+            None,
+            3,
+            "Failures in a row on real traffic that take a backend out.",
+            count("--max-fails", 1),
+        ],
+        [
+            "fail-timeout",
+            None,
+            10.0,
+            "Seconds a backend stays out after --max-fails failures.",
+            seconds("--fail-timeout"),
+        ],
+        # Retries and timeouts.
+        ["retries", None, 2, "Other backends to try for one request.", count("--retries", 0)],
         [
             "connect-timeout",
             None,
             5.0,
             "Seconds to wait for a connection to a backend.",
-            parseSeconds,
+            seconds("--connect-timeout"),
         ],
+        [
+            "response-timeout",
+            None,
+            30.0,
+            "Seconds to wait for a backend's response head.",
+            seconds("--response-timeout"),
+        ],
+        [
+            "idle-timeout",
+            None,
+            60.0,
+            "Seconds without a byte either way mid-body.",
+            seconds("--idle-timeout"),
+        ],
+        [
+            "client-timeout",
+            None,
+            30.0,
+            "Seconds a client may take to send a request head, or stay idle.",
+            seconds("--client-timeout"),
+        ],
+        [
+            "drain-timeout",
+            None,
+            30.0,
+            "Seconds requests in flight may take to finish on SIGTERM/SIGINT.",
+            seconds("--drain-timeout"),
+        ],
+        ["max-body-size", None, None, "Largest request body (e.g. 10M); 413 above.", parseSize],
     ]
     optFlags = [
         [
@@ -152,6 +252,18 @@ class Options(usage.Options):
             "balance over them (weights 1:3:2, weighted algorithm unless "
             "--algo says otherwise).",
         ],
+        [
+            "retry-non-idempotent",
+            None,
+            "Also retry POST and PATCH requests that reached a failing backend.",
+        ],
+        [
+            "forwarded-for",
+            None,
+            "Append the client to X-Forwarded-For; set X-Forwarded-Proto and -Host.",
+        ],
+        ["forwarded", None, "Append an RFC 7239 Forwarded element."],
+        ["via", None, "Append this hop to Via."],
     ]
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -180,19 +292,50 @@ class Options(usage.Options):
         except Exception as e:
             raise usage.UsageError(f"--listen: {self['listen']!r}: {e}") from None
 
+    def settings(self) -> ProxySettings:
+        """
+        The proxy's settings from these options.
+        """
+        return ProxySettings(
+            connectTimeout=self["connect-timeout"],
+            responseTimeout=self["response-timeout"],
+            idleTimeout=self["idle-timeout"],
+            clientTimeout=self["client-timeout"],
+            retries=self["retries"],
+            retryNonIdempotent=self["retry-non-idempotent"],
+            maxBodySize=self["max-body-size"],
+            forwardedFor=self["forwarded-for"],
+            forwarded=self["forwarded"],
+            via=self["via"],
+        )
+
 
 class LoadBalancerService(MultiService):
     """
-    The balancer: its listener, the backend connections it keeps, and the
-    demo backends if it runs them.
+    The balancer: its listener, its health checks, the backend connections
+    it keeps, the demo backends if it runs them, and its graceful stop.
+
+    On SIGTERM or SIGINT it stops accepting connections, closes idle
+    kept-alive ones, lets the requests in flight finish (for up to
+    C{--drain-timeout} seconds, then cuts them) and exits 0.  A second signal
+    cuts them at once.
     """
 
     _log = Logger()
 
-    def __init__(self, config: Options, agent: Any) -> None:
+    def __init__(
+        self,
+        config: Options,
+        site: LoadBalancerSite,
+        listener: IService,
+        reactor: Any,
+    ) -> None:
         super().__init__()
         self.config = config
-        self.agent = agent
+        self.site = site
+        self.listener = listener
+        self._reactor = reactor
+        self._stopping = False
 
     def privilegedStartService(self) -> None:
         """
@@ -201,6 +344,7 @@ class LoadBalancerService(MultiService):
         """
         try:
             super().privilegedStartService()
+            self.listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
             raise SystemExit(f"txlb: cannot listen: {e}") from None
 
@@ -212,11 +356,54 @@ class LoadBalancerService(MultiService):
             backends=", ".join(f"{b.address} (weight {b.weight})" for b in self.config["backends"]),
         )
         super().startService()
+        self.listener.startService()
+        # After twistd's own handlers are in place, which would stop at once
+        # and exit with the signal's status.
+        self._reactor.addSystemEventTrigger("after", "startup", self._catchStopSignals)
 
-    def stopService(self) -> Any:
-        d = super().stopService()
-        d.addCallback(lambda _: self.agent.pool.closeCachedConnections())
-        return d
+    def _catchStopSignals(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._stopSignal)
+
+    def _stopSignal(self, number: int, frame: object) -> None:
+        name = signal.Signals(number).name
+        if self._stopping:
+            self._log.warn("Received {signal} again: cutting requests in flight", signal=name)
+            self._reactor.callFromThread(self.site.abortConnections)
+            return
+        self._stopping = True
+        self._log.info("Received {signal}: stopping gracefully", signal=name)
+        self._reactor.callFromThread(self._reactor.stop)
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        """
+        Stop accepting, close idle connections, wait for the requests in
+        flight (cutting them after the drain timeout), then stop the rest.
+        """
+        await self.listener.stopService()
+        self.site.closeIdleConnections()
+        resource: LoadBalancerResource = self.site.resource
+        timeout = self.config["drain-timeout"]
+        if resource.inFlight():
+            self._log.info(
+                "Waiting for {count} requests in flight (at most {timeout} s)",
+                count=resource.inFlight(),
+                timeout=timeout,
+            )
+        try:
+            await resource.whenIdle().addTimeout(timeout, self._reactor)
+        except TimeoutError:
+            self._log.warn(
+                "Cutting {count} requests still in flight after {timeout} s",
+                count=resource.inFlight(),
+                timeout=timeout,
+            )
+            self.site.abortConnections()
+        await super().stopService()
+        await resource.agent.pool.closeCachedConnections()
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -225,12 +412,25 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     """
     if reactor is None:
         from twisted.internet import reactor
+    backends = config["backends"]
+    pool = BackendPool(backends, reactor, config["max-fails"], config["fail-timeout"])
+    algorithm = ALGORITHMS[config["algo"]](backends)
     agent = makeAgent(reactor, config["connect-timeout"])
-    algorithm = ALGORITHMS[config["algo"]](config["backends"])
-    site = LoadBalancerSite(LoadBalancerResource(algorithm, agent, reactor), reactor)
-    balancer = LoadBalancerService(config, agent)
+    resource = LoadBalancerResource(algorithm, agent, reactor, pool, config.settings())
+    site = LoadBalancerSite(resource, reactor)
+    listener = strports.service(config["listen"], site, reactor=reactor)
+    balancer = LoadBalancerService(config, site, listener, reactor)
     if config["demo"]:
-        demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
+        demo = makeBackendService([b.port for b in backends], reactor=reactor)
         demo.setServiceParent(balancer)
-    strports.service(config["listen"], site, reactor=reactor).setServiceParent(balancer)
+    if config["health-path"] is not None:
+        HealthChecker(
+            pool,
+            config["health-path"],
+            reactor,
+            interval=config["health-interval"],
+            timeout=config["health-timeout"],
+            rise=config["health-rise"],
+            fall=config["health-fall"],
+        ).setServiceParent(balancer)
     return balancer
