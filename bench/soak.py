@@ -729,10 +729,11 @@ STAMP = re.compile(r"^\S+ ")
 
 def mask(text):
     """
-    C{text} with request ids as C{ID} and other numbers as C{N}, so that
-    log lines that differ only in those group together.
+    C{text} with request ids as C{ID}, object addresses as C{0xADDR} and
+    other numbers as C{N}, so that log lines differing only there group.
     """
-    return re.sub(r"\d+", "N", re.sub(r"[0-9a-f]{32}", "ID", text))
+    text = re.sub(r"0x[0-9a-f]+", "0xADDR", re.sub(r"[0-9a-f]{32}", "ID", text))
+    return re.sub(r"\d+", "N", text)
 
 
 @dataclass
@@ -831,6 +832,14 @@ def printTable(stats):
         row("  " + label, stats.outcomes["GET", outcome], stats.outcomes["POST", outcome])
 
 
+def byOutcome(failures):
+    """
+    C{": 504 x41, no answer: timeout x2"} for a list of failures, or "".
+    """
+    counts = collections.Counter(f.outcome for f in failures)
+    return (": " + ", ".join(f"{o} x{n}" for o, n in counts.most_common())) if counts else ""
+
+
 def relative(timeline, t):
     return t - timeline.start
 
@@ -876,9 +885,12 @@ def report(args, ctx):
     line("POSTs answered 201 but in no backend log", len(unlogged))
     line("ids in backend logs that no client sent", len(strange))
     line("POSTs that reached a backend, not answered 201", len(reachedNo201))
-    line("GET failures while >= 1 backend up", f"{len(strict)} (strict)")
-    line("  of them outside the grace window", f"{len(outside)} (grace {args.grace:.1f} s)")
-    line("GET failures while 0 backends up", len(allDown))
+    line("GET failures while >= 1 backend up", f"{len(strict)} (strict){byOutcome(strict)}")
+    line(
+        "  of them outside the grace window",
+        f"{len(outside)} (grace {args.grace:.1f} s){byOutcome(outside)}",
+    )
+    line("GET failures while 0 backends up", f"{len(allDown)}{byOutcome(allDown)}")
     line(
         "time with 3/2/1/0 backends up",
         "  ".join(f"{k}: {shares.get(k, 0.0):.0%}" for k in range(BACKENDS, -1, -1)),

@@ -227,6 +227,70 @@ class StreamingTests(IntegrationTestCase):
         self.assertEqual(len(received.partition(b"\r\n\r\n")[2]), size)
 
 
+class UploadTests(IntegrationTestCase):
+    async def test_largeUploadStreams(self) -> None:
+        """
+        A 32 MiB upload reaches the backend while the client is still
+        sending; a backend that stops reading holds the client back (so
+        txlb's memory stays bounded); the whole body arrives once it reads
+        again.
+        """
+        size = 32 * 1024 * 1024
+        state = {"sent": 0, "received": 0}
+
+        def countBody(conn: RawBackendConnection) -> None:
+            _, _, body = conn.received.partition(b"\r\n\r\n")
+            state["received"] = len(body)
+
+            def more(data: bytes) -> None:
+                state["received"] += len(data)
+                if state["received"] == size:
+                    conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+            conn.dataReceived = more  # type: ignore[method-assign]
+
+        factory, port = self.rawBackend(countBody)
+        lb = self.balancer([Backend("127.0.0.1", port)])
+        client = await self.client(
+            lb, b"PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
+        )
+        block = b"u" * 65536
+
+        class Push:
+            paused = False
+
+            def pauseProducing(self) -> None:
+                self.paused = True
+
+            def resumeProducing(self) -> None:
+                self.paused = False
+                while not self.paused and state["sent"] < size:
+                    client.transport.write(block)
+                    state["sent"] += len(block)
+                if state["sent"] >= size:
+                    client.transport.unregisterProducer()
+
+            def stopProducing(self) -> None:
+                pass
+
+        push = Push()
+        client.transport.registerProducer(push, True)
+        push.resumeProducing()
+        await waitFor(lambda: bool(factory.connections) and factory.connections[0].handled)
+        backend = factory.connections[0]
+        await waitFor(lambda: state["received"] > 0)
+        self.assertLess(state["sent"], size)
+        backend.transport.pauseProducing()
+        await deferLater(reactor, 1.0)
+        stalled = state["sent"]
+        await deferLater(reactor, 0.5)
+        self.assertEqual(state["sent"], stalled)
+        self.assertLess(stalled - state["received"], 24 * 1024 * 1024)
+        backend.transport.resumeProducing()
+        await waitFor(lambda: b"\r\n\r\nok" in client.received, seconds=30)
+        self.assertEqual(state["received"], size)
+
+
 class FailureTests(IntegrationTestCase):
     async def test_refused(self) -> None:
         """

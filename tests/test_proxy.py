@@ -206,15 +206,16 @@ class RequestTransparencyTests(SynchronousTestCase):
             b"Content-Type: multipart/form-data; boundary=x\r\n\r\nnot\xffvalid",
         )
 
-    def test_chunkedUploadGetsLength(self) -> None:
+    def test_chunkedUploadRechunked(self) -> None:
         """
-        A chunked upload reaches the backend with a correct Content-Length
-        and no Transfer-Encoding.
+        A chunked upload reaches the backend chunked again, chunk for chunk,
+        with no Content-Length.
         """
         self.assertForwarded(
             b"PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
-            b"PUT /u HTTP/1.1\r\nContent-Length: 7\r\nHost: h\r\n\r\nabcdefg",
+            b"PUT /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n"
+            b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
         )
 
     def test_emptyBodyKeepsLength(self) -> None:

@@ -23,10 +23,11 @@ bytes of its response in memory.
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
-from functools import partial
-from typing import IO, Any
+from io import BytesIO
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, maybeDeferred, succeed
 from twisted.internet.endpoints import (
@@ -37,14 +38,12 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import Cooperator
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web._newclient import RequestNotSent
 from twisted.web.client import (
     Agent,
-    FileBodyProducer,
     HTTPConnectionPool,
     ResponseDone,
     _HTTP11ClientFactory,
@@ -69,6 +68,9 @@ MAX_IDLE_PER_BACKEND = 64
 #: Apache after 5 s), so txlb never sends a request down a connection the
 #: backend is closing.
 BACKEND_IDLE_TIMEOUT = 1.5
+
+#: Request body bytes kept so that a retry can send the body again.
+REPLAY_LIMIT = 1024 * 1024
 
 #: Methods a retry may repeat after the backend got the request (RFC 9110
 #: section 9.2.2).
@@ -203,27 +205,75 @@ class TransparentRequest(server.Request):
     hands every request straight to the site's resource instead; the proxy
     adds C{Date} only when the backend sent none (RFC 9110 section 6.6.1).
     It also refuses a body over the size limit as soon as that shows.
+
+    A request with a body is forwarded as soon as its head is in, and its
+    body streams to the backend as it arrives (see L{_StreamingBody}):
+    Twisted would otherwise read the whole body before rendering.
+
+    @ivar stream: The L{_StreamingBody} of a request with a body, else
+        L{None}.
     """
 
     defaultContentType = None
+    stream: _StreamingBody | None = None
     _received = 0
+    _finishWhenReceived = False
+
+    def gotLength(self, length: int | None) -> None:
+        if self._tooLarge(length or 0):
+            return
+        if length == 0 and not self.requestHeaders.hasHeader(b"content-length"):
+            super().gotLength(length)
+            return
+        channel = self.channel
+        # The channel keeps these until the body is in; the resource needs
+        # them now.
+        self.method = channel._command
+        self.uri = channel._path
+        self.clientproto = channel._version
+        self.content = BytesIO()  # requestReceived reads it; the body bypasses it
+        self.stream = _StreamingBody(length, channel.transport)
+        self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._tooLarge(self._received):
+            return
+        if self.stream is not None:
+            self.stream.received(data)
+        else:
+            super().handleContentChunk(data)
 
     def process(self) -> None:
+        """
+        Hand the request to the resource, when its head is in (with a body)
+        or when it is all in (without).
+        """
+        if self.stream is not None and self.stream.started:
+            # The whole body is in now.
+            self.stream.finished()
+            if self._finishWhenReceived:
+                super().finish()
+            return
         self.site = self.channel.site  # type: ignore[attr-defined]
+        if self.stream is not None:
+            self.stream.started = True
         try:
             self.render(self.site.resource)
         except BaseException:
             self.processingFailed(Failure())
 
-    def gotLength(self, length: int | None) -> None:
-        if self._tooLarge(length or 0):
+    def finish(self) -> None:
+        """
+        Finish the response, or, if the request body is still coming, once
+        it is in: the channel must read the whole request before it moves to
+        the next one.
+        """
+        if self.stream is not None and not self.stream.complete:
+            self._finishWhenReceived = True
+            self.stream.discard()
             return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if not self._tooLarge(self._received):
-            super().handleContentChunk(data)
+        super().finish()
 
     def _tooLarge(self, size: int) -> bool:
         """
@@ -408,8 +458,6 @@ class LoadBalancerResource(Resource):
         self.settings = settings
         self.agent = agent
         self._reactor = reactor
-        # Request bodies are sent by a cooperator on the injected reactor.
-        self._cooperator = Cooperator(scheduler=partial(reactor.callLater, 0))
         self._exchanges: set[_Exchange] = set()
         self._idle: list[Deferred[None]] = []
 
@@ -447,7 +495,7 @@ class LoadBalancerResource(Resource):
             request.method,
             request.uri,
             exchange.outgoing,
-            self._body(request),
+            exchange.body,
         )
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> http.Headers:
@@ -465,19 +513,6 @@ class LoadBalancerResource(Resource):
         if settings.via:
             headers.addVia(outgoing, request.clientproto)
         return outgoing
-
-    def _body(self, request: server.Request) -> IBodyProducer | None:
-        """
-        A producer of the client's request body from its start, or L{None} if
-        it sent none.
-        """
-        received = request.requestHeaders
-        if not (received.hasHeader(b"content-length") or received.hasHeader(b"transfer-encoding")):
-            return None
-        content = request.content
-        assert content is not None
-        content.seek(0)
-        return FileBodyProducer(_Unclosable(content), cooperator=self._cooperator)
 
     def ended(self, exchange: _Exchange) -> None:
         """
@@ -587,19 +622,128 @@ def _nothingSent(failure: Failure) -> bool:
     return failure.check(ConnectError, DNSLookupError, RequestNotSent) is not None
 
 
-class _Unclosable:
+@implementer(IBodyProducer)
+class _StreamingBody:
     """
-    A request body file that L{FileBodyProducer} cannot close, so that a
-    retry can send it again.
+    A client's request body, sent to the backend as it arrives.
+
+    Chunks wait here while the backend connection is being made, or while
+    the backend cannot take more; past L{HIGH_WATER} waiting bytes, reading
+    from the client pauses, and it resumes below L{LOW_WATER}.  The first
+    L{REPLAY_LIMIT} bytes are also kept, so that a retry can send the body
+    again from its start; past that, only a request of which the backend got
+    nothing can be retried.
+
+    @ivar started: Whether the request has been handed to the resource.
+    @ivar complete: Whether the whole body has arrived.
     """
 
-    def __init__(self, file: IO[bytes]) -> None:
-        self.read = file.read
-        self.seek = file.seek
-        self.tell = file.tell
+    def __init__(self, length: int | None, client: Any) -> None:
+        self.length = UNKNOWN_LENGTH if length is None else length
+        self.started = False
+        self.complete = False
+        self._client = client
+        self._kept: list[bytes] | None = []
+        self._keptBytes = 0
+        self._waiting: deque[bytes] = deque()
+        self._waitingBytes = 0
+        self._sent = 0
+        self._consumer: Any = None
+        self._done: Deferred[None] | None = None
+        self._backendPaused = False
+        self._clientPaused = False
+        self._discarding = False
 
-    def close(self) -> None:
-        pass
+    def received(self, data: bytes) -> None:
+        """
+        Another chunk of the body arrived from the client.
+        """
+        if self._discarding and self._consumer is None:
+            return
+        if self._kept is not None:
+            if self._keptBytes + len(data) <= REPLAY_LIMIT:
+                self._kept.append(data)
+                self._keptBytes += len(data)
+            else:
+                self._kept = None
+        self._waiting.append(data)
+        self._waitingBytes += len(data)
+        self._flush()
+        if self._waitingBytes >= HIGH_WATER and not self._clientPaused:
+            self._clientPaused = True
+            self._client.pauseProducing()
+
+    def finished(self) -> None:
+        """
+        The whole body has arrived.
+        """
+        self.complete = True
+        self._flush()
+
+    def discard(self) -> None:
+        """
+        No backend will take the rest of the body: drop it as it arrives,
+        without holding the client back.
+        """
+        self._discarding = True
+        if self._consumer is None:
+            self._waiting.clear()
+            self._waitingBytes = 0
+            self._kept = None
+            self._flush()
+
+    def canRestart(self) -> bool:
+        """
+        Whether the body can be sent again from its start.
+        """
+        return self._kept is not None or self._sent == 0
+
+    def restart(self) -> None:
+        """
+        Send from the start again, to another backend.
+        """
+        if self._sent:
+            assert self._kept is not None
+            self._waiting = deque(self._kept)
+            self._waitingBytes = self._keptBytes
+        self._sent = 0
+        self._backendPaused = False
+
+    def _flush(self) -> None:
+        """
+        Write what waits to the backend, as far as it takes it; let the
+        client send again once little waits.
+        """
+        while self._consumer is not None and not self._backendPaused and self._waiting:
+            data = self._waiting.popleft()
+            self._waitingBytes -= len(data)
+            self._sent += len(data)
+            self._consumer.write(data)
+        if self._clientPaused and self._waitingBytes <= LOW_WATER:
+            self._clientPaused = False
+            self._client.resumeProducing()
+        if self.complete and not self._waiting and self._done is not None:
+            done, self._done, self._consumer = self._done, None, None
+            done.callback(None)
+
+    # IBodyProducer, for Agent.
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = done = Deferred[None]()
+        self._flush()
+        return done
+
+    def pauseProducing(self) -> None:
+        self._backendPaused = True
+
+    def resumeProducing(self) -> None:
+        self._backendPaused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        # The attempt is over; the Deferred it got must never fire.
+        self._consumer = self._done = None
 
 
 class _EndOfBody:
@@ -642,6 +786,7 @@ class _Exchange:
         self.clientHost = clientHost
         self.started = started
         self.outgoing = resource.outgoingHeaders(request, clientHost)
+        self.body: _StreamingBody | None = request.stream  # type: ignore[attr-defined]
         self.tried: list[Backend] = []
         self.backend: Backend | None = None
         self.queue: DeferredQueue[Any] = DeferredQueue()
@@ -665,6 +810,8 @@ class _Exchange:
         failure to get one, or try another backend.
         """
         self.backend = backend
+        if self.body is not None and self.tried:
+            self.body.restart()
         self.tried.append(backend)
         self.resource.pool.sending(backend)
         self.timedOut = False
@@ -722,6 +869,8 @@ class _Exchange:
         """
         settings = self.resource.settings
         if len(self.tried) > settings.retries or self.timedOut:
+            return False
+        if self.body is not None and not self.body.canRestart():
             return False
         return (
             _nothingSent(failure)
@@ -901,6 +1050,8 @@ class _Exchange:
             self.timer.cancel()
         backend = self.backend
         assert backend is not None
+        if self.body is not None:
+            self.body.discard()
         self.resource.pool.done(backend)
         self.resource.ended(self)
         self.resource.logRequest(

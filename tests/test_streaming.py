@@ -1,0 +1,153 @@
+"""
+Request bodies stream to the backend as they arrive, in memory.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_proxy import OK, Harness
+from txlb import proxy
+
+HEAD = b"PUT /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"
+
+
+class StreamingTests(SynchronousTestCase):
+    def test_firstBytesBeforeLast(self) -> None:
+        """
+        The backend gets the head and the first body bytes while the client
+        is still sending the rest.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(HEAD + b"abcd")
+        _, toBackend = harness.backend()
+        self.assertEqual(
+            toBackend.value(),
+            b"PUT /upload HTTP/1.1\r\nContent-Length: 10\r\nHost: h\r\n\r\nabcd",
+        )
+        channel.dataReceived(b"efghij")
+        self.assertTrue(toBackend.value().endswith(b"\r\n\r\nabcdefghij"))
+
+    def test_chunksBeforeConnectionWait(self) -> None:
+        """
+        Body bytes that arrive before the backend connection is made are
+        sent once it is.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(HEAD + b"abcd")
+        channel.dataReceived(b"efghij")
+        _, toBackend = harness.backend()
+        self.assertTrue(toBackend.value().endswith(b"\r\n\r\nabcdefghij"))
+
+    def test_slowBackendPausesClient(self) -> None:
+        """
+        While the backend takes no more, reading from the client pauses once
+        the high-water mark waits, and resumes when the backend drains it.
+        """
+        harness = Harness(self)
+        size = 4 * proxy.HIGH_WATER
+        channel, client = harness.client(
+            b"PUT /upload HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
+        )
+        _, toBackend = harness.backend()
+        toBackend.producer.pauseProducing()
+        chunk = b"x" * 65536
+        sent = 0
+        while client.producerState == "producing" and sent < size:
+            channel.dataReceived(chunk)
+            sent += len(chunk)
+        self.assertEqual(client.producerState, "paused")
+        self.assertEqual(sent, proxy.HIGH_WATER)
+        toBackend.producer.resumeProducing()
+        self.assertEqual(client.producerState, "producing")
+        self.assertEqual(toBackend.value().count(b"x"), proxy.HIGH_WATER)
+
+    def test_retryResendsBody(self) -> None:
+        """
+        A retry after the backend got part of the body sends it all again.
+        """
+        harness = Harness(self)
+        channel, client = harness.client(HEAD + b"abcd")
+        first, _ = harness.backend()
+        first.connectionLost(Failure(ConnectionLost()))
+        channel.dataReceived(b"efghij")
+        second, toSecond = harness.backend()
+        self.assertTrue(toSecond.value().endswith(b"\r\n\r\nabcdefghij"))
+        second.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+
+    def test_noRetryPastReplayLimit(self) -> None:
+        """
+        Once more of the body was sent than is kept for a retry, a failure is
+        not retried.
+        """
+        self.patch(proxy, "REPLAY_LIMIT", 3)
+        harness = Harness(self)
+        _, client = harness.client(HEAD + b"abcd")
+        first, _ = harness.backend()
+        first.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(harness.reactor.tcpClients, [])
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+
+    def test_refusedRetriedPastReplayLimit(self) -> None:
+        """
+        A refused connection got none of the body, so it is retried whatever
+        the body's size.
+        """
+        self.patch(proxy, "REPLAY_LIMIT", 3)
+        harness = Harness(self)
+        channel, _ = harness.client(HEAD + b"abcd")
+        harness.refuse(ConnectionRefusedError())
+        channel.dataReceived(b"efghij")
+        _, toSecond = harness.backend()
+        self.assertTrue(toSecond.value().endswith(b"\r\n\r\nabcdefghij"))
+
+    def test_earlyResponse(self) -> None:
+        """
+        A backend may answer before the body is all in: the client gets the
+        answer at once, the rest of the body still reaches the backend, and
+        the connection serves the next request.
+        """
+        harness = Harness(self, count=1)
+        channel, client = harness.client(HEAD + b"abcd")
+        backend, toBackend = harness.backend()
+        backend.dataReceived(
+            b"HTTP/1.1 403 Forbidden\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nno"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 403 Forbidden\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nno",
+        )
+        channel.dataReceived(b"efghij")
+        self.assertTrue(toBackend.value().endswith(b"abcdefghij"))
+        client.clear()
+        channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.backend()[0].dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+
+    def test_failureBeforeBodyEnds(self) -> None:
+        """
+        A 502 while the body is still coming goes out at once; the rest of
+        the body is dropped as it arrives, without holding the client back.
+        """
+        harness = Harness(self, retries=0)
+        channel, client = harness.client(HEAD + b"abcd")
+        harness.refuse(ConnectionRefusedError())
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+        channel.dataReceived(b"efghij")
+        self.assertEqual(client.producerState, "producing")
+        self.assertFalse(client.disconnecting)
+
+    def test_clientLeavesMidUpload(self) -> None:
+        """
+        A client that leaves mid-upload gets the backend request cancelled
+        and the backend released.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(HEAD + b"abcd")
+        _, toBackend = harness.backend()
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(toBackend.disconnecting)
+        self.assertEqual(harness.backends[0].active, 0)
