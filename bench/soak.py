@@ -254,6 +254,28 @@ def txlbEnv(source):
     return dict(os.environ, PYTHONPATH=path)
 
 
+def describeSource(source):
+    """
+    C{source}, with its git commit (and whether txlb's files differ from
+    it) when it is a git work tree; read-only git commands only.
+    """
+
+    def git(*argv):
+        done = subprocess.run(
+            ["git", "-C", source, *argv], check=False, capture_output=True, text=True, timeout=30
+        )
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        if commit is None or git("rev-parse", "--show-toplevel") != source:
+            return source
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "txlb", "twisted")
+    except (OSError, subprocess.TimeoutExpired):
+        return source
+    return f"{source} (commit {commit}{' + uncommitted changes' if dirty else ''})"
+
+
 def txlbKnownOptions(env):
     """
     The long options that C{twistd txlb --help} lists.
@@ -854,7 +876,7 @@ def report(args, ctx):
     print("\n=== txlb fault soak: results ===")
     print(
         f"{ctx['loadSeconds']:.0f} s of load, {args.concurrency} clients, seed {args.seed}, "
-        f"txlb from {args.txlb_src}"
+        f"txlb from {ctx['source']}"
     )
     print(f"t=0 s is {ctx['wallStart']} in txlb's log")
     print("txlb options: " + " ".join(ctx["options"]))
@@ -1061,6 +1083,7 @@ def soak(args, procs):
         "stats": stats,
         "timeline": timeline,
         "wallStart": wallStart,
+        "source": describeSource(args.txlb_src),
         "loadEnd": loadEnd,
         "loadSeconds": loadEnd - timeline.start,
         "options": options,
