@@ -73,6 +73,8 @@ class ToBackendTests(SynchronousTestCase):
                 ],
                 [(b"X-Kept", b"3")],
             ),
+            # Host cannot be named away: a request must carry it.
+            ([(b"Host", b"h"), (b"Connection", b"host")], [(b"Host", b"h")]),
             # TE: trailers survives, on its own.
             ([(b"TE", b"trailers, deflate"), (b"Connection", b"TE")], [(b"TE", b"trailers")]),
             # Content-Length is Agent's to write.

@@ -8,7 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError, TimeoutError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    TimeoutError,
+)
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -350,6 +355,24 @@ class ResponseTransparencyTests(SynchronousTestCase):
             sorted(line.split(b":")[0] for line in head[1:3]), [b"Content-Length", b"Date"]
         )
 
+    def test_headBeforeBody(self) -> None:
+        """
+        The response head goes to the client as soon as it arrives, before
+        any body byte.
+        """
+        harness = Harness(self)
+        _, client = harness.client(b"GET /events HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(
+            b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+        )
+
     def test_chunkedStreams(self) -> None:
         """
         Each chunk of a chunked response reaches the client as it arrives,
@@ -372,8 +395,8 @@ class ResponseTransparencyTests(SynchronousTestCase):
 
     def test_closeDelimitedBodyWhole(self) -> None:
         """
-        A body that ends when the backend closes arrives whole, and ends
-        properly.
+        A body that ends when the backend closes the connection cleanly
+        arrives whole, and ends properly.
         """
         harness = Harness(self)
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -382,9 +405,23 @@ class ResponseTransparencyTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n\r\nall of"
         )
         backend.dataReceived(b" it")
-        backend.connectionLost(Failure(ConnectionLost()))
+        backend.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(client.value().endswith(b"6\r\nall of\r\n3\r\n it\r\n0\r\n\r\n"))
         self.assertFalse(client.disconnecting)
+
+    def test_closeDelimitedBodyReset(self) -> None:
+        """
+        A body delimited by the connection closing that ends with a reset is
+        cut short: the client connection is aborted, not finished.
+        """
+        harness = Harness(self)
+        _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npartial")
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertFalse(client.value().endswith(b"0\r\n\r\n"))
+        self.assertTrue(client.disconnected)
+        self.assertIn("backend body cut short", harness.accessLog()[-1])
 
     def test_keepAlive(self) -> None:
         """
@@ -493,6 +530,15 @@ class BadRequestTests(SynchronousTestCase):
         A request line Twisted cannot parse gets 400.
         """
         self.assertRejected(b"GET / HTTP/1.1 extra\r\nHost: h\r\n\r\n", b"HTTP/1.1 400 Bad Request")
+
+    def test_requestLineTooLong(self) -> None:
+        """
+        A request line over the limit gets 414.
+        """
+        self.assertRejected(
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 414 URI Too Long",
+        )
 
     def test_headerLineTooLong(self) -> None:
         """
@@ -623,6 +669,23 @@ class ClientDisconnectTests(SynchronousTestCase):
         self.assertEqual(harness.backends[0].active, 0)
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_whilePaused(self) -> None:
+        """
+        A client that stopped reading and then leaves still ends the
+        exchange: the backend is released and the request logged.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        channel.pauseProducing()
+        backend.dataReceived(b"def")
+        backend.dataReceived(b"ghi")
+        channel.connectionLost(Failure(ConnectionLost()))
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertIn("client disconnected", harness.accessLog()[-1])
+
     def test_midBody(self) -> None:
         """
         Leaving mid-body closes the backend connection and releases the
@@ -717,9 +780,35 @@ class SiteTests(SynchronousTestCase):
     def test_http11Only(self) -> None:
         """
         Only HTTP/1.1 is offered in TLS ALPN, even where HTTP/2 support is
-        installed.
+        installed (as Twisted's site would offer h2 first).
         """
+        from twisted.web import http
+
+        self.patch(http, "H2_ENABLED", True)
         self.assertEqual(Harness(self).site.acceptableProtocols(), [b"http/1.1"])
+
+    def test_noTwistedAccessLog(self) -> None:
+        """
+        Twisted's combined-format access log stays off: the proxy's own line
+        is the only one logged for a request.
+        """
+        harness = Harness(self)
+        harness.site.startFactory()
+        self.addCleanup(harness.site.stopFactory)
+        harness.client(b"GET /once HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        self.assertEqual(len([m for m in harness.messages() if "/once" in m]), 1)
+
+    def test_backendPool(self) -> None:
+        """
+        Backend connections are kept for reuse, more than two per backend,
+        and closed before common backends' keep-alive timeouts.
+        """
+        pool = Harness(self).agent.pool
+        self.assertTrue(pool.persistent)
+        self.assertGreater(pool.maxPersistentPerHost, 2)
+        self.assertLess(pool.cachedConnectionTimeout, 2)
 
     def test_globalReactorByDefault(self) -> None:
         """

@@ -107,8 +107,9 @@ class StreamingTests(SynchronousTestCase):
     def test_earlyResponse(self) -> None:
         """
         A backend may answer before the body is all in: the client gets the
-        answer at once, the rest of the body still reaches the backend, and
-        the connection serves the next request.
+        answer at once, the backend connection (which cannot serve anything
+        before the body ends) is closed, the rest of the body is dropped, and
+        the client connection serves the next request.
         """
         harness = Harness(self, count=1)
         channel, client = harness.client(HEAD + b"abcd")
@@ -120,8 +121,9 @@ class StreamingTests(SynchronousTestCase):
             client.value(),
             b"HTTP/1.1 403 Forbidden\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nno",
         )
+        self.assertTrue(toBackend.disconnected)
         channel.dataReceived(b"efghij")
-        self.assertTrue(toBackend.value().endswith(b"abcdefghij"))
+        self.assertTrue(toBackend.value().endswith(b"\r\n\r\nabcd"))
         client.clear()
         channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
         harness.backend()[0].dataReceived(OK)

@@ -41,9 +41,10 @@ def tokens(headers: Headers, name: bytes) -> frozenset[bytes]:
 def withoutHopByHop(headers: Headers, alsoDrop: frozenset[bytes] = frozenset()) -> Headers:
     """
     A copy of C{headers} without the hop-by-hop fields: those in
-    L{HOP_BY_HOP}, those the C{Connection} field names, and C{alsoDrop}.
+    L{HOP_BY_HOP}, those the C{Connection} field names (but C{Host}, which
+    every request must carry), and C{alsoDrop}.
     """
-    drop = HOP_BY_HOP | tokens(headers, b"connection") | alsoDrop
+    drop = HOP_BY_HOP | (tokens(headers, b"connection") - {b"host"}) | alsoDrop
     kept = Headers()
     for name, values in headers.getAllRawHeaders():
         if name.lower() not in drop:

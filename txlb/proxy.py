@@ -35,13 +35,13 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
 )
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web._newclient import RequestNotSent
+from twisted.web._newclient import HTTP11ClientProtocol, RequestNotSent
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -123,13 +123,34 @@ def makeAgent(reactor: Any, connectTimeout: float) -> RawTargetAgent:
     return RawTargetAgent(reactor, pool, connectTimeout)
 
 
+class _ClientProtocol(HTTP11ClientProtocol):
+    """
+    Agent's HTTP client protocol, telling a reset from a clean close.
+
+    Agent ends a body delimited by the connection closing with
+    L{http.PotentialDataLoss} whether the backend closed or reset the
+    connection.  This notes a reset on the response, so that the proxy does
+    not pass a truncated body off as whole.
+    """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        parser = self._parser
+        response = getattr(parser, "response", None)
+        if response is not None and not reason.check(ConnectionDone):
+            response.reset = reason
+        super().connectionLost(reason)
+
+
 class _QuietClientFactory(_HTTP11ClientFactory):
     """
-    Agent's connection factory without the "Starting factory" log line it
-    writes for every new backend connection.
+    Agent's connection factory with L{_ClientProtocol}, and without the
+    "Starting factory" log line it writes for every new backend connection.
     """
 
     noisy = False
+
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
+        return _ClientProtocol(self._quiescentCallback)
 
 
 class RawTargetAgent(Agent):
@@ -359,10 +380,14 @@ class ProxyChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
-        Answer an over-long request or header line with 431; Twisted's
-        channel drops the connection without a word.
+        Answer an over-long request line with 414 and an over-long header
+        line with 431; Twisted's channel drops the connection without a
+        word.  (A request exists from its request line on.)
         """
-        self.refuse(b"431 Request Header Fields Too Large")
+        if self.requests:
+            self.refuse(b"431 Request Header Fields Too Large")
+        else:
+            self.refuse(b"414 URI Too Long")
 
     def checkPersistence(self, request: server.Request, version: bytes) -> bool:
         """
@@ -658,7 +683,7 @@ class _StreamingBody:
         """
         Another chunk of the body arrived from the client.
         """
-        if self._discarding and self._consumer is None:
+        if self._discarding:
             return
         if self._kept is not None:
             if self._keptBytes + len(data) <= REPLAY_LIMIT:
@@ -682,15 +707,21 @@ class _StreamingBody:
 
     def discard(self) -> None:
         """
-        No backend will take the rest of the body: drop it as it arrives,
-        without holding the client back.
+        The exchange is over, or its answer is: drop the rest of the body as
+        it arrives, without holding the client back.  A backend still taking
+        the body has answered already; its connection is closed, as it can
+        serve nothing else before the body ends.
         """
+        if self.complete:
+            return
         self._discarding = True
-        if self._consumer is None:
-            self._waiting.clear()
-            self._waitingBytes = 0
-            self._kept = None
-            self._flush()
+        if self._consumer is not None:
+            _transportOf(self._consumer).abortConnection()
+            self._consumer = self._done = None
+        self._waiting.clear()
+        self._waitingBytes = 0
+        self._kept = None
+        self._flush()
 
     def canRestart(self) -> bool:
         """
@@ -746,6 +777,15 @@ class _StreamingBody:
         self._consumer = self._done = None
 
 
+def _transportOf(consumer: Any) -> Any:
+    """
+    The connection under the consumer Agent gives a body producer: a
+    C{LengthEnforcingConsumer} (C{_consumer}) or a C{ChunkedEncoder}
+    (C{transport}).
+    """
+    return getattr(consumer, "_consumer", None) or consumer.transport
+
+
 class _EndOfBody:
     """
     The last item of a response: why the backend's body ended.
@@ -799,6 +839,7 @@ class _Exchange:
         self.clientPaused = False
         self.clientGone = False
         self.waiting: Any = None
+        self.response: IResponse | None = None
         self.over = False
         request.notifyFinish().addErrback(self._clientDisconnected)
 
@@ -918,6 +959,7 @@ class _Exchange:
         self.timer = self.resource._reactor.callLater(
             self.resource.settings.idleTimeout, self._idleTimedOut
         )
+        self.response = item
         if not self.clientGone:
             self._writeHead(item)
         self._take()
@@ -991,7 +1033,7 @@ class _Exchange:
             self._over(code, "client disconnected", LogLevel.info)
             return
         request.unregisterProducer()
-        if _complete(item.reason):
+        if _complete(item.reason, self.response):  # type: ignore[arg-type]
             request.finish()
             self._over(code, None, LogLevel.info)
         else:
@@ -1040,6 +1082,11 @@ class _Exchange:
             self.sending.cancel()
         elif self.bodyTransport is not None:
             self.bodyTransport.stopProducing()
+            # Nobody will resume a paused reverse half now: take the rest, so
+            # the end of the body ends the exchange.
+            self.clientPaused = False
+            if self.waiting is None:
+                self._take()
 
     def _over(self, code: int | None, error: str | None, level: LogLevel) -> None:
         """
@@ -1059,15 +1106,17 @@ class _Exchange:
         )
 
 
-def _complete(reason: Failure) -> bool:
+def _complete(reason: Failure, response: IResponse) -> bool:
     """
     Whether a body that ended for C{reason} arrived whole.
 
     A body delimited by the backend closing the connection ends with
-    L{http.PotentialDataLoss}: that close is how it says the body is
-    complete.
+    L{http.PotentialDataLoss}, however the connection closed: only a clean
+    close says the body is complete, not a reset (see L{_ClientProtocol}).
     """
-    return reason.check(ResponseDone, http.PotentialDataLoss) is not None
+    if reason.check(http.PotentialDataLoss):
+        return getattr(response, "reset", None) is None
+    return reason.check(ResponseDone) is not None
 
 
 class _BodyFeeder(Protocol):
