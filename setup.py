@@ -25,5 +25,9 @@ setup(
         "treq>=26.7",
         "zope.interface>=5",
     ],
-    extras_require={"dev": ["ruff", "mypy", "mypy-zope"]},
+    extras_require={
+        "dev": ["ruff", "mypy", "mypy-zope"],
+        # What the tests need beyond txlb's own dependencies (tox.ini's deps).
+        "test": ["autobahn", "twisted[tls]"],
+    },
 )

@@ -36,7 +36,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
 )
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocol, IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -52,7 +52,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from txlb import headers
+from txlb import headers, tunnel
 from txlb.backend import Backend, BackendPool
 from txlb.interfaces import IAlgorithm
 
@@ -243,15 +243,18 @@ class TransparentRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         if self._tooLarge(length or 0):
             return
-        if length == 0 and not self.requestHeaders.hasHeader(b"content-length"):
-            super().gotLength(length)
-            return
         channel = self.channel
         # The channel keeps these until the body is in; the resource needs
         # them now.
         self.method = channel._command
         self.uri = channel._path
         self.clientproto = channel._version
+        bodyless = length == 0 and not self.requestHeaders.hasHeader(b"content-length")
+        if bodyless or tunnel.wantsUpgrade(self):
+            # Nothing to stream; or an upgrade, whose tunnel sends the body
+            # with the head.
+            super().gotLength(length)
+            return
         self.content = BytesIO()  # requestReceived reads it; the body bypasses it
         self.stream = _StreamingBody(length, channel.transport)
         self.process()
@@ -410,6 +413,42 @@ class ProxyChannel(http.HTTPChannel):
         if not self.requests:
             self.loseConnection()
 
+    def spliceTo(self, protocol: IProtocol) -> bytes:
+        """
+        Stop speaking HTTP on this connection, after a request whose answer
+        does not go through Twisted's L{server.Request} (an upgrade).
+
+        From now on the connection's bytes go to C{protocol}, and its end to
+        C{protocol.connectionLost} and then to the channel's own clean-up.
+        The channel stops being the transport's producer, and its idle
+        timeout stays off (a tunnel may be quiet for long).  The transport is
+        left as it is, possibly paused.
+
+        @return: The bytes the client sent after the request head, which the
+            channel held back while the request was handled, in order.
+        """
+        # Twisted's own websocket support swaps dataReceived and
+        # connectionLost the same way (HTTPChannel._protocolUpgradeForWebsockets);
+        # rawDataReceived too, for bytes still being parsed below render().
+        # _dataBuffer is private to Twisted (26.10): tests/test_tunnel.py
+        # pins that what it holds arrives.
+        assert self.transport is not None
+        self.setTimeout(None)
+        self._savedTimeOut = None
+        self.transport.unregisterProducer()  # type: ignore[attr-defined]
+        channelLost = type(self).connectionLost
+
+        def connectionLost(reason: Failure = connectionDone) -> None:
+            protocol.connectionLost(reason)
+            channelLost(self, reason)
+
+        self.dataReceived = self.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self.connectionLost = connectionLost  # type: ignore[method-assign]
+        early = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        protocol.makeConnection(self.transport)
+        return early
+
 
 class LoadBalancerSite(server.Site):
     """
@@ -493,6 +532,11 @@ class LoadBalancerResource(Resource):
         if problem is not None:
             _answer(request, http.BAD_REQUEST, problem)
             self.logRequest(request, clientHost, "-", http.BAD_REQUEST, started, problem)
+            return server.NOT_DONE_YET
+        if tunnel.wantsUpgrade(request):
+            backend = self.pick(clientHost)
+            upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
+            upgrade.start(self.agent._endpoint(backend))
             return server.NOT_DONE_YET
         exchange = _Exchange(self, request, clientHost, started)
         self._exchanges.add(exchange)

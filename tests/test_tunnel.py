@@ -1,0 +1,701 @@
+"""
+Upgrade requests in memory: real Twisted HTTP parsing on the client side, a
+raw backend connection, and every byte each side receives checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    TimeoutError,
+)
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_proxy import OK, Harness
+from txlb import tunnel
+from txlb.tunnel import BodyEnd, statusCode
+
+UPGRADE = (
+    b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+UPGRADE_TO_BACKEND = (
+    b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nSec-Websocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-Websocket-Version: 13\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+)
+SWITCH = (
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Odd:  spaced \r\n\r\n"
+)
+LOG_PREFIX = (
+    "client=10.0.0.7 method=GET path=/chat?room=1 \N{RIGHTWARDS ARROW} backend=127.0.0.1:8081"
+)
+
+
+def upgrade(testCase: SynchronousTestCase, request: bytes = UPGRADE) -> tuple[Any, ...]:
+    """
+    Send an upgrade request through a balancer and accept the backend
+    connection; return the harness, the client's channel and transport, and
+    the backend's protocol and transport.
+    """
+    harness = Harness(testCase)
+    channel, client = harness.client(request)
+    backend, toBackend = harness.backend()
+    return harness, channel, client, backend, toBackend
+
+
+def switched(testCase: SynchronousTestCase, request: bytes = UPGRADE) -> tuple[Any, ...]:
+    """
+    Like L{upgrade}, with the backend's 101 received and both sides' records
+    cleared.
+    """
+    harness, channel, client, backend, toBackend = upgrade(testCase, request)
+    backend.dataReceived(SWITCH)
+    client.clear()
+    toBackend.clear()
+    return harness, channel, client, backend, toBackend
+
+
+class RoutingTests(SynchronousTestCase):
+    """
+    Which requests go through a tunnel, and where.
+    """
+
+    def test_requestBytes(self) -> None:
+        """
+        The backend receives the method and raw target, the end-to-end
+        fields, and then C{Connection: Upgrade} and the client's C{Upgrade};
+        other hop-by-hop fields and the fields C{Connection} names are
+        removed.
+        """
+        _, _, _, _, toBackend = upgrade(
+            self,
+            b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade, X-Hop\r\n"
+            b"X-Hop: 1\r\nKeep-Alive: 300\r\nUpgrade: websocket\r\nCookie: a=1\r\nCookie: b=2\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        self.assertEqual(
+            toBackend.value(),
+            b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nCookie: b=2\r\n"
+            b"Sec-Websocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-Websocket-Version: 13\r\n"
+            b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+
+    def test_repeatedUpgrade(self) -> None:
+        """
+        Several C{Upgrade} fields pass in order, whatever the method.
+        """
+        _, _, _, _, toBackend = upgrade(
+            self,
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nUpgrade: foo/2, bar\r\n"
+            b"Connection: upgrade\r\n\r\n",
+        )
+        self.assertEqual(
+            toBackend.value(),
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Upgrade: foo/2, bar\r\n\r\n",
+        )
+
+    def test_bodyFramedWithLength(self) -> None:
+        """
+        A chunked body reaches the backend whole, with a Content-Length.
+        """
+        _, _, _, _, toBackend = upgrade(
+            self,
+            b"POST /up HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: Upgrade\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        self.assertEqual(
+            toBackend.value(),
+            b"POST /up HTTP/1.1\r\nContent-Length: 3\r\nHost: h\r\nConnection: Upgrade\r\n"
+            b"Upgrade: foo\r\n\r\nabc",
+        )
+
+    def test_pickedByAlgorithm(self) -> None:
+        """
+        Upgrade requests are routed by the algorithm, with the configured
+        connect timeout.
+        """
+        harness = Harness(self)
+        harness.client(UPGRADE)
+        harness.client(UPGRADE)
+        self.assertEqual(
+            [(host, port, timeout) for host, port, _, timeout, _ in harness.reactor.tcpClients],
+            [("127.0.0.1", 8081, 5), ("127.0.0.1", 8082, 5)],
+        )
+
+    def test_upgradeNotInConnection(self) -> None:
+        """
+        An C{Upgrade} that C{Connection} does not name is an ordinary
+        request: the field is removed, as any hop-by-hop field.
+        """
+        harness = Harness(self)
+        harness.client(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")
+        _, toBackend = harness.backend()
+        self.assertEqual(toBackend.value(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+
+    def test_http10Ignored(self) -> None:
+        """
+        An HTTP/1.0 request's upgrade is ignored (RFC 9110 section 7.8).
+        """
+        harness = Harness(self)
+        harness.client(
+            b"GET / HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        _, toBackend = harness.backend()
+        self.assertEqual(toBackend.value(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+
+    def test_badRequestFirst(self) -> None:
+        """
+        An upgrade request that cannot be forwarded gets 400, and no
+        backend connection.
+        """
+        harness = Harness(self)
+        _, client = harness.client(
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+        )
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertEqual(harness.reactor.tcpClients, [])
+
+
+class SwitchTests(SynchronousTestCase):
+    """
+    On 101 the client gets the backend's answer as sent, and then bytes flow
+    both ways.
+    """
+
+    def test_headRelayedRaw(self) -> None:
+        """
+        The 101 head reaches the client byte for byte, with what the backend
+        sent right after it.
+        """
+        _, _, client, backend, _ = upgrade(self)
+        backend.dataReceived(SWITCH[:20])
+        self.assertEqual(client.value(), b"")
+        backend.dataReceived(SWITCH[20:] + b"\x81\x02hi")
+        self.assertEqual(client.value(), SWITCH + b"\x81\x02hi")
+
+    def test_bothWays(self) -> None:
+        """
+        After the switch, the client's bytes reach the backend and the
+        backend's reach the client, unchanged.
+        """
+        _, channel, client, backend, toBackend = switched(self)
+        channel.dataReceived(b"\x81\x85mask\x00\x01\x02\x03\x04")
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend.dataReceived(b"\x82\x03\x00\xff\x10")
+        self.assertEqual(
+            toBackend.value(), b"\x81\x85mask\x00\x01\x02\x03\x04GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        self.assertEqual(client.value(), b"\x82\x03\x00\xff\x10")
+
+    def test_noNewBackendConnection(self) -> None:
+        """
+        After the switch, an HTTP request from the client is just bytes in
+        the tunnel: no other backend is asked.
+        """
+        harness, channel, _, _, _ = switched(self)
+        channel.dataReceived(UPGRADE)
+        self.assertEqual(harness.reactor.tcpClients, [])
+
+    def test_earlyClientBytes(self) -> None:
+        """
+        Bytes the client sent after its request head, before the backend
+        switched, reach the backend after the request and in order, and
+        only once the backend has switched.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(UPGRADE + b"one,")
+        channel.dataReceived(b"two,")
+        backend, toBackend = harness.backend()
+        channel.dataReceived(b"three")
+        self.assertEqual(toBackend.value(), UPGRADE_TO_BACKEND)
+        backend.dataReceived(SWITCH)
+        channel.dataReceived(b",four")
+        self.assertEqual(toBackend.value(), UPGRADE_TO_BACKEND + b"one,two,three,four")
+
+    def test_manyEarlyBytes(self) -> None:
+        """
+        Past 16 KiB held back before the switch, reading from the client
+        pauses; after the switch it resumes, and every byte arrives.
+        """
+        _, channel, client, backend, toBackend = upgrade(self)
+        early = b"".join(b"%06d" % i for i in range(4000))
+        channel.dataReceived(early)
+        self.assertEqual(client.producerState, "paused")
+        backend.dataReceived(SWITCH)
+        self.assertEqual(client.producerState, "producing")
+        self.assertEqual(toBackend.value(), UPGRADE_TO_BACKEND + early)
+
+    def test_clientSlow(self) -> None:
+        """
+        While the client cannot take more, reading from the backend pauses,
+        and resumes when it can.
+        """
+        _, _, client, _, toBackend = switched(self)
+        client.producer.pauseProducing()
+        self.assertEqual(toBackend.producerState, "paused")
+        client.producer.resumeProducing()
+        self.assertEqual(toBackend.producerState, "producing")
+
+    def test_backendSlow(self) -> None:
+        """
+        While the backend cannot take more, reading from the client pauses,
+        and resumes when it can.
+        """
+        _, _, client, _, toBackend = switched(self)
+        toBackend.producer.pauseProducing()
+        self.assertEqual(client.producerState, "paused")
+        toBackend.producer.resumeProducing()
+        self.assertEqual(client.producerState, "producing")
+
+    def test_noIdleTimeout(self) -> None:
+        """
+        A quiet tunnel is not timed out by the client channel's idle
+        timeout.
+        """
+        harness, channel, client, _, _ = switched(self)
+        channel.dataReceived(b"x")
+        harness.reactor.advance(harness.site.timeOut * 2)
+        self.assertFalse(client.disconnecting)
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    def test_backendReset(self) -> None:
+        """
+        A backend reset gets the client connection aborted.
+        """
+        _, _, client, backend, _ = switched(self)
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(client.disconnected)
+
+    def test_backendCloses(self) -> None:
+        """
+        When the backend closes, the client connection is closed after
+        what was already sent, the count released and the tunnel logged
+        with its duration.
+        """
+        harness, _, client, backend, _ = switched(self)
+        harness.reactor.advance(2.5)
+        backend.dataReceived(b"bye")
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(client.value(), b"bye")
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertEqual(harness.accessLog(), [LOG_PREFIX + " status=101 ms=2500.0"])
+
+    def test_clientCloses(self) -> None:
+        """
+        When the client closes, the backend connection is closed, the count
+        released and the tunnel logged once, however many ends follow.
+        """
+        harness, channel, _, backend, toBackend = switched(self)
+        channel.dataReceived(b"last")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(toBackend.value(), b"last")
+        self.assertTrue(toBackend.disconnecting)
+        self.assertFalse(toBackend.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertEqual(harness.accessLog(), [LOG_PREFIX + " status=101 ms=0.0"])
+
+    def test_channelCleansUp(self) -> None:
+        """
+        When the client connection ends, the channel's own clean-up runs
+        too: the upgrade request learns that its connection is gone.
+        """
+        _, channel, _, _, _ = switched(self)
+        ended = channel.requests[0].notifyFinish()
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(ended, ConnectionDone)
+
+    def test_producersUnregistered(self) -> None:
+        """
+        When the tunnel ends, neither connection keeps a producer: a
+        transport with one does not close.
+        """
+        _, _, client, backend, toBackend = switched(self)
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(client.producer)
+        self.assertIsNone(toBackend.producer)
+
+    def test_reset(self) -> None:
+        """
+        A side that ends uncleanly gets the other side aborted, and is named
+        in the log line.
+        """
+        harness, channel, _, _, toBackend = switched(self)
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(toBackend.disconnected)
+        self.assertEqual(
+            harness.accessLog(),
+            [
+                LOG_PREFIX + ' status=101 ms=0.0 error="client connection lost: '
+                'Connection to the other side was lost in a non-clean fashion."'
+            ],
+        )
+
+    def test_activeWhileOpen(self) -> None:
+        """
+        The tunnel counts as active on its backend from the request until it
+        closes.
+        """
+        harness, _, _, backend, _ = upgrade(self)
+        self.assertEqual([b.active for b in harness.backends], [1, 0])
+        backend.dataReceived(SWITCH)
+        harness.reactor.advance(60)
+        self.assertEqual([b.active for b in harness.backends], [1, 0])
+        self.assertEqual(harness.accessLog(), [])
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([b.active for b in harness.backends], [0, 0])
+
+    def test_interimAnswers(self) -> None:
+        """
+        An interim 103 before the 101 is passed on raw; a 100 is not, as txlb
+        already answered the client's C{Expect}.
+        """
+        _, _, client, backend, _ = upgrade(self)
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        backend.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n" + hints + SWITCH)
+        self.assertEqual(client.value(), hints + SWITCH)
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    A backend that does not switch has its answer relayed as sent, and then
+    the client connection is closed.
+    """
+
+    def test_lengthDelimited(self) -> None:
+        """
+        The answer goes to the client byte for byte up to the end of its
+        body, then both connections are closed and the status logged.
+        """
+        harness, _, client, backend, toBackend = upgrade(self)
+        answer = (
+            b"HTTP/1.1 426 Upgrade Required\r\nsec-websocket-version: 13\r\n"
+            b"Connection: keep-alive\r\nContent-Length: 7\r\n\r\nversion"
+        )
+        backend.dataReceived(answer[:50])
+        backend.dataReceived(answer[50:] + b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(client.value(), answer)
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.disconnected)
+        self.assertIsNone(client.producer)
+        self.assertTrue(toBackend.disconnecting)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertEqual(harness.accessLog(), [LOG_PREFIX + " status=426 ms=0.0"])
+
+    def test_chunked(self) -> None:
+        """
+        A chunked answer is relayed raw up to its last chunk.
+        """
+        _, _, client, backend, _ = upgrade(self)
+        answer = (
+            b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        )
+        backend.dataReceived(answer[:70])
+        self.assertFalse(client.disconnecting)
+        backend.dataReceived(answer[70:] + b"junk")
+        self.assertEqual(client.value(), answer)
+        self.assertTrue(client.disconnecting)
+
+    def test_noBody(self) -> None:
+        """
+        An answer without a body ends with its head.
+        """
+        _, _, client, backend, _ = upgrade(self)
+        answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+        backend.dataReceived(answer)
+        self.assertEqual(client.value(), answer)
+        self.assertTrue(client.disconnecting)
+
+    def test_closeDelimitedReset(self) -> None:
+        """
+        An answer without a length that ends in a reset may be cut short:
+        the client connection is aborted.
+        """
+        _, _, client, backend, _ = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nplain")
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(client.disconnected)
+
+    def test_closeDelimited(self) -> None:
+        """
+        An answer without a length ends when the backend closes, and the
+        client connection is closed, not aborted.
+        """
+        harness, _, client, backend, _ = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nplain")
+        backend.dataReceived(b" page")
+        self.assertFalse(client.disconnecting)
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(client.value(), b"HTTP/1.1 200 OK\r\n\r\nplain page")
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+
+    def test_cutShort(self) -> None:
+        """
+        An answer whose body ends before its length is cut: the client
+        connection is aborted.
+        """
+        harness, _, client, backend, _ = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10\r\n\r\nabc")
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(client.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertIn('error="backend body cut short', harness.accessLog()[0])
+
+    def test_malformedChunks(self) -> None:
+        """
+        Malformed chunks abort both connections.
+        """
+        harness, _, client, backend, toBackend = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        self.assertTrue(client.disconnected)
+        self.assertTrue(toBackend.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertIn('error="backend body malformed', harness.accessLog()[0])
+
+    def test_clientLeaves(self) -> None:
+        """
+        A client that leaves while the answer is relayed closes the backend
+        connection and releases the count.
+        """
+        harness, channel, _, backend, toBackend = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10\r\n\r\nabc")
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(toBackend.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertIn('status=400 ms=0.0 error="client disconnected"', harness.accessLog()[0])
+
+
+class FailureTests(SynchronousTestCase):
+    """
+    A backend that cannot be reached, or answers nonsense, gets the client
+    txlb's own plain-text error; the client connection goes on serving.
+    """
+
+    def assertAnswered(self, harness: Harness, client: Any, status: bytes, text: bytes) -> None:
+        response = client.value()
+        self.assertTrue(response.startswith(b"HTTP/1.1 " + status + b"\r\n"), response)
+        self.assertIn(b"Content-Type: text/plain; charset=utf-8\r\n", response)
+        self.assertTrue(response.endswith(b"\r\n\r\n" + status + b": " + text), response)
+        self.assertFalse(client.disconnecting)
+        self.assertEqual(harness.backends[0].active, 0)
+
+    def test_refused(self) -> None:
+        """
+        A refused connection gets 502 naming the backend and the reason.
+        """
+        harness = Harness(self)
+        _, client = harness.client(UPGRADE)
+        harness.refuse(ConnectionRefusedError())
+        self.assertAnswered(
+            harness,
+            client,
+            b"502 Bad Gateway",
+            b"backend 127.0.0.1:8081: Connection was refused by other side.\n",
+        )
+        self.assertEqual(
+            harness.accessLog(),
+            [LOG_PREFIX + ' status=502 ms=0.0 error="Connection was refused by other side."'],
+        )
+
+    def test_connectTimeout(self) -> None:
+        """
+        A connection not made in time gets 504.
+        """
+        harness = Harness(self)
+        _, client = harness.client(UPGRADE)
+        harness.refuse(TimeoutError())
+        self.assertAnswered(
+            harness, client, b"504 Gateway Time-out", b"backend 127.0.0.1:8081: connect timeout\n"
+        )
+
+    def test_nextRequestServed(self) -> None:
+        """
+        After a 502, the same client connection serves another request.
+        """
+        harness = Harness(self, count=1)
+        channel, client = harness.client(UPGRADE)
+        harness.refuse(ConnectionRefusedError())
+        client.clear()
+        channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, toBackend = harness.backend()
+        self.assertEqual(toBackend.value(), b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend.dataReceived(OK)
+        self.assertTrue(client.value().endswith(b"\r\n\r\nok"))
+
+    def test_closedBeforeAnswer(self) -> None:
+        """
+        A backend that closes before answering gets 502.
+        """
+        harness, _, client, backend, _ = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 101 Swi")
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertAnswered(
+            harness,
+            client,
+            b"502 Bad Gateway",
+            b"backend 127.0.0.1:8081: closed before answering: Connection was closed cleanly.\n",
+        )
+
+    def test_headTooLong(self) -> None:
+        """
+        A head over 64 KiB gets 502, and the backend connection is aborted.
+        """
+        harness, _, client, backend, toBackend = upgrade(self)
+        backend.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\n")
+        backend.dataReceived(b"X: " + b"a" * tunnel.MAX_HEAD + b"\r\n\r\n")
+        self.assertAnswered(
+            harness,
+            client,
+            b"502 Bad Gateway",
+            b"backend 127.0.0.1:8081: response head over 64 KiB\n",
+        )
+        self.assertTrue(toBackend.disconnected)
+
+    def test_headAtLimit(self) -> None:
+        """
+        A head of exactly 64 KiB is taken.
+        """
+        _, _, client, backend, _ = upgrade(self)
+        head = b"HTTP/1.1 101 Switching Protocols\r\nX: "
+        head += b"a" * (tunnel.MAX_HEAD - len(head) - 4) + b"\r\n\r\n"
+        backend.dataReceived(head)
+        self.assertEqual(client.value(), head)
+
+    def test_malformedHead(self) -> None:
+        """
+        An answer that is not HTTP gets 502.
+        """
+        harness, _, client, backend, _ = upgrade(self)
+        backend.dataReceived(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        self.assertAnswered(
+            harness,
+            client,
+            b"502 Bad Gateway",
+            b"backend 127.0.0.1:8081: malformed response head\n",
+        )
+
+
+class ClientDisconnectTests(SynchronousTestCase):
+    """
+    A client that leaves before the backend answered stops the work done for
+    it.
+    """
+
+    def test_whileConnecting(self) -> None:
+        """
+        Leaving while the backend connection is being made stops the attempt
+        and releases the count.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(UPGRADE)
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(harness.reactor.connectors[0].stoppedConnecting)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertEqual(
+            harness.accessLog(), [LOG_PREFIX + ' status=- ms=0.0 error="client disconnected"']
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_beforeAnswer(self) -> None:
+        """
+        Leaving before the backend answered closes the backend connection
+        and releases the count; a late answer is ignored.
+        """
+        harness, channel, client, backend, toBackend = upgrade(self)
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(toBackend.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        backend.dataReceived(SWITCH)
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(client.value(), b"")
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertEqual(len(harness.accessLog()), 1)
+
+
+class InternalErrorTests(SynchronousTestCase):
+    """
+    A bug in the tunnel ends it visibly.
+    """
+
+    def test_logsAndCloses(self) -> None:
+        """
+        An exception while handling the connect result is logged, both
+        connections are aborted and the count released.
+        """
+        harness = Harness(self)
+        _, client = harness.client(UPGRADE)
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("bug")
+
+        self.patch(tunnel.proxy, "_answer", broken)
+        harness.refuse(ConnectionRefusedError())
+        self.assertTrue(client.disconnected)
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class HeadParsingTests(SynchronousTestCase):
+    """
+    The small parsers the tunnel reads answers with.
+    """
+
+    def test_statusCode(self) -> None:
+        """
+        The status code of HTTP/1.x status lines, with or without a reason;
+        L{None} for anything else.
+        """
+        table = [
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", 101),
+            (b"HTTP/1.1 426\r\n\r\n", 426),
+            (b"HTTP/1.0 200 OK\r\n\r\n", 200),
+            (b"HTTP/2 200\r\n\r\n", None),
+            (b"HTTP/1.1 20 Short\r\n\r\n", None),
+            (b"HTTP/1.1 abc Letters\r\n\r\n", None),
+            (b"ICY 200 OK\r\n\r\n", None),
+        ]
+        for head, expected in table:
+            self.assertEqual(statusCode(head), expected, head)
+
+    def test_bodyEnd(self) -> None:
+        """
+        Where an answer's body ends in the bytes that follow its head: how
+        many of the given bytes belong to it, and whether it has ended.
+        """
+        table: list[tuple[bytes, bytes, int, bytes, bytes, bool]] = [
+            (b"GET", b"Content-Length: 3", 400, b"abcdef", b"abc", True),
+            (b"GET", b"Content-Length: 3, 3", 400, b"ab", b"ab", False),
+            (b"GET", b"Content-Length: 0", 400, b"", b"", True),
+            (b"HEAD", b"Content-Length: 3", 400, b"abc", b"", True),
+            (b"GET", b"Content-Length: 3", 304, b"abc", b"", True),
+            (b"GET", b"", 204, b"abc", b"", True),
+            (b"GET", b"", 400, b"abc", b"abc", False),
+            (b"GET", b"Content-Length: 3\r\nContent-Length: 4", 400, b"abcdef", b"abcdef", False),
+            (b"GET", b"Content-Length: x", 400, b"abc", b"abc", False),
+            (b"GET", b"Transfer-Encoding: gzip", 400, b"abc", b"abc", False),
+            (
+                b"GET",
+                b"Transfer-Encoding: gzip, chunked\r\nContent-Length: 1",
+                400,
+                b"1\r\na\r\n0\r\n\r\nxy",
+                b"1\r\na\r\n0\r\n\r\n",
+                True,
+            ),
+        ]
+        for method, fields, code, data, part, ended in table:
+            head = b"HTTP/1.1 %d X\r\n%s\r\n\r\n" % (code, fields)
+            end = BodyEnd(method, code, head)
+            self.assertEqual((end.feed(data), end.ended), (part, ended), (method, fields, code))

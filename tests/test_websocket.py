@@ -1,0 +1,337 @@
+"""
+WebSocket through the balancer over real loopback sockets, with autobahn's
+Twisted client and server on either side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import twisted.test
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    SSL4ClientEndpoint,
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import deferLater
+from twisted.python.filepath import FilePath
+
+from tests.test_integration import IntegrationTestCase, waitFor
+from txlb.backend import Backend
+from txlb.leastconn import LeastConnections
+from txlb.proxy import LoadBalancerSite
+from txlb.testbackend import makeBackendSite
+
+
+class EchoServer(WebSocketServerProtocol):
+    """
+    Sends every message back as it came, text or binary.
+    """
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.sendMessage(payload, isBinary)
+
+
+class RecordingClient(WebSocketClientProtocol):
+    """
+    Records the messages it receives; C{opened} and C{closed} fire when the
+    handshake is done and when the connection has closed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: Deferred[None] = Deferred()
+        self.closed: Deferred[tuple[bool, int | None]] = Deferred()
+        self.messages: list[tuple[bytes, bool]] = []
+
+    def onOpen(self) -> None:
+        self.opened.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.append((payload, isBinary))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: Any) -> None:
+        self.closed.callback((wasClean, code))
+
+
+class WebSocketTestCase(IntegrationTestCase):
+    def echoBackend(self) -> int:
+        """
+        An autobahn WebSocket echo server; its port.
+        """
+        factory = WebSocketServerFactory()
+        factory.protocol = EchoServer
+        return self.listen(factory)
+
+    async def connect(self, lb: int, path: str = "/chat") -> RecordingClient:
+        """
+        An autobahn client connected through the balancer, handshake done.
+        """
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{lb}{path}")
+        factory.protocol = RecordingClient
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", lb)
+        client = await endpoint.connect(factory)
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
+        await client.opened.addTimeout(10, reactor)
+        return client
+
+
+class EchoTests(WebSocketTestCase):
+    async def test_echoThroughBalancer(self) -> None:
+        """
+        An autobahn client opens a WebSocket through txlb to an autobahn
+        echo server, gets its text, binary and 1 MiB messages back, and
+        closes cleanly; the backend's count goes back to 0 and the tunnel
+        is logged with status 101.
+        """
+        backend = Backend("127.0.0.1", self.echoBackend())
+        lb = self.balancer([backend])
+        client = await self.connect(lb)
+        self.assertEqual(backend.active, 1)
+        sent = [
+            ("snowman \N{SNOWMAN}".encode(), False),
+            (bytes(range(256)), True),
+            (b"\x00\xff" * 512 * 1024, True),
+        ]
+        for payload, isBinary in sent:
+            client.sendMessage(payload, isBinary)
+        await waitFor(lambda: len(client.messages) == len(sent))
+        self.assertEqual(client.messages, sent)
+        client.sendClose(1000)
+        wasClean, code = await client.closed.addTimeout(10, reactor)
+        self.assertEqual((wasClean, code), (True, 1000))
+        await waitFor(lambda: backend.active == 0)
+
+    async def test_echoOverTLS(self) -> None:
+        """
+        With txlb listening on TLS, a C{wss://} client gets its messages
+        echoed and closes cleanly: the TLS connection sends its close alert
+        once the tunnel ends.
+        """
+        backend = Backend("127.0.0.1", self.echoBackend())
+        self.balancer([backend])
+        pem = FilePath(twisted.test.__file__).sibling("server.pem").path
+        endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+        port = await endpoint.listen(LoadBalancerSite(self.resource))
+        self.addCleanup(port.stopListening)
+        lb = port.getHost().port
+        factory = WebSocketClientFactory(f"wss://127.0.0.1:{lb}/chat")
+        factory.protocol = RecordingClient
+        client = await SSL4ClientEndpoint(reactor, "127.0.0.1", lb, CertificateOptions()).connect(
+            factory
+        )
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
+        await client.opened.addTimeout(10, reactor)
+        client.sendMessage(b"over TLS")
+        await waitFor(lambda: client.messages == [(b"over TLS", False)])
+        client.sendClose(1000)
+        wasClean, code = await client.closed.addTimeout(10, reactor)
+        self.assertEqual((wasClean, code), (True, 1000))
+        await waitFor(lambda: backend.active == 0)
+
+    async def test_refusalRelayed(self) -> None:
+        """
+        A backend that does not speak WebSocket answers the upgrade as an
+        ordinary request: the client gets that answer whole, then the
+        connection closes, and the count is released.
+        """
+        port = self.listen(makeBackendSite())
+        backend = Backend("127.0.0.1", port)
+        lb = self.balancer([backend])
+        client = await self.client(
+            lb,
+            b"GET /ping HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        received = await client.closed.addTimeout(10, reactor)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), received)
+        self.assertTrue(received.endswith(b"\r\n\r\npong from backend :%d\n" % port), received)
+        await waitFor(lambda: backend.active == 0)
+
+
+class LeastConnectionsTests(WebSocketTestCase):
+    async def test_openTunnelIsActive(self) -> None:
+        """
+        With least connections, an open WebSocket counts on its backend: the
+        next plain requests all go to the other backend, and the count is
+        released when the WebSocket closes.
+        """
+        wsBackend = Backend("127.0.0.1", self.echoBackend())
+        plainPort = self.listen(makeBackendSite())
+        plainBackend = Backend("127.0.0.1", plainPort)
+        lb = self.balancer([wsBackend, plainBackend], LeastConnections)
+        client = await self.connect(lb)
+        self.assertEqual((wsBackend.active, plainBackend.active), (1, 0))
+        for _ in range(3):
+            plain = await self.client(
+                lb, b"GET /ping HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+            received = await plain.closed.addTimeout(10, reactor)
+            self.assertTrue(
+                received.endswith(b"\r\n\r\npong from backend :%d\n" % plainPort), received
+            )
+        client.sendClose(1000)
+        await client.closed.addTimeout(10, reactor)
+        await waitFor(lambda: wsBackend.active == 0)
+
+
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: Upgrade\r\n\r\n"
+UPGRADE = b"GET /raw HTTP/1.1\r\nHost: h\r\nUpgrade: raw\r\nConnection: Upgrade\r\n\r\n"
+UPGRADE_TO_BACKEND = b"GET /raw HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\n"
+
+
+class Sink(Protocol):
+    """
+    Hashes and counts every byte it receives (large transfers are checked
+    without keeping them), and calls C{onData} after each read.
+    """
+
+    def __init__(self, onData: Callable[[Sink], None] = lambda sink: None) -> None:
+        self.onData = onData
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.count += len(data)
+        self.onData(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.closed.callback(None)
+
+
+class Flood:
+    """
+    Writes C{size} bytes of C{x} to a transport as fast as it takes them, as
+    its push producer, counts what it wrote, and closes when done.
+    """
+
+    def __init__(self, transport: Any, size: int) -> None:
+        self.transport = transport
+        self.size = size
+        self.written = 0
+        self.paused = False
+        transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        block = b"x" * 65536
+        while not self.paused and self.written < self.size:
+            self.transport.write(block)
+            self.written += len(block)
+        if self.written >= self.size:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class FlowControlTests(WebSocketTestCase):
+    """
+    A side that does not read holds back the other side: what is in flight
+    stays bounded by the socket buffers, and every byte arrives once it
+    reads.
+    """
+
+    size = 64 * 1024 * 1024
+
+    def sinkBackend(self, onData: Callable[[Sink], None]) -> tuple[list[Sink], int]:
+        """
+        A backend whose connections are L{Sink}s; the list they are put in,
+        and its port.
+        """
+        sinks: list[Sink] = []
+
+        def build(address: Any) -> Sink:
+            sinks.append(Sink(onData))
+            return sinks[-1]
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        return sinks, self.listen(factory)
+
+    async def sinkClient(self, lb: int) -> Sink:
+        """
+        A L{Sink} client that has sent an upgrade request through the
+        balancer.
+        """
+        client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", lb), Sink())
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
+        client.transport.write(UPGRADE)
+        return client
+
+    def digest(self, data: bytes) -> bytes:
+        return hashlib.sha256(data + b"x" * self.size).digest()
+
+    async def test_slowClient(self) -> None:
+        """
+        A client that does not read stops a backend that sends without end.
+        """
+        floods: list[Flood] = []
+
+        def switchAndFlood(sink: Sink) -> None:
+            if sink.count == len(UPGRADE_TO_BACKEND) and not floods:
+                sink.transport.write(SWITCH)
+                floods.append(Flood(sink.transport, self.size))
+
+        _, port = self.sinkBackend(switchAndFlood)
+        lb = self.balancer([Backend("127.0.0.1", port)])
+        client = await self.sinkClient(lb)
+        client.transport.pauseProducing()
+        await deferLater(reactor, 1.0)
+        stalled = floods[0].written
+        await deferLater(reactor, 0.5)
+        self.assertEqual(floods[0].written, stalled)
+        self.assertLess(stalled, 24 * 1024 * 1024)
+        client.transport.resumeProducing()
+        await client.closed.addTimeout(30, reactor)
+        self.assertEqual(client.digest.digest(), self.digest(SWITCH))
+
+    async def test_slowBackend(self) -> None:
+        """
+        A backend that does not read stops a client that sends without end.
+        """
+
+        def switchAndStopReading(sink: Sink) -> None:
+            if sink.count == len(UPGRADE_TO_BACKEND):
+                sink.transport.write(SWITCH)
+                sink.transport.pauseProducing()
+
+        sinks, port = self.sinkBackend(switchAndStopReading)
+        lb = self.balancer([Backend("127.0.0.1", port)])
+        client = await self.sinkClient(lb)
+        await waitFor(lambda: client.count == len(SWITCH))
+        flood = Flood(client.transport, self.size)
+        await deferLater(reactor, 1.0)
+        stalled = flood.written
+        await deferLater(reactor, 0.5)
+        self.assertEqual(flood.written, stalled)
+        self.assertLess(stalled, 24 * 1024 * 1024)
+        sinks[0].transport.resumeProducing()
+        await sinks[0].closed.addTimeout(30, reactor)
+        self.assertEqual(sinks[0].digest.digest(), self.digest(UPGRADE_TO_BACKEND))

@@ -1,0 +1,546 @@
+"""
+Upgrade requests (WebSocket and others): a raw byte tunnel after routing.
+
+Neither Twisted's HTTP server nor its Agent speaks C{101 Switching
+Protocols}: Agent ignores a 1xx and waits for a final answer that never
+comes.  So a request that asks for an upgrade is routed like any request,
+then leaves the Agent path for a L{Tunnel}:
+
+  1. the tunnel opens its own TCP connection to the picked backend, with the
+     same endpoint (and connect timeout) as the Agent, and writes the request
+     head itself: the client's method and raw target, the end-to-end fields
+     that the proxy sends for any request, then C{Connection: Upgrade} and the
+     client's C{Upgrade} values, and the body, if any, with a
+     C{Content-Length};
+  2. it reads the backend's answer head, at most L{MAX_HEAD} bytes;
+  3. on C{101} the client connection stops speaking HTTP
+     (L{ProxyChannel.spliceTo}); the 101 head goes to the client as the
+     backend sent it, then bytes flow both ways, with flow control both ways,
+     until either side closes, and then the other side is closed too;
+  4. on any other final answer (the backend refused the upgrade: 400, 426,
+     ...) the answer is relayed as the backend sent it, up to the end of its
+     body, and then the client connection is closed;
+  5. a backend that cannot be reached gets the client a 502 (504 on a
+     connect timeout) in txlb's plain-text style, as in the Agent path, and
+     the client connection stays open for the next request.
+
+The tunnel counts as one active request on its backend from start to close,
+for least connections, and logs one line when it ends, with the whole
+duration.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionDone, TimeoutError
+from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from zope.interface import implementer
+
+from txlb import headers, proxy
+
+if TYPE_CHECKING:
+    from txlb.backend import Backend
+
+#: The largest response head accepted from a backend; a longer one gets 502.
+MAX_HEAD = 64 * 1024
+
+
+def wantsUpgrade(request: server.Request) -> bool:
+    """
+    Whether C{request} asks to switch protocols: an HTTP/1.1 request with an
+    C{Upgrade} field and C{upgrade} among its C{Connection} options.  An
+    HTTP/1.0 request's C{Upgrade} is ignored (RFC 9110 section 7.8).
+    """
+    received = request.requestHeaders
+    return (
+        request.clientproto == b"HTTP/1.1"
+        and received.hasHeader(b"upgrade")
+        and b"upgrade" in headers.tokens(received, b"connection")
+    )
+
+
+def upgradeRequest(request: server.Request, outgoing: http.Headers) -> bytes:
+    """
+    The bytes of the upgrade request to send to the backend, with the
+    C{outgoing} header fields the proxy sends for it.
+    """
+    received = request.requestHeaders
+    body = None
+    if received.hasHeader(b"content-length") or received.hasHeader(b"transfer-encoding"):
+        assert request.content is not None
+        request.content.seek(0)
+        body = request.content.read()
+    lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
+    if body is not None:
+        lines.append(b"Content-Length: %d" % len(body))
+    for name, values in outgoing.getAllRawHeaders():
+        lines.extend(name + b": " + value for value in values)
+    lines.append(b"Connection: Upgrade")
+    lines.extend(b"Upgrade: " + value for value in received.getRawHeaders(b"upgrade", ()))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+
+
+def statusCode(head: bytes) -> int | None:
+    """
+    The status code of a response head, or L{None} if its status line is
+    not one.
+    """
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit():
+        return None
+    return int(code)
+
+
+class BodyEnd:
+    """
+    Finds where the body of a response ends in the raw bytes that follow its
+    head, so that a response relayed raw can be followed by a close.
+
+    @ivar ended: Whether the body has ended.
+    """
+
+    def __init__(self, method: bytes, code: int, head: bytes) -> None:
+        fields: dict[bytes, list[bytes]] = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, colon, value = line.partition(b":")
+            if colon:
+                fields.setdefault(name.strip().lower(), []).append(value.strip())
+        self.ended = False
+        self._remaining: int | None = None
+        self._chunks: Any = None
+        self._extra = b""
+        if method == b"HEAD" or code in http.NO_BODY_CODES:
+            self.ended = True
+        elif b"transfer-encoding" in fields:
+            codings = b",".join(fields[b"transfer-encoding"]).split(b",")
+            if codings[-1].strip().lower() == b"chunked":
+                # Twisted's own chunked parser, private but stable since
+                # Twisted 8; only its end-of-body callback is used here.
+                self._chunks = http._ChunkedTransferDecoder(lambda data: None, self._chunksEnded)
+            # Any other last coding: the body ends when the backend closes.
+        elif b"content-length" in fields:
+            values = {v.strip() for v in b",".join(fields[b"content-length"]).split(b",")}
+            if len(values) == 1 and next(iter(values)).isdigit():
+                self._remaining = int(next(iter(values)))
+                self.ended = self._remaining == 0
+
+    def _chunksEnded(self, extra: bytes) -> None:
+        self.ended = True
+        self._extra = extra
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Take the next raw bytes; return those that belong to the response.
+
+        @raise ValueError: If a chunked body is malformed.
+        """
+        if self.ended:
+            return b""
+        if self._remaining is not None:
+            data = data[: self._remaining]
+            self._remaining -= len(data)
+            self.ended = self._remaining == 0
+            return data
+        if self._chunks is not None:
+            try:
+                self._chunks.dataReceived(data)
+            except http._MalformedChunkedDataError as e:
+                raise ValueError(str(e)) from e
+            return data[: len(data) - len(self._extra)]
+        return data
+
+    @property
+    def closeDelimited(self) -> bool:
+        """
+        Whether the body ends only when the backend closes.
+        """
+        return self._remaining is None and self._chunks is None
+
+
+def rawAnswer(code: int, text: str) -> bytes:
+    """
+    txlb's plain-text error answer as raw bytes, for a connection that no
+    longer speaks HTTP through Twisted.
+    """
+    body = f"{code} {http.RESPONSES[code].decode()}: {text}\n".encode()
+    return (
+        b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (code, http.RESPONSES[code], http.datetimeToString(), len(body), body)
+    )
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    Registered as the producer of one connection: while that connection
+    cannot take more, reading from the other one stops.
+    """
+
+    def __init__(self, tunnel: Tunnel, reading: Any) -> None:
+        self.tunnel = tunnel
+        self.reading = reading
+
+    def pauseProducing(self) -> None:
+        if not self.tunnel.over:
+            self.reading.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if not self.tunnel.over:
+            self.reading.resumeProducing()
+
+    def stopProducing(self) -> None:
+        # The connection lost is reported to the tunnel, which closes the
+        # other side.
+        pass
+
+
+class _BackendSide(Protocol):
+    """
+    The tunnel's connection to the backend.
+    """
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.tunnel.backendConnected(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.tunnel.fromBackend(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.tunnel.backendLost(reason)
+
+
+class _ClientSide(Protocol):
+    """
+    The client connection, once it no longer speaks HTTP.
+    """
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+
+    def dataReceived(self, data: bytes) -> None:
+        self.tunnel.fromClient(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.tunnel.clientLost(reason)
+
+
+#: Waiting for the backend connection.
+CONNECTING = "connecting"
+#: Connected, waiting for the backend's answer head.
+HEAD = "head"
+#: The backend refused the upgrade; relaying its answer raw.
+REFUSED = "refused"
+#: The backend switched: bytes flow both ways.
+OPEN = "open"
+#: Over: both sides closed or closing, count released, line logged.
+OVER = "over"
+
+
+class Tunnel:
+    """
+    One upgrade request relayed to one backend, then, if the backend
+    switches protocols, the byte tunnel between the two connections.
+
+    @ivar state: One of L{CONNECTING}, L{HEAD}, L{REFUSED}, L{OPEN}, L{OVER}.
+    """
+
+    def __init__(
+        self,
+        resource: proxy.LoadBalancerResource,
+        request: server.Request,
+        backend: Backend,
+        clientHost: str,
+        started: float,
+    ) -> None:
+        self.resource = resource
+        self.request = request
+        self.backend = backend
+        self.clientHost = clientHost
+        self.started = started
+        self.state = CONNECTING
+        self.connecting: Deferred[Any] | None = None
+        self.backendTransport: Any = None
+        self.clientTransport: Any = None
+        self.received = b""
+        self.code: int | None = None
+        self.bodyEnd: BodyEnd | None = None
+        self.throttled: list[Any] = []
+
+    @property
+    def over(self) -> bool:
+        return self.state == OVER
+
+    @property
+    def channel(self) -> Any:
+        """
+        The client connection's L{proxy.ProxyChannel}.
+        """
+        return self.request.channel
+
+    def start(self, endpoint: IStreamClientEndpoint) -> None:
+        """
+        Count the tunnel as active on its backend and connect to it.
+        """
+        self.resource.pool.sending(self.backend)
+        self.request.notifyFinish().addErrback(self._clientLeftEarly)
+        self.connecting = connectProtocol(endpoint, _BackendSide(self))
+        self.connecting.addCallbacks(self._connected, self._connectFailed)
+        self.connecting.addErrback(self._internalError)
+
+    # Before the backend answers.
+
+    def backendConnected(self, transport: ITransport) -> None:
+        if self.over:
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        self.state = HEAD
+        self.backendTransport = transport
+        transport.write(
+            upgradeRequest(
+                self.request, self.resource.outgoingHeaders(self.request, self.clientHost)
+            )
+        )
+
+    def _connected(self, protocol: Protocol) -> None:
+        self.connecting = None
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self.connecting = None
+        if self.over:
+            # The client left and the attempt was cancelled.
+            return
+        if failure.check(TimeoutError):
+            self._fail(http.GATEWAY_TIMEOUT, "connect timeout")
+        else:
+            self._fail(http.BAD_GATEWAY, proxy._describe(failure))
+
+    def _fail(self, code: int, why: str) -> None:
+        """
+        The backend gave no usable answer: say why to the client, whose
+        connection still speaks HTTP.
+        """
+        if self.backendTransport is not None:
+            self.backendTransport.abortConnection()
+        proxy._answer(self.request, code, f"backend {self.backend.address}: {why}")
+        self._over(code, why, LogLevel.warn)
+
+    def _clientLeftEarly(self, reason: Failure) -> None:
+        """
+        The client went away before the backend answered: stop connecting,
+        or close the backend connection.
+        """
+        if self.state not in (CONNECTING, HEAD):
+            return
+        self._over(None, "client disconnected", LogLevel.info)
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.backendTransport is not None:
+            self.backendTransport.abortConnection()
+
+    def fromBackend(self, data: bytes) -> None:
+        if self.state == OPEN:
+            self.clientTransport.write(data)
+        elif self.state == REFUSED:
+            self._relay(data)
+        elif self.state == HEAD:
+            self.received += data
+            self._readHeads()
+
+    def _readHeads(self) -> None:
+        """
+        Act on each complete head received: pass interim ones on, switch on
+        101, relay any other final answer.
+        """
+        while self.state == HEAD:
+            end = self.received.find(b"\r\n\r\n", 0, MAX_HEAD)
+            if end < 0:
+                if len(self.received) >= MAX_HEAD:
+                    self._fail(http.BAD_GATEWAY, "response head over 64 KiB")
+                return
+            head, self.received = self.received[: end + 4], self.received[end + 4 :]
+            code = statusCode(head)
+            if code is None:
+                self._fail(http.BAD_GATEWAY, "malformed response head")
+            elif code == http.SWITCHING:
+                self._switch(head)
+            elif code >= 200:
+                self._refused(code, head)
+            elif code != 100:
+                # 102, 103: interim answers the client may use.  A 100 is
+                # dropped, as txlb has already answered the client's
+                # Expect itself.
+                self.channel.transport.write(head)
+
+    def _takeOver(self, state: str) -> bytes:
+        """
+        Take the client connection away from HTTP; return the bytes the
+        client sent after its request head.
+        """
+        self.state = state
+        self.clientTransport = self.channel.transport
+        return self.channel.spliceTo(_ClientSide(self))
+
+    def _switch(self, head: bytes) -> None:
+        """
+        The backend switched protocols: relay its 101 as sent, then splice.
+        """
+        early = self._takeOver(OPEN)
+        self.code = http.SWITCHING
+        client, backend = self.clientTransport, self.backendTransport
+        self._throttle(client, backend)
+        self._throttle(backend, client)
+        # HTTPChannel stops reading past 16 KiB held back.
+        client.resumeProducing()
+        client.write(head + self.received)
+        self.received = b""
+        if early:
+            backend.write(early)
+
+    def _refused(self, code: int, head: bytes) -> None:
+        """
+        The backend answered without switching: relay its answer raw, then
+        close.
+        """
+        self._takeOver(REFUSED)
+        self.code = code
+        self.bodyEnd = BodyEnd(self.request.method, code, head)
+        self._throttle(self.clientTransport, self.backendTransport)
+        # Read from the client again, only to notice if it leaves.
+        self.clientTransport.resumeProducing()
+        self.clientTransport.write(head)
+        rest, self.received = self.received, b""
+        self._relay(rest)
+
+    def _relay(self, data: bytes) -> None:
+        """
+        Relay raw bytes of a refusal; close both sides when it is whole.
+        """
+        assert self.bodyEnd is not None
+        try:
+            part = self.bodyEnd.feed(data)
+        except ValueError as e:
+            self._over(self.code, f"backend body malformed: {e}", LogLevel.warn)
+            self.clientTransport.abortConnection()
+            self.backendTransport.abortConnection()
+            return
+        if part:
+            self.clientTransport.write(part)
+        if self.bodyEnd.ended:
+            self._over(self.code, None, LogLevel.info)
+            self.clientTransport.loseConnection()
+            self.backendTransport.loseConnection()
+
+    # Either side.
+
+    def fromClient(self, data: bytes) -> None:
+        if self.state == OPEN:
+            self.backendTransport.write(data)
+        # While a refusal is relayed, the client's bytes are dropped: its
+        # connection closes after the answer.
+
+    def backendLost(self, reason: Failure) -> None:
+        if self.state == HEAD:
+            self._fail(http.BAD_GATEWAY, f"closed before answering: {proxy._describe(reason)}")
+        elif self.state == REFUSED:
+            assert self.bodyEnd is not None
+            if self.bodyEnd.closeDelimited and _clean(reason):
+                self._over(self.code, None, LogLevel.info)
+                self.clientTransport.loseConnection()
+            else:
+                why = f"backend body cut short: {proxy._describe(reason)}"
+                self._over(self.code, why, LogLevel.warn)
+                self.clientTransport.abortConnection()
+        elif self.state == OPEN:
+            self._over(http.SWITCHING, _unclean("backend", reason), LogLevel.info)
+            _closeAlike(self.clientTransport, reason)
+
+    def clientLost(self, reason: Failure) -> None:
+        if self.state == OPEN:
+            self._over(self.code, _unclean("client", reason), LogLevel.info)
+            _closeAlike(self.backendTransport, reason)
+        elif self.state == REFUSED:
+            self._over(self.code, "client disconnected", LogLevel.info)
+            self.backendTransport.abortConnection()
+
+    def _internalError(self, failure: Failure) -> None:
+        """
+        A bug in txlb: log it and close both sides.
+        """
+        self.resource._log.failure(
+            "Internal error tunnelling {path}", failure, path=self.request.uri
+        )
+        if self.over:
+            return
+        self._over(None, "internal error", LogLevel.error)
+        client = self.clientTransport or self.channel.transport
+        for transport in (self.backendTransport, client):
+            if transport is not None:
+                transport.abortConnection()
+
+    def _throttle(self, consumer: Any, reading: Any) -> None:
+        """
+        Stop reading from C{reading} while C{consumer} cannot take more.
+        """
+        consumer.registerProducer(_Throttle(self, reading), True)
+        self.throttled.append(consumer)
+
+    def _over(self, code: int | None, error: str | None, level: LogLevel) -> None:
+        """
+        The tunnel has ended: unregister its throttles (a transport with a
+        producer does not close: a TLS one would never send its close
+        alert), release the backend and log the outcome.  The caller closes
+        the connections.
+        """
+        if self.over:
+            return
+        self.state = OVER
+        while self.throttled:
+            self.throttled.pop().unregisterProducer()
+        self.resource.pool.done(self.backend)
+        self.resource.logRequest(
+            self.request, self.clientHost, self.backend.address, code, self.started, error, level
+        )
+
+
+def _clean(reason: Failure) -> bool:
+    """
+    Whether a connection ended with a clean close (TCP FIN), not a reset or
+    an error.
+    """
+    return reason.check(ConnectionDone) is not None
+
+
+def _closeAlike(transport: Any, reason: Failure) -> None:
+    """
+    Close C{transport} the way the other side of the tunnel ended: after the
+    bytes already sent for a clean close; at once, with a reset, for a reset
+    or an error, as nothing more can be trusted to arrive.
+    """
+    if _clean(reason):
+        transport.loseConnection()
+    else:
+        transport.abortConnection()
+
+
+def _unclean(side: str, reason: Failure) -> str | None:
+    """
+    What to log about a side's connection ending: nothing for a clean close.
+    """
+    if _clean(reason):
+        return None
+    return f"{side} connection lost: {proxy._describe(reason)}"
