@@ -47,7 +47,15 @@ class PoolTests(SynchronousTestCase):
         """
         When every backend was tried, they are all candidates again.
         """
-        self.assertEqual(self.pool.candidates([self.a, self.b, self.c]), (self.a, self.b, self.c))
+        self.assertEqual(self.pool.candidates([self.a, self.b, self.c]), [self.a, self.b, self.c])
+
+    def test_triedBeforeDown(self) -> None:
+        """
+        A retry goes back to a backend that is up rather than to one that is
+        down.
+        """
+        self.c.healthy = False
+        self.assertEqual(self.pool.candidates([self.a, self.b]), [self.a, self.b])
 
     def test_failuresBelowLimit(self) -> None:
         """
@@ -136,6 +144,36 @@ class PoolTests(SynchronousTestCase):
         self.pool.candidates()
         panics = [m for m in self.messages() if "Every backend is down" in m]
         self.assertEqual(len(panics), 2)
+
+    def test_panicPrefersHealthy(self) -> None:
+        """
+        In panic mode, a backend out only after failures on real traffic
+        (healthy to the active checks) goes before those the checks find
+        down.
+        """
+        self.failTimes(self.a, 3)
+        self.b.healthy = self.c.healthy = False
+        self.assertEqual(self.pool.candidates(), [self.a])
+        self.pool.sending(self.a)
+        self.assertEqual(self.pool.candidates(), [self.a])
+
+    def test_failuresWhileOutLoggedOnce(self) -> None:
+        """
+        Failures of a backend that is already out are not logged again.
+        """
+        self.failTimes(self.b, 6)
+        outs = [m for m in self.messages() if "is out for" in m]
+        self.assertEqual(len(outs), 1)
+
+    def test_failedProbeLogged(self) -> None:
+        """
+        A probe that fails is logged, as the backend goes out again.
+        """
+        self.failTimes(self.b, 3)
+        self.clock.advance(10)
+        self.failTimes(self.b, 1)
+        outs = [m for m in self.messages() if "is out for" in m]
+        self.assertEqual(len(outs), 2)
 
     def test_activeCount(self) -> None:
         """

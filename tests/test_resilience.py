@@ -137,11 +137,11 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_responseTimeout(self) -> None:
         """
-        No response head within the response timeout gets 504, is not
+        No response head within the response timeout gets a POST 504, not
         retried, and the backend connection is closed.
         """
         harness = Harness(self, responseTimeout=30)
-        _, client = harness.client(GET)
+        _, client = harness.client(POST)
         _, toBackend = harness.backend()
         harness.reactor.advance(29.9)
         self.assertEqual(client.value(), b"")
@@ -152,6 +152,21 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(harness.reactor.tcpClients, [])
         self.assertEqual(harness.backends[0].failures, 1)
         self.assertEqual(harness.backends[0].active, 0)
+
+    def test_responseTimeoutRetried(self) -> None:
+        """
+        A GET whose backend sends no response head in time is retried on
+        another backend.
+        """
+        harness = Harness(self, responseTimeout=30)
+        _, client = harness.client(GET)
+        _, toFirst = harness.backend()
+        harness.reactor.advance(30)
+        self.assertTrue(toFirst.disconnecting)
+        second, toSecond = harness.backend()
+        self.assertEqual(toSecond.value(), b"GET /item HTTP/1.1\r\nHost: h\r\n\r\n")
+        second.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
 
     def test_idleTimeout(self) -> None:
         """

@@ -76,29 +76,32 @@ class BackendPool:
 
     def candidates(self, exclude: Collection[Backend] = ()) -> Sequence[Backend]:
         """
-        The backends a new request may go to, leaving out C{exclude} (those
-        already tried) unless nothing else is left.
+        The backends a new request may go to: those that are up, leaving out
+        C{exclude} (those already tried) unless no other is up.
 
-        When every backend is down, all of them are candidates: trying them
-        beats answering 503 until a check notices a recovery (Envoy's panic
-        mode).  That is logged once each time it starts.
+        When every backend is down, trying them beats answering 503 until a
+        check notices a recovery (Envoy's panic mode); that is logged once
+        each time it starts.  Then the untried ones the active checks find
+        healthy (out only after failures on real traffic, or being probed)
+        go first, then the rest.
         """
         now = self._reactor.seconds()
-        up = [b for b in self.backends if b.available(now) and b not in exclude]
+        up = [b for b in self.backends if b.available(now)]
         if up:
             self._panicking = False
-            return up
-        if not any(b.available(now) for b in self.backends) and not self._panicking:
+            return [b for b in up if b not in exclude] or up
+        if not self._panicking:
             self._panicking = True
             self._log.warn("Every backend is down: trying them all until one recovers")
-        return [b for b in self.backends if b not in exclude] or self.backends
+        untried = [b for b in self.backends if b not in exclude] or list(self.backends)
+        return [b for b in untried if b.healthy] or untried
 
     def sending(self, backend: Backend) -> None:
         """
         A request is being sent to C{backend}.
         """
         backend.active += 1
-        if backend.failures >= self.maxFails:
+        if backend.failures >= self.maxFails and self._reactor.seconds() >= backend.downUntil:
             backend.probing = True
 
     def done(self, backend: Backend) -> None:
@@ -121,9 +124,13 @@ class BackendPool:
         C{backend} could not be reached, reset the connection or timed out.
         """
         backend.failures += 1
-        backend.probing = False
+        wasProbing, backend.probing = backend.probing, False
         if backend.failures >= self.maxFails:
             backend.downUntil = self._reactor.seconds() + self.failTimeout
+            if backend.failures > self.maxFails and not wasProbing:
+                # Already out (a request sent in panic mode, or before it went
+                # out): said already.
+                return
             self._log.warn(
                 "Backend {backend} is out for {seconds} s after {failures} failures"
                 " in a row ({why})",

@@ -21,9 +21,10 @@ from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 
 from txlb.backend import Backend, BackendPool
+from txlb.proxy import quietPool
 
 
 class _NoCookies(CookieJar):
@@ -74,7 +75,7 @@ class HealthChecker(Service):
         # A new connection per check: a check also proves the backend
         # accepts connections.
         self._client = checkClient(
-            agent or Agent(reactor, connectTimeout=timeout, pool=HTTPConnectionPool(reactor, False))
+            agent or Agent(reactor, connectTimeout=timeout, pool=quietPool(reactor, False))
         )
         self._inFlight: dict[Backend, Deferred[Any]] = {}
         self._streak: dict[Backend, int] = {}

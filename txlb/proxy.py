@@ -116,11 +116,20 @@ def makeAgent(reactor: Any, connectTimeout: float) -> RawTargetAgent:
     The Agent the forward half sends through: persistent connections, many
     idle ones per backend, closed before the backends close them.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool._factory = _QuietClientFactory
+    pool = quietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = MAX_IDLE_PER_BACKEND
     pool.cachedConnectionTimeout = BACKEND_IDLE_TIMEOUT  # type: ignore[assignment]
     return RawTargetAgent(reactor, pool, connectTimeout)
+
+
+def quietPool(reactor: Any, persistent: bool) -> HTTPConnectionPool:
+    """
+    A connection pool whose connections use L{_ClientProtocol} and log
+    nothing when they open and close.
+    """
+    pool = HTTPConnectionPool(reactor, persistent)
+    pool._factory = _QuietClientFactory
+    return pool
 
 
 class _ClientProtocol(HTTP11ClientProtocol):
@@ -949,11 +958,12 @@ class _Exchange:
     def _mayRetry(self, failure: Failure) -> bool:
         """
         Whether a request that failed for C{failure} may go to another
-        backend: not after a response timeout, always if nothing was sent,
-        and otherwise only for idempotent methods.
+        backend: always if nothing was sent, and otherwise (a reset, a
+        response timeout) only for idempotent methods, and only if its body
+        can be sent again.
         """
         settings = self.resource.settings
-        if len(self.tried) > settings.retries or self.timedOut:
+        if len(self.tried) > settings.retries:
             return False
         if self.body is not None and not self.body.canRestart():
             return False
