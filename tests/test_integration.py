@@ -20,8 +20,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from txlb.backend import Backend
-from txlb.proxy import LoadBalancerResource, LoadBalancerSite, makeAgent
+from txlb.client import makeAgent
+from txlb.proxy import LoadBalancerResource
 from txlb.roundrobin import RoundRobin
+from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
 from txlb.weighted import WeightedRoundRobin
 

@@ -21,8 +21,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txlb import proxy
 from txlb.backend import Backend, BackendPool
-from txlb.proxy import LoadBalancerResource, LoadBalancerSite, ProxySettings, makeAgent
+from txlb.client import makeAgent
+from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
+from txlb.server import LoadBalancerSite
 
 CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
 

@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_proxy import OK, Harness
-from txlb import proxy
+from txlb import proxy, upload
 
 HEAD = b"PUT /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"
 
@@ -83,7 +83,7 @@ class StreamingTests(SynchronousTestCase):
         Once more of the body was sent than is kept for a retry, a failure is
         not retried.
         """
-        self.patch(proxy, "REPLAY_LIMIT", 3)
+        self.patch(upload, "REPLAY_LIMIT", 3)
         harness = Harness(self)
         _, client = harness.client(HEAD + b"abcd")
         first, _ = harness.backend()
@@ -96,7 +96,7 @@ class StreamingTests(SynchronousTestCase):
         A refused connection got none of the body, so it is retried whatever
         the body's size.
         """
-        self.patch(proxy, "REPLAY_LIMIT", 3)
+        self.patch(upload, "REPLAY_LIMIT", 3)
         harness = Harness(self)
         channel, _ = harness.client(HEAD + b"abcd")
         harness.refuse(ConnectionRefusedError())

@@ -10,8 +10,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txlb.iphash import IPHash
-from txlb.proxy import LoadBalancerSite, ProxySettings
+from txlb.proxy import ProxySettings
 from txlb.roundrobin import RoundRobin
+from txlb.server import LoadBalancerSite
 from txlb.tap import Options, makeService, parseBackend
 from txlb.weighted import WeightedRoundRobin
 

@@ -32,7 +32,7 @@ from twisted.python.filepath import FilePath
 from tests.test_integration import IntegrationTestCase, waitFor
 from txlb.backend import Backend
 from txlb.leastconn import LeastConnections
-from txlb.proxy import LoadBalancerSite
+from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
 
 

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent
 
 from txlb.backend import Backend, BackendPool
-from txlb.proxy import quietPool
+from txlb.client import quietPool
 
 
 class _NoCookies(CookieJar):

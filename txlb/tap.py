@@ -18,11 +18,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from txlb.backend import Backend, BackendPool
+from txlb.client import makeAgent
 from txlb.health import HealthChecker
 from txlb.iphash import IPHash
 from txlb.leastconn import LeastConnections
-from txlb.proxy import LoadBalancerResource, LoadBalancerSite, ProxySettings, makeAgent
+from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
+from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendService
 from txlb.weighted import WeightedRoundRobin
 

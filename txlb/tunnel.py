@@ -288,7 +288,7 @@ class Tunnel:
     @property
     def channel(self) -> Any:
         """
-        The client connection's L{proxy.ProxyChannel}.
+        The client connection's L{txlb.server.ProxyChannel}.
         """
         return self.request.channel
 

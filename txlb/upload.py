@@ -1,0 +1,156 @@
+"""
+Request bodies streamed to the backend as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from txlb.proxy import HIGH_WATER, LOW_WATER
+
+#: Request body bytes kept so that a retry can send the body again.
+REPLAY_LIMIT = 1024 * 1024
+
+
+@implementer(IBodyProducer)
+class StreamingBody:
+    """
+    A client's request body, sent to the backend as it arrives.
+
+    Chunks wait here while the backend connection is being made, or while
+    the backend cannot take more; past L{HIGH_WATER} waiting bytes, reading
+    from the client pauses, and it resumes below L{LOW_WATER}.  The first
+    L{REPLAY_LIMIT} bytes are also kept, so that a retry can send the body
+    again from its start; past that, only a request of which the backend got
+    nothing can be retried.
+
+    @ivar started: Whether the request has been handed to the resource.
+    @ivar complete: Whether the whole body has arrived.
+    """
+
+    def __init__(self, length: int | None, client: Any) -> None:
+        self.length = UNKNOWN_LENGTH if length is None else length
+        self.started = False
+        self.complete = False
+        self._client = client
+        self._kept: list[bytes] | None = []
+        self._keptBytes = 0
+        self._waiting: deque[bytes] = deque()
+        self._waitingBytes = 0
+        self._sent = 0
+        self._consumer: Any = None
+        self._done: Deferred[None] | None = None
+        self._backendPaused = False
+        self._clientPaused = False
+        self._discarding = False
+
+    def received(self, data: bytes) -> None:
+        """
+        Another chunk of the body arrived from the client.
+        """
+        if self._discarding:
+            return
+        if self._kept is not None:
+            if self._keptBytes + len(data) <= REPLAY_LIMIT:
+                self._kept.append(data)
+                self._keptBytes += len(data)
+            else:
+                self._kept = None
+        self._waiting.append(data)
+        self._waitingBytes += len(data)
+        self._flush()
+        if self._waitingBytes >= HIGH_WATER and not self._clientPaused:
+            self._clientPaused = True
+            self._client.pauseProducing()
+
+    def finished(self) -> None:
+        """
+        The whole body has arrived.
+        """
+        self.complete = True
+        self._flush()
+
+    def discard(self) -> None:
+        """
+        The exchange is over, or its answer is: drop the rest of the body as
+        it arrives, without holding the client back.  A backend still taking
+        the body has answered already; its connection is closed, as it can
+        serve nothing else before the body ends.
+        """
+        if self.complete:
+            return
+        self._discarding = True
+        if self._consumer is not None:
+            _transportOf(self._consumer).abortConnection()
+            self._consumer = self._done = None
+        self._waiting.clear()
+        self._waitingBytes = 0
+        self._kept = None
+        self._flush()
+
+    def canRestart(self) -> bool:
+        """
+        Whether the body can be sent again from its start.
+        """
+        return self._kept is not None or self._sent == 0
+
+    def restart(self) -> None:
+        """
+        Send from the start again, to another backend.
+        """
+        if self._sent:
+            assert self._kept is not None
+            self._waiting = deque(self._kept)
+            self._waitingBytes = self._keptBytes
+        self._sent = 0
+        self._backendPaused = False
+
+    def _flush(self) -> None:
+        """
+        Write what waits to the backend, as far as it takes it; let the
+        client send again once little waits.
+        """
+        while self._consumer is not None and not self._backendPaused and self._waiting:
+            data = self._waiting.popleft()
+            self._waitingBytes -= len(data)
+            self._sent += len(data)
+            self._consumer.write(data)
+        if self._clientPaused and self._waitingBytes <= LOW_WATER:
+            self._clientPaused = False
+            self._client.resumeProducing()
+        if self.complete and not self._waiting and self._done is not None:
+            done, self._done, self._consumer = self._done, None, None
+            done.callback(None)
+
+    # IBodyProducer, for Agent.
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = done = Deferred[None]()
+        self._flush()
+        return done
+
+    def pauseProducing(self) -> None:
+        self._backendPaused = True
+
+    def resumeProducing(self) -> None:
+        self._backendPaused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        # The attempt is over; the Deferred it got must never fire.
+        self._consumer = self._done = None
+
+
+def _transportOf(consumer: Any) -> Any:
+    """
+    The connection under the consumer Agent gives a body producer: a
+    C{LengthEnforcingConsumer} (C{_consumer}) or a C{ChunkedEncoder}
+    (C{transport}).
+    """
+    return getattr(consumer, "_consumer", None) or consumer.transport
