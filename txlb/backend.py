@@ -10,6 +10,10 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.client import URI
 
+#: Seconds over which the request rate is averaged (the current one, still
+#: counting, is left out).
+RATE_WINDOW = 11
+
 
 class Backend:
     """
@@ -31,6 +35,16 @@ class Backend:
     @ivar downUntil: When enough failures in a row took the backend out, the
         time it may be tried again.
     @ivar probing: Whether one request is probing a backend that was out.
+    @ivar draining: Whether the backend is being drained: it takes no new
+        requests, and those in flight finish.
+    @ivar health: The last active check's verdict (C{"passed"} or
+        C{"failed: ..."}), or L{None} when there are no active checks.
+    @ivar requests: Requests that ended on this backend.
+    @ivar errors: Those that ended in an error of the backend's (a 5xx, a
+        failure to connect, a reset, a timeout).
+    @ivar lastError: What the last of those errors was.
+    @ivar latencyMs: A moving average of the time requests took, in
+        milliseconds, or L{None} before the first one.
     """
 
     def __init__(self, host: str, port: int, weight: int = 1) -> None:
@@ -44,12 +58,62 @@ class Backend:
         self.failures = 0
         self.downUntil = 0.0
         self.probing = False
+        self.draining = False
+        self.health: str | None = None
+        self.requests = 0
+        self.errors = 0
+        self.lastError: str | None = None
+        self.latencyMs: float | None = None
+        self._rate = [0] * RATE_WINDOW
+        self._rateSecond = 0
 
     def available(self, now: float) -> bool:
         """
         Whether new requests may go to this backend at time C{now}.
         """
-        return self.healthy and now >= self.downUntil and not self.probing
+        return self.healthy and now >= self.downUntil and not self.probing and not self.draining
+
+    def state(self, now: float) -> str:
+        """
+        C{"draining"}, C{"up"} or C{"down"} (out after failed checks or
+        failures on real traffic, or being probed).
+        """
+        if self.draining:
+            return "draining"
+        return "up" if self.available(now) else "down"
+
+    def ended(self, now: float, milliseconds: float, error: str | None) -> None:
+        """
+        Count a request that ended on this backend, C{error} saying what the
+        backend did wrong, if anything.
+        """
+        self.requests += 1
+        if error is not None:
+            self.errors += 1
+            self.lastError = error
+        self.latencyMs = (
+            milliseconds if self.latencyMs is None else 0.9 * self.latencyMs + 0.1 * milliseconds
+        )
+        self._advance(now)
+        self._rate[int(now) % RATE_WINDOW] += 1
+
+    def requestsPerSecond(self, now: float) -> float:
+        """
+        Requests ended per second over the last L{RATE_WINDOW} whole
+        seconds.
+        """
+        self._advance(now)
+        current = self._rate[int(now) % RATE_WINDOW]
+        return (sum(self._rate) - current) / (RATE_WINDOW - 1)
+
+    def _advance(self, now: float) -> None:
+        """
+        Clear the per-second counts of the seconds that passed.
+        """
+        second = int(now)
+        for past in range(max(self._rateSecond + 1, second - RATE_WINDOW + 1), second + 1):
+            self._rate[past % RATE_WINDOW] = 0
+        self._rateSecond = max(self._rateSecond, second)
 
 
 class BackendPool:
@@ -60,6 +124,10 @@ class BackendPool:
     """
 
     _log = Logger()
+
+    #: Whether every backend was down the last time candidates were asked
+    #: for (panic mode).
+    panicking = False
 
     def __init__(
         self,
@@ -72,7 +140,6 @@ class BackendPool:
         self._reactor = reactor
         self.maxFails = maxFails
         self.failTimeout = failTimeout
-        self._panicking = False
 
     def candidates(self, exclude: Collection[Backend] = ()) -> Sequence[Backend]:
         """
@@ -88,10 +155,10 @@ class BackendPool:
         now = self._reactor.seconds()
         up = [b for b in self.backends if b.available(now)]
         if up:
-            self._panicking = False
+            self.panicking = False
             return [b for b in up if b not in exclude] or up
-        if not self._panicking:
-            self._panicking = True
+        if not self.panicking:
+            self.panicking = True
             self._log.warn("Every backend is down: trying them all until one recovers")
         untried = [b for b in self.backends if b not in exclude] or list(self.backends)
         return [b for b in untried if b.healthy] or untried

@@ -10,6 +10,7 @@ re-encodes the URL (see the README's design section).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.endpoints import (
@@ -29,6 +30,7 @@ from twisted.web.client import (
     _HTTP11ClientFactory,
 )
 from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from txlb.backend import Backend
 
@@ -114,16 +116,18 @@ class RawTargetAgent(Agent):
         target: bytes,
         headers: http.Headers,
         bodyProducer: IBodyProducer | None,
+        connected: Callable[[], None] = lambda: None,
     ) -> Any:
         """
-        Send C{method target} to C{backend}.
+        Send C{method target} to C{backend}, calling C{connected} if a new
+        connection is made for it (a pooled one may be reused instead).
 
         @return: A L{Deferred} firing with the L{IResponse}.
         """
         uri = backend.uri
         return self._requestWithEndpoint(
             (uri.scheme, uri.host, uri.port),
-            self._endpoint(backend),
+            _NotifyingEndpoint(self._endpoint(backend), connected),
             method,
             uri,
             headers,
@@ -154,3 +158,22 @@ class RawTargetAgent(Agent):
                 endpoint = kind(reactor, host, port, timeout=timeout)
             self._endpoints[backend] = endpoint
         return endpoint
+
+
+@implementer(IStreamClientEndpoint)
+class _NotifyingEndpoint:
+    """
+    An endpoint that says when it has made a connection, for the access
+    log's connect time.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, connected: Callable[[], None]) -> None:
+        self._endpoint = endpoint
+        self._connected = connected
+
+    def connect(self, factory: Any) -> Any:
+        return self._endpoint.connect(factory).addCallback(self._made)
+
+    def _made(self, protocol: Any) -> Any:
+        self._connected()
+        return protocol

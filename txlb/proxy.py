@@ -22,6 +22,7 @@ bytes of its response in memory.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from zope.interface import implementer
 from txlb import headers, tunnel
 from txlb.backend import Backend, BackendPool
 from txlb.interfaces import IAlgorithm
+from txlb.metrics import Metrics
 
 if TYPE_CHECKING:
     from txlb.client import RawTargetAgent
@@ -79,6 +81,8 @@ class ProxySettings:
         C{X-Forwarded-Proto} and C{X-Forwarded-Host}.
     @ivar forwarded: Append an RFC 7239 C{Forwarded} element.
     @ivar via: Append C{1.1 txlb} to C{Via}.
+    @ivar accessLog: C{"text"} for the seed's line per request, C{"json"} for
+        one JSON object per request.
     """
 
     connectTimeout: float = 5.0
@@ -91,6 +95,7 @@ class ProxySettings:
     forwardedFor: bool = False
     forwarded: bool = False
     via: bool = False
+    accessLog: str = "text"
 
 
 class LoadBalancerResource(Resource):
@@ -102,6 +107,7 @@ class LoadBalancerResource(Resource):
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar agent: The L{RawTargetAgent} requests are sent with.
+    @ivar metrics: The balancer's L{Metrics}.
     """
 
     isLeaf = True
@@ -121,6 +127,7 @@ class LoadBalancerResource(Resource):
         self.algorithm = algorithm
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self.settings = settings
+        self.metrics = Metrics(self.pool, reactor)
         self.agent = agent
         self._reactor = reactor
         self._exchanges: set[_Exchange] = set()
@@ -132,7 +139,7 @@ class LoadBalancerResource(Resource):
         problem = _badRequest(request)
         if problem is not None:
             _answer(request, http.BAD_REQUEST, problem)
-            self.logRequest(request, clientHost, "-", http.BAD_REQUEST, started, problem)
+            self.ended(Outcome(request, clientHost, None, http.BAD_REQUEST, started, problem))
             return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(clientHost)
@@ -166,6 +173,7 @@ class LoadBalancerResource(Resource):
             request.uri,
             exchange.outgoing,
             exchange.body,
+            exchange._connected,
         )
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> http.Headers:
@@ -184,7 +192,7 @@ class LoadBalancerResource(Resource):
             headers.addVia(outgoing, request.clientproto)
         return outgoing
 
-    def ended(self, exchange: _Exchange) -> None:
+    def forget(self, exchange: _Exchange) -> None:
         """
         C{exchange} is over.
         """
@@ -211,32 +219,94 @@ class LoadBalancerResource(Resource):
         """
         return len(self._exchanges)
 
-    def logRequest(
-        self,
-        request: server.Request,
-        clientHost: str,
-        backend: str,
-        status: int | None,
-        started: float,
-        error: str | None = None,
-        level: LogLevel = LogLevel.info,
-    ) -> None:
+    def ended(self, outcome: Outcome) -> None:
         """
-        Log the one line a request gets, with its outcome.
+        A request is over: count it, and log the one line it gets.
         """
+        now = self._reactor.seconds()
+        seconds = now - outcome.started
+        backend = outcome.backend
+        address = "-" if backend is None else backend.address
+        if backend is not None:
+            backend.ended(now, seconds * 1000, outcome.backendError)
+            self.metrics.duration.labels(address).observe(seconds)
+        status = "-" if outcome.status is None else str(outcome.status)
+        self.metrics.requests.labels(address, status).inc()
+        request = outcome.request
+        fields = {
+            "client": outcome.clientHost,
+            "method": request.method.decode("ascii", "replace"),
+            "target": request.uri.decode("ascii", "backslashreplace"),
+            "backend": address,
+            "status": outcome.status,
+            "bytesIn": getattr(request, "bodyBytes", 0),
+            "bytesOut": request.sentLength,
+            "connectMs": _milliseconds(outcome.connected, outcome.started),
+            "firstByteMs": _milliseconds(outcome.firstByte, outcome.started),
+            "totalMs": round(seconds * 1000, 1),
+            "retries": outcome.retries,
+            "flag": outcome.flag,
+            "error": outcome.error,
+        }
+        if self.settings.accessLog == "json":
+            self._log.emit(outcome.level, "{json}", json=json.dumps(fields), **fields)
+            return
         self._log.emit(
-            level,
-            "client={client} method={method} path={path} \N{RIGHTWARDS ARROW} "
-            "backend={backend} status={status} ms={ms:.1f}{detail}",
-            client=clientHost,
-            method=request.method.decode("ascii", "replace"),
-            path=request.uri.decode("ascii", "backslashreplace"),
-            backend=backend,
-            status="-" if status is None else status,
-            ms=(self._reactor.seconds() - started) * 1000,
-            detail="" if error is None else f' error="{error}"',
-            error=error,
+            outcome.level,
+            "client={client} method={method} path={target} \N{RIGHTWARDS ARROW} "
+            "backend={backend} status={shownStatus} ms={totalMs:.1f}{detail}",
+            shownStatus=status,
+            detail="" if outcome.error is None else f' error="{outcome.error}"',
+            **fields,
         )
+
+
+def _milliseconds(moment: float | None, started: float) -> float | None:
+    return None if moment is None else round((moment - started) * 1000, 1)
+
+
+#: The termination flags of the access log, in the spirit of Envoy's
+#: response flags.
+NORMAL, CONNECT_FAILURE, TIMEOUT, NO_HEALTHY, RESET, CLIENT_GONE = "-", "UF", "UT", "UH", "UR", "DC"
+
+
+@dataclass
+class Outcome:
+    """
+    How a request ended, for the access log, the backend's counts and the
+    metrics.
+
+    @ivar backend: The backend that had the request last, or L{None}.
+    @ivar status: The status sent to the client, or L{None} if none was.
+    @ivar flag: What ended it (see L{NORMAL} and the flags after it).
+    @ivar connected: When the last backend connection was made, or L{None}
+        if a pooled one was reused (or none was made).
+    @ivar firstByte: When the backend's response head arrived, or L{None}.
+    """
+
+    request: server.Request
+    clientHost: str
+    backend: Backend | None
+    status: int | None
+    started: float
+    error: str | None = None
+    level: LogLevel = LogLevel.info
+    flag: str = NORMAL
+    retries: int = 0
+    connected: float | None = None
+    firstByte: float | None = None
+
+    @property
+    def backendError(self) -> str | None:
+        """
+        What the backend did wrong, if anything: a flag of its own, or a
+        5xx.
+        """
+        if self.flag in (CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY):
+            return self.error
+        if self.status is not None and self.status >= 500:
+            return self.error or f"status {self.status}"
+        return None
 
 
 def _badRequest(request: server.Request) -> str | None:
@@ -346,6 +416,8 @@ class _Exchange:
         self.clientGone = False
         self.waiting: Any = None
         self.response: IResponse | None = None
+        self.connected: float | None = None
+        self.firstByte: float | None = None
         self.over = False
         request.notifyFinish().addErrback(self._clientDisconnected)
 
@@ -362,6 +434,7 @@ class _Exchange:
         self.tried.append(backend)
         self.resource.pool.sending(backend)
         self.timedOut = False
+        self.connected = None
         self.timer = self.resource._reactor.callLater(
             self.resource.settings.responseTimeout, self._responseTimedOut
         )
@@ -373,7 +446,11 @@ class _Exchange:
         self.timedOut = True
         self.sending.cancel()
 
+    def _connected(self) -> None:
+        self.connected = self.resource._reactor.seconds()
+
     def _gotResponse(self, response: IResponse) -> None:
+        self.firstByte = self.resource._reactor.seconds()
         self.sending = None
         self.timer.cancel()
         self.resource.pool.succeeded(self.backend)  # type: ignore[arg-type]
@@ -395,6 +472,7 @@ class _Exchange:
         self.resource.pool.failed(backend, why)
         if self._mayRetry(failure):
             self.resource.pool.done(backend)
+            self.resource.metrics.retries.inc()
             retry = self.resource.pick(self.clientHost, self.tried)
             self.resource._log.info(
                 "Retrying {method} {path} on {retry}: {backend} failed ({why})",
@@ -448,7 +526,7 @@ class _Exchange:
         if not self.clientGone:
             self.request.unregisterProducer()
             _abort(self.request)
-        self._over(self.request.code, "idle timeout", LogLevel.warn)
+        self._over(self.request.code, "idle timeout", LogLevel.warn, TIMEOUT)
 
     # The reverse half.
 
@@ -494,17 +572,24 @@ class _Exchange:
         No backend gave a response: say why, unless the client left.
         """
         if self.clientGone or failure.check(CancelledError):
-            self._over(None, "client disconnected", LogLevel.info)
+            self._over(None, "client disconnected", LogLevel.info, CLIENT_GONE)
             return
-        if failure.check(TimeoutError, _ResponseTimeoutError):
-            code = http.GATEWAY_TIMEOUT
+        code = http.BAD_GATEWAY
+        if failure.check(_ResponseTimeoutError):
+            code, flag = http.GATEWAY_TIMEOUT, TIMEOUT
+        elif failure.check(TimeoutError):
+            code, flag = http.GATEWAY_TIMEOUT, CONNECT_FAILURE
+        elif _nothingSent(failure):
+            flag = CONNECT_FAILURE
         else:
-            code = http.BAD_GATEWAY
+            flag = RESET
+        if self.resource.pool.panicking:
+            flag = NO_HEALTHY
         why = _describe(failure)
         backend = self.backend
         assert backend is not None
         _answer(self.request, code, f"backend {backend.address}: {why}")
-        self._over(code, why, LogLevel.warn)
+        self._over(code, why, LogLevel.warn, flag)
 
     def _take(self) -> None:
         """
@@ -537,19 +622,19 @@ class _Exchange:
             return
         request, code = self.request, self.request.code
         if self.clientGone:
-            self._over(code, "client disconnected", LogLevel.info)
+            self._over(code, "client disconnected", LogLevel.info, CLIENT_GONE)
             return
         request.unregisterProducer()
         if _complete(item.reason, self.response):  # type: ignore[arg-type]
             request.finish()
-            self._over(code, None, LogLevel.info)
+            self._over(code, None, LogLevel.info, NORMAL)
         else:
             # Finishing would tell the client the body is whole: abort, so
             # the truncation shows.
             _abort(request)
             why = f"backend body cut short: {_describe(item.reason)}"
             self.resource.pool.failed(self.backend, why)  # type: ignore[arg-type]
-            self._over(code, why, LogLevel.warn)
+            self._over(code, why, LogLevel.warn, RESET)
 
     def _internalError(self, failure: Failure) -> None:
         """
@@ -563,7 +648,7 @@ class _Exchange:
             _abort(self.request)
         if self.bodyTransport is not None:
             self.bodyTransport.stopProducing()
-        self._over(None, "internal error", LogLevel.error)
+        self._over(None, "internal error", LogLevel.error, NORMAL)
 
     # IPushProducer, for the client connection.
 
@@ -595,9 +680,10 @@ class _Exchange:
             if self.waiting is None:
                 self._take()
 
-    def _over(self, code: int | None, error: str | None, level: LogLevel) -> None:
+    def _over(self, code: int | None, error: str | None, level: LogLevel, flag: str) -> None:
         """
-        The exchange has ended: release the backend and log the outcome.
+        The exchange has ended: release the backend, and count and log the
+        outcome.
         """
         self.over = True
         if self.timer is not None and self.timer.active():
@@ -607,9 +693,21 @@ class _Exchange:
         if self.body is not None:
             self.body.discard()
         self.resource.pool.done(backend)
-        self.resource.ended(self)
-        self.resource.logRequest(
-            self.request, self.clientHost, backend.address, code, self.started, error, level
+        self.resource.forget(self)
+        self.resource.ended(
+            Outcome(
+                self.request,
+                self.clientHost,
+                backend,
+                code,
+                self.started,
+                error,
+                level,
+                flag,
+                retries=len(self.tried) - 1,
+                connected=self.connected,
+                firstByte=self.firstByte,
+            )
         )
 
 

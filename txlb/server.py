@@ -38,7 +38,7 @@ class TransparentRequest(server.Request):
 
     defaultContentType = None
     stream: StreamingBody | None = None
-    _received = 0
+    bodyBytes = 0
     _finishWhenReceived = False
 
     def gotLength(self, length: int | None) -> None:
@@ -61,8 +61,8 @@ class TransparentRequest(server.Request):
         self.process()
 
     def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._tooLarge(self._received):
+        self.bodyBytes += len(data)
+        if self._tooLarge(self.bodyBytes):
             return
         if self.stream is not None:
             self.stream.received(data)

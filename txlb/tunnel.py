@@ -512,8 +512,10 @@ class Tunnel:
         while self.throttled:
             self.throttled.pop().unregisterProducer()
         self.resource.pool.done(self.backend)
-        self.resource.logRequest(
-            self.request, self.clientHost, self.backend.address, code, self.started, error, level
+        self.resource.ended(
+            proxy.Outcome(
+                self.request, self.clientHost, self.backend, code, self.started, error, level
+            )
         )
 
 

@@ -1,0 +1,92 @@
+"""
+Prometheus metrics of one balancer, with the C{prometheus-client} library.
+
+Counters and the latency histogram are updated as requests end; the
+per-backend gauges (active requests, up) are read from the pool when
+Prometheus scrapes, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from txlb.backend import BackendPool
+
+#: Latency buckets, in seconds: a proxy's answers range from well under a
+#: millisecond to the 30 s response timeout.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _PoolCollector:
+    """
+    The per-backend gauges, read from the pool at each scrape.
+    """
+
+    def __init__(self, pool: BackendPool, clock: Any) -> None:
+        self._pool = pool
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock.seconds()
+        active = GaugeMetricFamily(
+            "txlb_backend_active_requests", "Requests in flight to a backend.", labels=["backend"]
+        )
+        up = GaugeMetricFamily(
+            "txlb_backend_up",
+            "Whether a backend takes new requests (1) or not (0).",
+            labels=["backend"],
+        )
+        for backend in self._pool.backends:
+            active.add_metric([backend.address], backend.active)
+            up.add_metric([backend.address], 1 if backend.available(now) else 0)
+        yield active
+        yield up
+
+
+class Metrics:
+    """
+    The metrics, in a registry of their own (several balancers can run in
+    one process, and tests need fresh ones).
+    """
+
+    def __init__(self, pool: BackendPool, clock: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "txlb_requests",
+            "Requests that ended, by backend and status code (- when none was sent).",
+            ["backend", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "txlb_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            ["backend"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "txlb_retries", "Requests sent again to another backend.", registry=self.registry
+        )
+        self.healthChecks = Counter(
+            "txlb_health_checks",
+            "Active health checks, by backend and result.",
+            ["backend", "result"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "txlb_config_reloads",
+            "Configuration reloads, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.registry.register(_PoolCollector(pool, clock))
+
+    def exposition(self) -> bytes:
+        """
+        The metrics in Prometheus' text format.
+        """
+        return generate_latest(self.registry)
