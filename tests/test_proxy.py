@@ -96,8 +96,7 @@ class Harness:
         return [
             formatEvent(event)
             for event in self.events
-            if event.get("log_namespace") == "txlb.proxy.LoadBalancerResource"
-            and "client=" in event.get("log_format", "")
+            if event.get("log_namespace") == "txlb.proxy.LoadBalancerResource" and "flag" in event
         ]
 
 

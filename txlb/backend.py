@@ -4,6 +4,7 @@ The backends and what txlb knows about their health.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -66,6 +67,13 @@ class Backend:
         self.latencyMs: float | None = None
         self._rate = [0] * RATE_WINDOW
         self._rateSecond = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """
+        What makes two backends the same one.
+        """
+        return (self.host.lower(), self.port)
 
     def available(self, now: float) -> bool:
         """
@@ -206,3 +214,44 @@ class BackendPool:
                 failures=backend.failures,
                 why=why,
             )
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parseBackend(spec: str) -> Backend:
+    """
+    Parse one C{[http://]HOST:PORT[=WEIGHT]}.
+
+    @raise ValueError: With a one-line reason.
+    """
+    text = spec.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() == "https":
+            raise ValueError("https:// backends are not supported yet (no TLS to backends)")
+        if scheme.lower() != "http":
+            raise ValueError(f"unknown scheme {scheme!r} (use http:// or none)")
+        text = rest.removesuffix("/")
+    address, sep, weightText = text.partition("=")
+    weight = 1
+    if sep:
+        if not weightText.isdigit() or int(weightText) < 1:
+            raise ValueError("the weight must be a whole number of at least 1")
+        weight = int(weightText)
+    if address.startswith("["):
+        host, _, portText = address[1:].partition("]")
+        if not portText.startswith(":"):
+            raise ValueError("missing port (expected [IPV6]:PORT)")
+        portText = portText[1:]
+        valid = ":" in host
+    else:
+        host, sep, portText = address.rpartition(":")
+        if not sep:
+            raise ValueError("missing port (expected HOST:PORT)")
+        valid = _HOSTNAME.fullmatch(host) is not None
+    if not valid:
+        raise ValueError(f"bad host {host!r}")
+    if not portText.isdigit() or not 1 <= int(portText) <= 65535:
+        raise ValueError(f"bad port {portText!r} (expected 1-65535)")
+    return Backend(host, int(portText), weight)

@@ -106,7 +106,7 @@ class RawTargetAgent(Agent):
     def __init__(self, reactor: Any, pool: HTTPConnectionPool, connectTimeout: float) -> None:
         super().__init__(reactor, connectTimeout=connectTimeout, pool=pool)
         self.pool = pool
-        self._connectTimeout = connectTimeout
+        self.connectTimeout = connectTimeout
         self._endpoints: dict[Backend, IStreamClientEndpoint] = {}
 
     def requestBackend(
@@ -135,6 +135,13 @@ class RawTargetAgent(Agent):
             target,
         )
 
+    def forgetEndpoints(self) -> None:
+        """
+        Make new endpoints from now on: the backends or the connect timeout
+        changed.
+        """
+        self._endpoints.clear()
+
     def _endpoint(self, backend: Backend) -> IStreamClientEndpoint:
         """
         The endpoint for new connections to C{backend}: a plain TCP one for
@@ -147,7 +154,7 @@ class RawTargetAgent(Agent):
                 self._reactor,
                 backend.host,
                 backend.port,
-                self._connectTimeout,
+                self.connectTimeout,
             )
             try:
                 version = ipaddress.ip_address(host).version

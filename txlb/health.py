@@ -25,6 +25,7 @@ from twisted.web.client import Agent
 
 from txlb.backend import Backend, BackendPool
 from txlb.client import quietPool
+from txlb.metrics import Metrics
 
 
 class _NoCookies(CookieJar):
@@ -64,6 +65,7 @@ class HealthChecker(Service):
         rise: int = 2,
         fall: int = 3,
         agent: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.path = path
@@ -72,6 +74,7 @@ class HealthChecker(Service):
         self.rise = rise
         self.fall = fall
         self._reactor = reactor
+        self._metrics = metrics
         # A new connection per check: a check also proves the backend
         # accepts connections.
         self._client = checkClient(
@@ -138,6 +141,10 @@ class HealthChecker(Service):
         if not self.running:
             return
         passed = failed is None
+        backend.health = "passed" if passed else f"failed: {failed}"
+        if self._metrics is not None:
+            result = "passed" if passed else "failed"
+            self._metrics.healthChecks.labels(backend.address, result).inc()
         if passed == backend.healthy:
             self._streak[backend] = 0
             return

@@ -23,7 +23,7 @@ bytes of its response in memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +151,25 @@ class LoadBalancerResource(Resource):
         exchange.reverse()
         exchange.forward(self.pick(clientHost))
         return server.NOT_DONE_YET
+
+    def setBackends(
+        self, backends: Sequence[Backend], algorithm: Callable[..., IAlgorithm] | None = None
+    ) -> None:
+        """
+        Balance over C{backends} from now on, with a new C{algorithm} (a
+        class) or a new one of the same kind.  A backend already known keeps
+        its object, and so its counts and health, taking the new weight;
+        requests in flight keep the backend they have.
+        """
+        known = {backend.key: backend for backend in self.pool.backends}
+        merged = []
+        for backend in backends:
+            kept = known.get(backend.key, backend)
+            kept.weight = backend.weight
+            merged.append(kept)
+        self.pool.backends = tuple(merged)
+        self.algorithm = (algorithm or type(self.algorithm))(merged)
+        self.agent.forgetEndpoints()
 
     def pick(self, clientHost: str, tried: Collection[Backend] = ()) -> Backend:
         """

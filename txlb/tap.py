@@ -4,10 +4,12 @@ The C{twistd txlb} command: its options and the service they make.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
@@ -17,7 +19,9 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from txlb.backend import Backend, BackendPool
+from txlb import config
+from txlb.admin import AdminResource, AdminSite
+from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import makeAgent
 from txlb.health import HealthChecker
 from txlb.iphash import IPHash
@@ -36,50 +40,6 @@ ALGORITHMS = {
 #: The backends C{--demo} starts: the seed's three, weighted 1:3:2.
 DEMO_BACKENDS = "127.0.0.1:8081=1,127.0.0.1:8082=3,127.0.0.1:8083=2"
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
-
-
-def parseBackend(spec: str) -> Backend:
-    """
-    Parse one C{[http://]HOST:PORT[=WEIGHT]}.
-
-    @raise usage.UsageError: With a one-line reason naming C{spec}.
-    """
-
-    def bad(why: str) -> usage.UsageError:
-        return usage.UsageError(f"--backends: {spec!r}: {why}")
-
-    text = spec.strip()
-    scheme, sep, rest = text.partition("://")
-    if sep:
-        if scheme.lower() == "https":
-            raise bad("https:// backends are not supported yet (no TLS to backends)")
-        if scheme.lower() != "http":
-            raise bad(f"unknown scheme {scheme!r} (use http:// or none)")
-        text = rest.removesuffix("/")
-    address, sep, weightText = text.partition("=")
-    weight = 1
-    if sep:
-        if not weightText.isdigit() or int(weightText) < 1:
-            raise bad("the weight must be a whole number of at least 1")
-        weight = int(weightText)
-    if address.startswith("["):
-        host, _, portText = address[1:].partition("]")
-        if not portText.startswith(":"):
-            raise bad("missing port (expected [IPV6]:PORT)")
-        portText = portText[1:]
-        valid = ":" in host
-    else:
-        host, sep, portText = address.rpartition(":")
-        if not sep:
-            raise bad("missing port (expected HOST:PORT)")
-        valid = _HOSTNAME.fullmatch(host) is not None
-    if not valid:
-        raise bad(f"bad host {host!r}")
-    if not portText.isdigit() or not 1 <= int(portText) <= 65535:
-        raise bad(f"bad port {portText!r} (expected 1-65535)")
-    return Backend(host, int(portText), weight)
-
 
 def parseBackends(specs: str) -> list[Backend]:
     """
@@ -92,11 +52,13 @@ def parseBackends(specs: str) -> list[Backend]:
     for spec in specs.split(","):
         if not spec.strip():
             raise usage.UsageError(f"--backends: {specs!r}: an empty entry")
-        backend = parseBackend(spec)
-        key = (backend.host.lower(), backend.port)
-        if key in backends:
+        try:
+            backend = parseBackend(spec)
+        except ValueError as e:
+            raise usage.UsageError(f"--backends: {spec!r}: {e}") from None
+        if backend.key in backends:
             raise usage.UsageError(f"--backends: {backend.address} is listed twice")
-        backends[key] = backend
+        backends[backend.key] = backend
     return list(backends.values())
 
 
@@ -155,6 +117,35 @@ def parseSize(text: str) -> int:
     if not digits.isdigit() or int(digits) < 1:
         raise usage.UsageError(f"--max-body-size: {text!r} is not a size like 1048576 or 10M")
     return int(digits) * _UNITS[unit]
+
+
+def parseLogFormat(text: str) -> str:
+    if text not in ("text", "json"):
+        raise usage.UsageError(f"--access-log: {text!r} is not text or json")
+    return text
+
+
+def loopbackOnly(description: str) -> bool:
+    """
+    Whether an endpoint description listens on loopback (or a UNIX
+    socket) only; anything this cannot tell counts as not.
+    """
+    kind, _, rest = description.partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if equals and name == "interface":
+            value = value.replace("\\", "")
+            if value == "localhost":
+                return True
+            try:
+                return ipaddress.ip_address(value).is_loopback
+            except ValueError:
+                return False
+    return False
 
 
 def parsePath(text: str) -> str:
@@ -245,6 +236,17 @@ class Options(usage.Options):
             seconds("--drain-timeout"),
         ],
         ["max-body-size", None, None, "Largest request body (e.g. 10M); 413 above.", parseSize],
+        # Operations.
+        ["config", "c", None, "TOML file of these options; SIGHUP reloads it."],
+        [
+            "access-log",
+            None,
+            "text",
+            "Access log format: text (one line) or json (one object).",
+            parseLogFormat,
+        ],
+        ["admin", None, None, "Endpoint of the admin API and status page (off if absent)."],
+        ["admin-token", None, None, "Bearer token the admin API's changes need."],
     ]
     optFlags = [
         [
@@ -268,17 +270,47 @@ class Options(usage.Options):
         ["via", None, "Append this hop to Via."],
     ]
 
+    #: The command line given, which overrides the configuration file.
+    commandLine: list[str] = []
+    _fromFile = False
+
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
         Parse as usual, but end a bad command line with one line naming what
         is wrong, not twistd's whole usage text.
         """
+        self.commandLine = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
             raise SystemExit(f"txlb: {e} (see twistd txlb --help)") from None
 
+    @classmethod
+    def fromFile(cls, path: str, commandLine: list[str]) -> Options:
+        """
+        The options of the configuration file at C{path}, overridden by
+        C{commandLine}, checked as a command line is.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+            parameters = {row[0] for row in cast(list[list[str]], cls.optParameters)}
+            flags = {row[0] for row in cast(list[list[str]], cls.optFlags)}
+            fileArguments = config.arguments(text, parameters, flags)
+        except (OSError, UnicodeDecodeError, config.ConfigError) as e:
+            raise usage.UsageError(f"--config {path}: {e}") from None
+        options = cls()
+        options._fromFile = True
+        options.commandLine = commandLine
+        usage.Options.parseOptions(options, fileArguments + commandLine)
+        return options
+
     def postOptions(self) -> None:
+        if self["config"] is not None and not self._fromFile:
+            self.update(self.fromFile(self["config"], self.commandLine))
+            return
         if self["demo"]:
             if self["backends"] is not None:
                 raise usage.UsageError("--demo starts its own backends: drop --backends")
@@ -289,10 +321,22 @@ class Options(usage.Options):
         self["algo"] = self["algo"] or "roundrobin"
         from twisted.internet import reactor
 
-        try:
-            serverFromString(reactor, self["listen"])
-        except Exception as e:
-            raise usage.UsageError(f"--listen: {self['listen']!r}: {e}") from None
+        for option in ("listen", "admin"):
+            if self[option] is None:
+                continue
+            try:
+                serverFromString(reactor, self[option])
+            except Exception as e:
+                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+        if (
+            self["admin"] is not None
+            and not self["admin-token"]
+            and not loopbackOnly(self["admin"])
+        ):
+            raise usage.UsageError(
+                f"--admin: {self['admin']!r} is not loopback-only: give --admin-token, "
+                "or listen on 127.0.0.1 (e.g. tcp:9000:interface=127.0.0.1)"
+            )
 
     def settings(self) -> ProxySettings:
         """
@@ -309,35 +353,42 @@ class Options(usage.Options):
             forwardedFor=self["forwarded-for"],
             forwarded=self["forwarded"],
             via=self["via"],
+            accessLog=self["access-log"],
         )
 
 
 class LoadBalancerService(MultiService):
     """
-    The balancer: its listener, its health checks, the backend connections
-    it keeps, the demo backends if it runs them, and its graceful stop.
+    The balancer: its listener, its health checks, its admin listener, the
+    backend connections it keeps, the demo backends if it runs them, its
+    configuration reloads and its graceful stop.
 
-    On SIGTERM or SIGINT it stops accepting connections, closes idle
-    kept-alive ones, lets the requests in flight finish (for up to
+    On SIGHUP it re-reads C{--config}: an invalid file is logged and the
+    running configuration stays; a valid one is applied at once (see
+    L{apply}).  On SIGTERM or SIGINT it stops accepting connections, closes
+    idle kept-alive ones, lets the requests in flight finish (for up to
     C{--drain-timeout} seconds, then cuts them) and exits 0.  A second signal
     cuts them at once.
+
+    @ivar started: When the service started, for the uptime.
     """
 
     _log = Logger()
 
-    def __init__(
-        self,
-        config: Options,
-        site: LoadBalancerSite,
-        listener: IService,
-        reactor: Any,
-    ) -> None:
+    def __init__(self, config: Options, site: LoadBalancerSite, reactor: Any) -> None:
         super().__init__()
         self.config = config
         self.site = site
-        self.listener = listener
+        self.resource: LoadBalancerResource = site.resource
+        self.clock = reactor
+        self.started = reactor.seconds()
         self._reactor = reactor
         self._stopping = False
+        self._health: HealthChecker | None = None
+        self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
+        if config["admin"] is not None:
+            admin = AdminSite(AdminResource(self, config["admin-token"]))
+            self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
 
     def privilegedStartService(self) -> None:
         """
@@ -346,7 +397,8 @@ class LoadBalancerService(MultiService):
         """
         try:
             super().privilegedStartService()
-            self.listener.privilegedStartService()
+            for listener in self.listeners:
+                listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
             raise SystemExit(f"txlb: cannot listen: {e}") from None
 
@@ -357,15 +409,88 @@ class LoadBalancerService(MultiService):
             algo=self.config["algo"],
             backends=", ".join(f"{b.address} (weight {b.weight})" for b in self.config["backends"]),
         )
+        self.started = self._reactor.seconds()
+        self._checkHealth(self.config)
         super().startService()
-        self.listener.startService()
+        for listener in self.listeners:
+            listener.startService()
         # After twistd's own handlers are in place, which would stop at once
         # and exit with the signal's status.
-        self._reactor.addSystemEventTrigger("after", "startup", self._catchStopSignals)
+        self._reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
 
-    def _catchStopSignals(self) -> None:
+    def _checkHealth(self, config: Options) -> None:
+        """
+        Run the active health checks C{config} asks for, instead of the
+        current ones.
+        """
+        if self._health is not None:
+            self._health.disownServiceParent()
+            self._health = None
+        if config["health-path"] is not None:
+            self._health = HealthChecker(
+                self.resource.pool,
+                config["health-path"],
+                self._reactor,
+                interval=config["health-interval"],
+                timeout=config["health-timeout"],
+                rise=config["health-rise"],
+                fall=config["health-fall"],
+                metrics=self.resource.metrics,
+            )
+            self._health.setServiceParent(self)
+
+    def _catchSignals(self) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, self._stopSignal)
+        signal.signal(signal.SIGHUP, self._reloadSignal)
+
+    def _reloadSignal(self, number: int, frame: object) -> None:
+        self._reactor.callFromThread(self.reload)
+
+    def reload(self) -> bool:
+        """
+        Re-read the configuration file and apply it if it is valid.
+
+        @return: Whether it was applied.
+        """
+        path = self.config["config"]
+        if path is None:
+            self._log.warn("Nothing to reload: txlb was started without --config")
+            return False
+        try:
+            new = Options.fromFile(path, self.config.commandLine)
+        except usage.UsageError as e:
+            self.resource.metrics.reloads.labels("failure").inc()
+            self._log.error("Reload failed, the configuration stays as it was: {why}", why=e)
+            return False
+        self.apply(new)
+        self.resource.metrics.reloads.labels("success").inc()
+        self._log.info("Reloaded {path}", path=path)
+        return True
+
+    def apply(self, new: Options) -> None:
+        """
+        Switch to C{new} at once: new requests use it, requests in flight
+        finish on their backends, client connections stay open, and the
+        counts of backends that stay are kept.  Listening addresses and the
+        admin token only change with a restart.
+        """
+        for option in ("listen", "admin", "admin-token"):
+            if new[option] != self.config[option]:
+                self._log.warn(
+                    "--{option} changes need a restart; it stays {value!r}",
+                    option=option,
+                    value=self.config[option],
+                )
+                new[option] = self.config[option]
+        resource = self.resource
+        resource.pool.maxFails = new["max-fails"]
+        resource.pool.failTimeout = new["fail-timeout"]
+        resource.agent.connectTimeout = new["connect-timeout"]
+        resource.setBackends(new["backends"], ALGORITHMS[new["algo"]])
+        resource.settings = new.settings()
+        self._checkHealth(new)
+        self.config = new
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name
@@ -383,11 +508,12 @@ class LoadBalancerService(MultiService):
     async def _stop(self) -> None:
         """
         Stop accepting, close idle connections, wait for the requests in
-        flight (cutting them after the drain timeout), then stop the rest.
+        flight (cutting them after the drain timeout), then stop the rest;
+        the admin listener last, so the drain can be watched.
         """
-        await self.listener.stopService()
+        await self.listeners[0].stopService()
         self.site.closeIdleConnections()
-        resource: LoadBalancerResource = self.site.resource
+        resource = self.resource
         timeout = self.config["drain-timeout"]
         if resource.inFlight():
             self._log.info(
@@ -405,6 +531,8 @@ class LoadBalancerService(MultiService):
             )
             self.site.abortConnections()
         await super().stopService()
+        for listener in self.listeners[1:]:
+            await listener.stopService()
         await resource.agent.pool.closeCachedConnections()
 
 
@@ -419,20 +547,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     algorithm = ALGORITHMS[config["algo"]](backends)
     agent = makeAgent(reactor, config["connect-timeout"])
     resource = LoadBalancerResource(algorithm, agent, reactor, pool, config.settings())
-    site = LoadBalancerSite(resource, reactor)
-    listener = strports.service(config["listen"], site, reactor=reactor)
-    balancer = LoadBalancerService(config, site, listener, reactor)
+    balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)
         demo.setServiceParent(balancer)
-    if config["health-path"] is not None:
-        HealthChecker(
-            pool,
-            config["health-path"],
-            reactor,
-            interval=config["health-interval"],
-            timeout=config["health-timeout"],
-            rise=config["health-rise"],
-            fall=config["health-fall"],
-        ).setServiceParent(balancer)
     return balancer

@@ -1,0 +1,526 @@
+"""
+Operations: the configuration file and its reload, the admin API, the
+metrics and the JSON access log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from tests.test_proxy import OK, Harness
+from txlb import config
+from txlb.admin import AdminResource
+from txlb.tap import LoadBalancerService, Options, makeService
+
+GET = b"GET /item HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+class ServiceHarness(Harness):
+    """
+    The balancer that C{makeService} builds from a configuration file (and
+    a command line), with L{Harness}'s client and backend helpers.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, text: str, *args: str) -> None:
+        self.path = testCase.mktemp()
+        self.write(text)
+        options = Options()
+        options.parseOptions(["--config", self.path, *args])
+        self.reactor = MemoryReactorClock()
+        self.service: LoadBalancerService = makeService(options, self.reactor)  # type: ignore[assignment]
+        self.service.privilegedStartService()
+        self.service.startService()
+        testCase.addCleanup(self.service.stopService)
+        self.site = self.service.site
+        self.resource = self.service.resource
+        self.pool = self.resource.pool
+        self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
+
+    def write(self, text: str) -> None:
+        with open(self.path, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    @property
+    def backends(self) -> list[Any]:  # type: ignore[override]
+        return list(self.pool.backends)
+
+
+CONFIG = """
+listen = "tcp:8080"
+algo = "roundrobin"
+backends = ["127.0.0.1:8081", "127.0.0.1:8082=2"]
+retries = 1
+"""
+
+
+class ConfigArgumentsTests(SynchronousTestCase):
+    """
+    A file's settings become the command line they stand for.
+    """
+
+    parameters = {"listen", "backends", "retries", "health-path", "config", "demo"}
+    flags = {"via", "forwarded"}
+
+    def test_table(self) -> None:
+        """
+        Strings, numbers, lists of backends and flags become arguments.
+        """
+        table = [
+            ('listen = "tcp:9090"', ["--listen", "tcp:9090"]),
+            ("retries = 3", ["--retries", "3"]),
+            ('backends = ["a:1=2", "b:2"]', ["--backends", "a:1=2,b:2"]),
+            ('backends = "a:1,b:2"', ["--backends", "a:1,b:2"]),
+            ("via = true\nforwarded = false", ["--via"]),
+            ("", []),
+        ]
+        for text, expected in table:
+            self.assertEqual(config.arguments(text, self.parameters, self.flags), expected, text)
+
+    def test_errors(self) -> None:
+        """
+        Bad files are refused with a reason.
+        """
+        table = [
+            ("listen = ", "not valid TOML"),
+            ("colour = 1", "unknown setting 'colour'"),
+            ("config = 'x'", "unknown setting 'config'"),
+            ("demo = true", "unknown setting 'demo'"),
+            ("via = 1", "via: expected true or false, not 1"),
+            ("retries = true", "retries: expected a string or a number, not True"),
+            ("backends = [1]", 'backends: expected a list of "HOST:PORT[=WEIGHT]" strings'),
+            ("[health]\npath = '/h'", "unknown setting 'health'"),
+        ]
+        for text, reason in table:
+            with self.assertRaises(config.ConfigError) as caught:
+                config.arguments(text, self.parameters, self.flags)
+            self.assertIn(reason, str(caught.exception), text)
+
+
+class ConfigFileTests(SynchronousTestCase):
+    def parse(self, text: str, *args: str) -> Options:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+        options = Options()
+        options.parseOptions(["--config", path, *args])
+        return options
+
+    def test_settings(self) -> None:
+        """
+        The file's settings are used.
+        """
+        options = self.parse(CONFIG)
+        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(
+            [(b.address, b.weight) for b in options["backends"]],
+            [("127.0.0.1:8081", 1), ("127.0.0.1:8082", 2)],
+        )
+        self.assertEqual(options["retries"], 1)
+
+    def test_commandLineOverrides(self) -> None:
+        """
+        Options given on the command line override the file's.
+        """
+        options = self.parse(CONFIG, "--retries", "4", "--algo", "iphash")
+        self.assertEqual((options["retries"], options["algo"]), (4, "iphash"))
+
+    def test_checkedLikeCommandLine(self) -> None:
+        """
+        A bad value in the file gets the same one-line error as on the
+        command line, naming the file.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            self.parse('backends = ["a:0"]')
+        self.assertEqual(
+            caught.exception.code,
+            "txlb: --backends: 'a:0': bad port '0' (expected 1-65535) (see twistd txlb --help)",
+        )
+
+    def test_missingFile(self) -> None:
+        """
+        A file that cannot be read is refused in one line.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(["--config", "/nonexistent/txlb.toml"])
+        self.assertIn("txlb: --config /nonexistent/txlb.toml: [Errno 2]", caught.exception.code)
+
+    def test_example(self) -> None:
+        """
+        The commented example shipped with txlb is valid.
+        """
+        from pathlib import Path
+
+        example = Path(__file__).parent.parent / "txlb.example.toml"
+        options = Options.fromFile(str(example), [])
+        self.assertEqual(options["algo"], "weighted")
+
+
+class ReloadTests(SynchronousTestCase):
+    def test_valid(self) -> None:
+        """
+        A valid file is applied: new backends, weights, algorithm and
+        settings for new requests; the reload is counted.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG.replace('"roundrobin"', '"weighted"')
+            .replace("retries = 1", "retries = 0")
+            .replace('"127.0.0.1:8082=2"', '"127.0.0.1:8083=3"')
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertEqual(
+            [(b.address, b.weight) for b in harness.backends],
+            [("127.0.0.1:8081", 1), ("127.0.0.1:8083", 3)],
+        )
+        self.assertEqual(harness.resource.algorithm.name, "weighted")
+        self.assertEqual(harness.resource.settings.retries, 0)
+        self.assertIn(
+            b'txlb_config_reloads_total{result="success"} 1.0',
+            harness.resource.metrics.exposition(),
+        )
+
+    def test_invalid(self) -> None:
+        """
+        An invalid file is logged with the reason, and the running
+        configuration stays.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        before = harness.resource.algorithm
+        harness.write('backends = ["127.0.0.1:8081=0"]')
+        self.assertFalse(harness.service.reload())
+        self.assertIs(harness.resource.algorithm, before)
+        self.assertIn(
+            "Reload failed, the configuration stays as it was: --backends: '127.0.0.1:8081=0': "
+            "the weight must be a whole number of at least 1",
+            harness.messages(),
+        )
+        self.assertIn(
+            b'txlb_config_reloads_total{result="failure"} 1.0',
+            harness.resource.metrics.exposition(),
+        )
+
+    def test_countersKept(self) -> None:
+        """
+        A backend that stays keeps its counts.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.client(GET)
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        kept = harness.backends[0]
+        harness.write(CONFIG.replace("retries = 1", "retries = 2"))
+        harness.service.reload()
+        self.assertIs(harness.backends[0], kept)
+        self.assertEqual(kept.requests, 1)
+
+    def test_removedWhileInFlight(self) -> None:
+        """
+        A request in flight on a backend the reload removes finishes there,
+        on the same client connection, which serves the next request on the
+        remaining backend.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        channel, client = harness.client(GET)
+        removed, _ = harness.backend()
+        self.assertEqual(removed.transport.getPeer().port, 8081)
+        harness.write(CONFIG.replace('"127.0.0.1:8081", ', ""))
+        harness.service.reload()
+        removed.dataReceived(OK)
+        self.assertTrue(client.value().endswith(b"\r\n\r\nok"))
+        self.assertFalse(client.disconnecting)
+        channel.dataReceived(GET)
+        second, _ = harness.backend()
+        self.assertEqual(second.transport.getPeer().port, 8082)
+
+    def test_listenNeedsRestart(self) -> None:
+        """
+        A new listening address is not applied, and says so.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(CONFIG.replace("tcp:8080", "tcp:9090"))
+        harness.service.reload()
+        self.assertEqual(harness.service.config["listen"], "tcp:8080")
+        self.assertIn("--listen changes need a restart; it stays 'tcp:8080'", harness.messages())
+
+    def test_withoutConfig(self) -> None:
+        """
+        Without --config there is nothing to reload, and that is logged.
+        """
+        options = Options()
+        options.parseOptions(["--backends", "127.0.0.1:8081"])
+        service = makeService(options, MemoryReactorClock())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertFalse(service.reload())  # type: ignore[attr-defined]
+        self.assertEqual(len(events), 1)
+
+
+class AdminTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.harness = ServiceHarness(self, CONFIG)
+        self.admin = StubTreq(AdminResource(self.harness.service, "s3cret"))
+
+    def call(
+        self, method: str, path: str, body: Any = None, token: str | None = "s3cret"
+    ) -> tuple[int, Any]:
+        headers = Headers()
+        if token is not None:
+            headers.addRawHeader(b"Authorization", b"Bearer " + token.encode())
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        response = self.successResultOf(
+            self.admin.request(method, f"http://admin{path}", headers=headers, data=data)
+        )
+        content = self.successResultOf(response.content())
+        if response.headers.getRawHeaders(b"content-type") == [b"application/json"]:
+            return response.code, json.loads(content)
+        return response.code, content
+
+    def test_status(self) -> None:
+        """
+        /status describes the balancer and every backend.
+        """
+        self.harness.client(GET)
+        code, status = self.call("GET", "/status", token=None)
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            (status["algorithm"], status["listen"], status["version"]),
+            ("roundrobin", "tcp:8080", "0.1.0"),
+        )
+        first = status["backends"][0]
+        self.assertEqual(
+            {
+                k: first[k]
+                for k in ("address", "weight", "state", "active", "requests", "health", "latencyMs")
+            },
+            {
+                "address": "127.0.0.1:8081",
+                "weight": 1,
+                "state": "up",
+                "active": 1,
+                "requests": 0,
+                "health": None,
+                "latencyMs": None,
+            },
+        )
+
+    def test_metrics(self) -> None:
+        """
+        /metrics counts known traffic by backend and code, with latencies,
+        active requests, up, and retries.
+        """
+        harness = self.harness
+        for _ in range(2):
+            harness.client(GET)
+            backend, _ = harness.backend()
+            backend.dataReceived(OK)
+        harness.client(GET)
+        code, text = self.call("GET", "/metrics", token=None)
+        self.assertEqual(code, 200)
+        for line in [
+            b'txlb_requests_total{backend="127.0.0.1:8081",code="200"} 1.0',
+            b'txlb_requests_total{backend="127.0.0.1:8082",code="200"} 1.0',
+            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081"} 1.0',
+            b'txlb_backend_active_requests{backend="127.0.0.1:8081"} 1.0',
+            b'txlb_backend_up{backend="127.0.0.1:8082"} 1.0',
+            b"txlb_retries_total 0.0",
+        ]:
+            self.assertIn(line, text)
+
+    def test_add(self) -> None:
+        """
+        POST /backends adds a backend that new requests reach.
+        """
+        code, added = self.call("POST", "/backends", {"address": "127.0.0.1:8083", "weight": 2})
+        self.assertEqual((code, added["address"], added["weight"]), (201, "127.0.0.1:8083", 2))
+        self.assertEqual([b.port for b in self.harness.backends], [8081, 8082, 8083])
+        self.assertEqual(self.harness.resource.algorithm.backends, tuple(self.harness.backends))
+
+    def test_addBad(self) -> None:
+        """
+        Bad additions get 400 or 409 with a JSON error.
+        """
+        table = [
+            ({"address": "127.0.0.1:0"}, 400, "'127.0.0.1:0': bad port '0' (expected 1-65535)"),
+            ({"address": "x:1", "weight": 0}, 400, "weight must be a whole number of at least 1"),
+            (
+                {"address": "x:1", "weight": True},
+                400,
+                "weight must be a whole number of at least 1",
+            ),
+            ({"weight": 1}, 400, 'expected {"address": "HOST:PORT", "weight": N}'),
+            (b"{not json", 400, "the body is not JSON"),
+            ([1], 400, "the body must be a JSON object"),
+            ({"address": "127.0.0.1:8081"}, 409, "127.0.0.1:8081 is already a backend"),
+        ]
+        for body, code, error in table:
+            got, answer = self.call("POST", "/backends", body)
+            self.assertEqual(got, code, body)
+            self.assertIn(error, answer["error"])
+
+    def test_weight(self) -> None:
+        """
+        PATCH sets a weight, which the algorithm uses at once.
+        """
+        code, changed = self.call("PATCH", "/backends/127.0.0.1:8082", {"weight": 5})
+        self.assertEqual((code, changed["weight"]), (200, 5))
+        self.assertEqual(self.harness.backends[1].weight, 5)
+
+    def test_drain(self) -> None:
+        """
+        A drained backend gets no new requests; the one in flight finishes,
+        and the status shows it counting down.
+        """
+        harness = self.harness
+        harness.client(GET)
+        inFlight, _ = harness.backend()
+        code, drained = self.call("POST", "/backends/127.0.0.1:8081/drain")
+        self.assertEqual((code, drained["state"], drained["active"]), (200, "draining", 1))
+        harness.client(GET)
+        other, _ = harness.backend()
+        self.assertEqual(other.transport.getPeer().port, 8082)
+        other.dataReceived(OK)
+        harness.client(GET)
+        self.assertEqual(harness.reactor.tcpClients, [])
+        other.dataReceived(OK)
+        self.assertEqual([b.requests for b in harness.backends], [0, 2])
+        inFlight.dataReceived(OK)
+        _, status = self.call("GET", "/status", token=None)
+        self.assertEqual(
+            (status["backends"][0]["state"], status["backends"][0]["active"]), ("draining", 0)
+        )
+
+    def test_remove(self) -> None:
+        """
+        DELETE removes a backend; removing the last one is refused.
+        """
+        self.assertEqual(self.call("DELETE", "/backends/127.0.0.1:8081")[0], 200)
+        self.assertEqual([b.port for b in self.harness.backends], [8082])
+        code, answer = self.call("DELETE", "/backends/127.0.0.1:8082")
+        self.assertEqual((code, answer["error"]), (409, "cannot remove the last backend"))
+
+    def test_unknownBackend(self) -> None:
+        """
+        A backend that is not there gets 404.
+        """
+        self.assertEqual(self.call("PATCH", "/backends/127.0.0.1:9999", {"weight": 2})[0], 404)
+
+    def test_authRequired(self) -> None:
+        """
+        Changes without the token, or with a wrong one, get 401; reads need
+        none.
+        """
+        for token in (None, "wrong"):
+            code, answer = self.call("POST", "/backends", {"address": "x:1"}, token=token)
+            self.assertEqual(code, 401)
+            self.assertEqual(answer["error"], "changes need Authorization: Bearer TOKEN")
+        self.assertEqual([b.port for b in self.harness.backends], [8081, 8082])
+        self.assertEqual(self.call("GET", "/status", token=None)[0], 200)
+
+    def test_notFoundAndNotAllowed(self) -> None:
+        """
+        Unknown paths get 404 and wrong methods 405, in JSON.
+        """
+        self.assertEqual(self.call("GET", "/nothing")[0], 404)
+        self.assertEqual(self.call("DELETE", "/status")[0], 405)
+
+
+class AdminOptionTests(SynchronousTestCase):
+    def test_refusesOpenWithoutToken(self) -> None:
+        """
+        An admin listener on a non-loopback address needs a token.
+        """
+        for description in ["tcp:9000", "tcp:9000:interface=0.0.0.0", "tcp6:9000:interface=\\:\\:"]:
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["--demo", "--admin", description])
+            self.assertIn("is not loopback-only: give --admin-token", caught.exception.code)
+
+    def test_loopbackOrToken(self) -> None:
+        """
+        Loopback addresses and UNIX sockets need no token; anything with a
+        token is accepted.
+        """
+        for args in [
+            ["--admin", "tcp:9000:interface=127.0.0.1"],
+            ["--admin", "tcp6:9000:interface=\\:\\:1"],
+            ["--admin", "unix:/tmp/txlb-admin.sock"],
+            ["--admin", "tcp:9000", "--admin-token", "t"],
+        ]:
+            Options().parseOptions(["--demo", *args])
+
+    def test_adminListens(self) -> None:
+        """
+        makeService listens for the admin API where --admin says.
+        """
+        options = Options()
+        options.parseOptions(["--demo", "--admin", "tcp:9000:interface=127.0.0.1"])
+        reactor = MemoryReactorClock()
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        self.assertIn(
+            (9000, "127.0.0.1"), [(port, interface) for port, _, _, interface in reactor.tcpServers]
+        )
+
+
+class JSONAccessLogTests(SynchronousTestCase):
+    def test_object(self) -> None:
+        """
+        With the JSON access log, each request is one JSON object with its
+        timings, sizes, retries and termination flag.
+        """
+        harness = Harness(self, accessLog="json")
+        harness.client(b"POST /order HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nid=42")
+        harness.reactor.advance(0.002)
+        backend, _ = harness.backend()
+        harness.reactor.advance(0.003)
+        backend.dataReceived(OK)
+        (line,) = harness.accessLog() or [""]
+        self.assertEqual(
+            json.loads(line),
+            {
+                "client": "10.0.0.7",
+                "method": "POST",
+                "target": "/order",
+                "backend": "127.0.0.1:8081",
+                "status": 200,
+                "bytesIn": 5,
+                "bytesOut": 2,
+                "connectMs": 2.0,
+                "firstByteMs": 5.0,
+                "totalMs": 5.0,
+                "retries": 0,
+                "flag": "-",
+                "error": None,
+            },
+        )
+
+    def test_flags(self) -> None:
+        """
+        Each way a request can end has its flag.
+        """
+        from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+        from twisted.python.failure import Failure
+
+        cases = []
+        harness = Harness(self, accessLog="json", retries=0)
+        harness.client(GET)
+        harness.refuse(ConnectionRefusedError())
+        cases.append("UF")
+        harness.client(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.connectionLost(Failure(ConnectionLost()))
+        cases.append("UR")
+        channel, _ = harness.client(GET)
+        harness.backend()
+        channel.connectionLost(Failure(ConnectionLost()))
+        cases.append("DC")
+        self.assertEqual([json.loads(line)["flag"] for line in harness.accessLog()], cases)

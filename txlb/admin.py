@@ -1,0 +1,222 @@
+"""
+The admin listener: status, metrics and runtime changes over HTTP.
+
+  - C{GET /status}: the balancer and each backend, as JSON;
+  - C{GET /metrics}: Prometheus' text format;
+  - C{POST /backends} with C{{"address": "host:port", "weight": 2}}: add a
+    backend;
+  - C{PATCH /backends/HOST:PORT} with C{{"weight": 3}} and/or
+    C{{"draining": false}}: change one;
+  - C{POST /backends/HOST:PORT/drain}: drain one (no new requests; those in
+    flight finish, and C{/status} shows them counting down);
+  - C{DELETE /backends/HOST:PORT}: remove one (requests in flight finish on
+    it).
+
+With a token, every change needs C{Authorization: Bearer TOKEN}; reads
+never do.  Errors are JSON too: C{{"error": "..."}}, with 400, 401, 404, 405
+or 409.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from txlb import __version__
+from txlb.backend import Backend, parseBackend
+
+if TYPE_CHECKING:
+    from txlb.tap import LoadBalancerService
+
+
+class _AdminError(Exception):
+    """
+    A request the admin API refuses, with its status and reason.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class AdminResource(Resource):
+    """
+    The admin API of one balancer.
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, balancer: LoadBalancerService, token: str | None) -> None:
+        super().__init__()
+        self.balancer = balancer
+        self.token = token
+
+    def render(self, request: server.Request) -> bytes:
+        path = [unquote(part.decode("ascii", "replace")) for part in request.postpath or []]
+        try:
+            if request.method != b"GET":
+                self._authorize(request)
+            answer, code = self._route(request.method, [p for p in path if p], request)
+        except _AdminError as e:
+            answer, code = {"error": str(e)}, e.code
+            if code == http.UNAUTHORIZED:
+                request.setHeader(b"WWW-Authenticate", b'Bearer realm="txlb"')
+        request.setResponseCode(code)
+        if isinstance(answer, bytes):
+            request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+            return answer
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps(answer, indent=1).encode() + b"\n"
+
+    def _authorize(self, request: server.Request) -> None:
+        if self.token is None:
+            return
+        given = request.getHeader(b"authorization") or b""
+        expected = b"Bearer " + self.token.encode()
+        if not hmac.compare_digest(given, expected):
+            raise _AdminError(http.UNAUTHORIZED, "changes need Authorization: Bearer TOKEN")
+
+    def _route(self, method: bytes, path: list[str], request: server.Request) -> tuple[Any, int]:
+        if path == ["status"] and method == b"GET":
+            return self.status(), http.OK
+        if path == ["metrics"] and method == b"GET":
+            return self.balancer.resource.metrics.exposition(), http.OK
+        if path == ["backends"] and method == b"POST":
+            return self._add(_body(request)), http.CREATED
+        if len(path) == 2 and path[0] == "backends":
+            backend = self._find(path[1])
+            if method == b"PATCH":
+                return self._change(backend, _body(request)), http.OK
+            if method == b"DELETE":
+                return self._remove(backend), http.OK
+        if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
+            return self._change(self._find(path[1]), {"draining": True}), http.OK
+        if path in (["status"], ["metrics"], ["backends"]) or path[:1] == ["backends"]:
+            raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
+        raise _AdminError(http.NOT_FOUND, "no such resource")
+
+    def status(self) -> dict[str, Any]:
+        """
+        The balancer's state, as C{GET /status} gives it.
+        """
+        balancer = self.balancer
+        now = balancer.clock.seconds()
+        return {
+            "version": __version__,
+            "uptime": round(now - balancer.started, 1),
+            "algorithm": balancer.config["algo"],
+            "listen": balancer.config["listen"],
+            "backends": [_describe(backend, now) for backend in balancer.resource.pool.backends],
+        }
+
+    def _find(self, address: str) -> Backend:
+        try:
+            wanted = parseBackend(address).key
+        except ValueError as e:
+            raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
+        for backend in self.balancer.resource.pool.backends:
+            if backend.key == wanted:
+                return backend
+        raise _AdminError(http.NOT_FOUND, f"no backend {address}")
+
+    def _add(self, body: dict[str, Any]) -> dict[str, Any]:
+        address = body.get("address")
+        weight = body.get("weight", 1)
+        if not isinstance(address, str) or "=" in address:
+            raise _AdminError(http.BAD_REQUEST, 'expected {"address": "HOST:PORT", "weight": N}')
+        _checkWeight(weight)
+        try:
+            backend = parseBackend(f"{address}={weight}")
+        except ValueError as e:
+            raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
+        resource = self.balancer.resource
+        if any(b.key == backend.key for b in resource.pool.backends):
+            raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
+        resource.setBackends([*resource.pool.backends, backend])
+        self._log.info("Admin API: added backend {backend}", backend=backend.address)
+        return _describe(backend, self.balancer.clock.seconds())
+
+    def _change(self, backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(body) - {"weight", "draining"}
+        if unknown or not body:
+            raise _AdminError(http.BAD_REQUEST, 'expected {"weight": N} and/or {"draining": B}')
+        if "weight" in body:
+            _checkWeight(body["weight"])
+        if "draining" in body and not isinstance(body["draining"], bool):
+            raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
+        if "weight" in body:
+            backend.weight = body["weight"]
+            resource = self.balancer.resource
+            resource.setBackends(resource.pool.backends)
+        backend.draining = body.get("draining", backend.draining)
+        self._log.info(
+            "Admin API: backend {backend} now weight {weight}{draining}",
+            backend=backend.address,
+            weight=backend.weight,
+            draining=", draining" if backend.draining else "",
+        )
+        return _describe(backend, self.balancer.clock.seconds())
+
+    def _remove(self, backend: Backend) -> dict[str, Any]:
+        resource = self.balancer.resource
+        remaining = [b for b in resource.pool.backends if b is not backend]
+        if not remaining:
+            raise _AdminError(http.CONFLICT, "cannot remove the last backend")
+        resource.setBackends(remaining)
+        self._log.info("Admin API: removed backend {backend}", backend=backend.address)
+        return _describe(backend, self.balancer.clock.seconds())
+
+
+def _body(request: server.Request) -> dict[str, Any]:
+    """
+    The JSON object a change request carries.
+    """
+    assert request.content is not None
+    try:
+        body = json.loads(request.content.read() or b"null")
+    except ValueError as e:
+        raise _AdminError(http.BAD_REQUEST, f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise _AdminError(http.BAD_REQUEST, "the body must be a JSON object")
+    return body
+
+
+def _checkWeight(weight: object) -> None:
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+        raise _AdminError(http.BAD_REQUEST, "weight must be a whole number of at least 1")
+
+
+def _describe(backend: Backend, now: float) -> dict[str, Any]:
+    """
+    One backend as C{/status} shows it.
+    """
+    return {
+        "address": backend.address,
+        "weight": backend.weight,
+        "state": backend.state(now),
+        "active": backend.active,
+        "requests": backend.requests,
+        "failures": backend.failures,
+        "lastError": backend.lastError,
+        "health": backend.health,
+        "requestsPerSecond": round(backend.requestsPerSecond(now), 2),
+        "errors": backend.errors,
+        "latencyMs": None if backend.latencyMs is None else round(backend.latencyMs, 2),
+    }
+
+
+class AdminSite(server.Site):
+    """
+    The admin listener's site, without an access log line per status poll.
+    """
+
+    def log(self, request: http.Request) -> None:
+        pass

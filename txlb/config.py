@@ -1,0 +1,64 @@
+"""
+The configuration file: TOML whose keys are the command line's options.
+
+Each key is the name of a long option (C{retries}, C{health-path},
+C{forwarded-for}) and its value is what the option takes, so a file is
+checked by the same code as a command line.  C{backends} is a list of
+C{[http://]HOST:PORT[=WEIGHT]} strings; a flag takes C{true} or C{false}.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+#: Options that make no sense in the file itself.
+NOT_IN_FILE = frozenset({"config", "demo"})
+
+
+class ConfigError(Exception):
+    """
+    The configuration file cannot be used; the message says why, in one
+    line.
+    """
+
+
+def arguments(text: str, parameters: set[str], flags: set[str]) -> list[str]:
+    """
+    The command-line arguments a configuration file stands for.
+
+    @param text: The file's TOML.
+    @param parameters: The long names of the options that take a value.
+    @param flags: The long names of the options that take none.
+    @raise ConfigError: For TOML that does not parse, an unknown key, or a
+        value of the wrong type.
+    """
+    try:
+        settings = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}") from None
+    args: list[str] = []
+    for key, value in settings.items():
+        if key in NOT_IN_FILE or key not in parameters | flags:
+            raise ConfigError(f"unknown setting {key!r}")
+        if key in flags:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}: expected true or false, not {value!r}")
+            if value:
+                args.append(f"--{key}")
+            continue
+        args += [f"--{key}", _text(key, value)]
+    return args
+
+
+def _text(key: str, value: Any) -> str:
+    """
+    An option's value as the command line would give it.
+    """
+    if key == "backends" and isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError('backends: expected a list of "HOST:PORT[=WEIGHT]" strings')
+        return ",".join(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{key}: expected a string or a number, not {value!r}")
+    return str(value)
