@@ -1,0 +1,285 @@
+"""
+The admin listener's HTML status page, for operators.
+
+One self-contained page, in the spirit of HAProxy's stats page: a table of
+the backends that refreshes itself every two seconds from the admin API's
+JSON C{status}.  Everything is inline (style, script, no fonts or icons),
+because neither this machine nor an operator's network may reach anything
+else.  The page is static: the script does the rendering, so the server
+side has nothing to keep in step with the JSON.
+
+The script fetches C{status} by a I{relative} URL, so the page works under
+any prefix a reverse proxy puts in front of it, as long as the JSON is its
+sibling: mount the page at C{b""} and the JSON at C{b"status"} of the same
+parent.  Every value reaches the DOM through C{textContent}, never
+C{innerHTML}: a backend's last error is text that other parties shape.  A
+Content-Security-Policy that allows only this page's own script and style,
+by hash, backs that up, and also stops the page from loading anything from
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from twisted.web import pages, server
+from twisted.web.resource import Resource
+
+__all__ = ["StatusPage"]
+
+_STYLE = """
+:root {
+  color-scheme: light dark;
+  --fg: #1f2328; --muted: #59636e; --bg: #ffffff; --line: #d1d9e0; --stripe: #f6f8fa;
+  --up: #1a7f37; --up-bg: #dafbe1; --down: #cf222e; --down-bg: #ffebe9;
+  --draining: #9a6700; --draining-bg: #fff8c5;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --fg: #e6edf3; --muted: #9198a1; --bg: #0d1117; --line: #3d444d; --stripe: #151b23;
+    --up: #3fb950; --up-bg: #12261e; --down: #f85149; --down-bg: #2d1214;
+    --draining: #d29922; --draining-bg: #272115;
+  }
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; padding: 1.5rem 2rem; color: var(--fg); background: var(--bg);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+}
+h1 { margin: 0 0 .25rem; font-size: 1.4rem; font-weight: 600; }
+#summary {
+  display: flex; flex-wrap: wrap; gap: .25rem 1.5rem; margin: 0 0 1rem; color: var(--muted);
+}
+#summary b { color: var(--fg); font-weight: 600; }
+#error, .noscript {
+  margin: 0 0 1rem; padding: .6rem .9rem; border: 1px solid var(--down); border-radius: 6px;
+  color: var(--down); background: var(--down-bg); font-weight: 600;
+}
+table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
+table.stale { opacity: .45; }
+th, td {
+  padding: .45rem .6rem; border-bottom: 1px solid var(--line);
+  text-align: left; white-space: nowrap;
+}
+th {
+  position: sticky; top: 0; background: var(--bg); color: var(--muted);
+  font-size: .78rem; font-weight: 600; text-transform: uppercase; letter-spacing: .03em;
+}
+tbody tr:nth-child(even) { background: var(--stripe); }
+.num { text-align: right; }
+.address { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
+.state {
+  display: inline-block; min-width: 7.5em; padding: .05rem .55rem; border-radius: 999px;
+  font-weight: 600; font-size: .85rem;
+}
+.state::before { content: "●"; margin-right: .35em; }
+.state-up { color: var(--up); background: var(--up-bg); }
+.state-down { color: var(--down); background: var(--down-bg); }
+.state-draining { color: var(--draining); background: var(--draining-bg); }
+.state-unknown { color: var(--muted); background: var(--stripe); }
+.failed { color: var(--down); }
+/* Messages wrap: they are read, not compared down a column like numbers. */
+.message { min-width: 9rem; white-space: normal; overflow-wrap: anywhere; }
+.last-error { min-width: 13rem; color: var(--muted); }
+.empty { color: var(--muted); text-align: center; }
+footer { margin-top: 1rem; color: var(--muted); font-size: .85rem; }
+a { color: inherit; }
+"""
+
+_SCRIPT = r"""
+"use strict";
+// Poll the JSON next to this page and render it.  Values only ever reach the
+// DOM as textContent, and a failed fetch says so instead of leaving old
+// numbers on screen as if they were current.
+const REFRESH_MS = 2000;
+const TIMEOUT_MS = 5000;
+const STATES = ["up", "down", "draining"];
+const COLUMNS = 11;
+const $ = (id) => document.getElementById(id);
+let lastUpdate = null;
+
+function show(value, format) {
+  if (value === null || value === undefined) return "\u2013";
+  return format && typeof value === "number" ? format(value) : String(value);
+}
+
+const oneDecimal = (n) => n.toFixed(1);
+const milliseconds = (n) => n.toFixed(1) + " ms";
+
+function duration(seconds) {
+  const s = Math.floor(seconds);
+  const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
+  const m = Math.floor(s % 3600 / 60), r = s % 60;
+  if (d) return d + "d " + h + "h " + m + "m";
+  if (h) return h + "h " + m + "m " + r + "s";
+  if (m) return m + "m " + r + "s";
+  return r + "s";
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function render(status) {
+  const counts = {up: 0, down: 0, draining: 0};
+  const rows = status.backends.map((b) => {
+    const row = document.createElement("tr");
+    const state = STATES.includes(b.state) ? b.state : "unknown";
+    if (state in counts) counts[state] += 1;
+    cell(row, show(b.address), "address");
+    const badge = document.createElement("span");
+    badge.className = "state state-" + state;
+    badge.textContent = show(b.state);
+    row.insertCell().append(badge);
+    cell(row, show(b.weight), "num");
+    cell(row, show(b.active), "num");
+    cell(row, show(b.requestsPerSecond, oneDecimal), "num");
+    cell(row, show(b.requests), "num");
+    cell(row, show(b.errors), "num");
+    cell(row, show(b.failures), "num");
+    cell(row, show(b.latencyMs, milliseconds), "num");
+    const health = show(b.health);
+    cell(row, health, health.startsWith("failed") ? "message failed" : "message");
+    cell(row, show(b.lastError), "message last-error");
+    return row;
+  });
+  if (!rows.length) {
+    const row = document.createElement("tr");
+    cell(row, "no backends", "empty").colSpan = COLUMNS;
+    rows.push(row);
+  }
+  $("backends").replaceChildren(...rows);
+  $("algorithm").textContent = show(status.algorithm);
+  $("listen").textContent = show(status.listen);
+  $("uptime").textContent = show(status.uptime, duration);
+  $("version").textContent = show(status.version);
+  const total = status.backends.length;
+  $("health").textContent =
+    counts.up + " up, " + counts.down + " down, " + counts.draining + " draining";
+  document.title = "txlb: " + counts.up + "/" + total + " up";
+  lastUpdate = new Date();
+  $("updated").textContent = lastUpdate.toLocaleTimeString();
+}
+
+function unavailable(reason) {
+  const error = $("error");
+  error.hidden = reason === null;
+  $("table").classList.toggle("stale", reason !== null);
+  if (reason === null) return;
+  error.textContent = "status unavailable: " + reason +
+    (lastUpdate ? " (the table below is from " + lastUpdate.toLocaleTimeString() + ")" : "");
+  document.title = "txlb: status unavailable";
+}
+
+async function refresh() {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  try {
+    const response = await fetch("status", {cache: "no-store", signal: controller.signal});
+    if (!response.ok) {
+      throw new Error(("HTTP " + response.status + " " + response.statusText).trim());
+    }
+    let status;
+    try {
+      status = await response.json();
+    } catch (e) {
+      throw new Error("the answer is not JSON");
+    }
+    if (!status || !Array.isArray(status.backends)) {
+      throw new Error("the answer has no list of backends");
+    }
+    render(status);
+    unavailable(null);
+  } catch (e) {
+    unavailable(e.name === "AbortError" ? "no answer within " + TIMEOUT_MS / 1000 + " s"
+                                        : e.message);
+  } finally {
+    clearTimeout(timer);
+    setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+refresh();
+"""
+
+_BODY = """
+<h1>txlb</h1>
+<p id="summary">
+  <span>algorithm <b id="algorithm">\u2013</b></span>
+  <span>listening on <b id="listen">\u2013</b></span>
+  <span>up for <b id="uptime">\u2013</b></span>
+  <span>version <b id="version">\u2013</b></span>
+  <span>backends <b id="health">\u2013</b></span>
+  <span>updated <b id="updated">never</b></span>
+</p>
+<p id="error" role="alert" hidden></p>
+<noscript><p class="noscript">This page needs JavaScript. The same data is at
+  <a href="status">status</a>, as JSON.</p></noscript>
+<table id="table">
+  <thead><tr>
+    <th>Backend</th><th>State</th><th class="num">Weight</th>
+    <th class="num" title="requests in flight">Active</th>
+    <th class="num">Req/s</th><th class="num" title="since start">Requests</th>
+    <th class="num" title="since start">Errors</th>
+    <th class="num" title="failures in a row, on real traffic">Fails</th>
+    <th class="num">Latency</th><th title="the last active check">Health</th>
+    <th>Last error</th>
+  </tr></thead>
+  <tbody id="backends"><tr><td class="empty" colspan="11">loading\u2026</td></tr></tbody>
+</table>
+<footer>Refreshes every 2 s. The same data, as JSON: <a href="status">status</a>.</footer>
+"""
+
+
+def _hash(source: str) -> str:
+    """
+    The CSP source expression that allows exactly this inline text.
+    """
+    digest = hashlib.sha256(source.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+_PAGE = (
+    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    "<title>txlb status</title>\n"
+    f"<style>{_STYLE}</style>\n</head>\n<body>{_BODY}<script>{_SCRIPT}</script>\n</body>\n</html>\n"
+).encode()
+
+# Only this page's own script and style run, and the only connection it may
+# open is to its own origin (the relative status URL).
+_CSP = (
+    f"default-src 'none'; script-src {_hash(_SCRIPT)}; style-src {_hash(_STYLE)}; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+).encode("ascii")
+
+
+class StatusPage(Resource):
+    """
+    The HTML status page: a leaf that answers C{GET} and C{HEAD} with the
+    same static document.
+
+    Mount it where its relative C{status} URL reaches the admin API's JSON,
+    i.e. beside it: C{root.putChild(b"", StatusPage())} next to
+    C{root.putChild(b"status", ...)}.  A deeper path under the page (C{/x}
+    below a leaf) gets 404, since the page's relative URL would point at the
+    wrong place from there.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        if request.postpath:
+            return pages.notFound().render(request)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        # Operators must never see a cached page that then polls from a
+        # different build; the data itself is fetched with no-store too.
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Security-Policy", _CSP)
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Referrer-Policy", b"no-referrer")
+        return _PAGE
