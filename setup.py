@@ -21,13 +21,14 @@ setup(
         # The raw request-target relies on the private
         # Agent._requestWithEndpoint; the tests pin its behaviour, and these
         # are the versions they were run against.
-        "twisted>=26.10",
+        "twisted[tls]>=26.10",  # tls: for --listen ssl:...
         "treq>=26.7",
         "zope.interface>=5",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "dev": ["ruff", "mypy", "mypy-zope"],
         # What the tests need beyond txlb's own dependencies (tox.ini's deps).
-        "test": ["autobahn", "twisted[tls]"],
+        "test": ["autobahn"],
     },
 )

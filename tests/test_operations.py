@@ -426,6 +426,14 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual([b.port for b in self.harness.backends], [8081, 8082])
         self.assertEqual(self.call("GET", "/status", token=None)[0], 200)
 
+    def test_statusPage(self) -> None:
+        """
+        / is the HTML status page.
+        """
+        code, page = self.call("GET", "/", token=None)
+        self.assertEqual(code, 200)
+        self.assertIn(b'fetch("status"', page)
+
     def test_notFoundAndNotAllowed(self) -> None:
         """
         Unknown paths get 404 and wrong methods 405, in JSON.

@@ -1,6 +1,7 @@
 """
 The admin listener: status, metrics and runtime changes over HTTP.
 
+  - C{GET /}: the status page (L{txlb.statuspage}), for people;
   - C{GET /status}: the balancer and each backend, as JSON;
   - C{GET /metrics}: Prometheus' text format;
   - C{POST /backends} with C{{"address": "host:port", "weight": 2}}: add a
@@ -30,6 +31,7 @@ from twisted.web.resource import Resource
 
 from txlb import __version__
 from txlb.backend import Backend, parseBackend
+from txlb.statuspage import StatusPage
 
 if TYPE_CHECKING:
     from txlb.tap import LoadBalancerService
@@ -47,7 +49,21 @@ class _AdminError(Exception):
 
 class AdminResource(Resource):
     """
-    The admin API of one balancer.
+    The admin listener's root: the status page at C{/}, the API below.
+    """
+
+    def __init__(self, balancer: LoadBalancerService, token: str | None) -> None:
+        super().__init__()
+        self.api = AdminAPI(balancer, token)
+        self.putChild(b"", StatusPage())
+
+    def getChild(self, path: bytes, request: server.Request) -> Resource:
+        return self.api
+
+
+class AdminAPI(Resource):
+    """
+    The admin API of one balancer, answering for every path below the root.
     """
 
     isLeaf = True
@@ -59,7 +75,8 @@ class AdminResource(Resource):
         self.token = token
 
     def render(self, request: server.Request) -> bytes:
-        path = [unquote(part.decode("ascii", "replace")) for part in request.postpath or []]
+        parts = (request.prepath or []) + (request.postpath or [])
+        path = [unquote(part.decode("ascii", "replace")) for part in parts]
         try:
             if request.method != b"GET":
                 self._authorize(request)
