@@ -77,6 +77,36 @@ async def waitFor(condition: Callable[[], bool], seconds: float = 10) -> None:
     raise AssertionError(f"timed out waiting for {condition}")
 
 
+class Flood:
+    """
+    Writes C{size} bytes to a transport as fast as it takes them, as its
+    push producer, counting what it wrote.
+    """
+
+    def __init__(self, transport: Any, size: int, byte: bytes) -> None:
+        self.transport = transport
+        self.size = size
+        self.block = byte * 65536
+        self.written = 0
+        self.paused = False
+        transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.written < self.size:
+            self.transport.write(self.block)
+            self.written += len(self.block)
+        if self.written >= self.size:
+            self.transport.unregisterProducer()
+
+    def stopProducing(self) -> None:
+        pass
+
+
 def freePort() -> int:
     """
     A loopback port nobody listens on.
@@ -188,41 +218,20 @@ class StreamingTests(IntegrationTestCase):
         mark hold, and the whole body still arrives once the client reads.
         """
         size = 64 * 1024 * 1024
-        state = {"written": 0}
+        floods: list[Flood] = []
 
         def sendForever(conn: RawBackendConnection) -> None:
             conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
-            block = b"x" * 65536
-
-            class Push:
-                paused = False
-
-                def pauseProducing(self) -> None:
-                    self.paused = True
-
-                def resumeProducing(self) -> None:
-                    self.paused = False
-                    while not self.paused and state["written"] < size:
-                        conn.transport.write(block)
-                        state["written"] += len(block)
-                    if state["written"] >= size:
-                        conn.transport.unregisterProducer()
-
-                def stopProducing(self) -> None:
-                    pass
-
-            push = Push()
-            conn.transport.registerProducer(push, True)
-            push.resumeProducing()
+            floods.append(Flood(conn.transport, size, b"x"))
 
         _, port = self.rawBackend(sendForever)
         lb = self.balancer([Backend("127.0.0.1", port)])
         client = await self.client(lb, b"GET /big HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         client.transport.pauseProducing()
         await deferLater(reactor, 1.0)
-        stalled = state["written"]
+        stalled = floods[0].written
         await deferLater(reactor, 0.5)
-        self.assertEqual(state["written"], stalled)
+        self.assertEqual(floods[0].written, stalled)
         self.assertLess(stalled, 24 * 1024 * 1024)
         client.transport.resumeProducing()
         received = await client.closed
@@ -238,7 +247,7 @@ class UploadTests(IntegrationTestCase):
         again.
         """
         size = 32 * 1024 * 1024
-        state = {"sent": 0, "received": 0}
+        state = {"received": 0}
 
         def countBody(conn: RawBackendConnection) -> None:
             _, _, body = conn.received.partition(b"\r\n\r\n")
@@ -256,37 +265,16 @@ class UploadTests(IntegrationTestCase):
         client = await self.client(
             lb, b"PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
         )
-        block = b"u" * 65536
-
-        class Push:
-            paused = False
-
-            def pauseProducing(self) -> None:
-                self.paused = True
-
-            def resumeProducing(self) -> None:
-                self.paused = False
-                while not self.paused and state["sent"] < size:
-                    client.transport.write(block)
-                    state["sent"] += len(block)
-                if state["sent"] >= size:
-                    client.transport.unregisterProducer()
-
-            def stopProducing(self) -> None:
-                pass
-
-        push = Push()
-        client.transport.registerProducer(push, True)
-        push.resumeProducing()
+        flood = Flood(client.transport, size, b"u")
         await waitFor(lambda: bool(factory.connections) and factory.connections[0].handled)
         backend = factory.connections[0]
         await waitFor(lambda: state["received"] > 0)
-        self.assertLess(state["sent"], size)
+        self.assertLess(flood.written, size)
         backend.transport.pauseProducing()
         await deferLater(reactor, 1.0)
-        stalled = state["sent"]
+        stalled = flood.written
         await deferLater(reactor, 0.5)
-        self.assertEqual(state["sent"], stalled)
+        self.assertEqual(flood.written, stalled)
         self.assertLess(stalled - state["received"], 24 * 1024 * 1024)
         backend.transport.resumeProducing()
         await waitFor(lambda: b"\r\n\r\nok" in client.received, seconds=30)

@@ -91,6 +91,32 @@ def portsFree(*ports: int) -> bool:
     return True
 
 
+def startTxlb(testCase: SynchronousTestCase, port: int, *args: str) -> subprocess.Popen[str]:
+    """
+    Start C{twistd -n --pidfile= txlb ARGS} from an empty folder, as a user
+    would, and wait until it listens on C{port} (without sending a request,
+    which would take a pick).
+    """
+    directory = testCase.mktemp()
+    os.mkdir(directory)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "txlb", *args],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    testCase.addCleanup(process.kill)
+    deadline = time.monotonic() + 20
+    while portsFree(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            testCase.fail(f"txlb {' '.join(args)} did not start listening")
+        time.sleep(0.1)
+    return process
+
+
 class QuickStartTests(SynchronousTestCase):
     def test_demo(self) -> None:
         """
@@ -100,25 +126,7 @@ class QuickStartTests(SynchronousTestCase):
         """
         if not portsFree(8080, 8081, 8082, 8083):
             raise self.skipTest("ports 8080-8083 are in use")
-        directory = self.mktemp()
-        os.mkdir(directory)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "txlb", "--demo"],
-            cwd=directory,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.addCleanup(process.kill)
-        # Wait for the port to accept, without sending a request that would
-        # take the first pick.
-        deadline = time.monotonic() + 20
-        while portsFree(8080):
-            if time.monotonic() > deadline or process.poll() is not None:
-                self.fail("txlb --demo did not start listening")
-            time.sleep(0.1)
+        process = startTxlb(self, 8080, "--demo")
         bodies = [
             urllib.request.urlopen("http://127.0.0.1:8080/ping", timeout=5).read().decode()
             for _ in range(6)
@@ -174,32 +182,9 @@ class GracefulStopTests(SynchronousTestCase):
         self.addCleanup(backend.server_close)
         self.addCleanup(backend.shutdown)
         port = freePort()
-        directory = self.mktemp()
-        os.mkdir(directory)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        process = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "txlb",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--backends",
-                f"127.0.0.1:{backend.server_address[1]}",
-            ],
-            cwd=directory,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.addCleanup(process.kill)
-        deadline = time.monotonic() + 20
-        while portsFree(port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                self.fail("txlb did not start listening")
-            time.sleep(0.1)
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        backendAddress = f"127.0.0.1:{backend.server_address[1]}"
+        process = startTxlb(self, port, "--listen", listen, "--backends", backendAddress)
         answers: list[bytes] = []
         slow = threading.Thread(
             target=lambda: answers.append(
