@@ -203,3 +203,47 @@ class GracefulStopTests(SynchronousTestCase):
         self.assertEqual(process.returncode, 0, output)
         self.assertIn("Received SIGTERM: stopping gracefully", output)
         self.assertIn("Waiting for 1 requests in flight (at most 30.0 s)", output)
+
+
+class ReloadSignalTests(SynchronousTestCase):
+    def test_sighup(self) -> None:
+        """
+        SIGHUP makes a running txlb re-read its configuration file: new
+        requests go to the backends the file now lists.
+        """
+        first, second = (
+            http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler) for _ in range(2)
+        )
+        for backend in (first, second):
+            threading.Thread(target=backend.serve_forever, daemon=True).start()
+            self.addCleanup(backend.server_close)
+            self.addCleanup(backend.shutdown)
+        port = freePort()
+        path = os.path.abspath(self.mktemp())
+
+        def configure(backend: http.server.ThreadingHTTPServer) -> None:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(
+                    f'listen = "tcp:{port}:interface=127.0.0.1"\n'
+                    f'backends = ["127.0.0.1:{backend.server_address[1]}"]\n'
+                )
+
+        configure(first)
+        process = startTxlb(self, port, "--config", path)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        configure(second)
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        self.assertIn(f"Reloaded {path}", output)
+        backends = [
+            line.split("backend=")[1].split()[0]
+            for line in output.splitlines()
+            if "client=" in line
+        ]
+        self.assertEqual(
+            backends,
+            [f"127.0.0.1:{first.server_address[1]}", f"127.0.0.1:{second.server_address[1]}"],
+        )
