@@ -13,14 +13,14 @@ with a generated configuration in a temporary directory.  Every server is
 started here, polled until it answers on 127.0.0.1, warmed up, measured with
 wrk, and stopped again in a C{finally} block.
 
-Only the standard library is used.  Run C{python bench/run.py --help}.
+Only the standard library (and bench/common.py) is used.  Run
+C{python bench/run.py --help}.
 """
 
 import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,21 +28,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-HOST = "127.0.0.1"
-HERE = os.path.dirname(os.path.abspath(__file__))
-RPR_SERVER = os.path.join(HERE, "rpr_server.py")
-CHECKOUT = os.path.dirname(HERE)
-CHECKOUT_ENV = dict(
-    os.environ,
-    PYTHONPATH=os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")])),
+from common import (
+    CHECKOUT,
+    HERE,
+    HOST,
+    Processes,
+    exitOnSigterm,
+    freePorts,
+    txlbArgv,
+    txlbEnv,
 )
-TWISTD = "from twisted.scripts.twistd import run; run()"
+
+RPR_SERVER = os.path.join(HERE, "rpr_server.py")
+CHECKOUT_ENV = txlbEnv(CHECKOUT)
 ALL_TARGETS = ("nginx", "rpr", "txlb")
 BACKENDS = 3
 
 STARTUP_TRIES = 150  # polls of STARTUP_DELAY seconds each: 15 s at most
 STARTUP_DELAY = 0.1
-STOP_TIMEOUT = 5.0
 WRK_GRACE = 30.0  # seconds wrk may overrun its -d before it is killed
 
 NGINX_CONFIG = """\
@@ -134,68 +137,6 @@ class Result:
         return bool(self.failure or self.errors or not self.requests)
 
 
-class Processes:
-    """
-    The subprocesses started by the benchmark; L{stopAll} ends them all.
-    """
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs = []
-
-    def start(self, name, argv, env=None):
-        """
-        Start C{argv} in its own session with output to C{TMP/NAME.out}.
-
-        @return: the process and the path of its output file.
-        """
-        out = os.path.join(self.tmp, name + ".out")
-        with open(out, "wb") as f:
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-        self.procs.append(proc)
-        return proc, out
-
-    def stopAll(self):
-        """
-        Terminate every process, then kill its process group if it lingers.
-        """
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(STOP_TIMEOUT)
-
-
-def freePorts(count):
-    """
-    Pick C{count} distinct free TCP ports on 127.0.0.1.
-    """
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def tail(paths, lines=15):
     """
     The last C{lines} lines of each non-empty file in C{paths}, for errors.
@@ -257,8 +198,8 @@ def startNginx(procs, tmp, ports, nginx):
     errors = os.path.join(tmp, "nginx-error.log")
     with open(config, "w") as f:
         f.write(NGINX_CONFIG.format(tmp=tmp, errors=errors, servers=servers))
-    proc, out = procs.start("nginx", [nginx, "-p", tmp + "/", "-e", errors, "-c", config])
-    return proc, (out, errors)
+    proc = procs.start("nginx", [nginx, "-p", tmp + "/", "-e", errors, "-c", config])
+    return proc, (procs.output("nginx"), errors)
 
 
 def startRPR(procs, tmp, python, port, backend):
@@ -266,8 +207,8 @@ def startRPR(procs, tmp, python, port, backend):
     Start bench/rpr_server.py proxying to the single nginx port C{backend}.
     """
     log = os.path.join(tmp, "rpr.log")
-    proc, out = procs.start("rpr", [python, RPR_SERVER, str(port), str(backend), log])
-    return proc, (out, log)
+    proc = procs.start("rpr", [python, RPR_SERVER, str(port), str(backend), log])
+    return proc, (procs.output("rpr"), log)
 
 
 def startTxlb(procs, tmp, python, port, backends, algo):
@@ -278,23 +219,9 @@ def startTxlb(procs, tmp, python, port, backends, algo):
     whatever copy may be installed.
     """
     log = os.path.join(tmp, "txlb.log")
-    argv = [
-        python,
-        "-c",
-        TWISTD,
-        "-n",
-        "--pidfile=",
-        "--logfile=" + log,
-        "txlb",
-        "--listen",
-        f"tcp:{port}:interface={HOST}",
-        "--backends",
-        ",".join(f"{HOST}:{p}" for p in backends),
-    ]
-    if algo:
-        argv += ["--algo", algo]
-    proc, out = procs.start("txlb", argv, env=CHECKOUT_ENV)
-    return proc, (out, log)
+    argv = txlbArgv(python, log, port, backends, algo=algo)
+    proc = procs.start("txlb", argv, env=CHECKOUT_ENV)
+    return proc, (procs.output("txlb"), log)
 
 
 def toMs(value, unit):
@@ -548,19 +475,12 @@ def run(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _terminated(signum, frame):
-    """
-    Turn SIGTERM into an exception so the C{finally} cleanup runs.
-    """
-    raise SystemExit(f"terminated by signal {signum}")
-
-
 def main(argv=None):
     """
     Entry point: run the benchmark, exit 1 with a one-line error on failure.
     """
     args = parseArgs(argv)
-    signal.signal(signal.SIGTERM, _terminated)
+    exitOnSigterm()
     try:
         run(args)
     except BenchError as e:

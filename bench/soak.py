@@ -24,8 +24,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,11 +32,20 @@ import time
 import uuid
 from dataclasses import dataclass
 
-HOST = "127.0.0.1"
-HERE = os.path.dirname(os.path.abspath(__file__))
-CHECKOUT = os.path.dirname(HERE)
+from common import (
+    CHECKOUT,
+    HERE,
+    HOST,
+    STOP_TIMEOUT,
+    TWISTD,
+    Processes,
+    exitOnSigterm,
+    freePorts,
+    txlbArgv,
+    txlbEnv,
+)
+
 BACKEND_SCRIPT = os.path.join(HERE, "soak_backend.py")
-TWISTD = "from twisted.scripts.twistd import run; run()"
 BACKENDS = 3
 
 #: The txlb options the soak runs with.  Those that C{twistd txlb --help}
@@ -64,7 +71,6 @@ MAX_SECONDS = 3600
 MAX_CONCURRENCY = 128
 QUICK_SECONDS = 30
 STARTUP_TIMEOUT = 15.0  # seconds for a process to answer after it starts
-STOP_TIMEOUT = 5.0
 CONTROL_TIMEOUT = 2.0  # seconds for a direct request to a backend
 PROGRESS_EVERY = 10.0
 FAULT_KINDS = ("kill", "hang", "reset")
@@ -81,77 +87,7 @@ class SoakError(Exception):
     """
 
 
-# Processes
-
-
-class Processes:
-    """
-    Every subprocess the soak starts; L{stopAll} ends those still running.
-    """
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs = []
-
-    def start(self, name, argv, env=None):
-        """
-        Start C{argv} in its own session, appending its output to
-        C{TMP/NAME.out} (a restarted backend keeps one file).
-        """
-        with open(os.path.join(self.tmp, name + ".out"), "ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def kill(proc):
-        """
-        C{SIGKILL} C{proc} and reap it.
-        """
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(STOP_TIMEOUT)
-
-    def stopAll(self):
-        """
-        Terminate every process still running, then kill its process group
-        if it lingers.
-        """
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(STOP_TIMEOUT)
-
-
-def freePorts(count):
-    """
-    Pick C{count} distinct free TCP ports on 127.0.0.1.
-    """
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+# Backends
 
 
 def directRequest(port, method, target, timeout=CONTROL_TIMEOUT):
@@ -204,9 +140,11 @@ class Backend:
 
     def kill(self):
         """
-        C{SIGKILL} the process.
+        C{SIGKILL} the process and reap it.
         """
-        self.procs.kill(self.proc)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
 
     def serving(self):
         """
@@ -235,7 +173,7 @@ class Backend:
             if self.proc.poll() is not None:
                 raise SoakError(
                     f"{self.name} exited with code {self.proc.returncode}\n"
-                    + tail(os.path.join(self.procs.tmp, self.name + ".out"))
+                    + tail(self.procs.output(self.name))
                 )
             if self.serving():
                 return
@@ -244,14 +182,6 @@ class Backend:
 
 
 # txlb
-
-
-def txlbEnv(source):
-    """
-    The environment for twistd: txlb imported from C{source} first.
-    """
-    path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path)
 
 
 def describeSource(source):
@@ -318,22 +248,7 @@ def startTxlb(procs, env, port, backends, options, algo):
     wait until a C{GET /item} through it answers 200.
     """
     log = os.path.join(procs.tmp, "txlb.log")
-    argv = [
-        sys.executable,
-        "-c",
-        TWISTD,
-        "-n",
-        "--pidfile=",
-        "--logfile=" + log,
-        "txlb",
-        "--listen",
-        f"tcp:{port}:interface={HOST}",
-        "--backends",
-        ",".join(f"{HOST}:{b.port}" for b in backends),
-        *options,
-    ]
-    if algo:
-        argv += ["--algo", algo]
+    argv = txlbArgv(sys.executable, log, port, [b.port for b in backends], options, algo)
     proc = procs.start("txlb", argv, env=env)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     status = None
@@ -341,7 +256,7 @@ def startTxlb(procs, env, port, backends, options, algo):
         if proc.poll() is not None:
             raise SoakError(
                 f"txlb exited with code {proc.returncode}\n"
-                + tail(os.path.join(procs.tmp, "txlb.out"))
+                + tail(procs.output("txlb"))
                 + tail(log)
             )
         status = directRequest(port, "GET", "/item?n=startup", timeout=1.0)[0]
@@ -1178,19 +1093,12 @@ def parseArgs(argv):
     return args
 
 
-def _terminated(signum, frame):
-    """
-    Turn SIGTERM into an exception so the C{finally} cleanup runs.
-    """
-    raise SystemExit(f"terminated by signal {signum}")
-
-
 def main(argv=None):
     """
     Entry point: run the soak, print the report, exit 0 only if all passed.
     """
     args = parseArgs(argv)
-    signal.signal(signal.SIGTERM, _terminated)
+    exitOnSigterm()
     tmp = tempfile.mkdtemp(prefix="txlb-soak-")
     procs = Processes(tmp)
     try:
