@@ -153,3 +153,41 @@ class StreamingTests(SynchronousTestCase):
         channel.connectionLost(Failure(ConnectionLost()))
         self.assertTrue(toBackend.disconnecting)
         self.assertEqual(harness.backends[0].active, 0)
+
+
+class UploadTimingTests(SynchronousTestCase):
+    def test_responseTimeoutAfterBody(self) -> None:
+        """
+        The response timeout counts from the end of the upload: a slow
+        client does not get a 504, nor the backend a failure, while its body
+        is still coming.
+        """
+        harness = Harness(self, responseTimeout=30, clientTimeout=100)
+        channel, client = harness.client(
+            b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabcd"
+        )
+        harness.backend()
+        harness.reactor.advance(60)
+        self.assertEqual(client.value(), b"")
+        channel.dataReceived(b"efghij")
+        harness.reactor.advance(29)
+        self.assertEqual(client.value(), b"")
+        harness.reactor.advance(1)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 504 Gateway Time-out\r\n"))
+        self.assertEqual(harness.backends[0].failures, 1)
+
+    def test_chunkedClientLeaves(self) -> None:
+        """
+        A client that leaves in the middle of a chunked upload releases the
+        backend, is logged, and causes no error.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\na\r\naaaaaaaaaa\r\n"
+        )
+        _, toBackend = harness.backend()
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(harness.backends[0].active, 0)
+        self.assertIn("client disconnected", harness.accessLog()[-1])
+        self.assertTrue(toBackend.disconnecting)

@@ -454,12 +454,26 @@ class _Exchange:
         self.resource.pool.sending(backend)
         self.timedOut = False
         self.connected = None
-        self.timer = self.resource._reactor.callLater(
-            self.resource.settings.responseTimeout, self._responseTimedOut
-        )
+        self._stopTimer()
+        if self.body is None:
+            self._startResponseTimer()
+        else:
+            # The response timeout counts from the end of the upload: a slow
+            # client is not the backend's fault.
+            self.body.whenSent = self._startResponseTimer
         self.sending = self.resource.send(self, backend)
         self.sending.addCallbacks(self._gotResponse, self._sendFailed)
         self.sending.addErrback(self._internalError)
+
+    def _startResponseTimer(self) -> None:
+        self.timer = self.resource._reactor.callLater(
+            self.resource.settings.responseTimeout, self._responseTimedOut
+        )
+
+    def _stopTimer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
     def _responseTimedOut(self) -> None:
         self.timedOut = True
@@ -471,15 +485,14 @@ class _Exchange:
     def _gotResponse(self, response: IResponse) -> None:
         self.firstByte = self.resource._reactor.seconds()
         self.sending = None
-        self.timer.cancel()
+        self._stopTimer()
         self.resource.pool.succeeded(self.backend)  # type: ignore[arg-type]
         self.queue.put(response)
         response.deliverBody(_BodyFeeder(self))
 
     def _sendFailed(self, failure: Failure) -> None:
         self.sending = None
-        if self.timer.active():
-            self.timer.cancel()
+        self._stopTimer()
         if self.clientGone:
             self.queue.put(failure)
             return
@@ -705,14 +718,13 @@ class _Exchange:
         outcome.
         """
         self.over = True
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
+        self._stopTimer()
         backend = self.backend
         assert backend is not None
-        if self.body is not None:
-            self.body.discard()
         self.resource.pool.done(backend)
         self.resource.forget(self)
+        if self.body is not None:
+            self.body.discard()
         self.resource.ended(
             Outcome(
                 self.request,

@@ -5,6 +5,7 @@ Request bodies streamed to the backend as they arrive.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -31,7 +32,11 @@ class StreamingBody:
 
     @ivar started: Whether the request has been handed to the resource.
     @ivar complete: Whether the whole body has arrived.
+    @ivar whenSent: Called when the whole body has been sent to the backend
+        of the current attempt.
     """
+
+    whenSent: Callable[[], None] | None = None
 
     def __init__(self, length: int | None, client: Any) -> None:
         self.length = UNKNOWN_LENGTH if length is None else length
@@ -86,7 +91,9 @@ class StreamingBody:
             return
         self._discarding = True
         if self._consumer is not None:
-            _transportOf(self._consumer).abortConnection()
+            transport = _transportOf(self._consumer)
+            if transport is not None:
+                transport.abortConnection()
             self._consumer = self._done = None
         self._waiting.clear()
         self._waitingBytes = 0
@@ -126,6 +133,8 @@ class StreamingBody:
         if self.complete and not self._waiting and self._done is not None:
             done, self._done, self._consumer = self._done, None, None
             done.callback(None)
+            if self.whenSent is not None:
+                self.whenSent()
 
     # IBodyProducer, for Agent.
 
@@ -151,6 +160,6 @@ def _transportOf(consumer: Any) -> Any:
     """
     The connection under the consumer Agent gives a body producer: a
     C{LengthEnforcingConsumer} (C{_consumer}) or a C{ChunkedEncoder}
-    (C{transport}).
+    (C{transport}), or L{None} once Agent has let go of it.
     """
-    return getattr(consumer, "_consumer", None) or consumer.transport
+    return getattr(consumer, "_consumer", None) or getattr(consumer, "transport", None)
