@@ -175,6 +175,25 @@ class PoolTests(SynchronousTestCase):
         outs = [m for m in self.messages() if "is out for" in m]
         self.assertEqual(len(outs), 2)
 
+    def test_probeWithoutVerdict(self) -> None:
+        """
+        A probe that ends with no verdict (its client left) lets the next
+        request probe again.
+        """
+        self.failTimes(self.b, 3)
+        self.clock.advance(10)
+        self.pool.sending(self.b)
+        self.pool.done(self.b)
+        self.assertIn(self.b, self.pool.candidates())
+
+    def test_drainingStaysOutInPanic(self) -> None:
+        """
+        In panic mode, draining backends are still left out.
+        """
+        self.a.draining = True
+        self.b.healthy = self.c.healthy = False
+        self.assertEqual(self.pool.candidates(), [self.b, self.c])
+
     def test_activeCount(self) -> None:
         """
         The active count goes up when a request is sent and down when it is

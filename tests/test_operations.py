@@ -198,7 +198,7 @@ class ReloadTests(SynchronousTestCase):
         self.assertIs(harness.resource.algorithm, before)
         self.assertIn(
             "Reload failed, the configuration stays as it was: --backends: '127.0.0.1:8081=0': "
-            "the weight must be a whole number of at least 1",
+            "the weight must be a whole number from 1 to 1000",
             harness.messages(),
         )
         self.assertIn(
@@ -238,6 +238,39 @@ class ReloadTests(SynchronousTestCase):
         channel.dataReceived(GET)
         second, _ = harness.backend()
         self.assertEqual(second.transport.getPeer().port, 8082)
+
+    def test_healthChecksTurnedOff(self) -> None:
+        """
+        A reload that turns active checks off forgets their verdicts.
+        """
+        harness = ServiceHarness(self, CONFIG + 'health-path = "/health"\n')
+        harness.backends[1].healthy = False
+        harness.backends[1].health = "failed: status 503"
+        harness.service.reload()
+        self.assertEqual([(b.healthy, b.health) for b in harness.backends], [(True, None)] * 2)
+
+    def test_healthChecksApplied(self) -> None:
+        """
+        A reload applies new health-check, passive-check and connect-timeout
+        settings.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG + 'health-path = "/h"\nmax-fails = 7\nfail-timeout = 3\nconnect-timeout = 1.5\n'
+        )
+        harness.service.reload()
+        self.assertEqual(harness.service._health.path, "/h")  # type: ignore[union-attr]
+        self.assertEqual((harness.pool.maxFails, harness.pool.failTimeout), (7, 3.0))
+        self.assertEqual(harness.resource.agent.connectTimeout, 1.5)
+
+    def test_clientTimeout(self) -> None:
+        """
+        A reload changes the idle timeout of new client connections.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(CONFIG + "client-timeout = 2\n")
+        harness.service.reload()
+        self.assertEqual(harness.site.timeOut, 2.0)
 
     def test_listenNeedsRestart(self) -> None:
         """
@@ -351,11 +384,16 @@ class AdminTests(SynchronousTestCase):
         """
         table = [
             ({"address": "127.0.0.1:0"}, 400, "'127.0.0.1:0': bad port '0' (expected 1-65535)"),
-            ({"address": "x:1", "weight": 0}, 400, "weight must be a whole number of at least 1"),
+            ({"address": "x:1", "weight": 0}, 400, "weight must be a whole number from 1 to 1000"),
+            (
+                {"address": "x:1", "weight": 1001},
+                400,
+                "weight must be a whole number from 1 to 1000",
+            ),
             (
                 {"address": "x:1", "weight": True},
                 400,
-                "weight must be a whole number of at least 1",
+                "weight must be a whole number from 1 to 1000",
             ),
             ({"weight": 1}, 400, 'expected {"address": "HOST:PORT", "weight": N}'),
             (b"{not json", 400, "the body is not JSON"),

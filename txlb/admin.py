@@ -30,7 +30,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import __version__
-from txlb.backend import Backend, parseBackend
+from txlb.backend import MAX_WEIGHT, Backend, parseBackend
 from txlb.statuspage import StatusPage
 
 if TYPE_CHECKING:
@@ -207,8 +207,8 @@ def _body(request: server.Request) -> dict[str, Any]:
 
 
 def _checkWeight(weight: object) -> None:
-    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-        raise _AdminError(http.BAD_REQUEST, "weight must be a whole number of at least 1")
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
+        raise _AdminError(http.BAD_REQUEST, f"weight must be a whole number from 1 to {MAX_WEIGHT}")
 
 
 def _describe(backend: Backend, now: float) -> dict[str, Any]:

@@ -11,6 +11,10 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.client import URI
 
+#: The largest weight: weighted round robin keeps a schedule as long as the
+#: sum of the weights.
+MAX_WEIGHT = 1000
+
 #: Seconds over which the request rate is averaged (the current one, still
 #: counting, is left out).
 RATE_WINDOW = 11
@@ -168,7 +172,9 @@ class BackendPool:
         if not self.panicking:
             self.panicking = True
             self._log.warn("Every backend is down: trying them all until one recovers")
-        untried = [b for b in self.backends if b not in exclude] or list(self.backends)
+        # Draining backends stay out even now: they are being taken away.
+        serving = [b for b in self.backends if not b.draining] or list(self.backends)
+        untried = [b for b in serving if b not in exclude] or serving
         return [b for b in untried if b.healthy] or untried
 
     def sending(self, backend: Backend) -> None:
@@ -181,9 +187,11 @@ class BackendPool:
 
     def done(self, backend: Backend) -> None:
         """
-        A request sent to C{backend} is over.
+        A request sent to C{backend} is over.  If it was a probe and ended
+        with no verdict (its client left), the next request probes again.
         """
         backend.active -= 1
+        backend.probing = False
 
     def succeeded(self, backend: Backend) -> None:
         """
@@ -236,8 +244,8 @@ def parseBackend(spec: str) -> Backend:
     address, sep, weightText = text.partition("=")
     weight = 1
     if sep:
-        if not weightText.isdigit() or int(weightText) < 1:
-            raise ValueError("the weight must be a whole number of at least 1")
+        if not weightText.isdigit() or not 1 <= int(weightText) <= MAX_WEIGHT:
+            raise ValueError(f"the weight must be a whole number from 1 to {MAX_WEIGHT}")
         weight = int(weightText)
     if address.startswith("["):
         host, _, portText = address[1:].partition("]")

@@ -426,6 +426,9 @@ class LoadBalancerService(MultiService):
         if self._health is not None:
             self._health.disownServiceParent()
             self._health = None
+            for backend in self.resource.pool.backends:
+                # Only new checks may say a backend is down now.
+                backend.healthy, backend.health = True, None
         if config["health-path"] is not None:
             self._health = HealthChecker(
                 self.resource.pool,
@@ -489,6 +492,8 @@ class LoadBalancerService(MultiService):
         resource.agent.connectTimeout = new["connect-timeout"]
         resource.setBackends(new["backends"], ALGORITHMS[new["algo"]])
         resource.settings = new.settings()
+        # The idle timeout of client connections made from now on.
+        self.site.timeOut = new["client-timeout"]
         self._checkHealth(new)
         self.config = new
 

@@ -324,6 +324,7 @@ class Tunnel:
         if self.over:
             # The client left and the attempt was cancelled.
             return
+        self.resource.pool.failed(self.backend, proxy._describe(failure))
         if failure.check(TimeoutError):
             self._fail(http.GATEWAY_TIMEOUT, "connect timeout")
         else:
@@ -374,6 +375,8 @@ class Tunnel:
                 return
             head, self.received = self.received[: end + 4], self.received[end + 4 :]
             code = statusCode(head)
+            if code is not None:
+                self.resource.pool.succeeded(self.backend)
             if code is None:
                 self._fail(http.BAD_GATEWAY, "malformed response head")
             elif code == http.SWITCHING:
