@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError, TimeoutError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    TimeoutError,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -204,6 +209,9 @@ class TimeoutTests(SynchronousTestCase):
         )
         self.assertTrue(client.disconnecting)
         self.assertEqual(harness.reactor.tcpClients, [])
+        self.assertIn(
+            "method=GET path=/ \N{RIGHTWARDS ARROW} backend=- status=408", harness.accessLog()[0]
+        )
 
     def test_idleKeepAlive(self) -> None:
         """
@@ -299,6 +307,27 @@ class LimitTests(SynchronousTestCase):
         )
         self.assertTrue(client.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n"))
         self.assertTrue(client.disconnecting)
+
+    def test_refusedLogged(self) -> None:
+        """
+        Each refusal gets its one access-log line and is counted: before
+        the request is forwarded, and after (a chunked body growing too
+        large).
+        """
+        harness = Harness(self, maxBodySize=4)
+        harness.client(POST)
+        channel, _ = harness.client(
+            b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n"
+        )
+        channel.connectionLost(Failure(ConnectionDone()))
+        lines = harness.accessLog()
+        self.assertEqual(len(lines), 2)
+        self.assertIn("method=POST path=/order \N{RIGHTWARDS ARROW} backend=- status=413", lines[0])
+        self.assertIn('status=413 ms=0.0 error="Content Too Large"', lines[1])
+        self.assertIn(
+            b'txlb_requests_total{backend="-",code="413"} 1.0',
+            harness.resource.metrics.exposition(),
+        )
 
     def test_atLimit(self) -> None:
         """

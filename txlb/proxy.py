@@ -238,6 +238,19 @@ class LoadBalancerResource(Resource):
         """
         return len(self._exchanges)
 
+    def refused(self, channel: Any, request: server.Request | None, code: int, why: str) -> None:
+        """
+        The client connection answered C{code} itself (a head too slow or too
+        large, a body too large) and closed.
+        """
+        clientHost = getattr(channel.transport.getPeer(), "host", "")
+        if request is not None and hasattr(channel, "_command"):
+            # Twisted sets these when the whole request is in; the request
+            # line was read, though.
+            request.method, request.uri = channel._command, channel._path
+        now = self._reactor.seconds()
+        self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info))
+
     def ended(self, outcome: Outcome) -> None:
         """
         A request is over: count it, and log the one line it gets.
@@ -254,12 +267,12 @@ class LoadBalancerResource(Resource):
         request = outcome.request
         fields = {
             "client": outcome.clientHost,
-            "method": request.method.decode("ascii", "replace"),
-            "target": request.uri.decode("ascii", "backslashreplace"),
+            "method": _text(getattr(request, "method", None)),
+            "target": _text(getattr(request, "uri", None)),
             "backend": address,
             "status": outcome.status,
             "bytesIn": getattr(request, "bodyBytes", 0),
-            "bytesOut": request.sentLength,
+            "bytesOut": getattr(request, "sentLength", 0),
             "connectMs": _milliseconds(outcome.connected, outcome.started),
             "firstByteMs": _milliseconds(outcome.firstByte, outcome.started),
             "totalMs": round(seconds * 1000, 1),
@@ -278,6 +291,15 @@ class LoadBalancerResource(Resource):
             detail="" if outcome.error is None else f' error="{outcome.error}"',
             **fields,
         )
+
+
+def _text(value: bytes | str | None) -> str:
+    """
+    A request's method or target for the log; C{-} before it was read.
+    """
+    if not isinstance(value, bytes):
+        return "-"
+    return value.decode("ascii", "backslashreplace")
 
 
 def _milliseconds(moment: float | None, started: float) -> float | None:
@@ -303,7 +325,7 @@ class Outcome:
     @ivar firstByte: When the backend's response head arrived, or L{None}.
     """
 
-    request: server.Request
+    request: server.Request | None
     clientHost: str
     backend: Backend | None
     status: int | None
@@ -604,7 +626,7 @@ class _Exchange:
         No backend gave a response: say why, unless the client left.
         """
         if self.clientGone or failure.check(CancelledError):
-            self._over(None, "client disconnected", LogLevel.info, CLIENT_GONE)
+            self._clientGoneOver(None)
             return
         code = http.BAD_GATEWAY
         if failure.check(_ResponseTimeoutError):
@@ -654,7 +676,7 @@ class _Exchange:
             return
         request, code = self.request, self.request.code
         if self.clientGone:
-            self._over(code, "client disconnected", LogLevel.info, CLIENT_GONE)
+            self._clientGoneOver(code)
             return
         request.unregisterProducer()
         if _complete(item.reason, self.response):  # type: ignore[arg-type]
@@ -711,6 +733,17 @@ class _Exchange:
             self.clientPaused = False
             if self.waiting is None:
                 self._take()
+
+    def _clientGoneOver(self, code: int | None) -> None:
+        """
+        End an exchange whose client connection closed: because txlb refused
+        the rest of the request, or because the client left.
+        """
+        refused = getattr(self.request, "refused", None)
+        if refused is not None:
+            self._over(refused[0], refused[1], LogLevel.info, NORMAL)
+        else:
+            self._over(code, "client disconnected", LogLevel.info, CLIENT_GONE)
 
     def _over(self, code: int | None, error: str | None, level: LogLevel, flag: str) -> None:
         """

@@ -38,6 +38,8 @@ class TransparentRequest(server.Request):
 
     defaultContentType = None
     stream: StreamingBody | None = None
+    #: The status and reason txlb refused this request with, once forwarded.
+    refused: tuple[int, str] | None = None
     bodyBytes = 0
     _finishWhenReceived = False
 
@@ -169,11 +171,18 @@ class ProxyChannel(http.HTTPChannel):
     def refuse(self, status: bytes) -> None:
         """
         Answer C{status} with an empty body and close the connection,
-        reading nothing more from it.
+        reading nothing more from it; the request gets its access-log line
+        (from the proxy, if it already had the request).
         """
         if self._refused:
             return
         self._refused = True
+        code, _, reason = status.partition(b" ")
+        request = self.requests[-1] if self.requests else None
+        if request is not None and request.stream is not None and request.stream.started:
+            request.refused = int(code), reason.decode()
+        else:
+            self.site.resource.refused(self, request, int(code), reason.decode())  # type: ignore[attr-defined]
         self._cancelHeadDeadline()
         self.setTimeout(None)
         assert self.transport is not None
