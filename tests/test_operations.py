@@ -472,6 +472,22 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(code, 200)
         self.assertIn(b'fetch("status"', page)
 
+    def test_crossSiteWithoutToken(self) -> None:
+        """
+        Without a token, a change a browser sends from a web page (it
+        carries Origin) is refused; one from a command-line client is not.
+        """
+        admin = StubTreq(AdminResource(self.harness.service, None))
+        for origin, code in [(b"http://evil.example", 403), (None, 200)]:
+            headers = Headers()
+            if origin is not None:
+                headers.addRawHeader(b"Origin", origin)
+            response = self.successResultOf(
+                admin.post("http://admin/backends/127.0.0.1:8081/drain", headers=headers)
+            )
+            self.assertEqual(response.code, code)
+        self.assertTrue(self.harness.backends[0].draining)
+
     def test_notFoundAndNotAllowed(self) -> None:
         """
         Unknown paths get 404 and wrong methods 405, in JSON.

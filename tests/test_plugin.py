@@ -192,11 +192,19 @@ class GracefulStopTests(SynchronousTestCase):
             )
         )
         slow.start()
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(idle.close)
+        idle.sendall(b"GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"done\n"):
+            answer += idle.recv(4096)
         time.sleep(0.4)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # The idle kept-alive connection is closed at once.
+        self.assertEqual(idle.recv(4096), b"")
         slow.join(10)
         output, _ = process.communicate(timeout=20)
         self.assertEqual(answers, [b"done\n"])

@@ -392,17 +392,29 @@ class DrainTests(SynchronousTestCase):
     What a graceful stop relies on.
     """
 
-    def test_whenIdleWaitsForRequests(self) -> None:
+    def test_inFlight(self) -> None:
         """
-        C{whenIdle} fires once the last request in flight has ended.
+        A request counts as in flight until it has ended.
         """
         harness = Harness(self)
         harness.client(GET)
-        idle = harness.resource.whenIdle()
-        self.assertNoResult(idle)
+        self.assertEqual(harness.resource.inFlight(), 1)
         backend, _ = harness.backend()
         backend.dataReceived(OK)
-        self.successResultOf(idle)
+        self.assertEqual(harness.resource.inFlight(), 0)
+
+    def test_busyWithHalfAHead(self) -> None:
+        """
+        A client connection whose request head is still arriving keeps the
+        site busy, so a graceful stop waits for it; an idle one does not.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(b"POST /x HTTP/1.1\r\nHost: h\r\n")
+        self.assertTrue(harness.site.busy())
+        channel.dataReceived(b"Content-Length: 0\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        self.assertFalse(harness.site.busy())
 
     def test_closeIdleConnections(self) -> None:
         """

@@ -14,8 +14,9 @@ The admin listener: status, metrics and runtime changes over HTTP.
     it).
 
 With a token, every change needs C{Authorization: Bearer TOKEN}; reads
-never do.  Errors are JSON too: C{{"error": "..."}}, with 400, 401, 404, 405
-or 409.
+never do.  Without one, a change that carries C{Origin} (a browser's,
+perhaps for another site's page) is refused.  Errors are JSON too:
+C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
 from __future__ import annotations
@@ -94,7 +95,15 @@ class AdminAPI(Resource):
         return json.dumps(answer, indent=1).encode() + b"\n"
 
     def _authorize(self, request: server.Request) -> None:
+        """
+        Let a change through only with the token, if there is one.  Without
+        a token (a loopback-only listener), refuse changes a browser makes
+        for another site's page: browsers send C{Origin} with them, command
+        line clients do not.
+        """
         if self.token is None:
+            if request.getHeader(b"origin") is not None:
+                raise _AdminError(http.FORBIDDEN, "changes from a web page need --admin-token")
             return
         given = request.getHeader(b"authorization") or b""
         expected = b"Bearer " + self.token.encode()

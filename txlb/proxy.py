@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, DeferredQueue, maybeDeferred
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -131,7 +131,6 @@ class LoadBalancerResource(Resource):
         self.agent = agent
         self._reactor = reactor
         self._exchanges: set[_Exchange] = set()
-        self._idle: list[Deferred[None]] = []
 
     def render(self, request: server.Request) -> bytes | int:
         started = self._reactor.seconds()
@@ -216,21 +215,6 @@ class LoadBalancerResource(Resource):
         C{exchange} is over.
         """
         self._exchanges.discard(exchange)
-        if not self._exchanges:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                if not d.called:  # a caller may have given up waiting
-                    d.callback(None)
-
-    def whenIdle(self) -> Deferred[None]:
-        """
-        A L{Deferred} that fires once no request is in flight.
-        """
-        if not self._exchanges:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        return d
 
     def inFlight(self) -> int:
         """

@@ -294,6 +294,13 @@ class LoadBalancerSite(server.Site):
         for channel in list(self.channels):
             channel.closeWhenIdle()
 
+    def busy(self) -> bool:
+        """
+        Whether a client connection has a request in progress, even one
+        whose head is still arriving.
+        """
+        return any(channel.requests for channel in self.channels)
+
     def abortConnections(self) -> None:
         """
         Cut every client connection still open.

@@ -13,9 +13,10 @@ from typing import Any, cast
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -357,6 +358,11 @@ class Options(usage.Options):
         )
 
 
+#: Seconds between two looks at whether requests are still in flight during
+#: a graceful stop.
+DRAIN_POLL = 0.05
+
+
 class LoadBalancerService(MultiService):
     """
     The balancer: its listener, its health checks, its admin listener, the
@@ -526,15 +532,17 @@ class LoadBalancerService(MultiService):
                 count=resource.inFlight(),
                 timeout=timeout,
             )
-        try:
-            await resource.whenIdle().addTimeout(timeout, self._reactor)
-        except TimeoutError:
-            self._log.warn(
-                "Cutting {count} requests still in flight after {timeout} s",
-                count=resource.inFlight(),
-                timeout=timeout,
-            )
-            self.site.abortConnections()
+        deadline = self._reactor.seconds() + timeout
+        while resource.inFlight() or self.site.busy():
+            if self._reactor.seconds() >= deadline:
+                self._log.warn(
+                    "Cutting {count} requests still in flight after {timeout} s",
+                    count=resource.inFlight(),
+                    timeout=timeout,
+                )
+                self.site.abortConnections()
+                break
+            await deferLater(self._reactor, DRAIN_POLL)
         await super().stopService()
         for listener in self.listeners[1:]:
             await listener.stopService()
