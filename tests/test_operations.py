@@ -533,6 +533,83 @@ class AdminOptionTests(SynchronousTestCase):
         )
 
 
+class MetricsTests(SynchronousTestCase):
+    """
+    The counters and statistics after known traffic.
+    """
+
+    def test_retries(self) -> None:
+        """
+        Each retry is counted.
+        """
+        from twisted.internet.error import ConnectionRefusedError
+
+        harness = Harness(self)
+        harness.client(GET)
+        harness.refuse(ConnectionRefusedError())
+        harness.backend()[0].dataReceived(OK)
+        self.assertIn(b"txlb_retries_total 1.0", harness.resource.metrics.exposition())
+
+    def test_healthChecks(self) -> None:
+        """
+        Each active check is counted by backend and result, and its verdict
+        shows on the backend.
+        """
+        from treq.testing import RequestTraversalAgent
+        from twisted.web.resource import Resource
+
+        from txlb.health import HealthChecker
+
+        class Failing(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                request.setResponseCode(503)
+                return b""
+
+        harness = Harness(self)
+        checker = HealthChecker(
+            harness.pool,
+            "/h",
+            harness.reactor,
+            agent=RequestTraversalAgent(Failing()),
+            metrics=harness.resource.metrics,
+        )
+        checker.startService()
+        self.addCleanup(checker.stopService)
+        text = harness.resource.metrics.exposition()
+        self.assertIn(
+            b'txlb_health_checks_total{backend="127.0.0.1:8081",result="failed"} 1.0', text
+        )
+        self.assertEqual(harness.backends[0].health, "failed: status 503")
+
+    def test_backendStatistics(self) -> None:
+        """
+        A backend counts its requests, errors, last error, latency and rate.
+        """
+        harness = Harness(self, count=1)
+        harness.reactor.advance(100)
+        harness.client(GET)
+        backend, _ = harness.backend()
+        harness.reactor.advance(0.01)
+        backend.dataReceived(OK)
+        harness.client(GET)
+        harness.reactor.advance(0.03)
+        backend.dataReceived(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+        harness.reactor.advance(1)
+        stats = harness.backends[0]
+        self.assertEqual((stats.requests, stats.errors, stats.lastError), (2, 1, "status 500"))
+        self.assertAlmostEqual(stats.latencyMs, 0.9 * 10 + 0.1 * 30)  # type: ignore[arg-type]
+        self.assertAlmostEqual(stats.requestsPerSecond(harness.reactor.seconds()), 0.2)
+        self.assertIn(
+            b'txlb_backend_up{backend="127.0.0.1:8081"} 1.0', harness.resource.metrics.exposition()
+        )
+        harness.backends[0].healthy = False
+        self.assertIn(
+            b'txlb_backend_up{backend="127.0.0.1:8081"} 0.0', harness.resource.metrics.exposition()
+        )
+
+
 class JSONAccessLogTests(SynchronousTestCase):
     def test_object(self) -> None:
         """
@@ -585,4 +662,13 @@ class JSONAccessLogTests(SynchronousTestCase):
         harness.backend()
         channel.connectionLost(Failure(ConnectionLost()))
         cases.append("DC")
+        harness.client(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        harness.backend()
+        harness.reactor.advance(30)
+        cases.append("UT")
+        for backend in harness.backends:
+            backend.healthy = False
+        harness.client(GET)
+        harness.refuse(ConnectionRefusedError())
+        cases.append("UH")
         self.assertEqual([json.loads(line)["flag"] for line in harness.accessLog()], cases)

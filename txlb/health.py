@@ -99,6 +99,8 @@ class HealthChecker(Service):
         """
         Check each backend whose previous check has finished.
         """
+        for gone in set(self._streak) - set(self.pool.backends):
+            del self._streak[gone]
         for backend in self.pool.backends:
             if backend not in self._inFlight:
                 self._check(backend)
