@@ -134,13 +134,15 @@ class AdminAPI(Resource):
         The balancer's state, as C{GET /status} gives it.
         """
         balancer = self.balancer
-        now = balancer.clock.seconds()
+        now = balancer.reactor.seconds()
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
             "algorithm": balancer.config["algo"],
             "listen": balancer.config["listen"],
-            "backends": [_describe(backend, now) for backend in balancer.resource.pool.backends],
+            "backends": [
+                _backendStatus(backend, now) for backend in balancer.resource.pool.backends
+            ],
         }
 
     def _find(self, address: str) -> Backend:
@@ -168,7 +170,7 @@ class AdminAPI(Resource):
             raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
-        return _describe(backend, self.balancer.clock.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds())
 
     def _change(self, backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
         unknown = set(body) - {"weight", "draining"}
@@ -189,7 +191,7 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return _describe(backend, self.balancer.clock.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds())
 
     def _remove(self, backend: Backend) -> dict[str, Any]:
         resource = self.balancer.resource
@@ -198,7 +200,7 @@ class AdminAPI(Resource):
             raise _AdminError(http.CONFLICT, "cannot remove the last backend")
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return _describe(backend, self.balancer.clock.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds())
 
 
 def _body(request: server.Request) -> dict[str, Any]:
@@ -220,7 +222,7 @@ def _checkWeight(weight: object) -> None:
         raise _AdminError(http.BAD_REQUEST, f"weight must be a whole number from 1 to {MAX_WEIGHT}")
 
 
-def _describe(backend: Backend, now: float) -> dict[str, Any]:
+def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
     """
     One backend as C{/status} shows it.
     """

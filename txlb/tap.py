@@ -386,9 +386,8 @@ class LoadBalancerService(MultiService):
         self.config = config
         self.site = site
         self.resource: LoadBalancerResource = site.resource
-        self.clock = reactor
         self.started = reactor.seconds()
-        self._reactor = reactor
+        self.reactor = reactor
         self._stopping = False
         self._health: HealthChecker | None = None
         self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
@@ -415,14 +414,14 @@ class LoadBalancerService(MultiService):
             algo=self.config["algo"],
             backends=", ".join(f"{b.address} (weight {b.weight})" for b in self.config["backends"]),
         )
-        self.started = self._reactor.seconds()
+        self.started = self.reactor.seconds()
         self._checkHealth(self.config)
         super().startService()
         for listener in self.listeners:
             listener.startService()
         # After twistd's own handlers are in place, which would stop at once
         # and exit with the signal's status.
-        self._reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
 
     def _checkHealth(self, config: Options) -> None:
         """
@@ -439,7 +438,7 @@ class LoadBalancerService(MultiService):
             self._health = HealthChecker(
                 self.resource.pool,
                 config["health-path"],
-                self._reactor,
+                self.reactor,
                 interval=config["health-interval"],
                 timeout=config["health-timeout"],
                 rise=config["health-rise"],
@@ -454,7 +453,7 @@ class LoadBalancerService(MultiService):
         signal.signal(signal.SIGHUP, self._reloadSignal)
 
     def _reloadSignal(self, number: int, frame: object) -> None:
-        self._reactor.callFromThread(self.reload)
+        self.reactor.callFromThread(self.reload)
 
     def reload(self) -> bool:
         """
@@ -507,11 +506,11 @@ class LoadBalancerService(MultiService):
         name = signal.Signals(number).name
         if self._stopping:
             self._log.warn("Received {signal} again: cutting requests in flight", signal=name)
-            self._reactor.callFromThread(self.site.abortConnections)
+            self.reactor.callFromThread(self.site.abortConnections)
             return
         self._stopping = True
         self._log.info("Received {signal}: stopping gracefully", signal=name)
-        self._reactor.callFromThread(self._reactor.stop)
+        self.reactor.callFromThread(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -532,9 +531,9 @@ class LoadBalancerService(MultiService):
                 count=resource.inFlight(),
                 timeout=timeout,
             )
-        deadline = self._reactor.seconds() + timeout
+        deadline = self.reactor.seconds() + timeout
         while resource.inFlight() or self.site.busy():
-            if self._reactor.seconds() >= deadline:
+            if self.reactor.seconds() >= deadline:
                 self._log.warn(
                     "Cutting {count} requests still in flight after {timeout} s",
                     count=resource.inFlight(),
@@ -542,7 +541,7 @@ class LoadBalancerService(MultiService):
                 )
                 self.site.abortConnections()
                 break
-            await deferLater(self._reactor, DRAIN_POLL)
+            await deferLater(self.reactor, DRAIN_POLL)
         await super().stopService()
         for listener in self.listeners[1:]:
             await listener.stopService()

@@ -167,19 +167,6 @@ class BodyEnd:
         return self._remaining is None and self._chunks is None
 
 
-def rawAnswer(code: int, text: str) -> bytes:
-    """
-    txlb's plain-text error answer as raw bytes, for a connection that no
-    longer speaks HTTP through Twisted.
-    """
-    body = f"{code} {http.RESPONSES[code].decode()}: {text}\n".encode()
-    return (
-        b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (code, http.RESPONSES[code], http.datetimeToString(), len(body), body)
-    )
-
-
 @implementer(IPushProducer)
 class _Throttle:
     """
