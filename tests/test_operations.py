@@ -272,6 +272,16 @@ class ReloadTests(SynchronousTestCase):
         harness.service.reload()
         self.assertEqual(harness.site.timeOut, 2.0)
 
+    def test_undrains(self) -> None:
+        """
+        A reload applies the file as it is: a backend the admin API drained
+        serves again if the file lists it.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.backends[0].draining = True
+        harness.service.reload()
+        self.assertFalse(harness.backends[0].draining)
+
     def test_listenNeedsRestart(self) -> None:
         """
         A new listening address is not applied, and says so.

@@ -496,6 +496,9 @@ class LoadBalancerService(MultiService):
         resource.pool.failTimeout = new["fail-timeout"]
         resource.agent.connectTimeout = new["connect-timeout"]
         resource.setBackends(new["backends"], ALGORITHMS[new["algo"]])
+        for backend in resource.pool.backends:
+            # The file lists it: it serves, whatever the admin API said.
+            backend.draining = False
         resource.settings = new.settings()
         # The idle timeout of client connections made from now on.
         self.site.timeOut = new["client-timeout"]
