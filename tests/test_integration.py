@@ -80,12 +80,13 @@ async def waitFor(condition: Callable[[], bool], seconds: float = 10) -> None:
 class Flood:
     """
     Writes C{size} bytes to a transport as fast as it takes them, as its
-    push producer, counting what it wrote.
+    push producer, counting what it wrote; then closes it, if asked to.
     """
 
-    def __init__(self, transport: Any, size: int, byte: bytes) -> None:
+    def __init__(self, transport: Any, size: int, byte: bytes = b"x", close: bool = False) -> None:
         self.transport = transport
         self.size = size
+        self.close = close
         self.block = byte * 65536
         self.written = 0
         self.paused = False
@@ -102,6 +103,8 @@ class Flood:
             self.written += len(self.block)
         if self.written >= self.size:
             self.transport.unregisterProducer()
+            if self.close:
+                self.transport.loseConnection()
 
     def stopProducing(self) -> None:
         pass

@@ -29,7 +29,7 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.python.filepath import FilePath
 
-from tests.test_integration import IntegrationTestCase, waitFor
+from tests.test_integration import Flood, IntegrationTestCase, waitFor
 from txlb.backend import Backend
 from txlb.leastconn import LeastConnections
 from txlb.server import LoadBalancerSite
@@ -218,37 +218,6 @@ class Sink(Protocol):
         self.closed.callback(None)
 
 
-class Flood:
-    """
-    Writes C{size} bytes of C{x} to a transport as fast as it takes them, as
-    its push producer, counts what it wrote, and closes when done.
-    """
-
-    def __init__(self, transport: Any, size: int) -> None:
-        self.transport = transport
-        self.size = size
-        self.written = 0
-        self.paused = False
-        transport.registerProducer(self, True)
-        self.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        block = b"x" * 65536
-        while not self.paused and self.written < self.size:
-            self.transport.write(block)
-            self.written += len(block)
-        if self.written >= self.size:
-            self.transport.unregisterProducer()
-            self.transport.loseConnection()
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class FlowControlTests(WebSocketTestCase):
     """
     A side that does not read holds back the other side: what is in flight
@@ -297,7 +266,7 @@ class FlowControlTests(WebSocketTestCase):
         def switchAndFlood(sink: Sink) -> None:
             if sink.count == len(UPGRADE_TO_BACKEND) and not floods:
                 sink.transport.write(SWITCH)
-                floods.append(Flood(sink.transport, self.size))
+                floods.append(Flood(sink.transport, self.size, close=True))
 
         _, port = self.sinkBackend(switchAndFlood)
         lb = self.balancer([Backend("127.0.0.1", port)])
@@ -326,7 +295,7 @@ class FlowControlTests(WebSocketTestCase):
         lb = self.balancer([Backend("127.0.0.1", port)])
         client = await self.sinkClient(lb)
         await waitFor(lambda: client.count == len(SWITCH))
-        flood = Flood(client.transport, self.size)
+        flood = Flood(client.transport, self.size, close=True)
         await deferLater(reactor, 1.0)
         stalled = flood.written
         await deferLater(reactor, 0.5)
