@@ -109,6 +109,17 @@ class Flood:
     def stopProducing(self) -> None:
         pass
 
+    async def stalled(self) -> int:
+        """
+        Wait for the writing to stop (the reader is not reading), check it
+        stays stopped, and return how much was written.
+        """
+        await deferLater(reactor, 1.0)
+        written = self.written
+        await deferLater(reactor, 0.5)
+        assert self.written == written, f"still writing: {written} then {self.written}"
+        return written
+
 
 def freePort() -> int:
     """
@@ -231,10 +242,8 @@ class StreamingTests(IntegrationTestCase):
         lb = self.balancer([Backend("127.0.0.1", port)])
         client = await self.client(lb, b"GET /big HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         client.transport.pauseProducing()
-        await deferLater(reactor, 1.0)
-        stalled = floods[0].written
-        await deferLater(reactor, 0.5)
-        self.assertEqual(floods[0].written, stalled)
+        await waitFor(lambda: bool(floods))
+        stalled = await floods[0].stalled()
         self.assertLess(stalled, 24 * 1024 * 1024)
         client.transport.resumeProducing()
         received = await client.closed
@@ -274,10 +283,7 @@ class UploadTests(IntegrationTestCase):
         await waitFor(lambda: state["received"] > 0)
         self.assertLess(flood.written, size)
         backend.transport.pauseProducing()
-        await deferLater(reactor, 1.0)
-        stalled = flood.written
-        await deferLater(reactor, 0.5)
-        self.assertEqual(flood.written, stalled)
+        stalled = await flood.stalled()
         self.assertLess(stalled - state["received"], 24 * 1024 * 1024)
         backend.transport.resumeProducing()
         await waitFor(lambda: b"\r\n\r\nok" in client.received, seconds=30)

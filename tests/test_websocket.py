@@ -26,7 +26,6 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
-from twisted.internet.task import deferLater
 from twisted.python.filepath import FilePath
 
 from tests.test_integration import Flood, IntegrationTestCase, waitFor
@@ -272,10 +271,8 @@ class FlowControlTests(WebSocketTestCase):
         lb = self.balancer([Backend("127.0.0.1", port)])
         client = await self.sinkClient(lb)
         client.transport.pauseProducing()
-        await deferLater(reactor, 1.0)
-        stalled = floods[0].written
-        await deferLater(reactor, 0.5)
-        self.assertEqual(floods[0].written, stalled)
+        await waitFor(lambda: bool(floods))
+        stalled = await floods[0].stalled()
         self.assertLess(stalled, 24 * 1024 * 1024)
         client.transport.resumeProducing()
         await client.closed.addTimeout(30, reactor)
@@ -296,10 +293,7 @@ class FlowControlTests(WebSocketTestCase):
         client = await self.sinkClient(lb)
         await waitFor(lambda: client.count == len(SWITCH))
         flood = Flood(client.transport, self.size, close=True)
-        await deferLater(reactor, 1.0)
-        stalled = flood.written
-        await deferLater(reactor, 0.5)
-        self.assertEqual(flood.written, stalled)
+        stalled = await flood.stalled()
         self.assertLess(stalled, 24 * 1024 * 1024)
         sinks[0].transport.resumeProducing()
         await sinks[0].closed.addTimeout(30, reactor)
