@@ -77,7 +77,7 @@ class ToBackendTests(SynchronousTestCase):
             ([(b"Host", b"h"), (b"Connection", b"host")], [(b"Host", b"h")]),
             # TE: trailers survives, on its own.
             ([(b"TE", b"trailers, deflate"), (b"Connection", b"TE")], [(b"TE", b"trailers")]),
-            # Content-Length is Agent's to write.
+            # Content-Length is the backend client's to write.
             (
                 [(b"Content-Length", b"5"), (b"Content-Type", b"text/plain")],
                 [(b"Content-Type", b"text/plain")],
@@ -98,7 +98,7 @@ class ToBackendTests(SynchronousTestCase):
             ([], []),
         ]
         for sent, expected in table:
-            self.assertEqual(sorted(pairs(toBackend(headers(*sent)))), sorted(expected), sent)
+            self.assertEqual(sorted(toBackend(headers(*sent))), sorted(expected), sent)
 
     def test_inputUnchanged(self) -> None:
         """
@@ -112,24 +112,49 @@ class ToBackendTests(SynchronousTestCase):
 class ToClientTests(SynchronousTestCase):
     def test_table(self) -> None:
         """
-        Each row: the backend's response fields, what the client gets.
+        Each row: the backend's response fields, the tokens of its
+        Connection field, what the client gets.
         """
         table = [
             (
                 [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Set-Cookie", b"c=3")],
+                frozenset(),
                 [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Set-Cookie", b"c=3")],
             ),
             (
                 [(b"Server", b"nginx"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT")],
+                frozenset(),
                 [(b"Server", b"nginx"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT")],
             ),
-            # Agent leaves Trailer in; it describes the hop's chunked framing.
+            # Trailer describes the hop's chunked framing.
             (
                 [(b"Trailer", b"X-Sum"), (b"Content-Encoding", b"gzip")],
+                frozenset(),
                 [(b"Content-Encoding", b"gzip")],
             ),
-            # The Content-Length of a HEAD response stays.
-            ([(b"Content-Length", b"1234")], [(b"Content-Length", b"1234")]),
+            # The framing is the proxy's to write.
+            (
+                [(b"Content-Length", b"1234"), (b"Transfer-Encoding", b"chunked")],
+                frozenset(),
+                [],
+            ),
+            # Connection goes, and so do the fields it names, in any case.
+            (
+                [
+                    (b"Connection", b"X-Hop, keep-alive"),
+                    (b"x-hop", b"1"),
+                    (b"Keep-Alive", b"timeout=5"),
+                    (b"X-Kept", b"2"),
+                ],
+                frozenset({b"x-hop", b"keep-alive"}),
+                [(b"X-Kept", b"2")],
+            ),
+            # Names keep their case and the fields their order.
+            (
+                [(b"x-b", b"1"), (b"X-A", b"2"), (b"x-b", b"3")],
+                frozenset(),
+                [(b"x-b", b"1"), (b"X-A", b"2"), (b"x-b", b"3")],
+            ),
         ]
-        for sent, expected in table:
-            self.assertEqual(pairs(toClient(headers(*sent))), expected, sent)
+        for sent, connection, expected in table:
+            self.assertEqual(toClient(sent, connection), expected, sent)

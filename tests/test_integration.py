@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from txlb.backend import Backend
-from txlb.client import makeAgent
+from txlb.client import BackendClient
 from txlb.proxy import LoadBalancerResource
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -143,9 +143,9 @@ class IntegrationTestCase(TestCase):
         return factory, self.listen(factory)
 
     def balancer(self, backends: list[Backend], algorithm: Any = RoundRobin) -> int:
-        agent = makeAgent(reactor, connectTimeout=2)
-        self.addCleanup(agent.pool.closeCachedConnections)
-        self.resource = LoadBalancerResource(algorithm(backends), agent, reactor)
+        client = BackendClient(reactor, connectTimeout=2)
+        self.addCleanup(client.closeCachedConnections)
+        self.resource = LoadBalancerResource(algorithm(backends), client, reactor)
         return self.listen(LoadBalancerSite(self.resource))
 
     async def client(self, port: int, request: bytes) -> RawClient:

@@ -261,7 +261,7 @@ class ReloadTests(SynchronousTestCase):
         harness.service.reload()
         self.assertEqual(harness.service._health.path, "/h")  # type: ignore[union-attr]
         self.assertEqual((harness.pool.maxFails, harness.pool.failTimeout), (7, 3.0))
-        self.assertEqual(harness.resource.agent.connectTimeout, 1.5)
+        self.assertEqual(harness.resource.client.connectTimeout, 1.5)
 
     def test_clientTimeout(self) -> None:
         """

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txlb import proxy
 from txlb.backend import Backend, BackendPool
-from txlb.client import makeAgent
+from txlb.client import BackendClient
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -38,11 +38,11 @@ class Harness:
     def __init__(self, testCase: SynchronousTestCase, count: int = 2, **settings: Any) -> None:
         self.reactor = MemoryReactorClock()
         self.backends = [Backend("127.0.0.1", 8081 + i) for i in range(count)]
-        self.agent = makeAgent(self.reactor, connectTimeout=5)
+        self.backendClient = BackendClient(self.reactor, connectTimeout=5)
         self.pool = BackendPool(self.backends, self.reactor)
         self.resource = LoadBalancerResource(
             RoundRobin(self.backends),
-            self.agent,
+            self.backendClient,
             self.reactor,
             self.pool,
             ProxySettings(**settings),
@@ -763,7 +763,7 @@ class InternalErrorTests(SynchronousTestCase):
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         backend, _ = harness.backend()
 
-        def broken(received: object) -> None:
+        def broken(fields: object, connection: object) -> None:
             raise RuntimeError("bug")
 
         self.patch(proxy.headers, "toClient", broken)
@@ -806,10 +806,9 @@ class SiteTests(SynchronousTestCase):
         Backend connections are kept for reuse, more than two per backend,
         and closed before common backends' keep-alive timeouts.
         """
-        pool = Harness(self).agent.pool
-        self.assertTrue(pool.persistent)
-        self.assertGreater(pool.maxPersistentPerHost, 2)
-        self.assertLess(pool.cachedConnectionTimeout, 2)
+        client = Harness(self).backendClient
+        self.assertGreater(client.maxIdle, 2)
+        self.assertLess(client.idleTimeout, 2)
 
     def test_globalReactorByDefault(self) -> None:
         """
@@ -818,7 +817,7 @@ class SiteTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         harness = Harness(self)
-        resource = LoadBalancerResource(harness.resource.algorithm, harness.agent)
+        resource = LoadBalancerResource(harness.resource.algorithm, harness.backendClient)
         self.assertIs(resource._reactor, reactor)
 
 

@@ -641,7 +641,7 @@ class InternalErrorTests(SynchronousTestCase):
         def broken(*args: object) -> None:
             raise RuntimeError("bug")
 
-        self.patch(tunnel.proxy, "_answer", broken)
+        self.patch(tunnel, "answer", broken)
         harness.refuse(ConnectionRefusedError())
         self.assertTrue(client.disconnected)
         self.assertEqual(harness.backends[0].active, 0)

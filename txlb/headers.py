@@ -38,44 +38,53 @@ def tokens(headers: Headers, name: bytes) -> frozenset[bytes]:
     )
 
 
-def withoutHopByHop(headers: Headers, alsoDrop: frozenset[bytes] = frozenset()) -> Headers:
-    """
-    A copy of C{headers} without the hop-by-hop fields: those in
-    L{HOP_BY_HOP}, those the C{Connection} field names (but C{Host}, which
-    every request must carry), and C{alsoDrop}.
-    """
-    drop = HOP_BY_HOP | (tokens(headers, b"connection") - {b"host"}) | alsoDrop
-    kept = Headers()
-    for name, values in headers.getAllRawHeaders():
-        if name.lower() not in drop:
-            kept.setRawHeaders(name, values)
-    return kept
+#: A field list: C{(name, value)} for each field line, in order.
+Fields = list[tuple[bytes, bytes]]
 
 
-def toBackend(received: Headers) -> Headers:
+def toBackend(received: Headers) -> Fields:
     """
-    The fields to send to the backend, given those the client sent.
+    The field lines to send to the backend, given those the client sent:
+    all but the hop-by-hop ones (those in L{HOP_BY_HOP} and those the
+    C{Connection} field names, but C{Host}, which every request must carry).
 
-    C{Content-Length} is dropped too: Agent writes the framing of the body it
-    sends (the same length, or chunks), and a second copy would make the
-    message ambiguous.  C{TE: trailers} is kept, as it says something about
-    the client, not the connection.
+    C{Content-Length} is dropped too: the client writes the framing of the
+    body it sends (the same length, or chunks), and a second copy would make
+    the message ambiguous.  C{TE: trailers} is kept, as it says something
+    about the client, not the connection.
     """
-    forwarded = withoutHopByHop(received, alsoDrop=frozenset({b"content-length"}))
+    drop = _TO_BACKEND_DROP
+    if received.hasHeader(b"connection"):
+        drop = drop | (tokens(received, b"connection") - {b"host"})
+    fields = [
+        (name, value)
+        for name, values in received.getAllRawHeaders()
+        if name.lower() not in drop
+        for value in values
+    ]
     if b"trailers" in tokens(received, b"te"):
-        forwarded.setRawHeaders(b"TE", [b"trailers"])
-    return forwarded
+        fields.append((b"TE", b"trailers"))
+    return fields
 
 
-def toClient(received: Headers) -> Headers:
+_TO_BACKEND_DROP = HOP_BY_HOP | {b"content-length"}
+
+#: Response fields the proxy frames itself.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def toClient(fields: Fields, connection: frozenset[bytes]) -> Fields:
     """
-    The fields to send to the client, given those of the backend's response.
-
-    Agent has already taken the framing and connection fields out (and with
-    them C{Connection}, so the fields it names cannot be seen here); the
-    C{Content-Length} of a response to C{HEAD} is left in, and is kept.
+    The field lines to send to the client, given those of the backend's
+    response and the tokens of its C{Connection} field: all but the
+    hop-by-hop ones, those C{Connection} names, and the framing, which the
+    proxy writes for the body it relays.
     """
-    return withoutHopByHop(received)
+    drop = HOP_BY_HOP | _FRAMING | connection if connection else _TO_CLIENT_DROP
+    return [field for field in fields if field[0].lower() not in drop]
+
+
+_TO_CLIENT_DROP = HOP_BY_HOP | _FRAMING
 
 
 def _quoted(value: bytes) -> bytes:
@@ -90,30 +99,43 @@ def _quoted(value: bytes) -> bytes:
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def addForwardedFor(outgoing: Headers, client: bytes, proto: bytes, host: bytes) -> None:
+def _values(fields: Fields, name: bytes) -> list[bytes]:
+    return [value for field, value in fields if field.lower() == name]
+
+
+def _replace(fields: Fields, name: bytes, value: bytes) -> None:
+    """
+    Make C{value} the only C{name} field, where the first one was, or last.
+    """
+    at = next((i for i, (field, _) in enumerate(fields) if field.lower() == name.lower()), None)
+    fields[:] = [field for field in fields if field[0].lower() != name.lower()]
+    fields.insert(len(fields) if at is None else at, (name, value))
+
+
+def addForwardedFor(outgoing: Fields, client: bytes, proto: bytes, host: bytes) -> None:
     """
     Append C{client} to C{X-Forwarded-For} and set C{X-Forwarded-Proto} and
     C{X-Forwarded-Host}, as most proxies do (the de facto convention).
     """
-    chain = outgoing.getRawHeaders(b"x-forwarded-for", [])
-    outgoing.setRawHeaders(b"X-Forwarded-For", [b", ".join([*chain, client])])
-    outgoing.setRawHeaders(b"X-Forwarded-Proto", [proto])
-    outgoing.setRawHeaders(b"X-Forwarded-Host", [host])
+    chain = _values(outgoing, b"x-forwarded-for")
+    _replace(outgoing, b"X-Forwarded-For", b", ".join([*chain, client]))
+    _replace(outgoing, b"X-Forwarded-Proto", proto)
+    _replace(outgoing, b"X-Forwarded-Host", host)
 
 
-def addForwarded(outgoing: Headers, client: bytes, proto: bytes, host: bytes) -> None:
+def addForwarded(outgoing: Fields, client: bytes, proto: bytes, host: bytes) -> None:
     """
     Append an RFC 7239 C{Forwarded} element for this hop.
     """
     node = b"[" + client + b"]" if b":" in client else client
     element = b"for=%s;proto=%s;host=%s" % (_quoted(node), proto, _quoted(host))
-    outgoing.addRawHeader(b"Forwarded", element)
+    outgoing.append((b"Forwarded", element))
 
 
-def addVia(outgoing: Headers, version: bytes) -> None:
+def addVia(outgoing: Fields, version: bytes) -> None:
     """
     Append this hop to C{Via} (RFC 9110 section 7.6.3), with the version of
     the request as received.
     """
-    received = version.removeprefix(b"HTTP/")
-    outgoing.addRawHeader(b"Via", received + b" txlb")
+    received = version[5:] if version.startswith(b"HTTP/") else version
+    outgoing.append((b"Via", received + b" txlb"))

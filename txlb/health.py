@@ -21,10 +21,9 @@ from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from txlb.backend import Backend, BackendPool
-from txlb.client import quietPool
 from txlb.metrics import Metrics
 
 
@@ -38,6 +37,26 @@ class _NoCookies(CookieJar):
 
     def extract_cookies(self, response: Any, request: Any) -> None:
         pass
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    Agent's connection factory without the "Starting factory" log line it
+    writes for every new connection, which is every check.
+    """
+
+    noisy = False
+
+
+def _quietPool(reactor: Any) -> HTTPConnectionPool:
+    """
+    A pool of one connection per check, whose connections log nothing when
+    they open and close (through the private C{_factory}, which
+    C{tests/test_health.py} pins).
+    """
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietClientFactory
+    return pool
 
 
 def checkClient(agent: Any) -> HTTPClient:
@@ -78,7 +97,7 @@ class HealthChecker(Service):
         # A new connection per check: a check also proves the backend
         # accepts connections.
         self._client = checkClient(
-            agent or Agent(reactor, connectTimeout=timeout, pool=quietPool(reactor, False))
+            agent or Agent(reactor, connectTimeout=timeout, pool=_quietPool(reactor))
         )
         self._inFlight: dict[Backend, Deferred[Any]] = {}
         self._streak: dict[Backend, int] = {}

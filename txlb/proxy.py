@@ -27,34 +27,37 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, DeferredQueue, maybeDeferred
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.defer import CancelledError, DeferredQueue
+from twisted.internet.error import ConnectError, ConnectionAborted, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web._newclient import RequestNotSent
-from twisted.web.client import (
-    ResponseDone,
-)
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from txlb import headers, tunnel
 from txlb.backend import Backend, BackendPool
+from txlb.client import BackendClient, Exchange
+from txlb.flow import HIGH_WATER, LOW_WATER
+from txlb.http1 import BadResponseError, ResponseHead
 from txlb.interfaces import IAlgorithm
 from txlb.metrics import Metrics
+from txlb.outcome import (
+    CLIENT_GONE,
+    CONNECT_FAILURE,
+    NO_HEALTHY,
+    NORMAL,
+    PROTOCOL_ERROR,
+    RESET,
+    TIMEOUT,
+    Outcome,
+    answer,
+    describe,
+)
 
 if TYPE_CHECKING:
-    from txlb.client import RawTargetAgent
     from txlb.upload import StreamingBody
-
-#: Queued response bytes above which reading from the backend pauses.
-HIGH_WATER = 512 * 1024
-#: Queued response bytes below which reading from the backend resumes.
-LOW_WATER = 128 * 1024
 
 #: Methods a retry may repeat after the backend got the request (RFC 9110
 #: section 9.2.2).
@@ -106,7 +109,7 @@ class LoadBalancerResource(Resource):
     @ivar algorithm: The L{IAlgorithm} provider that picks backends.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
-    @ivar agent: The L{RawTargetAgent} requests are sent with.
+    @ivar client: The L{BackendClient} requests are sent with.
     @ivar metrics: The balancer's L{Metrics}.
     """
 
@@ -116,7 +119,7 @@ class LoadBalancerResource(Resource):
     def __init__(
         self,
         algorithm: IAlgorithm,
-        agent: RawTargetAgent,
+        client: BackendClient,
         reactor: Any = None,
         pool: BackendPool | None = None,
         settings: ProxySettings = ProxySettings(),
@@ -128,7 +131,7 @@ class LoadBalancerResource(Resource):
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self.settings = settings
         self.metrics = Metrics(self.pool, reactor)
-        self.agent = agent
+        self.client = client
         self._reactor = reactor
         self._exchanges: set[_Exchange] = set()
 
@@ -137,13 +140,13 @@ class LoadBalancerResource(Resource):
         clientHost = getattr(request.getClientAddress(), "host", "")
         problem = _badRequest(request)
         if problem is not None:
-            _answer(request, http.BAD_REQUEST, problem)
+            answer(request, http.BAD_REQUEST, problem)
             self.ended(Outcome(request, clientHost, None, http.BAD_REQUEST, started, problem))
             return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(clientHost)
             upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
-            upgrade.start(self.agent._endpoint(backend))
+            upgrade.start(self.client.endpoint(backend))
             return server.NOT_DONE_YET
         exchange = _Exchange(self, request, clientHost, started)
         self._exchanges.add(exchange)
@@ -168,7 +171,7 @@ class LoadBalancerResource(Resource):
             merged.append(kept)
         self.pool.backends = tuple(merged)
         self.algorithm = (algorithm or type(self.algorithm))(merged)
-        self.agent.forgetEndpoints()
+        self.client.forgetEndpoints()
 
     def pick(self, clientHost: str, tried: Collection[Backend] = ()) -> Backend:
         """
@@ -181,27 +184,31 @@ class LoadBalancerResource(Resource):
         """
         Send the request of C{exchange} to C{backend}.
 
-        @return: A L{Deferred} firing with the L{IResponse}.
+        @return: A L{Deferred} firing with the L{ResponseHead}.
         """
         request = exchange.request
-        return maybeDeferred(
-            self.agent.requestBackend,
-            backend,
-            request.method,
-            request.uri,
-            exchange.outgoing,
-            exchange.body,
-            exchange._connected,
+        outgoing = exchange.outgoing
+        if not request.requestHeaders.hasHeader(b"host"):
+            # An HTTP/1.0 request; HTTP/1.1 needs a Host.
+            outgoing = [*outgoing, (b"Host", backend.address.encode("ascii"))]
+        return self.client.request(
+            backend, request.method, request.uri, outgoing, exchange.body, exchange
         )
 
-    def outgoingHeaders(self, request: server.Request, clientHost: str) -> http.Headers:
+    def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields:
         """
-        The header fields to send to the backend for C{request}.
+        The header fields to send to the backend for C{request}: those of
+        the client less the hop-by-hop ones, a C{Host} if an HTTP/1.0 client
+        sent none (the backend hears HTTP/1.1, which needs one), and the
+        forwarding fields asked for.
         """
-        outgoing = headers.toBackend(request.requestHeaders)
+        received = request.requestHeaders
+        outgoing = headers.toBackend(received)
         settings = self.settings
+        if not (settings.forwardedFor or settings.forwarded or settings.via):
+            return outgoing
         proto = b"https" if request.isSecure() else b"http"
-        host = request.requestHeaders.getRawHeaders(b"host", [b""])[0]
+        host = received.getRawHeaders(b"host", [b""])[0]
         if settings.forwardedFor:
             headers.addForwardedFor(outgoing, clientHost.encode("ascii"), proto, host)
         if settings.forwarded:
@@ -290,50 +297,6 @@ def _milliseconds(moment: float | None, started: float) -> float | None:
     return None if moment is None else round((moment - started) * 1000, 1)
 
 
-#: The termination flags of the access log, in the spirit of Envoy's
-#: response flags.
-NORMAL, CONNECT_FAILURE, TIMEOUT, NO_HEALTHY, RESET, CLIENT_GONE = "-", "UF", "UT", "UH", "UR", "DC"
-
-
-@dataclass
-class Outcome:
-    """
-    How a request ended, for the access log, the backend's counts and the
-    metrics.
-
-    @ivar backend: The backend that had the request last, or L{None}.
-    @ivar status: The status sent to the client, or L{None} if none was.
-    @ivar flag: What ended it (see L{NORMAL} and the flags after it).
-    @ivar connected: When the last backend connection was made, or L{None}
-        if a pooled one was reused (or none was made).
-    @ivar firstByte: When the backend's response head arrived, or L{None}.
-    """
-
-    request: server.Request | None
-    clientHost: str
-    backend: Backend | None
-    status: int | None
-    started: float
-    error: str | None = None
-    level: LogLevel = LogLevel.info
-    flag: str = NORMAL
-    retries: int = 0
-    connected: float | None = None
-    firstByte: float | None = None
-
-    @property
-    def backendError(self) -> str | None:
-        """
-        What the backend did wrong, if anything: a flag of its own, or a
-        5xx.
-        """
-        if self.flag in (CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY):
-            return self.error
-        if self.status is not None and self.status >= 500:
-            return self.error or f"status {self.status}"
-        return None
-
-
 def _badRequest(request: server.Request) -> str | None:
     """
     Why C{request} cannot be forwarded, or L{None} if it can.
@@ -349,17 +312,11 @@ def _badRequest(request: server.Request) -> str | None:
     return None
 
 
-def _answer(request: server.Request, code: int, text: str) -> None:
+def _nothingSent(failure: Failure) -> bool:
     """
-    Answer C{request} with a short plain-text error of txlb's own.
+    Whether a request failed before any of it reached the backend.
     """
-    body = f"{code} {http.RESPONSES[code].decode()}: {text}\n".encode()
-    request.setResponseCode(code)
-    request.responseHeaders.setRawHeaders(b"Date", [http.datetimeToString()])
-    request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
-    request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
-    request.write(body)
-    request.finish()
+    return failure.check(ConnectError, DNSLookupError) is not None
 
 
 def _abort(request: server.Request) -> None:
@@ -370,29 +327,13 @@ def _abort(request: server.Request) -> None:
     request.channel.transport.abortConnection()  # type: ignore[union-attr]
 
 
-def _describe(failure: Failure) -> str:
-    """
-    A short description of why talking to a backend failed.
-    """
-    reasons = getattr(failure.value, "reasons", None)
-    if reasons:
-        return _describe(reasons[0])
-    return failure.getErrorMessage() or repr(failure.value)
-
-
-def _nothingSent(failure: Failure) -> bool:
-    """
-    Whether a request failed before any of it reached the backend.
-    """
-    return failure.check(ConnectError, DNSLookupError, RequestNotSent) is not None
-
-
 class _EndOfBody:
     """
-    The last item of a response: why the backend's body ended.
+    The last item of a response: why the backend's body ended, L{None} if
+    it arrived whole.
     """
 
-    def __init__(self, reason: Failure) -> None:
+    def __init__(self, reason: Failure | None) -> None:
         self.reason = reason
 
 
@@ -406,7 +347,7 @@ class _ResponseTimeoutError(Exception):
 
 
 @implementer(IPushProducer)
-class _Exchange:
+class _Exchange(Exchange):
     """
     One client request relayed to a backend: the forward half, the reverse
     half and the queue between them.
@@ -435,13 +376,12 @@ class _Exchange:
         self.sending: Any = None
         self.timer: Any = None
         self.timedOut = False
-        self.bodyTransport: Any = None
         self.backendPaused = False
         self.clientPaused = False
         self.clientGone = False
         self.waiting: Any = None
-        self.response: IResponse | None = None
-        self.connected: float | None = None
+        self.response: ResponseHead | None = None
+        self.connectedAt: float | None = None
         self.firstByte: float | None = None
         self.over = False
         request.notifyFinish().addErrback(self._clientDisconnected)
@@ -459,7 +399,7 @@ class _Exchange:
         self.tried.append(backend)
         self.resource.pool.sending(backend)
         self.timedOut = False
-        self.connected = None
+        self.connectedAt = None
         self._stopTimer()
         if self.body is None:
             self._startResponseTimer()
@@ -485,16 +425,29 @@ class _Exchange:
         self.timedOut = True
         self.sending.cancel()
 
-    def _connected(self) -> None:
-        self.connected = self.resource._reactor.seconds()
+    def connected(self) -> None:
+        self.connectedAt = self.resource._reactor.seconds()
 
-    def _gotResponse(self, response: IResponse) -> None:
+    def interim(self, head: ResponseHead) -> None:
+        """
+        Pass an interim response on to an HTTP/1.1 client (RFC 9110 section
+        15.2): 103 Early Hints, 102 Processing.  A 100 Continue is not:
+        Twisted's server has already answered the client's C{Expect}.
+        """
+        request = self.request
+        if head.code == 100 or self.clientGone or request.clientproto != b"HTTP/1.1":
+            return
+        fields = headers.toClient(head.fields, head.connection)
+        request.channel.writeHeaders(
+            b"HTTP/1.1", b"%d" % head.code, head.phrase, fields
+        )
+
+    def _gotResponse(self, response: ResponseHead) -> None:
         self.firstByte = self.resource._reactor.seconds()
         self.sending = None
         self._stopTimer()
         self.resource.pool.succeeded(self.backend)  # type: ignore[arg-type]
         self.queue.put(response)
-        response.deliverBody(_BodyFeeder(self))
 
     def _sendFailed(self, failure: Failure) -> None:
         self.sending = None
@@ -506,7 +459,7 @@ class _Exchange:
         assert backend is not None
         if self.timedOut:
             failure = Failure(_ResponseTimeoutError())
-        why = _describe(failure)
+        why = describe(failure)
         self.resource.pool.failed(backend, why)
         if self._mayRetry(failure):
             self.resource.pool.done(backend)
@@ -529,10 +482,11 @@ class _Exchange:
         Whether a request that failed for C{failure} may go to another
         backend: always if nothing was sent, and otherwise (a reset, a
         response timeout) only for idempotent methods, and only if its body
-        can be sent again.
+        can be sent again.  A malformed answer is not retried: the backend
+        did answer.
         """
         settings = self.resource.settings
-        if len(self.tried) > settings.retries:
+        if len(self.tried) > settings.retries or failure.check(BadResponseError):
             return False
         if self.body is not None and not self.body.canRestart():
             return False
@@ -542,7 +496,7 @@ class _Exchange:
             or self.request.method in IDEMPOTENT
         )
 
-    def feed(self, data: bytes) -> None:
+    def bodyReceived(self, data: bytes) -> None:
         """
         Queue a body chunk; pause the backend if too much is queued.
         """
@@ -551,7 +505,12 @@ class _Exchange:
         self.queue.put(data)
         if self.queuedBytes >= HIGH_WATER and not self.backendPaused:
             self.backendPaused = True
-            self.bodyTransport.pauseProducing()
+            self.producer.pauseProducing()
+
+    def bodyEnded(self, reason: Failure | None) -> None:
+        # The connection is the backend's again (or closed).
+        self.producer = None
+        self.queue.put(_EndOfBody(reason))
 
     def _idleTimedOut(self) -> None:
         """
@@ -560,7 +519,8 @@ class _Exchange:
         """
         if not self.backendPaused:
             self.resource.pool.failed(self.backend, "idle timeout")  # type: ignore[arg-type]
-        self.bodyTransport.stopProducing()
+        if self.producer is not None:
+            self.producer.stopProducing()
         if not self.clientGone:
             self.request.unregisterProducer()
             _abort(self.request)
@@ -575,7 +535,7 @@ class _Exchange:
         # The head may be a Failure, which the queue hands on as one.
         self.queue.get().addBoth(self._relayHead).addErrback(self._internalError)
 
-    def _relayHead(self, item: IResponse | Failure) -> None:
+    def _relayHead(self, item: ResponseHead | Failure) -> None:
         if isinstance(item, Failure):
             self._relayFailure(item)
             return
@@ -587,20 +547,19 @@ class _Exchange:
             self._writeHead(item)
         self._take()
 
-    def _writeHead(self, response: IResponse) -> None:
+    def _writeHead(self, response: ResponseHead) -> None:
         request = self.request
         request.setResponseCode(response.code, response.phrase)
         sent = request.responseHeaders
-        for name, values in headers.toClient(response.headers).getAllRawHeaders():
-            sent.setRawHeaders(name, values)
+        for name, value in headers.toClient(response.fields, response.connection):
+            sent.addRawHeader(name, value)
         if not sent.hasHeader(b"date"):
             sent.setRawHeaders(b"Date", [http.datetimeToString()])
-        if (
-            response.length is not UNKNOWN_LENGTH
-            and request.method != b"HEAD"
-            and response.code not in http.NO_BODY_CODES
-        ):
-            sent.setRawHeaders(b"Content-Length", [b"%d" % response.length])
+        length = response.contentLength
+        if length is not None and response.code != http.NO_CONTENT:
+            # The body's length; for HEAD and 304, the length the backend
+            # stated for the representation.
+            sent.setRawHeaders(b"Content-Length", [b"%d" % length])
         request.registerProducer(self, True)
         # Send the head now: the body may be slow to come.
         request.write(b"")
@@ -619,14 +578,18 @@ class _Exchange:
             code, flag = http.GATEWAY_TIMEOUT, CONNECT_FAILURE
         elif _nothingSent(failure):
             flag = CONNECT_FAILURE
+        elif failure.check(BadResponseError):
+            flag = PROTOCOL_ERROR
         else:
             flag = RESET
         if self.resource.pool.panicking:
             flag = NO_HEALTHY
-        why = _describe(failure)
+        why = describe(failure)
+        if failure.check(BadResponseError):
+            why = f"malformed response: {why}"
         backend = self.backend
         assert backend is not None
-        _answer(self.request, code, f"backend {backend.address}: {why}")
+        answer(self.request, code, f"backend {backend.address}: {why}")
         self._over(code, why, LogLevel.warn, flag)
 
     def _take(self) -> None:
@@ -655,7 +618,8 @@ class _Exchange:
             self.queuedBytes -= len(item)
             if self.backendPaused and self.queuedBytes <= LOW_WATER:
                 self.backendPaused = False
-                self.bodyTransport.resumeProducing()
+                if self.producer is not None:
+                    self.producer.resumeProducing()
             self.request.write(item)
             return
         request, code = self.request, self.request.code
@@ -663,16 +627,18 @@ class _Exchange:
             self._clientGoneOver(code)
             return
         request.unregisterProducer()
-        if _complete(item.reason, self.response):  # type: ignore[arg-type]
+        if item.reason is None:
             request.finish()
             self._over(code, None, LogLevel.info, NORMAL)
-        else:
-            # Finishing would tell the client the body is whole: abort, so
-            # the truncation shows.
-            _abort(request)
-            why = f"backend body cut short: {_describe(item.reason)}"
-            self.resource.pool.failed(self.backend, why)  # type: ignore[arg-type]
-            self._over(code, why, LogLevel.warn, RESET)
+            return
+        # Finishing would tell the client the body is whole: abort, so the
+        # truncation shows.
+        _abort(request)
+        reason = item.reason
+        flag = PROTOCOL_ERROR if reason.check(BadResponseError) else RESET
+        why = f"backend body cut short: {describe(reason)}"
+        self.resource.pool.failed(self.backend, why)  # type: ignore[arg-type]
+        self._over(code, why, LogLevel.warn, flag)
 
     def _internalError(self, failure: Failure) -> None:
         """
@@ -684,8 +650,8 @@ class _Exchange:
             return
         if not self.clientGone:
             _abort(self.request)
-        if self.bodyTransport is not None:
-            self.bodyTransport.stopProducing()
+        if self.producer is not None:
+            self.producer.stopProducing()
         self._over(None, "internal error", LogLevel.error, NORMAL)
 
     # IPushProducer, for the client connection.
@@ -710,8 +676,11 @@ class _Exchange:
         self.clientGone = True
         if self.sending is not None:
             self.sending.cancel()
-        elif self.bodyTransport is not None:
-            self.bodyTransport.stopProducing()
+        elif self.response is not None:
+            producer, self.producer = self.producer, None
+            if producer is not None:
+                producer.stopProducing()
+                self.queue.put(_EndOfBody(Failure(ConnectionAborted())))
             # Nobody will resume a paused reverse half now: take the rest, so
             # the end of the body ends the exchange.
             self.clientPaused = False
@@ -753,38 +722,7 @@ class _Exchange:
                 level,
                 flag,
                 retries=len(self.tried) - 1,
-                connected=self.connected,
+                connected=self.connectedAt,
                 firstByte=self.firstByte,
             )
         )
-
-
-def _complete(reason: Failure, response: IResponse) -> bool:
-    """
-    Whether a body that ended for C{reason} arrived whole.
-
-    A body delimited by the backend closing the connection ends with
-    L{http.PotentialDataLoss}, however the connection closed: only a clean
-    close says the body is complete, not a reset (see L{_ClientProtocol}).
-    """
-    if reason.check(http.PotentialDataLoss):
-        return getattr(response, "reset", None) is None
-    return reason.check(ResponseDone) is not None
-
-
-class _BodyFeeder(Protocol):
-    """
-    Receives the backend's response body and feeds it to the exchange.
-    """
-
-    def __init__(self, exchange: _Exchange) -> None:
-        self.exchange = exchange
-
-    def connectionMade(self) -> None:
-        self.exchange.bodyTransport = self.transport
-
-    def dataReceived(self, data: bytes) -> None:
-        self.exchange.feed(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.exchange.queue.put(_EndOfBody(reason))

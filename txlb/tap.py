@@ -23,7 +23,7 @@ from twisted.python import usage
 from txlb import config
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend, BackendPool, parseBackend
-from txlb.client import makeAgent
+from txlb.client import BackendClient
 from txlb.health import HealthChecker
 from txlb.iphash import IPHash
 from txlb.leastconn import LeastConnections
@@ -494,7 +494,7 @@ class LoadBalancerService(MultiService):
         resource = self.resource
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
-        resource.agent.connectTimeout = new["connect-timeout"]
+        resource.client.connectTimeout = new["connect-timeout"]
         resource.setBackends(new["backends"], ALGORITHMS[new["algo"]])
         for backend in resource.pool.backends:
             # The file lists it: it serves, whatever the admin API said.
@@ -548,7 +548,7 @@ class LoadBalancerService(MultiService):
         await super().stopService()
         for listener in self.listeners[1:]:
             await listener.stopService()
-        await resource.agent.pool.closeCachedConnections()
+        await resource.client.closeCachedConnections()
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -560,8 +560,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     backends = config["backends"]
     pool = BackendPool(backends, reactor, config["max-fails"], config["fail-timeout"])
     algorithm = ALGORITHMS[config["algo"]](backends)
-    agent = makeAgent(reactor, config["connect-timeout"])
-    resource = LoadBalancerResource(algorithm, agent, reactor, pool, config.settings())
+    client = BackendClient(reactor, config["connect-timeout"])
+    resource = LoadBalancerResource(algorithm, client, reactor, pool, config.settings())
     balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)

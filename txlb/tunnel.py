@@ -43,10 +43,12 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 
-from txlb import headers, proxy
+from txlb import headers
+from txlb.outcome import Outcome, answer, describe
 
 if TYPE_CHECKING:
     from txlb.backend import Backend
+    from txlb.proxy import LoadBalancerResource
 
 #: The largest response head accepted from a backend; a longer one gets 502.
 MAX_HEAD = 64 * 1024
@@ -66,7 +68,7 @@ def wantsUpgrade(request: server.Request) -> bool:
     )
 
 
-def upgradeRequest(request: server.Request, outgoing: http.Headers) -> bytes:
+def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
     """
     The bytes of the upgrade request to send to the backend, with the
     C{outgoing} header fields the proxy sends for it.
@@ -80,8 +82,7 @@ def upgradeRequest(request: server.Request, outgoing: http.Headers) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
     if body is not None:
         lines.append(b"Content-Length: %d" % len(body))
-    for name, values in outgoing.getAllRawHeaders():
-        lines.extend(name + b": " + value for value in values)
+    lines.extend(name + b": " + value for name, value in outgoing)
     lines.append(b"Connection: Upgrade")
     lines.extend(b"Upgrade: " + value for value in received.getRawHeaders(b"upgrade", ()))
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
@@ -248,7 +249,7 @@ class Tunnel:
 
     def __init__(
         self,
-        resource: proxy.LoadBalancerResource,
+        resource: LoadBalancerResource,
         request: server.Request,
         backend: Backend,
         clientHost: str,
@@ -311,11 +312,11 @@ class Tunnel:
         if self.over:
             # The client left and the attempt was cancelled.
             return
-        self.resource.pool.failed(self.backend, proxy._describe(failure))
+        self.resource.pool.failed(self.backend, describe(failure))
         if failure.check(TimeoutError):
             self._fail(http.GATEWAY_TIMEOUT, "connect timeout")
         else:
-            self._fail(http.BAD_GATEWAY, proxy._describe(failure))
+            self._fail(http.BAD_GATEWAY, describe(failure))
 
     def _fail(self, code: int, why: str) -> None:
         """
@@ -324,7 +325,7 @@ class Tunnel:
         """
         if self.backendTransport is not None:
             self.backendTransport.abortConnection()
-        proxy._answer(self.request, code, f"backend {self.backend.address}: {why}")
+        answer(self.request, code, f"backend {self.backend.address}: {why}")
         self._over(code, why, LogLevel.warn)
 
     def _clientLeftEarly(self, reason: Failure) -> None:
@@ -445,14 +446,14 @@ class Tunnel:
 
     def backendLost(self, reason: Failure) -> None:
         if self.state == HEAD:
-            self._fail(http.BAD_GATEWAY, f"closed before answering: {proxy._describe(reason)}")
+            self._fail(http.BAD_GATEWAY, f"closed before answering: {describe(reason)}")
         elif self.state == REFUSED:
             assert self.bodyEnd is not None
             if self.bodyEnd.closeDelimited and _clean(reason):
                 self._over(self.code, None, LogLevel.info)
                 self.clientTransport.loseConnection()
             else:
-                why = f"backend body cut short: {proxy._describe(reason)}"
+                why = f"backend body cut short: {describe(reason)}"
                 self._over(self.code, why, LogLevel.warn)
                 self.clientTransport.abortConnection()
         elif self.state == OPEN:
@@ -503,9 +504,7 @@ class Tunnel:
             self.throttled.pop().unregisterProducer()
         self.resource.pool.done(self.backend)
         self.resource.ended(
-            proxy.Outcome(
-                self.request, self.clientHost, self.backend, code, self.started, error, level
-            )
+            Outcome(self.request, self.clientHost, self.backend, code, self.started, error, level)
         )
 
 
@@ -535,4 +534,4 @@ def _unclean(side: str, reason: Failure) -> str | None:
     """
     if _clean(reason):
         return None
-    return f"{side} connection lost: {proxy._describe(reason)}"
+    return f"{side} connection lost: {describe(reason)}"

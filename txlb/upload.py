@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from txlb.proxy import HIGH_WATER, LOW_WATER
+from txlb.flow import HIGH_WATER, LOW_WATER
 
 #: Request body bytes kept so that a retry can send the body again.
 REPLAY_LIMIT = 1024 * 1024
@@ -91,9 +91,7 @@ class StreamingBody:
             return
         self._discarding = True
         if self._consumer is not None:
-            transport = _transportOf(self._consumer)
-            if transport is not None:
-                transport.abortConnection()
+            self._consumer.transport.abortConnection()
             self._consumer = self._done = None
         self._waiting.clear()
         self._waitingBytes = 0
@@ -136,7 +134,7 @@ class StreamingBody:
             if self.whenSent is not None:
                 self.whenSent()
 
-    # IBodyProducer, for Agent.
+    # IBodyProducer, for the backend connection.
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
         self._consumer = consumer
@@ -154,12 +152,3 @@ class StreamingBody:
     def stopProducing(self) -> None:
         # The attempt is over; the Deferred it got must never fire.
         self._consumer = self._done = None
-
-
-def _transportOf(consumer: Any) -> Any:
-    """
-    The connection under the consumer Agent gives a body producer: a
-    C{LengthEnforcingConsumer} (C{_consumer}) or a C{ChunkedEncoder}
-    (C{transport}), or L{None} once Agent has let go of it.
-    """
-    return getattr(consumer, "_consumer", None) or getattr(consumer, "transport", None)

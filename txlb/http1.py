@@ -1,0 +1,302 @@
+"""
+Strict parsing of the HTTP/1.1 responses backends send (RFC 9112).
+
+A proxy that guesses where a malformed response ends can be made to hand one
+client's bytes to another (response splitting, desynchronisation), so
+nothing here guesses: a status line that is not C{HTTP/1.0} or C{HTTP/1.1},
+a field line that is not C{token ":" value}, obs-fold, a control character
+(NUL included) in a field, both C{Content-Length} and C{Transfer-Encoding},
+differing C{Content-Length} values, a transfer coding other than
+C{chunked}, a bad chunk, or a head or chunk line over its limit all raise
+L{BadResponseError}, and the proxy answers 502 and closes that connection.  What
+is accepted is always accepted by h11 too, with the same meaning (the tests
+check this with hypothesis).
+
+The one leniency is the one RFC 9112 section 2.2 allows: a bare LF ends a
+line of the head, as it does for h11, nginx and HAProxy.  A bare CR never
+does.
+
+These are plain functions and classes without I/O, so the client protocol
+stays small and the parser can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+#: The largest response head accepted, in bytes (HAProxy's default buffer is
+#: 16 KiB, nginx's proxy buffers 4-8 KiB; Twisted's server accepts 16 KiB
+#: lines).
+MAX_HEAD = 64 * 1024
+#: The longest chunk-size line, extensions included.
+MAX_CHUNK_LINE = 4096
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters, less HTAB: never in a field value or reason phrase.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+
+
+class BadResponseError(Exception):
+    """
+    A backend's response is malformed; the message says how.
+    """
+
+
+class ResponseHead:
+    """
+    A parsed response head.
+
+    @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
+    @ivar code: The status code.
+    @ivar phrase: The reason phrase, as sent (possibly empty).
+    @ivar fields: Every field line as C{(name, value)}, in order, the names
+        as sent and the values without surrounding whitespace.
+    @ivar contentLength: The C{Content-Length}, or L{None} without one.
+    @ivar chunked: Whether the body is chunked.
+    @ivar connection: The lower-cased tokens of C{Connection}.
+    """
+
+    __slots__ = ("chunked", "code", "connection", "contentLength", "fields", "phrase", "version")
+
+    def __init__(
+        self,
+        version: bytes,
+        code: int,
+        phrase: bytes,
+        fields: list[tuple[bytes, bytes]],
+        contentLength: int | None,
+        chunked: bool,
+        connection: frozenset[bytes],
+    ) -> None:
+        self.version = version
+        self.code = code
+        self.phrase = phrase
+        self.fields = fields
+        self.contentLength = contentLength
+        self.chunked = chunked
+        self.connection = connection
+
+    def bodyLength(self, method: bytes) -> int | None:
+        """
+        How long the body of this response to C{method} is: a byte count,
+        or L{None} for a chunked body or one ended by the backend closing
+        (RFC 9112 section 6.3).
+        """
+        if method == b"HEAD" or self.code < 200 or self.code in (204, 304):
+            return 0
+        if self.chunked:
+            return None
+        return self.contentLength
+
+    def keepAlive(self) -> bool:
+        """
+        Whether the connection may carry another request after this
+        response, as far as its head says.
+        """
+        if b"close" in self.connection:
+            return False
+        return self.version == b"HTTP/1.1" or b"keep-alive" in self.connection
+
+
+def headEnd(buffer: bytes) -> int:
+    """
+    Where the head at the start of C{buffer} ends (the index just after its
+    empty line), or -1 if it has not ended yet.  A bare LF may end a line
+    (RFC 9112 section 2.2), so the empty line is the first LF followed by
+    CRLF or by LF.
+    """
+    crlf = buffer.find(b"\n\r\n")
+    lf = buffer.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 3
+    if lf >= 0:
+        return lf + 2
+    return -1
+
+
+def _lines(head: bytes) -> list[bytes]:
+    """
+    The lines of C{head} (which ends with its empty line), without their
+    ends.
+    """
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf:
+        raise BadResponseError("a bare CR in the response head")
+    if head.count(b"\n") == crlf:
+        return head.split(b"\r\n")[:-2]
+    return head.replace(b"\r\n", b"\n").split(b"\n")[:-2]
+
+
+def parseFields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """
+    Field lines as C{(name, value)} pairs.
+
+    @raise BadResponseError: If a line is not C{token ":" OWS value OWS}, folds
+        (obs-fold), or has a control character in its value.
+    """
+    fields = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            if line[:1] in (b" ", b"\t"):
+                raise BadResponseError("a folded field line (obs-fold)")
+            raise BadResponseError(f"a malformed field line {line[:40]!r}")
+        value = value.strip(b" \t")
+        if _CONTROL.search(value):
+            raise BadResponseError(f"a control character in field {name.decode('ascii')}")
+        fields.append((name, value))
+    return fields
+
+
+def parseHead(head: bytes) -> ResponseHead:
+    """
+    Parse a response head, from its status line to its empty line included.
+
+    @raise BadResponseError: If it is malformed.
+    """
+    lines = _lines(head)
+    if not lines:
+        raise BadResponseError("an empty response head")
+    version, _, rest = lines[0].partition(b" ")
+    if version not in _VERSIONS:
+        raise BadResponseError(f"a status line that is not HTTP/1.x: {lines[0][:40]!r}")
+    code, _, phrase = rest.partition(b" ")
+    if len(code) != 3 or not code.isdigit() or code[:1] == b"0":
+        raise BadResponseError(f"a malformed status code {code[:10]!r}")
+    if _CONTROL.search(phrase):
+        raise BadResponseError("a control character in the reason phrase")
+    fields = parseFields(lines[1:])
+    contentLength: int | None = None
+    codings: list[bytes] = []
+    connection: set[bytes] = set()
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"content-length":
+            contentLength = _contentLength(value, contentLength)
+        elif lower == b"transfer-encoding":
+            codings.extend(c.strip().lower() for c in value.split(b","))
+        elif lower == b"connection":
+            connection.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    if codings:
+        if contentLength is not None:
+            raise BadResponseError("both Content-Length and Transfer-Encoding")
+        if codings != [b"chunked"]:
+            raise BadResponseError(f"unsupported Transfer-Encoding {b', '.join(codings)!r}")
+        if version != b"HTTP/1.1":
+            raise BadResponseError("Transfer-Encoding in an HTTP/1.0 response")
+    return ResponseHead(
+        version, int(code), phrase, fields, contentLength, bool(codings), frozenset(connection)
+    )
+
+
+def _contentLength(value: bytes, seen: int | None) -> int:
+    """
+    The length a C{Content-Length} value gives, which must agree with any
+    seen before (RFC 9110 section 8.6 allows a list of one repeated value).
+    """
+    lengths = {v.strip() for v in value.split(b",")}
+    if len(lengths) != 1:
+        raise BadResponseError("differing Content-Length values")
+    length = lengths.pop()
+    if not length.isdigit() or len(length) > 18:
+        raise BadResponseError(f"a malformed Content-Length {length[:20]!r}")
+    if seen is not None and seen != int(length):
+        raise BadResponseError("differing Content-Length values")
+    return int(length)
+
+
+#: States of L{ChunkedDecoder}.
+_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+
+class ChunkedDecoder:
+    """
+    Decodes a chunked body (RFC 9112 section 7.1) as it arrives, strictly:
+    hex sizes, CRLF after each chunk, a bounded size line; trailer fields
+    are checked and dropped (a Twisted server cannot send trailers).
+
+    @ivar done: Whether the last chunk and the trailer section have
+        arrived.
+    """
+
+    def __init__(self, deliver: Callable[[bytes], object]) -> None:
+        self._deliver = deliver
+        self._state = _SIZE
+        self._remaining = 0
+        self._buffer = b""
+        self._trailerBytes = 0
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Decode C{data}, delivering the chunk data in it.
+
+        @return: The bytes after the end of the body (none, normally).
+        @raise BadResponseError: If the framing is malformed.
+        """
+        data = self._buffer + data
+        self._buffer = b""
+        position = 0
+        end = len(data)
+        while position < end:
+            state = self._state
+            if state == _DATA:
+                taken = min(self._remaining, end - position)
+                self._deliver(data[position : position + taken])
+                position += taken
+                self._remaining -= taken
+                if not self._remaining:
+                    self._state = _DATA_END
+            elif state == _DATA_END:
+                if end - position < 2:
+                    break
+                if data[position : position + 2] != b"\r\n":
+                    raise BadResponseError("no CRLF after a chunk")
+                position += 2
+                self._state = _SIZE
+            elif state == _SIZE:
+                lineEnd = data.find(b"\r\n", position, position + MAX_CHUNK_LINE)
+                if lineEnd < 0:
+                    if end - position >= MAX_CHUNK_LINE:
+                        raise BadResponseError("a chunk-size line over 4 KiB")
+                    break
+                self._remaining = _chunkSize(data[position:lineEnd])
+                position = lineEnd + 2
+                self._state = _DATA if self._remaining else _TRAILER
+            elif state == _TRAILER:
+                lineEnd = data.find(b"\r\n", position)
+                if lineEnd < 0:
+                    if end - position + self._trailerBytes >= MAX_HEAD:
+                        raise BadResponseError("a trailer section over 64 KiB")
+                    break
+                line = data[position:lineEnd]
+                self._trailerBytes += len(line) + 2
+                if self._trailerBytes > MAX_HEAD:
+                    raise BadResponseError("a trailer section over 64 KiB")
+                position = lineEnd + 2
+                if not line:
+                    self._state = _DONE
+                    self.done = True
+                    return data[position:]
+                parseFields([line])
+            else:
+                return data[position:]
+        self._buffer = data[position:]
+        return b""
+
+
+def _chunkSize(line: bytes) -> int:
+    """
+    The size a chunk-size line gives: hex digits, then optional extensions,
+    which are ignored but may not hold control characters.
+    """
+    size, semicolon, extensions = line.partition(b";")
+    size = size.rstrip(b" \t") if semicolon else size
+    if not _HEX.fullmatch(size):
+        raise BadResponseError(f"a malformed chunk size {size[:20]!r}")
+    if _CONTROL.search(extensions):
+        raise BadResponseError("a control character in a chunk extension")
+    return int(size, 16)
