@@ -99,10 +99,11 @@ class Exchange:
         Bytes of the response body arrived.
         """
 
-    def bodyEnded(self, reason: Failure | None) -> None:
+    def bodyEnded(self, reason: Failure | None, data: bytes = b"") -> None:
         """
-        The body ended: whole if C{reason} is L{None}, else cut short.
-        L{producer} is no longer the exchange's.
+        The body ended: whole if C{reason} is L{None}, else cut short;
+        C{data} is its last bytes, if they came with the end.  L{producer} is
+        no longer the exchange's.
         """
 
 
@@ -265,11 +266,10 @@ class BackendConnection(Protocol):
                 self._remaining = remaining - len(data)
                 exchange.bodyReceived(data)
                 return
-            data, extra = data[:remaining], data[remaining:]
-            if data:
-                exchange.bodyReceived(data)
-            if self.state == BODY:
-                self._responseDone(reusable=not extra)
+            extra = b""
+            if len(data) > remaining:
+                data, extra = data[:remaining], data[remaining:]
+            self._responseDone(not extra, data)
         elif self._chunks is not None:
             try:
                 extra = self._chunks.feed(data)
@@ -278,19 +278,19 @@ class BackendConnection(Protocol):
                 self.abort()
                 return
             if self._chunks.done and self.state == BODY:
-                self._responseDone(reusable=not extra)
+                self._responseDone(not extra)
         else:
             # Ended by the close.
             exchange.bodyReceived(data)
 
-    def _responseDone(self, reusable: bool) -> None:
+    def _responseDone(self, reusable: bool, data: bytes = b"") -> None:
         """
-        The response is whole: tell the exchange, then pool the connection
-        if it may carry another request.
+        The response is whole, C{data} its last bytes: tell the exchange,
+        then pool the connection if it may carry another request.
         """
         head = self._head
         assert head is not None
-        self._endBody(None)
+        self._endBody(None, data)
         if self.state != IDLE:
             return
         if not (reusable and head.keepAlive()):
@@ -300,7 +300,7 @@ class BackendConnection(Protocol):
         # Else: released once the body is sent, unless the exchange closes
         # the connection meanwhile, as it does when it answers early.
 
-    def _endBody(self, reason: Failure | None) -> None:
+    def _endBody(self, reason: Failure | None, data: bytes = b"") -> None:
         request, self._request = self._request, None
         self.state = IDLE
         self._head = None
@@ -308,7 +308,7 @@ class BackendConnection(Protocol):
             self._paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
         if request is not None:
-            request.exchange.bodyEnded(reason)
+            request.exchange.bodyEnded(reason, data)
 
     def _fail(self, error: Exception) -> None:
         """

@@ -117,25 +117,25 @@ def headEnd(buffer: bytes) -> int:
     return -1
 
 
-def _lines(head: bytes) -> list[bytes]:
+def _normalised(head: bytes) -> bytes:
     """
-    The lines of C{head} (which ends with its empty line), without their
-    ends.
+    C{head} with every line ended by CRLF: a bare LF may end a line (RFC
+    9112 section 2.2), a bare CR never does.
     """
     crlf = head.count(b"\r\n")
     if head.count(b"\r") != crlf:
         raise BadResponseError("a bare CR in the response head")
-    if head.count(b"\n") == crlf:
-        return head.split(b"\r\n")[:-2]
-    return head.replace(b"\r\n", b"\n").split(b"\n")[:-2]
+    if head.count(b"\n") != crlf:
+        head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return head
 
 
 def parseFields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     """
-    Field lines as C{(name, value)} pairs.
+    Field lines as C{(name, value)} pairs, checked one by one.
 
-    @raise BadResponseError: If a line is not C{token ":" OWS value OWS}, folds
-        (obs-fold), or has a control character in its value.
+    @raise BadResponseError: If a line is not C{token ":" OWS value OWS},
+        folds (obs-fold), or has a control character in its value.
     """
     fields = []
     for line in lines:
@@ -151,24 +151,38 @@ def parseFields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     return fields
 
 
+#: A field section that is well formed, as a whole (control characters are
+#: checked separately); and one of its lines, value without its OWS.
+_FIELD_SECTION = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*\r\n")
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+#: Control characters other than HTAB, CR and LF.
+_CONTROL_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def parseHead(head: bytes) -> ResponseHead:
     """
     Parse a response head, from its status line to its empty line included.
 
+    The whole field section is checked by two regular expressions rather
+    than line by line: this runs for every response.
+
     @raise BadResponseError: If it is malformed.
     """
-    lines = _lines(head)
-    if not lines:
-        raise BadResponseError("an empty response head")
-    version, _, rest = lines[0].partition(b" ")
+    head = _normalised(head)
+    statusEnd = head.find(b"\r\n")
+    version, _, rest = head[:statusEnd].partition(b" ")
     if version not in _VERSIONS:
-        raise BadResponseError(f"a status line that is not HTTP/1.x: {lines[0][:40]!r}")
+        raise BadResponseError(f"a status line that is not HTTP/1.x: {head[:40]!r}")
     code, _, phrase = rest.partition(b" ")
     if len(code) != 3 or not code.isdigit() or code[:1] == b"0":
         raise BadResponseError(f"a malformed status code {code[:10]!r}")
     if _CONTROL.search(phrase):
         raise BadResponseError("a control character in the reason phrase")
-    fields = parseFields(lines[1:])
+    if _CONTROL_IN_HEAD.search(head, statusEnd) or not _FIELD_SECTION.fullmatch(head, statusEnd + 2):
+        # Say which line is wrong, and how.
+        parseFields(head[statusEnd + 2 : -4].split(b"\r\n"))
+        raise BadResponseError("a malformed field section")
+    fields = _FIELD_LINE.findall(head, statusEnd + 2)
     contentLength: int | None = None
     codings: list[bytes] = []
     connection: set[bytes] = set()

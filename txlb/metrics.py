@@ -84,6 +84,29 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(pool, clock))
+        # The labelled children, looked up once each: labels() takes a lock
+        # and builds a key on every call.
+        self._requestChildren: dict[tuple[str, str], Any] = {}
+        self._durationChildren: dict[str, Any] = {}
+
+    def countRequest(self, backend: str, code: str) -> None:
+        """
+        Count a request that ended on C{backend} (C{-} for none) with
+        status C{code} (C{-} for none).
+        """
+        child = self._requestChildren.get((backend, code))
+        if child is None:
+            child = self._requestChildren[backend, code] = self.requests.labels(backend, code)
+        child.inc()
+
+    def observeDuration(self, backend: str, seconds: float) -> None:
+        """
+        Record how long a request on C{backend} took.
+        """
+        child = self._durationChildren.get(backend)
+        if child is None:
+            child = self._durationChildren[backend] = self.duration.labels(backend)
+        child.observe(seconds)
 
     def exposition(self) -> bytes:
         """

@@ -23,6 +23,8 @@ bytes of its response in memory.
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,10 +35,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from txlb import headers, tunnel
+from txlb.accesslog import AccessLogFile
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient, Exchange
 from txlb.flow import HIGH_WATER, LOW_WATER
@@ -132,6 +136,9 @@ class LoadBalancerResource(Resource):
         self.settings = settings
         self.metrics = Metrics(self.pool, reactor)
         self.client = client
+        #: The file the access log goes to, if not the main log.
+        self.accessLogFile: AccessLogFile | None = None
+        self._accessLog = Logger(namespace=self._log.namespace, source=self)
         self._reactor = reactor
         self._exchanges: set[_Exchange] = set()
 
@@ -245,6 +252,11 @@ class LoadBalancerResource(Resource):
     def ended(self, outcome: Outcome) -> None:
         """
         A request is over: count it, and log the one line it gets.
+
+        The line is formatted here, once, with an f-string; the event
+        carries it pre-formatted (as a flattened event, so no observer runs
+        C{string.Formatter} on it) beside every field, for JSON and other
+        structured observers.
         """
         now = self._reactor.seconds()
         seconds = now - outcome.started
@@ -252,9 +264,9 @@ class LoadBalancerResource(Resource):
         address = "-" if backend is None else backend.address
         if backend is not None:
             backend.ended(now, seconds * 1000, outcome.backendError)
-            self.metrics.duration.labels(address).observe(seconds)
+            self.metrics.observeDuration(address, seconds)
         status = "-" if outcome.status is None else str(outcome.status)
-        self.metrics.requests.labels(address, status).inc()
+        self.metrics.countRequest(address, status)
         request = outcome.request
         fields = {
             "client": outcome.clientHost,
@@ -271,17 +283,40 @@ class LoadBalancerResource(Resource):
             "flag": outcome.flag,
             "error": outcome.error,
         }
-        if self.settings.accessLog == "json":
-            self._log.emit(outcome.level, "{json}", json=json.dumps(fields), **fields)
-            return
-        self._log.emit(
-            outcome.level,
-            "client={client} method={method} path={target} \N{RIGHTWARDS ARROW} "
-            "backend={backend} status={shownStatus} ms={totalMs:.1f}{detail}",
-            shownStatus=status,
-            detail="" if outcome.error is None else f' error="{outcome.error}"',
-            **fields,
+        text = self.settings.accessLog != "json"
+        if text:
+            line = (
+                f"client={fields['client']} method={fields['method']} path={fields['target']} "
+                f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
+            )
+            if outcome.error is not None:
+                line += f' error="{outcome.error}"'
+        accessLogFile = self.accessLogFile
+        if accessLogFile is not None:
+            stamp = accessLogFile.timestamp()
+            accessLogFile.write(
+                f"{stamp} {line}" if text else json.dumps({"time": stamp, **fields})
+            )
+            if outcome.level == LogLevel.info:
+                # Failures go to the main log too.
+                return
+        if not text:
+            line = json.dumps(fields)
+        # Logger.emit, without its check of the level (it iterates every
+        # LogLevel), and with the line pre-formatted as a flattened event, so
+        # no observer runs string.Formatter on it.
+        log = self._accessLog
+        fields.update(
+            line=line,
+            log_flattened={"line!s:": line},
+            log_format="{line}",
+            log_level=outcome.level,
+            log_logger=log,
+            log_namespace=log.namespace,
+            log_source=self,
+            log_time=time.time(),
         )
+        log.observer(fields)
 
 
 def _text(value: bytes | str | None) -> str:
@@ -297,12 +332,14 @@ def _milliseconds(moment: float | None, started: float) -> float | None:
     return None if moment is None else round((moment - started) * 1000, 1)
 
 
+_OUTSIDE_PRINTABLE = re.compile(rb"[^\x21-\x7e]")
+
+
 def _badRequest(request: server.Request) -> str | None:
     """
     Why C{request} cannot be forwarded, or L{None} if it can.
     """
-    target = request.uri
-    if any(byte < 0x21 or byte > 0x7E for byte in target):
+    if _OUTSIDE_PRINTABLE.search(request.uri):
         return "the request-target has bytes outside printable ASCII"
     hosts = request.requestHeaders.getRawHeaders(b"host", ())
     if len(hosts) > 1:
@@ -330,11 +367,13 @@ def _abort(request: server.Request) -> None:
 class _EndOfBody:
     """
     The last item of a response: why the backend's body ended, L{None} if
-    it arrived whole.
+    it arrived whole, and the last bytes of the body when they came with
+    its end (one queue item, not two, for most responses).
     """
 
-    def __init__(self, reason: Failure | None) -> None:
+    def __init__(self, reason: Failure | None, data: bytes = b"") -> None:
         self.reason = reason
+        self.data = data
 
 
 class _ResponseTimeoutError(Exception):
@@ -376,6 +415,7 @@ class _Exchange(Exchange):
         self.sending: Any = None
         self.timer: Any = None
         self.timedOut = False
+        self.awaitingHead = False
         self.backendPaused = False
         self.clientPaused = False
         self.clientGone = False
@@ -400,9 +440,10 @@ class _Exchange(Exchange):
         self.resource.pool.sending(backend)
         self.timedOut = False
         self.connectedAt = None
+        self.awaitingHead = True
         self._stopTimer()
         if self.body is None:
-            self._startResponseTimer()
+            self._armTimer(self.resource.settings.responseTimeout)
         else:
             # The response timeout counts from the end of the upload: a slow
             # client is not the backend's fault.
@@ -412,9 +453,25 @@ class _Exchange(Exchange):
         self.sending.addErrback(self._internalError)
 
     def _startResponseTimer(self) -> None:
-        self.timer = self.resource._reactor.callLater(
-            self.resource.settings.responseTimeout, self._responseTimedOut
-        )
+        if self.awaitingHead:
+            self._armTimer(self.resource.settings.responseTimeout)
+
+    def _armTimer(self, seconds: float) -> None:
+        """
+        Time out in C{seconds}: one timer per exchange, for the response
+        head and then for the body, so the common path schedules one call.
+        """
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self.timer = self.resource._reactor.callLater(seconds, self._timedOut)
+
+    def _timedOut(self) -> None:
+        if self.response is None:
+            self._responseTimedOut()
+        else:
+            self._idleTimedOut()
 
     def _stopTimer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -445,12 +502,13 @@ class _Exchange(Exchange):
     def _gotResponse(self, response: ResponseHead) -> None:
         self.firstByte = self.resource._reactor.seconds()
         self.sending = None
-        self._stopTimer()
+        self.awaitingHead = False
         self.resource.pool.succeeded(self.backend)  # type: ignore[arg-type]
         self.queue.put(response)
 
     def _sendFailed(self, failure: Failure) -> None:
         self.sending = None
+        self.awaitingHead = False
         self._stopTimer()
         if self.clientGone:
             self.queue.put(failure)
@@ -507,10 +565,11 @@ class _Exchange(Exchange):
             self.backendPaused = True
             self.producer.pauseProducing()
 
-    def bodyEnded(self, reason: Failure | None) -> None:
+    def bodyEnded(self, reason: Failure | None, data: bytes = b"") -> None:
         # The connection is the backend's again (or closed).
         self.producer = None
-        self.queue.put(_EndOfBody(reason))
+        self.queuedBytes += len(data)
+        self.queue.put(_EndOfBody(reason, data))
 
     def _idleTimedOut(self) -> None:
         """
@@ -539,10 +598,8 @@ class _Exchange(Exchange):
         if isinstance(item, Failure):
             self._relayFailure(item)
             return
-        self.timer = self.resource._reactor.callLater(
-            self.resource.settings.idleTimeout, self._idleTimedOut
-        )
         self.response = item
+        self._armTimer(self.resource.settings.idleTimeout)
         if not self.clientGone:
             self._writeHead(item)
         self._take()
@@ -556,7 +613,7 @@ class _Exchange(Exchange):
         if not sent.hasHeader(b"date"):
             sent.setRawHeaders(b"Date", [http.datetimeToString()])
         length = response.contentLength
-        if length is not None and response.code != http.NO_CONTENT:
+        if length is not None and response.code != NO_CONTENT:
             # The body's length; for HEAD and 304, the length the backend
             # stated for the representation.
             sent.setRawHeaders(b"Content-Length", [b"%d" % length])
@@ -626,6 +683,9 @@ class _Exchange(Exchange):
         if self.clientGone:
             self._clientGoneOver(code)
             return
+        if item.data:
+            self.queuedBytes -= len(item.data)
+            request.write(item.data)
         request.unregisterProducer()
         if item.reason is None:
             request.finish()
