@@ -32,7 +32,7 @@ class AccessLogFile:
     def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
         self._reactor = reactor
-        self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115
+        self._file: BinaryIO = open(path, "ab", buffering=0)
         self._lines: list[bytes] = []
         self._size = 0
         self._flushing: Any = None
@@ -84,7 +84,7 @@ class AccessLogFile:
         """
         self.flush()
         self._file.close()
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._file = open(self.path, "ab", buffering=0)
 
     def close(self) -> None:
         """

@@ -166,6 +166,9 @@ class BackendPool:
         """
         now = self._reactor.seconds()
         up = [b for b in self.backends if b.available(now)]
+        if len(up) == len(self.backends) and not exclude:
+            self.panicking = False
+            return up
         if up:
             self.panicking = False
             return [b for b in up if b not in exclude] or up

@@ -124,6 +124,18 @@ class _Request:
         #: The connection (or the Deferred of the connection being made).
         self.connection: Any = None
 
+    def cancel(self, result: Deferred[ResponseHead]) -> None:
+        """
+        The request's Deferred was cancelled: stop connecting, or close the
+        connection.
+        """
+        self.result = None
+        connection, self.connection = self.connection, None
+        if isinstance(connection, Deferred):
+            connection.cancel()
+        elif connection is not None:
+            connection.abort()
+
 
 class _BodyWriter:
     """
@@ -169,6 +181,8 @@ class BackendConnection(Protocol):
         self.idleSince = 0.0
         self._request: _Request | None = None
         self._buffer = b""
+        #: How far the buffer was searched for the end of the head.
+        self._scanned = 0
         self._head: ResponseHead | None = None
         self._remaining: int | None = None
         self._chunks: ChunkedDecoder | None = None
@@ -226,11 +240,15 @@ class BackendConnection(Protocol):
             request = self._request
             assert request is not None
             buffer = self._buffer
-            end = headEnd(buffer)
+            end = headEnd(buffer, self._scanned)
             if end < 0 or end > MAX_HEAD:
                 if end > MAX_HEAD or len(buffer) > MAX_HEAD:
                     self._fail(BadResponseError("a response head over 64 KiB"))
+                    return
+                # The empty line may yet begin in the last two bytes.
+                self._scanned = max(0, len(buffer) - 2)
                 return
+            self._scanned = 0
             try:
                 head = parseHead(buffer[:end])
                 length = head.bodyLength(request.method)
@@ -458,14 +476,13 @@ class BackendClient:
             # As Agent did: the same message, stated (RFC 9110 section 8.6).
             framing = b"Content-Length: 0\r\n"
         request = _Request(method, requestHead(method, target, framing, fields), body, exchange)
-        result = request.result = Deferred(self._cancel)
-        result.request = request  # type: ignore[attr-defined]
+        result = request.result = Deferred(request.cancel)
         idle = self._idle.get(backend)
         if idle:
             now = self._reactor.seconds()
             while idle:
                 connection = idle.pop()
-                if now - connection.idleSince < self.idleTimeout:
+                if connection.state == IDLE and now - connection.idleSince < self.idleTimeout:
                     connection.reused = True
                     request.connection = connection
                     connection.send(request)
@@ -498,19 +515,6 @@ class BackendClient:
         if request.result is not None:
             result, request.result = request.result, None
             result.errback(failure)
-
-    def _cancel(self, result: Deferred[ResponseHead]) -> None:
-        """
-        The request's Deferred was cancelled: stop connecting, or close the
-        connection.
-        """
-        request: _Request = result.request  # type: ignore[attr-defined]
-        request.result = None
-        connection, request.connection = request.connection, None
-        if isinstance(connection, Deferred):
-            connection.cancel()
-        elif connection is not None:
-            connection.abort()
 
     def _release(self, connection: BackendConnection) -> None:
         """

@@ -101,15 +101,16 @@ class ResponseHead:
         return self.version == b"HTTP/1.1" or b"keep-alive" in self.connection
 
 
-def headEnd(buffer: bytes) -> int:
+def headEnd(buffer: bytes, start: int = 0) -> int:
     """
     Where the head at the start of C{buffer} ends (the index just after its
-    empty line), or -1 if it has not ended yet.  A bare LF may end a line
-    (RFC 9112 section 2.2), so the empty line is the first LF followed by
-    CRLF or by LF.
+    empty line), or -1 if it has not ended yet; the search begins at
+    C{start}, as far as an earlier search found nothing.  A bare LF may end
+    a line (RFC 9112 section 2.2), so the empty line is the first LF
+    followed by CRLF or by LF.
     """
-    crlf = buffer.find(b"\n\r\n")
-    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\n\r\n", start)
+    lf = buffer.find(b"\n\n", start)
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return crlf + 3
     if lf >= 0:
@@ -172,17 +173,18 @@ def parseHead(head: bytes) -> ResponseHead:
     statusEnd = head.find(b"\r\n")
     version, _, rest = head[:statusEnd].partition(b" ")
     if version not in _VERSIONS:
-        raise BadResponseError(f"a status line that is not HTTP/1.x: {head[:40]!r}")
+        raise BadResponseError(f"a status line that is not HTTP/1.x: {head[:statusEnd][:40]!r}")
     code, _, phrase = rest.partition(b" ")
     if len(code) != 3 or not code.isdigit() or code[:1] == b"0":
         raise BadResponseError(f"a malformed status code {code[:10]!r}")
     if _CONTROL.search(phrase):
         raise BadResponseError("a control character in the reason phrase")
-    if _CONTROL_IN_HEAD.search(head, statusEnd) or not _FIELD_SECTION.fullmatch(head, statusEnd + 2):
+    fieldsStart = statusEnd + 2
+    if _CONTROL_IN_HEAD.search(head, statusEnd) or not _FIELD_SECTION.fullmatch(head, fieldsStart):
         # Say which line is wrong, and how.
-        parseFields(head[statusEnd + 2 : -4].split(b"\r\n"))
+        parseFields(head[fieldsStart:-4].split(b"\r\n"))
         raise BadResponseError("a malformed field section")
-    fields = _FIELD_LINE.findall(head, statusEnd + 2)
+    fields = _FIELD_LINE.findall(head, fieldsStart)
     contentLength: int | None = None
     codings: list[bytes] = []
     connection: set[bytes] = set()

@@ -417,6 +417,8 @@ class _Exchange(Exchange):
         self.timedOut = False
         self.awaitingHead = False
         self.backendPaused = False
+        self.registered = False
+        self.interimSent = False
         self.clientPaused = False
         self.clientGone = False
         self.waiting: Any = None
@@ -495,9 +497,8 @@ class _Exchange(Exchange):
         if head.code == 100 or self.clientGone or request.clientproto != b"HTTP/1.1":
             return
         fields = headers.toClient(head.fields, head.connection)
-        request.channel.writeHeaders(
-            b"HTTP/1.1", b"%d" % head.code, head.phrase, fields
-        )
+        request.channel.writeHeaders(b"HTTP/1.1", b"%d" % head.code, head.phrase, fields)
+        self.interimSent = True
 
     def _gotResponse(self, response: ResponseHead) -> None:
         self.firstByte = self.resource._reactor.seconds()
@@ -546,6 +547,9 @@ class _Exchange(Exchange):
         settings = self.resource.settings
         if len(self.tried) > settings.retries or failure.check(BadResponseError):
             return False
+        if self.interimSent:
+            # The client has had bytes of this backend's answer.
+            return False
         if self.body is not None and not self.body.canRestart():
             return False
         return (
@@ -581,7 +585,7 @@ class _Exchange(Exchange):
         if self.producer is not None:
             self.producer.stopProducing()
         if not self.clientGone:
-            self.request.unregisterProducer()
+            self._unregister()
             _abort(self.request)
         self._over(self.request.code, "idle timeout", LogLevel.warn, TIMEOUT)
 
@@ -618,6 +622,7 @@ class _Exchange(Exchange):
             # stated for the representation.
             sent.setRawHeaders(b"Content-Length", [b"%d" % length])
         request.registerProducer(self, True)
+        self.registered = True
         # Send the head now: the body may be slow to come.
         request.write(b"")
 
@@ -686,7 +691,7 @@ class _Exchange(Exchange):
         if item.data:
             self.queuedBytes -= len(item.data)
             request.write(item.data)
-        request.unregisterProducer()
+        self._unregister()
         if item.reason is None:
             request.finish()
             self._over(code, None, LogLevel.info, NORMAL)
@@ -699,6 +704,11 @@ class _Exchange(Exchange):
         why = f"backend body cut short: {describe(reason)}"
         self.resource.pool.failed(self.backend, why)  # type: ignore[arg-type]
         self._over(code, why, LogLevel.warn, flag)
+
+    def _unregister(self) -> None:
+        if self.registered:
+            self.registered = False
+            self.request.unregisterProducer()
 
     def _internalError(self, failure: Failure) -> None:
         """
