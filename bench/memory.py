@@ -768,7 +768,19 @@ def caseHead(run, name):
             with socket.create_connection((HOST, port), timeout=0.2) as sock:
                 target = f"/head?size={size or 0}"
                 sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-                status, headers, rest = readHead(sock, deadline=deadline, stop=halt.is_set)
+                rest, waited = b"", 0.0
+                while True:  # in slices, for a progress line every slice
+                    waited = min(waited + PROGRESS_EVERY, args.head_seconds)
+                    status, headers, rest = readHead(
+                        sock, rest, deadline=started + waited, stop=halt.is_set
+                    )
+                    if headers != "no answer" or halt.is_set() or waited >= args.head_seconds:
+                        break
+                    print(
+                        f"  {waited:4.0f} s: no answer yet; backend sent "
+                        f"{mib(run.backend.sentHead)} of head, txlb VmRSS {mib(sampler.last)}"
+                    )
+                    sys.stdout.flush()
                 answeredAt = time.monotonic() - started
                 if status is None:
                     answer = headers
