@@ -865,6 +865,17 @@ def size(text):
     return int(value)
 
 
+def txlbOption(text):
+    """
+    An argparse type: C{NAME=VALUE} as txlb's C{--NAME VALUE}.
+    """
+    name, equals, value = text.partition("=")
+    name = name.lstrip("-")
+    if not equals or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not like response-timeout=20")
+    return "--" + name, value
+
+
 def parseArgs(argv):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0].strip(),
@@ -930,10 +941,10 @@ def parseArgs(argv):
         "--txlb-option",
         dest="txlb_options",
         action="append",
-        nargs=2,
+        type=txlbOption,
         default=[],
-        metavar=("OPTION", "VALUE"),
-        help="one more txlb option for every case, e.g. --txlb-option --response-timeout 20",
+        metavar="NAME=VALUE",
+        help="one more txlb option for every case, e.g. --txlb-option response-timeout=20",
     )
     p.add_argument(
         "--txlb-src",
