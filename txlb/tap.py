@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from txlb import config
+from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
@@ -246,6 +247,13 @@ class Options(usage.Options):
             "Access log format: text (one line) or json (one object).",
             parseLogFormat,
         ],
+        [
+            "access-log-file",
+            None,
+            None,
+            "Write the access log to this file, in batches, instead of the main log "
+            "(failures go to both); SIGHUP reopens it.",
+        ],
         ["admin", None, None, "Endpoint of the admin API and status page (off if absent)."],
         ["admin-token", None, None, "Bearer token the admin API's changes need."],
     ]
@@ -400,12 +408,31 @@ class LoadBalancerService(MultiService):
         Bind the listening ports, ending with one line if one cannot be
         bound (busy, out of range, not permitted).
         """
+        self._openAccessLog(self.config["access-log-file"], failHard=True)
         try:
             super().privilegedStartService()
             for listener in self.listeners:
                 listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
             raise SystemExit(f"txlb: cannot listen: {e}") from None
+
+    def _openAccessLog(self, path: str | None, failHard: bool = False) -> None:
+        """
+        Write the access log to C{path} from now on (to the main log if
+        L{None}), closing the file it went to.
+        """
+        old = self.resource.accessLogFile
+        try:
+            self.resource.accessLogFile = (
+                None if path is None else AccessLogFile(path, self.reactor)
+            )
+        except OSError as e:
+            if failHard:
+                raise SystemExit(f"txlb: --access-log-file: {e}") from None
+            self._log.error("Cannot open the access log, it stays as it was: {why}", why=e)
+            return
+        if old is not None:
+            old.close()
 
     def startService(self) -> None:
         self._log.info(
@@ -461,9 +488,14 @@ class LoadBalancerService(MultiService):
 
         @return: Whether it was applied.
         """
+        accessLogFile = self.resource.accessLogFile
+        if accessLogFile is not None:
+            # After logrotate moved it away.
+            accessLogFile.reopen()
         path = self.config["config"]
         if path is None:
-            self._log.warn("Nothing to reload: txlb was started without --config")
+            if accessLogFile is None:
+                self._log.warn("Nothing to reload: txlb was started without --config")
             return False
         try:
             new = Options.fromFile(path, self.config.commandLine)
@@ -500,6 +532,8 @@ class LoadBalancerService(MultiService):
             # The file lists it: it serves, whatever the admin API said.
             backend.draining = False
         resource.settings = new.settings()
+        if new["access-log-file"] != self.config["access-log-file"]:
+            self._openAccessLog(new["access-log-file"])
         # The idle timeout of client connections made from now on.
         self.site.timeOut = new["client-timeout"]
         self._checkHealth(new)
@@ -549,6 +583,7 @@ class LoadBalancerService(MultiService):
         for listener in self.listeners[1:]:
             await listener.stopService()
         await resource.client.closeCachedConnections()
+        self._openAccessLog(None)
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
