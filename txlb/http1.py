@@ -152,50 +152,58 @@ def parseFields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     return fields
 
 
-#: A field section that is well formed, as a whole (control characters are
-#: checked separately); and one of its lines, value without its OWS.
-_FIELD_SECTION = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*\r\n")
-_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 #: Control characters other than HTAB, CR and LF.
 _CONTROL_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: The characters of a token (RFC 9110 section 5.6.2).
+_TOKEN_CHARACTERS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def parseHead(head: bytes) -> ResponseHead:
     """
     Parse a response head, from its status line to its empty line included.
 
-    The whole field section is checked by two regular expressions rather
-    than line by line: this runs for every response.
+    This runs for every response, so the common case is plain byte-string
+    methods, measured fastest on CPython and on PyPy: one search for
+    control characters over the whole head, then per line a partition and
+    a C{translate} that leaves nothing of a token name.
 
     @raise BadResponseError: If it is malformed.
     """
     head = _normalised(head)
-    statusEnd = head.find(b"\r\n")
-    version, _, rest = head[:statusEnd].partition(b" ")
+    lines = head.split(b"\r\n")
+    del lines[-2:]
+    version, _, rest = lines[0].partition(b" ")
     if version not in _VERSIONS:
-        raise BadResponseError(f"a status line that is not HTTP/1.x: {head[:statusEnd][:40]!r}")
+        raise BadResponseError(f"a status line that is not HTTP/1.x: {lines[0][:40]!r}")
     code, _, phrase = rest.partition(b" ")
     if len(code) != 3 or not code.isdigit() or code[:1] == b"0":
         raise BadResponseError(f"a malformed status code {code[:10]!r}")
-    if _CONTROL.search(phrase):
-        raise BadResponseError("a control character in the reason phrase")
-    fieldsStart = statusEnd + 2
-    if _CONTROL_IN_HEAD.search(head, statusEnd) or not _FIELD_SECTION.fullmatch(head, fieldsStart):
-        # Say which line is wrong, and how.
-        parseFields(head[fieldsStart:-4].split(b"\r\n"))
-        raise BadResponseError("a malformed field section")
-    fields = _FIELD_LINE.findall(head, fieldsStart)
+    if _CONTROL_IN_HEAD.search(head):
+        if _CONTROL.search(phrase):
+            raise BadResponseError("a control character in the reason phrase")
+        # Say which field.
+        parseFields(lines[1:])
     contentLength: int | None = None
     codings: list[bytes] = []
-    connection: set[bytes] = set()
-    for name, value in fields:
+    connection: list[bytes] = []
+    fields = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name.translate(None, _TOKEN_CHARACTERS):
+            # Say how it is wrong.
+            parseFields([line])
+        value = value.strip(b" \t")
+        fields.append((name, value))
+        # Only the framing fields matter here: look at the others no further.
+        if len(name) not in (10, 14, 17):
+            continue
         lower = name.lower()
         if lower == b"content-length":
             contentLength = _contentLength(value, contentLength)
         elif lower == b"transfer-encoding":
-            codings.extend(c.strip().lower() for c in value.split(b","))
+            codings += [c.strip().lower() for c in value.split(b",")]
         elif lower == b"connection":
-            connection.update(t.strip().lower() for t in value.split(b",") if t.strip())
+            connection += [t.strip().lower() for t in value.split(b",")]
     if codings:
         if contentLength is not None:
             raise BadResponseError("both Content-Length and Transfer-Encoding")
@@ -204,8 +212,17 @@ def parseHead(head: bytes) -> ResponseHead:
         if version != b"HTTP/1.1":
             raise BadResponseError("Transfer-Encoding in an HTTP/1.0 response")
     return ResponseHead(
-        version, int(code), phrase, fields, contentLength, bool(codings), frozenset(connection)
+        version,
+        int(code),
+        phrase,
+        fields,
+        contentLength,
+        bool(codings),
+        frozenset(connection).difference((b"",)) if connection else _NO_TOKENS,
     )
+
+
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 def _contentLength(value: bytes, seen: int | None) -> int:
