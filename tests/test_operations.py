@@ -17,7 +17,8 @@ from twisted.web.http_headers import Headers
 from tests.test_proxy import OK, Harness
 from txlb import config
 from txlb.admin import AdminResource
-from txlb.tap import LoadBalancerService, Options, makeService
+from txlb.service import LoadBalancerService
+from txlb.tap import Options, makeService
 
 GET = b"GET /item HTTP/1.1\r\nHost: h\r\n\r\n"
 

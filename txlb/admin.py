@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from twisted.logger import Logger
@@ -32,10 +32,49 @@ from twisted.web.resource import Resource
 
 from txlb import __version__
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
+from txlb.proxy import LoadBalancerResource
 from txlb.statuspage import StatusPage
 
-if TYPE_CHECKING:
-    from txlb.tap import LoadBalancerService
+
+class _Options(Protocol):
+    """
+    Options looked up by their long name.
+    """
+
+    def __getitem__(self, option: str) -> Any: ...
+
+
+class Balancer(Protocol):
+    """
+    What the admin API needs of the balancer it serves, a
+    L{txlb.service.LoadBalancerService}; that module imports this one, so
+    this one names what it uses instead of importing it.
+    """
+
+    @property
+    def resource(self) -> LoadBalancerResource:
+        """
+        The resource that forwards requests, with the backend pool, the
+        algorithm and the metrics.
+        """
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, for the time.
+        """
+
+    @property
+    def started(self) -> float:
+        """
+        When the balancer started, in the reactor's seconds.
+        """
+
+    @property
+    def config(self) -> _Options:
+        """
+        The configuration in use, which a reload replaces.
+        """
 
 
 class _AdminError(Exception):
@@ -53,7 +92,7 @@ class AdminResource(Resource):
     The admin listener's root: the status page at C{/}, the API below.
     """
 
-    def __init__(self, balancer: LoadBalancerService, token: str | None) -> None:
+    def __init__(self, balancer: Balancer, token: str | None) -> None:
         super().__init__()
         self.api = AdminAPI(balancer, token)
         self.putChild(b"", StatusPage())
@@ -70,7 +109,7 @@ class AdminAPI(Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, balancer: LoadBalancerService, token: str | None) -> None:
+    def __init__(self, balancer: Balancer, token: str | None) -> None:
         super().__init__()
         self.balancer = balancer
         self.token = token

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from txlb.backend import BackendPool
+from txlb.refusals import REASONS
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
 #: millisecond to the 30 s response timeout.
@@ -83,6 +84,15 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "txlb_client_refusals",
+            "Requests refused on the client connection, by the class of what was wrong.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:
+            # Every class shows from the start, at 0, so a rate over it works.
+            self.refusals.labels(reason)
         self.registry.register(_PoolCollector(pool, clock))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
@@ -107,6 +117,18 @@ class Metrics:
         if child is None:
             child = self._durationChildren[backend] = self.duration.labels(backend)
         child.observe(seconds)
+
+    def countRefusal(self, reason: str) -> None:
+        """
+        Count a request refused on its client connection.
+
+        @param reason: One of L{txlb.refusals.REASONS}: the label's values
+            are a fixed set, whatever clients send.
+        @raise ValueError: For any other C{reason}.
+        """
+        if reason not in REASONS:
+            raise ValueError(f"not a refusal reason: {reason!r}")
+        self.refusals.labels(reason).inc()
 
     def exposition(self) -> bytes:
         """

@@ -236,10 +236,18 @@ class LoadBalancerResource(Resource):
         """
         return len(self._exchanges)
 
-    def refused(self, channel: Any, request: server.Request | None, code: int, why: str) -> None:
+    def refused(
+        self,
+        channel: Any,
+        request: server.Request | None,
+        code: int,
+        why: str,
+        flag: str,
+    ) -> None:
         """
-        The client connection answered C{code} itself (a head too slow or too
-        large, a body too large) and closed.
+        The client connection answered C{code} itself (a malformed request,
+        a head too slow or too large, a body too large) and closed; C{flag}
+        says which kind of refusal it was.
         """
         clientHost = getattr(channel.transport.getPeer(), "host", "")
         if request is not None and hasattr(channel, "_command"):
@@ -247,7 +255,7 @@ class LoadBalancerResource(Resource):
             # line was read, though.
             request.method, request.uri = channel._command, channel._path
         now = self._reactor.seconds()
-        self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info))
+        self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info, flag))
 
     def ended(self, outcome: Outcome) -> None:
         """
@@ -258,6 +266,12 @@ class LoadBalancerResource(Resource):
         C{string.Formatter} on it) beside every field, for JSON and other
         structured observers.
         """
+        refused = getattr(outcome.request, "refused", None)
+        if refused is not None and (outcome.status, outcome.error) == refused[:2]:
+            # The client connection refused the rest of a request being
+            # forwarded (txlb.server.ProxyChannel.refuse), and the exchange
+            # reports that: the refusal's flag says how the request ended.
+            outcome.flag = refused[2]
         now = self._reactor.seconds()
         seconds = now - outcome.started
         backend = outcome.backend

@@ -1,21 +1,37 @@
 """
 The client side: Twisted's HTTP server, made transparent, with limits and
-deadlines, streaming request bodies and a graceful stop.
+deadlines, every refusal seen, streaming request bodies and a graceful stop.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
-from txlb import headers, tunnel
-from txlb.proxy import LoadBalancerResource
+from txlb import headers, refusals, tunnel
+from txlb.proxy import NORMAL, LoadBalancerResource
+from txlb.refusals import Refusal
 from txlb.upload import StreamingBody
+
+
+class Refused(NamedTuple):
+    """
+    How txlb refused the rest of a request it was forwarding: the proxy's
+    exchange logs it when the connection is gone.
+
+    @ivar code: The status answered.
+    @ivar error: What was wrong.
+    @ivar flag: The access-log flag.
+    """
+
+    code: int
+    error: str
+    flag: str
 
 
 class TransparentRequest(server.Request):
@@ -38,8 +54,8 @@ class TransparentRequest(server.Request):
 
     defaultContentType = None
     stream: StreamingBody | None = None
-    #: The status and reason txlb refused this request with, once forwarded.
-    refused: tuple[int, str] | None = None
+    #: How txlb refused this request, once forwarded.
+    refused: Refused | None = None
     bodyBytes = 0
     _finishWhenReceived = False
 
@@ -112,18 +128,36 @@ class TransparentRequest(server.Request):
         limit = channel.site.resource.settings.maxBodySize  # type: ignore[attr-defined]
         if limit is None or size <= limit:
             return False
-        channel.refuse(b"413 Content Too Large")  # type: ignore[attr-defined]
+        channel.refuse(refusals.bodyTooLarge(limit))  # type: ignore[attr-defined]
         return True
 
 
 class ProxyChannel(http.HTTPChannel):
     """
     Twisted's HTTP channel with some of its answers fixed, a deadline for
-    request heads, and a way to close it for a graceful stop.
+    request heads, every refusal answered, logged and counted in one place,
+    and a way to close it for a graceful stop.
+
+    Lines end at LF here, not at CRLF as in Twisted, so that a line ended
+    by a bare LF is refused at once (see L{refusals.lineEnding}) rather than
+    waited on until the head deadline; Twisted gets each line without its
+    CR, as before.
     """
 
+    delimiter = b"\n"
+    #: Twisted's limit of a line, which counted without CRLF, plus the CR.
+    MAX_LENGTH = http.HTTPChannel.MAX_LENGTH + 1
+
     _headDeadline: Any = None
+    _headTimeout = 0.0
     _refused = False
+    # The request head being read: whether its request line is in, its size
+    # so far (counted as Twisted counts it), the empty lines before it, and
+    # the field Twisted is checking (to say why, should Twisted refuse it).
+    _inHead = False
+    _headSize = 0
+    _emptyLines = 0
+    _field: bytes | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -143,15 +177,78 @@ class ProxyChannel(http.HTTPChannel):
         if self._refused:
             return
         if self._headDeadline is None and not self.requests:
-            self._headDeadline = self.callLater(  # type: ignore[call-arg]
-                self.site.resource.settings.clientTimeout,  # type: ignore[attr-defined]
-                self.refuse,
-                b"408 Request Timeout",
-            )
+            self._headTimeout = self.site.resource.settings.clientTimeout  # type: ignore[attr-defined]
+            self._headDeadline = self.callLater(self._headTimeout, self._headTooSlow)
         super().dataReceived(data)
 
+    def _headTooSlow(self) -> None:
+        """
+        The head deadline has passed: refuse the request with 408.
+        """
+        self.refuse(refusals.tooSlow(self._headTimeout))
+
+    def lineReceived(self, line: bytes) -> None:
+        """
+        Check a line of a request head before Twisted parses it: its ending,
+        the head's size, and the request line.  Twisted checks the header
+        fields itself (see L{headerReceived}).
+        """
+        if not self._inHead and not self.persistent:
+            # Twisted drops what comes after a request that closes the
+            # connection.
+            super().lineReceived(line)
+            return
+        end = len(line) - 1
+        if end < 0 or line.find(b"\r") != end:
+            # The rule is refusals.lineEnding, inlined: this runs per line.
+            refusal = refusals.lineEnding(line)
+        else:
+            line = line[:end]
+            self._headSize += end
+            if self._headSize > self.totalHeadersSize:
+                refusal = refusals.headTooLarge(self.totalHeadersSize)
+            elif not self._inHead:
+                refusal = self._checkRequestLine(line)
+            else:
+                refusal = None
+        if refusal is not None:
+            self.refuse(refusal)
+            return
+        super().lineReceived(line)
+
+    def _checkRequestLine(self, line: bytes) -> Refusal | None:
+        """
+        Check what should be a request line, after at most one empty line.
+        """
+        if not line:
+            self._emptyLines += 1
+            return refusals.EMPTY_LINES if self._emptyLines > 1 else None
+        refusal = refusals.requestLine(line)
+        self._inHead = refusal is None
+        return refusal
+
+    def headerReceived(self, line: bytes) -> bool:
+        """
+        Let Twisted check and keep a header field, remembering which one it
+        is checking: to say why, should Twisted refuse it.
+        """
+        self._field = line
+        accepted = super().headerReceived(line)
+        self._field = None
+        return accepted
+
     def allHeadersReceived(self) -> None:
+        """
+        The head is in: stop its deadline, and refuse what Twisted lets
+        through of a whole head (see L{refusals.framing}) before Twisted
+        goes on with it.
+        """
         self._cancelHeadDeadline()
+        self._inHead, self._headSize, self._emptyLines = False, 0, 0
+        refusal = refusals.framing(self.requests[-1].requestHeaders)
+        if refusal is not None:
+            self.refuse(refusal)
+            return
         super().allHeadersReceived()
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -162,32 +259,67 @@ class ProxyChannel(http.HTTPChannel):
         if not self._refused:
             super().allContentReceived()
 
+    def timeoutConnection(self) -> None:
+        """
+        A client silent for the idle timeout: one in the middle of a request
+        head gets the head deadline's 408, which may be due at the same
+        moment; one between requests is closed, as Twisted does.
+        """
+        if self._headDeadline is not None:
+            self._headTooSlow()
+            return
+        super().timeoutConnection()
+
     def _cancelHeadDeadline(self) -> None:
         if self._headDeadline is not None:
             if self._headDeadline.active():
                 self._headDeadline.cancel()
             self._headDeadline = None
 
-    def refuse(self, status: bytes) -> None:
+    def _respondToBadRequestAndDisconnect(self) -> None:
         """
-        Answer C{status} with an empty body and close the connection,
-        reading nothing more from it; the request gets its access-log line
-        (from the proxy, if it already had the request).
+        Refuse what Twisted's own parser refuses, through L{refuse}: Twisted
+        would write a bare 400 and close, with no log line and no count.
+
+        Twisted (26.4 and 26.10) calls this private method wherever it
+        refuses a request; C{tests/test_refusals.py} pins that.  In a head,
+        Twisted refuses only header fields here, since L{lineReceived}
+        checks the rest first; in a body, a malformed chunked one.
+        """
+        if self._field is not None:
+            previous = self.requests[-1].requestHeaders
+            refusal = refusals.fieldRefused(self._field, previous, self.maxHeaders)
+        else:
+            refusal = refusals.malformedByTwisted(inBody=not self.line_mode)
+        self.refuse(refusal)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """
+        Answer C{refusal}'s status with an empty body and close the
+        connection, reading nothing more from it; log the request's line
+        (from the proxy, if it is forwarding the request) with the
+        refusal's error and flag, and count it by its reason.
+
+        Every refusal on a client connection comes here, whoever made it:
+        the head checks, the head deadline, the body limit and Twisted's
+        parser.
         """
         if self._refused:
             return
         self._refused = True
-        code, _, reason = status.partition(b" ")
+        resource = self.site.resource  # type: ignore[attr-defined]
+        resource.metrics.countRefusal(refusal.reason)
+        flag = refusals.PROTOCOL_ERROR if refusal.protocolError else NORMAL
         request = self.requests[-1] if self.requests else None
         if request is not None and request.stream is not None and request.stream.started:
-            request.refused = int(code), reason.decode()
+            request.refused = Refused(refusal.code, refusal.error, flag)
         else:
-            self.site.resource.refused(self, request, int(code), reason.decode())  # type: ignore[attr-defined]
+            resource.refused(self, request, refusal.code, refusal.error, flag)
         self._cancelHeadDeadline()
         self.setTimeout(None)
         assert self.transport is not None
         self.transport.write(
-            b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status
+            b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % refusal.status
         )
         self.loseConnection()
 
@@ -195,12 +327,10 @@ class ProxyChannel(http.HTTPChannel):
         """
         Answer an over-long request line with 414 and an over-long header
         line with 431; Twisted's channel drops the connection without a
-        word.  (A request exists from its request line on.)
+        word.
         """
-        if self.requests:
-            self.refuse(b"431 Request Header Fields Too Large")
-        else:
-            self.refuse(b"414 URI Too Long")
+        limit = http.HTTPChannel.MAX_LENGTH
+        self.refuse(refusals.lineTooLong(not self._inHead, limit))
 
     def checkPersistence(self, request: server.Request, version: bytes) -> bool:
         """

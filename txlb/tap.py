@@ -1,36 +1,30 @@
 """
-The C{twistd txlb} command: its options and the service they make.
+The C{twistd txlb} command: its options, and C{makeService}, which builds
+the balancer (L{txlb.service.LoadBalancerService}) they describe.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
-from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python import usage
 
 from txlb import config
-from txlb.accesslog import AccessLogFile
-from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
-from txlb.health import HealthChecker
+from txlb.interfaces import IAlgorithm
 from txlb.iphash import IPHash
 from txlb.leastconn import LeastConnections
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
+from txlb.service import LoadBalancerService
 from txlb.testbackend import makeBackendService
 from txlb.weighted import WeightedRoundRobin
 
@@ -365,225 +359,11 @@ class Options(usage.Options):
             accessLog=self["access-log"],
         )
 
-
-#: Seconds between two looks at whether requests are still in flight during
-#: a graceful stop.
-DRAIN_POLL = 0.05
-
-
-class LoadBalancerService(MultiService):
-    """
-    The balancer: its listener, its health checks, its admin listener, the
-    backend connections it keeps, the demo backends if it runs them, its
-    configuration reloads and its graceful stop.
-
-    On SIGHUP it re-reads C{--config}: an invalid file is logged and the
-    running configuration stays; a valid one is applied at once (see
-    L{apply}).  On SIGTERM or SIGINT it stops accepting connections, closes
-    idle kept-alive ones, lets the requests in flight finish (for up to
-    C{--drain-timeout} seconds, then cuts them) and exits 0.  A second signal
-    cuts them at once.
-
-    @ivar started: When the service started, for the uptime.
-    """
-
-    _log = Logger()
-
-    def __init__(self, config: Options, site: LoadBalancerSite, reactor: Any) -> None:
-        super().__init__()
-        self.config = config
-        self.site = site
-        self.resource: LoadBalancerResource = site.resource
-        self.started = reactor.seconds()
-        self.reactor = reactor
-        self._stopping = False
-        self._health: HealthChecker | None = None
-        self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
-        if config["admin"] is not None:
-            admin = AdminSite(AdminResource(self, config["admin-token"]))
-            self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
-
-    def privilegedStartService(self) -> None:
+    def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
         """
-        Bind the listening ports, ending with one line if one cannot be
-        bound (busy, out of range, not permitted).
+        The class of the algorithm C{--algo} names.
         """
-        self._openAccessLog(self.config["access-log-file"], failHard=True)
-        try:
-            super().privilegedStartService()
-            for listener in self.listeners:
-                listener.privilegedStartService()
-        except (CannotListenError, OverflowError, OSError) as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
-
-    def _openAccessLog(self, path: str | None, failHard: bool = False) -> None:
-        """
-        Write the access log to C{path} from now on (to the main log if
-        L{None}), closing the file it went to.
-        """
-        old = self.resource.accessLogFile
-        try:
-            self.resource.accessLogFile = (
-                None if path is None else AccessLogFile(path, self.reactor)
-            )
-        except OSError as e:
-            if failHard:
-                raise SystemExit(f"txlb: --access-log-file: {e}") from None
-            self._log.error("Cannot open the access log, it stays as it was: {why}", why=e)
-            return
-        if old is not None:
-            old.close()
-
-    def startService(self) -> None:
-        self._log.info(
-            "txlb listening on {listen}, algorithm {algo}, backends {backends}",
-            listen=self.config["listen"],
-            algo=self.config["algo"],
-            backends=", ".join(f"{b.address} (weight {b.weight})" for b in self.config["backends"]),
-        )
-        self.started = self.reactor.seconds()
-        self._checkHealth(self.config)
-        super().startService()
-        for listener in self.listeners:
-            listener.startService()
-        # After twistd's own handlers are in place, which would stop at once
-        # and exit with the signal's status.
-        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
-
-    def _checkHealth(self, config: Options) -> None:
-        """
-        Run the active health checks C{config} asks for, instead of the
-        current ones.
-        """
-        if self._health is not None:
-            self._health.disownServiceParent()
-            self._health = None
-            for backend in self.resource.pool.backends:
-                # Only new checks may say a backend is down now.
-                backend.healthy, backend.health = True, None
-        if config["health-path"] is not None:
-            self._health = HealthChecker(
-                self.resource.pool,
-                config["health-path"],
-                self.reactor,
-                interval=config["health-interval"],
-                timeout=config["health-timeout"],
-                rise=config["health-rise"],
-                fall=config["health-fall"],
-                metrics=self.resource.metrics,
-            )
-            self._health.setServiceParent(self)
-
-    def _catchSignals(self) -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._stopSignal)
-        signal.signal(signal.SIGHUP, self._reloadSignal)
-
-    def _reloadSignal(self, number: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reload)
-
-    def reload(self) -> bool:
-        """
-        Re-read the configuration file and apply it if it is valid.
-
-        @return: Whether it was applied.
-        """
-        accessLogFile = self.resource.accessLogFile
-        if accessLogFile is not None:
-            # After logrotate moved it away.
-            accessLogFile.reopen()
-        path = self.config["config"]
-        if path is None:
-            if accessLogFile is None:
-                self._log.warn("Nothing to reload: txlb was started without --config")
-            return False
-        try:
-            new = Options.fromFile(path, self.config.commandLine)
-        except usage.UsageError as e:
-            self.resource.metrics.reloads.labels("failure").inc()
-            self._log.error("Reload failed, the configuration stays as it was: {why}", why=e)
-            return False
-        self.apply(new)
-        self.resource.metrics.reloads.labels("success").inc()
-        self._log.info("Reloaded {path}", path=path)
-        return True
-
-    def apply(self, new: Options) -> None:
-        """
-        Switch to C{new} at once: new requests use it, requests in flight
-        finish on their backends, client connections stay open, and the
-        counts of backends that stay are kept.  Listening addresses and the
-        admin token only change with a restart.
-        """
-        for option in ("listen", "admin", "admin-token"):
-            if new[option] != self.config[option]:
-                self._log.warn(
-                    "--{option} changes need a restart; it stays {value!r}",
-                    option=option,
-                    value=self.config[option],
-                )
-                new[option] = self.config[option]
-        resource = self.resource
-        resource.pool.maxFails = new["max-fails"]
-        resource.pool.failTimeout = new["fail-timeout"]
-        resource.client.connectTimeout = new["connect-timeout"]
-        resource.setBackends(new["backends"], ALGORITHMS[new["algo"]])
-        for backend in resource.pool.backends:
-            # The file lists it: it serves, whatever the admin API said.
-            backend.draining = False
-        resource.settings = new.settings()
-        if new["access-log-file"] != self.config["access-log-file"]:
-            self._openAccessLog(new["access-log-file"])
-        # The idle timeout of client connections made from now on.
-        self.site.timeOut = new["client-timeout"]
-        self._checkHealth(new)
-        self.config = new
-
-    def _stopSignal(self, number: int, frame: object) -> None:
-        name = signal.Signals(number).name
-        if self._stopping:
-            self._log.warn("Received {signal} again: cutting requests in flight", signal=name)
-            self.reactor.callFromThread(self.site.abortConnections)
-            return
-        self._stopping = True
-        self._log.info("Received {signal}: stopping gracefully", signal=name)
-        self.reactor.callFromThread(self.reactor.stop)
-
-    def stopService(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._stop())
-
-    async def _stop(self) -> None:
-        """
-        Stop accepting, close idle connections, wait for the requests in
-        flight (cutting them after the drain timeout), then stop the rest;
-        the admin listener last, so the drain can be watched.
-        """
-        await self.listeners[0].stopService()
-        self.site.closeIdleConnections()
-        resource = self.resource
-        timeout = self.config["drain-timeout"]
-        if resource.inFlight():
-            self._log.info(
-                "Waiting for {count} requests in flight (at most {timeout} s)",
-                count=resource.inFlight(),
-                timeout=timeout,
-            )
-        deadline = self.reactor.seconds() + timeout
-        while resource.inFlight() or self.site.busy():
-            if self.reactor.seconds() >= deadline:
-                self._log.warn(
-                    "Cutting {count} requests still in flight after {timeout} s",
-                    count=resource.inFlight(),
-                    timeout=timeout,
-                )
-                self.site.abortConnections()
-                break
-            await deferLater(self.reactor, DRAIN_POLL)
-        await super().stopService()
-        for listener in self.listeners[1:]:
-            await listener.stopService()
-        await resource.client.closeCachedConnections()
-        self._openAccessLog(None)
+        return ALGORITHMS[self["algo"]]
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -594,7 +374,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor
     backends = config["backends"]
     pool = BackendPool(backends, reactor, config["max-fails"], config["fail-timeout"])
-    algorithm = ALGORITHMS[config["algo"]](backends)
+    algorithm = config.algorithm()(backends)
     client = BackendClient(reactor, config["connect-timeout"])
     resource = LoadBalancerResource(algorithm, client, reactor, pool, config.settings())
     balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)

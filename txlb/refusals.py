@@ -1,0 +1,255 @@
+"""
+Requests txlb refuses on the client connection, and why.
+
+Twisted's HTTP server refuses a malformed request with a bare
+C{400 Bad Request} and no word of why, and it waits for a CRLF that a
+client ending its lines with a bare LF never sends.  The channel
+(L{txlb.server.ProxyChannel}) answers, logs and counts every refusal; this
+module says what was wrong, for the access log, and the class of it, for
+the metrics.  It holds the checks Twisted lacks or applies differently
+between versions (line endings, the request line's target, the framing
+rules of RFC 9112 section 6, the head's limits as 431) and explains the
+refusals Twisted makes itself.  They are pure functions over a request's
+lines and fields, run once per line at most; a valid request costs no
+check that Twisted already makes.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import NamedTuple
+
+from twisted.web.http_headers import Headers
+
+# The classes of refusal: the values of the reason label of
+# txlb_client_refusals_total.  The set is fixed, so the metric's series are
+# bounded whatever clients send.
+
+#: The request line: not three words, a method that is not a token, a
+#: request-target outside printable ASCII, a version other than HTTP/1.x.
+REQUEST_LINE = "request_line"
+#: A header field: no colon, a name that is not a token, a NUL in a value.
+HEADER = "header"
+#: A line not ended by CRLF: a bare LF, or a CR not followed by LF.
+LINE_ENDING = "line_ending"
+#: How the body is delimited: both Content-Length and Transfer-Encoding, one
+#: of them twice, a Content-Length that is not a number, a coding other than
+#: chunked.
+FRAMING = "framing"
+#: A chunked body that does not follow the chunked coding.
+CHUNKED_BODY = "chunked_body"
+#: A request line, header line or head over the size limits, or too many
+#: header fields.
+HEAD_TOO_LARGE = "head_too_large"
+#: A body over C{--max-body-size}.
+BODY_TOO_LARGE = "body_too_large"
+#: A head not complete within C{--client-timeout}.
+TIMEOUT = "timeout"
+
+REASONS = (
+    REQUEST_LINE,
+    HEADER,
+    LINE_ENDING,
+    FRAMING,
+    CHUNKED_BODY,
+    HEAD_TOO_LARGE,
+    BODY_TOO_LARGE,
+    TIMEOUT,
+)
+
+#: The access-log flag of a request refused because it broke HTTP/1.1's
+#: syntax or framing, or the head's size limits: Envoy's C{DPE}, downstream
+#: protocol error.
+PROTOCOL_ERROR = "DPE"
+
+#: The reason phrases of the statuses txlb refuses with (RFC 9110).
+_PHRASES = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+#: The bytes of a token (RFC 9110 section 5.6.2).
+_TCHAR = b"!#$%&'*+-.^_`|~" + (string.digits + string.ascii_letters).encode()
+#: Printable ASCII, the bytes of a request-target.
+_VCHAR = bytes(range(0x21, 0x7F))
+
+
+class Refusal(NamedTuple):
+    """
+    A request refused on its client connection.
+
+    @ivar code: The status answered.
+    @ivar error: What was wrong, for the access log's C{error}.  It never
+        holds bytes the client sent, so it cannot break the log line.
+    @ivar reason: Its class, one of L{REASONS}.
+    """
+
+    code: int
+    error: str
+    reason: str
+
+    @property
+    def status(self) -> bytes:
+        """
+        The status line's code and reason phrase, as in C{b"400 Bad Request"}.
+        """
+        return b"%d %s" % (self.code, _PHRASES[self.code])
+
+    @property
+    def protocolError(self) -> bool:
+        """
+        Whether the request broke HTTP/1.1 or the head's limits (flag
+        L{PROTOCOL_ERROR}), rather than being too slow or its body too
+        large, which have their own statuses.
+        """
+        return self.reason not in (TIMEOUT, BODY_TOO_LARGE)
+
+
+def isToken(data: bytes) -> bool:
+    """
+    Whether C{data} is a token (RFC 9110 section 5.6.2), as methods and
+    field names must be.
+    """
+    return bool(data) and not data.translate(None, _TCHAR)
+
+
+def lineEnding(line: bytes) -> Refusal | None:
+    """
+    Check the ending of a line split at LF (with the LF removed).
+
+    A line must end with CRLF.  RFC 9112 section 2.2 lets a recipient take
+    a bare LF for a line's end, but not every parser on a request's way
+    does: txlb refuses it at once, rather than read the head one way while
+    another proxy reads it another.  A CR anywhere else in the line is
+    refused too (section 2.2 allows that or a space).
+    """
+    end = len(line) - 1
+    if end >= 0 and line.find(b"\r") == end:
+        return None
+    if end < 0 or line[end] != 0x0D:
+        return Refusal(400, "a line ended by a bare LF", LINE_ENDING)
+    return Refusal(400, "a CR not followed by LF", LINE_ENDING)
+
+
+def headTooLarge(limit: int) -> Refusal:
+    """
+    A request head over C{limit} bytes in all, counted as Twisted does:
+    request line and fields, without their CRLF.  Twisted would answer 400.
+    """
+    return Refusal(431, f"a request head over {limit} bytes", HEAD_TOO_LARGE)
+
+
+def lineTooLong(requestLine: bool, limit: int) -> Refusal:
+    """
+    A request line (414) or header line (431) over C{limit} bytes.
+    """
+    if requestLine:
+        return Refusal(414, f"a request line over {limit} bytes", HEAD_TOO_LARGE)
+    return Refusal(431, f"a header line over {limit} bytes", HEAD_TOO_LARGE)
+
+
+#: More than the one empty line before a request line that RFC 9112 section
+#: 2.2 says to ignore, and Twisted ignores.
+EMPTY_LINES = Refusal(400, "more than one empty line before a request", REQUEST_LINE)
+
+
+def requestLine(line: bytes) -> Refusal | None:
+    """
+    Check a request line as Twisted parses it, but with the target held to
+    printable ASCII (Twisted lets bytes up to 0xB0 through).
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return Refusal(400, "a request line that is not METHOD SP TARGET SP VERSION", REQUEST_LINE)
+    method, target, version = parts
+    if not isToken(method):
+        return Refusal(400, "a method that is not a token", REQUEST_LINE)
+    if not target or target.translate(None, _VCHAR):
+        return Refusal(
+            400, "a request-target empty or with bytes outside printable ASCII", REQUEST_LINE
+        )
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+        return Refusal(400, "a version other than HTTP/1.0 and HTTP/1.1", REQUEST_LINE)
+    return None
+
+
+def framing(fields: Headers) -> Refusal | None:
+    """
+    Check the framing fields of a whole head for what Twisted lets through:
+    a request is delimited one way only, and Transfer-Encoding must be
+    chunked alone (RFC 9112 sections 6.1 and 6.3).  Twisted takes
+    C{Transfer-Encoding: identity} as no coding at all, beside a
+    Content-Length or another Transfer-Encoding.
+    """
+    codings = fields.getRawHeaders(b"transfer-encoding")
+    if codings is None:
+        return None
+    if fields.hasHeader(b"content-length"):
+        return Refusal(400, "both Content-Length and Transfer-Encoding", FRAMING)
+    if len(codings) > 1:
+        return Refusal(400, "more than one Transfer-Encoding", FRAMING)
+    if codings[0].lower() != b"chunked":
+        return Refusal(400, "a Transfer-Encoding other than chunked", FRAMING)
+    return None
+
+
+def fieldRefused(line: bytes, previous: Headers, maxFields: int) -> Refusal:
+    """
+    Why Twisted refused the header field C{line} (continuation lines
+    included), after the fields C{previous}, as its channel checks them: a
+    token for a name, no NUL in a value, one framing field, a number for a
+    Content-Length, chunked for a Transfer-Encoding, and at most
+    C{maxFields} fields (431 here).  Lines never hold a CR or LF by then.
+    """
+    if sum(len(values) for _, values in previous.getAllRawHeaders()) > maxFields:
+        # Twisted counts a field once it has passed every other check.
+        return Refusal(431, f"more than {maxFields} header fields", HEAD_TOO_LARGE)
+    name, colon, value = line.partition(b":")
+    if not colon:
+        return Refusal(400, "a header line without a colon", HEADER)
+    if not isToken(name):
+        return Refusal(400, "a header name that is not a token", HEADER)
+    value = value.strip(b" \t")
+    if b"\0" in value:
+        return Refusal(400, "a NUL in a header value", HEADER)
+    name = name.lower()
+    if name == b"content-length":
+        if not value.isdigit():
+            return Refusal(400, "a Content-Length that is not a number", FRAMING)
+        if previous.hasHeader(b"content-length"):
+            return Refusal(400, "more than one Content-Length", FRAMING)
+        return Refusal(400, "both Content-Length and Transfer-Encoding", FRAMING)
+    if name == b"transfer-encoding":
+        if value.lower() not in (b"chunked", b"identity"):
+            return Refusal(400, "a Transfer-Encoding other than chunked", FRAMING)
+        if previous.hasHeader(b"content-length"):
+            return Refusal(400, "both Content-Length and Transfer-Encoding", FRAMING)
+        return Refusal(400, "more than one Transfer-Encoding", FRAMING)
+    return Refusal(400, "a malformed header field", HEADER)
+
+
+def malformedByTwisted(inBody: bool) -> Refusal:
+    """
+    A request Twisted's parser refused where txlb cannot tell why: its
+    chunked decoder gives no reason, and a newer Twisted may check more.
+    """
+    if inBody:
+        return Refusal(400, "a malformed chunked body", CHUNKED_BODY)
+    return Refusal(400, "a malformed request head", HEADER)
+
+
+def tooSlow(seconds: float) -> Refusal:
+    """
+    A request head that was not complete in C{seconds}.
+    """
+    return Refusal(408, f"no whole request head within {seconds:g} s", TIMEOUT)
+
+
+def bodyTooLarge(limit: int) -> Refusal:
+    """
+    A request body over C{limit} bytes.
+    """
+    return Refusal(413, f"a body over {limit} bytes", BODY_TOO_LARGE)
