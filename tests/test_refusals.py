@@ -425,9 +425,45 @@ class HeaderFieldTests(RefusedTestCase):
             b"GET /h HTTP/1.1\r\n X-A: a\r\nHost: h\r\n\r\n",
             b"400 Bad Request",
             f"client=10.0.0.7 method=GET path=/h {ARROW} backend=- status=400 ms=0.0"
-            ' error="a header name that is not a token"',
+            ' error="a folded header line (obs-fold)"',
             refusals.HEADER,
         )
+
+    def test_hostRules(self) -> None:
+        """
+        The proxy's own 400s, for two Host fields or none on HTTP/1.1, carry
+        the flag DPE and count as header refusals; the connection stays
+        open, as the request was read whole.
+        """
+        for request, why in (
+            (b"GET /h HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host header"),
+            (b"GET /h HTTP/1.1\r\n\r\n", "no Host header"),
+        ):
+            harness = Harness(self)
+            _, client = harness.client(request)
+            self.assertTrue(client.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+            self.assertFalse(client.disconnecting)
+            (event,) = accessEvents(harness)
+            self.assertEqual((event["flag"], event["error"]), (refusals.PROTOCOL_ERROR, why))
+            self.assertIn(
+                b'txlb_client_refusals_total{reason="header"} 1.0\n',
+                harness.resource.metrics.exposition(),
+            )
+
+    def test_obsFold(self) -> None:
+        """
+        A field folded onto the next line (obs-fold) gets 400, in any field:
+        joined, a folded Transfer-Encoding could read one way here and
+        another at the backend.
+        """
+        for fold in (b" chunked", b"\tchunked"):
+            self.assertRefused(
+                b"POST /h HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n" + fold + b"\r\n\r\n",
+                b"400 Bad Request",
+                f"client=10.0.0.7 method=POST path=/h {ARROW} backend=- status=400 ms=0.0"
+                ' error="a folded header line (obs-fold)"',
+                refusals.HEADER,
+            )
 
     def test_twistedRefusal(self) -> None:
         """

@@ -23,7 +23,6 @@ bytes of its response in memory.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from txlb import headers, tunnel
+from txlb import headers, refusals, tunnel
 from txlb.accesslog import AccessLogFile
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient, Exchange
@@ -148,7 +147,18 @@ class LoadBalancerResource(Resource):
         problem = _badRequest(request)
         if problem is not None:
             answer(request, http.BAD_REQUEST, problem)
-            self.ended(Outcome(request, clientHost, None, http.BAD_REQUEST, started, problem))
+            self.metrics.countRefusal(refusals.HEADER)
+            self.ended(
+                Outcome(
+                    request,
+                    clientHost,
+                    None,
+                    http.BAD_REQUEST,
+                    started,
+                    problem,
+                    flag=refusals.PROTOCOL_ERROR,
+                )
+            )
             return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(clientHost)
@@ -354,15 +364,12 @@ def _tenths(value: float) -> float:
     return int(value * 10 + 0.5) / 10
 
 
-_OUTSIDE_PRINTABLE = re.compile(rb"[^\x21-\x7e]")
-
-
 def _badRequest(request: server.Request) -> str | None:
     """
-    Why C{request} cannot be forwarded, or L{None} if it can.
+    Why C{request} cannot be forwarded, or L{None} if it can.  (The
+    channel has refused what breaks HTTP/1.1's syntax; these are the rules
+    about C{Host}, RFC 9112 section 3.2.)
     """
-    if _OUTSIDE_PRINTABLE.search(request.uri):
-        return "the request-target has bytes outside printable ASCII"
     hosts = request.requestHeaders.getRawHeaders(b"host", ())
     if len(hosts) > 1:
         return "more than one Host header"

@@ -151,6 +151,11 @@ def lineTooLong(requestLine: bool, limit: int) -> Refusal:
     return Refusal(431, f"a header line over {limit} bytes", HEAD_TOO_LARGE)
 
 
+#: A field line folded onto the next (obs-fold): RFC 9112 section 5.2 lets a
+#: server refuse it or join it with a space; txlb refuses it, since a proxy
+#: on the way may read it otherwise (as a field of its own, or framing).
+FOLDED = Refusal(400, "a folded header line (obs-fold)", HEADER)
+
 #: More than the one empty line before a request line that RFC 9112 section
 #: 2.2 says to ignore, and Twisted ignores.
 EMPTY_LINES = Refusal(400, "more than one empty line before a request", REQUEST_LINE)

@@ -209,6 +209,8 @@ class ProxyChannel(http.HTTPChannel):
                 refusal = refusals.headTooLarge(self.totalHeadersSize)
             elif not self._inHead:
                 refusal = self._checkRequestLine(line)
+            elif line[:1] == b" " or line[:1] == b"\t":
+                refusal = refusals.FOLDED
             else:
                 refusal = None
         if refusal is not None:
