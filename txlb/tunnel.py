@@ -44,14 +44,12 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from txlb import headers
+from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, parseHead
 from txlb.outcome import Outcome, answer, describe
 
 if TYPE_CHECKING:
     from txlb.backend import Backend
     from txlb.proxy import LoadBalancerResource
-
-#: The largest response head accepted from a backend; a longer one gets 502.
-MAX_HEAD = 64 * 1024
 
 
 def wantsUpgrade(request: server.Request) -> bool:
@@ -88,20 +86,6 @@ def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
 
 
-def statusCode(head: bytes) -> int | None:
-    """
-    The status code of a response head, or L{None} if its status line is
-    not one.
-    """
-    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
-    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        return None
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit():
-        return None
-    return int(code)
-
-
 class BodyEnd:
     """
     Finds where the body of a response ends in the raw bytes that follow its
@@ -110,40 +94,18 @@ class BodyEnd:
     @ivar ended: Whether the body has ended.
     """
 
-    def __init__(self, method: bytes, code: int, head: bytes) -> None:
-        fields: dict[bytes, list[bytes]] = {}
-        for line in head.split(b"\r\n")[1:]:
-            name, colon, value = line.partition(b":")
-            if colon:
-                fields.setdefault(name.strip().lower(), []).append(value.strip())
-        self.ended = False
-        self._remaining: int | None = None
-        self._chunks: Any = None
-        self._extra = b""
-        if method == b"HEAD" or code in http.NO_BODY_CODES:
-            self.ended = True
-        elif b"transfer-encoding" in fields:
-            codings = b",".join(fields[b"transfer-encoding"]).split(b",")
-            if codings[-1].strip().lower() == b"chunked":
-                # Twisted's own chunked parser, private but stable since
-                # Twisted 8; only its end-of-body callback is used here.
-                self._chunks = http._ChunkedTransferDecoder(lambda data: None, self._chunksEnded)
-            # Any other last coding: the body ends when the backend closes.
-        elif b"content-length" in fields:
-            values = {v.strip() for v in b",".join(fields[b"content-length"]).split(b",")}
-            if len(values) == 1 and next(iter(values)).isdigit():
-                self._remaining = int(next(iter(values)))
-                self.ended = self._remaining == 0
-
-    def _chunksEnded(self, extra: bytes) -> None:
-        self.ended = True
-        self._extra = extra
+    def __init__(self, method: bytes, head: ResponseHead) -> None:
+        length = head.bodyLength(method)
+        self.ended = length == 0
+        self._remaining = None if head.chunked else length
+        # Only where the chunks end matters here, not what they hold.
+        self._chunks = ChunkedDecoder(lambda data: None) if head.chunked else None
 
     def feed(self, data: bytes) -> bytes:
         """
         Take the next raw bytes; return those that belong to the response.
 
-        @raise ValueError: If a chunked body is malformed.
+        @raise BadResponseError: If a chunked body is malformed.
         """
         if self.ended:
             return b""
@@ -153,11 +115,9 @@ class BodyEnd:
             self.ended = self._remaining == 0
             return data
         if self._chunks is not None:
-            try:
-                self._chunks.dataReceived(data)
-            except http._MalformedChunkedDataError as e:
-                raise ValueError(str(e)) from e
-            return data[: len(data) - len(self._extra)]
+            extra = self._chunks.feed(data)
+            self.ended = self._chunks.done
+            return data[: len(data) - len(extra)]
         return data
 
     @property
@@ -362,15 +322,19 @@ class Tunnel:
                     self._fail(http.BAD_GATEWAY, "response head over 64 KiB")
                 return
             head, self.received = self.received[: end + 4], self.received[end + 4 :]
-            code = statusCode(head)
-            if code is not None:
-                self.resource.pool.succeeded(self.backend)
-            if code is None:
-                self._fail(http.BAD_GATEWAY, "malformed response head")
-            elif code == http.SWITCHING:
+            try:
+                # Relayed raw, so its lines must end with CRLF (found above)
+                # and it must be as strict as any other response.
+                parsed = parseHead(head)
+            except BadResponseError as e:
+                self._fail(http.BAD_GATEWAY, f"malformed response: {e}")
+                return
+            self.resource.pool.succeeded(self.backend)
+            code = parsed.code
+            if code == http.SWITCHING:
                 self._switch(head)
             elif code >= 200:
-                self._refused(code, head)
+                self._refused(parsed, head)
             elif code != 100:
                 # 102, 103: interim answers the client may use.  A 100 is
                 # dropped, as txlb has already answered the client's
@@ -402,14 +366,14 @@ class Tunnel:
         if early:
             backend.write(early)
 
-    def _refused(self, code: int, head: bytes) -> None:
+    def _refused(self, parsed: ResponseHead, head: bytes) -> None:
         """
         The backend answered without switching: relay its answer raw, then
         close.
         """
         self._takeOver(REFUSED)
-        self.code = code
-        self.bodyEnd = BodyEnd(self.request.method, code, head)
+        self.code = parsed.code
+        self.bodyEnd = BodyEnd(self.request.method, parsed)
         self._throttle(self.clientTransport, self.backendTransport)
         # Read from the client again, only to notice if it leaves.
         self.clientTransport.resumeProducing()
@@ -424,7 +388,7 @@ class Tunnel:
         assert self.bodyEnd is not None
         try:
             part = self.bodyEnd.feed(data)
-        except ValueError as e:
+        except BadResponseError as e:
             self._over(self.code, f"backend body malformed: {e}", LogLevel.warn)
             self.clientTransport.abortConnection()
             self.backendTransport.abortConnection()
