@@ -213,6 +213,30 @@ class TimeoutTests(SynchronousTestCase):
             "method=GET path=/ \N{RIGHTWARDS ARROW} backend=- status=408", harness.accessLog()[0]
         )
 
+    def test_slowRequestLine(self) -> None:
+        """
+        A request line still incomplete when its first bytes have been read
+        starts the head deadline too.
+        """
+        harness = Harness(self, clientTimeout=30)
+        _, client = harness.client(b"GET /slow")
+        harness.reactor.advance(30)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n"))
+
+    def test_noDeadlineAfterAnswer(self) -> None:
+        """
+        A request answered at once (here txlb's own 400) leaves no head
+        deadline behind: the idle connection is closed at the client
+        timeout without a 408.
+        """
+        harness = Harness(self, clientTimeout=30)
+        _, client = harness.client(b"GET / HTTP/1.1\r\n\r\n")
+        answered = client.value()
+        self.assertTrue(answered.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        harness.reactor.advance(30)
+        self.assertEqual(client.value(), answered)
+        self.assertTrue(client.disconnecting)
+
     def test_idleKeepAlive(self) -> None:
         """
         A kept-alive connection with no request is closed after the client

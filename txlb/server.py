@@ -170,16 +170,25 @@ class ProxyChannel(http.HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Start the deadline for a request head at its first byte: a client
-        dribbling its headers (slowloris) keeps resetting the idle timeout,
-        but not this.
+        Start the deadline for a request head when its first bytes leave it
+        incomplete: a client dribbling its headers (slowloris) keeps
+        resetting the idle timeout, but not this.  A head that comes whole,
+        as most do, needs no deadline, and gets none.
         """
         if self._refused:
             return
-        if self._headDeadline is None and not self.requests:
+        super().dataReceived(data)
+        # A head is under way once its request line is in, or while part of
+        # a request line waits in LineReceiver's buffer (private to Twisted,
+        # the same in every version txlb supports; the slowloris tests pin
+        # it).
+        if (
+            self._headDeadline is None
+            and not self._refused
+            and (self._inHead or (not self.requests and self._buffer))
+        ):
             self._headTimeout = self.site.resource.settings.clientTimeout  # type: ignore[attr-defined]
             self._headDeadline = self.callLater(self._headTimeout, self._headTooSlow)
-        super().dataReceived(data)
 
     def _headTooSlow(self) -> None:
         """
@@ -341,7 +350,10 @@ class ProxyChannel(http.HTTPChannel):
         """
         if version != b"HTTP/1.1":
             return False
-        if b"close" in headers.tokens(request.requestHeaders, b"connection"):
+        received = request.requestHeaders
+        if received.hasHeader(b"connection") and b"close" in headers.tokens(
+            received, b"connection"
+        ):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return True
