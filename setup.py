@@ -29,6 +29,6 @@ setup(
     extras_require={
         "dev": ["ruff", "mypy", "mypy-zope"],
         # What the tests need beyond txlb's own dependencies (tox.ini's deps).
-        "test": ["autobahn"],
+        "test": ["autobahn", "hypothesis", "h11>=0.16"],
     },
 )

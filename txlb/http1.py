@@ -172,6 +172,8 @@ def parseHead(head: bytes) -> ResponseHead:
     head = _normalised(head)
     lines = head.split(b"\r\n")
     del lines[-2:]
+    if not lines:
+        raise BadResponseError("an empty response head")
     version, _, rest = lines[0].partition(b" ")
     if version not in _VERSIONS:
         raise BadResponseError(f"a status line that is not HTTP/1.x: {lines[0][:40]!r}")
@@ -183,7 +185,7 @@ def parseHead(head: bytes) -> ResponseHead:
             raise BadResponseError("a control character in the reason phrase")
         # Say which field.
         parseFields(lines[1:])
-    contentLength: int | None = None
+    length: bytes | None = None
     codings: list[bytes] = []
     connection: list[bytes] = []
     fields = []
@@ -199,11 +201,12 @@ def parseHead(head: bytes) -> ResponseHead:
             continue
         lower = name.lower()
         if lower == b"content-length":
-            contentLength = _contentLength(value, contentLength)
+            length = _contentLength(value, length)
         elif lower == b"transfer-encoding":
             codings += [c.strip().lower() for c in value.split(b",")]
         elif lower == b"connection":
             connection += [t.strip().lower() for t in value.split(b",")]
+    contentLength = None if length is None else int(length)
     if codings:
         if contentLength is not None:
             raise BadResponseError("both Content-Length and Transfer-Encoding")
@@ -225,10 +228,11 @@ def parseHead(head: bytes) -> ResponseHead:
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
-def _contentLength(value: bytes, seen: int | None) -> int:
+def _contentLength(value: bytes, seen: bytes | None) -> bytes:
     """
-    The length a C{Content-Length} value gives, which must agree with any
-    seen before (RFC 9110 section 8.6 allows a list of one repeated value).
+    The length a C{Content-Length} value gives, as sent, which must be the
+    same as any seen before (RFC 9110 section 8.6 allows a list of one
+    repeated value; C{5} and C{05} are not the same).
     """
     lengths = {v.strip() for v in value.split(b",")}
     if len(lengths) != 1:
@@ -236,9 +240,9 @@ def _contentLength(value: bytes, seen: int | None) -> int:
     length = lengths.pop()
     if not length.isdigit() or len(length) > 18:
         raise BadResponseError(f"a malformed Content-Length {length[:20]!r}")
-    if seen is not None and seen != int(length):
+    if seen is not None and seen != length:
         raise BadResponseError("differing Content-Length values")
-    return int(length)
+    return length
 
 
 #: States of L{ChunkedDecoder}.
@@ -261,6 +265,8 @@ class ChunkedDecoder:
         self._remaining = 0
         self._buffer = b""
         self._trailerBytes = 0
+        #: How far the buffered trailer line was searched for its end.
+        self._scanned = 0
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
@@ -300,11 +306,13 @@ class ChunkedDecoder:
                 position = lineEnd + 2
                 self._state = _DATA if self._remaining else _TRAILER
             elif state == _TRAILER:
-                lineEnd = data.find(b"\r\n", position)
+                lineEnd = data.find(b"\r\n", position + self._scanned)
                 if lineEnd < 0:
                     if end - position + self._trailerBytes >= MAX_HEAD:
                         raise BadResponseError("a trailer section over 64 KiB")
+                    self._scanned = max(0, end - position - 1)
                     break
+                self._scanned = 0
                 line = data[position:lineEnd]
                 self._trailerBytes += len(line) + 2
                 if self._trailerBytes > MAX_HEAD:
@@ -314,7 +322,13 @@ class ChunkedDecoder:
                     self._state = _DONE
                     self.done = True
                     return data[position:]
-                parseFields([line])
+                for name, _ in parseFields([line]):
+                    if name.lower() in (b"content-length", b"transfer-encoding"):
+                        # Framing has no place after the body (RFC 9110
+                        # section 6.5.1).
+                        raise BadResponseError(
+                            f"a {name.decode()} field in the trailer section"
+                        )
             else:
                 return data[position:]
         self._buffer = data[position:]
@@ -326,8 +340,7 @@ def _chunkSize(line: bytes) -> int:
     The size a chunk-size line gives: hex digits, then optional extensions,
     which are ignored but may not hold control characters.
     """
-    size, semicolon, extensions = line.partition(b";")
-    size = size.rstrip(b" \t") if semicolon else size
+    size, _, extensions = line.partition(b";")
     if not _HEX.fullmatch(size):
         raise BadResponseError(f"a malformed chunk size {size[:20]!r}")
     if _CONTROL.search(extensions):
