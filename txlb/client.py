@@ -44,6 +44,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 
 from txlb.backend import Backend
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, headEnd, parseHead
+from txlb.interfaces import IExchange
 
 #: Idle connections kept open to each backend.
 MAX_IDLE_PER_BACKEND = 64
@@ -72,41 +73,6 @@ def requestHead(
     return b"".join(lines)
 
 
-class Exchange:
-    """
-    What the client needs of the one who sent a request (the proxy's
-    exchange): where the response goes.  These do nothing; the proxy
-    overrides them.
-
-    @ivar producer: The connection the response body comes from, from the
-        final head to the end of the body: pause, resume or stop it.
-    """
-
-    producer: Any = None
-
-    def connected(self) -> None:
-        """
-        A new connection was made for the request (not a pooled one).
-        """
-
-    def interim(self, head: ResponseHead) -> None:
-        """
-        An interim (1xx) response arrived, before the final one.
-        """
-
-    def bodyReceived(self, data: bytes) -> None:
-        """
-        Bytes of the response body arrived.
-        """
-
-    def bodyEnded(self, reason: Failure | None, data: bytes = b"") -> None:
-        """
-        The body ended: whole if C{reason} is L{None}, else cut short;
-        C{data} is its last bytes, if they came with the end.  L{producer} is
-        no longer the exchange's.
-        """
-
-
 class _Request:
     """
     One request on its way: what to write, and where the answer goes.
@@ -114,7 +80,7 @@ class _Request:
 
     __slots__ = ("body", "connection", "exchange", "head", "method", "result")
 
-    def __init__(self, method: bytes, head: bytes, body: Any, exchange: Exchange) -> None:
+    def __init__(self, method: bytes, head: bytes, body: Any, exchange: IExchange) -> None:
         self.method = method
         self.head = head
         self.body = body
@@ -455,7 +421,7 @@ class BackendClient:
         target: bytes,
         fields: Sequence[tuple[bytes, bytes]],
         body: Any,
-        exchange: Exchange,
+        exchange: IExchange,
     ) -> Deferred[ResponseHead]:
         """
         Send C{method target} with C{fields} to C{backend}, and C{body} (an

@@ -326,9 +326,7 @@ class ChunkedDecoder:
                     if name.lower() in (b"content-length", b"transfer-encoding"):
                         # Framing has no place after the body (RFC 9110
                         # section 6.5.1).
-                        raise BadResponseError(
-                            f"a {name.decode()} field in the trailer section"
-                        )
+                        raise BadResponseError(f"a {name.decode()} field in the trailer section")
             else:
                 return data[position:]
         self._buffer = data[position:]

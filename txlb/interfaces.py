@@ -27,3 +27,38 @@ class IAlgorithm(Interface):
             C{backends} that are up and not yet tried for it, never empty.
         @return: One of C{candidates}.
         """
+
+
+class IExchange(Interface):
+    """
+    One request as the backend client sees the one who sent it: where the
+    response goes.  The proxy's exchange provides it.
+    """
+
+    producer = Attribute(
+        "The connection the response body comes from, set from the final head"
+        " to the end of the body: pause, resume or stop it."
+    )
+
+    def connected():
+        """
+        A new connection was made for the request (not a pooled one).
+        """
+
+    def interim(head):
+        """
+        An interim (1xx) L{txlb.http1.ResponseHead} arrived, before the final
+        one.
+        """
+
+    def bodyReceived(data):
+        """
+        Bytes of the response body arrived.
+        """
+
+    def bodyEnded(reason, data=b""):
+        """
+        The body ended: whole if C{reason} is L{None}, else cut short (a
+        L{Failure}); C{data} is its last bytes, if they came with the end.
+        L{producer} is no longer the exchange's.
+        """

@@ -41,10 +41,10 @@ from zope.interface import implementer
 from txlb import headers, refusals, tunnel
 from txlb.accesslog import AccessLogFile
 from txlb.backend import Backend, BackendPool
-from txlb.client import BackendClient, Exchange
+from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER, LOW_WATER
 from txlb.http1 import BadResponseError, ResponseHead
-from txlb.interfaces import IAlgorithm
+from txlb.interfaces import IAlgorithm, IExchange
 from txlb.metrics import Metrics
 from txlb.outcome import (
     CLIENT_GONE,
@@ -414,8 +414,8 @@ class _ResponseTimeoutError(Exception):
         return "response timeout"
 
 
-@implementer(IPushProducer)
-class _Exchange(Exchange):
+@implementer(IPushProducer, IExchange)
+class _Exchange:
     """
     One client request relayed to a backend: the forward half, the reverse
     half and the queue between them.
@@ -455,6 +455,7 @@ class _Exchange(Exchange):
         self.connectedAt: float | None = None
         self.firstByte: float | None = None
         self.over = False
+        self.producer: Any = None
         request.notifyFinish().addErrback(self._clientDisconnected)
 
     # The forward half.
