@@ -8,6 +8,10 @@ see it.
 
 from setuptools import find_packages, setup
 
+#: Debian's pypy3 (PyPy 7.3.11): Python 3.9.
+PYPY39 = 'platform_python_implementation == "PyPy" and python_version < "3.10"'
+NOT_PYPY39 = 'platform_python_implementation != "PyPy" or python_version >= "3.10"'
+
 setup(
     name="txlb",
     version="0.1.0",
@@ -15,13 +19,24 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.11",  # tomllib
+    python_requires=">=3.9",  # Debian's pypy3; see "Running on PyPy" in the README
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     install_requires=[
-        # The raw request-target relies on the private
-        # Agent._requestWithEndpoint; the tests pin its behaviour, and these
-        # are the versions they were run against.
-        "twisted[tls]>=26.10",  # tls: for --listen ssl:...
+        # tls: for --listen ssl:...  txlb uses a few private Twisted APIs
+        # (Agent._requestWithEndpoint, HTTPChannel._dataBuffer and others);
+        # the tests pin their behaviour, and these are the versions they
+        # were run against.  Twisted 26.10 and later need Python 3.10.
+        f"twisted[tls]>=26.4; {NOT_PYPY39}",
+        # Debian's pypy3 gets no cryptography newer than 43.0.3: later
+        # releases have no PyPy 3.9 wheel, and building one needs Rust and
+        # crates.io.  pyOpenSSL 25.2+ and service-identity 26+ need a newer
+        # cryptography, and Twisted 26.4's tls extra needs pyOpenSSL 25.2, so
+        # Twisted 25.5 is the newest whose tls extra installs there.
+        f"twisted[tls]>=25.5,<26.4; {PYPY39}",
+        f"cryptography<44; {PYPY39}",
+        f"pyopenssl<25; {PYPY39}",
+        f"service-identity<25; {PYPY39}",
+        'tomli>=1.1; python_version < "3.11"',  # tomllib before 3.11
         "treq>=26.7",
         "zope.interface>=5",
         "prometheus-client>=0.20",
