@@ -29,12 +29,13 @@ setup(
         f"twisted[tls]>=26.4; {NOT_PYPY39}",
         # Debian's pypy3 gets no cryptography newer than 43.0.3: later
         # releases have no PyPy 3.9 wheel, and building one needs Rust and
-        # crates.io.  pyOpenSSL 25.2+ and service-identity 26+ need a newer
-        # cryptography, and Twisted 26.4's tls extra needs pyOpenSSL 25.2, so
-        # Twisted 25.5 is the newest whose tls extra installs there.
+        # crates.io.  pyOpenSSL 25.2+ needs cryptography 45.0.7+, and
+        # service-identity 26.1 needs 47+.  Twisted 26.4's tls extra needs
+        # pyOpenSSL 25.2, and treq needs that extra, so Twisted 25.5 is the
+        # newest that installs there.
         f"twisted[tls]>=25.5,<26.4; {PYPY39}",
         f"cryptography<44; {PYPY39}",
-        f"pyopenssl<25; {PYPY39}",
+        f"pyopenssl<25.2; {PYPY39}",
         f"service-identity<25; {PYPY39}",
         'tomli>=1.1; python_version < "3.11"',  # tomllib before 3.11
         "treq>=26.7",
