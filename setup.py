@@ -8,6 +8,10 @@ see it.
 
 from setuptools import find_packages, setup
 
+#: Debian's pypy3 (PyPy 7.3.11): Python 3.9.
+PYPY39 = 'platform_python_implementation == "PyPy" and python_version < "3.10"'
+NOT_PYPY39 = 'platform_python_implementation != "PyPy" or python_version >= "3.10"'
+
 setup(
     name="txlb",
     version="0.1.0",
@@ -15,19 +19,32 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.11",  # tomllib
+    python_requires=">=3.9",  # Debian's pypy3; see "Running on PyPy" in the README
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     install_requires=[
-        # The raw request-target relies on the private
-        # Agent._requestWithEndpoint; the tests pin its behaviour, and these
-        # are the versions they were run against.
-        "twisted[tls]>=26.10",  # tls: for --listen ssl:...
+        # tls: for --listen ssl:...  txlb uses a few private Twisted APIs
+        # (HTTPChannel._command and _dataBuffer, LineReceiver._buffer, the
+        # health checks' HTTPConnectionPool._factory and others);
+        # the tests pin their behaviour, and these are the versions they
+        # were run against.  Twisted 26.10 and later need Python 3.10.
+        f"twisted[tls]>=26.4; {NOT_PYPY39}",
+        # Debian's pypy3 gets no cryptography newer than 43.0.3: later
+        # releases have no PyPy 3.9 wheel, and building one needs Rust and
+        # crates.io.  pyOpenSSL 25.2+ needs cryptography 45.0.7+, and
+        # service-identity 26.1 needs 47+.  Twisted 26.4's tls extra needs
+        # pyOpenSSL 25.2, and treq needs that extra, so Twisted 25.5 is the
+        # newest that installs there.
+        f"twisted[tls]>=25.5,<26.4; {PYPY39}",
+        f"cryptography<44; {PYPY39}",
+        f"pyopenssl<25.2; {PYPY39}",
+        f"service-identity<25; {PYPY39}",
+        'tomli>=1.1; python_version < "3.11"',  # tomllib before 3.11
         "treq>=26.7",
         "zope.interface>=5",
         "prometheus-client>=0.20",
     ],
     extras_require={
-        "dev": ["ruff", "mypy", "mypy-zope"],
+        "dev": ["ruff", "mypy<2", "mypy-zope"],  # mypy 2 no longer checks for Python 3.9
         # What the tests need beyond txlb's own dependencies (tox.ini's deps).
         "test": ["autobahn", "hypothesis", "h11>=0.16"],
     },

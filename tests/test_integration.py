@@ -341,10 +341,7 @@ class QuickStartTests(IntegrationTestCase):
         order.
         """
         ports = [self.listen(makeBackendSite()) for _ in range(3)]
-        backends = [
-            Backend("127.0.0.1", port, weight)
-            for port, weight in zip(ports, [1, 3, 2], strict=True)
-        ]
+        backends = [Backend("127.0.0.1", port, weight) for port, weight in zip(ports, [1, 3, 2])]
         lb = self.balancer(backends, WeightedRoundRobin)
         pool = HTTPConnectionPool(reactor)
         self.addCleanup(pool.closeCachedConnections)

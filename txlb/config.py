@@ -9,8 +9,13 @@ C{[http://]HOST:PORT[=WEIGHT]} strings; a flag takes C{true} or C{false}.
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.9 and 3.10, as Debian's pypy3: the same parser, from PyPI
+    import tomli as tomllib
 
 #: Options that make no sense in the file itself.
 NOT_IN_FILE = frozenset({"config", "demo"})
