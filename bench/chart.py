@@ -37,19 +37,19 @@ def _value(row, latency):
 def _text(row, latency, busy):
     r = row.result
     if _value(row, latency) is None:
-        return "FAILED: " + textwrap.shorten(r.short, 90)
+        return "FAILED: " + textwrap.shorten(r.short, 100)
     p50 = "-" if r.p50 is None else f"{r.p50:.2f}"
     p99 = "-" if r.p99 is None else f"{r.p99:.2f}"
     added = "" if row.addedP50 is None else f" ({row.addedP50:+.2f})"
     if latency:
-        text = f"p50 {p50}{added} ms, p99 {p99} ms, {r.rps:,.0f} req/s"
+        text = f"p50 {p50}{added}, p99 {p99} ms, {r.rps:,.0f}/s"
     else:
-        share = "" if row.ofDirect is None else f" ({row.ofDirect:.2f} of direct)"
-        text = f"{r.rps:,.0f} req/s{share}, p50 {p50} ms, p99 {p99} ms"
+        share = "" if row.ofDirect is None else f" ({row.ofDirect:.2f}x direct)"
+        text = f"{r.rps:,.0f}/s{share}, p50 {p50}, p99 {p99} ms"
     if r.bad:
-        text += f"  !! {r.short}"
+        text += f"  !! {textwrap.shorten(r.short, 40)}"
     if r.otherCpu is not None and r.otherCpu > busy:
-        text += f"  ! other load {r.otherCpu:.2f} CPU"
+        text += f"  ! load {r.otherCpu:.1f}"
     return text
 
 
@@ -68,6 +68,12 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
         *notes,
         f"Command: {meta['command']}",
     ]
+    if any(r.result.otherCpu is not None and r.result.otherCpu > busy for r in rows):
+        footer.insert(
+            0,
+            "! load N: other processes used N CPUs while that target was measured, "
+            "so its numbers are skewed.",
+        )
     footer = [part for line in footer for part in textwrap.wrap(line, WRAP)]
     titleInches, axisInches, lineInches = 0.95, 0.95, 0.16
     footerInches = lineInches * len(footer) + 0.15
@@ -94,7 +100,7 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
         ax.text(value + top * 0.01, y, _text(row, latency, busy), va="center", fontsize=9)
     ax.set_yticks(ys)
     ax.set_yticklabels([row.label for row in rows], fontsize=10)
-    ax.set_xlim(0, top * 1.75)
+    ax.set_xlim(0, top * 1.8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.xaxis.grid(True, color="#dddddd")
     ax.set_axisbelow(True)

@@ -777,9 +777,9 @@ class Bench:
         except (BenchError, OSError) as e:
             result = Result(failure=str(e))
         if target is not None and result.failure:
+            first = result.failure.splitlines()[0].removeprefix(self.label(spec) + " ")
             error = lastError(target.logs)
-            if error:
-                result.reason = f"{result.failure.splitlines()[0]}: {error}"
+            result.reason = f"{first}: {error}" if error else first
         if target is not None and target.owned:
             self.procs.stop(target.proc)
         return result
@@ -1074,6 +1074,11 @@ def parseArgs(argv):
         help=f"directory of the gauge scripts (default: {GAUGES})",
     )
     p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory of logs and generated configs",
+    )
+    p.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs"
     )
     p.add_argument(
@@ -1211,11 +1216,18 @@ def run(args):
         print(f"{meta['machine']}\n{'; '.join(meta['software'])}")
         print(f"{meta['wrk']}; {bench.pinning}", flush=True)
         load = otherLoad()
-        for _ in range(args.wait_idle):
-            if load <= BUSY_WARN:
-                break
-            print(f"waiting for the machine to be idle: {load:.2f} CPU used by others", flush=True)
-            load = otherLoad()
+        if load > BUSY_WARN and args.wait_idle:
+            print(
+                f"waiting up to {args.wait_idle} s for the machine to be idle: "
+                f"{load:.2f} CPU used by others ...",
+                flush=True,
+            )
+            began = time.monotonic()
+            for _ in range(args.wait_idle):
+                if load <= BUSY_WARN:
+                    print(f"idle after {time.monotonic() - began:.0f} s")
+                    break
+                load = otherLoad()
         if load > BUSY_WARN:
             print(f"!! the machine is busy before the run: {load:.2f} CPU used by others")
         bench.startBackends()
@@ -1232,7 +1244,10 @@ def run(args):
         writeOutputs(args, rows, meta)
     finally:
         procs.stopAll()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept the logs and configs in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):
