@@ -25,6 +25,8 @@ KINDS = {
 }
 FAILED = "#B00020"
 WRAP = 140  # characters per footer line
+LEFT, RIGHT = 0.3, 0.98  # the axes' edges, as fractions of the 12-inch width
+CHAR = 0.075  # inches per character of a 9-point bar label, with a margin
 
 
 def _value(row, latency):
@@ -44,7 +46,9 @@ def _text(row, latency, busy):
     if latency:
         text = f"p50 {p50}{added}, p99 {p99} ms, {r.rps:,.0f}/s"
     else:
-        share = "" if row.ofDirect is None else f" ({row.ofDirect:.2f}x direct)"
+        share = ""
+        if row.ofDirect is not None and row.spec.key != "direct":
+            share = f" ({row.ofDirect:.2f}x direct)"
         text = f"{r.rps:,.0f}/s{share}, p50 {p50}, p99 {p99} ms"
     if r.bad:
         text += f"  !! {textwrap.shorten(r.short, 40)}"
@@ -100,7 +104,14 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
         ax.text(value + top * 0.01, y, _text(row, latency, busy), va="center", fontsize=9)
     ax.set_yticks(ys)
     ax.set_yticklabels([row.label for row in rows], fontsize=10)
-    ax.set_xlim(0, top * 1.8)
+    # Room on the right of each bar for its text: about CHAR inches a character.
+    width = 12 * (RIGHT - LEFT)
+    xmax = top * 1.15
+    for row, value in zip(rows, values, strict=True):
+        room = width - CHAR * len(_text(row, latency, busy))
+        if value and room > 0:
+            xmax = max(xmax, value * width / room)
+    ax.set_xlim(0, xmax)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.xaxis.grid(True, color="#dddddd")
     ax.set_axisbelow(True)
@@ -135,8 +146,8 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
     )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 10 else f"{x:g}"))
     fig.subplots_adjust(
-        left=0.3,
-        right=0.98,
+        left=LEFT,
+        right=RIGHT,
         top=1 - titleInches / height,
         bottom=(footerInches + axisInches) / height,
     )
