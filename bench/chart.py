@@ -66,7 +66,7 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
     """
     latency = meta["connections"] == 1
     footer = [
-        f"{meta['pinning']}.",
+        f"{meta['pinning'][:1].upper()}{meta['pinning'][1:]}.",
         "; ".join(meta["software"]) + ".",
         "Requests/s ratios: " + ("; ".join(ratios) or "none") + ".",
         *notes,

@@ -63,6 +63,7 @@ PROBE_TIMEOUT = 60.0  # seconds an interpreter or tool may take to say its versi
 SETTLE = 0.5  # seconds of rest between two targets
 TICK = os.sysconf("SC_CLK_TCK")  # /proc/*/stat times are in these units
 BUSY_WARN = 0.2  # CPUs of other load above which a row is flagged
+MIN_CPU = 0.05  # CPUs a target must use for its requests per CPU-second to be shown
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,17 @@ class Result:
         Whether this measurement must not be trusted.
         """
         return bool(self.failure or self.errors or not self.requests)
+
+    @property
+    def perCpu(self):
+        """
+        Requests per second of CPU time the target used: what it does with
+        one CPU, which other load on the machine distorts less than
+        requests/s (if the target, not wrk or the backends, sets the pace).
+        """
+        if self.bad or not self.proxyCpu or self.proxyCpu < MIN_CPU:
+            return None
+        return self.rps / self.proxyCpu
 
     @property
     def short(self):
@@ -579,7 +591,7 @@ class Bench:
         if self.proxyCpu is None:
             return "no CPU pinning"
         return (
-            f"Each proxy pinned to CPU {self.proxyCpu}, "
+            f"each proxy pinned to CPU {self.proxyCpu}, "
             f"wrk and the {BACKENDS} nginx backends to CPU {self.loadCpu}"
         )
 
@@ -835,8 +847,8 @@ def compare(rows):
 
 def ratios(rows):
     """
-    The L{RATIOS} whose targets are both in C{rows}: (text, value or None,
-    note).
+    The L{RATIOS} whose targets are both in C{rows}: (text, ratio of
+    requests/s or None, ratio of requests per CPU-second or None, note).
     """
     byKey = {row.spec.key: row for row in rows}
     out = []
@@ -851,9 +863,11 @@ def ratios(rows):
             text = " / ".join(f"{x.spec.short} ({RUNTIME_NAMES[x.spec.runtime]})" for x in (a, b))
         bad = [x.label for x in (a, b) if x.result.bad]
         if bad or not b.result.rps:
-            out.append((text, None, f"n/a ({' and '.join(bad) or 'no requests'}: not valid)"))
+            note = f"n/a ({' and '.join(bad) or 'no requests'}: not valid)"
+            out.append((text, None, None, note))
         else:
-            out.append((text, a.result.rps / b.result.rps, ""))
+            a1, b1 = a.result.perCpu, b.result.perCpu
+            out.append((text, a.result.rps / b.result.rps, a1 / b1 if a1 and b1 else None, ""))
     return out
 
 
@@ -862,10 +876,14 @@ def ratioLines(rows, valid=False):
     The L{ratios} as lines of text (only those with a value if C{valid}).
     """
     return [
-        f"{text}: " + (f"{value:.2f}x" if value is not None else note)
-        for text, value, note in ratios(rows)
+        f"{text}: " + (note if value is None else f"{value:.2f}x" + _perCpu(cpu))
+        for text, value, cpu, note in ratios(rows)
         if value is not None or not valid
     ]
+
+
+def _perCpu(ratio, bold=""):
+    return "" if ratio is None else f" (per CPU-second: {bold}{ratio:.2f}x{bold})"
 
 
 def addedLatency(rows, connections):
@@ -893,6 +911,7 @@ COLUMNS = (
     "+p50 ms",
     "p99 ms",
     "proxy CPU",
+    "req/CPU-s",
     "wrk CPU",
     "other CPU",
     "errors",
@@ -922,6 +941,7 @@ def cells(row):
         formatMs(row.addedP50, sign=True),
         formatMs(r.p99),
         "-" if r.proxyCpu is None else f"{r.proxyCpu:.2f}",
+        "-" if r.perCpu is None else f"{r.perCpu:,.0f}",
         "-" if r.loadCpu is None else f"{r.loadCpu:.2f}",
         "-" if r.otherCpu is None else f"{r.otherCpu:.2f}" + (" !" if busy(r) else ""),
         errors + (f" ({r.short})" if r.bad and r.short else ""),
@@ -942,10 +962,12 @@ def printReport(rows, connections):
         )
         print(f"{head}  {line[last]}")
     print(
-        "\nproxy CPU: CPUs the target used while measured (1.00: one CPU saturated); "
-        "wrk CPU: how busy the CPU\nof wrk and the backends was (1.00: they set the pace); "
-        "other CPU: CPUs used by anything but\nthe target, the backends and wrk (other load, "
-        f"hypervisor steal; '!' above {BUSY_WARN})\n"
+        "\nproxy CPU  CPUs the target used while measured (1.00: its CPU is saturated)\n"
+        "req/CPU-s  requests per second of the target's own CPU time (less distorted by "
+        "other load)\n"
+        "wrk CPU    how busy the CPU of wrk and the backends was (1.00: they set the pace)\n"
+        "other CPU  CPUs used by anything else: other processes, hypervisor steal "
+        f"('!' above {BUSY_WARN}: skewed)\n"
     )
     lines = ratioLines(rows)
     if lines:
@@ -991,10 +1013,17 @@ def markdown(rows, connections, meta, chartPath, markdownPath):
         c = cells(row)
         lines.append("| " + " | ".join(x.replace("|", "/") for x in c) + " |")
     lines.append("")
-    for text, value, note in ratios(rows):
-        lines.append(f"- {text}: " + (f"**{value:.2f}x**" if value is not None else note))
+    for text, value, cpu, note in ratios(rows):
+        ratio = note if value is None else f"**{value:.2f}x**" + _perCpu(cpu)
+        lines.append(f"- {text}: {ratio}")
     for line in addedLatency(rows, connections):
         lines.append(f"- {line}")
+    if any(busy(row.result) for row in rows):
+        lines += [
+            "",
+            f"`!` in *other CPU*: other processes used more than {BUSY_WARN} CPU while "
+            "that target was measured, so its numbers are skewed.",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
