@@ -36,7 +36,7 @@ def _value(row, latency):
     return r.p50 if latency else r.rps
 
 
-def _text(row, latency, busy):
+def _text(row, latency):
     r = row.result
     if _value(row, latency) is None:
         return "FAILED: " + textwrap.shorten(r.short, 100)
@@ -52,17 +52,18 @@ def _text(row, latency, busy):
         text = f"{r.rps:,.0f}/s{share}, p50 {p50}, p99 {p99} ms"
     if r.bad:
         text += f"  !! {textwrap.shorten(r.short, 40)}"
-    if r.otherCpu is not None and r.otherCpu > busy:
-        text += f"  ! load {r.otherCpu:.1f}"
+    if r.skewed:
+        sides = r.otherSides or (r.otherCpu,)
+        text += "  ! load " + "+".join(f"{x:.1f}" for x in sides)
     return text
 
 
-def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
+def draw(path, rows, meta, ratios=(), notes=()):
     """
     Draw the bars of C{rows} (bench/run.py's L{Row}s) to the PNG C{path},
     with C{meta} (run.py's L{describe}) in the title and footer and the
-    C{ratios} and C{notes} lines under the bars.  A bar whose target was
-    measured while more than C{busy} CPUs of other load ran says so.
+    C{ratios} and C{notes} lines under the bars.  A bar whose result other
+    load skewed says so.
     """
     latency = meta["connections"] == 1
     footer = [
@@ -72,11 +73,11 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
         *notes,
         f"Command: {meta['command']}",
     ]
-    if any(r.result.otherCpu is not None and r.result.otherCpu > busy for r in rows):
+    if any(r.result.skewed for r in rows):
         footer.insert(
             0,
-            "! load N: other processes used N CPUs while that target was measured, "
-            "so its numbers are skewed.",
+            "! load P+W: other processes used P CPUs on the target's CPU and W on wrk's "
+            "while it was measured, so its numbers are skewed.",
         )
     footer = [part for line in footer for part in textwrap.wrap(line, WRAP)]
     titleInches, axisInches, lineInches = 0.95, 0.95, 0.16
@@ -90,7 +91,7 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
         colour = KINDS.get(row.spec.kind, ("", "grey"))[1]
         pypy = row.spec.runtime == "pypy"
         if value is None:
-            ax.text(top * 0.01, y, _text(row, latency, busy), va="center", fontsize=9, color=FAILED)
+            ax.text(top * 0.01, y, _text(row, latency), va="center", fontsize=9, color=FAILED)
             continue
         ax.barh(
             y,
@@ -101,14 +102,14 @@ def draw(path, rows, meta, ratios=(), notes=(), busy=0.2):
             edgecolor="white" if pypy else colour,
             linewidth=0,
         )
-        ax.text(value + top * 0.01, y, _text(row, latency, busy), va="center", fontsize=9)
+        ax.text(value + top * 0.01, y, _text(row, latency), va="center", fontsize=9)
     ax.set_yticks(ys)
     ax.set_yticklabels([row.label for row in rows], fontsize=10)
     # Room on the right of each bar for its text: about CHAR inches a character.
     width = 12 * (RIGHT - LEFT)
     xmax = top * 1.15
     for row, value in zip(rows, values, strict=True):
-        room = width - CHAR * len(_text(row, latency, busy))
+        room = width - CHAR * len(_text(row, latency))
         if value and room > 0:
             xmax = max(xmax, value * width / room)
     ax.set_xlim(0, xmax)

@@ -194,6 +194,8 @@ class Result:
     proxyCpu: float | None = None
     loadCpu: float | None = None
     otherCpu: float | None = None
+    otherSides: tuple | None = None
+    skewed: bool = False
 
     @property
     def errors(self):
@@ -305,37 +307,50 @@ def ownCpu():
 
 class CpuMeter:
     """
-    What the CPUs did while wrk measured one target: the CPU the target
-    used, and the CPU that neither it, the backends, wrk nor this script
-    used (other load on the machine, or hypervisor steal), both in CPUs
-    (CPU-seconds per second); and how busy the CPU of wrk and the backends
-    was (1.0: saturated, so it, not the target, set the pace).
+    What the CPUs did while wrk measured one target, in CPUs (CPU-seconds
+    per second): the CPU the target used; how busy the CPU of wrk and the
+    backends was (1.0: saturated, so they, not the target, set the pace);
+    and the CPU that neither the target, the backends, wrk nor this script
+    used (other load on the machine, or hypervisor steal), in all and, when
+    pinned, on the target's CPU and on wrk's.
     """
 
-    def __init__(self, proxyPid, backendPid, loadCpu):
-        self.proxyPid, self.backendPid, self.loadCpu = proxyPid, backendPid, loadCpu
+    def __init__(self, proxyPid, backendPid, isProxy, proxyCpu, loadCpu):
+        self.proxyPid, self.backendPid, self.isProxy = proxyPid, backendPid, isProxy
+        self.cpus = proxyCpu, loadCpu
         self.start = self.sample()
 
     def sample(self):
-        proxy = treeCpu([self.proxyPid])
-        ours = treeCpu({self.proxyPid, self.backendPid}) + ownCpu()
-        load = 0.0 if self.loadCpu is None else systemBusy(self.loadCpu)
-        return time.monotonic(), systemBusy(), proxy, ours, load
+        proxy = treeCpu([self.proxyPid]) if self.isProxy else 0.0
+        load = treeCpu([self.backendPid]) + ownCpu()
+        pinned = [systemBusy(cpu) if cpu is not None else 0.0 for cpu in self.cpus]
+        return time.monotonic(), systemBusy(), proxy, load, *pinned
 
-    def stop(self, result, isProxy):
+    def stop(self, result):
         """
-        Store the target's and the other CPU use since the start in
-        C{result}.
+        Store the CPU use since the start in C{result}, and whether other
+        load skewed it: other load on the target's CPU, or on wrk's (where
+        it delays wrk and the backends, and so the target, even when that
+        CPU is not saturated).
         """
         end = self.sample()
         seconds = end[0] - self.start[0]
         if seconds <= 0:
             return
-        busy, proxy, ours, load = (end[i] - self.start[i] for i in (1, 2, 3, 4))
-        result.proxyCpu = proxy / seconds if isProxy else None
-        result.otherCpu = max(0.0, busy - ours) / seconds
-        if self.loadCpu is not None:
-            result.loadCpu = min(1.0, load / seconds)
+        busy, proxy, load, busyProxy, busyLoad = (
+            (end[i] - self.start[i]) / seconds for i in range(1, 6)
+        )
+        result.proxyCpu = proxy if self.isProxy else None
+        result.otherCpu = max(0.0, busy - proxy - load)
+        if self.cpus[1] is None:
+            result.skewed = result.otherCpu > BUSY_WARN
+            return
+        result.loadCpu = min(1.0, busyLoad)
+        result.otherSides = (max(0.0, busyProxy - proxy), max(0.0, busyLoad - load))
+        onProxy, onLoad = result.otherSides
+        result.skewed = onLoad > BUSY_WARN
+        if self.isProxy:
+            result.skewed = result.skewed or onProxy > BUSY_WARN
 
 
 def otherLoad(seconds=1.0):
@@ -776,9 +791,11 @@ class Bench:
                 self.wrk(target.port, self.warmup(spec))
             runs = []
             for _ in range(self.args.repeat):
-                meter = CpuMeter(target.proc.pid, self.backendProc.pid, self.loadCpu)
+                meter = CpuMeter(
+                    target.proc.pid, self.backendProc.pid, target.owned, self.proxyCpu, self.loadCpu
+                )
                 run = parseWrk(self.wrk(target.port, self.args.duration))
-                meter.stop(run, target.owned)
+                meter.stop(run)
                 runs.append(run)
             # The best run: the one least disturbed by whatever else ran.
             result = max(runs, key=lambda r: (not r.bad, r.rps))
@@ -922,7 +939,21 @@ def busy(result):
     """
     Whether other load on the machine may have skewed C{result}.
     """
-    return result.otherCpu is not None and result.otherCpu > BUSY_WARN
+    return result.skewed
+
+
+def formatOther(result):
+    """
+    The other load during C{result}: on the target's CPU + on wrk's when
+    pinned, else in all; "!" if it skewed the result.
+    """
+    if result.otherSides is not None:
+        text = "{:.2f}+{:.2f}".format(*result.otherSides)
+    elif result.otherCpu is not None:
+        text = f"{result.otherCpu:.2f}"
+    else:
+        return "-"
+    return text + (" !" if result.skewed else "")
 
 
 def cells(row):
@@ -943,7 +974,7 @@ def cells(row):
         "-" if r.proxyCpu is None else f"{r.proxyCpu:.2f}",
         "-" if r.perCpu is None else f"{r.perCpu:,.0f}",
         "-" if r.loadCpu is None else f"{r.loadCpu:.2f}",
-        "-" if r.otherCpu is None else f"{r.otherCpu:.2f}" + (" !" if busy(r) else ""),
+        formatOther(r),
         errors + (f" ({r.short})" if r.bad and r.short else ""),
     ]
 
@@ -966,8 +997,9 @@ def printReport(rows, connections):
         "req/CPU-s  requests per second of the target's own CPU time (less distorted by "
         "other load)\n"
         "wrk CPU    how busy the CPU of wrk and the backends was (1.00: they set the pace)\n"
-        "other CPU  CPUs used by anything else: other processes, hypervisor steal "
-        f"('!' above {BUSY_WARN}: skewed)\n"
+        "other CPU  CPUs used by anything else (other processes, hypervisor steal); "
+        "pinned: on the target's\n"
+        f"           CPU + on wrk's. '!': skewed, above {BUSY_WARN} on either\n"
     )
     lines = ratioLines(rows)
     if lines:
@@ -979,8 +1011,8 @@ def printReport(rows, connections):
     flagged = [row.label for row in rows if busy(row.result)]
     if flagged:
         print(
-            f"\n!! other load above {BUSY_WARN} CPU while measuring {', '.join(flagged)}: "
-            "those numbers are skewed; run again on a quiet machine"
+            f"\n!! other load skewed {', '.join(flagged)}: run again on a quiet machine "
+            "(--wait-idle), or compare req/CPU-s"
         )
     for row in rows:
         r = row.result
@@ -1021,8 +1053,9 @@ def markdown(rows, connections, meta, chartPath, markdownPath):
     if any(busy(row.result) for row in rows):
         lines += [
             "",
-            f"`!` in *other CPU*: other processes used more than {BUSY_WARN} CPU while "
-            "that target was measured, so its numbers are skewed.",
+            f"*other CPU*: CPUs used by other processes on the target's CPU + on wrk's; "
+            f"`!`: above {BUSY_WARN} on either while it was measured, so its numbers are "
+            "skewed (*req/CPU-s* less so).",
         ]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -1218,7 +1251,7 @@ def writeOutputs(args, rows, meta):
             print(f"note: no chart ({e}); pip install matplotlib, or txlb[bench]")
         else:
             notes = addedLatency(rows, args.connections)
-            charting.draw(args.chart, rows, meta, ratioLines(rows, True), notes, BUSY_WARN)
+            charting.draw(args.chart, rows, meta, ratioLines(rows, True), notes)
             chart = args.chart
             print(f"chart: {args.chart}")
     if args.markdown:
