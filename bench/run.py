@@ -346,6 +346,10 @@ class CpuMeter:
             result.skewed = result.otherCpu > BUSY_WARN
             return
         result.loadCpu = min(1.0, busyLoad)
+        if self.cpus[0] == self.cpus[1]:
+            result.otherCpu = max(0.0, busyLoad - load - proxy)
+            result.skewed = result.otherCpu > BUSY_WARN
+            return
         result.otherSides = (max(0.0, busyProxy - proxy), max(0.0, busyLoad - load))
         onProxy, onLoad = result.otherSides
         result.skewed = onLoad > BUSY_WARN
@@ -593,10 +597,12 @@ class Bench:
         self.backendProc = None
         self.backendLogs = ()
         cpus = sorted(os.sched_getaffinity(0))
-        if args.pin and len(cpus) >= 2 and tools.get("taskset"):
+        if args.pin == "none" or not tools.get("taskset"):
+            self.proxyCpu = self.loadCpu = None
+        elif args.pin == "split" and len(cpus) >= 2:
             self.proxyCpu, self.loadCpu = cpus[0], cpus[1]
         else:
-            self.proxyCpu = self.loadCpu = None
+            self.proxyCpu = self.loadCpu = cpus[0]
 
     @property
     def pinning(self):
@@ -605,6 +611,8 @@ class Bench:
         """
         if self.proxyCpu is None:
             return "no CPU pinning"
+        if self.proxyCpu == self.loadCpu:
+            return f"each proxy, wrk and the backends pinned to CPU {self.proxyCpu}"
         return (
             f"each proxy pinned to CPU {self.proxyCpu}, "
             f"wrk and the {BACKENDS} nginx backends to CPU {self.loadCpu}"
@@ -997,9 +1005,10 @@ def printReport(rows, connections):
         "req/CPU-s  requests per second of the target's own CPU time (less distorted by "
         "other load)\n"
         "wrk CPU    how busy the CPU of wrk and the backends was (1.00: they set the pace)\n"
-        "other CPU  CPUs used by anything else (other processes, hypervisor steal); "
-        "pinned: on the target's\n"
-        f"           CPU + on wrk's. '!': skewed, above {BUSY_WARN} on either\n"
+        "other CPU  CPUs used by anything else (other processes, hypervisor steal) on "
+        "the pinned CPU(s):\n"
+        f"           target's + wrk's with --pin split. '!': skewed, above {BUSY_WARN} "
+        "on either\n"
     )
     lines = ratioLines(rows)
     if lines:
@@ -1141,8 +1150,14 @@ def parseArgs(argv):
         help="keep the temporary directory of logs and generated configs",
     )
     p.add_argument(
-        "--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs"
+        "--pin",
+        choices=("split", "same", "none"),
+        help="split: each proxy on one CPU, wrk and the backends on another (the "
+        "default, with 2 CPUs or more); same: all on one CPU (the default at -c 1, "
+        "where only one process runs at a time, so that no request waits for another "
+        "CPU to wake up); none: no pinning",
     )
+    p.add_argument("--no-pin", dest="pin", action="store_const", const="none", help="--pin none")
     p.add_argument(
         "--chart",
         help="PNG chart to write (default: bench/results-cN.png for -c N; '' for none)",
@@ -1154,6 +1169,8 @@ def parseArgs(argv):
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.pypy_warmup = 3, 1, 2
+    if args.pin is None:
+        args.pin = "same" if args.connections == 1 else "split"
     for name in ("chart", "markdown"):
         if getattr(args, name) is None:
             ext = "png" if name == "chart" else "md"
