@@ -1048,7 +1048,8 @@ def markdown(rows, connections, meta, chartPath, markdownPath):
     ]
     if chartPath:
         rel = os.path.relpath(chartPath, os.path.dirname(os.path.abspath(markdownPath)))
-        lines += [f"![requests/s per target]({rel})", ""]
+        what = "p50 latency" if connections == 1 else "requests/s"
+        lines += [f"![{what} per target]({rel})", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("| --- | " + " | ".join(["---:"] * (len(COLUMNS) - 2)) + " | --- |")
     for row in rows:
