@@ -1286,7 +1286,7 @@ def run(args):
     tools = findTools()
     cpython = probePython(args.python)
     pypy, pypyNote = findPypy(args)
-    if pypyNote:
+    if pypyNote and args.targets is not None:  # else the skipped targets are named with it
         print(f"note: {pypyNote}")
     tmp = tempfile.mkdtemp(prefix="txlb-bench-")
     procs = Processes(tmp)
