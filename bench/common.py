@@ -53,16 +53,26 @@ class Processes:
         self.procs.append(proc)
         return proc
 
+    def stop(self, proc):
+        """
+        Terminate C{proc}, one of ours, and kill its process group if it
+        lingers.
+        """
+        self._stop([proc])
+
     def stopAll(self):
         """
         Terminate every process still running, then kill its process group
         if it lingers.
         """
-        for proc in self.procs:
+        self._stop(self.procs)
+
+    def _stop(self, procs):
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.procs:
+        for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -1,25 +1,38 @@
 """
 Side-by-side HTTP benchmark of txlb with wrk.
 
-Measures C{GET /ping} against three targets in one run:
+Measures C{GET /ping} through every target in one run, one after the other,
+against the same three nginx backends:
 
-  1. nginx: one nginx backend directly (the ceiling);
-  2. rpr: Twisted's L{twisted.web.proxy.ReverseProxyResource} in front of
-     ONE nginx backend (see bench/rpr_server.py);
-  3. txlb: C{twistd -n txlb} balancing over THREE nginx backends.
+  - direct: one nginx backend served directly, no proxy (the reference);
+  - nginx and HAProxy as load balancers (configs: bench/*.in);
+  - aiohttp relays, with and without uvloop (Python peers);
+  - Twisted gauges: twisted.web answering itself, a lean pooled relay, a bare
+    Agent relay (from ../shared/bench/) and ReverseProxyResource
+    (bench/rpr_server.py);
+  - txlb under twistd;
 
-The three backends are server blocks of a single nginx master (one worker)
-with a generated configuration in a temporary directory.  Every server is
-started here, polled until it answers on 127.0.0.1, warmed up, measured with
-wrk, and stopped again in a C{finally} block.
+the Twisted targets under CPython and, when a PyPy with Twisted is found,
+under PyPy too.  With at least two CPUs every proxy is pinned to one CPU and
+wrk plus the backends to another (taskset).  Each target is started, polled
+until C{GET /ping} answers 200, warmed up, measured and stopped before the
+next one; a target that fails is marked and the run goes on.  Everything is
+stopped and the temporary directory removed in a C{finally} block.
 
-Only the standard library (and bench/common.py) is used.  Run
-C{python bench/run.py --help}.
+It prints requests/s, p50 and p99 latency per target and the ratios between
+txlb and its peers, writes the table as Markdown and draws a PNG chart
+(matplotlib, optional: the chart is skipped with a note if it is missing).
+Run C{python bench/run.py --help}.
 """
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import re
+import resource
+import shlex
 import shutil
 import socket
 import subprocess
@@ -40,46 +53,85 @@ from common import (
 )
 
 RPR_SERVER = os.path.join(HERE, "rpr_server.py")
-CHECKOUT_ENV = txlbEnv(CHECKOUT)
-ALL_TARGETS = ("nginx", "rpr", "txlb")
+GAUGES = os.path.normpath(os.path.join(CHECKOUT, os.pardir, "shared", "bench"))
 BACKENDS = 3
 
-STARTUP_TRIES = 150  # polls of STARTUP_DELAY seconds each: 15 s at most
+STARTUP_TRIES = 300  # polls of STARTUP_DELAY seconds each: 30 s at most
 STARTUP_DELAY = 0.1
 WRK_GRACE = 30.0  # seconds wrk may overrun its -d before it is killed
+PROBE_TIMEOUT = 60.0  # seconds an interpreter or tool may take to say its version
+SETTLE = 0.5  # seconds of rest between two targets
+TICK = os.sysconf("SC_CLK_TCK")  # /proc/*/stat times are in these units
+BUSY_WARN = 0.2  # CPUs of other load above which a row is flagged
+MIN_CPU = 0.05  # CPUs a target must use for its requests per CPU-second to be shown
 
-NGINX_CONFIG = """\
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {tmp}/nginx.pid;
-error_log {errors} warn;
 
-events {{
-    worker_connections 4096;
-}}
+@dataclass(frozen=True)
+class Spec:
+    """
+    A kind of target: how it is named, grouped and started.
 
-http {{
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-{servers}}}
-"""
+    @ivar runtime: C{"native"}, C{"cpython"} (the C{--python} interpreter)
+        or C{"pypy"} (the C{--pypy} one).
+    @ivar kind: the chart group: C{"native"}, C{"peer"}, C{"gauge"} or
+        C{"txlb"}.
+    @ivar needs: modules the interpreter must import for the target to be
+        available.
+    @ivar short: the name in the ratios.
+    """
 
-NGINX_SERVER = """\
-    server {{
-        listen {host}:{port};
-        location = /ping {{ return 200 "pong\\n"; }}
-        location / {{ return 404; }}
-    }}
-"""
+    key: str
+    label: str
+    short: str
+    kind: str
+    runtime: str
+    needs: tuple = ()
+
+
+def _pythonSpecs(runtime, suffix):
+    tw = ("twisted",)
+    return [
+        Spec("pong" + suffix, "twisted.web pong (no backend)", "pong", "gauge", runtime, tw),
+        Spec("lean" + suffix, "lean relay gauge", "lean gauge", "gauge", runtime, tw),
+        Spec("agent" + suffix, "Agent relay gauge", "Agent gauge", "gauge", runtime, tw),
+        Spec("rpr" + suffix, "ReverseProxyResource (1 backend)", "RPR", "gauge", runtime, tw),
+        Spec("txlb" + suffix, f"txlb ({BACKENDS} backends)", "txlb", "txlb", runtime, tw),
+    ]
+
+
+SPECS = [
+    Spec("direct", "nginx backend, direct (no proxy)", "direct", "native", "native"),
+    Spec("nginx", "nginx proxy (keepalive upstream)", "nginx", "native", "native"),
+    Spec("haproxy", "HAProxy (http-reuse always)", "HAProxy", "native", "native"),
+    Spec("aiohttp", "aiohttp relay", "aiohttp", "peer", "cpython", ("aiohttp",)),
+    Spec(
+        "aiohttp-uvloop",
+        "aiohttp relay + uvloop",
+        "aiohttp+uvloop",
+        "peer",
+        "cpython",
+        ("aiohttp", "uvloop"),
+    ),
+    *_pythonSpecs("cpython", ""),
+    *_pythonSpecs("pypy", "-pypy"),
+]
+SPEC = {spec.key: spec for spec in SPECS}
+RUNTIME_NAMES = {"native": "native", "cpython": "CPython", "pypy": "PyPy"}
+
+# (numerator, denominator): the requests/s ratios printed after the table.
+RATIOS = [
+    ("txlb", "lean"),
+    ("txlb-pypy", "lean-pypy"),
+    ("txlb", "aiohttp-uvloop"),
+    ("txlb-pypy", "aiohttp-uvloop"),
+    ("txlb", "agent"),
+    ("txlb-pypy", "agent-pypy"),
+    ("txlb", "rpr"),
+    ("txlb-pypy", "rpr-pypy"),
+    ("txlb", "pong"),
+    ("txlb-pypy", "pong-pypy"),
+]
+ADDED_P50_GOAL = 0.2  # ms over direct at -c1, the issue's target for txlb
 
 WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
 WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
@@ -88,24 +140,41 @@ WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
+PROBE = """\
+import json, platform, sys
+info = {"impl": platform.python_implementation(), "version": platform.python_version()}
+if hasattr(sys, "pypy_version_info"):
+    info["pypy"] = "%d.%d.%d" % tuple(sys.pypy_version_info[:3])
+for name, module in (("twisted", "twisted.web"), ("aiohttp", "aiohttp"), ("uvloop", "uvloop")):
+    try:
+        __import__(module)
+        info[name] = getattr(sys.modules[name], "__version__", "?")
+    except Exception:
+        info[name] = None
+print(json.dumps(info))
+"""
+
 
 class BenchError(Exception):
     """
-    The benchmark cannot run; the message is printed as a one-line error.
+    A target, or the whole benchmark, cannot run; the message says why.
     """
 
 
 @dataclass
 class Target:
     """
-    One thing to measure: a label, the port it listens on and its process.
+    A started target: the port it listens on, its process and log files.
+
+    @ivar owned: whether the process is this target's alone (stopped after
+        it is measured) rather than the shared backends.
     """
 
-    key: str
-    label: str
+    spec: Spec
     port: int
     proc: subprocess.Popen
     logs: tuple
+    owned: bool = True
 
 
 @dataclass
@@ -121,6 +190,12 @@ class Result:
     non2xx: int = 0
     socket_errors: int = 0
     failure: str | None = None
+    reason: str | None = None
+    proxyCpu: float | None = None
+    loadCpu: float | None = None
+    otherCpu: float | None = None
+    otherSides: tuple | None = None
+    skewed: bool = False
 
     @property
     def errors(self):
@@ -135,6 +210,30 @@ class Result:
         Whether this measurement must not be trusted.
         """
         return bool(self.failure or self.errors or not self.requests)
+
+    @property
+    def perCpu(self):
+        """
+        Requests per second of CPU time the target used: what it does with
+        one CPU, which other load on the machine distorts less than
+        requests/s (if the target, not wrk or the backends, sets the pace).
+        """
+        if self.bad or not self.proxyCpu or self.proxyCpu < MIN_CPU:
+            return None
+        return self.rps / self.proxyCpu
+
+    @property
+    def short(self):
+        """
+        One line for the table and the chart: why the row is bad, or "".
+        """
+        if self.reason:
+            return self.reason
+        if self.failure:
+            return self.failure.splitlines()[0]
+        if self.bad:
+            return f"{self.errors} errors" if self.errors else "no requests"
+        return ""
 
 
 def tail(paths, lines=15):
@@ -151,6 +250,140 @@ def tail(paths, lines=15):
         if last:
             parts.append(f"--- last lines of {path}:\n" + "".join(last))
     return "\n".join(parts)
+
+
+def systemBusy(cpu=None):
+    """
+    Seconds of CPU time all CPUs (or only CPU C{cpu}) have spent busy (user,
+    nice, system) or stolen by the hypervisor since boot, from
+    C{/proc/stat}.
+    """
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == name:
+                user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields[1:9])
+                return (user + nice + system + steal) / TICK
+    return 0.0
+
+
+def treeCpu(pids):
+    """
+    Seconds of CPU time used so far by the processes C{pids} and all their
+    descendants (nginx's workers, for instance), from C{/proc/*/stat}.
+    """
+    parents, times = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    tree, total = set(pids), 0.0
+    for _ in range(8):  # deep enough for taskset, nginx master and worker
+        tree |= {pid for pid, parent in parents.items() if parent in tree}
+    for pid in tree:
+        total += times.get(pid, 0.0)
+    return total
+
+
+def ownCpu():
+    """
+    Seconds of CPU time used by this process and its waited-for children
+    (the wrk runs).
+    """
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class CpuMeter:
+    """
+    What the CPUs did while wrk measured one target, in CPUs (CPU-seconds
+    per second): the CPU the target used; how busy the CPU of wrk and the
+    backends was (1.0: saturated, so they, not the target, set the pace);
+    and the CPU that neither the target, the backends, wrk nor this script
+    used (other load on the machine, or hypervisor steal), in all and, when
+    pinned, on the target's CPU and on wrk's.
+    """
+
+    def __init__(self, proxyPid, backendPid, isProxy, proxyCpu, loadCpu):
+        self.proxyPid, self.backendPid, self.isProxy = proxyPid, backendPid, isProxy
+        self.cpus = proxyCpu, loadCpu
+        self.start = self.sample()
+
+    def sample(self):
+        proxy = treeCpu([self.proxyPid]) if self.isProxy else 0.0
+        load = treeCpu([self.backendPid]) + ownCpu()
+        pinned = [systemBusy(cpu) if cpu is not None else 0.0 for cpu in self.cpus]
+        return time.monotonic(), systemBusy(), proxy, load, *pinned
+
+    def stop(self, result):
+        """
+        Store the CPU use since the start in C{result}, and whether other
+        load skewed it: other load on the target's CPU, or on wrk's (where
+        it delays wrk and the backends, and so the target, even when that
+        CPU is not saturated).
+        """
+        end = self.sample()
+        seconds = end[0] - self.start[0]
+        if seconds <= 0:
+            return
+        busy, proxy, load, busyProxy, busyLoad = (
+            (end[i] - self.start[i]) / seconds for i in range(1, 6)
+        )
+        result.proxyCpu = proxy if self.isProxy else None
+        result.otherCpu = max(0.0, busy - proxy - load)
+        if self.cpus[1] is None:
+            result.skewed = result.otherCpu > BUSY_WARN
+            return
+        result.loadCpu = min(1.0, busyLoad)
+        if self.cpus[0] == self.cpus[1]:
+            result.otherCpu = max(0.0, busyLoad - load - proxy)
+            result.skewed = result.otherCpu > BUSY_WARN
+            return
+        result.otherSides = (max(0.0, busyProxy - proxy), max(0.0, busyLoad - load))
+        onProxy, onLoad = result.otherSides
+        result.skewed = onLoad > BUSY_WARN
+        if self.isProxy:
+            result.skewed = result.skewed or onProxy > BUSY_WARN
+
+
+def otherLoad(seconds=1.0):
+    """
+    CPUs used by anything but this script over C{seconds}: the load that
+    is already there before the benchmark starts.
+    """
+    start, own, began = systemBusy(), ownCpu(), time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - began
+    return max(0.0, systemBusy() - start - (ownCpu() - own)) / elapsed
+
+
+def lastError(paths):
+    """
+    The last line of the files in C{paths} that looks like a Python
+    exception or an error message, for the one-line reason of a failure.
+    """
+    found = None
+    for path in paths:
+        try:
+            with open(path, errors="replace") as f:
+                for line in f:
+                    line = line.strip()
+                    if re.match(r"^[\w.]*(Error|Exception)\b|^\[ALERT\]|\[emerg\]|^error", line):
+                        found = line
+        except OSError:
+            continue
+    return found[:100] if found else None
 
 
 def httpStatus(port):
@@ -189,39 +422,21 @@ def waitUntilServing(label, port, proc, logs):
     )
 
 
-def startNginx(procs, tmp, ports, nginx):
+def fill(template, **values):
     """
-    Write the nginx configuration for C{ports} and start its master.
-    """
-    servers = "".join(NGINX_SERVER.format(host=HOST, port=p) for p in ports)
-    config = os.path.join(tmp, "nginx.conf")
-    errors = os.path.join(tmp, "nginx-error.log")
-    with open(config, "w") as f:
-        f.write(NGINX_CONFIG.format(tmp=tmp, errors=errors, servers=servers))
-    proc = procs.start("nginx", [nginx, "-p", tmp + "/", "-e", errors, "-c", config])
-    return proc, (procs.output("nginx"), errors)
+    The config template file C{template} in bench/ with each C{@NAME@}
+    replaced by C{values[NAME]}.
 
-
-def startRPR(procs, tmp, python, port, backend):
+    @raise BenchError: if a placeholder is left without a value.
     """
-    Start bench/rpr_server.py proxying to the single nginx port C{backend}.
-    """
-    log = os.path.join(tmp, "rpr.log")
-    proc = procs.start("rpr", [python, RPR_SERVER, str(port), str(backend), log])
-    return proc, (procs.output("rpr"), log)
-
-
-def startTxlb(procs, tmp, python, port, backends, algo):
-    """
-    Start C{twistd -n txlb} over C{backends}; its log goes to a file.
-
-    txlb is imported from this checkout (the parent of bench/), not from
-    whatever copy may be installed.
-    """
-    log = os.path.join(tmp, "txlb.log")
-    argv = txlbArgv(python, log, port, backends, algo=algo)
-    proc = procs.start("txlb", argv, env=CHECKOUT_ENV)
-    return proc, (procs.output("txlb"), log)
+    with open(os.path.join(HERE, template)) as f:
+        text = f.read()
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", str(value))
+    left = re.search(r"@[A-Z]+@", text)
+    if left:
+        raise BenchError(f"{template}: no value for {left.group()}")
+    return text
 
 
 def toMs(value, unit):
@@ -252,227 +467,868 @@ def parseWrk(text):
     return result
 
 
-def wrk(port, args, duration):
+def command(argv, timeout=PROBE_TIMEOUT):
     """
-    Run wrk against C{/ping} on C{port} for C{duration} seconds.
-
-    @return: wrk's standard output and standard error.
-    @raise BenchError: if wrk fails or hangs.
+    Run a short command in C{/} (so that this checkout's C{twisted/plugins}
+    is not taken for Twisted); its output and exit code, or L{None} if it
+    cannot be run.
     """
-    argv = [
-        "wrk",
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{duration}s",
-        "--latency",
-        f"http://{HOST}:{port}/ping",
-    ]
     try:
         done = subprocess.run(
-            argv,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=duration + WRK_GRACE,
+            argv, check=False, capture_output=True, text=True, timeout=timeout, cwd="/"
         )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration + WRK_GRACE}s") from None
-    if done.returncode != 0:
-        raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
-    return done.stdout + done.stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout + done.stderr, done.returncode
 
 
-def measure(target, args):
+def probePython(python):
     """
-    Warm C{target} up, then measure it with wrk.
+    What the interpreter C{python} is and which of Twisted, aiohttp and
+    uvloop it imports (their versions, or L{None}).
+
+    @raise BenchError: if it cannot be run.
     """
+    out = command([python, "-c", PROBE])
+    if out is None or out[1] != 0:
+        detail = (out[0].strip().splitlines() or [""])[-1] if out else "cannot be run"
+        raise BenchError(f"{python}: {detail}")
     try:
-        if args.warmup > 0:
-            wrk(target.port, args, args.warmup)
-        result = parseWrk(wrk(target.port, args, args.duration))
-    except BenchError as e:
-        result = Result(failure=str(e))
-    if target.proc.poll() is not None:
-        result.failure = f"process exited with code {target.proc.returncode}\n" + tail(target.logs)
-    return result
+        info = json.loads(out[0].strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"{python}: unexpected output {out[0]!r}") from None
+    info["path"] = python
+    return info
 
 
-def pythonVersion(python):
+def describePython(info):
     """
-    Implementation and version of the interpreter C{python}, e.g. "CPython 3.11.7".
+    E.g. "CPython 3.11.7" or "PyPy 7.3.11 (Python 3.9.16)", with Twisted's
+    version.
     """
-    code = "import platform; print(platform.python_implementation(), platform.python_version())"
+    if info.get("pypy"):
+        text = f"PyPy {info['pypy']} (Python {info['version']})"
+    else:
+        text = f"{info['impl']} {info['version']}"
+    if info.get("twisted"):
+        text += f", Twisted {info['twisted']}"
+    return text
+
+
+def findPypy(args):
+    """
+    The PyPy to run the PyPy targets with, as L{probePython} describes it,
+    or L{None} and a note saying why there is none.
+
+    C{--pypy PATH} is used if given (C{--pypy none} turns PyPy off);
+    otherwise C{pypy3} then C{pypy} on the PATH, if one imports Twisted.
+    """
+    if args.pypy is not None:
+        if args.pypy.lower() in ("", "none", "no"):
+            return None, "PyPy targets off (--pypy none)"
+        candidates = [args.pypy]
+    else:
+        candidates = [p for p in map(shutil.which, ("pypy3", "pypy")) if p]
+        if not candidates:
+            return None, "no pypy3 on the PATH; give --pypy PATH"
+    notes = []
+    for python in candidates:
+        try:
+            info = probePython(python)
+        except BenchError as e:
+            notes.append(str(e))
+            continue
+        if not info.get("pypy"):
+            notes.append(f"{python} is {info['impl']}, not PyPy")
+        elif not info.get("twisted"):
+            notes.append(f"{python} cannot import twisted")
+        else:
+            return info, None
+    hint = "" if args.pypy else "; give --pypy PATH (see bench/README.md)"
+    return None, "; ".join(notes) + hint
+
+
+def toolVersion(argv, pattern):
+    """
+    The version a tool prints, matched by C{pattern}'s first group, or "?".
+    """
+    out = command(argv)
+    match = re.search(pattern, out[0]) if out else None
+    return match.group(1) if match else "?"
+
+
+def machine():
+    """
+    The CPU model, the number of CPUs, and the operating system.
+    """
+    model = platform.processor() or "unknown CPU"
     try:
-        done = subprocess.run(
-            [python, "-c", code],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    system = platform.system()
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    system = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {system}, Linux {platform.release()}"
+
+
+class Bench:
+    """
+    One benchmark run: the tools, interpreters, backends and CPU pinning
+    that every target shares, and how to start each target.
+    """
+
+    def __init__(self, args, tools, cpython, pypy, tmp, procs):
+        self.args = args
+        self.tools = tools
+        self.interpreters = {"cpython": cpython, "pypy": pypy}
+        self.tmp = tmp
+        self.procs = procs
+        self.backends = []
+        self.backendProc = None
+        self.backendLogs = ()
+        cpus = sorted(os.sched_getaffinity(0))
+        if args.pin == "none" or not tools.get("taskset"):
+            self.proxyCpu = self.loadCpu = None
+        elif args.pin == "split" and len(cpus) >= 2:
+            self.proxyCpu, self.loadCpu = cpus[0], cpus[1]
+        else:
+            self.proxyCpu = self.loadCpu = cpus[0]
+
+    @property
+    def pinning(self):
+        """
+        How processes are pinned, in words.
+        """
+        if self.proxyCpu is None:
+            return "no CPU pinning"
+        if self.proxyCpu == self.loadCpu:
+            return f"each proxy, wrk and the backends pinned to CPU {self.proxyCpu}"
+        return (
+            f"each proxy pinned to CPU {self.proxyCpu}, "
+            f"wrk and the {BACKENDS} nginx backends to CPU {self.loadCpu}"
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise BenchError(f"cannot run --python {python}: {e}") from None
-    if done.returncode != 0:
-        raise BenchError(f"cannot run --python {python}: {done.stderr.strip()}")
-    return done.stdout.strip()
+
+    def pin(self, cpu, argv):
+        """
+        C{argv} run on C{cpu} only, if pinning is on.
+        """
+        if cpu is None:
+            return list(argv)
+        return [self.tools["taskset"], "-c", str(cpu), *argv]
+
+    def unavailable(self, spec):
+        """
+        Why C{spec} cannot run here, or L{None} if it can.
+        """
+        if spec.key == "haproxy" and not self.tools.get("haproxy"):
+            return "haproxy not installed (apt-get install haproxy)"
+        if spec.runtime == "native":
+            return None
+        info = self.interpreters[spec.runtime]
+        if info is None:
+            return "no PyPy with Twisted (see --pypy)"
+        missing = [m for m in spec.needs if not info.get(m)]
+        if missing:
+            return f"{info['path']} cannot import {', '.join(missing)}"
+        if spec.kind == "gauge" and not spec.key.startswith("rpr"):
+            script = os.path.join(self.args.gauges, self.gaugeScript(spec))
+            if not os.path.exists(script):
+                return f"{script} not found (see --gauges)"
+        return None
+
+    @staticmethod
+    def gaugeScript(spec):
+        name = spec.key.removesuffix("-pypy")
+        return {"pong": "twisted_pong.py", "lean": "lean_gauge.py", "agent": "agent_gauge.py"}[name]
+
+    def directory(self, name):
+        """
+        A fresh directory C{name} in the temporary directory.
+        """
+        path = os.path.join(self.tmp, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def startBackends(self):
+        """
+        Start the nginx backends on the load CPU and wait until they answer.
+
+        @raise BenchError: if they do not.
+        """
+        self.backends = freePorts(BACKENDS)
+        where = self.directory("backends")
+        servers = "\n".join(
+            f"    server {{\n        listen {HOST}:{port} backlog=1024;\n"
+            f'        location = /ping {{ return 200 "pong\\n"; }}\n'
+            f"        location / {{ return 404; }}\n    }}"
+            for port in self.backends
+        )
+        config = os.path.join(where, "nginx.conf")
+        with open(config, "w") as f:
+            f.write(fill("nginx-backends.conf.in", DIR=where, COUNT=BACKENDS, SERVERS=servers))
+        errors = os.path.join(where, "error.log")
+        argv = [self.tools["nginx"], "-p", where + "/", "-e", errors, "-c", config]
+        self.backendProc = self.procs.start("backends", self.pin(self.loadCpu, argv))
+        self.backendLogs = (self.procs.output("backends"), errors)
+        for port in self.backends:
+            waitUntilServing("nginx backends", port, self.backendProc, self.backendLogs)
+
+    def start(self, spec):
+        """
+        Start the target C{spec} on a free port, pinned to the proxy CPU.
+
+        @return: its L{Target}, not yet answering.
+        """
+        if spec.key == "direct":
+            return Target(spec, self.backends[0], self.backendProc, self.backendLogs, False)
+        (port,) = freePorts(1)
+        name = spec.key
+        env = None
+        if spec.key == "nginx":
+            where = self.directory(name)
+            upstreams = "\n".join(f"        server {HOST}:{p};" for p in self.backends)
+            config = os.path.join(where, "nginx.conf")
+            with open(config, "w") as f:
+                f.write(
+                    fill(
+                        "nginx-proxy.conf.in", DIR=where, HOST=HOST, PORT=port, UPSTREAMS=upstreams
+                    )
+                )
+            errors = os.path.join(where, "error.log")
+            argv = [self.tools["nginx"], "-p", where + "/", "-e", errors, "-c", config]
+            logs = (errors,)
+        elif spec.key == "haproxy":
+            servers = "\n".join(
+                f"    server b{i} {HOST}:{p}" for i, p in enumerate(self.backends, 1)
+            )
+            config = os.path.join(self.directory(name), "haproxy.cfg")
+            with open(config, "w") as f:
+                f.write(fill("haproxy.cfg.in", HOST=HOST, PORT=port, SERVERS=servers))
+            argv = [self.tools["haproxy"], "-db", "-f", config]
+            logs = ()
+        else:
+            python = self.interpreters[spec.runtime]["path"]
+            base = spec.key.removesuffix("-pypy")
+            backendArgs = [str(p) for p in self.backends]
+            if base.startswith("aiohttp"):
+                script = os.path.join(self.args.gauges, "py_peer_aiohttp.py")
+                argv = [python, script, str(port)]
+                if base == "aiohttp-uvloop":
+                    argv.append("--uvloop")
+                env = dict(os.environ, BACKENDS=",".join(f"{HOST}:{p}" for p in self.backends))
+                logs = ()
+            elif base == "rpr":
+                log = os.path.join(self.tmp, name + ".log")
+                argv = [python, RPR_SERVER, str(port), backendArgs[0], log]
+                logs = (log,)
+            elif base == "txlb":
+                log = os.path.join(self.tmp, name + ".log")
+                argv = txlbArgv(python, log, port, self.backends, algo=self.args.algo)
+                env = txlbEnv(self.args.txlb_src)
+                logs = (log,)
+            else:
+                script = os.path.join(self.args.gauges, self.gaugeScript(spec))
+                argv = [python, script, str(port)]
+                if base != "pong":
+                    argv += backendArgs
+                logs = ()
+        proc = self.procs.start(name, self.pin(self.proxyCpu, argv), env=env)
+        return Target(spec, port, proc, (self.procs.output(name), *logs))
+
+    def wrk(self, port, duration):
+        """
+        Run wrk (on the load CPU) against C{/ping} on C{port}.
+
+        @return: wrk's standard output and standard error.
+        @raise BenchError: if wrk fails or hangs.
+        """
+        argv = self.pin(
+            self.loadCpu,
+            [
+                "wrk",
+                f"-t{self.args.threads}",
+                f"-c{self.args.connections}",
+                f"-d{duration}s",
+                "--latency",
+                f"http://{HOST}:{port}/ping",
+            ],
+        )
+        try:
+            done = subprocess.run(
+                argv,
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=duration + WRK_GRACE,
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"wrk did not finish within {duration + WRK_GRACE}s") from None
+        if done.returncode != 0:
+            raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+        return done.stdout + done.stderr
+
+    def warmup(self, spec):
+        """
+        Seconds of warm-up for C{spec}: longer under PyPy, whose JIT warms up.
+        """
+        return self.args.pypy_warmup if spec.runtime == "pypy" else self.args.warmup
+
+    def measure(self, spec):
+        """
+        Start C{spec}, wait until it answers, warm it up, measure it with
+        wrk and stop it.  Never raises: a failure is in the L{Result}.
+        """
+        reason = self.unavailable(spec)
+        if reason:
+            return Result(failure=f"not available: {reason}", reason="not available: " + reason)
+        target = None
+        try:
+            target = self.start(spec)
+            waitUntilServing(self.label(spec), target.port, target.proc, target.logs)
+            if self.warmup(spec) > 0:
+                self.wrk(target.port, self.warmup(spec))
+            runs = []
+            for _ in range(self.args.repeat):
+                meter = CpuMeter(
+                    target.proc.pid, self.backendProc.pid, target.owned, self.proxyCpu, self.loadCpu
+                )
+                run = parseWrk(self.wrk(target.port, self.args.duration))
+                meter.stop(run)
+                runs.append(run)
+            # The best run: the one least disturbed by whatever else ran.
+            result = max(runs, key=lambda r: (not r.bad, r.rps))
+            if target.proc.poll() is not None:
+                result.failure = f"process exited with code {target.proc.returncode}\n" + tail(
+                    target.logs
+                )
+        except (BenchError, OSError) as e:
+            result = Result(failure=str(e))
+        if target is not None and result.failure:
+            first = result.failure.splitlines()[0].removeprefix(self.label(spec) + " ")
+            error = lastError(target.logs)
+            result.reason = f"{first}: {error}" if error else first
+        if target is not None and target.owned:
+            self.procs.stop(target.proc)
+        return result
+
+    def label(self, spec):
+        """
+        The label of C{spec} with its interpreter, e.g. "txlb (3 backends) [PyPy]".
+        """
+        if spec.runtime == "native":
+            return spec.label
+        return f"{spec.label} [{RUNTIME_NAMES[spec.runtime]}]"
 
 
-def formatMs(value):
+def formatMs(value, sign=False):
     """
     A latency in milliseconds for the table, or "-" if unknown.
     """
-    return "-" if value is None else f"{value:.2f}"
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
-def report(rows):
+@dataclass
+class Row:
     """
-    Print the results table, loud warnings, and the txlb/RPR ratio.
+    One line of the report: a target's spec, label and result, and how it
+    compares with the direct backend.
     """
-    print()
-    print(f"{'target':<36} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>10}")
-    for target, result in rows:
-        errors = str(result.errors) + (" !!" if result.bad else "")
-        print(
-            f"{target.label:<36} {result.rps:>11.2f} {formatMs(result.p50):>8} "
-            f"{formatMs(result.p99):>8} {errors:>10}"
-        )
-    for target, result in rows:
-        if result.bad:
-            print(
-                f"\n!!! WARNING: {target.label} is NOT a valid measurement: "
-                f"{result.requests} requests, {result.non2xx} non-2xx/3xx, "
-                f"{result.socket_errors} socket errors"
-            )
-            if result.failure:
-                print(f"!!! {result.failure}")
-    results = {target.key: result for target, result in rows}
-    txlb, rpr = results.get("txlb"), results.get("rpr")
-    if txlb and rpr and rpr.rps:
-        ratio = f"{txlb.rps / rpr.rps:.2f}x"
-        if txlb.bad or rpr.bad:
-            ratio += " !! (from an invalid measurement, see above)"
+
+    spec: Spec
+    label: str
+    result: Result
+    ofDirect: float | None = None
+    addedP50: float | None = None
+
+
+def compare(rows):
+    """
+    Fill in each row's share of the direct backend's requests/s and the p50
+    it adds over the direct backend.
+    """
+    direct = next((r.result for r in rows if r.spec.key == "direct"), None)
+    if direct is None or direct.bad:
+        return
+    for row in rows:
+        if row.result.bad:
+            continue
+        if direct.rps:
+            row.ofDirect = row.result.rps / direct.rps
+        if row.result.p50 is not None and direct.p50 is not None:
+            row.addedP50 = row.result.p50 - direct.p50
+
+
+def ratios(rows):
+    """
+    The L{RATIOS} whose targets are both in C{rows}: (text, ratio of
+    requests/s or None, ratio of requests per CPU-second or None, note).
+    """
+    byKey = {row.spec.key: row for row in rows}
+    out = []
+    for num, den in RATIOS:
+        if num not in byKey or den not in byKey:
+            continue
+        a, b = byKey[num], byKey[den]
+        runtimes = a.spec.runtime, b.spec.runtime
+        if runtimes[0] == runtimes[1]:
+            text = f"{a.spec.short} / {b.spec.short} ({RUNTIME_NAMES[runtimes[0]]})"
+        else:
+            text = " / ".join(f"{x.spec.short} ({RUNTIME_NAMES[x.spec.runtime]})" for x in (a, b))
+        bad = [x.label for x in (a, b) if x.result.bad]
+        if bad or not b.result.rps:
+            note = f"n/a ({' and '.join(bad) or 'no requests'}: not valid)"
+            out.append((text, None, None, note))
+        else:
+            a1, b1 = a.result.perCpu, b.result.perCpu
+            out.append((text, a.result.rps / b.result.rps, a1 / b1 if a1 and b1 else None, ""))
+    return out
+
+
+def ratioLines(rows, valid=False):
+    """
+    The L{ratios} as lines of text (only those with a value if C{valid}).
+    """
+    return [
+        f"{text}: " + (note if value is None else f"{value:.2f}x" + _perCpu(cpu))
+        for text, value, cpu, note in ratios(rows)
+        if value is not None or not valid
+    ]
+
+
+def _perCpu(ratio, bold=""):
+    return "" if ratio is None else f" (per CPU-second: {bold}{ratio:.2f}x{bold})"
+
+
+def addedLatency(rows, connections):
+    """
+    Lines on the p50 that txlb adds over the direct backend.
+    """
+    lines = []
+    for row in rows:
+        if row.spec.kind == "txlb" and row.addedP50 is not None:
+            text = f"added p50, {row.label}: {row.addedP50:+.3f} ms over direct"
+            if connections == 1:
+                verdict = "within" if row.addedP50 <= ADDED_P50_GOAL else "over"
+                text += f" ({verdict} the {ADDED_P50_GOAL} ms goal)"
+            else:
+                text += f" at -c{connections} (the {ADDED_P50_GOAL} ms goal is for -c1)"
+            lines.append(text)
+    return lines
+
+
+COLUMNS = (
+    "target",
+    "requests/s",
+    "of direct",
+    "p50 ms",
+    "+p50 ms",
+    "p99 ms",
+    "proxy CPU",
+    "req/CPU-s",
+    "wrk CPU",
+    "other CPU",
+    "errors",
+)
+
+
+def busy(result):
+    """
+    Whether other load on the machine may have skewed C{result}.
+    """
+    return result.skewed
+
+
+def formatOther(result):
+    """
+    The other load during C{result}: on the target's CPU + on wrk's when
+    pinned, else in all; "!" if it skewed the result.
+    """
+    if result.otherSides is not None:
+        text = "{:.2f}+{:.2f}".format(*result.otherSides)
+    elif result.otherCpu is not None:
+        text = f"{result.otherCpu:.2f}"
     else:
-        ratio = "n/a"
-    print(f"\nratio txlb/ReverseProxyResource: {ratio}")
+        return "-"
+    return text + (" !" if result.skewed else "")
+
+
+def cells(row):
+    """
+    The table cells of C{row}, as text.
+    """
+    r = row.result
+    if r.failure and not r.requests:
+        return [row.label, "FAILED", *["-"] * (len(COLUMNS) - 3), r.short]
+    errors = str(r.errors) + (" !!" if r.bad else "")
+    return [
+        row.label,
+        f"{r.rps:,.0f}",
+        "-" if row.ofDirect is None else f"{row.ofDirect:.2f}",
+        formatMs(r.p50),
+        formatMs(row.addedP50, sign=True),
+        formatMs(r.p99),
+        "-" if r.proxyCpu is None else f"{r.proxyCpu:.2f}",
+        "-" if r.perCpu is None else f"{r.perCpu:,.0f}",
+        "-" if r.loadCpu is None else f"{r.loadCpu:.2f}",
+        formatOther(r),
+        errors + (f" ({r.short})" if r.bad and r.short else ""),
+    ]
+
+
+def printReport(rows, connections):
+    """
+    Print the results table, the ratios, the added latency and warnings.
+    """
+    table = [list(COLUMNS)] + [cells(row) for row in rows]
+    last = len(COLUMNS) - 1
+    widths = [max(len(line[i]) for line in table) for i in range(last)]
+    print()
+    for line in table:
+        head = f"{line[0]:<{widths[0]}}  " + "  ".join(
+            f"{line[i]:>{widths[i]}}" for i in range(1, last)
+        )
+        print(f"{head}  {line[last]}")
+    print(
+        "\nproxy CPU  CPUs the target used while measured (1.00: its CPU is saturated)\n"
+        "req/CPU-s  requests per second of the target's own CPU time (less distorted by "
+        "other load)\n"
+        "wrk CPU    how busy the CPU of wrk and the backends was (1.00: they set the pace; "
+        "with --pin same,\n           the one CPU of all)\n"
+        "other CPU  CPUs used by anything else (other processes, hypervisor steal) on "
+        "the pinned CPU(s):\n"
+        f"           target's + wrk's with --pin split. '!': skewed, above {BUSY_WARN} "
+        "on either\n"
+    )
+    lines = ratioLines(rows)
+    if lines:
+        print("requests/s ratios:")
+    for line in lines:
+        print(f"  {line}")
+    for line in addedLatency(rows, connections):
+        print(line)
+    flagged = [row.label for row in rows if busy(row.result)]
+    if flagged:
+        print(
+            f"\n!! other load skewed {', '.join(flagged)}: run again on a quiet machine "
+            "(--wait-idle), or compare req/CPU-s"
+        )
+    for row in rows:
+        r = row.result
+        if r.bad:
+            print(
+                f"\n!!! {row.label} is NOT a valid measurement: {r.requests} requests, "
+                f"{r.non2xx} non-2xx/3xx, {r.socket_errors} socket errors"
+            )
+            if r.failure:
+                print(f"!!! {r.failure.rstrip()}")
+
+
+def markdown(rows, connections, meta, chartPath, markdownPath):
+    """
+    The report as Markdown: where and how it was measured, the chart, the
+    table, the ratios and the added latency.
+    """
+    lines = [
+        f"Measured {meta['date']} on {meta['machine']}.",
+        "",
+        f"`{meta['command']}`: {meta['wrk']}; {meta['pinning']}; {'; '.join(meta['software'])}.",
+        "",
+    ]
+    if chartPath:
+        rel = os.path.relpath(chartPath, os.path.dirname(os.path.abspath(markdownPath)))
+        what = "p50 latency" if connections == 1 else "requests/s"
+        lines += [f"![{what} per target]({rel})", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("| --- | " + " | ".join(["---:"] * (len(COLUMNS) - 2)) + " | --- |")
+    for row in rows:
+        c = cells(row)
+        lines.append("| " + " | ".join(x.replace("|", "/") for x in c) + " |")
+    lines.append("")
+    for text, value, cpu, note in ratios(rows):
+        ratio = note if value is None else f"**{value:.2f}x**" + _perCpu(cpu)
+        lines.append(f"- {text}: {ratio}")
+    for line in addedLatency(rows, connections):
+        lines.append(f"- {line}")
+    if any(busy(row.result) for row in rows):
+        lines += [
+            "",
+            f"*other CPU*: CPUs used by other processes on the target's CPU + on wrk's; "
+            f"`!`: above {BUSY_WARN} on either while it was measured, so its numbers are "
+            "skewed (*req/CPU-s* less so).",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def parseArgs(argv):
     """
     Command-line options.
     """
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(),
+        epilog="targets: " + ", ".join(SPEC),
+    )
     p.add_argument("-t", "--threads", type=int, default=1, help="wrk -t (default 1)")
-    p.add_argument("-c", "--connections", type=int, default=32, help="wrk -c (default 32)")
     p.add_argument(
-        "-d",
-        "--duration",
+        "-c",
+        "--connections",
         type=int,
-        default=10,
-        help="seconds measured per target (default 10)",
+        default=32,
+        help="wrk -c (default 32); -c 1 measures the latency each proxy adds",
     )
     p.add_argument(
-        "--warmup",
+        "-d", "--duration", type=int, default=10, help="seconds measured per target (default 10)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=2, help="seconds of warm-up per target (default 2)"
+    )
+    p.add_argument(
+        "--pypy-warmup",
         type=int,
-        default=2,
-        help="seconds of warm-up per target (default 2)",
-    )
-    p.add_argument("--quick", action="store_true", help="smoke test: -d3 and 1 s warm-up")
-    p.add_argument(
-        "--algo",
-        help="passed to txlb as --algo (default: txlb's own default, roundrobin)",
+        default=5,
+        help="seconds of warm-up per PyPy target, for its JIT (default 5)",
     )
     p.add_argument(
-        "--python",
-        default=sys.executable,
-        help="interpreter for txlb and RPR, e.g. pypy3 "
-        "(default: this one); it needs Twisted and txlb's dependencies",
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each target this many times (after one warm-up) and keep "
+        "the run with the most requests/s (default 1)",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="before starting, wait up to this long for other load on the "
+        f"machine to drop below {BUSY_WARN} CPU (default 0)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: -d 3, warm-up 1 s (PyPy 2 s); no chart or Markdown "
+        "unless --chart or --markdown is given",
     )
     p.add_argument(
         "--targets",
-        default=",".join(ALL_TARGETS),
-        help="comma-separated subset of nginx,rpr,txlb (default: all)",
+        help="comma-separated targets to measure, in table order (default: all "
+        "available; see the list below)",
+    )
+    p.add_argument("--algo", help="passed to txlb as --algo (default: roundrobin)")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the CPython targets (default: this one)",
+    )
+    p.add_argument(
+        "--pypy",
+        help="a PyPy that imports Twisted, for the *-pypy targets (default: pypy3 "
+        "on the PATH if it imports Twisted; 'none' to skip them)",
+    )
+    p.add_argument(
+        "--txlb-src",
+        default=CHECKOUT,
+        help="directory txlb is imported from (default: this checkout)",
+    )
+    p.add_argument(
+        "--gauges",
+        default=GAUGES,
+        help=f"directory of the gauge scripts (default: {GAUGES})",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory of logs and generated configs",
+    )
+    p.add_argument(
+        "--pin",
+        choices=("split", "same", "none"),
+        help="split: each proxy on one CPU, wrk and the backends on another (the "
+        "default, with 2 CPUs or more); same: all on one CPU (the default at -c 1, "
+        "where only one process runs at a time, so that no request waits for another "
+        "CPU to wake up); none: no pinning",
+    )
+    p.add_argument("--no-pin", dest="pin", action="store_const", const="none", help="--pin none")
+    p.add_argument(
+        "--chart",
+        help="PNG chart to write (default: bench/results-cN.png for -c N; '' for none)",
+    )
+    p.add_argument(
+        "--markdown",
+        help="Markdown table to write (default: bench/results-cN.md for -c N; '' for none)",
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 3, 1
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(args.targets) - set(ALL_TARGETS)
-    if unknown or not args.targets:
-        p.error(f"--targets must be a subset of {','.join(ALL_TARGETS)}")
+        args.duration, args.warmup, args.pypy_warmup = 3, 1, 2
+    if args.pin is None:
+        args.pin = "same" if args.connections == 1 else "split"
+    for name in ("chart", "markdown"):
+        if getattr(args, name) is None:
+            ext = "png" if name == "chart" else "md"
+            default = os.path.join(HERE, f"results-c{args.connections}.{ext}")
+            setattr(args, name, "" if args.quick else default)
+    if args.connections < args.threads or min(args.threads, args.duration, args.repeat) < 1:
+        p.error("need -t >= 1, -d >= 1, --repeat >= 1 and -c >= -t")
+    if args.targets is not None:
+        args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+        unknown = [t for t in args.targets if t not in SPEC]
+        if unknown or not args.targets:
+            p.error(f"unknown target {','.join(unknown)}; choose from {','.join(SPEC)}")
     return args
 
 
 def findTools():
     """
-    Locate nginx; make sure wrk is on the PATH.
+    Locate nginx, wrk, haproxy and taskset.
 
-    @raise BenchError: if either is missing.
+    @raise BenchError: if wrk or nginx is missing.
     """
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if not shutil.which("wrk") or not nginx:
+    sbin = "/usr/sbin:/sbin"
+    tools = {
+        name: shutil.which(name) or shutil.which(name, path=sbin)
+        for name in ("nginx", "wrk", "haproxy", "taskset")
+    }
+    if not tools["wrk"] or not tools["nginx"]:
         raise BenchError("wrk and nginx are required: apt-get install wrk nginx-light")
-    return nginx
+    return tools
 
 
-def startTargets(procs, tmp, args, nginx):
+def describe(args, tools, cpython, pypy, bench):
     """
-    Start nginx and the requested proxies, and wait until all answer.
-
-    @return: the L{Target}s to measure, in table order.
+    When, where and with what the run is made, for the report and chart.
     """
-    ports = freePorts(BACKENDS + 2)
-    backends, rprPort, txlbPort = ports[:BACKENDS], ports[-2], ports[-1]
-    nginxProc, nginxLogs = startNginx(procs, tmp, backends, nginx)
-    targets = []
-    if "nginx" in args.targets:
-        targets.append(
-            Target("nginx", "nginx (direct, 1 backend)", backends[0], nginxProc, nginxLogs)
-        )
-    if "rpr" in args.targets:
-        proc, logs = startRPR(procs, tmp, args.python, rprPort, backends[0])
-        targets.append(Target("rpr", "ReverseProxyResource (1 backend)", rprPort, proc, logs))
-    if "txlb" in args.targets:
-        proc, logs = startTxlb(procs, tmp, args.python, txlbPort, backends, args.algo)
-        targets.append(
-            Target(
-                "txlb",
-                f"txlb ({BACKENDS} backends, {args.algo or 'roundrobin'})",
-                txlbPort,
-                proc,
-                logs,
-            )
-        )
-    for port in backends:
-        waitUntilServing("nginx", port, nginxProc, nginxLogs)
-    for target in targets:
-        waitUntilServing(target.label, target.port, target.proc, target.logs)
-    return targets
+    software = [describePython(cpython)]
+    if cpython.get("aiohttp"):
+        software[0] += f", aiohttp {cpython['aiohttp']}"
+        if cpython.get("uvloop"):
+            software[0] += f", uvloop {cpython['uvloop']}"
+    if pypy:
+        software.append(describePython(pypy))
+    software.append("nginx " + toolVersion([tools["nginx"], "-v"], r"nginx/(\S+)"))
+    if tools.get("haproxy"):
+        software.append("HAProxy " + toolVersion([tools["haproxy"], "-v"], r"version (\d[\w.]*)"))
+    software.append("wrk " + toolVersion([tools["wrk"], "-v"], r"wrk (\S+)"))
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "software": software,
+        "wrk": (
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s GET /ping"
+            + (f", best of {args.repeat}" if args.repeat > 1 else "")
+            + f", warm-up {args.warmup} s"
+            + (f" (PyPy {args.pypy_warmup} s)" if pypy else "")
+            + f", {BACKENDS} nginx backends"
+        ),
+        "pinning": bench.pinning,
+        "command": "python bench/run.py " + shlex.join(sys.argv[1:]),
+        "connections": args.connections,
+    }
+
+
+def chooseTargets(args, bench, pypyNote):
+    """
+    The specs to measure: those asked for, or all that are available (the
+    others are named in a note).
+    """
+    if args.targets is not None:
+        return [SPEC[key] for key in args.targets]
+    chosen, skipped = [], {}
+    for spec in SPECS:
+        reason = bench.unavailable(spec)
+        if reason is None:
+            chosen.append(spec)
+        else:
+            skipped.setdefault(reason, []).append(spec.key)
+    for reason, keys in skipped.items():
+        if keys and keys[0].endswith("-pypy") and pypyNote:
+            reason = pypyNote
+        print(f"note: skipping {', '.join(keys)}: {reason}")
+    return chosen
+
+
+def writeOutputs(args, rows, meta):
+    """
+    Write the Markdown table and the chart, if asked for.
+    """
+    chart = None
+    if args.chart:
+        try:
+            import chart as charting
+        except ImportError as e:
+            print(f"note: no chart ({e}); pip install matplotlib, or txlb[bench]")
+        else:
+            notes = addedLatency(rows, args.connections)
+            charting.draw(args.chart, rows, meta, ratioLines(rows, True), notes)
+            chart = args.chart
+            print(f"chart: {args.chart}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(rows, args.connections, meta, chart, args.markdown))
+        print(f"markdown: {args.markdown}")
 
 
 def run(args):
     """
-    Start everything, measure every target, print the report, stop everything.
+    Start the backends, measure every target, report, stop everything.
     """
-    nginx = findTools()
-    version = pythonVersion(args.python)
+    tools = findTools()
+    cpython = probePython(args.python)
+    pypy, pypyNote = findPypy(args)
+    if pypyNote and args.targets is not None:  # else the skipped targets are named with it
+        print(f"note: {pypyNote}")
     tmp = tempfile.mkdtemp(prefix="txlb-bench-")
     procs = Processes(tmp)
     try:
-        targets = startTargets(procs, tmp, args, nginx)
-        print(
-            f"{version} ({args.python}); wrk -t{args.threads} "
-            f"-c{args.connections} -d{args.duration}s, warm-up "
-            f"{args.warmup}s; {os.cpu_count()} CPUs",
-            flush=True,
-        )
+        bench = Bench(args, tools, cpython, pypy, tmp, procs)
+        specs = chooseTargets(args, bench, pypyNote)
+        meta = describe(args, tools, cpython, pypy, bench)
+        print(f"{meta['machine']}\n{'; '.join(meta['software'])}")
+        print(f"{meta['wrk']}; {bench.pinning}", flush=True)
+        load = otherLoad()
+        if load > BUSY_WARN and args.wait_idle:
+            print(
+                f"waiting up to {args.wait_idle} s for the machine to be idle: "
+                f"{load:.2f} CPU used by others ...",
+                flush=True,
+            )
+            began = time.monotonic()
+            for _ in range(args.wait_idle):
+                if load <= BUSY_WARN:
+                    print(f"idle after {time.monotonic() - began:.0f} s")
+                    break
+                load = otherLoad()
+        if load > BUSY_WARN:
+            print(f"!! the machine is busy before the run: {load:.2f} CPU used by others")
+        bench.startBackends()
         rows = []
-        for target in targets:
-            print(f"measuring {target.label} ...", flush=True)
-            rows.append((target, measure(target, args)))
-        report(rows)
+        for spec in specs:
+            if bench.backendProc.poll() is not None:
+                raise BenchError("the nginx backends exited\n" + tail(bench.backendLogs))
+            label = bench.label(spec)
+            print(f"measuring {label} ...", flush=True)
+            rows.append(Row(spec, label, bench.measure(spec)))
+            time.sleep(SETTLE)
+        compare(rows)
+        printReport(rows, args.connections)
+        writeOutputs(args, rows, meta)
     finally:
         procs.stopAll()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept the logs and configs in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):
