@@ -47,5 +47,7 @@ setup(
         "dev": ["ruff", "mypy<2", "mypy-zope"],  # mypy 2 no longer checks for Python 3.9
         # What the tests need beyond txlb's own dependencies (tox.ini's deps).
         "test": ["autobahn", "hypothesis", "h11>=0.16"],
+        # bench/run.py's chart.
+        "bench": ["matplotlib"],
     },
 )

@@ -96,6 +96,14 @@ def _pythonSpecs(runtime, suffix):
         Spec("agent" + suffix, "Agent relay gauge", "Agent gauge", "gauge", runtime, tw),
         Spec("rpr" + suffix, "ReverseProxyResource (1 backend)", "RPR", "gauge", runtime, tw),
         Spec("txlb" + suffix, f"txlb ({BACKENDS} backends)", "txlb", "txlb", runtime, tw),
+        Spec(
+            "txlb-alf" + suffix,
+            f"txlb ({BACKENDS} backends), --access-log-file",
+            "txlb+alf",
+            "txlb",
+            runtime,
+            tw,
+        ),
     ]
 
 
@@ -120,6 +128,12 @@ RUNTIME_NAMES = {"native": "native", "cpython": "CPython", "pypy": "PyPy"}
 
 # (numerator, denominator): the requests/s ratios printed after the table.
 RATIOS = [
+    ("txlb-alf", "lean"),
+    ("txlb-alf-pypy", "lean-pypy"),
+    ("txlb-alf", "aiohttp-uvloop"),
+    ("txlb-alf-pypy", "aiohttp-uvloop"),
+    ("txlb-alf", "agent"),
+    ("txlb-alf-pypy", "agent-pypy"),
     ("txlb", "lean"),
     ("txlb-pypy", "lean-pypy"),
     ("txlb", "aiohttp-uvloop"),
@@ -731,11 +745,18 @@ class Bench:
                 log = os.path.join(self.tmp, name + ".log")
                 argv = [python, RPR_SERVER, str(port), backendArgs[0], log]
                 logs = (log,)
-            elif base == "txlb":
+            elif base in ("txlb", "txlb-alf"):
+                # txlb's access log goes to twistd's log file, or (txlb-alf)
+                # to a file of its own, written in batches.
                 log = os.path.join(self.tmp, name + ".log")
-                argv = txlbArgv(python, log, port, self.backends, algo=self.args.algo)
-                env = txlbEnv(self.args.txlb_src)
+                options = ()
                 logs = (log,)
+                if base == "txlb-alf":
+                    accessLog = os.path.join(self.tmp, name + ".access.log")
+                    options = ("--access-log-file", accessLog)
+                    logs = (log, accessLog)
+                argv = txlbArgv(python, log, port, self.backends, options, algo=self.args.algo)
+                env = txlbEnv(self.args.txlb_src)
             else:
                 script = os.path.join(self.args.gauges, self.gaugeScript(spec))
                 argv = [python, script, str(port)]
