@@ -166,7 +166,7 @@ class BackendPool:
         """
         now = self._reactor.seconds()
         up = [b for b in self.backends if b.available(now)]
-        if len(up) == len(self.backends) and not exclude:
+        if up and not exclude:
             self.panicking = False
             return up
         if up:

@@ -62,7 +62,7 @@ def toBackend(received: Headers) -> Fields:
         if name.lower() not in drop
         for value in values
     ]
-    if b"trailers" in tokens(received, b"te"):
+    if received.hasHeader(b"te") and b"trailers" in tokens(received, b"te"):
         fields.append((b"TE", b"trailers"))
     return fields
 

@@ -234,6 +234,11 @@ def _contentLength(value: bytes, seen: bytes | None) -> bytes:
     same as any seen before (RFC 9110 section 8.6 allows a list of one
     repeated value; C{5} and C{05} are not the same).
     """
+    if value.isdigit() and len(value) <= 18:
+        # One length, as nearly every response has it.
+        if seen is not None and seen != value:
+            raise BadResponseError("differing Content-Length values")
+        return value
     lengths = {v.strip() for v in value.split(b",")}
     if len(lengths) != 1:
         raise BadResponseError("differing Content-Length values")
