@@ -8,9 +8,11 @@ import this module as C{common}.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 HOST = "127.0.0.1"
@@ -139,3 +141,30 @@ def exitOnSigterm():
         raise SystemExit(f"terminated by signal {signum}")
 
     signal.signal(signal.SIGTERM, terminated)
+
+
+def txlbHelpOptions(python, env):
+    """
+    The long options that C{twistd txlb --help} lists under C{python}, so
+    that a script can leave out those an older txlb does not have.
+
+    @raise RuntimeError: With a one-line reason if the help cannot be read.
+    """
+    try:
+        done = subprocess.run(
+            [python, "-c", TWISTD, "txlb", "--help"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"cannot run {python} twistd txlb --help: {e}") from None
+    if done.returncode != 0 or "--backends" not in done.stdout:
+        raise RuntimeError(
+            f"{python} twistd txlb --help failed (is Twisted installed for it?):\n"
+            f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", done.stdout))

@@ -37,12 +37,12 @@ from common import (
     CHECKOUT,
     HOST,
     STOP_TIMEOUT,
-    TWISTD,
     Processes,
     exitOnSigterm,
     freePorts,
     txlbArgv,
     txlbEnv,
+    txlbHelpOptions,
 )
 
 KiB = 1024
@@ -493,23 +493,9 @@ def knownOptions(python, env):
     The long options that C{twistd txlb --help} lists under C{python}.
     """
     try:
-        done = subprocess.run(
-            [python, "-c", TWISTD, "txlb", "--help"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=tempfile.gettempdir(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise BenchError(f"cannot run {python} twistd txlb --help: {e}") from None
-    if done.returncode != 0 or "--backends" not in done.stdout:
-        raise BenchError(
-            f"{python} twistd txlb --help failed (is Twisted installed for it?):\n"
-            f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
-        )
-    return set(re.findall(r"(--[a-z][a-z0-9-]*)", done.stdout))
+        return txlbHelpOptions(python, env)
+    except RuntimeError as e:
+        raise BenchError(str(e)) from None
 
 
 def tail(path, lines=15):

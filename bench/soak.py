@@ -37,12 +37,12 @@ from common import (
     HERE,
     HOST,
     STOP_TIMEOUT,
-    TWISTD,
     Processes,
     exitOnSigterm,
     freePorts,
     txlbArgv,
     txlbEnv,
+    txlbHelpOptions,
 )
 
 BACKEND_SCRIPT = os.path.join(HERE, "soak_backend.py")
@@ -213,20 +213,9 @@ def txlbKnownOptions(env):
     @raise SoakError: if the help cannot be read.
     """
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", TWISTD, "txlb", "--help"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=tempfile.gettempdir(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SoakError(f"cannot run twistd txlb --help: {e}") from None
-    if done.returncode != 0 or "--backends" not in done.stdout:
-        raise SoakError(f"twistd txlb --help failed:\n{done.stdout}{done.stderr}")
-    return set(re.findall(r"(--[a-z][a-z0-9-]*)", done.stdout))
+        return txlbHelpOptions(sys.executable, env)
+    except RuntimeError as e:
+        raise SoakError(str(e)) from None
 
 
 def txlbOptions(known):
