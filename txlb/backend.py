@@ -9,7 +9,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.client import URI
 
 #: The largest weight: weighted round robin keeps a schedule as long as the
 #: sum of the weights.
@@ -27,8 +26,6 @@ class Backend:
 
     @ivar address: C{host:port} (C{[v6]:port}), for logs, error pages and
         the IP hash.
-    @ivar uri: The backend's root as an Agent L{URI}: Agent takes its pool key
-        from it, and the C{Host} header of a request that came without one.
     @ivar active: Requests sent to this backend whose response has not yet
         been fully relayed, failed or been abandoned by the client.  The proxy
         increments it when it sends a request and decrements it exactly once
@@ -58,7 +55,6 @@ class Backend:
         self.weight = weight
         self.active = 0
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.uri = URI.fromBytes(f"http://{self.address}/".encode("ascii"))
         self.healthy = True
         self.failures = 0
         self.downUntil = 0.0

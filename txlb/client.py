@@ -12,9 +12,10 @@ a proxy needs:
     producer, framed with its C{Content-Length} or chunked;
   - the response is parsed strictly by L{txlb.http1}: a malformed one fails
     the request with L{BadResponseError} and closes the connection;
-  - interim (1xx) responses go to the receiver as they come; the final head
-    fires the request's L{Deferred}; body bytes and the end of the body go to
-    the receiver, which can pause, resume or stop the connection;
+  - interim (1xx) responses go to the exchange (L{IExchange}) as they come;
+    the final head fires the request's L{Deferred}; body bytes and the end of
+    the body go to the exchange, which can pause, resume or stop the
+    connection;
   - a connection goes back to the pool only after a complete response that
     lets it (HTTP/1.1 without C{Connection: close}, or HTTP/1.0 with
     C{keep-alive}; never a body ended by the close) and a complete request;

@@ -1,18 +1,19 @@
 """
 Upgrade requests (WebSocket and others): a raw byte tunnel after routing.
 
-Neither Twisted's HTTP server nor its Agent speaks C{101 Switching
-Protocols}: Agent ignores a 1xx and waits for a final answer that never
-comes.  So a request that asks for an upgrade is routed like any request,
-then leaves the Agent path for a L{Tunnel}:
+Twisted's HTTP server does not speak C{101 Switching Protocols}, and the
+backend client carries one request at a time on pooled connections.  So a
+request that asks for an upgrade is routed like any request, then leaves the
+client's path for a L{Tunnel}:
 
   1. the tunnel opens its own TCP connection to the picked backend, with the
-     same endpoint (and connect timeout) as the Agent, and writes the request
+     same endpoint (and connect timeout) as the backend client, and writes the request
      head itself: the client's method and raw target, the end-to-end fields
      that the proxy sends for any request, then C{Connection: Upgrade} and the
      client's C{Upgrade} values, and the body, if any, with a
      C{Content-Length};
-  2. it reads the backend's answer head, at most L{MAX_HEAD} bytes;
+  2. it reads the backend's answer head, at most L{MAX_HEAD} bytes, parsed
+     as strictly as any response (L{txlb.http1});
   3. on C{101} the client connection stops speaking HTTP
      (L{ProxyChannel.spliceTo}); the 101 head goes to the client as the
      backend sent it, then bytes flow both ways, with flow control both ways,
@@ -21,7 +22,7 @@ then leaves the Agent path for a L{Tunnel}:
      ...) the answer is relayed as the backend sent it, up to the end of its
      body, and then the client connection is closed;
   5. a backend that cannot be reached gets the client a 502 (504 on a
-     connect timeout) in txlb's plain-text style, as in the Agent path, and
+     connect timeout) in txlb's plain-text style, as for other requests, and
      the client connection stays open for the next request.
 
 The tunnel counts as one active request on its backend from start to close,
