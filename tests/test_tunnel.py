@@ -117,6 +117,18 @@ class RoutingTests(SynchronousTestCase):
             b"Upgrade: foo\r\n\r\nabc",
         )
 
+    def test_bodyFileClosed(self) -> None:
+        """
+        Once the body is sent, the file Twisted kept it in (a temporary
+        file, for a chunked body) is closed, not left open until collected.
+        """
+        _, channel, _, _, _ = upgrade(
+            self,
+            b"POST /up HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: Upgrade\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        self.assertTrue(channel.requests[0].content.closed)
+
     def test_pickedByAlgorithm(self) -> None:
         """
         Upgrade requests are routed by the algorithm, with the configured

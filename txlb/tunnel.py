@@ -78,6 +78,9 @@ def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
         assert request.content is not None
         request.content.seek(0)
         body = request.content.read()
+        # Twisted keeps a chunked body in a temporary file; the tunnel has
+        # what it needs, and the file is not left open until collected.
+        request.content.close()
     lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
     if body is not None:
         lines.append(b"Content-Length: %d" % len(body))
