@@ -8,9 +8,9 @@ describe one connection, not the message, so each hop makes its own.
 
 from __future__ import annotations
 
-import re
-
 from twisted.web.http_headers import Headers
+
+from txlb.http1 import isToken
 
 #: Fields that always describe the connection, lower-cased (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -91,12 +91,11 @@ def _quoted(value: bytes) -> bytes:
     """
     C{value} as an RFC 7239 token, or quoted if it is not one.
     """
-    if _TOKEN.fullmatch(value):
+    if isToken(value):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _values(fields: Fields, name: bytes) -> list[bytes]:

@@ -32,11 +32,24 @@ MAX_HEAD = 64 * 1024
 #: The longest chunk-size line, extensions included.
 MAX_CHUNK_LINE = 4096
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Control characters, less HTAB: never in a field value or reason phrase.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+
+
+#: The characters of a token (RFC 9110 section 5.6.2).
+_TOKEN_CHARACTERS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def isToken(data: bytes) -> bool:
+    """
+    Whether C{data} is a token (RFC 9110 section 5.6.2), as methods and
+    field names must be, in requests and responses alike: a C{translate}
+    that leaves nothing, measured faster than a regular expression on
+    CPython and on PyPy.
+    """
+    return bool(data) and not data.translate(None, _TOKEN_CHARACTERS)
 
 
 class BadResponseError(Exception):
@@ -141,7 +154,7 @@ def parseFields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     fields = []
     for line in lines:
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
+        if not colon or not isToken(name):
             if line[:1] in (b" ", b"\t"):
                 raise BadResponseError("a folded field line (obs-fold)")
             raise BadResponseError(f"a malformed field line {line[:40]!r}")
@@ -154,8 +167,6 @@ def parseFields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
 
 #: Control characters other than HTAB, CR and LF.
 _CONTROL_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-#: The characters of a token (RFC 9110 section 5.6.2).
-_TOKEN_CHARACTERS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def parseHead(head: bytes) -> ResponseHead:
@@ -191,7 +202,7 @@ def parseHead(head: bytes) -> ResponseHead:
     fields = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _TOKEN_CHARACTERS):
+        if not colon or not isToken(name):
             # Say how it is wrong.
             parseFields([line])
         value = value.strip(b" \t")

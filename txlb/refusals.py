@@ -16,10 +16,11 @@ check that Twisted already makes.
 
 from __future__ import annotations
 
-import string
 from typing import NamedTuple
 
 from twisted.web.http_headers import Headers
+
+from txlb.http1 import isToken
 
 # The classes of refusal: the values of the reason label of
 # txlb_client_refusals_total.  The set is fixed, so the metric's series are
@@ -71,8 +72,6 @@ _PHRASES = {
     431: b"Request Header Fields Too Large",
 }
 
-#: The bytes of a token (RFC 9110 section 5.6.2).
-_TCHAR = b"!#$%&'*+-.^_`|~" + (string.digits + string.ascii_letters).encode()
 #: Printable ASCII, the bytes of a request-target.
 _VCHAR = bytes(range(0x21, 0x7F))
 
@@ -106,14 +105,6 @@ class Refusal(NamedTuple):
         large, which have their own statuses.
         """
         return self.reason not in (TIMEOUT, BODY_TOO_LARGE)
-
-
-def isToken(data: bytes) -> bool:
-    """
-    Whether C{data} is a token (RFC 9110 section 5.6.2), as methods and
-    field names must be.
-    """
-    return bool(data) and not data.translate(None, _TCHAR)
 
 
 def lineEnding(line: bytes) -> Refusal | None:
