@@ -215,9 +215,9 @@ class LoadBalancerResource(Resource):
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields:
         """
         The header fields to send to the backend for C{request}: those of
-        the client less the hop-by-hop ones, a C{Host} if an HTTP/1.0 client
-        sent none (the backend hears HTTP/1.1, which needs one), and the
-        forwarding fields asked for.
+        the client less the hop-by-hop ones, and the forwarding fields asked
+        for.  (A C{Host} for an HTTP/1.0 request without one depends on the
+        backend: L{send} adds it.)
         """
         received = request.requestHeaders
         outgoing = headers.toBackend(received)
@@ -446,7 +446,6 @@ class _Exchange:
         self.timedOut = False
         self.awaitingHead = False
         self.backendPaused = False
-        self.registered = False
         self.interimSent = False
         self.clientPaused = False
         self.clientGone = False
@@ -615,7 +614,7 @@ class _Exchange:
         if self.producer is not None:
             self.producer.stopProducing()
         if not self.clientGone:
-            self._unregister()
+            self.request.unregisterProducer()
             _abort(self.request)
         self._over(self.request.code, "idle timeout", LogLevel.warn, TIMEOUT)
 
@@ -652,7 +651,6 @@ class _Exchange:
             # stated for the representation.
             sent.setRawHeaders(b"Content-Length", [b"%d" % length])
         request.registerProducer(self, True)
-        self.registered = True
         # Send the head now: the body may be slow to come.
         request.write(b"")
 
@@ -721,7 +719,7 @@ class _Exchange:
         if item.data:
             self.queuedBytes -= len(item.data)
             request.write(item.data)
-        self._unregister()
+        request.unregisterProducer()
         if item.reason is None:
             request.finish()
             self._over(code, None, LogLevel.info, NORMAL)
@@ -734,11 +732,6 @@ class _Exchange:
         why = f"backend body cut short: {describe(reason)}"
         self.resource.pool.failed(self.backend, why)  # type: ignore[arg-type]
         self._over(code, why, LogLevel.warn, flag)
-
-    def _unregister(self) -> None:
-        if self.registered:
-            self.registered = False
-            self.request.unregisterProducer()
 
     def _internalError(self, failure: Failure) -> None:
         """
