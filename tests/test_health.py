@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
@@ -169,3 +169,23 @@ class HealthCheckerTests(SynchronousTestCase):
         self.rounds(3)
         self.assertEqual(len(self.backends.seen), 2)
         self.assertTrue(self.b.healthy)
+
+
+class QuietConnectionsTests(SynchronousTestCase):
+    def test_noFactoryLogLine(self) -> None:
+        """
+        The connection a check makes logs nothing of its own: Agent's
+        factory would write "Starting factory" for every check.  (This pins
+        the private C{HTTPConnectionPool._factory} the checker replaces.)
+        """
+        reactor = MemoryReactorClock()
+        backend = Backend("127.0.0.1", 8081)
+        checker = HealthChecker(BackendPool([backend], reactor), "/health", reactor)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        checker.startService()
+        self.addCleanup(checker.stopService)
+        (host, port, factory, _, _) = reactor.tcpClients[0]
+        self.assertEqual((host, port), ("127.0.0.1", 8081))
+        factory.doStart()
+        factory.doStop()
+        self.assertEqual([e for e in events if "factory" in e.get("log_format", "")], [])

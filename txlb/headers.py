@@ -96,8 +96,6 @@ def _quoted(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-
-
 def _values(fields: Fields, name: bytes) -> list[bytes]:
     return [value for field, value in fields if field.lower() == name]
 

@@ -14,7 +14,8 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from txlb import headers, refusals, tunnel
-from txlb.proxy import NORMAL, LoadBalancerResource
+from txlb.outcome import NORMAL
+from txlb.proxy import LoadBalancerResource
 from txlb.refusals import Refusal
 from txlb.upload import StreamingBody
 
