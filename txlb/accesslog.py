@@ -75,7 +75,7 @@ class AccessLogFile:
             data = memoryview(b"".join(self._lines))
             self._lines, self._size = [], 0
             while data:
-                data = data[self._file.write(data) or 0 :]
+                data = data[self._file.write(data) :]
 
     def reopen(self) -> None:
         """
