@@ -17,6 +17,7 @@ from twisted.web.http_headers import Headers
 
 from tests.test_proxy import OK, OK_TO_CLIENT, Harness
 from txlb import refusals
+from txlb.outcome import CLIENT_PROTOCOL_ERROR
 from txlb.refusals import Refusal
 
 ARROW = "\N{RIGHTWARDS ARROW}"
@@ -51,7 +52,7 @@ class RefusedTestCase(SynchronousTestCase):
         status: bytes,
         line: str,
         reason: str,
-        flag: str = refusals.PROTOCOL_ERROR,
+        flag: str = CLIENT_PROTOCOL_ERROR,
     ) -> Harness:
         """
         Send C{request} and check that it is refused at once, before any
@@ -151,7 +152,7 @@ class LineEndingTests(RefusedTestCase):
         self.assertEqual(client.value(), OK_TO_CLIENT + answer(b"400 Bad Request"))
         self.assertEqual(
             sorted(event["flag"] for event in accessEvents(harness)),
-            ["-", refusals.PROTOCOL_ERROR],
+            ["-", CLIENT_PROTOCOL_ERROR],
         )
 
 
@@ -298,7 +299,7 @@ class ChunkedBodyTests(SynchronousTestCase):
                 ' status=400 ms=0.0 error="a malformed chunked body"'
             ],
         )
-        self.assertEqual(events[0]["flag"], refusals.PROTOCOL_ERROR)
+        self.assertEqual(events[0]["flag"], CLIENT_PROTOCOL_ERROR)
         metrics = harness.resource.metrics.exposition()
         self.assertIn(b'txlb_client_refusals_total{reason="chunked_body"} 1.0\n', metrics)
         self.assertIn(b'txlb_requests_total{backend="127.0.0.1:8081",code="400"} 1.0\n', metrics)
@@ -444,7 +445,7 @@ class HeaderFieldTests(RefusedTestCase):
             self.assertTrue(client.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
             self.assertFalse(client.disconnecting)
             (event,) = accessEvents(harness)
-            self.assertEqual((event["flag"], event["error"]), (refusals.PROTOCOL_ERROR, why))
+            self.assertEqual((event["flag"], event["error"]), (CLIENT_PROTOCOL_ERROR, why))
             self.assertIn(
                 b'txlb_client_refusals_total{reason="header"} 1.0\n',
                 harness.resource.metrics.exposition(),

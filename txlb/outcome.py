@@ -18,16 +18,18 @@ from txlb.backend import Backend
 #: The termination flags of the access log, in the spirit of Envoy's
 #: response flags: normal, backend connection failure, backend timeout, no
 #: healthy backend, backend reset, backend protocol error (a malformed
-#: response), client disconnected.
-NORMAL, CONNECT_FAILURE, TIMEOUT, NO_HEALTHY, RESET, PROTOCOL_ERROR, CLIENT_GONE = (
-    "-",
-    "UF",
-    "UT",
-    "UH",
-    "UR",
-    "UPE",
-    "DC",
-)
+#: response), client disconnected, client protocol error (a request that
+#: broke HTTP/1.1's syntax or framing, or the head's size limits).
+(
+    NORMAL,
+    CONNECT_FAILURE,
+    TIMEOUT,
+    NO_HEALTHY,
+    RESET,
+    PROTOCOL_ERROR,
+    CLIENT_GONE,
+    CLIENT_PROTOCOL_ERROR,
+) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE")
 
 #: The flags that blame the backend.
 _BACKEND_FLAGS = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY, PROTOCOL_ERROR})

@@ -48,6 +48,7 @@ from txlb.interfaces import IAlgorithm, IExchange
 from txlb.metrics import Metrics
 from txlb.outcome import (
     CLIENT_GONE,
+    CLIENT_PROTOCOL_ERROR,
     CONNECT_FAILURE,
     NO_HEALTHY,
     NORMAL,
@@ -156,7 +157,7 @@ class LoadBalancerResource(Resource):
                     http.BAD_REQUEST,
                     started,
                     problem,
-                    flag=refusals.PROTOCOL_ERROR,
+                    flag=CLIENT_PROTOCOL_ERROR,
                 )
             )
             return server.NOT_DONE_YET

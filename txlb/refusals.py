@@ -58,10 +58,6 @@ REASONS = (
     TIMEOUT,
 )
 
-#: The access-log flag of a request refused because it broke HTTP/1.1's
-#: syntax or framing, or the head's size limits: Envoy's C{DPE}, downstream
-#: protocol error.
-PROTOCOL_ERROR = "DPE"
 
 #: The reason phrases of the statuses txlb refuses with (RFC 9110).
 _PHRASES = {
@@ -101,8 +97,8 @@ class Refusal(NamedTuple):
     def protocolError(self) -> bool:
         """
         Whether the request broke HTTP/1.1 or the head's limits (flag
-        L{PROTOCOL_ERROR}), rather than being too slow or its body too
-        large, which have their own statuses.
+        L{txlb.outcome.CLIENT_PROTOCOL_ERROR}), rather than being too slow
+        or its body too large, which have their own statuses.
         """
         return self.reason not in (TIMEOUT, BODY_TOO_LARGE)
 

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from txlb import headers, refusals, tunnel
-from txlb.outcome import NORMAL
+from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
 from txlb.proxy import LoadBalancerResource
 from txlb.refusals import Refusal
 from txlb.upload import StreamingBody
@@ -321,7 +321,7 @@ class ProxyChannel(http.HTTPChannel):
         self._refused = True
         resource = self.site.resource  # type: ignore[attr-defined]
         resource.metrics.countRefusal(refusal.reason)
-        flag = refusals.PROTOCOL_ERROR if refusal.protocolError else NORMAL
+        flag = CLIENT_PROTOCOL_ERROR if refusal.protocolError else NORMAL
         request = self.requests[-1] if self.requests else None
         if request is not None and request.stream is not None and request.stream.started:
             request.refused = Refused(refusal.code, refusal.error, flag)
