@@ -46,6 +46,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from txlb.backend import Backend
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, headEnd, parseHead
 from txlb.interfaces import IExchange
+from txlb.writes import WriteBatcher
 
 #: Idle connections kept open to each backend.
 MAX_IDLE_PER_BACKEND = 64
@@ -157,6 +158,9 @@ class BackendConnection(Protocol):
         self._sending: Any = None
         self._receivedAny = False
         self._paused = False
+
+    def connectionMade(self) -> None:
+        self._client.writes.adopt(self.transport)
 
     def send(self, request: _Request) -> None:
         """
@@ -414,6 +418,7 @@ class BackendClient:
         self._idle: dict[Backend, list[BackendConnection]] = {}
         self._endpoints: dict[Backend, IStreamClientEndpoint] = {}
         self._sweep: Any = None
+        self.writes = WriteBatcher(reactor)
 
     def request(
         self,

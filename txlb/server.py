@@ -18,6 +18,7 @@ from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
 from txlb.proxy import LoadBalancerResource
 from txlb.refusals import Refusal
 from txlb.upload import StreamingBody
+from txlb.writes import WriteBatcher
 
 
 class Refused(NamedTuple):
@@ -159,10 +160,22 @@ class ProxyChannel(http.HTTPChannel):
     _headSize = 0
     _emptyLines = 0
     _field: bytes | None = None
+    _host: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)  # type: ignore[attr-defined]
+        self.site.writes.adopt(self.transport)  # type: ignore[attr-defined]
+
+    def getHost(self) -> Any:
+        """
+        The address the client connected to, asked of the socket once per
+        connection rather than once per request, as L{http.Request} does.
+        """
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return host
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.channels.discard(self)  # type: ignore[attr-defined]
@@ -424,6 +437,7 @@ class LoadBalancerSite(server.Site):
             reactor=reactor,
         )
         self.channels: set[ProxyChannel] = set()
+        self.writes = WriteBatcher(self.reactor)
 
     def log(self, request: http.Request) -> None:
         pass
