@@ -285,6 +285,18 @@ class ResponseTransparencyTests(SynchronousTestCase):
         )
         self.assertRelayed(response, response)
 
+    def test_fieldOrderAndCase(self) -> None:
+        """
+        Fields of different names keep the order they came in, interleaved
+        as they were, and each line keeps its own spelling of its name.
+        """
+        response = (
+            b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nX-Trace: 1\r\nSet-Cookie: b=2\r\n"
+            b"VARY: Accept\r\nx-trace: 2\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        self.assertRelayed(response, response)
+
     def test_unknownStatus(self) -> None:
         """
         A status code and reason phrase no RFC defines pass unchanged.

@@ -141,6 +141,8 @@ class LoadBalancerResource(Resource):
         self._accessLog = Logger(namespace=self._log.namespace, source=self)
         self._reactor = reactor
         self._exchanges: set[_Exchange] = set()
+        self._date = b""
+        self._dateSecond = -1
 
     def render(self, request: server.Request) -> bytes | int:
         started = self._reactor.seconds()
@@ -267,6 +269,15 @@ class LoadBalancerResource(Resource):
             request.method, request.uri = channel._command, channel._path
         now = self._reactor.seconds()
         self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info, flag))
+
+    def date(self) -> bytes:
+        """
+        The C{Date} field of a response sent now, made once a second.
+        """
+        second = int(self._reactor.seconds())
+        if second != self._dateSecond:
+            self._dateSecond, self._date = second, http.datetimeToString(second)
+        return self._date
 
     def ended(self, outcome: Outcome) -> None:
         """
@@ -639,21 +650,16 @@ class _Exchange:
         self._take()
 
     def _writeHead(self, response: ResponseHead) -> None:
+        fields = headers.toClient(response.fields, response.connection)
+        if not any(name.lower() == b"date" for name, value in fields):
+            fields.append((b"Date", self.resource.date()))
+        # The body's length; for HEAD and 304, the length the backend stated
+        # for the representation.
+        length = response.contentLength if response.code != NO_CONTENT else None
         request = self.request
-        request.setResponseCode(response.code, response.phrase)
-        sent = request.responseHeaders
-        for name, value in headers.toClient(response.fields, response.connection):
-            sent.addRawHeader(name, value)
-        if not sent.hasHeader(b"date"):
-            sent.setRawHeaders(b"Date", [http.datetimeToString()])
-        length = response.contentLength
-        if length is not None and response.code != NO_CONTENT:
-            # The body's length; for HEAD and 304, the length the backend
-            # stated for the representation.
-            sent.setRawHeaders(b"Content-Length", [b"%d" % length])
         request.registerProducer(self, True)
         # Send the head now: the body may be slow to come.
-        request.write(b"")
+        request.writeHead(response.code, response.phrase, fields, length)
 
     def _relayFailure(self, failure: Failure) -> None:
         """

@@ -120,6 +120,42 @@ class TransparentRequest(server.Request):
             return
         super().finish()
 
+    def writeHead(
+        self, code: int, phrase: bytes, fields: headers.Fields, length: int | None
+    ) -> None:
+        """
+        Write the response head in one write: the status line, the fields
+        Twisted set (C{Connection: close}), then C{fields} in their order,
+        then C{Content-Length: length}, or C{Transfer-Encoding: chunked} when
+        the body has no length and the client speaks HTTP/1.1.
+
+        This is what L{http.Request.write} does on its first call, without
+        copying every field into a L{Headers} and out again; it also keeps
+        the order of fields of different names as the backend sent it,
+        where L{Headers} groups them by name.  The body is then written as
+        Twisted writes it.
+        """
+        self.code, self.code_message = code, phrase
+        self.startedWriting = 1
+        head = [b"%s %d %s\r\n" % (self.clientproto, code, phrase)]
+        for name, values in self.responseHeaders.getAllRawHeaders():
+            for value in values:
+                head.append(b"%s: %s\r\n" % (name, value))
+        for name, value in fields:
+            head.append(b"%s: %s\r\n" % (name, value))
+        if self.method == b"HEAD" or code in http.NO_BODY_CODES:
+            # As Twisted: the body is not written.
+            self.write = lambda data: None  # type: ignore[method-assign]
+            if length is not None:
+                head.append(b"Content-Length: %d\r\n" % length)
+        elif length is not None:
+            head.append(b"Content-Length: %d\r\n" % length)
+        elif self.clientproto == b"HTTP/1.1":
+            head.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunked = 1
+        head.append(b"\r\n")
+        self.channel.write(b"".join(head))
+
     def _tooLarge(self, size: int) -> bool:
         """
         Answer 413 and close if C{size} bytes of body are over the limit.
