@@ -659,7 +659,8 @@ class _Exchange:
         request = self.request
         request.registerProducer(self, True)
         # Send the head now: the body may be slow to come.
-        request.writeHead(response.code, response.phrase, fields, length)
+        # The site's requests are txlb.server.TransparentRequests.
+        request.writeHead(response.code, response.phrase, fields, length)  # type: ignore[attr-defined]
 
     def _relayFailure(self, failure: Failure) -> None:
         """
