@@ -304,10 +304,28 @@ class LoadBalancerResource(Resource):
         status = "-" if outcome.status is None else str(outcome.status)
         self.metrics.countRequest(address, status)
         request = outcome.request
+        method = _text(getattr(request, "method", None))
+        target = _text(getattr(request, "uri", None))
+        accessLogFile = self.accessLogFile
+        # Failures go to the main log too, even with an access-log file.
+        fileOnly = accessLogFile is not None and outcome.level == LogLevel.info
+        text = self.settings.accessLog != "json"
+        if text:
+            line = (
+                f"client={outcome.clientHost} method={method} path={target} "
+                f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
+            )
+            if outcome.error is not None:
+                line += f' error="{outcome.error}"'
+            if accessLogFile is not None:
+                accessLogFile.write(f"{accessLogFile.timestamp()} {line}")
+                if fileOnly:
+                    # The fields are for the event, which is not needed.
+                    return
         fields = {
             "client": outcome.clientHost,
-            "method": _text(getattr(request, "method", None)),
-            "target": _text(getattr(request, "uri", None)),
+            "method": method,
+            "target": target,
             "backend": address,
             "status": outcome.status,
             "bytesIn": getattr(request, "bodyBytes", 0),
@@ -319,25 +337,12 @@ class LoadBalancerResource(Resource):
             "flag": outcome.flag,
             "error": outcome.error,
         }
-        text = self.settings.accessLog != "json"
-        if text:
-            line = (
-                f"client={fields['client']} method={fields['method']} path={fields['target']} "
-                f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
-            )
-            if outcome.error is not None:
-                line += f' error="{outcome.error}"'
-        accessLogFile = self.accessLogFile
-        if accessLogFile is not None:
-            stamp = accessLogFile.timestamp()
-            accessLogFile.write(
-                f"{stamp} {line}" if text else json.dumps({"time": stamp, **fields})
-            )
-            if outcome.level == LogLevel.info:
-                # Failures go to the main log too.
-                return
         if not text:
             line = json.dumps(fields)
+            if accessLogFile is not None:
+                accessLogFile.write(json.dumps({"time": accessLogFile.timestamp(), **fields}))
+                if fileOnly:
+                    return
         # Logger.emit, without its check of the level (it iterates every
         # LogLevel), and with the line pre-formatted as a flattened event, so
         # no observer runs string.Formatter on it.
@@ -467,7 +472,7 @@ class _Exchange:
         self.firstByte: float | None = None
         self.over = False
         self.producer: Any = None
-        request.notifyFinish().addErrback(self._clientDisconnected)
+        request.whenLost = self._clientDisconnected  # type: ignore[attr-defined]
 
     # The forward half.
 

@@ -5,6 +5,7 @@ deadlines, every refusal seen, streaming request bodies and a graceful stop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any, NamedTuple
 
@@ -59,6 +60,10 @@ class TransparentRequest(server.Request):
     #: How txlb refused this request, once forwarded.
     refused: Refused | None = None
     bodyBytes = 0
+    #: Called with the reason if the client connection closes before the
+    #: response is finished: what L{notifyFinish}'s errback would be, without
+    #: a L{Deferred} per request.  The exchange relaying the response sets it.
+    whenLost: Callable[[Failure], object] | None = None
     _finishWhenReceived = False
 
     def gotLength(self, length: int | None) -> None:
@@ -155,6 +160,11 @@ class TransparentRequest(server.Request):
             self.chunked = 1
         head.append(b"\r\n")
         self.channel.write(b"".join(head))
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        if self.whenLost is not None:
+            self.whenLost(reason)
 
     def _tooLarge(self, size: int) -> bool:
         """
