@@ -251,6 +251,48 @@ class TimeoutTests(SynchronousTestCase):
         harness.reactor.advance(1)
         self.assertTrue(client.disconnecting)
 
+    def test_longRequestNotIdle(self) -> None:
+        """
+        A client whose request takes longer than the client timeout to
+        answer is not idle: it gets its response, and the idle timeout
+        counts again from the end of it.
+        """
+        harness = Harness(self, clientTimeout=30, responseTimeout=60)
+        _, client = harness.client(GET)
+        backend, _ = harness.backend()
+        harness.reactor.advance(45)
+        self.assertFalse(client.disconnecting)
+        backend.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        harness.reactor.advance(29)
+        self.assertFalse(client.disconnecting)
+        harness.reactor.advance(1)
+        self.assertTrue(client.disconnecting)
+
+    def test_oneIdleTimerPerConnection(self) -> None:
+        """
+        A request on a kept-alive connection schedules its exchange's timer
+        and nothing else: the connection's idle timer is paused and moved
+        on, not cancelled and made again, as Twisted would per request.
+        """
+        harness = Harness(self, count=1, clientTimeout=30)
+        scheduled = []
+        callLater = harness.reactor.callLater
+
+        def recording(delay: float, f: Any, *args: Any, **kwargs: Any) -> Any:
+            scheduled.append(f.__name__)
+            return callLater(delay, f, *args, **kwargs)
+
+        harness.reactor.callLater = recording  # type: ignore[method-assign]
+        channel, client = harness.client(GET)
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        del scheduled[:]
+        channel.dataReceived(GET)
+        backend.dataReceived(OK)
+        self.assertEqual(scheduled, ["_timedOut"])
+        self.assertEqual(client.value().count(b"HTTP/1.1 200 OK\r\n"), 2)
+
     def test_deadlineOnlyForHead(self) -> None:
         """
         The head deadline stops once the head is in, so a slow backend is

@@ -207,6 +207,9 @@ class ProxyChannel(http.HTTPChannel):
     _emptyLines = 0
     _field: bytes | None = None
     _host: Any = None
+    # The idle timer, paused while a request is handled (see setTimeout).
+    _pausingIdleTimer = False
+    _idleTimerPaused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -328,14 +331,38 @@ class ProxyChannel(http.HTTPChannel):
 
     def allContentReceived(self) -> None:
         if not self._refused:
-            super().allContentReceived()
+            self._pausingIdleTimer = True
+            try:
+                super().allContentReceived()
+            finally:
+                self._pausingIdleTimer = False
+
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        Twisted turns the idle timeout off while it handles a request and on
+        again after it, which cancels one timer and schedules another for
+        every request.  Pause it instead: the timer stays, and is moved on
+        (which costs nothing) when the request is over.  Every other
+        C{setTimeout(None)} (a refusal, a tunnel, a lost connection) stops
+        it.
+        """
+        if period is None and self._pausingIdleTimer:
+            self._idleTimerPaused = True
+            return self.timeOut
+        self._idleTimerPaused = False
+        return super().setTimeout(period)  # type: ignore[no-any-return]
 
     def timeoutConnection(self) -> None:
         """
-        A client silent for the idle timeout: one in the middle of a request
-        head gets the head deadline's 408, which may be due at the same
-        moment; one between requests is closed, as Twisted does.
+        A client silent for the idle timeout: one whose request is being
+        handled is not idle, and is looked at again a timeout later; one in
+        the middle of a request head gets the head deadline's 408, which may
+        be due at the same moment; one between requests is closed, as
+        Twisted does.
         """
+        if self._idleTimerPaused:
+            super().setTimeout(self.timeOut)
+            return
         if self._headDeadline is not None:
             self._headTooSlow()
             return
