@@ -350,7 +350,7 @@ class ProxyChannel(http.HTTPChannel):
             self._idleTimerPaused = True
             return self.timeOut
         self._idleTimerPaused = False
-        return super().setTimeout(period)  # type: ignore[no-any-return]
+        return super().setTimeout(period)
 
     def timeoutConnection(self) -> None:
         """
