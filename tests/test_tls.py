@@ -26,15 +26,17 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.test_integration import IntegrationTestCase, RawBackendConnection, waitFor
+from tests.test_operations import CONFIG, ServiceHarness
 from tests.test_websocket import EchoServer, RecordingClient
 from txlb import tls
+from txlb.admin import AdminAPI
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.health import HealthChecker
@@ -48,6 +50,12 @@ from txlb.testbackend import makeBackendSite
 OK = (
     b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nX-Backend: tls\r\n"
     b"Content-Length: 5\r\n\r\nhello"
+)
+
+
+INSECURE = (
+    "TLS to backends is NOT VERIFIED (--backend-insecure): any certificate is accepted, so"
+    " anyone on the path to an https:// backend can read and change its traffic"
 )
 
 
@@ -644,3 +652,55 @@ class OptionTests(SynchronousTestCase):
         self.assertIsNotNone(settings.trustRoot)
         self.assertEqual(settings.clientCertificate.getSubject().commonName, b"client")
         self.assertEqual(settings.serverName, "api.internal")
+
+
+class ServiceTests(SynchronousTestCase):
+    config = CONFIG.replace('"127.0.0.1:8082=2"', '"https://localhost:8443=2"')
+
+    def warnings(self, events: Sequence[Any]) -> list[str]:
+        return [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+
+    def test_insecureLoudly(self) -> None:
+        """
+        C{--backend-insecure} is a warning at start-up, and the admin API's
+        status (which the status page shows) says it; the status marks
+        C{https://} backends.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        harness = ServiceHarness(self, self.config, "--backend-insecure")
+        self.assertEqual(self.warnings(events), [INSECURE])
+        status = AdminAPI(harness.service, None).status()
+        self.assertEqual(
+            (status["backendTLS"], [b["tls"] for b in status["backends"]]),
+            ("insecure", [False, True]),
+        )
+        started = [formatEvent(e) for e in events if "txlb listening" in formatEvent(e)]
+        self.assertIn("https://localhost:8443 (weight 2)", started[0])
+
+    def test_verifiedByDefault(self) -> None:
+        """
+        Without it, nothing is said, and the status says verified.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        harness = ServiceHarness(self, self.config)
+        self.assertEqual(self.warnings(events), [])
+        self.assertEqual(AdminAPI(harness.service, None).status()["backendTLS"], "verified")
+
+    def test_reload(self) -> None:
+        """
+        A reload reads the TLS settings again, and warns when they turn
+        insecure; a file with a bad TLS setting is refused and the settings
+        stay.
+        """
+        harness = ServiceHarness(self, self.config)
+        client = harness.resource.client
+        before = client.tls
+        harness.write(self.config + "backend-insecure = true\n")
+        self.assertTrue(harness.service.reload())
+        self.assertIsNot(client.tls, before)
+        self.assertTrue(client.tls.insecure)
+        self.assertIn(INSECURE, harness.messages())
+        insecure = client.tls
+        harness.write(self.config + 'backend-ca = "/nonexistent.pem"\n')
+        self.assertFalse(harness.service.reload())
+        self.assertIs(client.tls, insecure)
