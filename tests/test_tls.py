@@ -422,6 +422,19 @@ class ClientCertificateTests(TLSTestCase):
         peer = self.factory.connections[0].transport.getPeerCertificate()
         self.assertEqual(peer.get_subject().commonName, "txlb")
 
+    async def test_sentUnverified(self) -> None:
+        """
+        With C{--backend-insecure} too, the client certificate is sent.
+        """
+        cert, key = self.clientCA.leaf("txlb")
+        lb = self.balancerWith(
+            [self.backend], "--backend-insecure", "--backend-cert", cert, "--backend-key", key
+        )
+        received = await self.get(lb)
+        self.assertTrue(received.endswith(b"\r\n\r\nhello"), received)
+        peer = self.factory.connections[0].transport.getPeerCertificate()
+        self.assertEqual(peer.get_subject().commonName, "txlb")
+
     async def test_missing(self) -> None:
         """
         Without one, the backend refuses the handshake, and the 502 says
@@ -584,6 +597,10 @@ class OptionTests(SynchronousTestCase):
         Bad TLS options end with one line that names the problem.
         """
         notPEM = _pem(os.path.join(self.pki.directory, "not.pem"), b"hello\n")
+        badPEM = _pem(
+            os.path.join(self.pki.directory, "bad.pem"),
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
         otherKey = PKI(self.mktemp()).leaf("other")[1]
         table = [
             (
@@ -603,6 +620,10 @@ class OptionTests(SynchronousTestCase):
                 "--backend-ca: /nonexistent.pem: No such file or directory",
             ),
             (["--backend-ca", notPEM], f"--backend-ca: {notPEM}: no PEM certificate in the file"),
+            (
+                ["--backend-ca", badPEM],
+                f"--backend-ca: {badPEM}: a certificate in the file cannot be read",
+            ),
             (
                 ["--backend-cert", self.cert, "--backend-key", notPEM],
                 f"--backend-key: {notPEM}: no PEM private key in the file",
@@ -704,3 +725,16 @@ class ServiceTests(SynchronousTestCase):
         harness.write(self.config + 'backend-ca = "/nonexistent.pem"\n')
         self.assertFalse(harness.service.reload())
         self.assertIs(client.tls, insecure)
+
+    def test_schemeChanged(self) -> None:
+        """
+        A backend that a reload moves from C{http://} to C{https://} on the
+        same address is a new backend, reached over TLS.
+        """
+        harness = ServiceHarness(self, self.config)
+        http = harness.pool.backends[0]
+        harness.write(self.config.replace('"127.0.0.1:8081"', '"https://127.0.0.1:8081"'))
+        self.assertTrue(harness.service.reload())
+        https = harness.pool.backends[0]
+        self.assertIsNot(https, http)
+        self.assertEqual((https.address, https.tls), ("127.0.0.1:8081", True))

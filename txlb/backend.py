@@ -225,7 +225,8 @@ class BackendPool:
             )
 
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+#: A host name as backends and C{--backend-sni} may give it.
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 def parseBackend(spec: str) -> Backend:
@@ -256,7 +257,7 @@ def parseBackend(spec: str) -> Backend:
         host, sep, portText = address.rpartition(":")
         if not sep:
             raise ValueError("missing port (expected HOST:PORT)")
-        valid = _HOSTNAME.fullmatch(host) is not None
+        valid = HOSTNAME.fullmatch(host) is not None
     if not valid:
         raise ValueError(f"bad host {host!r}")
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:

@@ -34,6 +34,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from txlb.backend import HOSTNAME
+
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
 )
@@ -58,8 +60,8 @@ def loadCertificates(option: str, path: str) -> list[Certificate]:
         raise ValueError(f"{option}: {path}: no PEM certificate in the file")
     try:
         return [Certificate.loadPEM(block) for block in blocks]
-    except Exception as e:
-        raise ValueError(f"{option}: {path}: a certificate cannot be read ({e})") from None
+    except crypto.Error:
+        raise ValueError(f"{option}: {path}: a certificate in the file cannot be read") from None
 
 
 def loadClientCertificate(certPath: str, keyPath: str) -> PrivateCertificate:
@@ -180,7 +182,7 @@ def fromOptions(
         raise ValueError("--backend-cert and --backend-key go together: give both")
     if insecure and ca is not None:
         raise ValueError("--backend-insecure verifies nothing: drop --backend-ca")
-    if sni is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", sni):
+    if sni is not None and not HOSTNAME.fullmatch(sni):
         raise ValueError(f"--backend-sni: {sni!r} is not a host name")
     trustRoot = None
     if ca is not None:
