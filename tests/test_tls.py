@@ -23,7 +23,7 @@ from service_identity import VerificationError
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -348,6 +348,42 @@ class RefusalTests(TLSTestCase):
             " (certificate verify failed)",
         )
         self.assertEqual([c.received for c in factory.connections], [b""])
+
+    async def test_notTLS(self) -> None:
+        """
+        An C{https://} backend on a cleartext port is refused with a 502
+        that says so.
+        """
+
+        class Cleartext(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        port = self.listen(Factory.forProtocol(Cleartext))
+        backend = Backend("localhost", port, tls=True)
+        lb = self.balancerWith([backend], "--backend-ca", self.pki.caPath)
+        received = await self.get(lb)
+        self.assertIn(
+            b"502 Bad Gateway: backend localhost:%d: TLS: the backend does not speak TLS" % port,
+            received,
+        )
+
+    async def test_handshakeTimeout(self) -> None:
+        """
+        A backend that never finishes the handshake gets a 504 once the
+        response timeout runs out.
+        """
+        port = self.listen(Factory.forProtocol(Protocol))
+        lb = self.balancerWith([Backend("localhost", port, tls=True)])
+        self.resource.settings = ProxySettings(responseTimeout=0.2)
+        received = await self.get(lb)
+        self.assertTrue(received.startswith(b"HTTP/1.1 504 "), received)
+        self.assertTrue(
+            received.endswith(
+                b"\r\n\r\n504 Gateway Time-out: backend localhost:%d: response timeout\n" % port
+            ),
+            received,
+        )
 
     async def test_systemStoreByDefault(self) -> None:
         """
