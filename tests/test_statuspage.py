@@ -370,8 +370,25 @@ class BrowserTests(TestCase):
         self.assertEqual(page.text["version"], "0.1.0")
         self.assertEqual(page.text["health"], "1 up, 0 down, 1 draining")
         self.assertIn("hidden", page.attributes["error"])
+        self.assertIn("hidden", page.attributes["insecure"])
         self.assertNotIn("stale", page.attributes["table"].get("class") or "")
         self.assertGreaterEqual(status.requests, 2, "the page did not refresh")
+
+    async def test_insecureTLS(self) -> None:
+        """
+        With C{--backend-insecure}, a warning shows above the table; an
+        C{https://} backend is marked TLS.
+        """
+        payload = copy.deepcopy(EXAMPLE)
+        payload["backendTLS"] = "insecure"
+        payload["backends"][0]["tls"] = True
+        page, _ = await self.render(FakeStatus(payload))
+        self.assertNotIn("hidden", page.attributes["insecure"])
+        self.assertEqual(
+            " ".join(page.text["insecure"].split()),
+            "TLS to backends is NOT VERIFIED (--backend-insecure): any certificate is accepted.",
+        )
+        self.assertEqual([row[0] for row in page.rows], ["localhost:8081 (TLS)", "localhost:8082"])
 
     async def test_escaped(self) -> None:
         """

@@ -26,18 +26,23 @@ def parse(*args: str) -> Options:
 class ParseBackendTests(SynchronousTestCase):
     def test_valid(self) -> None:
         """
-        Each accepted form gives its host, port and weight.
+        Each accepted form gives its host, port, weight and whether it is
+        reached over TLS.
         """
         table = [
-            ("localhost:8081", ("localhost", 8081, 1)),
-            ("http://localhost:8082=3", ("localhost", 8082, 3)),
-            ("HTTP://10.0.0.1:80/", ("10.0.0.1", 80, 1)),
-            (" backend-1.internal:65535=10 ", ("backend-1.internal", 65535, 10)),
-            ("[::1]:8081=2", ("::1", 8081, 2)),
+            ("localhost:8081", ("localhost", 8081, 1, False)),
+            ("http://localhost:8082=3", ("localhost", 8082, 3, False)),
+            ("HTTP://10.0.0.1:80/", ("10.0.0.1", 80, 1, False)),
+            (" backend-1.internal:65535=10 ", ("backend-1.internal", 65535, 10, False)),
+            ("[::1]:8081=2", ("::1", 8081, 2, False)),
+            ("https://api.internal:443", ("api.internal", 443, 1, True)),
+            ("HTTPS://[::1]:8443=4/", ("::1", 8443, 4, True)),
         ]
         for spec, expected in table:
             backend = parseBackend(spec)
-            self.assertEqual((backend.host, backend.port, backend.weight), expected, spec)
+            self.assertEqual(
+                (backend.host, backend.port, backend.weight, backend.tls), expected, spec
+            )
 
     def test_invalid(self) -> None:
         """
@@ -54,7 +59,6 @@ class ParseBackendTests(SynchronousTestCase):
             ("localhost:80=1.5", "the weight must be a whole number from 1 to 1000"),
             ("localhost:80=", "the weight must be a whole number from 1 to 1000"),
             ("localhost:80=1001", "the weight must be a whole number from 1 to 1000"),
-            ("https://localhost:443", "https:// backends are not supported yet"),
             ("ftp://localhost:21", "unknown scheme 'ftp'"),
             (":80", "bad host ''"),
             ("bad host:80", "bad host 'bad host'"),

@@ -179,6 +179,7 @@ class AdminAPI(Resource):
             "uptime": round(now - balancer.started, 1),
             "algorithm": balancer.config["algo"],
             "listen": balancer.config["listen"],
+            "backendTLS": "insecure" if balancer.resource.client.tls.insecure else "verified",
             "backends": [
                 _backendStatus(backend, now) for backend in balancer.resource.pool.backends
             ],
@@ -267,6 +268,7 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
     """
     return {
         "address": backend.address,
+        "tls": backend.tls,
         "weight": backend.weight,
         "state": backend.state(now),
         "active": backend.active,

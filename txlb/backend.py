@@ -26,6 +26,7 @@ class Backend:
 
     @ivar address: C{host:port} (C{[v6]:port}), for logs, error pages and
         the IP hash.
+    @ivar tls: Whether it is an C{https://} backend.
     @ivar active: Requests sent to this backend whose response has not yet
         been fully relayed, failed or been abandoned by the client.  The proxy
         increments it when it sends a request and decrements it exactly once
@@ -49,10 +50,11 @@ class Backend:
         milliseconds, or L{None} before the first one.
     """
 
-    def __init__(self, host: str, port: int, weight: int = 1) -> None:
+    def __init__(self, host: str, port: int, weight: int = 1, tls: bool = False) -> None:
         self.host = host
         self.port = port
         self.weight = weight
+        self.tls = tls
         self.active = 0
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.healthy = True
@@ -223,22 +225,21 @@ class BackendPool:
             )
 
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+#: A host name as backends and C{--backend-sni} may give it.
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 def parseBackend(spec: str) -> Backend:
     """
-    Parse one C{[http://]HOST:PORT[=WEIGHT]}.
+    Parse one C{[http://|https://]HOST:PORT[=WEIGHT]}.
 
     @raise ValueError: With a one-line reason.
     """
     text = spec.strip()
     scheme, sep, rest = text.partition("://")
     if sep:
-        if scheme.lower() == "https":
-            raise ValueError("https:// backends are not supported yet (no TLS to backends)")
-        if scheme.lower() != "http":
-            raise ValueError(f"unknown scheme {scheme!r} (use http:// or none)")
+        if scheme.lower() not in ("http", "https"):
+            raise ValueError(f"unknown scheme {scheme!r} (use http://, https:// or none)")
         text = rest.removesuffix("/")
     address, sep, weightText = text.partition("=")
     weight = 1
@@ -256,9 +257,9 @@ def parseBackend(spec: str) -> Backend:
         host, sep, portText = address.rpartition(":")
         if not sep:
             raise ValueError("missing port (expected HOST:PORT)")
-        valid = _HOSTNAME.fullmatch(host) is not None
+        valid = HOSTNAME.fullmatch(host) is not None
     if not valid:
         raise ValueError(f"bad host {host!r}")
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:
         raise ValueError(f"bad port {portText!r} (expected 1-65535)")
-    return Backend(host, int(portText), weight)
+    return Backend(host, int(portText), weight, tls=bool(sep) and scheme.lower() == "https")

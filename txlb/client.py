@@ -36,6 +36,7 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
+    wrapClientTLS,
 )
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -46,6 +47,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from txlb.backend import Backend
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, headEnd, parseHead
 from txlb.interfaces import IExchange
+from txlb.tls import BackendTLS
 from txlb.writes import WriteBatcher
 
 #: Idle connections kept open to each backend.
@@ -399,9 +401,14 @@ class BackendClient:
     idle for L{idleTimeout}; a single timer sweeps them, rather than one per
     connection.
 
+    Connections to an C{https://} backend speak TLS (L{txlb.tls}); the
+    handshake is part of making the connection, so a pooled connection
+    costs none, and a cleartext backend's connections nothing more.
+
     @ivar connectTimeout: Seconds allowed to make a connection.
     @ivar maxIdle: Idle connections kept per backend.
     @ivar idleTimeout: Seconds an idle connection is kept.
+    @ivar tls: The TLS settings of C{https://} backends (see L{setTLS}).
     """
 
     def __init__(
@@ -410,11 +417,13 @@ class BackendClient:
         connectTimeout: float,
         maxIdle: int = MAX_IDLE_PER_BACKEND,
         idleTimeout: float = BACKEND_IDLE_TIMEOUT,
+        tls: BackendTLS | None = None,
     ) -> None:
         self._reactor = reactor
         self.connectTimeout = connectTimeout
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
+        self.tls = tls or BackendTLS()
         self._idle: dict[Backend, list[BackendConnection]] = {}
         self._endpoints: dict[Backend, IStreamClientEndpoint] = {}
         self._sweep: Any = None
@@ -554,7 +563,8 @@ class BackendClient:
         """
         The endpoint for new connections to C{backend}: a plain TCP one for
         an IP address, so no name lookup runs; a hostname is looked up on
-        each new connection, so DNS changes are followed.
+        each new connection, so DNS changes are followed.  Over it, TLS for
+        an C{https://} backend.
         """
         endpoint = self._endpoints.get(backend)
         if endpoint is None:
@@ -571,6 +581,8 @@ class BackendClient:
             else:
                 kind = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
                 endpoint = kind(reactor, host, port, timeout=timeout)
+            if backend.tls:
+                endpoint = wrapClientTLS(self.tls.creator(host), endpoint)
             self._endpoints[backend] = endpoint
         return endpoint
 
@@ -580,3 +592,15 @@ class BackendClient:
         changed.
         """
         self._endpoints.clear()
+
+    def setTLS(self, tls: BackendTLS) -> None:
+        """
+        Make connections to C{https://} backends with C{tls} from now on,
+        and close the idle ones made with the old settings: a pooled
+        connection is only reused with the TLS identity it was made with.
+        """
+        self.tls = tls
+        self._endpoints.clear()
+        for backend, idle in self._idle.items():
+            while backend.tls and idle:
+                idle.pop().abort()

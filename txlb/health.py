@@ -5,7 +5,9 @@ A backend is healthy while its checks answer 2xx or 3xx in time.  It goes
 down after C{fall} failed checks in a row and comes back after C{rise}
 passed ones, so one slow answer does not flap it (HAProxy's rise/fall).
 Checks are sent with treq, with no cookie jar and no redirect following:
-each check is what the backend says to a fresh client.
+each check is what the backend says to a fresh client.  An C{https://}
+backend is checked over TLS with the settings requests use
+(L{txlb.tls.BackendTLS}), so a check fails when its handshake would.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from txlb.backend import Backend, BackendPool
 from txlb.metrics import Metrics
+from txlb.tls import BackendTLS, failureReason
 
 
 class _NoCookies(CookieJar):
@@ -85,6 +88,7 @@ class HealthChecker(Service):
         fall: int = 3,
         agent: Any = None,
         metrics: Metrics | None = None,
+        tls: BackendTLS | None = None,
     ) -> None:
         self.pool = pool
         self.path = path
@@ -97,7 +101,13 @@ class HealthChecker(Service):
         # A new connection per check: a check also proves the backend
         # accepts connections.
         self._client = checkClient(
-            agent or Agent(reactor, connectTimeout=timeout, pool=_quietPool(reactor))
+            agent
+            or Agent(
+                reactor,
+                contextFactory=tls or BackendTLS(),
+                connectTimeout=timeout,
+                pool=_quietPool(reactor),
+            )
         )
         self._inFlight: dict[Backend, Deferred[Any]] = {}
         self._streak: dict[Backend, int] = {}
@@ -125,7 +135,8 @@ class HealthChecker(Service):
                 self._check(backend)
 
     def _check(self, backend: Backend) -> None:
-        url = f"http://{backend.address}{self.path}"
+        scheme = "https" if backend.tls else "http"
+        url = f"{scheme}://{backend.address}{self.path}"
         self._inFlight[backend] = d = self._client.get(
             url, allow_redirects=False, timeout=self.timeout, reactor=self._reactor
         )
@@ -150,7 +161,7 @@ class HealthChecker(Service):
         if cause.check(CancelledError, ConnectingCancelledError):
             why = "timeout"
         else:
-            why = cause.getErrorMessage() or repr(cause.value)
+            why = failureReason(cause) or cause.getErrorMessage() or repr(cause.value)
         self._result(backend, why)
 
     def _result(self, backend: Backend, failed: str | None) -> None:

@@ -13,6 +13,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
 
+from txlb import tls
 from txlb.backend import Backend
 
 #: The termination flags of the access log, in the spirit of Envoy's
@@ -94,4 +95,4 @@ def describe(failure: Failure) -> str:
     reasons = getattr(failure.value, "reasons", None)
     if reasons:
         return describe(reasons[0])
-    return failure.getErrorMessage() or repr(failure.value)
+    return tls.failureReason(failure) or failure.getErrorMessage() or repr(failure.value)

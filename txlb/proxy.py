@@ -38,7 +38,7 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from txlb import headers, refusals, tunnel
+from txlb import headers, refusals, tls, tunnel
 from txlb.accesslog import AccessLogFile
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
@@ -187,6 +187,9 @@ class LoadBalancerResource(Resource):
         merged = []
         for backend in backends:
             kept = known.get(backend.key, backend)
+            if kept.tls != backend.tls:
+                # http:// became https:// or back: another backend.
+                kept = backend
             kept.weight = backend.weight
             merged.append(kept)
         self.pool.backends = tuple(merged)
@@ -397,9 +400,10 @@ def _badRequest(request: server.Request) -> str | None:
 
 def _nothingSent(failure: Failure) -> bool:
     """
-    Whether a request failed before any of it reached the backend.
+    Whether a request failed before any of it reached the backend: no
+    connection, or no TLS session (the request waits for the handshake).
     """
-    return failure.check(ConnectError, DNSLookupError) is not None
+    return failure.check(ConnectError, DNSLookupError) is not None or tls.isFailure(failure)
 
 
 def _abort(request: server.Request) -> None:
@@ -588,7 +592,8 @@ class _Exchange:
         backend: always if nothing was sent, and otherwise (a reset, a
         response timeout) only for idempotent methods, and only if its body
         can be sent again.  A malformed answer is not retried: the backend
-        did answer.
+        did answer.  A failed TLS handshake goes to a backend not yet tried,
+        if there is one, never the same one again.
         """
         settings = self.resource.settings
         if len(self.tried) > settings.retries or failure.check(BadResponseError):
@@ -598,6 +603,11 @@ class _Exchange:
             return False
         if self.body is not None and not self.body.canRestart():
             return False
+        if tls.isFailure(failure):
+            # The same handshake would fail the same way: another backend
+            # or none.
+            tried = self.tried
+            return any(b not in tried for b in self.resource.pool.candidates(tried))
         return (
             _nothingSent(failure)
             or settings.retryNonIdempotent

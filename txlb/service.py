@@ -138,8 +138,12 @@ class LoadBalancerService(MultiService):
             "txlb listening on {listen}, algorithm {algo}, backends {backends}",
             listen=self.config["listen"],
             algo=self.config["algo"],
-            backends=", ".join(f"{b.address} (weight {b.weight})" for b in self.config["backends"]),
+            backends=", ".join(
+                f"{'https://' if b.tls else ''}{b.address} (weight {b.weight})"
+                for b in self.config["backends"]
+            ),
         )
+        self._warnInsecure(self.config)
         self.started = self.reactor.seconds()
         self._checkHealth(self.config)
         super().startService()
@@ -148,6 +152,14 @@ class LoadBalancerService(MultiService):
         # After twistd's own handlers are in place, which would stop at once
         # and exit with the signal's status.
         self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+
+    def _warnInsecure(self, config: Configuration) -> None:
+        if config["backend-insecure"]:
+            self._log.warn(
+                "TLS to backends is NOT VERIFIED (--backend-insecure): any certificate is"
+                " accepted, so anyone on the path to an https:// backend can read and"
+                " change its traffic"
+            )
 
     def _checkHealth(self, config: Configuration) -> None:
         """
@@ -170,6 +182,7 @@ class LoadBalancerService(MultiService):
                 rise=config["health-rise"],
                 fall=config["health-fall"],
                 metrics=self.resource.metrics,
+                tls=self.resource.client.tls,
             )
             self._health.setServiceParent(self)
 
@@ -211,8 +224,10 @@ class LoadBalancerService(MultiService):
         """
         Switch to C{new} at once: new requests use it, requests in flight
         finish on their backends, client connections stay open, and the
-        counts of backends that stay are kept.  Listening addresses and the
-        admin token only change with a restart.
+        counts of backends that stay are kept.  The TLS files are read again,
+        and idle connections to C{https://} backends closed, so new ones use
+        them.  Listening addresses and the admin token only change with a
+        restart.
         """
         for option in ("listen", "admin", "admin-token"):
             if new[option] != self.config[option]:
@@ -226,6 +241,10 @@ class LoadBalancerService(MultiService):
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
         resource.client.connectTimeout = new["connect-timeout"]
+        # Read again: the files may have changed under the same names.
+        resource.client.setTLS(new["backend-tls"])
+        if not self.config["backend-insecure"]:
+            self._warnInsecure(new)
         resource.setBackends(new["backends"], new.algorithm())
         for backend in resource.pool.backends:
             # The file lists it: it serves, whatever the admin API said.

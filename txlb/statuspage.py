@@ -52,7 +52,7 @@ h1 { margin: 0 0 .25rem; font-size: 1.4rem; font-weight: 600; }
   display: flex; flex-wrap: wrap; gap: .25rem 1.5rem; margin: 0 0 1rem; color: var(--muted);
 }
 #summary b { color: var(--fg); font-weight: 600; }
-#error, .noscript {
+#error, #insecure, .noscript {
   margin: 0 0 1rem; padding: .6rem .9rem; border: 1px solid var(--down); border-radius: 6px;
   color: var(--down); background: var(--down-bg); font-weight: 600;
 }
@@ -130,7 +130,7 @@ function render(status) {
     const row = document.createElement("tr");
     const state = STATES.includes(b.state) ? b.state : "unknown";
     if (state in counts) counts[state] += 1;
-    cell(row, show(b.address), "address");
+    cell(row, show(b.address) + (b.tls ? " (TLS)" : ""), "address");
     const badge = document.createElement("span");
     badge.className = "state state-" + state;
     badge.textContent = show(b.state);
@@ -155,6 +155,7 @@ function render(status) {
   $("backends").replaceChildren(...rows);
   $("algorithm").textContent = show(status.algorithm);
   $("listen").textContent = show(status.listen);
+  $("insecure").hidden = status.backendTLS !== "insecure";
   $("uptime").textContent = show(status.uptime, duration);
   $("version").textContent = show(status.version);
   const total = status.backends.length;
@@ -217,6 +218,8 @@ _BODY = """
   <span>updated <b id="updated">never</b></span>
 </p>
 <p id="error" role="alert" hidden></p>
+<p id="insecure" role="alert" hidden>TLS to backends is NOT VERIFIED
+  (--backend-insecure): any certificate is accepted.</p>
 <noscript><p class="noscript">This page needs JavaScript. The same data is at
   <a href="status">status</a>, as JSON.</p></noscript>
 <table id="table">

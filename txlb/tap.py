@@ -15,7 +15,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from txlb import config
+from txlb import config, tls
 from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
 from txlb.interfaces import IAlgorithm
@@ -164,7 +164,7 @@ class Options(usage.Options):
             "backends",
             "b",
             None,
-            "Comma-separated [http://]HOST:PORT[=WEIGHT] (weight default 1).",
+            "Comma-separated [http://|https://]HOST:PORT[=WEIGHT] (weight default 1).",
             parseBackends,
         ],
         [
@@ -248,6 +248,11 @@ class Options(usage.Options):
             "Write the access log to this file, in batches, instead of the main log "
             "(failures go to both); SIGHUP reopens it.",
         ],
+        # TLS to https:// backends.
+        ["backend-ca", None, None, "PEM file of the CAs to trust for https:// backends."],
+        ["backend-cert", None, None, "PEM client certificate for https:// backends."],
+        ["backend-key", None, None, "PEM private key of --backend-cert."],
+        ["backend-sni", None, None, "Server name to send and verify (default: the host)."],
         ["admin", None, None, "Endpoint of the admin API and status page (off if absent)."],
         ["admin-token", None, None, "Bearer token the admin API's changes need."],
     ]
@@ -271,6 +276,11 @@ class Options(usage.Options):
         ],
         ["forwarded", None, "Append an RFC 7239 Forwarded element."],
         ["via", None, "Append this hop to Via."],
+        [
+            "backend-insecure",
+            None,
+            "Do not verify https:// backends' certificates (logged loudly).",
+        ],
     ]
 
     #: The command line given, which overrides the configuration file.
@@ -322,6 +332,16 @@ class Options(usage.Options):
         if self["backends"] is None:
             raise usage.UsageError("no backends: give --backends HOST:PORT[,...] or --demo")
         self["algo"] = self["algo"] or "roundrobin"
+        try:
+            self["backend-tls"] = tls.fromOptions(
+                self["backend-ca"],
+                self["backend-cert"],
+                self["backend-key"],
+                self["backend-sni"],
+                self["backend-insecure"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         from twisted.internet import reactor
 
         for option in ("listen", "admin"):
@@ -375,7 +395,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     backends = config["backends"]
     pool = BackendPool(backends, reactor, config["max-fails"], config["fail-timeout"])
     algorithm = config.algorithm()(backends)
-    client = BackendClient(reactor, config["connect-timeout"])
+    client = BackendClient(reactor, config["connect-timeout"], tls=config["backend-tls"])
     resource = LoadBalancerResource(algorithm, client, reactor, pool, config.settings())
     balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
     if config["demo"]:

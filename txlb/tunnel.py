@@ -6,12 +6,12 @@ backend client carries one request at a time on pooled connections.  So a
 request that asks for an upgrade is routed like any request, then leaves the
 client's path for a L{Tunnel}:
 
-  1. the tunnel opens its own TCP connection to the picked backend, with the
-     same endpoint (and connect timeout) as the backend client, and writes the request
-     head itself: the client's method and raw target, the end-to-end fields
-     that the proxy sends for any request, then C{Connection: Upgrade} and the
-     client's C{Upgrade} values, and the body, if any, with a
-     C{Content-Length};
+  1. the tunnel opens its own connection to the picked backend, with the
+     same endpoint as the backend client (its connect timeout, and TLS for
+     an C{https://} backend), and writes the request head itself: the
+     client's method and raw target, the end-to-end fields that the proxy
+     sends for any request, then C{Connection: Upgrade} and the client's
+     C{Upgrade} values, and the body, if any, with a C{Content-Length};
   2. it reads the backend's answer head, at most L{MAX_HEAD} bytes, parsed
      as strictly as any response (L{txlb.http1});
   3. on C{101} the client connection stops speaking HTTP
@@ -21,9 +21,10 @@ client's path for a L{Tunnel}:
   4. on any other final answer (the backend refused the upgrade: 400, 426,
      ...) the answer is relayed as the backend sent it, up to the end of its
      body, and then the client connection is closed;
-  5. a backend that cannot be reached gets the client a 502 (504 on a
-     connect timeout) in txlb's plain-text style, as for other requests, and
-     the client connection stays open for the next request.
+  5. a backend that cannot be reached, or whose TLS handshake fails, gets
+     the client a 502 (504 on a connect timeout) in txlb's plain-text
+     style, as for other requests, and the client connection stays open
+     for the next request.
 
 The tunnel counts as one active request on its backend from start to close,
 for least connections, and logs one line when it ends, with the whole
@@ -44,7 +45,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 
-from txlb import headers
+from txlb import headers, tls
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, parseHead
 from txlb.outcome import Outcome, answer, describe
 
@@ -414,6 +415,12 @@ class Tunnel:
 
     def backendLost(self, reason: Failure) -> None:
         if self.state == HEAD:
+            handshake = tls.failureReason(reason)
+            if handshake is not None:
+                # No TLS session: as a connection that could not be made.
+                self.resource.pool.failed(self.backend, handshake)
+                self._fail(http.BAD_GATEWAY, handshake)
+                return
             self._fail(http.BAD_GATEWAY, f"closed before answering: {describe(reason)}")
         elif self.state == REFUSED:
             assert self.bodyEnd is not None
