@@ -14,6 +14,8 @@ from txlb.leastconn import LeastConnections
 from txlb.roundrobin import RoundRobin
 from txlb.weighted import WeightedRoundRobin
 
+from .requests import makeRequest
+
 
 def seedBackends() -> list[Backend]:
     """
@@ -37,7 +39,8 @@ def ports(
     not candidates.
     """
     up = [b for b in algorithm.backends if b.port not in down]
-    return [algorithm.pick(clientHost, up).port for _ in range(count)]
+    request = makeRequest(clientHost)
+    return [algorithm.pick(request, up).port for _ in range(count)]
 
 
 IPHASH_CLIENTS = (
@@ -73,7 +76,7 @@ class AlgorithmTestsMixin:
         backends = seedBackends()
         algorithm = self.algorithmClass(backends)
         for i in range(50):
-            self.assertIn(algorithm.pick(f"10.0.0.{i}", algorithm.backends), backends)
+            self.assertIn(algorithm.pick(makeRequest(f"10.0.0.{i}"), algorithm.backends), backends)
 
     def test_singleBackend(self) -> None:
         """
@@ -82,7 +85,8 @@ class AlgorithmTestsMixin:
         only = Backend("127.0.0.1", 9000, 4)
         algorithm = self.algorithmClass([only])
         self.assertEqual(
-            {algorithm.pick(f"10.0.0.{i}", algorithm.backends) for i in range(10)}, {only}
+            {algorithm.pick(makeRequest(f"10.0.0.{i}"), algorithm.backends) for i in range(10)},
+            {only},
         )
 
 
@@ -102,7 +106,9 @@ class RoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         Candidates that are none of its backends are refused.
         """
-        self.assertRaises(ValueError, RoundRobin(seedBackends()).pick, "h", [Backend("x", 1)])
+        self.assertRaises(
+            ValueError, RoundRobin(seedBackends()).pick, makeRequest(), [Backend("x", 1)]
+        )
 
     def test_sequence(self) -> None:
         """
@@ -110,7 +116,7 @@ class RoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         algorithm = RoundRobin(seedBackends())
         self.assertEqual(
-            [algorithm.pick(f"10.0.0.{i}", algorithm.backends).port for i in range(7)],
+            [algorithm.pick(makeRequest(f"10.0.0.{i}"), algorithm.backends).port for i in range(7)],
             [8081, 8082, 8083, 8081, 8082, 8083, 8081],
         )
 
@@ -132,7 +138,7 @@ class WeightedRoundRobinTests(AlgorithmTestsMixin, SynchronousTestCase):
         Candidates that are none of its backends are refused.
         """
         self.assertRaises(
-            ValueError, WeightedRoundRobin(seedBackends()).pick, "h", [Backend("x", 1)]
+            ValueError, WeightedRoundRobin(seedBackends()).pick, makeRequest(), [Backend("x", 1)]
         )
 
     def test_seedSequence(self) -> None:
@@ -170,7 +176,9 @@ class LeastConnectionsTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         Candidates that are none of its backends are refused.
         """
-        self.assertRaises(ValueError, LeastConnections(seedBackends()).pick, "h", [Backend("x", 1)])
+        self.assertRaises(
+            ValueError, LeastConnections(seedBackends()).pick, makeRequest(), [Backend("x", 1)]
+        )
 
     def test_fewestActive(self) -> None:
         """
@@ -206,7 +214,7 @@ class LeastConnectionsTests(AlgorithmTestsMixin, SynchronousTestCase):
         algorithm = LeastConnections(backends)
         picks = []
         for _ in range(6):
-            backend = algorithm.pick("127.0.0.1", backends)
+            backend = algorithm.pick(makeRequest("127.0.0.1"), backends)
             backend.active += 1
             picks.append(backend.port)
         self.assertEqual(picks, [8081, 8082, 8083, 8081, 8082, 8083])
@@ -224,7 +232,10 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         algorithm = IPHash(seedBackends())
         for client in self.clients:
             self.assertEqual(
-                len({algorithm.pick(client, algorithm.backends).port for _ in range(5)}), 1
+                len(
+                    {algorithm.pick(makeRequest(client), algorithm.backends).port for _ in range(5)}
+                ),
+                1,
             )
 
     def test_stableAcrossInstances(self) -> None:
@@ -235,7 +246,10 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         algorithm = IPHash([Backend("localhost", port) for port in (8081, 8082, 8083)])
         self.assertEqual(
-            [algorithm.pick(client, algorithm.backends).port for client in IPHASH_CLIENTS],
+            [
+                algorithm.pick(makeRequest(client), algorithm.backends).port
+                for client in IPHASH_CLIENTS
+            ],
             [8081, 8081, 8082, 8081, 8082, 8083, 8082],
         )
 
@@ -246,7 +260,7 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         algorithm = IPHash([Backend("localhost", port) for port in (8081, 8082, 8083)])
         counts: dict[int, int] = {}
         for client in self.clients:
-            port = algorithm.pick(client, algorithm.backends).port
+            port = algorithm.pick(makeRequest(client), algorithm.backends).port
             counts[port] = counts.get(port, 0) + 1
         self.assertEqual(sorted(counts), [8081, 8082, 8083])
         self.assertGreater(min(counts.values()), len(self.clients) / 6)
@@ -260,7 +274,10 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         after = IPHash(backends[:2] + backends[3:])
         moved = 0
         for client in self.clients:
-            old, new = before.pick(client, before.backends), after.pick(client, after.backends)
+            old, new = (
+                before.pick(makeRequest(client), before.backends),
+                after.pick(makeRequest(client), after.backends),
+            )
             if old is backends[2]:
                 moved += 1
             else:
@@ -274,15 +291,17 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         """
         backends = [Backend("localhost", port) for port in (8081, 8082, 8083, 8084)]
         algorithm = IPHash(backends)
-        before = {client: algorithm.pick(client, backends) for client in self.clients}
+        before = {client: algorithm.pick(makeRequest(client), backends) for client in self.clients}
         up = [b for b in backends if b.port != 8083]
         for client in self.clients:
-            during = algorithm.pick(client, up)
+            during = algorithm.pick(makeRequest(client), up)
             if before[client].port == 8083:
                 self.assertNotEqual(during.port, 8083)
             else:
                 self.assertIs(during, before[client])
-        self.assertEqual({c: algorithm.pick(c, backends) for c in self.clients}, before)
+        self.assertEqual(
+            {c: algorithm.pick(makeRequest(c), backends) for c in self.clients}, before
+        )
 
     def test_weightsBiasClients(self) -> None:
         """
@@ -291,6 +310,7 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         heavy, light = Backend("h", 1, 3), Backend("h", 2, 1)
         algorithm = IPHash([heavy, light])
         onHeavy = sum(
-            algorithm.pick(client, algorithm.backends) is heavy for client in self.clients
+            algorithm.pick(makeRequest(client), algorithm.backends) is heavy
+            for client in self.clients
         )
         self.assertGreater(onHeavy, len(self.clients) * 0.6)

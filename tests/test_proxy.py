@@ -763,7 +763,7 @@ class InternalErrorTests(SynchronousTestCase):
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         backend, _ = harness.backend()
 
-        def broken(fields: object, connection: object) -> None:
+        def broken(fields: object, connection: object, drop: object) -> None:
             raise RuntimeError("bug")
 
         self.patch(proxy.headers, "toClient", broken)
