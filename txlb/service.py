@@ -61,7 +61,7 @@ class Configuration(Protocol):
 
     def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
         """
-        The class of the algorithm these options name.
+        What makes the algorithm these options name, from the backends.
         """
 
 
@@ -225,6 +225,7 @@ class LoadBalancerService(MultiService):
         resource = self.resource
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
+        resource.pool.slowStart = new["slow-start"]
         resource.client.connectTimeout = new["connect-timeout"]
         resource.setBackends(new["backends"], new.algorithm())
         for backend in resource.pool.backends:
