@@ -85,7 +85,7 @@ def requestKey(request: IRequest, kind: str, name: str) -> bytes | None:
     elif kind == "path":
         key = request.uri.partition(b"?")[0]
     elif kind == "header":
-        values = request.requestHeaders.getRawHeaders(name)
+        values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
         key = None if values is None else b", ".join(values)
     elif kind == "cookie":
         key = request.getCookie(name.encode("ascii"))
