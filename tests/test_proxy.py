@@ -836,7 +836,7 @@ class InternalErrorTests(SynchronousTestCase):
         """
         harness = Harness(self)
 
-        def broken(clientHost: str, candidates: object) -> Backend:
+        def broken(request: object, candidates: object) -> Backend:
             raise RuntimeError("bug")
 
         self.patch(harness.resource.algorithm, "pick", broken)
