@@ -403,6 +403,7 @@ class DelayAndLoadTests(SynchronousTestCase):
         clock.advance(0.25)
         self.flush()
         self.assertEqual(self.successResultOf(treq.content(late[0])), b"pong from backend :8083\n")
+        self.assertEqual(late[0].length, 24)
 
     def test_delayChangedLive(self) -> None:
         """
