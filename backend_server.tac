@@ -1,5 +1,7 @@
 # Test backends for trying out txlb: twistd -ny backend_server.tac
-# Ports come from BACKEND_PORTS (default 8081,8082,8083); see txlb/testbackend.py.
+# Ports come from BACKEND_PORTS (default 8081,8082,8083), delays from
+# BACKEND_DELAY_MS (e.g. 8083:10) and reported loads from BACKEND_LOAD (e.g.
+# 8083:0.9); see txlb/testbackend.py.
 import os
 import sys
 
@@ -9,13 +11,14 @@ from twisted.application.service import Application
 # this file when running from a checkout that is not pip-installed.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from txlb.testbackend import makeBackendService, portsFromEnvironment
+from txlb.testbackend import makeBackendService, portsFromEnvironment, resourceFromEnvironment
 
 try:
     ports = portsFromEnvironment()
+    resource = resourceFromEnvironment(ports)
 except ValueError as e:
     # One line instead of twistd's traceback for a typo in BACKEND_PORTS.
     raise SystemExit(f"backend_server.tac: {e}") from None
 
 application = Application("txlb-backends")
-makeBackendService(ports).setServiceParent(application)
+makeBackendService(ports, resource=resource).setServiceParent(application)

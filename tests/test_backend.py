@@ -203,3 +203,108 @@ class PoolTests(SynchronousTestCase):
         self.pool.sending(self.a)
         self.pool.done(self.a)
         self.assertEqual(self.a.active, 1)
+
+
+class SlowStartTests(SynchronousTestCase):
+    """
+    C{--slow-start}: a backend just added or back up is a candidate for a
+    share of the picks growing linearly over the window.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.a, self.b = Backend("h", 1), Backend("h", 2)
+        self.pool = BackendPool([self.a, self.b], self.clock, maxFails=1, slowStart=10)
+
+    def admitted(self, count: int) -> list[bool]:
+        """
+        Whether C{b} is a candidate, for each of C{count} picks.
+        """
+        return [self.b in self.pool.candidates() for _ in range(count)]
+
+    def test_notAtStart(self) -> None:
+        """
+        Backends there from the start are not ramped.
+        """
+        self.assertEqual(self.admitted(3), [True] * 3)
+
+    def test_ramp(self) -> None:
+        """
+        Just up, it takes nothing; a quarter of the way through, one pick in
+        four; half way, one in two; after the window, every pick.
+        """
+        self.pool.cameUp(self.b)
+        self.assertEqual(self.admitted(3), [False] * 3)
+        self.clock.advance(2.5)
+        self.assertEqual(self.admitted(8), [False, False, False, True] * 2)
+        self.clock.advance(2.5)
+        self.assertEqual(self.admitted(4), [False, True] * 2)
+        self.clock.advance(5)
+        self.assertEqual(self.admitted(3), [True] * 3)
+
+    def test_neverEmpty(self) -> None:
+        """
+        When every backend up is ramping and none is due a pick, they are
+        all candidates.
+        """
+        self.pool.cameUp(self.a)
+        self.pool.cameUp(self.b)
+        self.assertEqual(self.pool.candidates(), [self.a, self.b])
+
+    def test_backAfterFailures(self) -> None:
+        """
+        A backend the passive check took out ramps up again when it is back.
+        """
+        self.pool.sending(self.b)
+        self.pool.failed(self.b, "refused")
+        self.pool.done(self.b)
+        self.clock.advance(10)
+        self.pool.sending(self.b)
+        self.pool.succeeded(self.b)
+        self.pool.done(self.b)
+        self.assertEqual(self.b.upSince, 10)
+        self.clock.advance(5)
+        self.assertEqual(self.admitted(2), [False, True])
+
+    def test_off(self) -> None:
+        """
+        Without slow start a backend that came up takes its full share at
+        once.
+        """
+        pool = BackendPool([self.a, self.b], self.clock)
+        pool.cameUp(self.b)
+        self.assertEqual(pool.candidates(), [self.a, self.b])
+
+
+class LoadReportTests(SynchronousTestCase):
+    """
+    What is left of a load a backend reported.
+    """
+
+    def test_none(self) -> None:
+        """
+        A backend that never reported has no load and its full weight.
+        """
+        backend = Backend("h", 1, 3)
+        self.assertEqual((backend.reportedLoad(5), backend.capacity(5)), (0, 3))
+
+    def test_fades(self) -> None:
+        """
+        A report fades by 1/e every 10 seconds once the backend stops
+        reporting; capacity is the weight times what is free, at least 5%.
+        """
+        backend = Backend("h", 1, 2)
+        backend.reportLoad(b"1", 100)
+        self.assertEqual(backend.reportedLoad(100), 1)
+        self.assertAlmostEqual(backend.capacity(100), 2 * 0.05)
+        self.assertAlmostEqual(backend.reportedLoad(110), 1 / 2.718281828459045)
+        self.assertAlmostEqual(backend.capacity(130), 2 * (1 - 2.718281828459045**-3))
+
+    def test_badReportIgnored(self) -> None:
+        """
+        A value that is no load report leaves the last one.
+        """
+        backend = Backend("h", 1)
+        backend.reportLoad(b"0.5", 0)
+        backend.reportLoad(b"busy", 1)
+        self.assertEqual((backend.load, backend.loadReported), (0.5, 0))

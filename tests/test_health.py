@@ -115,6 +115,18 @@ class HealthCheckerTests(SynchronousTestCase):
         self.assertTrue(self.b.healthy)
         self.assertIn("Backend 127.0.0.1:8082 is up (health check passed)", self.messages())
 
+    def test_upStartsSlowStart(self) -> None:
+        """
+        A backend that comes back up starts its slow start then; one that
+        never went down does not.
+        """
+        self.backends.status[8082] = 503
+        self.start()
+        self.rounds(2)
+        self.backends.status[8082] = 204
+        self.rounds(2)
+        self.assertEqual((self.a.upSince, self.b.upSince), (float("-inf"), self.clock.seconds()))
+
     def test_flapNotCounted(self) -> None:
         """
         A passed check between failed ones starts the count again.

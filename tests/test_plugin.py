@@ -74,7 +74,7 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(
             (result.stdout + result.stderr).splitlines(),
             [
-                "txlb: --algo: unknown algorithm 'nope' (choose from roundrobin, weighted, leastconn, iphash) (see twistd txlb --help)"
+                "txlb: --algo: unknown algorithm 'nope' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash) (see twistd txlb --help)"
             ],
         )
 

@@ -18,10 +18,12 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, S
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from txlb import proxy
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
+from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -639,6 +641,94 @@ class BackendFailureTests(SynchronousTestCase):
         self.assertTrue(client.disconnected)
 
 
+@implementer(IAlgorithm, IResponseObserver)
+class Observing(RoundRobin):
+    """
+    Round robin that records what L{IResponseObserver} tells it.
+    """
+
+    name = "observing"
+
+    def __init__(self, backends: Any) -> None:
+        super().__init__(backends)
+        self.seen: list[tuple[int, float]] = []
+
+    def answered(self, backend: Backend, seconds: float) -> None:
+        self.seen.append((backend.port, seconds))
+
+
+class FeedbackTests(SynchronousTestCase):
+    """
+    What the algorithm and the backends learn from each response.
+    """
+
+    LOADED = (
+        b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nx-txlb-load: cpu=0.7, queue=1"
+        b"\r\nContent-Length: 2\r\n\r\nok"
+    )
+
+    def test_loadHeaderReadAndDropped(self) -> None:
+        """
+        The load header reaches the backend's record, not the client.
+        """
+        _, toClient, harness = exchange(self, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", self.LOADED)
+        self.assertEqual(toClient, OK_TO_CLIENT)
+        self.assertEqual(harness.backends[0].load, 0.7)
+
+    def test_otherLoadHeader(self) -> None:
+        """
+        With another C{--load-header}, that one is read and dropped, and
+        C{X-Txlb-Load} passes like any field.
+        """
+        harness = Harness(self, loadHeader="X-Load")
+        _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, _ = harness.backend()
+        backend.dataReceived(self.LOADED.replace(b"\r\n\r\n", b"\r\nX-Load: 0.25\r\n\r\n"))
+        self.assertIn(b"\r\nx-txlb-load: cpu=0.7, queue=1\r\n", client.value())
+        self.assertNotIn(b"X-Load", client.value())
+        self.assertEqual(harness.backends[0].load, 0.25)
+
+    def test_observerTold(self) -> None:
+        """
+        An algorithm providing L{IResponseObserver} hears of each response
+        head: which backend, and how long after the request was sent.
+        """
+        harness = Harness(self, retries=1)
+        algorithm = Observing(harness.backends)
+        harness.resource.useAlgorithm(algorithm)
+        harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        harness.reactor.advance(2)
+        harness.refuse(ConnectionRefusedError())
+        harness.reactor.advance(0.5)
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        # The retry went to 8082 at 2 s and was answered at 2.5 s.
+        self.assertEqual(algorithm.seen, [(8082, 0.5)])
+
+    def test_otherAlgorithmsNotTold(self) -> None:
+        """
+        For an algorithm without L{IResponseObserver}, nothing is called.
+        """
+        harness = Harness(self)
+        self.assertIsNone(harness.resource.answered)
+        harness.resource.useAlgorithm(Observing(harness.backends))
+        self.assertIsNotNone(harness.resource.answered)
+
+    def test_newBackendSlowStart(self) -> None:
+        """
+        A backend added while running starts its slow start; those it keeps
+        do not start again.
+        """
+        harness = Harness(self)
+        harness.reactor.advance(7)
+        added = Backend("127.0.0.1", 8090)
+        harness.resource.setBackends([*harness.backends, added])
+        self.assertEqual(
+            [b.upSince for b in harness.resource.pool.backends],
+            [float("-inf"), float("-inf"), 7],
+        )
+
+
 class ClientDisconnectTests(SynchronousTestCase):
     """
     A client that leaves stops the work done for it.
@@ -758,7 +848,7 @@ class InternalErrorTests(SynchronousTestCase):
         """
         harness = Harness(self)
 
-        def broken(clientHost: str, candidates: object) -> Backend:
+        def broken(request: object, candidates: object) -> Backend:
             raise RuntimeError("bug")
 
         self.patch(harness.resource.algorithm, "pick", broken)
@@ -775,7 +865,7 @@ class InternalErrorTests(SynchronousTestCase):
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         backend, _ = harness.backend()
 
-        def broken(fields: object, connection: object) -> None:
+        def broken(fields: object, connection: object, drop: object) -> None:
             raise RuntimeError("bug")
 
         self.patch(proxy.headers, "toClient", broken)

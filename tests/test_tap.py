@@ -9,6 +9,7 @@ import socket
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from txlb.backend import Backend
 from txlb.iphash import IPHash
 from txlb.proxy import ProxySettings
 from txlb.roundrobin import RoundRobin
@@ -195,8 +196,57 @@ class OptionsTests(SynchronousTestCase):
         """
         Every algorithm is accepted by name.
         """
-        for name in ["roundrobin", "weighted", "leastconn", "iphash"]:
+        for name in [
+            "roundrobin",
+            "weighted",
+            "leastconn",
+            "iphash",
+            "swrr",
+            "p2c",
+            "ewma",
+            "hash",
+        ]:
             self.assertEqual(parse("--algo", name, "--backends", "a:1")["algo"], name)
+
+    def test_algorithmDefaults(self) -> None:
+        """
+        C{hash} hashes the client IP with a balance factor of 1.25; slow
+        start is off; backends report their load in C{X-Txlb-Load}.
+        """
+        options = parse("--demo")
+        self.assertEqual(
+            [options[name] for name in ("hash-key", "hash-balance-factor", "slow-start")],
+            ["ip", 1.25, 0.0],
+        )
+        self.assertEqual(options.settings().loadHeader, "X-Txlb-Load")
+
+    def test_hashOptions(self) -> None:
+        """
+        C{--hash-key} and C{--hash-balance-factor} reach the C{hash}
+        algorithm.
+        """
+        options = parse(
+            "--backends",
+            "a:1",
+            "--algo",
+            "hash",
+            "--hash-key",
+            "cookie:sid",
+            "--hash-balance-factor",
+            "1.5",
+        )
+        algorithm = options.algorithm()(options["backends"])
+        self.assertEqual(
+            (algorithm.kind, algorithm.keyName, algorithm.balanceFactor), ("cookie", "sid", 1.5)
+        )
+
+    def test_loadHeader(self) -> None:
+        """
+        C{--load-header} names the field the proxy reads and drops.
+        """
+        settings = parse("--demo", "--load-header", "X-Load").settings()
+        self.assertEqual((settings.loadHeader, settings.loadField), ("X-Load", b"x-load"))
+        self.assertIn(b"x-load", settings.toClientDrop)
 
     def test_demo(self) -> None:
         """
@@ -228,7 +278,7 @@ class OptionsTests(SynchronousTestCase):
             (["--backends", "a:1,A:1"], "--backends: A:1 is listed twice"),
             (
                 ["--backends", "a:1", "--algo", "random"],
-                "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash)",
+                "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash)",
             ),
             (["--demo", "--backends", "a:1"], "--demo starts its own backends: drop --backends"),
             (["--demo", "--listen", "nope:1"], "--listen: 'nope:1': Unknown endpoint type: 'nope'"),
@@ -274,6 +324,30 @@ class OptionsTests(SynchronousTestCase):
                 ["--demo", "--drain-timeout", "-5"],
                 "--drain-timeout: '-5' is not a positive number of seconds",
             ),
+            (
+                ["--demo", "--slow-start", "-1"],
+                "--slow-start: '-1' is not a number of seconds (0 for off)",
+            ),
+            (
+                ["--demo", "--hash-key", "host"],
+                "--hash-key: 'host': the key is one of ip, path, uri, header:NAME,"
+                " cookie:NAME or query:NAME",
+            ),
+            (["--demo", "--hash-key", "header"], "--hash-key: 'header': expected header:NAME"),
+            (["--demo", "--hash-key", "ip:x"], "--hash-key: 'ip:x': expected ip"),
+            (
+                ["--demo", "--hash-key", "cookie:a b"],
+                "--hash-key: 'cookie:a b': the name must be printable ASCII without spaces",
+            ),
+            (
+                ["--demo", "--hash-balance-factor", "0.5"],
+                "--hash-balance-factor: '0.5' is not 0 (off) or a number of at least 1",
+            ),
+            (
+                ["--demo", "--hash-balance-factor", "inf"],
+                "--hash-balance-factor: 'inf' is not 0 (off) or a number of at least 1",
+            ),
+            (["--demo", "--load-header", "X Load"], "--load-header: 'X Load' is not a header name"),
         ]
         for args, message in table:
             self.assertUsageError(args, message)
@@ -322,6 +396,20 @@ class MakeServiceTests(SynchronousTestCase):
         listeners = self.listeners(memory)
         self.assertEqual(sorted(listeners), [8080, 8081, 8082, 8083])
         self.assertIsInstance(listeners[8080].resource.algorithm, WeightedRoundRobin)
+
+    def test_slowStart(self) -> None:
+        """
+        C{--slow-start} reaches the pool, and the C{hash} options survive a
+        change of backends through the admin API (the algorithm is made
+        again with them).
+        """
+        memory = self.start(
+            "--backends", "a:1", "--slow-start", "30", "--algo", "hash", "--hash-key", "path"
+        )
+        resource = self.listeners(memory)[8080].resource
+        self.assertEqual(resource.pool.slowStart, 30.0)
+        resource.setBackends([Backend("b", 2)])
+        self.assertEqual(resource.algorithm.kind, "path")
 
     def test_healthChecks(self) -> None:
         """

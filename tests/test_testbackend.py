@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IConsumer
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -29,6 +30,7 @@ from txlb.testbackend import (
     makeBackendService,
     makeBackendSite,
     portsFromEnvironment,
+    resourceFromEnvironment,
 )
 
 _ORIGIN = b"http://backend.example"
@@ -370,6 +372,118 @@ class PortsFromEnvironmentTests(SynchronousTestCase):
         self.assertBad("8081,8082,8081", "BACKEND_PORTS: 8081 is listed twice")
 
 
+class DelayAndLoadTests(SynchronousTestCase):
+    """
+    A port can answer late, and report a load.
+    """
+
+    def get(self, resource: BackendResource, url: bytes) -> list[Any]:
+        """
+        Start a GET of C{url}; the list gets the response when it comes.
+        """
+        agent = RequestTraversalAgent(resource)
+        responses: list[Any] = []
+        agent.request(b"GET", url).addCallback(responses.append)
+        agent.flush()
+        self.flush = agent.flush
+        return responses
+
+    def test_delay(self) -> None:
+        """
+        A port with a delay answers that many seconds later; the others at
+        once.
+        """
+        clock = Clock()
+        resource = BackendResource({8083: 0.5}, reactor=clock)
+        self.assertEqual(len(self.get(resource, b"http://b.example:8082/ping")), 1)
+        late = self.get(resource, b"http://b.example:8083/ping")
+        clock.advance(0.25)
+        self.flush()
+        self.assertEqual(late, [])
+        clock.advance(0.25)
+        self.flush()
+        self.assertEqual(self.successResultOf(treq.content(late[0])), b"pong from backend :8083\n")
+        self.assertEqual(late[0].length, 24)
+
+    def test_delayChangedLive(self) -> None:
+        """
+        A delay changed while running applies to the next request.
+        """
+        clock = Clock()
+        resource = BackendResource(reactor=clock)
+        self.assertEqual(len(self.get(resource, b"http://b.example:8083/ping")), 1)
+        resource.delays[8083] = 0.5
+        self.assertEqual(self.get(resource, b"http://b.example:8083/ping"), [])
+
+    def test_clientGone(self) -> None:
+        """
+        A client that leaves before a delayed answer cancels it.
+        """
+        clock = Clock()
+        resource = BackendResource({8083: 1.0}, reactor=clock)
+        agent = RequestTraversalAgent(resource)
+        d = agent.request(b"GET", b"http://b.example:8083/ping")
+        agent.flush()
+        d.cancel()
+        self.failureResultOf(d)
+        agent.flush()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_load(self) -> None:
+        """
+        A port with a load reports it in C{X-Txlb-Load}; the others do not.
+        """
+        resource = BackendResource(loads={8083: "0.9"})
+        (loaded,) = self.get(resource, b"http://b.example:8083/ping")
+        (plain,) = self.get(resource, b"http://b.example:8082/ping")
+        self.assertEqual(loaded.headers.getRawHeaders(b"x-txlb-load"), [b"0.9"])
+        self.assertIsNone(plain.headers.getRawHeaders(b"x-txlb-load"))
+
+    def test_fromEnvironment(self) -> None:
+        """
+        C{BACKEND_DELAY_MS} and C{BACKEND_LOAD} give per-port delays (in
+        milliseconds) and loads; unset, there are none.
+        """
+        resource = resourceFromEnvironment(
+            [8081, 8082, 8083],
+            {"BACKEND_DELAY_MS": "8081:1, 8083:10", "BACKEND_LOAD": "8083:0.9"},
+        )
+        self.assertEqual(
+            (resource.delays, resource.loads), ({8081: 0.001, 8083: 0.01}, {8083: "0.9"})
+        )
+        empty = resourceFromEnvironment([8081], {})
+        self.assertEqual((empty.delays, empty.loads), ({}, {}))
+
+    def test_badEnvironment(self) -> None:
+        """
+        Bad values are named in one line.
+        """
+        table = [
+            (
+                {"BACKEND_DELAY_MS": "10"},
+                "BACKEND_DELAY_MS: '10' is not PORT:VALUE for one of [8081]",
+            ),
+            (
+                {"BACKEND_DELAY_MS": "9999:1"},
+                "BACKEND_DELAY_MS: '9999:1' is not PORT:VALUE for one of [8081]",
+            ),
+            ({"BACKEND_DELAY_MS": "8081:1,8081:2"}, "BACKEND_DELAY_MS: port 8081 is listed twice"),
+            (
+                {"BACKEND_DELAY_MS": "8081:x"},
+                "BACKEND_DELAY_MS: 'x' is not a delay in milliseconds (0-60000)",
+            ),
+            (
+                {"BACKEND_DELAY_MS": "8081:-1"},
+                "BACKEND_DELAY_MS: '-1' is not a delay in milliseconds (0-60000)",
+            ),
+            ({"BACKEND_LOAD": "8081:2"}, "BACKEND_LOAD: '2' is not a load from 0 to 1"),
+            ({"BACKEND_LOAD": "8081:high"}, "BACKEND_LOAD: 'high' is not a load from 0 to 1"),
+        ]
+        for environ, message in table:
+            e = self.assertRaises(ValueError, resourceFromEnvironment, [8081], environ)
+            self.assertEqual(str(e), message)
+
+
 class ServiceTests(TestCase):
     """
     L{makeBackendService} and L{makeBackendSite}, the latter over real
@@ -446,10 +560,10 @@ class TacTests(SynchronousTestCase):
         if not TAC.exists():
             raise self.skipTest(f"{TAC} not found (not running from a checkout)")
 
-    def test_badPortsOneLine(self) -> None:
+    def assertOneLine(self, name: str, value: str, line: str) -> None:
         """
-        A bad C{BACKEND_PORTS} makes twistd exit non-zero with one line
-        naming the value, and no traceback.
+        With C{name=value} in the environment, twistd exits non-zero with
+        C{line} alone, and no traceback.
 
         twistd is run the way its console script runs it, from an empty
         directory: twistd does not add the current directory to
@@ -460,7 +574,7 @@ class TacTests(SynchronousTestCase):
         cwd = self.mktemp()
         os.mkdir(cwd)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["BACKEND_PORTS"] = "abc"
+        env[name] = value
         result = subprocess.run(
             [
                 sys.executable,
@@ -480,7 +594,24 @@ class TacTests(SynchronousTestCase):
         output = result.stdout + result.stderr
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", output)
-        self.assertEqual(
-            output.strip().splitlines(),
-            ["backend_server.tac: BACKEND_PORTS: 'abc' is not a port number"],
+        self.assertEqual(output.strip().splitlines(), [line])
+
+    def test_badPortsOneLine(self) -> None:
+        """
+        A bad C{BACKEND_PORTS} makes twistd exit non-zero with one line
+        naming the value.
+        """
+        self.assertOneLine(
+            "BACKEND_PORTS", "abc", "backend_server.tac: BACKEND_PORTS: 'abc' is not a port number"
+        )
+
+    def test_badDelayOneLine(self) -> None:
+        """
+        So does a bad C{BACKEND_DELAY_MS}.
+        """
+        self.assertOneLine(
+            "BACKEND_DELAY_MS",
+            "8083",
+            "backend_server.tac: BACKEND_DELAY_MS: '8083' is not PORT:VALUE for one of"
+            " [8081, 8082, 8083]",
         )

@@ -4,15 +4,26 @@ The backends and what txlb knows about their health.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from twisted.logger import Logger
 
+from txlb.loadreport import parseLoad
+
 #: The largest weight: weighted round robin keeps a schedule as long as the
 #: sum of the weights.
 MAX_WEIGHT = 1000
+
+#: Seconds in which a reported load fades to 1/e of its value when the
+#: backend stops reporting (Finagle's and Linkerd's decay time for latency).
+LOAD_DECAY = 10.0
+
+#: The least share of its capacity a fully loaded backend keeps, so that it is
+#: still tried, and reports again, when the others are busy enough.
+MIN_HEADROOM = 0.05
 
 #: Seconds over which the request rate is averaged (the current one, still
 #: counting, is left out).
@@ -48,6 +59,14 @@ class Backend:
     @ivar lastError: What the last of those errors was.
     @ivar latencyMs: A moving average of the time requests took, in
         milliseconds, or L{None} before the first one.
+    @ivar load: The last load the backend reported (0 to 1, see
+        L{txlb.loadreport}), or L{None}; L{reportedLoad} is what is left of
+        it now.
+    @ivar loadReported: When it reported it.
+    @ivar upSince: When it was added or came back up (minus infinity for a
+        backend there from the start), for slow start.
+    @ivar rampCredit: Slow start's share of picks owed to it, see
+        L{BackendPool.candidates}.
     """
 
     def __init__(self, host: str, port: int, weight: int = 1, tls: bool = False) -> None:
@@ -67,6 +86,10 @@ class Backend:
         self.errors = 0
         self.lastError: str | None = None
         self.latencyMs: float | None = None
+        self.load: float | None = None
+        self.loadReported = 0.0
+        self.upSince = -math.inf
+        self.rampCredit = 0.0
         self._rate = [0] * RATE_WINDOW
         self._rateSecond = 0
 
@@ -107,6 +130,33 @@ class Backend:
         self._advance(now)
         self._rate[int(now) % RATE_WINDOW] += 1
 
+    def reportLoad(self, value: bytes, now: float) -> None:
+        """
+        The backend reported C{value} in its load header at C{now}; a value
+        that is no load report is ignored.
+        """
+        load = parseLoad(value)
+        if load is not None:
+            self.load, self.loadReported = load, now
+
+    def reportedLoad(self, now: float) -> float:
+        """
+        The load the backend last reported, fading with time since
+        (C{exp(-elapsed / LOAD_DECAY)}); 0 if it never reported one.
+        """
+        if self.load is None:
+            return 0.0
+        return self.load * math.exp((self.loadReported - now) / LOAD_DECAY)
+
+    def capacity(self, now: float) -> float:
+        """
+        The weight, times the share the backend reports free (at least
+        L{MIN_HEADROOM}): the weight C{p2c} and C{ewma} balance by.
+        """
+        if self.load is None:
+            return self.weight
+        return self.weight * max(1.0 - self.reportedLoad(now), MIN_HEADROOM)
+
     def requestsPerSecond(self, now: float) -> float:
         """
         Requests ended per second over the last L{RATE_WINDOW} whole
@@ -145,11 +195,26 @@ class BackendPool:
         reactor: Any,
         maxFails: int = 3,
         failTimeout: float = 10.0,
+        slowStart: float = 0.0,
     ) -> None:
         self.backends = tuple(backends)
         self._reactor = reactor
         self.maxFails = maxFails
         self.failTimeout = failTimeout
+        self.slowStart = slowStart
+        #: When the last backend in slow start leaves it.
+        self._rampEnds = -math.inf
+
+    def cameUp(self, backend: Backend) -> None:
+        """
+        C{backend} was just added or came back up: with slow start, its share
+        of the traffic grows from 0 to full over C{slowStart} seconds.
+        (Backends there from the start are not ramped, as in HAProxy.)
+        """
+        now = self._reactor.seconds()
+        backend.upSince = now
+        backend.rampCredit = 0.0
+        self._rampEnds = max(self._rampEnds, now + self.slowStart)
 
     def candidates(self, exclude: Collection[Backend] = ()) -> Sequence[Backend]:
         """
@@ -164,12 +229,13 @@ class BackendPool:
         """
         now = self._reactor.seconds()
         up = [b for b in self.backends if b.available(now)]
-        if up and not exclude:
-            self.panicking = False
-            return up
         if up:
             self.panicking = False
-            return [b for b in up if b not in exclude] or up
+            if exclude:
+                up = [b for b in up if b not in exclude] or up
+            if now < self._rampEnds and self.slowStart:
+                up = self._ramp(up, now)
+            return up
         if not self.panicking:
             self.panicking = True
             self._log.warn("Every backend is down: trying them all until one recovers")
@@ -177,6 +243,30 @@ class BackendPool:
         serving = [b for b in self.backends if not b.draining] or list(self.backends)
         untried = [b for b in serving if b not in exclude] or serving
         return [b for b in untried if b.healthy] or untried
+
+    def _ramp(self, up: list[Backend], now: float) -> list[Backend]:
+        """
+        Slow start: leave out of C{up} the backends ramping up, but for a
+        share of the picks that grows linearly with the time since they came
+        up (a quarter of the way through the window, one pick in four).
+
+        Each such backend earns that share as credit at every pick and is a
+        candidate when its credit reaches one, so the picks it takes are
+        spread evenly and exactly, with no randomness.  Whatever the
+        algorithm, it gets about that share of the traffic it would have
+        had: its effective weight ramps from 0 to its weight.  If every
+        backend is ramping and none has credit, all are candidates.
+        """
+        admitted = []
+        for backend in up:
+            share = (now - backend.upSince) / self.slowStart
+            if share < 1:
+                backend.rampCredit += share
+                if backend.rampCredit < 1:
+                    continue
+                backend.rampCredit -= 1
+            admitted.append(backend)
+        return admitted or up
 
     def sending(self, backend: Backend) -> None:
         """
@@ -200,6 +290,7 @@ class BackendPool:
         """
         if backend.failures >= self.maxFails:
             self._log.info("Backend {backend} is back", backend=backend.address)
+            self.cameUp(backend)
         backend.failures = 0
         backend.probing = False
 

@@ -8,6 +8,8 @@ describe one connection, not the message, so each hop makes its own.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from twisted.web.http_headers import Headers
 
 from txlb.http1 import isToken
@@ -73,18 +75,33 @@ _TO_BACKEND_DROP = HOP_BY_HOP | {b"content-length"}
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
-def toClient(fields: Fields, connection: frozenset[bytes]) -> Fields:
+#: The fields L{toClient} always drops: the hop-by-hop ones and the framing.
+TO_CLIENT_DROP = HOP_BY_HOP | _FRAMING
+
+
+def toClient(
+    fields: Fields, connection: frozenset[bytes], drop: frozenset[bytes] = TO_CLIENT_DROP
+) -> Fields:
     """
     The field lines to send to the client, given those of the backend's
     response and the tokens of its C{Connection} field: all but the
     hop-by-hop ones, those C{Connection} names, and the framing, which the
     proxy writes for the body it relays.
+
+    @param drop: The lower-cased names to drop besides those C{Connection}
+        names, from L{dropToClient}.
     """
-    drop = HOP_BY_HOP | _FRAMING | connection if connection else _TO_CLIENT_DROP
+    if connection:
+        drop = drop | connection
     return [field for field in fields if field[0].lower() not in drop]
 
 
-_TO_CLIENT_DROP = HOP_BY_HOP | _FRAMING
+def dropToClient(names: Iterable[bytes]) -> frozenset[bytes]:
+    """
+    What L{toClient} drops when it drops C{names} too (the load header, which
+    is for txlb only).
+    """
+    return TO_CLIENT_DROP | {name.lower() for name in names}
 
 
 def _quoted(value: bytes) -> bytes:

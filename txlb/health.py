@@ -187,6 +187,7 @@ class HealthChecker(Service):
         backend.healthy = passed
         self._streak[backend] = 0
         if passed:
+            self.pool.cameUp(backend)
             self._log.info("Backend {backend} is up (health check passed)", backend=backend.address)
         else:
             self._log.warn(

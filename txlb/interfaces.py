@@ -9,23 +9,61 @@ class IAlgorithm(Interface):
     """
     A load-balancing algorithm: it picks the backend for each request.
 
-    An algorithm is made with the backends it chooses from and keeps whatever
-    state it needs (a cursor, an expanded schedule).  It reads each backend's
-    C{active} count but never changes it: the proxy does.
+    An algorithm is made with the backends it chooses from, as
+    C{Algorithm(backends)} (other arguments, if any, have defaults), and
+    keeps whatever state it needs (a cursor, current weights, latencies).
+    It reads each backend's C{active} count, C{weight}, C{capacity(now)}
+    and C{reportedLoad(now)} but never changes a backend: the proxy and the
+    pool do.  A new object is made whenever the backends or their weights
+    change, so state kept in the algorithm starts again then.
+
+    Backends in slow start, down or already tried for the request are not
+    among the candidates: the pool has left them out before C{pick} is
+    called, so every algorithm gets slow start and retries alike.
+
+    An algorithm that wants to learn how each backend answers also provides
+    L{IResponseObserver}; the proxy checks that once per algorithm, so the
+    others pay nothing for it.
     """
 
     name = Attribute("The C{--algo} name of this algorithm, as L{str}.")
 
     backends = Attribute("The L{txlb.backend.Backend}s it picks from, in order.")
 
-    def pick(clientHost, candidates):
+    def pick(request, candidates):
         """
-        Choose the backend for the next request.
+        Choose the backend for a request: called once when it arrives, and
+        again for each retry.
 
-        @param clientHost: The client's IP address, as L{str}.
-        @param candidates: The backends that may take this request: those of
-            C{backends} that are up and not yet tried for it, never empty.
-        @return: One of C{candidates}.
+        @param request: The L{twisted.web.iweb.IRequest} being forwarded
+            (a L{twisted.web.server.Request}).  Algorithms read it and
+            change nothing: C{getClientAddress()}, C{method}, C{uri} (the
+            raw request-target), C{requestHeaders} and C{getCookie(name)}.
+            (Not C{path} or C{args}: Twisted sets them only once a request
+            body is all in, and txlb forwards before.)
+        @param candidates: The backends that may take this request, never
+            empty: those of C{backends} that are up, not held back by slow
+            start for this pick and not yet tried for it (all that are up,
+            if every one was tried; all of them, if none is up).  A sequence
+            the algorithm must not keep or change.
+        @return: One of C{candidates}.  An exception is a bug: the client
+            gets a 500.
+        """
+
+
+class IResponseObserver(Interface):
+    """
+    An algorithm that learns from each response (optional, beside
+    L{IAlgorithm}).
+    """
+
+    def answered(backend, seconds):
+        """
+        C{backend} sent a response head, C{seconds} after the request was
+        sent to it (after it arrived, for the first try).  A load the
+        backend reported in that head is already in
+        C{backend.reportedLoad}.  Called on the request's path: it must be
+        quick and must not raise.
         """
 
 

@@ -23,17 +23,29 @@ import math
 from collections.abc import Sequence
 from hashlib import blake2b
 
+from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from txlb.backend import Backend
 from txlb.interfaces import IAlgorithm
 
 
-def score(clientHost: str, backend: Backend) -> float:
+def clientHost(request: IRequest) -> str:
     """
-    The rendezvous score of C{backend} for C{clientHost}: higher wins.
+    The IP address of the client that sent C{request} (the real client's
+    under the PROXY protocol), or C{""} on a UNIX socket.
     """
-    digest = blake2b(f"{clientHost} {backend.address}".encode(), digest_size=8)
+    return getattr(request.getClientAddress(), "host", "")
+
+
+def score(key: str | bytes, backend: Backend) -> float:
+    """
+    The rendezvous score of C{backend} for C{key}: higher wins.  It depends
+    on the key, the backend's address and its weight only.
+    """
+    if isinstance(key, str):
+        key = key.encode()
+    digest = blake2b(key + b" " + backend.address.encode(), digest_size=8)
     # A uniform number in the open interval (0, 1).
     unit = (int.from_bytes(digest.digest(), "big") + 1) / (2**64 + 1)
     return -backend.weight / math.log(unit)
@@ -46,5 +58,6 @@ class IPHash:
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)
 
-    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
-        return max(candidates, key=lambda backend: score(clientHost, backend))
+    def pick(self, request: IRequest, candidates: Sequence[Backend]) -> Backend:
+        host = clientHost(request)
+        return max(candidates, key=lambda backend: score(host, backend))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from txlb.backend import Backend
@@ -28,7 +29,7 @@ class LeastConnections:
         self.backends = tuple(backends)
         self._start = 0
 
-    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
+    def pick(self, request: IRequest, candidates: Sequence[Backend]) -> Backend:
         count = len(self.backends)
         chosen = -1
         for offset in range(count):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, DeferredQueue
@@ -44,7 +44,7 @@ from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER, LOW_WATER
 from txlb.http1 import BadResponseError, ResponseHead
-from txlb.interfaces import IAlgorithm, IExchange
+from txlb.interfaces import IAlgorithm, IExchange, IResponseObserver
 from txlb.metrics import Metrics
 from txlb.outcome import (
     CLIENT_GONE,
@@ -90,6 +90,10 @@ class ProxySettings:
     @ivar via: Append C{1.1 txlb} to C{Via}.
     @ivar accessLog: C{"text"} for the seed's line per request, C{"json"} for
         one JSON object per request.
+    @ivar loadHeader: The response field a backend reports its load in
+        (L{txlb.loadreport}), which the client never sees.
+    @ivar loadField: C{loadHeader} lower-cased, derived.
+    @ivar toClientDrop: The response fields the client never sees, derived.
     """
 
     connectTimeout: float = 5.0
@@ -103,6 +107,14 @@ class ProxySettings:
     forwarded: bool = False
     via: bool = False
     accessLog: str = "text"
+    loadHeader: str = "X-Txlb-Load"
+    loadField: bytes = field(init=False, repr=False, compare=False)
+    toClientDrop: frozenset[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        loadField = self.loadHeader.lower().encode("ascii")
+        object.__setattr__(self, "loadField", loadField)
+        object.__setattr__(self, "toClientDrop", headers.dropToClient([loadField]))
 
 
 class LoadBalancerResource(Resource):
@@ -110,7 +122,11 @@ class LoadBalancerResource(Resource):
     Forwards every request, whatever its path or method, to the backend the
     algorithm picks among those that are up.
 
-    @ivar algorithm: The L{IAlgorithm} provider that picks backends.
+    @ivar algorithm: The L{IAlgorithm} provider that picks backends; change
+        it with L{useAlgorithm}.
+    @ivar makeAlgorithm: What makes a new one when the backends change.
+    @ivar answered: The algorithm's L{IResponseObserver.answered}, or
+        L{None} if it provides no such thing.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -127,11 +143,13 @@ class LoadBalancerResource(Resource):
         reactor: Any = None,
         pool: BackendPool | None = None,
         settings: ProxySettings = ProxySettings(),
+        makeAlgorithm: Callable[[Sequence[Backend]], IAlgorithm] | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
-        self.algorithm = algorithm
+        self.useAlgorithm(algorithm)
+        self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self.settings = settings
         self.metrics = Metrics(self.pool, reactor)
@@ -164,44 +182,58 @@ class LoadBalancerResource(Resource):
             )
             return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
-            backend = self.pick(clientHost)
+            backend = self.pick(request)
             upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
             upgrade.start(self.client.endpoint(backend))
             return server.NOT_DONE_YET
         exchange = _Exchange(self, request, clientHost, started)
         self._exchanges.add(exchange)
         exchange.reverse()
-        exchange.forward(self.pick(clientHost))
+        exchange.forward(self.pick(request))
         return server.NOT_DONE_YET
 
+    def useAlgorithm(self, algorithm: IAlgorithm) -> None:
+        """
+        Pick with C{algorithm} from now on.
+        """
+        self.algorithm = algorithm
+        self.answered = algorithm.answered if IResponseObserver.providedBy(algorithm) else None
+
     def setBackends(
-        self, backends: Sequence[Backend], algorithm: Callable[..., IAlgorithm] | None = None
+        self,
+        backends: Sequence[Backend],
+        algorithm: Callable[[Sequence[Backend]], IAlgorithm] | None = None,
     ) -> None:
         """
-        Balance over C{backends} from now on, with a new C{algorithm} (a
-        class) or a new one of the same kind.  A backend already known keeps
-        its object, and so its counts and health, taking the new weight;
-        requests in flight keep the backend they have.
+        Balance over C{backends} from now on, with a new algorithm made by
+        C{algorithm} (a class, or a function of the backends), or else by
+        the one that made the current one.  A backend already known keeps
+        its object, and so its counts and health, taking the new weight; a
+        new one starts in slow start; requests in flight keep the backend
+        they have.
         """
         known = {backend.key: backend for backend in self.pool.backends}
         merged = []
         for backend in backends:
-            kept = known.get(backend.key, backend)
-            if kept.tls != backend.tls:
-                # http:// became https:// or back: another backend.
+            kept = known.get(backend.key)
+            if kept is None or kept.tls != backend.tls:
+                # New, or http:// became https:// or back: another backend.
                 kept = backend
+                self.pool.cameUp(backend)
             kept.weight = backend.weight
             merged.append(kept)
         self.pool.backends = tuple(merged)
-        self.algorithm = (algorithm or type(self.algorithm))(merged)
+        if algorithm is not None:
+            self.makeAlgorithm = algorithm
+        self.useAlgorithm(self.makeAlgorithm(merged))
         self.client.forgetEndpoints()
 
-    def pick(self, clientHost: str, tried: Collection[Backend] = ()) -> Backend:
+    def pick(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend:
         """
-        The backend for a request from C{clientHost}, other than those
-        C{tried} when there is one.
+        The backend for C{request}, other than those C{tried} when there is
+        one.
         """
-        return self.algorithm.pick(clientHost, self.pool.candidates(tried))
+        return self.algorithm.pick(request, self.pool.candidates(tried))
 
     def send(self, exchange: _Exchange, backend: Backend) -> Any:
         """
@@ -456,6 +488,9 @@ class _Exchange:
         self.request = request
         self.clientHost = clientHost
         self.started = started
+        #: When the request was sent to its backend (for a retry; the first
+        #: try counts from its arrival).
+        self.sentAt = started
         self.outgoing = resource.outgoingHeaders(request, clientHost)
         self.body: StreamingBody | None = request.stream  # type: ignore[attr-defined]
         self.tried: list[Backend] = []
@@ -486,8 +521,10 @@ class _Exchange:
         failure to get one, or try another backend.
         """
         self.backend = backend
-        if self.body is not None and self.tried:
-            self.body.restart()
+        if self.tried:
+            self.sentAt = self.resource._reactor.seconds()
+            if self.body is not None:
+                self.body.restart()
         self.tried.append(backend)
         self.resource.pool.sending(backend)
         self.timedOut = False
@@ -546,15 +583,27 @@ class _Exchange:
         request = self.request
         if head.code == 100 or self.clientGone or request.clientproto != b"HTTP/1.1":
             return
-        fields = headers.toClient(head.fields, head.connection)
+        fields = headers.toClient(head.fields, head.connection, self.resource.settings.toClientDrop)
         request.channel.writeHeaders(b"HTTP/1.1", b"%d" % head.code, head.phrase, fields)
         self.interimSent = True
 
     def _gotResponse(self, response: ResponseHead) -> None:
-        self.firstByte = self.resource._reactor.seconds()
+        resource = self.resource
+        self.firstByte = now = resource._reactor.seconds()
         self.sending = None
         self.awaitingHead = False
-        self.resource.pool.succeeded(self.backend)  # type: ignore[arg-type]
+        backend = self.backend
+        assert backend is not None
+        resource.pool.succeeded(backend)
+        loadField = resource.settings.loadField
+        # Names of another length are not it: no lower() for them.
+        size = len(loadField)
+        for name, value in response.fields:
+            if len(name) == size and name.lower() == loadField:
+                backend.reportLoad(value, now)
+        answered = resource.answered
+        if answered is not None:
+            answered(backend, now - self.sentAt)
         self.queue.put(response)
 
     def _sendFailed(self, failure: Failure) -> None:
@@ -573,7 +622,7 @@ class _Exchange:
         if self._mayRetry(failure):
             self.resource.pool.done(backend)
             self.resource.metrics.retries.inc()
-            retry = self.resource.pick(self.clientHost, self.tried)
+            retry = self.resource.pick(self.request, self.tried)
             self.resource._log.info(
                 "Retrying {method} {path} on {retry}: {backend} failed ({why})",
                 method=self.request.method.decode("ascii", "replace"),
@@ -665,7 +714,9 @@ class _Exchange:
         self._take()
 
     def _writeHead(self, response: ResponseHead) -> None:
-        fields = headers.toClient(response.fields, response.connection)
+        fields = headers.toClient(
+            response.fields, response.connection, self.resource.settings.toClientDrop
+        )
         if not any(name.lower() == b"date" for name, value in fields):
             fields.append((b"Date", self.resource.date()))
         # The body's length; for HEAD and 304, the length the backend stated

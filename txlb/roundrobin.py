@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from txlb.backend import Backend
@@ -24,7 +25,7 @@ class RoundRobin:
         self.backends = tuple(backends)
         self._next = 0
 
-    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
+    def pick(self, request: IRequest, candidates: Sequence[Backend]) -> Backend:
         count = len(self.backends)
         for _ in range(count):
             backend = self.backends[self._next]

@@ -61,7 +61,7 @@ class Configuration(Protocol):
 
     def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
         """
-        The class of the algorithm these options name.
+        What makes the algorithm these options name, from the backends.
         """
 
 
@@ -240,6 +240,7 @@ class LoadBalancerService(MultiService):
         resource = self.resource
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
+        resource.pool.slowStart = new["slow-start"]
         resource.client.connectTimeout = new["connect-timeout"]
         # Read again: the files may have changed under the same names.
         resource.client.setTLS(new["backend-tls"])

@@ -9,6 +9,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 from twisted.application.service import IService
@@ -18,19 +19,33 @@ from twisted.python import usage
 from txlb import config, tls
 from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
+from txlb.ewma import PeakEWMA
+from txlb.http1 import isToken
 from txlb.interfaces import IAlgorithm
 from txlb.iphash import IPHash
+from txlb.keyhash import DEFAULT_BALANCE_FACTOR, KeyHash, parseKey
 from txlb.leastconn import LeastConnections
+from txlb.p2c import PowerOfTwoChoices
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.swrr import SmoothWeightedRoundRobin
 from txlb.testbackend import makeBackendService
 from txlb.weighted import WeightedRoundRobin
 
 ALGORITHMS = {
     algorithm.name: algorithm
-    for algorithm in (RoundRobin, WeightedRoundRobin, LeastConnections, IPHash)
+    for algorithm in (
+        RoundRobin,
+        WeightedRoundRobin,
+        LeastConnections,
+        IPHash,
+        SmoothWeightedRoundRobin,
+        PowerOfTwoChoices,
+        PeakEWMA,
+        KeyHash,
+    )
 }
 
 #: The backends C{--demo} starts: the seed's three, weighted 1:3:2.
@@ -66,21 +81,52 @@ def parseAlgorithm(name: str) -> str:
     return name
 
 
-def seconds(option: str) -> Callable[[str], float]:
+def seconds(option: str, zero: bool = False) -> Callable[[str], float]:
     """
-    A coerce function for an option taking a positive number of seconds.
+    A coerce function for an option taking a positive number of seconds
+    (or 0 too, if C{zero}).
     """
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            value = 0
-        if not 0 < value < float("inf"):
-            raise usage.UsageError(f"{option}: {text!r} is not a positive number of seconds")
+            value = -1
+        if not (0 <= value if zero else 0 < value) or value == float("inf"):
+            kind = "number of seconds (0 for off)" if zero else "positive number of seconds"
+            raise usage.UsageError(f"{option}: {text!r} is not a {kind}")
         return value
 
     return parse
+
+
+def parseHashKey(text: str) -> str:
+    try:
+        parseKey(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--hash-key: {e}") from None
+    return text
+
+
+def parseBalanceFactor(text: str) -> float:
+    """
+    Parse C{--hash-balance-factor}: 0 (no bound), or a number of at least 1.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not (value == 0 or 1 <= value < float("inf")):
+        raise usage.UsageError(
+            f"--hash-balance-factor: {text!r} is not 0 (off) or a number of at least 1"
+        )
+    return value
+
+
+def parseHeaderName(text: str) -> str:
+    if not isToken(text.encode("ascii", "replace")):
+        raise usage.UsageError(f"--load-header: {text!r} is not a header name")
+    return text
 
 
 def count(option: str, minimum: int) -> Callable[[str], int]:
@@ -232,6 +278,36 @@ class Options(usage.Options):
             seconds("--drain-timeout"),
         ],
         ["max-body-size", None, None, "Largest request body (e.g. 10M); 413 above.", parseSize],
+        # Algorithms.
+        [
+            "hash-key",
+            None,
+            "ip",
+            "What --algo hash hashes: ip, path, uri, header:NAME, cookie:NAME or query:NAME.",
+            parseHashKey,
+        ],
+        [
+            "hash-balance-factor",
+            None,
+            DEFAULT_BALANCE_FACTOR,
+            "--algo hash: most requests in flight on a backend, times the mean (0: no bound).",
+            parseBalanceFactor,
+        ],
+        [
+            "slow-start",
+            None,
+            0.0,
+            "Seconds over which a backend added or back up ramps to its full share (0: off).",
+            seconds("--slow-start", zero=True),
+        ],
+        [
+            "load-header",
+            None,
+            "X-Txlb-Load",
+            "Response header backends report their load in (p2c and ewma use it; "
+            "clients never see it).",
+            parseHeaderName,
+        ],
         # Operations.
         ["config", "c", None, "TOML file of these options; SIGHUP reloads it."],
         [
@@ -377,12 +453,16 @@ class Options(usage.Options):
             forwarded=self["forwarded"],
             via=self["via"],
             accessLog=self["access-log"],
+            loadHeader=self["load-header"],
         )
 
     def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
         """
-        The class of the algorithm C{--algo} names.
+        What makes the algorithm C{--algo} names, with its options, from
+        the backends.
         """
+        if self["algo"] == KeyHash.name:
+            return partial(KeyHash, key=self["hash-key"], balanceFactor=self["hash-balance-factor"])
         return ALGORITHMS[self["algo"]]
 
 
@@ -393,10 +473,14 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
     backends = config["backends"]
-    pool = BackendPool(backends, reactor, config["max-fails"], config["fail-timeout"])
-    algorithm = config.algorithm()(backends)
+    pool = BackendPool(
+        backends, reactor, config["max-fails"], config["fail-timeout"], config["slow-start"]
+    )
+    makeAlgorithm = config.algorithm()
     client = BackendClient(reactor, config["connect-timeout"], tls=config["backend-tls"])
-    resource = LoadBalancerResource(algorithm, client, reactor, pool, config.settings())
+    resource = LoadBalancerResource(
+        makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
+    )
     balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)

@@ -6,6 +6,10 @@ servers that say which one answered (C{/ping}) and exactly what arrived
 (C{/echo}), so that forwarding of methods, request-targets, repeated headers
 and bodies can be checked by eye or by test.  Several of them run in one
 process on loopback, one port each.
+
+For trying the algorithms, a port can answer after a delay
+(C{BACKEND_DELAY_MS}) and report a load in C{X-Txlb-Load}
+(C{BACKEND_LOAD}), as a slow or busy server would.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 __all__ = [
     "DEFAULT_BACKEND_PORTS",
     "BackendResource",
     "makeBackendService",
     "makeBackendSite",
+    "perPortFromEnvironment",
     "portsFromEnvironment",
+    "resourceFromEnvironment",
 ]
 
 DEFAULT_BACKEND_PORTS = "8081,8082,8083"
@@ -48,7 +54,49 @@ class BackendResource(Resource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def __init__(
+        self,
+        delays: Mapping[int, float] | None = None,
+        loads: Mapping[int, str] | None = None,
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param delays: Seconds each port waits before it answers (none if
+            absent); read at each request, so a change takes effect at
+            once.
+        @param loads: The C{X-Txlb-Load} value each port reports, if any.
+        """
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.delays = {} if delays is None else delays
+        self.loads = {} if loads is None else loads
+        self._reactor = reactor
+
+    def render(self, request: Request) -> bytes | int:
+        """
+        Answer, after the port's delay if it has one.
+        """
+        port = request.getHost().port
+        load = self.loads.get(port)
+        if load is not None:
+            request.setHeader(b"X-Txlb-Load", load.encode("ascii"))
+        delay = self.delays.get(port)
+        if not delay:
+            return self._answer(request)
+        call = self._reactor.callLater(delay, self._answerLater, request)
+        request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
+        return NOT_DONE_YET
+
+    def _answerLater(self, request: Request) -> None:
+        body = self._answer(request)
+        if request.method != b"HEAD":
+            # Framed as an answer given at once is, not chunked.
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def _answer(self, request: Request) -> bytes:
         """
         Route on the path alone (the query string is ignored for routing but
         reported by C{/echo}) and log one line per request.
@@ -120,16 +168,19 @@ class _BackendSite(Site):
         """
 
 
-def makeBackendSite() -> Site:
+def makeBackendSite(resource: BackendResource | None = None) -> Site:
     """
-    Build the site one backend port serves.  Form bodies are left unparsed:
+    Build the site the backend ports serve.  Form bodies are left unparsed:
     C{/echo} must report the body bytes, not Twisted's reading of them.
     """
-    return _BackendSite(BackendResource(), parsePOSTFormSubmission=False)
+    return _BackendSite(resource or BackendResource(), parsePOSTFormSubmission=False)
 
 
 def makeBackendService(
-    ports: Iterable[int], interface: str = "127.0.0.1", reactor: Any = None
+    ports: Iterable[int],
+    interface: str = "127.0.0.1",
+    reactor: Any = None,
+    resource: BackendResource | None = None,
 ) -> MultiService:
     """
     Serve L{BackendResource} on each of C{ports}.
@@ -141,9 +192,11 @@ def makeBackendService(
 
     @param ports: TCP port numbers.
     @param interface: The address to bind, IPv4 or IPv6.
+    @param resource: What they serve, if not a L{BackendResource} without
+        delays or loads.
     """
     parent = MultiService()
-    site = makeBackendSite()
+    site = makeBackendSite(resource)
     for port in ports:
         description = f"tcp:{port}:interface={quoteStringArgument(interface)}"
         strports.service(description, site, reactor=reactor).setServiceParent(parent)
@@ -175,3 +228,59 @@ def portsFromEnvironment(environ: Mapping[str, str] | None = None) -> list[int]:
             raise ValueError(f"BACKEND_PORTS: {port} is listed twice")
         ports.append(port)
     return ports
+
+
+def perPortFromEnvironment(
+    name: str, ports: list[int], environ: Mapping[str, str] | None = None
+) -> dict[int, str]:
+    """
+    Read C{PORT:VALUE} pairs, comma-separated, from the environment
+    variable C{name} (none if it is unset or empty): C{BACKEND_DELAY_MS} is
+    C{8083:10}, C{BACKEND_LOAD} is C{8082:0.9,8083:0.2}.
+
+    @raise ValueError: With a one-line message naming the offending pair,
+        for a port not in C{ports}, one listed twice, or no C{:}.
+    """
+    if environ is None:
+        environ = os.environ
+    values: dict[int, str] = {}
+    for item in environ.get(name, "").split(","):
+        if not item.strip():
+            continue
+        portText, colon, value = item.strip().partition(":")
+        if not colon or not portText.isdigit() or int(portText) not in ports:
+            raise ValueError(f"{name}: {item.strip()!r} is not PORT:VALUE for one of {ports}")
+        if int(portText) in values:
+            raise ValueError(f"{name}: port {portText} is listed twice")
+        values[int(portText)] = value.strip()
+    return values
+
+
+def resourceFromEnvironment(
+    ports: list[int], environ: Mapping[str, str] | None = None
+) -> BackendResource:
+    """
+    A L{BackendResource} with the delays in C{BACKEND_DELAY_MS}
+    (milliseconds, C{8083:10}) and the loads in C{BACKEND_LOAD} (a number
+    from 0 to 1, C{8083:0.9}).
+
+    @raise ValueError: With a one-line message naming the offending value.
+    """
+    delays = {}
+    for port, text in perPortFromEnvironment("BACKEND_DELAY_MS", ports, environ).items():
+        try:
+            milliseconds = float(text)
+        except ValueError:
+            milliseconds = -1
+        if not 0 <= milliseconds <= 60_000:
+            raise ValueError(f"BACKEND_DELAY_MS: {text!r} is not a delay in milliseconds (0-60000)")
+        delays[port] = milliseconds / 1000
+    loads = perPortFromEnvironment("BACKEND_LOAD", ports, environ)
+    for text in loads.values():
+        try:
+            load = float(text)
+        except ValueError:
+            load = -1
+        if not 0 <= load <= 1:
+            raise ValueError(f"BACKEND_LOAD: {text!r} is not a load from 0 to 1")
+    return BackendResource(delays, loads)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from txlb.backend import Backend
@@ -31,7 +32,7 @@ class WeightedRoundRobin:
         self._schedule = [b for b in self.backends for _ in range(b.weight)]
         self._next = 0
 
-    def pick(self, clientHost: str, candidates: Sequence[Backend]) -> Backend:
+    def pick(self, request: IRequest, candidates: Sequence[Backend]) -> Backend:
         count = len(self._schedule)
         for _ in range(count):
             backend = self._schedule[self._next]
