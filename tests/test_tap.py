@@ -271,7 +271,7 @@ class OptionsTests(SynchronousTestCase):
         Bad command lines end with one line saying what is wrong.
         """
         table = [
-            ([], "no backends: give --backends HOST:PORT[,...] or --demo"),
+            ([], "no backends: give --backends HOST:PORT[,...], --backends-dns NAME or --demo"),
             (["--backends", ""], "--backends: no backends given"),
             (["--backends", " , "], "--backends: ' , ': an empty entry"),
             (["--backends", "a:1,,b:2"], "--backends: 'a:1,,b:2': an empty entry"),

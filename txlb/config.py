@@ -5,6 +5,8 @@ Each key is the name of a long option (C{retries}, C{health-path},
 C{forwarded-for}) and its value is what the option takes, so a file is
 checked by the same code as a command line.  C{backends} is a list of
 C{[http://]HOST:PORT[=WEIGHT]} strings; a flag takes C{true} or C{false}.
+An option that may be given several times (C{backends-dns}, C{dns-server})
+takes a list of strings, or one string.
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ class ConfigError(Exception):
     """
 
 
-def arguments(text: str, parameters: set[str], flags: set[str]) -> list[str]:
+def arguments(
+    text: str, parameters: set[str], flags: set[str], repeatable: frozenset[str] = frozenset()
+) -> list[str]:
     """
     The command-line arguments a configuration file stands for.
 
     @param text: The file's TOML.
     @param parameters: The long names of the options that take a value.
     @param flags: The long names of the options that take none.
+    @param repeatable: The long names of the options that may be given
+        several times, whose value may be a list.
     @raise ConfigError: For TOML that does not parse, an unknown key, or a
         value of the wrong type.
     """
@@ -44,13 +50,19 @@ def arguments(text: str, parameters: set[str], flags: set[str]) -> list[str]:
         raise ConfigError(f"not valid TOML: {e}") from None
     args: list[str] = []
     for key, value in settings.items():
-        if key in NOT_IN_FILE or key not in parameters | flags:
+        if key in NOT_IN_FILE or key not in parameters | flags | repeatable:
             raise ConfigError(f"unknown setting {key!r}")
         if key in flags:
             if not isinstance(value, bool):
                 raise ConfigError(f"{key}: expected true or false, not {value!r}")
             if value:
                 args.append(f"--{key}")
+            continue
+        if key in repeatable and isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{key}: expected a list of strings")
+            for item in value:
+                args += [f"--{key}", item]
             continue
         args += [f"--{key}", _text(key, value)]
     return args

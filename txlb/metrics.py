@@ -84,6 +84,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.dnsResolutions = Counter(
+            "txlb_dns_resolutions",
+            "Resolutions of --backends-dns names, by name and result (success or failure:"
+            " a timeout, an error or an empty answer, which keep the last good set).",
+            ["name", "result"],
+            registry=self.registry,
+        )
         self.refusals = Counter(
             "txlb_client_refusals",
             "Requests refused on the client connection, by the class of what was wrong.",

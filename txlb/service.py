@@ -24,6 +24,7 @@ from twisted.python import usage
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend
+from txlb.dns import DNSDiscovery, DNSName, makeResolver
 from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource, ProxySettings
@@ -69,6 +70,13 @@ class Configuration(Protocol):
 #: a graceful stop.
 DRAIN_POLL = 0.05
 
+#: Seconds between two looks at whether a backend that left DNS has
+#: finished its requests, and can go.
+LEAVING_POLL = 1.0
+
+#: The options whose change on a reload starts DNS discovery afresh.
+DNS_OPTIONS = ("backends-dns", "dns-server", "dns-min-ttl", "dns-max-ttl")
+
 
 class LoadBalancerService(MultiService):
     """
@@ -83,8 +91,18 @@ class LoadBalancerService(MultiService):
     C{--drain-timeout} seconds, then cuts them) and exits 0.  A second signal
     cuts them at once.
 
+    With C{--backends-dns}, the backends DNS gives join the pool, and those
+    it no longer gives are drained, then removed once their requests are
+    over.  A backend that C{--backends} lists is never touched by DNS.
+    Without static backends, the main listener starts only once DNS gave
+    some: until then there is nothing to forward to.
+
     @ivar started: When the service started, for the uptime.
+    @ivar resolver: The twisted.names resolver DNS names are resolved with,
+        or L{None} for one asking C{--dns-server} (or the system's servers).
     """
+
+    resolver: Any = None
 
     _log = Logger()
 
@@ -97,6 +115,13 @@ class LoadBalancerService(MultiService):
         self.reactor = reactor
         self._stopping = False
         self._health: HealthChecker | None = None
+        self._dns: DNSDiscovery | None = None
+        #: The backends in the pool because DNS gives them.
+        self._fromDNS: set[tuple[str, int]] = set()
+        #: Those DNS no longer gives, draining until their requests are over.
+        self._leaving: set[Backend] = set()
+        self._sweeping: Any = None
+        self._waitingForBackends = not config["backends"]
         self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
         if config["admin"] is not None:
             admin = AdminSite(AdminResource(self, config["admin-token"]))
@@ -110,7 +135,7 @@ class LoadBalancerService(MultiService):
         self._openAccessLog(self.config["access-log-file"], failHard=True)
         try:
             super().privilegedStartService()
-            for listener in self.listeners:
+            for listener in self.listeners[self._waitingForBackends :]:
                 listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
             raise SystemExit(f"txlb: cannot listen: {e}") from None
@@ -135,20 +160,29 @@ class LoadBalancerService(MultiService):
 
     def startService(self) -> None:
         self._log.info(
-            "txlb listening on {listen}, algorithm {algo}, backends {backends}",
+            "txlb {listening} {listen}, algorithm {algo}, backends {backends}",
+            listening="waiting for DNS to listen on"
+            if self._waitingForBackends
+            else "listening on",
             listen=self.config["listen"],
             algo=self.config["algo"],
             backends=", ".join(
-                f"{'https://' if b.tls else ''}{b.address} (weight {b.weight})"
-                for b in self.config["backends"]
+                [
+                    *(
+                        f"{'https://' if b.tls else ''}{b.address} (weight {b.weight})"
+                        for b in self.config["backends"]
+                    ),
+                    *(f"DNS {name}" for name in self.config["backends-dns"]),
+                ]
             ),
         )
         self._warnInsecure(self.config)
         self.started = self.reactor.seconds()
         self._checkHealth(self.config)
         super().startService()
-        for listener in self.listeners:
+        for listener in self.listeners[self._waitingForBackends :]:
             listener.startService()
+        self._discover(self.config, {})
         # After twistd's own handlers are in place, which would stop at once
         # and exit with the signal's status.
         self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
@@ -185,6 +219,92 @@ class LoadBalancerService(MultiService):
                 tls=self.resource.client.tls,
             )
             self._health.setServiceParent(self)
+
+    def _discover(self, config: Configuration, lastGood: dict[DNSName, list[Backend]]) -> None:
+        """
+        Follow the DNS names C{config} gives, instead of the current ones,
+        starting from C{lastGood}.
+        """
+        if self._dns is not None:
+            self._dns.disownServiceParent()
+            self._dns = None
+        if not config["backends-dns"]:
+            if self._fromDNS:
+                self._dnsChanged([])
+            return
+        self._dns = DNSDiscovery(
+            config["backends-dns"],
+            self.resolver or makeResolver(config["dns-server"], self.reactor),
+            self.reactor,
+            self._dnsChanged,
+            minTTL=config["dns-min-ttl"],
+            maxTTL=config["dns-max-ttl"],
+            metrics=self.resource.metrics,
+            lastGood=lastGood,
+        )
+        self._dns.setServiceParent(self)
+
+    def _dnsChanged(self, backends: list[Backend]) -> None:
+        """
+        Balance over C{backends}, the backends DNS gives now, and the
+        others: the ones DNS gave before and no longer does drain.
+        """
+        static = {b.key for b in self.config["backends"]}
+        wanted = {b.key: b for b in backends if b.key not in static}
+        fromDNS = set(wanted)
+        merged = []
+        for backend in self.resource.pool.backends:
+            new = wanted.pop(backend.key, None)
+            if new is not None:
+                if backend in self._leaving:
+                    self._leaving.discard(backend)
+                    backend.draining = False
+                # setBackends keeps the object, with the weight DNS gives.
+                merged.append(new)
+            elif backend.key in self._fromDNS or backend in self._leaving:
+                if backend not in self._leaving:
+                    self._log.info(
+                        "Backend {backend} left DNS: draining it", backend=backend.address
+                    )
+                if backend.active:
+                    backend.draining = True
+                    self._leaving.add(backend)
+                    merged.append(backend)
+                else:
+                    self._leaving.discard(backend)
+            else:
+                merged.append(backend)
+        merged += wanted.values()
+        if not merged:
+            return
+        self._fromDNS = fromDNS
+        self.resource.setBackends(merged)
+        if self._leaving and self._sweeping is None:
+            self._sweeping = self.reactor.callLater(LEAVING_POLL, self._sweep)
+        if self._waitingForBackends:
+            self._waitingForBackends = False
+            try:
+                self.listeners[0].privilegedStartService()
+            except (CannotListenError, OverflowError, OSError) as e:
+                self._log.error("txlb: cannot listen: {why}", why=e)
+                self.reactor.stop()
+                return
+            self.listeners[0].startService()
+            self._log.info("txlb listening on {listen}", listen=self.config["listen"])
+
+    def _sweep(self) -> None:
+        """
+        Remove the backends that left DNS and have finished their requests.
+        """
+        self._sweeping = None
+        done = {b for b in self._leaving if not b.active}
+        if done:
+            self._leaving -= done
+            self.resource.setBackends([b for b in self.resource.pool.backends if b not in done])
+            for backend in done:
+                self._log.info("Removed backend {backend}, drained", backend=backend.address)
+        if self._leaving:
+            self._sweeping = self.reactor.callLater(LEAVING_POLL, self._sweep)
 
     def _catchSignals(self) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -246,17 +366,28 @@ class LoadBalancerService(MultiService):
         resource.client.setTLS(new["backend-tls"])
         if not self.config["backend-insecure"]:
             self._warnInsecure(new)
-        resource.setBackends(new["backends"], new.algorithm())
+        static = {b.key for b in new["backends"]}
+        self._fromDNS -= static
+        self._leaving = {b for b in self._leaving if b.key not in static}
+        fromDNS = [
+            b
+            for b in resource.pool.backends
+            if b.key not in static and (b.key in self._fromDNS or b in self._leaving)
+        ]
+        resource.setBackends([*new["backends"], *fromDNS], new.algorithm())
         for backend in resource.pool.backends:
-            # The file lists it: it serves, whatever the admin API said.
-            backend.draining = False
+            if backend not in self._leaving:
+                # The file or DNS lists it: it serves, whatever the admin API said.
+                backend.draining = False
         resource.settings = new.settings()
         if new["access-log-file"] != self.config["access-log-file"]:
             self._openAccessLog(new["access-log-file"])
         # The idle timeout of client connections made from now on.
         self.site.timeOut = new["client-timeout"]
         self._checkHealth(new)
-        self.config = new
+        old, self.config = self.config, new
+        if any(new[option] != old[option] for option in DNS_OPTIONS):
+            self._discover(new, self._dns.lastGood if self._dns is not None else {})
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name
@@ -277,7 +408,11 @@ class LoadBalancerService(MultiService):
         flight (cutting them after the drain timeout), then stop the rest;
         the admin listener last, so the drain can be watched.
         """
-        await self.listeners[0].stopService()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
+        if self.listeners[0].running:
+            await self.listeners[0].stopService()
         self.site.closeIdleConnections()
         resource = self.resource
         timeout = self.config["drain-timeout"]

@@ -16,7 +16,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from txlb import config, tls
+from txlb import config, dns, tls
 from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
 from txlb.ewma import PeakEWMA
@@ -71,6 +71,10 @@ def parseBackends(specs: str) -> list[Backend]:
             raise usage.UsageError(f"--backends: {backend.address} is listed twice")
         backends[backend.key] = backend
     return list(backends.values())
+
+
+#: Options that may be given several times, each adding to a list.
+REPEATABLE = frozenset({"backends-dns", "dns-server"})
 
 
 def parseAlgorithm(name: str) -> str:
@@ -329,6 +333,21 @@ class Options(usage.Options):
         ["backend-cert", None, None, "PEM client certificate for https:// backends."],
         ["backend-key", None, None, "PEM private key of --backend-cert."],
         ["backend-sni", None, None, "Server name to send and verify (default: the host)."],
+        # Backends from DNS (see opt_backends_dns and opt_dns_server).
+        [
+            "dns-min-ttl",
+            None,
+            5.0,
+            "Seconds a DNS answer is used at least, whatever its TTL (and the retry delay).",
+            seconds("--dns-min-ttl"),
+        ],
+        [
+            "dns-max-ttl",
+            None,
+            60.0,
+            "Seconds a DNS answer is used at most, whatever its TTL.",
+            seconds("--dns-max-ttl"),
+        ],
         ["admin", None, None, "Endpoint of the admin API and status page (off if absent)."],
         ["admin-token", None, None, "Bearer token the admin API's changes need."],
     ]
@@ -359,6 +378,31 @@ class Options(usage.Options):
         ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["backends-dns"] = []
+        self["dns-server"] = []
+
+    def opt_backends_dns(self, text: str) -> None:
+        """
+        Backends from DNS: _service._proto.NAME (SRV records) or NAME:PORT (A
+        and AAAA records). Repeatable.
+        """
+        try:
+            self["backends-dns"].append(dns.parseDNSName(text))
+        except ValueError as e:
+            raise usage.UsageError(f"--backends-dns: {e}") from None
+
+    def opt_dns_server(self, text: str) -> None:
+        """
+        DNS server to ask, IP[:PORT] (default: those of /etc/resolv.conf).
+        Repeatable.
+        """
+        try:
+            self["dns-server"].append(dns.parseServer(text))
+        except ValueError as e:
+            raise usage.UsageError(f"--dns-server: {e}") from None
+
     #: The command line given, which overrides the configuration file.
     commandLine: list[str] = []
     _fromFile = False
@@ -387,7 +431,7 @@ class Options(usage.Options):
                 text = file.read()
             parameters = {row[0] for row in cast(list[list[str]], cls.optParameters)}
             flags = {row[0] for row in cast(list[list[str]], cls.optFlags)}
-            fileArguments = config.arguments(text, parameters, flags)
+            fileArguments = config.arguments(text, parameters, flags, REPEATABLE)
         except (OSError, UnicodeDecodeError, config.ConfigError) as e:
             raise usage.UsageError(f"--config {path}: {e}") from None
         options = cls()
@@ -405,8 +449,13 @@ class Options(usage.Options):
                 raise usage.UsageError("--demo starts its own backends: drop --backends")
             self["backends"] = parseBackends(DEMO_BACKENDS)
             self["algo"] = self["algo"] or "weighted"
-        if self["backends"] is None:
-            raise usage.UsageError("no backends: give --backends HOST:PORT[,...] or --demo")
+        if self["backends"] is None and not self["backends-dns"]:
+            raise usage.UsageError(
+                "no backends: give --backends HOST:PORT[,...], --backends-dns NAME or --demo"
+            )
+        self["backends"] = self["backends"] or []
+        if self["dns-min-ttl"] > self["dns-max-ttl"]:
+            raise usage.UsageError("--dns-min-ttl must not be above --dns-max-ttl")
         self["algo"] = self["algo"] or "roundrobin"
         try:
             self["backend-tls"] = tls.fromOptions(
