@@ -260,6 +260,23 @@ class IPHashTests(AlgorithmTestsMixin, SynchronousTestCase):
             [8081, 8081, 8082, 8081, 8082, 8083, 8082],
         )
 
+    def test_independentOfOrderAndCase(self) -> None:
+        """
+        The pick depends on the backends' addresses and weights only: the
+        order they are listed in and the case of their host names change
+        nothing.
+        """
+        backends = [Backend("api.internal", 80, 2), Backend("10.0.0.5", 80), Backend("::1", 81)]
+        forward = IPHash(backends)
+        shouted = [Backend(b.host.upper(), b.port, b.weight) for b in reversed(backends)]
+        backward = IPHash(shouted)
+        for client in self.clients:
+            request = makeRequest(client)
+            self.assertEqual(
+                forward.pick(request, forward.backends).key,
+                backward.pick(request, backward.backends).key,
+            )
+
     def test_spreadsClients(self) -> None:
         """
         Many clients spread over all backends, none getting under a sixth.
