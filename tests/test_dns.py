@@ -101,6 +101,7 @@ class ParseTests(SynchronousTestCase):
             ("api.internal:0", "bad port"),
             ("api.internal:80=2", "no weight or scheme"),
             ("bad_host:80", "bad host"),
+            ("10.0.0.5:80", "is an IP address, not a name"),
         ]:
             with self.assertRaises(ValueError) as caught:
                 parseDNSName(text)
@@ -460,6 +461,30 @@ class ServiceTests(SynchronousTestCase):
         self.reactor.advance(1)
         self.assertEqual(self.pool(service), [("127.0.0.23:80", "up")])
 
+    def test_drainingComesBack(self) -> None:
+        """
+        A backend draining after it left DNS serves again, with its counts,
+        if DNS gives it back before it is removed.
+        """
+        service = self.start("--backends-dns", "web.example.test:80")
+        busy = service.resource.pool.backends[0]
+        busy.active, busy.requests = 1, 7
+        self.zone.set("web.example.test", records.Record_A("127.0.0.22", ttl=10))
+        self.reactor.advance(10)
+        self.assertEqual(
+            self.pool(service), [("127.0.0.21:80", "draining"), ("127.0.0.22:80", "up")]
+        )
+        self.zone.set(
+            "web.example.test",
+            records.Record_A("127.0.0.22", ttl=10),
+            records.Record_A("127.0.0.21", ttl=10),
+        )
+        self.reactor.advance(10)
+        busy.active = 0
+        self.reactor.advance(1)
+        self.assertEqual(self.pool(service), [("127.0.0.21:80", "up"), ("127.0.0.22:80", "up")])
+        self.assertIs(service.resource.pool.backends[0], busy)
+
     def test_seenLikeOthers(self) -> None:
         """
         Health checks and C{/status} (the status page's source) cover DNS
@@ -532,6 +557,23 @@ class ServiceTests(SynchronousTestCase):
             file.write('backends = ["127.0.0.8:80"]\n')
         self.assertTrue(service.reload())
         self.assertEqual(self.pool(service), [("127.0.0.8:80", "up")])
+
+    def test_reloadDropsStaticStillInDNS(self) -> None:
+        """
+        A backend listed both in the file and in DNS stays, for DNS, when
+        the file drops it.
+        """
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write('backends = ["127.0.0.21:80=4"]\nbackends-dns = ["web.example.test:80"]\n')
+        service = self.start("--config", path)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write('backends = ["127.0.0.8:80"]\nbackends-dns = ["web.example.test:80"]\n')
+        self.assertTrue(service.reload())
+        self.assertEqual(
+            [(b.address, b.weight) for b in service.resource.pool.backends],
+            [("127.0.0.8:80", 1), ("127.0.0.22:80", 1), ("127.0.0.21:80", 1)],
+        )
 
 
 class LoopbackTests(TestCase):

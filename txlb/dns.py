@@ -73,7 +73,11 @@ def parseDNSName(text: str) -> DNSName:
         ) from None
     if "=" in text or "://" in text:
         raise ValueError(f"{text!r}: expected NAME:PORT, with no weight or scheme")
-    return DNSName(backend.host, backend.port)
+    try:
+        ipaddress.ip_address(backend.host)
+    except ValueError:
+        return DNSName(backend.host, backend.port)
+    raise ValueError(f"{text!r} is an IP address, not a name: give it to --backends")
 
 
 def parseServer(text: str) -> tuple[str, int]:
@@ -237,6 +241,7 @@ class DNSDiscovery(Service):
 
     @ivar lastGood: Each name's last good set of backends, which a reload
         hands to the next discovery so that nothing moves while it resolves.
+    @ivar backends: The backends last reported.
     """
 
     _log = Logger()
@@ -265,6 +270,7 @@ class DNSDiscovery(Service):
         self._tried = set(self.lastGood)
         self._failing: dict[DNSName, str] = {}
         self._reported: list[tuple[tuple[str, int], int]] | None = None
+        self.backends: list[Backend] = []
         self._calls: dict[DNSName, IDelayedCall] = {}
         self._queries: dict[DNSName, Deferred[Any]] = {}
 
@@ -350,6 +356,7 @@ class DNSDiscovery(Service):
         summary = _summary(backends)
         if summary != self._reported:
             self._reported = summary
+            self.backends = backends
             self.changed(backends)
 
 

@@ -261,17 +261,21 @@ class LoadBalancerService(MultiService):
                     backend.draining = False
                 # setBackends keeps the object, with the weight DNS gives.
                 merged.append(new)
-            elif backend.key in self._fromDNS or backend in self._leaving:
-                if backend not in self._leaving:
-                    self._log.info(
-                        "Backend {backend} left DNS: draining it", backend=backend.address
-                    )
+            elif backend in self._leaving:
+                # Still draining: the sweep removes it.
+                merged.append(backend)
+            elif backend.key in self._fromDNS:
                 if backend.active:
+                    self._log.info(
+                        "Backend {backend} left DNS: draining its {count} requests",
+                        backend=backend.address,
+                        count=backend.active,
+                    )
                     backend.draining = True
                     self._leaving.add(backend)
                     merged.append(backend)
                 else:
-                    self._leaving.discard(backend)
+                    self._log.info("Backend {backend} left DNS: removed", backend=backend.address)
             else:
                 merged.append(backend)
         merged += wanted.values()
@@ -281,16 +285,24 @@ class LoadBalancerService(MultiService):
         self.resource.setBackends(merged)
         if self._leaving and self._sweeping is None:
             self._sweeping = self.reactor.callLater(LEAVING_POLL, self._sweep)
-        if self._waitingForBackends:
-            self._waitingForBackends = False
-            try:
-                self.listeners[0].privilegedStartService()
-            except (CannotListenError, OverflowError, OSError) as e:
-                self._log.error("txlb: cannot listen: {why}", why=e)
-                self.reactor.stop()
-                return
-            self.listeners[0].startService()
-            self._log.info("txlb listening on {listen}", listen=self.config["listen"])
+        self._listenOnceBackends()
+
+    def _listenOnceBackends(self) -> None:
+        """
+        Start the main listener if it waited for backends and there are some
+        now.
+        """
+        if not self._waitingForBackends or not self.resource.pool.backends:
+            return
+        self._waitingForBackends = False
+        try:
+            self.listeners[0].privilegedStartService()
+        except (CannotListenError, OverflowError, OSError) as e:
+            self._log.error("txlb: cannot listen: {why}", why=e)
+            self.reactor.stop()
+            return
+        self.listeners[0].startService()
+        self._log.info("txlb listening on {listen}", listen=self.config["listen"])
 
     def _sweep(self) -> None:
         """
@@ -388,6 +400,10 @@ class LoadBalancerService(MultiService):
         old, self.config = self.config, new
         if any(new[option] != old[option] for option in DNS_OPTIONS):
             self._discover(new, self._dns.lastGood if self._dns is not None else {})
+        elif self._dns is not None:
+            # A backend the file no longer lists may still be in DNS.
+            self._dnsChanged(self._dns.backends)
+        self._listenOnceBackends()
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name
