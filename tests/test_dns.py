@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.names import authority, server
 from twisted.names import dns as records
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -314,8 +315,6 @@ class DiscoveryTests(SynchronousTestCase):
         )
 
     def messages(self) -> list[str]:
-        from twisted.logger import formatEvent
-
         return [formatEvent(e) for e in self.events if "DNS" in e.get("log_format", "")]
 
     def test_followsRecords(self) -> None:
@@ -536,6 +535,28 @@ class ServiceTests(SynchronousTestCase):
         self.reactor.advance(5)
         self.assertEqual(len(self.reactor.tcpServers), 1)
         self.assertEqual(len(self.pool(service)), 2)
+
+    def test_cannotListenLater(self) -> None:
+        """
+        A listener that cannot be opened once DNS gave backends is logged in
+        one line, and stops txlb.
+        """
+        self.zone.mode = "fail"
+        service = self.start("--backends-dns", "web.example.test:80")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        def busy() -> None:
+            raise CannotListenError("", 8080, OSError("Address already in use"))
+
+        service.listeners[0].privilegedStartService = busy  # type: ignore[method-assign]
+        self.zone.mode = "answer"
+        self.reactor.advance(5)
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertFalse(service.listeners[0].running)
+        self.assertIn(
+            "txlb: cannot listen: Couldn't listen on any:8080: Address already in use.",
+            [formatEvent(e) for e in events],
+        )
 
     def test_reloadKeepsDNSBackends(self) -> None:
         """
