@@ -1,7 +1,7 @@
 """
 Backends from DNS (L{txlb.dns}), against a twisted.names authoritative
 server whose records the tests change: in memory under a L{Clock}, and over
-real UDP on 127.0.0.1.
+real TCP on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from txlb.dns import (
     DNSDiscovery,
     DNSName,
     ResolutionError,
+    TCPResolver,
     parseDNSName,
     parseServer,
     refreshDelay,
@@ -70,10 +71,12 @@ class Zone(authority.FileAuthority):
 
 def serve(testCase: TestCase, zone: Zone) -> tuple[str, int]:
     """
-    Serve C{zone} over UDP on 127.0.0.1, on a port of the system's choice.
+    Serve C{zone} over TCP (what L{TCPResolver} asks over) on 127.0.0.1, on
+    a port of the system's choice.
     """
     factory = server.DNSServerFactory(authorities=[zone])
-    port = reactor.listenUDP(0, records.DNSDatagramProtocol(factory), interface="127.0.0.1")
+    factory.noisy = False
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     testCase.addCleanup(port.stopListening)
     return "127.0.0.1", port.getHost().port
 
@@ -203,14 +206,13 @@ class ParseTests(SynchronousTestCase):
 
 class ResolveTests(TestCase):
     """
-    L{resolve} against a real twisted.names server over UDP on 127.0.0.1.
+    L{resolve} against a real twisted.names server over TCP on 127.0.0.1.
     """
 
     def setUp(self) -> None:
-        from twisted.names import client
-
         self.zone = Zone()
-        self.resolver = client.Resolver(servers=[serve(self, self.zone)], reactor=reactor)
+        self.resolver = TCPResolver(servers=[serve(self, self.zone)], reactor=reactor)
+        self.addCleanup(self.resolver.close)
 
     async def _resolve(self, name: str) -> tuple[list[tuple[str, int]], int]:
         backends, ttl = await resolve(self.resolver, parseDNSName(name), timeout=(1,))
@@ -599,7 +601,7 @@ class ServiceTests(SynchronousTestCase):
 
 class LoopbackTests(TestCase):
     """
-    The balancer on the real reactor, resolving over UDP on 127.0.0.1.
+    The balancer on the real reactor, resolving over TCP on 127.0.0.1.
     """
 
     @defer.inlineCallbacks

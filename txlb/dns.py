@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -36,9 +36,9 @@ from twisted.python.failure import Failure
 
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
 
-#: Seconds to wait for each try of a query: HAProxy's resolvers give 1 s
-#: per try and try 3 times; twisted.names tries again after 1 s, then 3 s.
-QUERY_TIMEOUT = (1, 3)
+#: Seconds to wait for an answer (one try over TCP): as long as HAProxy's
+#: resolvers wait in all by default (1 s per try, 3 retries).
+QUERY_TIMEOUT = (4,)
 
 
 class DNSName(NamedTuple):
@@ -142,14 +142,40 @@ class ResolutionError(Exception):
     """
 
 
-def makeResolver(servers: Sequence[tuple[str, int]], reactor: Any) -> Any:
+class TCPResolver(client.Resolver):
     """
-    A twisted.names resolver asking C{servers}, or those of the system's
+    A twisted.names resolver that asks over a kept TCP connection (RFC
+    7766), not a new UDP socket per query: Twisted logs four lines for each
+    of those, which every few seconds would drown the log.  TCP answers are
+    never truncated either, however many backends a name has.  The servers
+    are tried in turn, one per query.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # No "Starting factory" line for each new connection.
+        cast(Any, self.factory).noisy = False
+
+    def queryUDP(self, queries: Any, timeout: Sequence[int] | None = None) -> Deferred[Any]:
+        tries: Sequence[int] = self.timeout if timeout is None else timeout
+        return self.queryTCP(queries, sum(tries))
+
+    def close(self) -> None:
+        """
+        Close the connections to the servers.
+        """
+        for connection in list(self.connections):
+            connection.transport.loseConnection()
+
+
+def makeResolver(servers: Sequence[tuple[str, int]], reactor: Any) -> TCPResolver:
+    """
+    A resolver asking C{servers}, or those of the system's
     C{/etc/resolv.conf} when there are none.
     """
     if servers:
-        return client.Resolver(servers=list(servers), reactor=reactor)
-    return client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
+        return TCPResolver(servers=list(servers), reactor=reactor)
+    return TCPResolver(resolv="/etc/resolv.conf", reactor=reactor)
 
 
 async def _addresses(resolver: Any, name: str, timeout: Sequence[int]) -> tuple[list[str], int]:
@@ -315,7 +341,7 @@ class DNSDiscovery(Service):
 
     def _failed(self, failure: Failure, name: DNSName) -> None:
         del self._queries[name]
-        if not failure.check(ResolutionError):
+        if not self.running:
             # Cancelled by stopService.
             return
         self._count(name, "failure")

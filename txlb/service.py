@@ -24,7 +24,7 @@ from twisted.python import usage
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend
-from txlb.dns import DNSDiscovery, DNSName, makeResolver
+from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource, ProxySettings
@@ -225,9 +225,7 @@ class LoadBalancerService(MultiService):
         Follow the DNS names C{config} gives, instead of the current ones,
         starting from C{lastGood}.
         """
-        if self._dns is not None:
-            self._dns.disownServiceParent()
-            self._dns = None
+        self._stopDiscovery()
         if not config["backends-dns"]:
             if self._fromDNS:
                 self._dnsChanged([])
@@ -243,6 +241,17 @@ class LoadBalancerService(MultiService):
             lastGood=lastGood,
         )
         self._dns.setServiceParent(self)
+
+    def _stopDiscovery(self) -> None:
+        """
+        Stop following DNS, and close the connections to its servers.
+        """
+        if self._dns is None:
+            return
+        self._dns.disownServiceParent()
+        if isinstance(self._dns.resolver, TCPResolver):
+            self._dns.resolver.close()
+        self._dns = None
 
     def _dnsChanged(self, backends: list[Backend]) -> None:
         """
@@ -424,6 +433,7 @@ class LoadBalancerService(MultiService):
         flight (cutting them after the drain timeout), then stop the rest;
         the admin listener last, so the drain can be watched.
         """
+        self._stopDiscovery()
         if self._sweeping is not None:
             self._sweeping.cancel()
             self._sweeping = None
