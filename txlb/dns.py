@@ -157,7 +157,7 @@ class TCPResolver(client.Resolver):
         cast(Any, self.factory).noisy = False
 
     def queryUDP(self, queries: Any, timeout: Sequence[int] | None = None) -> Deferred[Any]:
-        tries: Sequence[int] = self.timeout if timeout is None else timeout
+        tries = cast(Sequence[int], self.timeout if timeout is None else timeout)
         return self.queryTCP(queries, sum(tries))
 
     def close(self) -> None:
