@@ -509,6 +509,24 @@ class ServiceTests(SynchronousTestCase):
             [("127.0.0.21:80", "up"), ("127.0.0.22:80", "up")],
         )
 
+    def test_joinWithSlowStart(self) -> None:
+        """
+        Each backend DNS adds ramps up with C{--slow-start} from when it was
+        added: those of the first answer from the start, a later one from
+        its own answer; one that stays is not ramped again.
+        """
+        service = self.start("--backends-dns", "web.example.test:80", "--slow-start", "30")
+        self.zone.set(
+            "web.example.test",
+            records.Record_A("127.0.0.21", ttl=10),
+            records.Record_A("127.0.0.23", ttl=10),
+        )
+        self.reactor.advance(10)
+        self.assertEqual(
+            [(b.address, b.upSince) for b in service.resource.pool.backends],
+            [("127.0.0.21:80", 0), ("127.0.0.23:80", 10)],
+        )
+
     def test_staticWins(self) -> None:
         """
         A backend both static and in DNS keeps its static weight, and stays
