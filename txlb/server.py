@@ -148,16 +148,15 @@ class TransparentRequest(server.Request):
                 head.append(b"%s: %s\r\n" % (name, value))
         for name, value in fields:
             head.append(b"%s: %s\r\n" % (name, value))
-        if self.method == b"HEAD" or code in http.NO_BODY_CODES:
-            # As Twisted: the body is not written.
-            self.write = lambda data: None  # type: ignore[method-assign]
-            if length is not None:
-                head.append(b"Content-Length: %d\r\n" % length)
-        elif length is not None:
+        bodyless = self.method == b"HEAD" or code in http.NO_BODY_CODES
+        if length is not None:
             head.append(b"Content-Length: %d\r\n" % length)
-        elif self.clientproto == b"HTTP/1.1":
+        elif not bodyless and self.clientproto == b"HTTP/1.1":
             head.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked = 1
+        if bodyless:
+            # As Twisted: the body is not written.
+            self.write = lambda data: None  # type: ignore[method-assign]
         head.append(b"\r\n")
         self.channel.write(b"".join(head))
 
