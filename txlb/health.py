@@ -51,7 +51,7 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def _quietPool(reactor: Any) -> HTTPConnectionPool:
+def quietPool(reactor: Any) -> HTTPConnectionPool:
     """
     A pool of one connection per check, whose connections log nothing when
     they open and close (through the private C{_factory}, which
@@ -106,7 +106,7 @@ class HealthChecker(Service):
                 reactor,
                 contextFactory=tls or BackendTLS(),
                 connectTimeout=timeout,
-                pool=_quietPool(reactor),
+                pool=quietPool(reactor),
             )
         )
         self._inFlight: dict[Backend, Deferred[Any]] = {}

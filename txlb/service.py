@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
@@ -100,13 +102,28 @@ class LoadBalancerService(MultiService):
     @ivar started: When the service started, for the uptime.
     @ivar resolver: The twisted.names resolver DNS names are resolved with,
         or L{None} for one asking C{--dns-server} (or the system's servers).
+    @ivar stopSignals: The signals that stop it gracefully; a worker of
+        C{--workers} ignores SIGINT, which a terminal's Ctrl-C sends to its
+        supervisor too, and stops on the SIGTERM the supervisor sends.
     """
 
     resolver: Any = None
 
     _log = Logger()
+    stopSignals = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, config: Configuration, site: LoadBalancerSite, reactor: Any) -> None:
+    def __init__(
+        self,
+        config: Configuration,
+        site: LoadBalancerSite,
+        reactor: Any,
+        endpoints: tuple[IStreamServerEndpoint, IStreamServerEndpoint | None] | None = None,
+    ) -> None:
+        """
+        @param endpoints: The listening and admin endpoints, instead of
+            those C{--listen} and C{--admin} describe (a worker's inherited
+            sockets).
+        """
         super().__init__()
         self.config = config
         self.site = site
@@ -122,10 +139,16 @@ class LoadBalancerService(MultiService):
         self._leaving: set[Backend] = set()
         self._sweeping: Any = None
         self._waitingForBackends = not config["backends"]
-        self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
         if config["admin"] is not None:
             admin = AdminSite(AdminResource(self, config["admin-token"]))
-            self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
+        if endpoints is None:
+            self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
+            if config["admin"] is not None:
+                self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
+        else:
+            self.listeners = [StreamServerEndpointService(endpoints[0], site)]
+            if endpoints[1] is not None:
+                self.listeners.append(StreamServerEndpointService(endpoints[1], admin))
 
     def privilegedStartService(self) -> None:
         """
@@ -329,7 +352,8 @@ class LoadBalancerService(MultiService):
 
     def _catchSignals(self) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._stopSignal)
+            stops = number in self.stopSignals
+            signal.signal(number, self._stopSignal if stops else signal.SIG_IGN)
         signal.signal(signal.SIGHUP, self._reloadSignal)
 
     def _reloadSignal(self, number: int, frame: object) -> None:

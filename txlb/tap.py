@@ -6,7 +6,9 @@ the balancer (L{txlb.service.LoadBalancerService}) they describe.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -30,9 +32,11 @@ from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.supervisor import Supervisor, parseListen
 from txlb.swrr import SmoothWeightedRoundRobin
 from txlb.testbackend import makeBackendService
 from txlb.weighted import WeightedRoundRobin
+from txlb.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
 
 ALGORITHMS = {
     algorithm.name: algorithm
@@ -194,6 +198,25 @@ def loopbackOnly(description: str) -> bool:
     return False
 
 
+def usableCPUs() -> int:
+    """
+    The number of CPUs this process may run on (its affinity mask, which
+    C{taskset} and container CPU sets narrow), what C{--workers auto} starts.
+    """
+    return len(os.sched_getaffinity(0))
+
+
+def parseWorkers(text: str) -> int:
+    """
+    Parse C{--workers}: a whole number of at least 1, or C{auto}.
+    """
+    if text == "auto":
+        return usableCPUs()
+    if not text.isdigit() or int(text) < 1:
+        raise usage.UsageError(f"--workers: {text!r} is not auto or a whole number of at least 1")
+    return int(text)
+
+
 def parsePath(text: str) -> str:
     if not text.startswith("/") or any(c <= " " or c > "~" for c in text):
         raise usage.UsageError(f"--health-path: {text!r} is not a path like /health")
@@ -350,6 +373,13 @@ class Options(usage.Options):
         ],
         ["admin", None, None, "Endpoint of the admin API and status page (off if absent)."],
         ["admin-token", None, None, "Bearer token the admin API's changes need."],
+        [
+            "workers",
+            "w",
+            1,
+            "Worker processes serving --listen: a number, or auto for one per usable CPU.",
+            parseWorkers,
+        ],
     ]
     optFlags = [
         [
@@ -476,6 +506,13 @@ class Options(usage.Options):
                 serverFromString(reactor, self[option])
             except Exception as e:
                 raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+        if self["workers"] > 1:
+            if self["demo"]:
+                raise usage.UsageError("--demo runs its backends in one process: drop --workers")
+            try:
+                parseListen(self["listen"])
+            except ValueError as e:
+                raise usage.UsageError(f"--workers: --listen {self['listen']!r}: {e}") from None
         if (
             self["admin"] is not None
             and not self["admin-token"]
@@ -521,6 +558,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     """
     if reactor is None:
         from twisted.internet import reactor
+    index = workerIndex(os.environ)
+    if index is None and config["workers"] > 1:
+        return Supervisor(config, reactor)
     backends = config["backends"]
     pool = BackendPool(
         backends, reactor, config["max-fails"], config["fail-timeout"], config["slow-start"]
@@ -530,7 +570,16 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     resource = LoadBalancerResource(
         makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
     )
-    balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
+    site = LoadBalancerSite(resource, reactor)
+    if index is None:
+        balancer = LoadBalancerService(config, site, reactor)
+    else:
+        admin = None if config["admin"] is None else adoptedEndpoint(reactor, ADMIN_FD)
+        balancer = LoadBalancerService(
+            config, site, reactor, (adoptedEndpoint(reactor, LISTEN_FD), admin)
+        )
+        balancer.stopSignals = (signal.SIGTERM,)
+        ParentWatch(reactor).setServiceParent(balancer)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)
         demo.setServiceParent(balancer)

