@@ -1,0 +1,464 @@
+"""
+C{--workers}: the option, the supervisor's pure parts, and a supervisor
+with two real worker processes, real signals and loopback sockets.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import txlb
+from txlb.supervisor import parseListen, reusePortSockets
+from txlb.tap import Options, parseWorkers, usableCPUs
+from txlb.workeradmin import mergeBackends, mergeMetrics
+
+#: What the twistd console script runs.
+_TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: A backend process: C{/ping} answers at once, C{/slow} after 1.5 s, both
+#: with the port; it prints its ports once it listens.
+_BACKENDS = """
+import sys
+from twisted.internet import reactor, task
+from twisted.web import resource, server
+
+class Backend(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        answer = b"pong %d" % request.getHost().port
+        if request.path == b"/slow":
+            task.deferLater(reactor, 1.5, lambda: (request.write(answer), request.finish()))
+            return server.NOT_DONE_YET
+        return answer
+
+ports = [
+    reactor.listenTCP(0, server.Site(Backend()), interface="127.0.0.1").getHost().port
+    for _ in range(int(sys.argv[1]))
+]
+print(",".join(str(port) for port in ports), flush=True)
+reactor.run()
+"""
+
+#: Seconds any wait in these tests may take.
+WAIT = 30.0
+
+
+def freePort() -> int:
+    """
+    A loopback port nobody listens on.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str, method: str = "GET", body: Any = None) -> tuple[int, bytes]:
+    """
+    One request on a connection of its own: its status and body.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=data)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+class ParseTests(SynchronousTestCase):
+    def test_workers(self) -> None:
+        """
+        C{--workers} takes a whole number of at least 1, or C{auto} for the
+        CPUs this process may use.
+        """
+        for text, expected in [("1", 1), ("2", 2), ("16", 16), ("auto", usableCPUs())]:
+            self.assertEqual(parseWorkers(text), expected, text)
+        self.assertEqual(usableCPUs(), len(os.sched_getaffinity(0)))
+
+    def test_badWorkers(self) -> None:
+        """
+        Anything else ends with one line naming the value.
+        """
+        for text in ["0", "-1", "two", "", "1.5"]:
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["--backends", "a:1", "--workers", text])
+            self.assertEqual(
+                caught.exception.code,
+                f"txlb: --workers: {text!r} is not auto or a whole number of at least 1 "
+                "(see twistd txlb --help)",
+            )
+
+    def test_listenNotShared(self) -> None:
+        """
+        Workers share C{tcp:} and C{tcp6:} addresses only: another kind of
+        C{--listen} ends with one line, as does C{--demo}, whose backends
+        live in the one process.
+        """
+        cases = [
+            (
+                ["--listen", "unix:/tmp/txlb.sock"],
+                "--workers: --listen 'unix:/tmp/txlb.sock': workers can share tcp: and "
+                "tcp6: addresses only, not unix:",
+            ),
+            (["--demo"], "--demo runs its backends in one process: drop --workers"),
+        ]
+        for arguments, message in cases:
+            if "--demo" not in arguments:
+                arguments = [*arguments, "--backends", "a:1"]
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions([*arguments, "--workers", "2"])
+            self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
+
+    def test_parseListen(self) -> None:
+        """
+        The family, interface, port and backlog of a TCP description.
+        """
+        cases = [
+            ("tcp:8080", (socket.AF_INET, "", 8080, 50)),
+            ("tcp:8080:interface=127.0.0.1", (socket.AF_INET, "127.0.0.1", 8080, 50)),
+            ("tcp:port=80:backlog=512", (socket.AF_INET, "", 80, 512)),
+            ("tcp6:8080:interface=\\:\\:1", (socket.AF_INET6, "::1", 8080, 50)),
+        ]
+        for description, expected in cases:
+            self.assertEqual(parseListen(description), expected, description)
+        for bad in ["ssl:443", "tcp:", "tcp:http", "tcp:80:reuse=yes"]:
+            self.assertRaises(ValueError, parseListen, bad)
+
+    def test_reusePortSockets(self) -> None:
+        """
+        The sockets share one port, the one the first got for port 0, and
+        another listener cannot take it.
+        """
+        sockets = reusePortSockets("tcp:0:interface=127.0.0.1", 3)
+        self.addCleanup(lambda: [s.close() for s in sockets])
+        ports = {s.getsockname()[1] for s in sockets}
+        self.assertEqual(len(ports), 1)
+        with socket.socket() as other:
+            self.assertRaises(OSError, other.bind, ("127.0.0.1", ports.pop()))
+
+
+class MergeTests(SynchronousTestCase):
+    def test_mergeBackends(self) -> None:
+        """
+        Counts add up, latency is the mean, and a state the workers disagree
+        on is C{mixed}.
+        """
+
+        def backend(address: str, state: str, requests: int, latency: Any) -> dict[str, Any]:
+            return {
+                "address": address,
+                "weight": 2,
+                "state": state,
+                "active": 1,
+                "requests": requests,
+                "failures": 0,
+                "errors": requests // 2,
+                "requestsPerSecond": 0.5,
+                "latencyMs": latency,
+                "lastError": None,
+                "health": None,
+            }
+
+        merged = mergeBackends(
+            [
+                [backend("a:1", "up", 4, 1.0), backend("b:1", "up", 2, None)],
+                [backend("a:1", "up", 6, 3.0), backend("b:1", "down", 2, None)],
+            ]
+        )
+        self.assertEqual(
+            [
+                (b["address"], b["state"], b["requests"], b["active"], b["errors"])
+                for b in merged
+            ],
+            [("a:1", "up", 10, 2, 5), ("b:1", "mixed", 4, 2, 2)],
+        )
+        self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])
+        self.assertEqual([b["requestsPerSecond"] for b in merged], [1.0, 1.0])
+
+    def test_mergeMetrics(self) -> None:
+        """
+        Each series appears once summed over the workers, without a
+        C{worker} label, and once per worker with one.
+        """
+        worker = (
+            "# HELP txlb_retries_total Requests sent again.\n"
+            "# TYPE txlb_retries_total counter\n"
+            "txlb_retries_total {}\n"
+            "# HELP txlb_backend_up Up.\n"
+            "# TYPE txlb_backend_up gauge\n"
+            'txlb_backend_up{{backend="a:1"}} 1.0\n'
+        )
+        merged = mergeMetrics([worker.format(2.0), worker.format(5.0)]).decode()
+        lines = [line for line in merged.splitlines() if not line.startswith("#")]
+        self.assertEqual(
+            lines,
+            [
+                "txlb_retries_total 7.0",
+                'txlb_retries_total{worker="0"} 2.0',
+                'txlb_retries_total{worker="1"} 5.0',
+                'txlb_backend_up{backend="a:1"} 2.0',
+                'txlb_backend_up{backend="a:1",worker="0"} 1.0',
+                'txlb_backend_up{backend="a:1",worker="1"} 1.0',
+            ],
+        )
+
+
+def readLine(process: subprocess.Popen[str], deadline: float) -> str:
+    """
+    The next line C{process} prints, waiting until C{deadline} at most.
+    """
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], max(0, deadline - time.monotonic()))
+    if not ready:
+        raise AssertionError("no line in time")
+    return process.stdout.readline()
+
+
+class SupervisorTests(SynchronousTestCase):
+    """
+    C{twistd txlb --workers 2}, with its backends in another process.
+    """
+
+    def setUp(self) -> None:
+        env = dict(os.environ)
+        # The txlb under test, whether installed or in a checkout.
+        env["PYTHONPATH"] = str(Path(txlb.__file__).parent.parent)
+        self.env = env
+        backends = self.spawn([sys.executable, "-c", _BACKENDS, "2"], stdout=subprocess.PIPE)
+        line = readLine(backends, time.monotonic() + WAIT)
+        self.backendPorts = [int(port) for port in line.split(",")]
+        self.port, self.adminPort = freePort(), freePort()
+        self.log = Path(self.mktemp())
+        self.config = Path(self.mktemp())
+        self.writeConfig(self.backendPorts[:1])
+
+    def writeConfig(self, ports: list[int]) -> None:
+        backends = ",".join(f"127.0.0.1:{port}" for port in ports)
+        self.config.write_text(f'backends = "{backends}"\n')
+
+    def spawn(self, arguments: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """
+        Start a process in a session of its own, killed with every process
+        it started when the test ends.
+        """
+        process = subprocess.Popen(
+            arguments, env=self.env, start_new_session=True, text=True, **kwargs
+        )
+
+        def kill() -> None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(WAIT)
+            if process.stdout is not None:
+                process.stdout.close()
+
+        self.addCleanup(kill)
+        return process
+
+    def start(self, *arguments: str) -> subprocess.Popen[str]:
+        """
+        Start the supervisor and wait until both its workers answer.
+        """
+        with self.log.open("w") as log:
+            self.supervisor = self.spawn(
+                [
+                    sys.executable,
+                    "-c",
+                    _TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "txlb",
+                    "--workers",
+                    "2",
+                    "--listen",
+                    f"tcp:{self.port}:interface=127.0.0.1",
+                    "--admin",
+                    f"tcp:{self.adminPort}:interface=127.0.0.1",
+                    "--config",
+                    str(self.config),
+                    *arguments,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.waitFor(lambda: len(self.pids()) == 2, "both workers")
+        return self.supervisor
+
+    def waitFor(self, condition: Any, what: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.supervisor.poll() is not None:
+                self.fail(f"no {what} in time:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def status(self) -> dict[str, Any]:
+        code, body = get(self.adminPort, "/status")
+        self.assertEqual(code, 200)
+        return dict(json.loads(body))
+
+    def pids(self) -> list[int]:
+        """
+        The pids of the workers that answer.
+        """
+        workers = self.status()["workers"]
+        return [w["pid"] for w in workers if "backends" in w and w["pid"] is not None]
+
+    def test_serves(self) -> None:
+        """
+        Both workers take connections on the one address, and the status
+        adds up what each did.
+        """
+        self.start()
+        for _ in range(40):
+            self.assertEqual(get(self.port, "/ping"), (200, b"pong %d" % self.backendPorts[0]))
+        status = self.status()
+        perWorker = [w["backends"][0]["requests"] for w in status["workers"]]
+        self.assertEqual(sum(perWorker), 40)
+        self.assertNotIn(0, perWorker)
+        self.assertEqual(status["backends"][0]["requests"], 40)
+
+    def test_killedWorker(self) -> None:
+        """
+        When a worker is killed during traffic, only requests on its open
+        connections fail, and the supervisor starts another in its place.
+        """
+        self.start()
+        victim = self.pids()[0]
+        results: list[int] = []
+        stop = time.monotonic() + 6
+
+        def client() -> None:
+            while time.monotonic() < stop:
+                try:
+                    results.append(get(self.port, "/ping")[0])
+                except OSError:
+                    results.append(0)
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        time.sleep(2)
+        os.kill(victim, signal.SIGKILL)
+        for thread in clients:
+            thread.join(WAIT)
+        failed = len([code for code in results if code != 200])
+        # At most the one request each client had in flight.
+        self.assertLessEqual(failed, len(clients))
+        self.assertGreater(results.count(200), 100)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+        workers = self.status()["workers"]
+        self.assertEqual(sorted(w["restarts"] for w in workers), [0, 1])
+        self.assertIn(f"(pid {victim}) ended", self.log.read_text())
+
+    def test_reload(self) -> None:
+        """
+        SIGHUP to the supervisor makes every worker reload the
+        configuration file.
+        """
+        self.start()
+        self.writeConfig(self.backendPorts)
+        os.kill(self.supervisor.pid, signal.SIGHUP)
+
+        def reloaded() -> bool:
+            workers = self.status()["workers"]
+            return all(len(w["backends"]) == 2 for w in workers)
+
+        self.waitFor(reloaded, "reload")
+        self.assertEqual(self.log.read_text().count("Reloaded "), 2)
+
+    def test_drain(self) -> None:
+        """
+        SIGTERM to the supervisor makes both workers finish their requests
+        in flight, and it exits 0 once they are gone.
+        """
+        self.start()
+        answers: list[tuple[int, bytes]] = []
+        requests = [
+            threading.Thread(target=lambda: answers.append(get(self.port, "/slow")))
+            for _ in range(12)
+        ]
+        for thread in requests:
+            thread.start()
+
+        def bothBusy() -> bool:
+            workers = self.status()["workers"]
+            return all(w["backends"][0]["active"] > 0 for w in workers)
+
+        self.waitFor(bothBusy, "requests on both workers")
+        os.kill(self.supervisor.pid, signal.SIGTERM)
+        for thread in requests:
+            thread.join(WAIT)
+        self.assertEqual(answers, [(200, b"pong %d" % self.backendPorts[0])] * 12)
+        self.assertEqual(self.supervisor.wait(WAIT), 0)
+        self.assertEqual(self.log.read_text().count("Waiting for "), 2)
+
+    def test_metrics(self) -> None:
+        """
+        C{/metrics} gives each worker's counts and their total.
+        """
+        self.start()
+        for _ in range(30):
+            get(self.port, "/ping")
+        code, body = get(self.adminPort, "/metrics")
+        self.assertEqual(code, 200)
+        name = f'txlb_requests_total{{backend="127.0.0.1:{self.backendPorts[0]}",code="200"'
+        values = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in body.decode().splitlines()
+            if line.startswith(name)
+        }
+        self.assertEqual(len(values), 3)
+        total = values[name + "}"]
+        self.assertEqual(total, 30)
+        self.assertEqual(sum(values.values()), 60)
+
+    def test_adminChange(self) -> None:
+        """
+        Adding a backend, changing its weight, draining it and removing it
+        reach every worker.
+        """
+        self.start()
+        address = f"127.0.0.1:{self.backendPorts[1]}"
+
+        def second() -> list[Any]:
+            return [
+                [b for b in w["backends"] if b["address"] == address]
+                for w in self.status()["workers"]
+            ]
+
+        code, body = get(self.adminPort, "/backends", "POST", {"address": address})
+        self.assertEqual((code, json.loads(body)["address"]), (201, address))
+        self.assertEqual([len(b) for b in second()], [1, 1])
+        code, _ = get(self.adminPort, f"/backends/{address}", "PATCH", {"weight": 5})
+        self.assertEqual(code, 200)
+        self.assertEqual([b[0]["weight"] for b in second()], [5, 5])
+        code, _ = get(self.adminPort, f"/backends/{address}/drain", "POST")
+        self.assertEqual(code, 200)
+        self.assertEqual([b[0]["state"] for b in second()], ["draining", "draining"])
+        code, _ = get(self.adminPort, f"/backends/{address}", "DELETE")
+        self.assertEqual(code, 200)
+        self.assertEqual(second(), [[], []])
+        code, body = get(self.adminPort, "/backends/nowhere:1", "DELETE")
+        self.assertEqual((code, json.loads(body)), (404, {"error": "no backend nowhere:1"}))
