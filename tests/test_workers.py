@@ -181,10 +181,7 @@ class MergeTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            [
-                (b["address"], b["state"], b["requests"], b["active"], b["errors"])
-                for b in merged
-            ],
+            [(b["address"], b["state"], b["requests"], b["active"], b["errors"]) for b in merged],
             [("a:1", "up", 10, 2, 5), ("b:1", "mixed", 4, 2, 2)],
         )
         self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])

@@ -110,7 +110,7 @@ class LoadBalancerService(MultiService):
     resolver: Any = None
 
     _log = Logger()
-    stopSignals = (signal.SIGTERM, signal.SIGINT)
+    stopSignals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(
         self,

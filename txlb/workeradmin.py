@@ -18,8 +18,8 @@ Costs one loopback request per worker per admin request.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import treq
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from txlb import __version__
@@ -132,7 +133,7 @@ def mergeMetrics(expositions: Sequence[str]) -> bytes:
         for sampleName, labels, value in perWorker[name]:
             family.add_sample(sampleName, labels, value)
     registry = CollectorRegistry()
-    registry.register(_Families(list(families.values())))  # type: ignore[arg-type]
+    registry.register(_Families(list(families.values())))
     return generate_latest(registry)
 
 
@@ -180,11 +181,11 @@ class WorkersAPI(Resource):
     def _answer(self, request: server.Request) -> Any:
         assert request.content is not None
         body = request.content.read()
-        headers = {
-            name: [value]
-            for name in _PASSED
-            if (value := request.getHeader(name)) is not None
-        }
+        headers = Headers()
+        for name in _PASSED:
+            value = request.getHeader(name)
+            if value is not None:
+                headers.addRawHeader(name, value)
         path = request.uri
         asks = [
             treq.request(
@@ -208,7 +209,7 @@ class WorkersAPI(Resource):
         """
         The answer to the admin request, from the workers' C{results}.
         """
-        answers = [
+        answers: list[tuple[int | None, Any]] = [
             result if ok else (None, f"no answer: {result.getErrorMessage()}")
             for ok, result in results
         ]
