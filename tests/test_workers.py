@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import txlb
 from txlb.supervisor import parseListen, reusePortSockets
-from txlb.tap import Options, parseWorkers, usableCPUs
+from txlb.tap import Options, countCPUList, parseWorkers, usableCPUs
 from txlb.workeradmin import mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
@@ -88,7 +88,21 @@ class ParseTests(SynchronousTestCase):
         """
         for text, expected in [("1", 1), ("2", 2), ("16", 16), ("auto", usableCPUs())]:
             self.assertEqual(parseWorkers(text), expected, text)
-        self.assertEqual(usableCPUs(), len(os.sched_getaffinity(0)))
+
+    def test_usableCPUs(self) -> None:
+        """
+        C{auto} counts the CPUs the process may run on, as Linux lists them.
+        """
+        with open("/proc/self/status") as status:
+            (line,) = [line for line in status if line.startswith("Cpus_allowed_list:")]
+        self.assertEqual(usableCPUs(), countCPUList(line.split(":")[1].strip()))
+
+    def test_countCPUList(self) -> None:
+        """
+        A CPU list counts its single CPUs and its ranges.
+        """
+        for text, expected in [("0", 1), ("0-1", 2), ("0-3,8,10-11", 7), ("5", 1)]:
+            self.assertEqual(countCPUList(text), expected, text)
 
     def test_badWorkers(self) -> None:
         """
@@ -385,10 +399,10 @@ class SupervisorTests(SynchronousTestCase):
         self.waitFor(reloaded, "reload")
         self.assertEqual(self.log.read_text().count("Reloaded "), 2)
 
-    def test_drain(self) -> None:
+    def drain(self, stop: Any) -> None:
         """
-        SIGTERM to the supervisor makes both workers finish their requests
-        in flight, and it exits 0 once they are gone.
+        Check that both workers finish their requests in flight after
+        C{stop()}, and that the supervisor then exits 0.
         """
         self.start()
         answers: list[tuple[int, bytes]] = []
@@ -404,12 +418,48 @@ class SupervisorTests(SynchronousTestCase):
             return all(w["backends"][0]["active"] > 0 for w in workers)
 
         self.waitFor(bothBusy, "requests on both workers")
-        os.kill(self.supervisor.pid, signal.SIGTERM)
+        stop()
         for thread in requests:
             thread.join(WAIT)
         self.assertEqual(answers, [(200, b"pong %d" % self.backendPorts[0])] * 12)
         self.assertEqual(self.supervisor.wait(WAIT), 0)
         self.assertEqual(self.log.read_text().count("Waiting for "), 2)
+
+    def test_drainTerm(self) -> None:
+        """
+        SIGTERM to the supervisor makes both workers finish their requests
+        in flight, and it exits 0 once they are gone.
+        """
+        self.drain(lambda: os.kill(self.supervisor.pid, signal.SIGTERM))
+
+    def test_drainInterrupt(self) -> None:
+        """
+        SIGINT to every process, as Ctrl-C in a terminal sends it, drains
+        too: the workers leave the stop to their supervisor, whose SIGTERM
+        would otherwise be a second signal and cut the requests.
+        """
+        self.drain(lambda: os.killpg(self.supervisor.pid, signal.SIGINT))
+
+    def test_orphans(self) -> None:
+        """
+        Workers whose supervisor was killed stop by themselves.
+        """
+        self.start()
+        pids = self.pids()
+        os.kill(self.supervisor.pid, signal.SIGKILL)
+        self.supervisor.wait(WAIT)
+
+        def running(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    return stat.read().split(") ")[1][0] != "Z"
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + WAIT
+        while any(running(pid) for pid in pids):
+            self.assertLess(time.monotonic(), deadline, "the workers did not stop")
+            time.sleep(0.1)
 
     def test_metrics(self) -> None:
         """

@@ -198,12 +198,35 @@ def loopbackOnly(description: str) -> bool:
     return False
 
 
+def countCPUList(text: str) -> int:
+    """
+    The number of CPUs in a Linux CPU list such as C{0-3,8,10-11}.
+    """
+    count = 0
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
 def usableCPUs() -> int:
     """
     The number of CPUs this process may run on (its affinity mask, which
     C{taskset} and container CPU sets narrow), what C{--workers auto} starts.
+    PyPy 3.9 has no C{os.sched_getaffinity}: there, Linux's
+    C{/proc/self/status} tells, and elsewhere the CPU count.
     """
-    return len(os.sched_getaffinity(0))
+    getAffinity = getattr(os, "sched_getaffinity", None)
+    if getAffinity is not None:
+        return len(getAffinity(0))
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Cpus_allowed_list:"):
+                    return countCPUList(line.split(":", 1)[1].strip())
+    except OSError:
+        pass
+    return os.cpu_count() or 1
 
 
 def parseWorkers(text: str) -> int:
