@@ -25,7 +25,7 @@ import threading
 import time
 
 from common import CHECKOUT, HOST, Processes, exitOnSigterm, freePorts, txlbArgv, txlbEnv
-from run import BenchError, fill, parseWrk, waitUntilServing
+from run import BenchError, fill, otherLoad, parseWrk, waitUntilServing
 
 BACKENDS = 3
 WARMUP = 3.0  # seconds of wrk before each measurement (PyPy's JIT needs it)
@@ -127,6 +127,7 @@ def main():
             backends = startBackends(procs, tmp)
             rows = []
             for run in range(args.repeat):
+                other = otherLoad()
                 one, oneErrors, _ = measure(args, procs, tmp, backends, 1, run)
                 two, twoErrors, counts = measure(args, procs, tmp, backends, 2, run)
                 share = min(counts) / sum(counts) if len(counts) == 2 else 0.0
@@ -135,7 +136,8 @@ def main():
                     f"run {run + 1}: --workers 1 {one:,.0f} req/s, --workers 2 {two:,.0f} "
                     f"req/s: {two / one:.2f}x, errors {oneErrors + twoErrors}, "
                     f"connections {':'.join(map(str, counts))} "
-                    f"({100 * share:.0f}:{100 - 100 * share:.0f})",
+                    f"({100 * share:.0f}:{100 - 100 * share:.0f}); "
+                    f"other load before: {other:.2f} CPUs",
                     flush=True,
                 )
         except BenchError as e:
