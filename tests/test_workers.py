@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 import txlb
-from txlb.supervisor import parseListen, reusePortSockets
-from txlb.tap import Options, countCPUList, parseWorkers, usableCPUs
+from txlb.supervisor import Supervisor, parseListen, reusePortSockets
+from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workeradmin import mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
@@ -164,6 +165,34 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(len(ports), 1)
         with socket.socket() as other:
             self.assertRaises(OSError, other.bind, ("127.0.0.1", ports.pop()))
+
+    def test_busyPort(self) -> None:
+        """
+        The supervisor binds the workers' sockets before it starts them, and
+        a port already taken ends it with one line.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            options = Options()
+            options.parseOptions(
+                [
+                    "--backends",
+                    "a:1",
+                    "--workers",
+                    "2",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                ]
+            )
+            supervisor = makeService(options, MemoryReactorClock())
+            self.assertIsInstance(supervisor, Supervisor)
+            with self.assertRaises(SystemExit) as caught:
+                supervisor.privilegedStartService()
+        self.assertEqual(
+            caught.exception.code, "txlb: cannot listen: [Errno 98] Address already in use"
+        )
 
 
 class MergeTests(SynchronousTestCase):

@@ -240,12 +240,16 @@ class Supervisor(MultiService):
         worker.pending = self.reactor.callLater(delay, self._start, worker)
 
     def runningWorkers(self) -> list[_Worker]:
+        """
+        The workers whose process is there.
+        """
         return [worker for worker in self.workers if worker.pid is not None]
 
-    def _signalWorkers(self, name: str) -> None:
+    def _signalWorkers(self, number: signal.Signals) -> None:
         for worker in self.runningWorkers():
+            assert worker.pid is not None
             try:
-                os.kill(worker.pid, getattr(signal, f"SIG{name}"))  # type: ignore[arg-type]
+                os.kill(worker.pid, number)
             except ProcessLookupError:
                 pass
 
@@ -262,14 +266,15 @@ class Supervisor(MultiService):
         Have every worker reload its configuration.
         """
         self._log.info("Received SIGHUP: passing it to the workers")
-        self._signalWorkers("HUP")
+        self._signalWorkers(signal.SIGHUP)
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name
         if self._stopping:
             self._log.warn("Received {signal} again: workers cut their requests", signal=name)
-            self.reactor.callFromThread(self._signalWorkers, "TERM")
+            self.reactor.callFromThread(self._signalWorkers, signal.SIGTERM)
             return
+        self._stopping = True
         self._log.info("Received {signal}: stopping the workers gracefully", signal=name)
         self.reactor.callFromThread(self.reactor.stop)
 
@@ -288,9 +293,9 @@ class Supervisor(MultiService):
                 worker.pending = None
         if self.runningWorkers():
             self._allEnded = Deferred()
-            self._signalWorkers("TERM")
+            self._signalWorkers(signal.SIGTERM)
             kill = self.reactor.callLater(
-                self.config["drain-timeout"] + EXIT_GRACE, self._signalWorkers, "KILL"
+                self.config["drain-timeout"] + EXIT_GRACE, self._signalWorkers, signal.SIGKILL
             )
             await self._allEnded
             if kill.active():
