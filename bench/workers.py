@@ -25,7 +25,7 @@ import threading
 import time
 
 from common import CHECKOUT, HOST, Processes, exitOnSigterm, freePorts, txlbArgv, txlbEnv
-from run import BenchError, fill, otherLoad, parseWrk, waitUntilServing
+from run import BenchError, fill, otherLoad, parseWrk, treeCpu, waitUntilServing
 
 BACKENDS = 3
 WARMUP = 3.0  # seconds of wrk before each measurement (PyPy's JIT needs it)
@@ -80,7 +80,9 @@ def wrk(args, port, seconds):
 
 def measure(args, procs, tmp, backends, workers, run):
     """
-    One measurement of txlb with C{workers}: (requests/s, errors, spread).
+    One measurement of txlb with C{workers}: requests/s, errors, the
+    connections each worker held, and the CPUs txlb used (CPU-seconds per
+    second, the supervisor and its workers together).
     """
     port, admin = freePorts(2)
     name = f"txlb-w{workers}-{run}"
@@ -101,14 +103,16 @@ def measure(args, procs, tmp, backends, workers, run):
 
         looker = threading.Thread(target=look)
         looker.start()
+        cpuBefore, began = treeCpu([proc.pid]), time.monotonic()
         result = parseWrk(wrk(args, port, args.duration))
+        cpus = (treeCpu([proc.pid]) - cpuBefore) / (time.monotonic() - began)
         looker.join()
     finally:
         procs.stop(proc)
     if result.failure:
         raise BenchError(f"{name}: {result.failure}")
     counts = sorted((n for pid, n in spread.items() if pid != proc.pid), reverse=True)
-    return result.rps, result.non2xx + result.socket_errors, counts
+    return result.rps, result.non2xx + result.socket_errors, counts, cpus
 
 
 def main():
@@ -118,6 +122,15 @@ def main():
     parser.add_argument("-t", "--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=float("inf"),
+        help="before each pair, wait until other processes use less than this many CPUs",
+    )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=600.0, help="seconds to wait for --quiet at most"
+    )
     parser.add_argument("--no-access-log-file", dest="access_log_file", action="store_false")
     args = parser.parse_args()
     exitOnSigterm()
@@ -128,15 +141,20 @@ def main():
             rows = []
             for run in range(args.repeat):
                 other = otherLoad()
-                one, oneErrors, _ = measure(args, procs, tmp, backends, 1, run)
-                two, twoErrors, counts = measure(args, procs, tmp, backends, 2, run)
+                deadline = time.monotonic() + args.quiet_wait
+                while other > args.quiet and time.monotonic() < deadline:
+                    other = otherLoad(2.0)
+                one, oneErrors, _, oneCpus = measure(args, procs, tmp, backends, 1, run)
+                two, twoErrors, counts, twoCpus = measure(args, procs, tmp, backends, 2, run)
                 share = min(counts) / sum(counts) if len(counts) == 2 else 0.0
                 rows.append((one, two, two / one, oneErrors + twoErrors, counts, share))
                 print(
                     f"run {run + 1}: --workers 1 {one:,.0f} req/s, --workers 2 {two:,.0f} "
                     f"req/s: {two / one:.2f}x, errors {oneErrors + twoErrors}, "
                     f"connections {':'.join(map(str, counts))} "
-                    f"({100 * share:.0f}:{100 - 100 * share:.0f}); "
+                    f"({100 * share:.0f}:{100 - 100 * share:.0f}); txlb used "
+                    f"{oneCpus:.2f} and {twoCpus:.2f} CPUs "
+                    f"({one / oneCpus:,.0f} and {two / twoCpus:,.0f} req per CPU-second); "
                     f"other load before: {other:.2f} CPUs",
                     flush=True,
                 )
