@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import txlb
 from txlb.supervisor import Supervisor, parseListen, reusePortSockets
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workeradmin import mergeBackends, mergeMetrics
+from txlb.workeradmin import SUMMED, WorkersAPI, mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -254,6 +256,82 @@ class MergeTests(SynchronousTestCase):
                 'txlb_backend_up{backend="a:1"} 2.0',
                 'txlb_backend_up{backend="a:1",worker="0"} 1.0',
                 'txlb_backend_up{backend="a:1",worker="1"} 1.0',
+            ],
+        )
+
+
+class _Workers:
+    """
+    What the admin API needs of a supervisor, for two workers.
+    """
+
+    config = {"algo": "roundrobin", "listen": "tcp:8080"}
+    started = 0.0
+
+    def adminPorts(self) -> list[int]:
+        return [1, 2]
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"pid": 10, "restarts": 0}, {"pid": None, "restarts": 3}]
+
+
+class CombineTests(SynchronousTestCase):
+    """
+    How the supervisor's admin API answers from its workers' answers.
+    """
+
+    def setUp(self) -> None:
+        self.api = WorkersAPI(_Workers(), Clock())
+
+    def test_alike(self) -> None:
+        """
+        A change every worker answered alike gets that answer.
+        """
+        answer = (404, b'{"error": "no backend a:1"}')
+        self.assertEqual(
+            self.api._combine([(True, answer), (True, answer)], b"DELETE", b"/backends/a:1"),
+            (404, {"error": "no backend a:1"}),
+        )
+
+    def test_different(self) -> None:
+        """
+        When the workers answer differently, or one does not answer, the
+        answer is 502 with each worker's.
+        """
+        results = [
+            (True, (200, b'{"weight": 2}')),
+            (False, Failure(ConnectionRefusedError("refused"))),
+        ]
+        self.assertEqual(
+            self.api._combine(results, b"PATCH", b"/backends/a:1"),
+            (
+                502,
+                {
+                    "error": "the workers answered differently",
+                    "workers": [
+                        {"worker": 0, "code": 200, "answer": {"weight": 2}},
+                        {"worker": 1, "code": None, "answer": "no answer: refused"},
+                    ],
+                },
+            ),
+        )
+
+    def test_statusWithoutAWorker(self) -> None:
+        """
+        The status adds up the workers that answered, and says why another
+        did not.
+        """
+        backends = [{"address": "a:1", "state": "up", "latencyMs": None}]
+        backends[0].update(dict.fromkeys(SUMMED, 1))
+        status = json.dumps({"backends": backends}).encode()
+        results = [(True, (200, status)), (False, Failure(ConnectionRefusedError("refused")))]
+        code, answer = self.api._combine(results, b"GET", b"/status")
+        self.assertEqual((code, answer["backends"]), (200, backends))
+        self.assertEqual(
+            answer["workers"],
+            [
+                {"worker": 0, "backends": backends, "pid": 10, "restarts": 0},
+                {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
 
