@@ -22,11 +22,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 
 import txlb
 from txlb.supervisor import Supervisor, parseListen, reusePortSockets
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workeradmin import SUMMED, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -274,6 +275,19 @@ class _Workers:
     def describe(self) -> list[dict[str, Any]]:
         return [{"pid": 10, "restarts": 0}, {"pid": None, "restarts": 3}]
 
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+
+    def changed(self, change: Change) -> None:
+        self.changes.append(change)
+
+
+def change(method: bytes, uri: bytes) -> Change:
+    """
+    An admin request without headers or body.
+    """
+    return Change(method, uri, Headers(), b"")
+
 
 class CombineTests(SynchronousTestCase):
     """
@@ -281,17 +295,33 @@ class CombineTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.api = WorkersAPI(_Workers(), Clock())
+        self.workers = _Workers()
+        self.api = WorkersAPI(self.workers, Clock())
 
     def test_alike(self) -> None:
         """
-        A change every worker answered alike gets that answer.
+        A change every worker answered alike gets that answer; one they
+        refused is not remembered.
         """
         answer = (404, b'{"error": "no backend a:1"}')
         self.assertEqual(
-            self.api._combine([(True, answer), (True, answer)], b"DELETE", b"/backends/a:1"),
+            self.api._combine(
+                [(True, answer), (True, answer)], change(b"DELETE", b"/backends/a:1")
+            ),
             (404, {"error": "no backend a:1"}),
         )
+        self.assertEqual(self.workers.changes, [])
+
+    def test_madeChangeRemembered(self) -> None:
+        """
+        A change every worker made is remembered, for a worker restarted
+        later; a read is not.
+        """
+        made = change(b"POST", b"/backends/a:1/drain")
+        answer = (200, b'{"state": "draining"}')
+        self.api._combine([(True, answer), (True, answer)], made)
+        self.api._combine([(True, answer), (True, answer)], change(b"GET", b"/backends"))
+        self.assertEqual(self.workers.changes, [made])
 
     def test_different(self) -> None:
         """
@@ -303,7 +333,7 @@ class CombineTests(SynchronousTestCase):
             (False, Failure(ConnectionRefusedError("refused"))),
         ]
         self.assertEqual(
-            self.api._combine(results, b"PATCH", b"/backends/a:1"),
+            self.api._combine(results, change(b"PATCH", b"/backends/a:1")),
             (
                 502,
                 {
@@ -325,7 +355,7 @@ class CombineTests(SynchronousTestCase):
         backends[0].update(dict.fromkeys(SUMMED, 1))
         status = json.dumps({"backends": backends}).encode()
         results = [(True, (200, status)), (False, Failure(ConnectionRefusedError("refused")))]
-        code, answer = self.api._combine(results, b"GET", b"/status")
+        code, answer = self.api._combine(results, change(b"GET", b"/status"))
         self.assertEqual((code, answer["backends"]), (200, backends))
         self.assertEqual(
             answer["workers"],
@@ -587,6 +617,29 @@ class SupervisorTests(SynchronousTestCase):
         total = values[name + "}"]
         self.assertEqual(total, 30)
         self.assertEqual(sum(values.values()), 60)
+
+    def test_restartedWorkerMakesChanges(self) -> None:
+        """
+        A worker restarted after admin changes makes them too: a backend
+        drained through the API stays drained in every worker.
+        """
+        self.start()
+        address = f"127.0.0.1:{self.backendPorts[1]}"
+        code, _ = get(self.adminPort, "/backends", "POST", {"address": address})
+        self.assertEqual(code, 201)
+        code, _ = get(self.adminPort, f"/backends/{address}/drain", "POST")
+        self.assertEqual(code, 200)
+        victim = self.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+
+        def states() -> list[list[str]]:
+            return [
+                [b["state"] for b in w["backends"] if b["address"] == address]
+                for w in self.status()["workers"]
+            ]
+
+        self.waitFor(lambda: states() == [["draining"], ["draining"]], "the changes replayed")
 
     def test_adminChange(self) -> None:
         """

@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
 from txlb.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
-from txlb.workeradmin import WorkersAdmin
+from txlb.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
 RESTART_INTERVAL = 1.0
@@ -154,6 +154,9 @@ class Supervisor(MultiService):
         self.adminSockets: list[socket.socket] = []
         self._stopping = False
         self._allEnded: Deferred[None] | None = None
+        #: The admin changes every worker made since the last reload, for a
+        #: restarted worker to make too.
+        self.changes: list[Change] = []
         self.admin = None
         if config["admin"] is not None:
             site = AdminSite(WorkersAdmin(self, reactor))
@@ -170,6 +173,14 @@ class Supervisor(MultiService):
         Each worker's process id (L{None} while it is restarted) and restarts.
         """
         return [{"pid": worker.pid, "restarts": worker.restarts} for worker in self.workers]
+
+    def changed(self, change: Change) -> None:
+        """
+        Every worker made the admin C{change}: a restarted one makes it too,
+        until the next reload (which, in each worker, replaces what the
+        admin API changed with the configuration).
+        """
+        self.changes.append(change)
 
     def privilegedStartService(self) -> None:
         """
@@ -219,6 +230,10 @@ class Supervisor(MultiService):
         )
         worker.pid = process.pid
         self._log.info("Worker {index} started, pid {pid}", index=worker.index, pid=worker.pid)
+        if worker.restarts and self.changes:
+            # Its admin socket queues the requests until it listens.
+            port = self.adminSockets[worker.index].getsockname()[1]
+            Deferred.fromCoroutine(replay(port, list(self.changes), self.reactor))
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.pid = worker.pid, None
@@ -266,6 +281,7 @@ class Supervisor(MultiService):
         Have every worker reload its configuration.
         """
         self._log.info("Received SIGHUP: passing it to the workers")
+        self.changes.clear()
         self._signalWorkers(signal.SIGHUP)
 
     def _stopSignal(self, number: int, frame: object) -> None:

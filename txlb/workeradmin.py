@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import treq
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,6 +45,59 @@ SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond")
 _PASSED = (b"authorization", b"origin", b"content-type")
 
 
+class Change(NamedTuple):
+    """
+    An admin change every worker made, as it was asked.
+    """
+
+    method: bytes
+    uri: bytes
+    headers: Headers
+    body: bytes
+
+
+def ask(port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, reactor: Any) -> Any:
+    """
+    Ask the worker whose admin socket is on C{port}.
+
+    @return: A L{Deferred} firing with the answer's code and content.
+    """
+    return treq.request(
+        method.decode("ascii"),
+        f"http://127.0.0.1:{port}{uri.decode('ascii')}",
+        data=body or None,
+        headers=headers,
+        pool=quietPool(reactor),
+        reactor=reactor,
+        timeout=WORKER_TIMEOUT,
+    ).addCallback(_read)
+
+
+_log = Logger()
+
+
+async def replay(port: int, changes: Sequence[Change], reactor: Any) -> None:
+    """
+    Make the admin C{changes} again, in order, on the worker whose admin
+    socket is on C{port}: one that was restarted, which starts from the
+    configuration.  A change the worker refuses is logged, and the others
+    are still made.
+    """
+    for change in changes:
+        try:
+            code, content = await ask(port, *change, reactor)
+        except Exception as e:
+            code, content = None, str(e).encode()
+        if code is None or not 200 <= code < 300:
+            _log.error(
+                "Replaying {method} {uri} on a restarted worker failed: {code} {answer}",
+                method=change.method.decode("ascii"),
+                uri=change.uri.decode("ascii"),
+                code=code,
+                answer=content.decode("utf-8", "replace")[:200],
+            )
+
+
 class Workers(Protocol):
     """
     What the admin API needs of L{txlb.supervisor.Supervisor}.
@@ -61,6 +114,11 @@ class Workers(Protocol):
     def describe(self) -> list[dict[str, Any]]:
         """
         Each worker's process id (L{None} while it is restarted) and restarts.
+        """
+
+    def changed(self, change: Change) -> None:
+        """
+        Every worker made C{change}: a worker started later must make it too.
         """
 
 
@@ -186,29 +244,16 @@ class WorkersAPI(Resource):
             value = request.getHeader(name)
             if value is not None:
                 headers.addRawHeader(name, value)
-        path = request.uri
-        asks = [
-            treq.request(
-                request.method.decode("ascii"),
-                f"http://127.0.0.1:{port}{path.decode('ascii')}",
-                data=body or None,
-                headers=headers,
-                pool=quietPool(self.reactor),
-                reactor=self.reactor,
-                timeout=WORKER_TIMEOUT,
-            ).addCallback(_read)
-            for port in self.workers.adminPorts()
-        ]
-        return DeferredList(asks, consumeErrors=True).addCallback(
-            self._combine, request.method, path.split(b"?")[0].rstrip(b"/")
-        )
+        change = Change(request.method, request.uri, headers, body)
+        asks = [ask(port, *change, self.reactor) for port in self.workers.adminPorts()]
+        return DeferredList(asks, consumeErrors=True).addCallback(self._combine, change)
 
-    def _combine(
-        self, results: list[tuple[bool, Any]], method: bytes, path: bytes
-    ) -> tuple[int, Any]:
+    def _combine(self, results: list[tuple[bool, Any]], change: Change) -> tuple[int, Any]:
         """
-        The answer to the admin request, from the workers' C{results}.
+        The answer to the admin request C{change}, from the workers'
+        C{results}; a change they all made is remembered.
         """
+        method, path = change.method, change.uri.split(b"?")[0].rstrip(b"/")
         answers: list[tuple[int | None, Any]] = [
             result if ok else (None, f"no answer: {result.getErrorMessage()}")
             for ok, result in results
@@ -221,6 +266,8 @@ class WorkersAPI(Resource):
         codes = {code for code, _ in answers}
         code, content = answers[0]
         if len(codes) == 1 and code is not None:
+            if method not in (b"GET", b"HEAD") and 200 <= code < 300:
+                self.workers.changed(change)
             return code, _decoded(content)
         return (
             http.BAD_GATEWAY,
