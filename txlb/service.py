@@ -64,6 +64,20 @@ class Configuration(Protocol):
         What makes the algorithm these options name, from the backends.
         """
 
+    def shadow(self) -> Callable[[Sequence[Backend]], IAlgorithm] | None:
+        """
+        What makes the shadow algorithm these options name, if any.
+        """
+
+    def checkedAlgorithm(
+        self, option: str, spec: str, backends: Sequence[Backend]
+    ) -> Callable[[Sequence[Backend]], IAlgorithm]:
+        """
+        What makes the algorithm C{spec} names, checked on C{backends}.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
+
 
 #: Seconds between two looks at whether requests are still in flight during
 #: a graceful stop.
@@ -227,6 +241,13 @@ class LoadBalancerService(MultiService):
         resource.pool.failTimeout = new["fail-timeout"]
         resource.pool.slowStart = new["slow-start"]
         resource.client.connectTimeout = new["connect-timeout"]
+        shadow = resource.shadow
+        if shadow is not None and shadow.name == new["shadow-algo"]:
+            # The same shadow, perhaps with new options: its counts go on,
+            # and setBackends makes it again.
+            shadow.makeAlgorithm = new.shadow()  # type: ignore[assignment]
+        else:
+            resource.useShadow(new["shadow-algo"], new.shadow())
         resource.setBackends(new["backends"], new.algorithm())
         for backend in resource.pool.backends:
             # The file lists it: it serves, whatever the admin API said.
@@ -238,6 +259,34 @@ class LoadBalancerService(MultiService):
         self.site.timeOut = new["client-timeout"]
         self._checkHealth(new)
         self.config = new
+
+    def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
+        """
+        Switch the algorithm (C{changes["algo"]}) and/or the shadow
+        (C{changes["shadow-algo"]}, L{None} for none) at once, after
+        checking every one: requests in flight keep their backends, new
+        ones (and retries) are picked by the new algorithm.  A reload sets
+        them to the file's again.
+
+        @raise usage.UsageError: With one line, changing nothing.
+        """
+        resource = self.resource
+        backends = resource.pool.backends
+        made = {
+            option: None if spec is None else self.config.checkedAlgorithm(option, spec, backends)
+            for option, spec in changes.items()
+        }
+        if "shadow-algo" in changes:
+            resource.useShadow(changes["shadow-algo"], made["shadow-algo"])
+        if made.get("algo") is not None:
+            resource.setBackends(backends, made["algo"])
+        for option, spec in changes.items():
+            self.config[option] = spec
+        self._log.info(
+            "Algorithm now {algo}, shadow {shadow}",
+            algo=self.config["algo"],
+            shadow=self.config["shadow-algo"] or "none",
+        )
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name

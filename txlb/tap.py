@@ -21,11 +21,11 @@ from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
 from txlb.ewma import PeakEWMA
 from txlb.http1 import isToken
-from txlb.interfaces import IAlgorithm
 from txlb.iphash import IPHash
 from txlb.keyhash import DEFAULT_BALANCE_FACTOR, KeyHash, parseKey
 from txlb.leastconn import LeastConnections
 from txlb.p2c import PowerOfTwoChoices
+from txlb.policyloader import MakeAlgorithm, findAlgorithm, makeChecked
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -73,12 +73,20 @@ def parseBackends(specs: str) -> list[Backend]:
     return list(backends.values())
 
 
-def parseAlgorithm(name: str) -> str:
-    if name not in ALGORITHMS:
-        raise usage.UsageError(
-            f"--algo: unknown algorithm {name!r} (choose from {', '.join(ALGORITHMS)})"
-        )
-    return name
+def algorithmName(option: str) -> Callable[[str], str]:
+    """
+    A coerce function for an option naming an algorithm: one of
+    L{ALGORITHMS}, a name in the C{txlb.algorithms} entry points, or
+    C{package.module:Name}.  Whether it names a working algorithm is
+    checked once the backends are known (L{Options.checkedAlgorithm}).
+    """
+
+    def parse(text: str) -> str:
+        if not text.strip() or text != text.strip():
+            raise usage.UsageError(f"--{option}: {text!r} is not an algorithm name")
+        return text
+
+    return parse
 
 
 def seconds(option: str, zero: bool = False) -> Callable[[str], float]:
@@ -217,8 +225,17 @@ class Options(usage.Options):
             "algo",
             "a",
             None,
-            f"Algorithm: {', '.join(ALGORITHMS)} (default roundrobin).",
-            parseAlgorithm,
+            f"Algorithm: {', '.join(ALGORITHMS)}, a name installed packages offer, "
+            "or package.module:Name (default roundrobin).",
+            algorithmName("algo"),
+        ],
+        [
+            "shadow-algo",
+            None,
+            None,
+            "An algorithm (as --algo) asked beside the live one on every request, "
+            "never routing: /status and /metrics count its choices.",
+            algorithmName("shadow-algo"),
         ],
         # Health.
         ["health-path", None, None, "Path of active health checks (off if absent).", parsePath],
@@ -398,6 +415,9 @@ class Options(usage.Options):
         if self["backends"] is None:
             raise usage.UsageError("no backends: give --backends HOST:PORT[,...] or --demo")
         self["algo"] = self["algo"] or "roundrobin"
+        for option in ("algo", "shadow-algo"):
+            if self[option] is not None:
+                self.checkedAlgorithm(option, self[option], self["backends"])
         from twisted.internet import reactor
 
         for option in ("listen", "admin"):
@@ -436,14 +456,46 @@ class Options(usage.Options):
             loadHeader=self["load-header"],
         )
 
-    def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
+    def algorithm(self) -> MakeAlgorithm:
         """
         What makes the algorithm C{--algo} names, with its options, from
         the backends.
         """
-        if self["algo"] == KeyHash.name:
+        return self.algorithmNamed(self["algo"])
+
+    def shadow(self) -> MakeAlgorithm | None:
+        """
+        What makes the algorithm C{--shadow-algo} names, if it names one.
+        """
+        spec = self["shadow-algo"]
+        return None if spec is None else self.algorithmNamed(spec)
+
+    def algorithmNamed(self, spec: str) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, with these options.
+
+        @raise ValueError: With one line, if C{spec} names none.
+        """
+        if spec == KeyHash.name:
             return partial(KeyHash, key=self["hash-key"], balanceFactor=self["hash-balance-factor"])
-        return ALGORITHMS[self["algo"]]
+        return findAlgorithm(spec, ALGORITHMS)
+
+    def checkedAlgorithm(
+        self, option: str, spec: str, backends: Sequence[Backend]
+    ) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, after checking that it makes
+        an L{IAlgorithm} provider from C{backends}.
+
+        @raise usage.UsageError: With one line naming C{--option} and what
+            is wrong.
+        """
+        try:
+            make = self.algorithmNamed(spec)
+            makeChecked(make, backends, spec)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option}: {e}") from None
+        return make
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -461,6 +513,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     resource = LoadBalancerResource(
         makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
     )
+    resource.useShadow(config["shadow-algo"], config.shadow())
     balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)
