@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import treq
+from treq.client import HTTPClient
 from treq.testing import StubTreq
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from tests import policyexamples
+from tests.test_integration import freePort
 from tests.test_operations import CONFIG, GET, ServiceHarness
 from tests.test_proxy import OK, Harness
 from txlb.admin import AdminResource
@@ -26,7 +34,9 @@ from txlb.backend import Backend
 from txlb.p2c import PowerOfTwoChoices
 from txlb.policyloader import findAlgorithm, makeChecked
 from txlb.roundrobin import RoundRobin
-from txlb.tap import ALGORITHMS, Options
+from txlb.service import LoadBalancerService
+from txlb.tap import ALGORITHMS, Options, makeService
+from txlb.testbackend import BackendResource, makeBackendSite
 
 BACKENDS = [Backend("127.0.0.1", 8081), Backend("127.0.0.1", 8082)]
 
@@ -63,7 +73,10 @@ class FindAlgorithmTests(SynchronousTestCase):
                 " swrr, p2c, ewma, hash, a name in the txlb.algorithms entry points, or"
                 " package.module:Name)",
             ),
-            ("tests.nosuchmodule:X", "'tests.nosuchmodule:X': no module named 'tests.nosuchmodule'"),
+            (
+                "tests.nosuchmodule:X",
+                "'tests.nosuchmodule:X': no module named 'tests.nosuchmodule'",
+            ),
             ("nosuchpackage.policy:X", "'nosuchpackage.policy:X': no module named 'nosuchpackage'"),
             (
                 "tests.policyexamples:Missing",
@@ -142,7 +155,9 @@ class FindAlgorithmTests(SynchronousTestCase):
         self.assertIn("Does not declaratively implement the interface", str(caught.exception))
         with self.assertRaises(ValueError) as caught:
             makeChecked(policyexamples.NoPick, BACKENDS, "x")
-        self.assertIn(".pick(request, candidates) attribute was not provided", str(caught.exception))
+        self.assertIn(
+            ".pick(request, candidates) attribute was not provided", str(caught.exception)
+        )
 
 
 class CommandLineTests(SynchronousTestCase):
@@ -185,7 +200,10 @@ class CommandLineTests(SynchronousTestCase):
                 "txlb: --shadow-algo: 'nosuch.module:X': no module named 'nosuch'"
                 " (see twistd txlb --help)",
             ),
-            (["--algo", " p2c"], "txlb: --algo: ' p2c' is not an algorithm name (see twistd txlb --help)"),
+            (
+                ["--algo", " p2c"],
+                "txlb: --algo: ' p2c' is not an algorithm name (see twistd txlb --help)",
+            ),
         ]
         for args, message in table:
             with self.assertRaises(SystemExit) as caught:
@@ -211,7 +229,7 @@ class CommandLineTests(SynchronousTestCase):
 
 #: A package offering an algorithm in the entry points, as a wheel holds it.
 WHEEL_FILES = {
-    "txlb_policy_demo.py": '''
+    "txlb_policy_demo.py": """
 from zope.interface import implementer
 from txlb.interfaces import IAlgorithm
 
@@ -224,7 +242,7 @@ class Backwards:
 
     def pick(self, request, candidates):
         return candidates[-1]
-''',
+""",
     "txlb_policy_demo-1.0.dist-info/METADATA": (
         "Metadata-Version: 2.1\nName: txlb-policy-demo\nVersion: 1.0\n"
     ),
@@ -544,7 +562,10 @@ class SwitchTests(SynchronousTestCase):
         )
         self.assertEqual(
             (code, answer),
-            (200, {"algorithm": "tests.policyexamples:Last", "shadow": "tests.policyexamples:First"}),
+            (
+                200,
+                {"algorithm": "tests.policyexamples:Last", "shadow": "tests.policyexamples:First"},
+            ),
         )
         resource = self.harness.resource
         self.assertIsInstance(resource.algorithm, policyexamples.Last)
@@ -577,7 +598,10 @@ class SwitchTests(SynchronousTestCase):
         table = [
             ({}, 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'),
             ({"algo": None}, 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'),
-            ({"algo": "p2c", "x": 1}, 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'),
+            (
+                {"algo": "p2c", "x": 1},
+                'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}',
+            ),
             (
                 {"algo": "p2c", "shadow": "tests.policyexamples:Unmakeable"},
                 "--shadow-algo: 'tests.policyexamples:Unmakeable' raised when made:"
@@ -649,3 +673,109 @@ class SwitchTests(SynchronousTestCase):
             ),
             failed[0],
         )
+
+
+class SwitchUnderLoadTests(TestCase):
+    """
+    Switching policies while requests flow, over real loopback sockets.
+    """
+
+    async def test_noRequestLost(self) -> None:
+        """
+        Eight clients send requests back to back, each answered after 10 to
+        30 ms (a seeded jitter, so they do not fall into step), while the
+        admin API switches the algorithm (and adds a shadow), a reload
+        switches it again, and the admin API once more: every request gets
+        its 200, every backend served, and requests were in flight at each
+        switch.
+        """
+        delays = Jitter()
+        backendPorts = []
+        for _ in range(3):
+            port = reactor.listenTCP(
+                0, makeBackendSite(BackendResource(delays)), interface="127.0.0.1"
+            )
+            self.addCleanup(port.stopListening)
+            backendPorts.append(port.getHost().port)
+        listen, admin = freePort(), freePort()
+        path = self.mktemp()
+        backends = ", ".join(f'"127.0.0.1:{p}"' for p in backendPorts)
+        text = (
+            f'listen = "tcp:{listen}:interface=127.0.0.1"\n'
+            f'admin = "tcp:{admin}:interface=127.0.0.1"\n'
+            f"backends = [{backends}]\n"
+        )
+        Path(path).write_text(text + 'algo = "roundrobin"\n')
+        options = Options()
+        options.parseOptions(["--config", path])
+        service: LoadBalancerService = makeService(options, reactor)  # type: ignore[assignment]
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        inFlight = []
+        switchAlgorithm = service.switchAlgorithm
+
+        def switching(changes: dict[str, str | None]) -> None:
+            inFlight.append(service.resource.inFlight())
+            switchAlgorithm(changes)
+
+        service.switchAlgorithm = switching  # type: ignore[method-assign]
+
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        http = HTTPClient(Agent(reactor, pool=pool))
+        results: list[tuple[int, bytes]] = []
+        failures: list[Any] = []
+        running = [True]
+
+        async def client() -> None:
+            while running[0]:
+                try:
+                    response = await http.get(f"http://127.0.0.1:{listen}/ping")
+                    results.append((response.code, await treq.content(response)))
+                except Exception as e:
+                    failures.append(e)
+
+        async def switch(body: dict[str, Any]) -> None:
+            await deferLater(reactor, 0.3)
+            response = await http.put(
+                f"http://127.0.0.1:{admin}/algorithm", data=json.dumps(body).encode()
+            )
+            self.assertEqual(response.code, 200, await treq.text_content(response))
+
+        clients = [Deferred.fromCoroutine(client()) for _ in range(8)]
+        await switch({"algo": "tests.policyexamples:First", "shadow": "p2c"})
+        await deferLater(reactor, 0.3)
+        inFlight.append(service.resource.inFlight())
+        Path(path).write_text(text + 'algo = "p2c"\nshadow-algo = "ewma"\n')
+        self.assertTrue(service.reload())
+        await switch({"algo": "swrr", "shadow": None})
+        await deferLater(reactor, 0.3)
+        running[0] = False
+        for done in clients:
+            await done
+
+        self.assertEqual(failures, [])
+        self.assertEqual(len(inFlight), 3)
+        self.assertGreater(min(inFlight), 0, inFlight)
+        self.assertGreater(len(results), 100)
+        self.assertEqual({code for code, _ in results}, {200})
+        self.assertEqual(
+            {body for _, body in results},
+            {b"pong from backend :%d\n" % port for port in backendPorts},
+        )
+        self.assertEqual(service.resource.algorithm.name, "swrr")
+
+
+class Jitter(dict):  # type: ignore[type-arg]
+    """
+    A test backend's delays: 10 to 30 ms for every port, drawn from a
+    seeded generator.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.random = random.Random(8)
+
+    def get(self, port: object, default: object = None) -> float:  # type: ignore[override]
+        return self.random.uniform(0.01, 0.03)
