@@ -2,11 +2,12 @@
 One test backend for bench/algorithms.py: txlb's test backend on one port
 of 127.0.0.1, answering after a delay, recording when each request arrived.
 
-  python bench/algo_backend.py PORT DELAY_MS SLOW_MS RECORD
+  python bench/algo_backend.py PORT DELAY_MS SLOW_MS RECORD [LOAD]
 
 SIGUSR1 switches the delay to SLOW_MS (the backend "turns slow"); SIGTERM
 writes C{{"port", "switched", "arrivals"}} as JSON to RECORD (times from
-C{time.time()}) and exits.  The checkout's txlb is imported (PYTHONPATH).
+C{time.time()}) and exits.  With LOAD, every answer reports that load in
+C{X-Txlb-Load}.  The checkout's txlb is imported (PYTHONPATH).
 """
 
 import json
@@ -25,8 +26,8 @@ class Recording(BackendResource):
     The test backend, noting each request's arrival.
     """
 
-    def __init__(self, delays):
-        super().__init__(delays)
+    def __init__(self, delays, loads):
+        super().__init__(delays, loads)
         self.arrivals = []
 
     def render(self, request):
@@ -41,7 +42,8 @@ def main():
         float(sys.argv[3]),
         sys.argv[4],
     )
-    resource = Recording({port: delayMs / 1000})
+    loads = {port: sys.argv[5]} if len(sys.argv) > 5 else {}
+    resource = Recording({port: delayMs / 1000}, loads)
     site: Site = makeBackendSite(resource)
     switched = []
 

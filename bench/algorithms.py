@@ -7,7 +7,9 @@ The algorithm targets of issue 8, measured in one run with wrk through txlb:
   2. a backend turning slow: all three at 1 ms, then one at 10 ms half way
      through the run (SIGUSR1 to it); how its request rate falls, in 100 ms
      steps, with ewma and with p2c;
-  3. hash with and without bounded loads: a Zipf-skewed stream of keys
+  3. load feedback: all three at 1 ms, the third reporting a load of 0.8
+     in X-Txlb-Load; each backend's share with roundrobin and p2c;
+  4. hash with and without bounded loads: a Zipf-skewed stream of keys
      (1,000 keys, exponent 1.1, a fixed seed), sent as C{/ping?k=KEY} with
      C{--hash-key query:k} and a balance factor of 1.25, then 0 (off); from
      txlb's JSON access log, each backend's share of the in-flight load
@@ -66,17 +68,18 @@ class Run:
     One setting: three backends and txlb in front of them.
     """
 
-    def __init__(self, args, procs, tmp, name, delays, slowMs=10, options=()):
+    def __init__(self, args, procs, tmp, name, delays, slowMs=10, options=(), loads=()):
         self.args, self.procs, self.tmp, self.name = args, procs, tmp, name
         *self.backendPorts, self.port = freePorts(4)
         self.records = [os.path.join(tmp, f"{name}-{port}.json") for port in self.backendPorts]
+        loads = loads or ((),) * len(delays)
         self.backends = [
             procs.start(
                 f"{name}-backend-{port}",
-                [args.python, BACKEND, str(port), str(delay), str(slowMs), record],
+                [args.python, BACKEND, str(port), str(delay), str(slowMs), record, *load],
                 env=txlbEnv(CHECKOUT),
             )
-            for port, delay, record in zip(self.backendPorts, delays, self.records)
+            for port, delay, record, load in zip(self.backendPorts, delays, self.records, loads)
         ]
         for port in self.backendPorts:
             waitFor(port)
@@ -180,8 +183,7 @@ def turningSlow(args, procs, tmp, lines):
         "## A backend turning slow mid-run",
         "",
         f"All three at 1 ms; the third turns 10 ms {args.duration / 2:g} s into a "
-        f"{args.duration} s wrk -c{args.connections} run.  Its share of the requests "
-        "in the second before, then in each 100 ms after:",
+        f"{args.duration} s wrk -c{args.connections} run.  Its share of the requests:",
         "",
     ]
     for algo in ("ewma", "p2c"):
@@ -192,19 +194,41 @@ def turningSlow(args, procs, tmp, lines):
             records = run.stop()
         switched = records[2]["switched"]
         before = shares(records, switched - 1, switched)[2]
-        after = [shares(records, switched + i / 10, switched + (i + 1) / 10)[2] for i in range(15)]
-        settled = next(
-            (i / 10 for i in range(len(after)) if all(s <= before / 2 for s in after[i:])), None
-        )
+        steps = [shares(records, switched + i / 10, switched + (i + 1) / 10)[2] for i in range(10)]
+        settled = shares(records, switched + 1, switched + args.duration / 2 - 0.5)[2]
         lines.append(
-            f"- `{algo}`: {before:.1%} before; after: "
-            + ", ".join(f"{s:.1%}" for s in after)
-            + (
-                f".  Below half its share for good after {settled:.1f} s."
-                if settled is not None
-                else ".  Not below half its share within 1.5 s."
-            )
+            f"- `{algo}`: {before:.1%} in the second before; "
+            + ", ".join(f"{s:.1%}" for s in steps)
+            + f" in each 100 ms of the second after; {settled:.1%} from then on."
         )
+        print(lines[-1], flush=True)
+    lines.append("")
+
+
+def loadFeedback(args, procs, tmp, lines):
+    lines += [
+        "## Load feedback",
+        "",
+        "All three at 1 ms, the third reporting `X-Txlb-Load: 0.8` on every answer; "
+        f"wrk -c{args.connections} for {args.duration} s.  Each backend's share of the requests:",
+        "",
+    ]
+    for algo in ("roundrobin", "p2c"):
+        run = Run(
+            args,
+            procs,
+            tmp,
+            f"load-{algo}",
+            (1, 1, 1),
+            options=("--algo", algo),
+            loads=((), (), ("0.8",)),
+        )
+        try:
+            _, started, ended = run.measure(args.duration)
+        finally:
+            records = run.stop()
+        share = ", ".join(f"{s:.1%}" for s in shares(records, started, ended))
+        lines.append(f"- `{algo}`: {share}")
         print(lines[-1], flush=True)
     lines.append("")
 
@@ -310,6 +334,7 @@ def main():
         try:
             tailLatency(args, procs, tmp, lines)
             turningSlow(args, procs, tmp, lines)
+            loadFeedback(args, procs, tmp, lines)
             boundedLoads(args, procs, tmp, lines)
         finally:
             procs.stopAll()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from txlb.headers import toBackend, toClient, tokens
+from txlb.headers import dropToClient, toBackend, toClient, tokens
 
 
 def headers(*pairs: tuple[bytes, bytes]) -> Headers:
@@ -158,3 +158,19 @@ class ToClientTests(SynchronousTestCase):
         ]
         for sent, connection, expected in table:
             self.assertEqual(toClient(sent, connection), expected, sent)
+
+    def test_toClientDropsMore(self) -> None:
+        """
+        The names L{dropToClient} adds (the load header) go too, in any
+        case, beside the hop-by-hop ones and those C{Connection} names.
+        """
+        sent = [
+            (b"X-Txlb-Load", b"0.5"),
+            (b"x-txlb-load", b"cpu=1"),
+            (b"X-Hop", b"1"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"X-Kept", b"2"),
+        ]
+        drop = dropToClient([b"X-Txlb-Load"])
+        self.assertEqual(toClient(sent, frozenset({b"x-hop"}), drop), [(b"X-Kept", b"2")])
+        self.assertEqual(len(toClient(sent, frozenset())), 4)

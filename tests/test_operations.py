@@ -187,6 +187,26 @@ class ReloadTests(SynchronousTestCase):
             harness.resource.metrics.exposition(),
         )
 
+    def test_algorithmOptions(self) -> None:
+        """
+        A reload applies the slow start, the load header and the hash
+        options; a backend the file adds starts its slow start.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG.replace('"roundrobin"', '"hash"').replace(
+                '"127.0.0.1:8082=2"', '"127.0.0.1:8083"'
+            )
+            + 'slow-start = 20\nhash-key = "header:X-User"\nload-header = "X-Load"\n'
+        )
+        harness.reactor.advance(5)
+        self.assertTrue(harness.service.reload())
+        resource = harness.resource
+        self.assertEqual(resource.pool.slowStart, 20)
+        self.assertEqual(resource.algorithm.kind, "header")
+        self.assertEqual(resource.settings.loadField, b"x-load")
+        self.assertEqual([b.upSince for b in resource.pool.backends], [float("-inf"), 5])
+
     def test_invalid(self) -> None:
         """
         An invalid file is logged with the reason, and the running

@@ -75,8 +75,12 @@ _TO_BACKEND_DROP = HOP_BY_HOP | {b"content-length"}
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
+#: The fields L{toClient} always drops: the hop-by-hop ones and the framing.
+TO_CLIENT_DROP = HOP_BY_HOP | _FRAMING
+
+
 def toClient(
-    fields: Fields, connection: frozenset[bytes], drop: frozenset[bytes] | None = None
+    fields: Fields, connection: frozenset[bytes], drop: frozenset[bytes] = TO_CLIENT_DROP
 ) -> Fields:
     """
     The field lines to send to the client, given those of the backend's
@@ -85,18 +89,11 @@ def toClient(
     proxy writes for the body it relays.
 
     @param drop: The lower-cased names to drop besides those C{Connection}
-        names, from L{dropToClient}; L{None} for the hop-by-hop ones and the
-        framing only.
+        names, from L{dropToClient}.
     """
-    if drop is None:
-        drop = TO_CLIENT_DROP
     if connection:
         drop = drop | connection
     return [field for field in fields if field[0].lower() not in drop]
-
-
-#: The fields L{toClient} always drops: the hop-by-hop ones and the framing.
-TO_CLIENT_DROP = HOP_BY_HOP | _FRAMING
 
 
 def dropToClient(names: Iterable[bytes]) -> frozenset[bytes]:

@@ -93,7 +93,7 @@ class ProxySettings:
     @ivar accessLog: C{"text"} for the seed's line per request, C{"json"} for
         one JSON object per request.
     @ivar loadHeader: The response field a backend reports its load in
-        (L{txlb.loadreport}), which the client never sees; L{None} for none.
+        (L{txlb.loadreport}), which the client never sees.
     @ivar loadField: C{loadHeader} lower-cased, derived.
     @ivar toClientDrop: The response fields the client never sees, derived.
     """
@@ -109,16 +109,14 @@ class ProxySettings:
     forwarded: bool = False
     via: bool = False
     accessLog: str = "text"
-    loadHeader: str | None = "X-Txlb-Load"
-    loadField: bytes | None = field(init=False, repr=False, compare=False)
+    loadHeader: str = "X-Txlb-Load"
+    loadField: bytes = field(init=False, repr=False, compare=False)
     toClientDrop: frozenset[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        loadField = None if self.loadHeader is None else self.loadHeader.lower().encode("ascii")
+        loadField = self.loadHeader.lower().encode("ascii")
         object.__setattr__(self, "loadField", loadField)
-        object.__setattr__(
-            self, "toClientDrop", headers.dropToClient([loadField] if loadField else [])
-        )
+        object.__setattr__(self, "toClientDrop", headers.dropToClient([loadField]))
 
 
 class LoadBalancerResource(Resource):
@@ -652,12 +650,11 @@ class _Exchange:
         assert backend is not None
         resource.pool.succeeded(backend)
         loadField = resource.settings.loadField
-        if loadField is not None:
-            # Names of another length are not it: no lower() for them.
-            size = len(loadField)
-            for name, value in response.fields:
-                if len(name) == size and name.lower() == loadField:
-                    backend.reportLoad(value, now)
+        # Names of another length are not it: no lower() for them.
+        size = len(loadField)
+        for name, value in response.fields:
+            if len(name) == size and name.lower() == loadField:
+                backend.reportLoad(value, now)
         answered = resource.answered
         if answered is not None:
             answered(backend, now - self.sentAt)
