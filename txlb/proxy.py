@@ -61,6 +61,7 @@ from txlb.outcome import (
 )
 from txlb.roundrobin import RoundRobin
 from txlb.shadow import Shadow, Throttle
+from txlb.sticky import StickyCookie
 
 if TYPE_CHECKING:
     from txlb.upload import StreamingBody
@@ -132,6 +133,8 @@ class LoadBalancerResource(Resource):
         neither provides it.
     @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
         L{None}; change it with L{useShadow}.
+    @ivar sticky: The L{StickyCookie} that ties clients to backends, or
+        L{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -154,6 +157,7 @@ class LoadBalancerResource(Resource):
         if reactor is None:
             from twisted.internet import reactor
         self.shadow: Shadow | None = None
+        self.sticky: StickyCookie | None = None
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
@@ -271,10 +275,16 @@ class LoadBalancerResource(Resource):
     def pick(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend:
         """
         The backend for C{request}, other than those C{tried} when there is
-        one.  If the algorithm raises or picks no candidate, round robin
-        picks instead (logged at most once a minute); a shadow, if there is
-        one, is asked too.
+        one: the one the sticky cookie names, if it may take it, else the
+        algorithm's pick.  If the algorithm raises or picks no candidate,
+        round robin picks instead (logged at most once a minute); a shadow,
+        if there is one, is asked too.
         """
+        sticky = self.sticky
+        if sticky is not None:
+            pinned = sticky.pinned(request, self.pool.backends, tried)
+            if pinned is not None:
+                return pinned
         candidates = self.pool.candidates(tried)
         try:
             backend = self.algorithm.pick(request, candidates)
@@ -322,12 +332,14 @@ class LoadBalancerResource(Resource):
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields:
         """
         The header fields to send to the backend for C{request}: those of
-        the client less the hop-by-hop ones, and the forwarding fields asked
-        for.  (A C{Host} for an HTTP/1.0 request without one depends on the
+        the client less the hop-by-hop ones (and the sticky cookie), and the
+        forwarding fields asked for.  (A C{Host} for an HTTP/1.0 request without one depends on the
         backend: L{send} adds it.)
         """
         received = request.requestHeaders
         outgoing = headers.toBackend(received)
+        if self.sticky is not None:
+            outgoing = self.sticky.strip(outgoing)
         settings = self.settings
         if not (settings.forwardedFor or settings.forwarded or settings.via):
             return outgoing
@@ -771,6 +783,11 @@ class _Exchange:
             sent.addRawHeader(name, value)
         if not sent.hasHeader(b"date"):
             sent.setRawHeaders(b"Date", [http.datetimeToString()])
+        sticky = self.resource.sticky
+        if sticky is not None:
+            cookie = sticky.setCookie(request, self.backend)  # type: ignore[arg-type]
+            if cookie is not None:
+                sent.addRawHeader(b"Set-Cookie", cookie)
         length = response.contentLength
         if length is not None and response.code != NO_CONTENT:
             # The body's length; for HEAD and 304, the length the backend

@@ -28,6 +28,7 @@ from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.server import LoadBalancerSite
+from txlb.sticky import StickyCookie
 
 
 class Configuration(Protocol):
@@ -67,6 +68,11 @@ class Configuration(Protocol):
     def shadow(self) -> Callable[[Sequence[Backend]], IAlgorithm] | None:
         """
         What makes the shadow algorithm these options name, if any.
+        """
+
+    def sticky(self, clock: Any) -> StickyCookie | None:
+        """
+        The sticky cookie these options ask for, if any.
         """
 
     def checkedAlgorithm(
@@ -249,6 +255,8 @@ class LoadBalancerService(MultiService):
         else:
             resource.useShadow(new["shadow-algo"], new.shadow())
         resource.setBackends(new["backends"], new.algorithm())
+        if new["sticky-cookie"] != self.config["sticky-cookie"]:
+            resource.sticky = new.sticky(self.reactor)
         for backend in resource.pool.backends:
             # The file lists it: it serves, whatever the admin API said.
             backend.draining = False

@@ -30,6 +30,7 @@ from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.sticky import StickyCookie
 from txlb.swrr import SmoothWeightedRoundRobin
 from txlb.testbackend import makeBackendService
 from txlb.weighted import WeightedRoundRobin
@@ -134,6 +135,12 @@ def parseBalanceFactor(text: str) -> float:
 def parseHeaderName(text: str) -> str:
     if not isToken(text.encode("ascii", "replace")):
         raise usage.UsageError(f"--load-header: {text!r} is not a header name")
+    return text
+
+
+def parseCookieName(text: str) -> str:
+    if not isToken(text.encode("ascii", "replace")):
+        raise usage.UsageError(f"--sticky-cookie: {text!r} is not a cookie name")
     return text
 
 
@@ -325,6 +332,14 @@ class Options(usage.Options):
             "clients never see it).",
             parseHeaderName,
         ],
+        [
+            "sticky-cookie",
+            None,
+            None,
+            "Insert a cookie of this name naming the backend, and route requests "
+            "carrying it there while it is up (off if absent).",
+            parseCookieName,
+        ],
         # Operations.
         ["config", "c", None, "TOML file of these options; SIGHUP reloads it."],
         [
@@ -470,6 +485,13 @@ class Options(usage.Options):
         spec = self["shadow-algo"]
         return None if spec is None else self.algorithmNamed(spec)
 
+    def sticky(self, clock: Any) -> StickyCookie | None:
+        """
+        The sticky cookie C{--sticky-cookie} asks for, if any.
+        """
+        name = self["sticky-cookie"]
+        return None if name is None else StickyCookie(name, clock)
+
     def algorithmNamed(self, spec: str) -> MakeAlgorithm:
         """
         What makes the algorithm C{spec} names, with these options.
@@ -514,6 +536,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
     )
     resource.useShadow(config["shadow-algo"], config.shadow())
+    resource.sticky = config.sticky(reactor)
     balancer = LoadBalancerService(config, LoadBalancerSite(resource, reactor), reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)
