@@ -36,6 +36,7 @@ from twisted.web.resource import Resource
 
 from txlb import __version__
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
+from txlb.metrics import BUCKETS
 from txlb.proxy import LoadBalancerResource
 from txlb.statuspage import StatusPage
 
@@ -188,14 +189,17 @@ class AdminAPI(Resource):
         balancer = self.balancer
         now = balancer.reactor.seconds()
         shadow = balancer.resource.shadow
+        buckets = balancer.resource.metrics.latencyBuckets()
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
             "algorithm": balancer.config["algo"],
             "listen": balancer.config["listen"],
             "shadow": None if shadow is None else shadow.status(),
+            "latencyBounds": list(BUCKETS),
             "backends": [
-                _backendStatus(backend, now) for backend in balancer.resource.pool.backends
+                {**_backendStatus(backend, now), "latencyBuckets": buckets.get(backend.address)}
+                for backend in balancer.resource.pool.backends
             ],
         }
 
@@ -311,6 +315,7 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
         "requestsPerSecond": round(backend.requestsPerSecond(now), 2),
         "errors": backend.errors,
         "latencyMs": None if backend.latencyMs is None else round(backend.latencyMs, 2),
+        "load": None if backend.load is None else round(backend.reportedLoad(now), 3),
     }
 
 

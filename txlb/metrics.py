@@ -183,6 +183,20 @@ class Metrics:
             raise ValueError(f"not a refusal reason: {reason!r}")
         self.refusals.labels(reason).inc()
 
+    def latencyBuckets(self) -> dict[str, list[int]]:
+        """
+        Each backend's requests so far by duration: cumulative counts for
+        each of L{BUCKETS}, then all of them, as the histogram keeps them
+        (the status page takes the p99 of what changed between two polls).
+        """
+        buckets: dict[str, list[int]] = {}
+        for metric in self.duration.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    counts = buckets.setdefault(sample.labels["backend"], [])
+                    counts.append(int(sample.value))
+        return buckets
+
     def exposition(self) -> bytes:
         """
         The metrics in Prometheus' text format.
