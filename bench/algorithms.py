@@ -68,9 +68,9 @@ class Run:
     One setting: three backends and txlb in front of them.
     """
 
-    def __init__(self, args, procs, tmp, name, delays, slowMs=10, options=(), loads=()):
+    def __init__(self, args, procs, tmp, name, delays, slowMs=10, options=(), loads=(), ports=None):
         self.args, self.procs, self.tmp, self.name = args, procs, tmp, name
-        *self.backendPorts, self.port = freePorts(4)
+        *self.backendPorts, self.port = ports or freePorts(4)
         self.records = [os.path.join(tmp, f"{name}-{port}.json") for port in self.backendPorts]
         loads = loads or ((),) * len(delays)
         self.backends = [
@@ -265,9 +265,13 @@ def boundedLoads(args, procs, tmp, lines):
         f"{args.duration} s; backends at 1 ms.  Load is the time each backend spent on "
         "requests (its mean in-flight count), from txlb's access log.",
         "",
-        "| balance factor | busiest backend / mean load | loads | reached first choice | p99 ms |",
-        "| --- | --- | --- | --- | --- |",
+        "Both runs use the same ports, so each key prefers the same backend in both.",
+        "",
+        "| balance factor | busiest backend / mean load | loads | requests | reached first choice "
+        "| p99 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    ports = freePorts(4)
     for factor in ("1.25", "0"):
         run = Run(
             args,
@@ -276,6 +280,7 @@ def boundedLoads(args, procs, tmp, lines):
             f"hash-{factor}",
             (1, 1, 1),
             options=("--algo", "hash", "--hash-key", "query:k", "--hash-balance-factor", factor),
+            ports=ports,
         )
         try:
             result, _, _ = run.measure(args.duration, script, threads=1)
@@ -285,9 +290,11 @@ def boundedLoads(args, procs, tmp, lines):
         addresses = [f"{HOST}:{port}" for port in run.backendPorts]
         backends = [Backend(HOST, port) for port in run.backendPorts]
         busy = {address: 0.0 for address in addresses}
+        served = {address: 0 for address in addresses}
         first = 0
         for entry in entries:
             busy[entry["backend"]] = busy.get(entry["backend"], 0.0) + entry["totalMs"]
+            served[entry["backend"]] = served.get(entry["backend"], 0) + 1
             key = entry["target"].partition("k=")[2].encode()
             best = max(backends, key=lambda b: score(key, b))
             first += best.address == entry["backend"]
@@ -295,7 +302,8 @@ def boundedLoads(args, procs, tmp, lines):
         loads = ", ".join(f"{busy[a] / mean:.2f}" for a in addresses)
         lines.append(
             f"| {factor if factor != '0' else '0 (off)'} | {max(busy.values()) / mean:.2f}x | "
-            f"{loads} | {first / len(entries):.1%} | {result.p99:.2f} |"
+            f"{loads} | {', '.join(f'{served[a] / len(entries):.1%}' for a in addresses)} | "
+            f"{first / len(entries):.1%} | {result.p99:.2f} |"
         )
         print(lines[-1], flush=True)
     lines.append("")

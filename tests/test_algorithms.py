@@ -21,7 +21,7 @@ from txlb.roundrobin import RoundRobin
 from txlb.swrr import SmoothWeightedRoundRobin
 from txlb.weighted import WeightedRoundRobin
 
-from .requests import makeRequest
+from .algorithmrequest import makeRequest
 
 
 def seedBackends() -> list[Backend]:

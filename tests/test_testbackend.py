@@ -403,6 +403,7 @@ class DelayAndLoadTests(SynchronousTestCase):
         clock.advance(0.25)
         self.flush()
         self.assertEqual(self.successResultOf(treq.content(late[0])), b"pong from backend :8083\n")
+        self.assertEqual(late[0].length, 24)
 
     def test_delayChangedLive(self) -> None:
         """
@@ -559,10 +560,10 @@ class TacTests(SynchronousTestCase):
         if not TAC.exists():
             raise self.skipTest(f"{TAC} not found (not running from a checkout)")
 
-    def test_badPortsOneLine(self) -> None:
+    def assertOneLine(self, name: str, value: str, line: str) -> None:
         """
-        A bad C{BACKEND_PORTS} makes twistd exit non-zero with one line
-        naming the value, and no traceback.
+        With C{name=value} in the environment, twistd exits non-zero with
+        C{line} alone, and no traceback.
 
         twistd is run the way its console script runs it, from an empty
         directory: twistd does not add the current directory to
@@ -573,7 +574,7 @@ class TacTests(SynchronousTestCase):
         cwd = self.mktemp()
         os.mkdir(cwd)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["BACKEND_PORTS"] = "abc"
+        env[name] = value
         result = subprocess.run(
             [
                 sys.executable,
@@ -593,7 +594,24 @@ class TacTests(SynchronousTestCase):
         output = result.stdout + result.stderr
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", output)
-        self.assertEqual(
-            output.strip().splitlines(),
-            ["backend_server.tac: BACKEND_PORTS: 'abc' is not a port number"],
+        self.assertEqual(output.strip().splitlines(), [line])
+
+    def test_badPortsOneLine(self) -> None:
+        """
+        A bad C{BACKEND_PORTS} makes twistd exit non-zero with one line
+        naming the value.
+        """
+        self.assertOneLine(
+            "BACKEND_PORTS", "abc", "backend_server.tac: BACKEND_PORTS: 'abc' is not a port number"
+        )
+
+    def test_badDelayOneLine(self) -> None:
+        """
+        So does a bad C{BACKEND_DELAY_MS}.
+        """
+        self.assertOneLine(
+            "BACKEND_DELAY_MS",
+            "8083",
+            "backend_server.tac: BACKEND_DELAY_MS: '8083' is not PORT:VALUE for one of"
+            " [8081, 8082, 8083]",
         )

@@ -12,8 +12,8 @@ class IAlgorithm(Interface):
     An algorithm is made with the backends it chooses from, as
     C{Algorithm(backends)} (other arguments, if any, have defaults), and
     keeps whatever state it needs (a cursor, current weights, latencies).
-    It reads each backend's C{active} count, C{weight} and
-    C{reportedLoad(now)} but never changes a backend: the proxy and the
+    It reads each backend's C{active} count, C{weight}, C{capacity(now)}
+    and C{reportedLoad(now)} but never changes a backend: the proxy and the
     pool do.  A new object is made whenever the backends or their weights
     change, so state kept in the algorithm starts again then.
 
@@ -41,10 +41,13 @@ class IAlgorithm(Interface):
             raw request-target), C{requestHeaders} and C{getCookie(name)}.
             (Not C{path} or C{args}: Twisted sets them only once a request
             body is all in, and txlb forwards before.)
-        @param candidates: The backends that may take this request: those of
-            C{backends} that are up, out of slow start for this pick and not
-            yet tried for it, never empty.
-        @return: One of C{candidates}.
+        @param candidates: The backends that may take this request, never
+            empty: those of C{backends} that are up, not held back by slow
+            start for this pick and not yet tried for it (all that are up,
+            if every one was tried; all of them, if none is up).  A sequence
+            the algorithm must not keep or change.
+        @return: One of C{candidates}.  An exception is a bug: the client
+            gets a 500.
         """
 
 
@@ -59,7 +62,8 @@ class IResponseObserver(Interface):
         C{backend} sent a response head, C{seconds} after the request was
         sent to it (after it arrived, for the first try).  A load the
         backend reported in that head is already in
-        C{backend.reportedLoad}.
+        C{backend.reportedLoad}.  Called on the request's path: it must be
+        quick and must not raise.
         """
 
 

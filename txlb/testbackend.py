@@ -89,7 +89,11 @@ class BackendResource(Resource):
         return NOT_DONE_YET
 
     def _answerLater(self, request: Request) -> None:
-        request.write(self._answer(request))
+        body = self._answer(request)
+        if request.method != b"HEAD":
+            # Framed as an answer given at once is, not chunked.
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
         request.finish()
 
     def _answer(self, request: Request) -> bytes:
