@@ -161,8 +161,6 @@ class LoadBalancerResource(Resource):
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
-        #: Round robin for a request whose algorithm raised, made when needed.
-        self._fallback: RoundRobin | None = None
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
         self.metrics = Metrics(self.pool, reactor, lambda: self.shadow)
@@ -208,7 +206,8 @@ class LoadBalancerResource(Resource):
         Pick with C{algorithm} from now on.
         """
         self.algorithm = algorithm
-        self._fallback = None
+        #: Round robin for a request this algorithm fails, made when needed.
+        self._fallback: RoundRobin | None = None
         self._observe()
 
     def useShadow(
@@ -333,8 +332,8 @@ class LoadBalancerResource(Resource):
         """
         The header fields to send to the backend for C{request}: those of
         the client less the hop-by-hop ones (and the sticky cookie), and the
-        forwarding fields asked for.  (A C{Host} for an HTTP/1.0 request without one depends on the
-        backend: L{send} adds it.)
+        forwarding fields asked for.  (A C{Host} for an HTTP/1.0 request
+        without one depends on the backend: L{send} adds it.)
         """
         received = request.requestHeaders
         outgoing = headers.toBackend(received)
