@@ -183,6 +183,22 @@ class ReplayTests(SynchronousTestCase):
             ],
         )
 
+    def test_hashKey(self) -> None:
+        """
+        C{--hash-key} is what C{hash} hashes: each of the log's three paths
+        keeps to one backend, C{/item/2} (6 requests) to 8081, C{/item/0}
+        and C{/item/1} (7 each) to 8082, which is slow; by client address
+        (the default key) they spread otherwise.
+        """
+        code, out = self.replay("--hash-key", "path", self.path, "hash")
+        self.assertEqual(code, 0)
+        byPath = self.replay(self.path, "hash")[1]
+        self.assertNotEqual(out, byPath)
+        self.assertEqual(
+            out.splitlines()[1],
+            "hash      1.40   100.0   100.0           30.0%           70.0%",
+        )
+
     def test_errors(self) -> None:
         """
         A bad command line, file or policy ends with one line on stderr and
@@ -205,6 +221,7 @@ class ReplayTests(SynchronousTestCase):
             (["nosuchfile", "roundrobin"], "txlb-replay: [Errno 2] No such file or directory"),
             (["-c", "0", self.path, "p2c"], "txlb-replay: --concurrency: must be at least 1"),
             (["-s", "0", self.path, "p2c"], "txlb-replay: --speed: '0' is not a positive number"),
+            (["--hash-key", "body", self.path, "hash"], "txlb-replay: --hash-key: "),
         ]
         for args, start in table:
             stderr = io.StringIO()

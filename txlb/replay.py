@@ -353,6 +353,7 @@ class ReplayOptions(usage.Options):
         ["concurrency", "c", 4, "Requests each backend serves at once.", int],
         ["speed", "s", 1.0, "Arrivals this many times faster than logged.", positive("speed")],
         ["seed", None, 1, "Seed of the policies' random generators.", int],
+        ["hash-key", None, "ip", "What hash hashes: ip, path, uri or query:NAME."],
         ["plot", None, None, "Draw the results into this PNG (needs matplotlib)."],
     ]
 
@@ -371,7 +372,7 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     """
     The C{txlb-replay} command.
     """
-    from txlb.tap import Options, parseBackends
+    from txlb.tap import Options, parseBackends, parseHashKey
 
     out = out or sys.stdout
     options = ReplayOptions()
@@ -386,6 +387,7 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
         if not specs:
             raise usage.UsageError(f"{options['log']}: no request reached a backend")
         makers = Options()
+        makers["hash-key"] = parseHashKey(options["hash-key"])
         results = []
         for spec in options["policies"]:
             backends = [Backend(b.host, b.port, b.weight) for b in specs]
