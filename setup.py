@@ -43,11 +43,12 @@ setup(
         "zope.interface>=5",
         "prometheus-client>=0.20",
     ],
+    entry_points={"console_scripts": ["txlb-replay = txlb.replay:main"]},
     extras_require={
         "dev": ["ruff", "mypy<2", "mypy-zope"],  # mypy 2 no longer checks for Python 3.9
         # What the tests need beyond txlb's own dependencies (tox.ini's deps).
         "test": ["autobahn", "hypothesis", "h11>=0.16"],
-        # bench/run.py's chart.
+        # bench/run.py's chart, and txlb-replay --plot.
         "bench": ["matplotlib"],
     },
 )

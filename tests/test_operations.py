@@ -6,6 +6,7 @@ metrics and the JSON access log.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from treq.testing import StubTreq
@@ -376,6 +377,26 @@ class AdminTests(SynchronousTestCase):
                 "latencyMs": None,
             },
         )
+
+    def test_statusLoadAndLatencies(self) -> None:
+        """
+        /status gives each backend's reported load (faded with time, null if
+        none) and its requests counted in the latency buckets (null before
+        the first), with the buckets' bounds.
+        """
+        harness = self.harness
+        harness.client(GET)
+        backend, _ = harness.backend()
+        harness.reactor.advance(0.003)
+        backend.dataReceived(b"HTTP/1.1 200 OK\r\nX-Txlb-Load: 0.5\r\nContent-Length: 2\r\n\r\nok")
+        harness.reactor.advance(10)
+        _, status = self.call("GET", "/status", token=None)
+        self.assertEqual(status["latencyBounds"][:4], [0.001, 0.0025, 0.005, 0.01])
+        first, second = status["backends"]
+        self.assertEqual(first["load"], round(0.5 * math.exp(-1), 3))
+        self.assertEqual(first["latencyBuckets"], [0, 0, 1, *[1] * 12])
+        self.assertEqual((second["load"], second["latencyBuckets"]), (None, None))
+        self.assertIsNone(status["shadow"])
 
     def test_metrics(self) -> None:
         """

@@ -74,8 +74,20 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(
             (result.stdout + result.stderr).splitlines(),
             [
-                "txlb: --algo: unknown algorithm 'nope' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash) (see twistd txlb --help)"
+                "txlb: --algo: unknown algorithm 'nope' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash, a name in the txlb.algorithms entry points, or package.module:Name) (see twistd txlb --help)"
             ],
+        )
+
+    def test_replayScript(self) -> None:
+        """
+        The package installs the C{txlb-replay} console script, which ends
+        a bad command line with one line.
+        """
+        script = Path(sys.executable).parent / "txlb-replay"
+        result = runIn(".", str(script), "--concurrency", "0", "log.json", "p2c")
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (2, "", "txlb-replay: --concurrency: must be at least 1\n"),
         )
 
 

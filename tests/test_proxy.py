@@ -842,16 +842,17 @@ class InternalErrorTests(SynchronousTestCase):
     A bug in txlb ends the exchange visibly instead of hanging it.
     """
 
-    def test_algorithmFails(self) -> None:
+    def test_pickFails(self) -> None:
         """
-        An algorithm that raises gets the client a 500, and the error logged.
+        A bug while picking a backend (outside the algorithm, whose failures
+        round robin covers) gets the client a 500, and the error logged.
         """
         harness = Harness(self)
 
-        def broken(request: object, candidates: object) -> Backend:
+        def broken(tried: object) -> list[Backend]:
             raise RuntimeError("bug")
 
-        self.patch(harness.resource.algorithm, "pick", broken)
+        self.patch(harness.resource.pool, "candidates", broken)
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertTrue(client.value().startswith(b"HTTP/1.1 500 Internal Server Error\r\n"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -65,9 +65,9 @@ EXAMPLE: dict[str, Any] = {
 }
 
 # The two rows EXAMPLE renders as, column by column: backend, state, weight,
-# active, req/s, requests, errors, fails, latency, health, last error.
+# active, req/s, requests, errors, fails, latency, load, health, last error.
 EXAMPLE_ROWS = [
-    ["localhost:8081", "up", "1", "0", "3.2", "120", "1", "0", "1.4 ms", "passed", "–"],
+    ["localhost:8081", "up", "1", "0", "3.2", "120", "1", "0", "1.4 ms", "–", "passed", "–"],
     [
         "localhost:8082",
         "draining",
@@ -77,6 +77,7 @@ EXAMPLE_ROWS = [
         "340",
         "7",
         "2",
+        "–",
         "–",
         "failed: status 500",
         "Connection was refused",
@@ -107,6 +108,51 @@ class FakeStatus(Resource):
             return b"admin API is down\n"
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps(self.payload).encode()
+
+
+class ChangingStatus(FakeStatus):
+    """
+    The admin API's C{status} answering each of C{payloads} in turn, then
+    the last again and again.
+    """
+
+    def __init__(self, payloads: list[dict[str, Any]]) -> None:
+        super().__init__(payloads[0])
+        self.payloads = payloads
+
+    def render_GET(self, request: server.Request) -> bytes:
+        self.payload = self.payloads[min(self.requests, len(self.payloads) - 1)]
+        return super().render_GET(request)
+
+
+def polls(count: int) -> list[dict[str, Any]]:
+    """
+    C{count} answers of a balancer whose first backend, reporting a load of
+    0.25, ends 100 requests between two polls, all in 2.5 to 5 ms (so
+    their p99 is 2.5 + 0.99 * 2.5 = 4.975 ms), at k requests/s by the kth
+    poll; and a shadow policy.
+    """
+    answers = []
+    for k in range(1, count + 1):
+        payload = copy.deepcopy(EXAMPLE)
+        payload["latencyBounds"] = [0.001, 0.0025, 0.005, 0.01]
+        first, second = payload["backends"]
+        first.update(
+            requestsPerSecond=float(k),
+            active=k,
+            load=0.25,
+            latencyBuckets=[0, 0, 100 * (k - 1), 100 * (k - 1), 100 * (k - 1)],
+        )
+        second.update(latencyBuckets=None)
+        payload["shadow"] = {
+            "algorithm": "ewma",
+            "compared": 200,
+            "agreement": 0.4,
+            "picks": {"localhost:8081": 150, "localhost:8082": 50},
+            "errors": 0,
+        }
+        answers.append(payload)
+    return answers
 
 
 def adminTree(status: Resource) -> Resource:
@@ -153,6 +199,8 @@ class ResponseTests(SynchronousTestCase):
         URL anywhere, no C{src} at all, no stylesheet link, no CSS import.
         """
         _, body = self.get()
+        # The SVG namespace is a name, not something fetched.
+        body = body.replace(b'"http://www.w3.org/2000/svg"', b"")
         self.assertNotIn(b"http://", body)
         self.assertNotIn(b"https://", body)
         self.assertEqual(re.findall(rb"""(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:|//)""", body), [])
@@ -431,6 +479,57 @@ class BrowserTests(TestCase):
         page, _ = await self.render(FakeStatus(EXAMPLE, failAfter=0))
         self.assertEqual(page.text["error"], "status unavailable: HTTP 503 Service Unavailable")
         self.assertEqual(page.rows, [["loading…"]])
+
+    async def test_charts(self) -> None:
+        """
+        Each backend gets a card of line charts over the polls: requests/s,
+        the p99 of the requests that ended between two polls (none before
+        the second, so that line starts there), requests in flight and the
+        reported load, each labelled with its last value.
+        """
+        status = ChangingStatus(polls(10))
+        _, dom = await self.render(status)
+        count = status.requests
+        self.assertGreaterEqual(count, 2, "the page did not refresh")
+        self.assertEqual(
+            re.findall(r'<span class="chart-label">([^<]*)</span>', dom),
+            [
+                f"req/s {count}.0",
+                "p99 5.0 ms",
+                f"in flight {count}",
+                "load 25.0 %",
+                "req/s 0.0",
+                "p99 –",
+                "in flight 2",
+                "load –",
+            ],
+        )
+        lines = re.findall(r'<polyline points="([^"]*)"></polyline>', dom)
+        # The first backend's four lines (p99's a point short), then the
+        # second's two (it has no p99 and no load).
+        self.assertEqual(
+            [len(points.split()) for points in lines],
+            [count, count - 1, count, count, count, count],
+        )
+        # Newest at the right edge; the largest value at the top.
+        self.assertTrue(lines[0].endswith(" 300.0,2.0"), lines[0])
+
+    async def test_shadow(self) -> None:
+        """
+        With a shadow policy, the page shows its agreement and the requests
+        it would have sent to each backend; without one, nothing of it.
+        """
+        page, dom = await self.render(ChangingStatus(polls(1)))
+        self.assertEqual(page.text["shadow-name"], "ewma")
+        self.assertEqual(page.text["shadow-agreement"], "40.0 % of 200 picks")
+        self.assertEqual(page.text["shadow-errors"], "0")
+        self.assertNotIn("hidden", page.attributes["shadow-section"])
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", dom.split('id="shadow-backends"')[1])
+        self.assertEqual(
+            cells[:6], ["localhost:8081", "150", "75.0 %", "localhost:8082", "50", "25.0 %"]
+        )
+        page, _ = await self.render(FakeStatus(EXAMPLE))
+        self.assertIn("hidden", page.attributes["shadow-section"])
 
     async def test_screenshot(self) -> None:
         """

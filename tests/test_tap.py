@@ -278,7 +278,7 @@ class OptionsTests(SynchronousTestCase):
             (["--backends", "a:1,A:1"], "--backends: A:1 is listed twice"),
             (
                 ["--backends", "a:1", "--algo", "random"],
-                "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash)",
+                "--algo: unknown algorithm 'random' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash, a name in the txlb.algorithms entry points, or package.module:Name)",
             ),
             (["--demo", "--backends", "a:1"], "--demo starts its own backends: drop --backends"),
             (["--demo", "--listen", "nope:1"], "--listen: 'nope:1': Unknown endpoint type: 'nope'"),

@@ -11,7 +11,10 @@ The admin listener: status, metrics and runtime changes over HTTP.
   - C{POST /backends/HOST:PORT/drain}: drain one (no new requests; those in
     flight finish, and C{/status} shows them counting down);
   - C{DELETE /backends/HOST:PORT}: remove one (requests in flight finish on
-    it).
+    it);
+  - C{PUT /algorithm} with C{{"algo": "p2c"}} and/or C{{"shadow": "ewma"}}
+    (C{null} for no shadow): switch the algorithm or the shadow policy
+    (requests in flight keep their backends).
 
 With a token, every change needs C{Authorization: Bearer TOKEN}; reads
 never do.  Without one, a change that carries C{Origin} (a browser's,
@@ -27,11 +30,13 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from twisted.logger import Logger
+from twisted.python import usage
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import __version__
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
+from txlb.metrics import BUCKETS
 from txlb.proxy import LoadBalancerResource
 from txlb.statuspage import StatusPage
 
@@ -74,6 +79,13 @@ class Balancer(Protocol):
     def config(self) -> _Options:
         """
         The configuration in use, which a reload replaces.
+        """
+
+    def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
+        """
+        Switch C{--algo} and/or C{--shadow-algo} to what C{changes} names.
+
+        @raise usage.UsageError: With one line, changing nothing.
         """
 
 
@@ -164,7 +176,9 @@ class AdminAPI(Resource):
                 return self._remove(backend), http.OK
         if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
             return self._change(self._find(path[1]), {"draining": True}), http.OK
-        if path in (["status"], ["metrics"], ["backends"]) or path[:1] == ["backends"]:
+        if path == ["algorithm"] and method == b"PUT":
+            return self._switch(_body(request)), http.OK
+        if path in (["status"], ["metrics"], ["algorithm"]) or path[:1] == ["backends"]:
             raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
         raise _AdminError(http.NOT_FOUND, "no such resource")
 
@@ -174,16 +188,40 @@ class AdminAPI(Resource):
         """
         balancer = self.balancer
         now = balancer.reactor.seconds()
+        shadow = balancer.resource.shadow
+        buckets = balancer.resource.metrics.latencyBuckets()
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
             "algorithm": balancer.config["algo"],
             "listen": balancer.config["listen"],
             "backendTLS": "insecure" if balancer.resource.client.tls.insecure else "verified",
+            "shadow": None if shadow is None else shadow.status(),
+            "latencyBounds": list(BUCKETS),
             "backends": [
-                _backendStatus(backend, now) for backend in balancer.resource.pool.backends
+                {**_backendStatus(backend, now), "latencyBuckets": buckets.get(backend.address)}
+                for backend in balancer.resource.pool.backends
             ],
         }
+
+    def _switch(self, body: dict[str, Any]) -> dict[str, Any]:
+        expected = 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'
+        if not body or set(body) - {"algo", "shadow"}:
+            raise _AdminError(http.BAD_REQUEST, expected)
+        changes: dict[str, str | None] = {}
+        for key, option in (("algo", "algo"), ("shadow", "shadow-algo")):
+            if key not in body:
+                continue
+            spec = body[key]
+            if not (isinstance(spec, str) or (spec is None and key == "shadow")):
+                raise _AdminError(http.BAD_REQUEST, expected)
+            changes[option] = spec
+        try:
+            self.balancer.switchAlgorithm(changes)
+        except usage.UsageError as e:
+            raise _AdminError(http.BAD_REQUEST, str(e)) from None
+        config = self.balancer.config
+        return {"algorithm": config["algo"], "shadow": config["shadow-algo"]}
 
     def _find(self, address: str) -> Backend:
         try:
@@ -279,6 +317,7 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
         "requestsPerSecond": round(backend.requestsPerSecond(now), 2),
         "errors": backend.errors,
         "latencyMs": None if backend.latencyMs is None else round(backend.latencyMs, 2),
+        "load": None if backend.load is None else round(backend.reportedLoad(now), 3),
     }
 
 

@@ -8,14 +8,15 @@ Prometheus scrapes, so they are never stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from txlb.backend import BackendPool
 from txlb.refusals import REASONS
+from txlb.shadow import Shadow
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
 #: millisecond to the 30 s response timeout.
@@ -48,13 +49,59 @@ class _PoolCollector:
         yield up
 
 
+class _ShadowCollector:
+    """
+    The shadow policy's counts, read from it at each scrape; nothing when
+    there is none.
+    """
+
+    def __init__(self, shadow: Callable[[], Shadow | None]) -> None:
+        self._shadow = shadow
+
+    def collect(self) -> Iterator[Metric]:
+        shadow = self._shadow()
+        if shadow is None:
+            return
+        labels = ["policy"]
+        compared = CounterMetricFamily(
+            "txlb_shadow_picks", "Picks the shadow policy made.", labels=labels
+        )
+        compared.add_metric([shadow.name], shadow.compared)
+        agreed = CounterMetricFamily(
+            "txlb_shadow_agreed",
+            "Picks where the shadow policy chose the live policy's backend.",
+            labels=labels,
+        )
+        agreed.add_metric([shadow.name], shadow.agreed)
+        errors = CounterMetricFamily(
+            "txlb_shadow_errors", "Times the shadow policy raised.", labels=labels
+        )
+        errors.add_metric([shadow.name], shadow.errors)
+        agreement = GaugeMetricFamily(
+            "txlb_shadow_agreement_ratio",
+            "Share of picks where the shadow policy agreed with the live one.",
+            labels=labels,
+        )
+        agreement.add_metric([shadow.name], shadow.agreement() or 0.0)
+        backends = CounterMetricFamily(
+            "txlb_shadow_backend_picks",
+            "Requests the shadow policy would have sent to each backend.",
+            labels=["policy", "backend"],
+        )
+        for address, count in shadow.picks.items():
+            backends.add_metric([shadow.name, address], count)
+        yield from (compared, agreed, errors, agreement, backends)
+
+
 class Metrics:
     """
     The metrics, in a registry of their own (several balancers can run in
     one process, and tests need fresh ones).
     """
 
-    def __init__(self, pool: BackendPool, clock: Any) -> None:
+    def __init__(
+        self, pool: BackendPool, clock: Any, shadow: Callable[[], Shadow | None] = lambda: None
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "txlb_requests",
@@ -100,7 +147,13 @@ class Metrics:
         for reason in REASONS:
             # Every class shows from the start, at 0, so a rate over it works.
             self.refusals.labels(reason)
+        self.fallbacks = Counter(
+            "txlb_algorithm_fallbacks",
+            "Picks where the algorithm raised and round robin picked instead.",
+            registry=self.registry,
+        )
         self.registry.register(_PoolCollector(pool, clock))
+        self.registry.register(_ShadowCollector(shadow))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
         self._requestChildren: dict[tuple[str, str], Any] = {}
@@ -136,6 +189,20 @@ class Metrics:
         if reason not in REASONS:
             raise ValueError(f"not a refusal reason: {reason!r}")
         self.refusals.labels(reason).inc()
+
+    def latencyBuckets(self) -> dict[str, list[int]]:
+        """
+        Each backend's requests so far by duration: cumulative counts for
+        each of L{BUCKETS}, then all of them, as the histogram keeps them
+        (the status page takes the p99 of what changed between two polls).
+        """
+        buckets: dict[str, list[int]] = {}
+        for metric in self.duration.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    counts = buckets.setdefault(sample.labels["backend"], [])
+                    counts.append(int(sample.value))
+        return buckets
 
     def exposition(self) -> bytes:
         """

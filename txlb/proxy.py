@@ -59,6 +59,9 @@ from txlb.outcome import (
     answer,
     describe,
 )
+from txlb.roundrobin import RoundRobin
+from txlb.shadow import Shadow, Throttle
+from txlb.sticky import StickyCookie
 
 if TYPE_CHECKING:
     from txlb.upload import StreamingBody
@@ -125,8 +128,13 @@ class LoadBalancerResource(Resource):
     @ivar algorithm: The L{IAlgorithm} provider that picks backends; change
         it with L{useAlgorithm}.
     @ivar makeAlgorithm: What makes a new one when the backends change.
-    @ivar answered: The algorithm's L{IResponseObserver.answered}, or
-        L{None} if it provides no such thing.
+    @ivar answered: What learns from each response: the algorithm's
+        L{IResponseObserver.answered} and the shadow's, or L{None} if
+        neither provides it.
+    @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
+        L{None}; change it with L{useShadow}.
+    @ivar sticky: The L{StickyCookie} that ties clients to backends, or
+        L{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -148,11 +156,14 @@ class LoadBalancerResource(Resource):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
+        self.shadow: Shadow | None = None
+        self.sticky: StickyCookie | None = None
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
+        self._fallbackLog = Throttle(reactor)
         self.settings = settings
-        self.metrics = Metrics(self.pool, reactor)
+        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow)
         self.client = client
         #: The file the access log goes to, if not the main log.
         self.accessLogFile: AccessLogFile | None = None
@@ -197,7 +208,40 @@ class LoadBalancerResource(Resource):
         Pick with C{algorithm} from now on.
         """
         self.algorithm = algorithm
-        self.answered = algorithm.answered if IResponseObserver.providedBy(algorithm) else None
+        #: Round robin for a request this algorithm fails, made when needed.
+        self._fallback: RoundRobin | None = None
+        self._observe()
+
+    def useShadow(
+        self, name: str | None, makeAlgorithm: Callable[[Sequence[Backend]], IAlgorithm] | None
+    ) -> None:
+        """
+        Ask the algorithm C{makeAlgorithm} makes, C{name}d so, beside the
+        live one from now on, without routing by it; none if L{None}.
+        Its counts start again.
+        """
+        if name is None or makeAlgorithm is None:
+            self.shadow = None
+        else:
+            self.shadow = Shadow(name, makeAlgorithm, self.pool.backends, self._reactor)
+        self._observe()
+
+    def _observe(self) -> None:
+        """
+        Set L{answered} from the algorithm and the shadow.
+        """
+        algorithm, shadow = self.algorithm, self.shadow
+        live = algorithm.answered if IResponseObserver.providedBy(algorithm) else None
+        beside = None if shadow is None else shadow.answered
+        if beside is None or live is None:
+            self.answered = live or beside
+            return
+
+        def both(backend: Backend, seconds: float) -> None:
+            live(backend, seconds)
+            beside(backend, seconds)
+
+        self.answered = both
 
     def setBackends(
         self,
@@ -225,15 +269,52 @@ class LoadBalancerResource(Resource):
         self.pool.backends = tuple(merged)
         if algorithm is not None:
             self.makeAlgorithm = algorithm
+        if self.shadow is not None:
+            self.shadow.rebuild(merged)
         self.useAlgorithm(self.makeAlgorithm(merged))
         self.client.forgetEndpoints()
 
     def pick(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend:
         """
         The backend for C{request}, other than those C{tried} when there is
-        one.
+        one: the one the sticky cookie names, if it may take it, else the
+        algorithm's pick.  If the algorithm raises or picks no candidate,
+        round robin picks instead (logged at most once a minute); a shadow,
+        if there is one, is asked too.
         """
-        return self.algorithm.pick(request, self.pool.candidates(tried))
+        sticky = self.sticky
+        if sticky is not None:
+            pinned = sticky.pinned(request, self.pool.backends, tried)
+            if pinned is not None:
+                return pinned
+        candidates = self.pool.candidates(tried)
+        try:
+            backend = self.algorithm.pick(request, candidates)
+            if backend not in candidates:
+                raise ValueError(f"picked {backend!r}, which is not a candidate")
+        except Exception:
+            backend = self._fallBack(request, candidates)
+        if self.shadow is not None:
+            self.shadow.compare(request, candidates, backend)
+        return backend
+
+    def _fallBack(self, request: server.Request, candidates: Sequence[Backend]) -> Backend:
+        """
+        The algorithm failed to pick (the exception is being handled):
+        round robin picks for this request.
+        """
+        self.metrics.fallbacks.inc()
+        throttle = self._fallbackLog
+        if throttle.allow():
+            self._log.failure(
+                "Algorithm {algorithm} failed to pick; round robin picked instead"
+                " ({held} more failures since the last entry; logged at most once a minute)",
+                algorithm=getattr(self.algorithm, "name", "?"),
+                held=throttle.release(),
+            )
+        if self._fallback is None:
+            self._fallback = RoundRobin(self.pool.backends)
+        return self._fallback.pick(request, candidates)
 
     def send(self, exchange: _Exchange, backend: Backend) -> Any:
         """
@@ -253,12 +334,14 @@ class LoadBalancerResource(Resource):
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields:
         """
         The header fields to send to the backend for C{request}: those of
-        the client less the hop-by-hop ones, and the forwarding fields asked
-        for.  (A C{Host} for an HTTP/1.0 request without one depends on the
-        backend: L{send} adds it.)
+        the client less the hop-by-hop ones (and the sticky cookie), and the
+        forwarding fields asked for.  (A C{Host} for an HTTP/1.0 request
+        without one depends on the backend: L{send} adds it.)
         """
         received = request.requestHeaders
         outgoing = headers.toBackend(received)
+        if self.sticky is not None:
+            outgoing = self.sticky.strip(outgoing)
         settings = self.settings
         if not (settings.forwardedFor or settings.forwarded or settings.via):
             return outgoing
@@ -719,10 +802,15 @@ class _Exchange:
         )
         if not any(name.lower() == b"date" for name, value in fields):
             fields.append((b"Date", self.resource.date()))
+        request = self.request
+        sticky = self.resource.sticky
+        if sticky is not None:
+            cookie = sticky.setCookie(request, self.backend)  # type: ignore[arg-type]
+            if cookie is not None:
+                fields.append((b"Set-Cookie", cookie))
         # The body's length; for HEAD and 304, the length the backend stated
         # for the representation.
         length = response.contentLength if response.code != NO_CONTENT else None
-        request = self.request
         request.registerProducer(self, True)
         # Send the head now: the body may be slow to come.
         # The site's requests are txlb.server.TransparentRequests.

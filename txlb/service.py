@@ -31,6 +31,7 @@ from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.server import LoadBalancerSite
+from txlb.sticky import StickyCookie
 
 
 class Configuration(Protocol):
@@ -65,6 +66,25 @@ class Configuration(Protocol):
     def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
         """
         What makes the algorithm these options name, from the backends.
+        """
+
+    def shadow(self) -> Callable[[Sequence[Backend]], IAlgorithm] | None:
+        """
+        What makes the shadow algorithm these options name, if any.
+        """
+
+    def sticky(self, clock: Any) -> StickyCookie | None:
+        """
+        The sticky cookie these options ask for, if any.
+        """
+
+    def checkedAlgorithm(
+        self, option: str, spec: str, backends: Sequence[Backend]
+    ) -> Callable[[Sequence[Backend]], IAlgorithm]:
+        """
+        What makes the algorithm C{spec} names, checked on C{backends}.
+
+        @raise usage.UsageError: With one line saying what is wrong.
         """
 
 
@@ -419,7 +439,16 @@ class LoadBalancerService(MultiService):
             for b in resource.pool.backends
             if b.key not in static and (b.key in self._fromDNS or b in self._leaving)
         ]
+        shadow = resource.shadow
+        if shadow is not None and shadow.name == new["shadow-algo"]:
+            # The same shadow, perhaps with new options: its counts go on,
+            # and setBackends makes it again.
+            shadow.makeAlgorithm = new.shadow()  # type: ignore[assignment]
+        else:
+            resource.useShadow(new["shadow-algo"], new.shadow())
         resource.setBackends([*new["backends"], *fromDNS], new.algorithm())
+        if new["sticky-cookie"] != self.config["sticky-cookie"]:
+            resource.sticky = new.sticky(self.reactor)
         for backend in resource.pool.backends:
             if backend not in self._leaving:
                 # The file or DNS lists it: it serves, whatever the admin API said.
@@ -437,6 +466,34 @@ class LoadBalancerService(MultiService):
             # A backend the file no longer lists may still be in DNS.
             self._dnsChanged(self._dns.backends)
         self._listenOnceBackends()
+
+    def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
+        """
+        Switch the algorithm (C{changes["algo"]}) and/or the shadow
+        (C{changes["shadow-algo"]}, L{None} for none) at once, after
+        checking every one: requests in flight keep their backends, new
+        ones (and retries) are picked by the new algorithm.  A reload sets
+        them to the file's again.
+
+        @raise usage.UsageError: With one line, changing nothing.
+        """
+        resource = self.resource
+        backends = resource.pool.backends
+        made = {
+            option: None if spec is None else self.config.checkedAlgorithm(option, spec, backends)
+            for option, spec in changes.items()
+        }
+        if "shadow-algo" in changes:
+            resource.useShadow(changes["shadow-algo"], made["shadow-algo"])
+        if made.get("algo") is not None:
+            resource.setBackends(backends, made["algo"])
+        for option, spec in changes.items():
+            self.config[option] = spec
+        self._log.info(
+            "Algorithm now {algo}, shadow {shadow}",
+            algo=self.config["algo"],
+            shadow=self.config["shadow-algo"] or "none",
+        )
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name

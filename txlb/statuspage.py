@@ -83,6 +83,16 @@ tbody tr:nth-child(even) { background: var(--stripe); }
 .message { min-width: 9rem; white-space: normal; overflow-wrap: anywhere; }
 .last-error { min-width: 13rem; color: var(--muted); }
 .empty { color: var(--muted); text-align: center; }
+h2 { margin: 1.5rem 0 .5rem; font-size: 1.1rem; font-weight: 600; }
+#charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(22rem, 1fr)); gap: 1rem; }
+.card { padding: .6rem .8rem; border: 1px solid var(--line); border-radius: 6px; }
+.card h3 { margin: 0 0 .4rem; font: 600 .9rem ui-monospace, "DejaVu Sans Mono", monospace; }
+.chart { display: grid; grid-template-columns: 7.5rem 1fr; align-items: center; gap: .5rem; }
+.chart-label { color: var(--muted); font-size: .8rem; font-variant-numeric: tabular-nums; }
+.chart svg { width: 100%; height: 2.2rem; }
+.chart polyline { fill: none; stroke: var(--up); stroke-width: 1.5; }
+.chart line { stroke: var(--line); stroke-width: 1; }
+#shadow-table { width: auto; }
 footer { margin-top: 1rem; color: var(--muted); font-size: .85rem; }
 a { color: inherit; }
 """
@@ -95,7 +105,12 @@ _SCRIPT = r"""
 const REFRESH_MS = 2000;
 const TIMEOUT_MS = 5000;
 const STATES = ["up", "down", "draining"];
-const COLUMNS = 11;
+const COLUMNS = 12;
+// Five minutes of samples, one a poll.
+const HISTORY = 150;
+const SVG = "http://www.w3.org/2000/svg";
+const history = new Map();
+let previous = new Map();
 const $ = (id) => document.getElementById(id);
 let lastUpdate = null;
 
@@ -105,6 +120,7 @@ function show(value, format) {
 }
 
 const oneDecimal = (n) => n.toFixed(1);
+const percent = (n) => (n * 100).toFixed(1) + " %";
 const milliseconds = (n) => n.toFixed(1) + " ms";
 
 function duration(seconds) {
@@ -142,6 +158,7 @@ function render(status) {
     cell(row, show(b.errors), "num");
     cell(row, show(b.failures), "num");
     cell(row, show(b.latencyMs, milliseconds), "num");
+    cell(row, show(b.load, percent), "num");
     const health = show(b.health);
     cell(row, health, health.startsWith("failed") ? "message failed" : "message");
     cell(row, show(b.lastError), "message last-error");
@@ -164,6 +181,117 @@ function render(status) {
   document.title = "txlb: " + counts.up + "/" + total + " up";
   lastUpdate = new Date();
   $("updated").textContent = lastUpdate.toLocaleTimeString();
+}
+
+// The 99th percentile, in ms, of the requests between two cumulative
+// histograms (counts per bound, then all), interpolated within its bucket
+// as Prometheus' histogram_quantile does; null if none ended.
+function p99(bounds, before, after) {
+  if (!Array.isArray(before) || !Array.isArray(after) || before.length !== after.length) {
+    return null;
+  }
+  const counts = after.map((count, i) => count - before[i]);
+  const total = counts[counts.length - 1];
+  if (!(total > 0)) return null;
+  const rank = 0.99 * total;
+  const i = counts.findIndex((count) => count >= rank);
+  if (i >= bounds.length) return bounds[bounds.length - 1] * 1000;
+  const lower = i ? bounds[i - 1] : 0;
+  const below = i ? counts[i - 1] : 0;
+  return (lower + (bounds[i] - lower) * (rank - below) / (counts[i] - below)) * 1000;
+}
+
+function remember(status) {
+  const seen = new Map();
+  for (const b of status.backends) {
+    const address = String(b.address);
+    const samples = history.get(address) || [];
+    samples.push({
+      rps: b.requestsPerSecond,
+      p99: p99(status.latencyBounds || [], previous.get(address), b.latencyBuckets),
+      active: b.active,
+      load: b.load,
+    });
+    history.set(address, samples.slice(-HISTORY));
+    seen.set(address, b.latencyBuckets);
+  }
+  for (const address of history.keys()) {
+    if (!seen.has(address)) history.delete(address);
+  }
+  previous = seen;
+}
+
+function svg(tag, attributes) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  return element;
+}
+
+// One line chart of the last HISTORY samples, newest at the right, scaled
+// to its largest value; a missing value breaks the line.
+function chart(title, samples, key, format) {
+  const values = samples.map((s) => (typeof s[key] === "number" ? s[key] : null));
+  const top = Math.max(0, ...values.filter((v) => v !== null)) || 1;
+  const row = document.createElement("div");
+  row.className = "chart chart-" + key;
+  const label = document.createElement("span");
+  label.className = "chart-label";
+  label.textContent = title + " " + show(values[values.length - 1], format);
+  const picture = svg("svg", {viewBox: "0 0 300 40", preserveAspectRatio: "none"});
+  picture.append(svg("line", {x1: 0, y1: 39.5, x2: 300, y2: 39.5}));
+  let points = [];
+  const flush = () => {
+    if (points.length) picture.append(svg("polyline", {points: points.join(" ")}));
+    points = [];
+  };
+  values.forEach((value, i) => {
+    if (value === null) return flush();
+    const x = 300 - (values.length - 1 - i) * 300 / (HISTORY - 1);
+    points.push(x.toFixed(1) + "," + (38 - value / top * 36).toFixed(1));
+  });
+  flush();
+  row.append(label, picture);
+  return row;
+}
+
+function renderCharts() {
+  const cards = [];
+  for (const [address, samples] of history) {
+    const card = document.createElement("div");
+    card.className = "card";
+    const heading = document.createElement("h3");
+    heading.textContent = address;
+    card.append(
+      heading,
+      chart("req/s", samples, "rps", oneDecimal),
+      chart("p99", samples, "p99", milliseconds),
+      chart("in flight", samples, "active"),
+      chart("load", samples, "load", percent),
+    );
+    cards.push(card);
+  }
+  $("charts").replaceChildren(...cards);
+}
+
+function renderShadow(status) {
+  const shadow = status.shadow;
+  $("shadow-section").hidden = !shadow;
+  if (!shadow) return;
+  $("shadow-name").textContent = show(shadow.algorithm);
+  $("shadow-agreement").textContent =
+    show(shadow.agreement, percent) + " of " + show(shadow.compared) + " picks";
+  $("shadow-errors").textContent = show(shadow.errors);
+  const picks = shadow.picks || {};
+  const total = Object.values(picks).reduce((a, b) => a + b, 0);
+  const rows = status.backends.map((b) => {
+    const row = document.createElement("tr");
+    const count = picks[b.address] || 0;
+    cell(row, show(b.address), "address");
+    cell(row, show(count), "num");
+    cell(row, total ? percent(count / total) : "\u2013", "num");
+    return row;
+  });
+  $("shadow-backends").replaceChildren(...rows);
 }
 
 function unavailable(reason) {
@@ -194,6 +322,9 @@ async function refresh() {
       throw new Error("the answer has no list of backends");
     }
     render(status);
+    remember(status);
+    renderCharts();
+    renderShadow(status);
     unavailable(null);
   } catch (e) {
     unavailable(e.name === "AbortError" ? "no answer within " + TIMEOUT_MS / 1000 + " s"
@@ -229,11 +360,23 @@ _BODY = """
     <th class="num">Req/s</th><th class="num" title="since start">Requests</th>
     <th class="num" title="since start">Errors</th>
     <th class="num" title="failures in a row, on real traffic">Fails</th>
-    <th class="num">Latency</th><th title="the last active check">Health</th>
+    <th class="num">Latency</th><th class="num" title="as the backend reports it">Load</th>
+    <th title="the last active check">Health</th>
     <th>Last error</th>
   </tr></thead>
-  <tbody id="backends"><tr><td class="empty" colspan="11">loading\u2026</td></tr></tbody>
+  <tbody id="backends"><tr><td class="empty" colspan="12">loading\u2026</td></tr></tbody>
 </table>
+<section id="shadow-section" hidden>
+  <h2>Shadow policy <span id="shadow-name">\u2013</span></h2>
+  <p id="shadow-summary">agrees with the live policy on <b id="shadow-agreement">\u2013</b>;
+    errors <b id="shadow-errors">\u2013</b>. Requests it would have sent:</p>
+  <table id="shadow-table">
+    <thead><tr><th>Backend</th><th class="num">Picks</th><th class="num">Share</th></tr></thead>
+    <tbody id="shadow-backends"></tbody>
+  </table>
+</section>
+<h2>Last five minutes</h2>
+<div id="charts"></div>
 <footer>Refreshes every 2 s. The same data, as JSON: <a href="status">status</a>.</footer>
 """
 

@@ -23,15 +23,16 @@ from txlb.backend import Backend, BackendPool, parseBackend
 from txlb.client import BackendClient
 from txlb.ewma import PeakEWMA
 from txlb.http1 import isToken
-from txlb.interfaces import IAlgorithm
 from txlb.iphash import IPHash
 from txlb.keyhash import DEFAULT_BALANCE_FACTOR, KeyHash, parseKey
 from txlb.leastconn import LeastConnections
 from txlb.p2c import PowerOfTwoChoices
+from txlb.policyloader import MakeAlgorithm, findAlgorithm, makeChecked
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.sticky import StickyCookie
 from txlb.supervisor import Supervisor, parseListen
 from txlb.swrr import SmoothWeightedRoundRobin
 from txlb.testbackend import makeBackendService
@@ -81,12 +82,20 @@ def parseBackends(specs: str) -> list[Backend]:
 REPEATABLE = frozenset({"backends-dns", "dns-server"})
 
 
-def parseAlgorithm(name: str) -> str:
-    if name not in ALGORITHMS:
-        raise usage.UsageError(
-            f"--algo: unknown algorithm {name!r} (choose from {', '.join(ALGORITHMS)})"
-        )
-    return name
+def algorithmName(option: str) -> Callable[[str], str]:
+    """
+    A coerce function for an option naming an algorithm: one of
+    L{ALGORITHMS}, a name in the C{txlb.algorithms} entry points, or
+    C{package.module:Name}.  Whether it names a working algorithm is
+    checked once the backends are known (L{Options.checkedAlgorithm}).
+    """
+
+    def parse(text: str) -> str:
+        if not text.strip() or text != text.strip():
+            raise usage.UsageError(f"--{option}: {text!r} is not an algorithm name")
+        return text
+
+    return parse
 
 
 def seconds(option: str, zero: bool = False) -> Callable[[str], float]:
@@ -134,6 +143,12 @@ def parseBalanceFactor(text: str) -> float:
 def parseHeaderName(text: str) -> str:
     if not isToken(text.encode("ascii", "replace")):
         raise usage.UsageError(f"--load-header: {text!r} is not a header name")
+    return text
+
+
+def parseCookieName(text: str) -> str:
+    if not isToken(text.encode("ascii", "replace")):
+        raise usage.UsageError(f"--sticky-cookie: {text!r} is not a cookie name")
     return text
 
 
@@ -267,8 +282,17 @@ class Options(usage.Options):
             "algo",
             "a",
             None,
-            f"Algorithm: {', '.join(ALGORITHMS)} (default roundrobin).",
-            parseAlgorithm,
+            f"Algorithm: {', '.join(ALGORITHMS)}, a name installed packages offer, "
+            "or package.module:Name (default roundrobin).",
+            algorithmName("algo"),
+        ],
+        [
+            "shadow-algo",
+            None,
+            None,
+            "An algorithm (as --algo) asked beside the live one on every request, "
+            "never routing: /status and /metrics count its choices.",
+            algorithmName("shadow-algo"),
         ],
         # Health.
         ["health-path", None, None, "Path of active health checks (off if absent).", parsePath],
@@ -357,6 +381,14 @@ class Options(usage.Options):
             "Response header backends report their load in (p2c and ewma use it; "
             "clients never see it).",
             parseHeaderName,
+        ],
+        [
+            "sticky-cookie",
+            None,
+            None,
+            "Insert a cookie of this name naming the backend, and route requests "
+            "carrying it there while it is up (off if absent).",
+            parseCookieName,
         ],
         # Operations.
         ["config", "c", None, "TOML file of these options; SIGHUP reloads it."],
@@ -520,6 +552,9 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        for option in ("algo", "shadow-algo"):
+            if self[option] is not None:
+                self.checkedAlgorithm(option, self[option], self["backends"])
         from twisted.internet import reactor
 
         for option in ("listen", "admin"):
@@ -565,14 +600,53 @@ class Options(usage.Options):
             loadHeader=self["load-header"],
         )
 
-    def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
+    def algorithm(self) -> MakeAlgorithm:
         """
         What makes the algorithm C{--algo} names, with its options, from
         the backends.
         """
-        if self["algo"] == KeyHash.name:
+        return self.algorithmNamed(self["algo"])
+
+    def shadow(self) -> MakeAlgorithm | None:
+        """
+        What makes the algorithm C{--shadow-algo} names, if it names one.
+        """
+        spec = self["shadow-algo"]
+        return None if spec is None else self.algorithmNamed(spec)
+
+    def sticky(self, clock: Any) -> StickyCookie | None:
+        """
+        The sticky cookie C{--sticky-cookie} asks for, if any.
+        """
+        name = self["sticky-cookie"]
+        return None if name is None else StickyCookie(name, clock)
+
+    def algorithmNamed(self, spec: str) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, with these options.
+
+        @raise ValueError: With one line, if C{spec} names none.
+        """
+        if spec == KeyHash.name:
             return partial(KeyHash, key=self["hash-key"], balanceFactor=self["hash-balance-factor"])
-        return ALGORITHMS[self["algo"]]
+        return findAlgorithm(spec, ALGORITHMS)
+
+    def checkedAlgorithm(
+        self, option: str, spec: str, backends: Sequence[Backend]
+    ) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, after checking that it makes
+        an L{IAlgorithm} provider from C{backends}.
+
+        @raise usage.UsageError: With one line naming C{--option} and what
+            is wrong.
+        """
+        try:
+            make = self.algorithmNamed(spec)
+            makeChecked(make, backends, spec)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option}: {e}") from None
+        return make
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -593,6 +667,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     resource = LoadBalancerResource(
         makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
     )
+    resource.useShadow(config["shadow-algo"], config.shadow())
+    resource.sticky = config.sticky(reactor)
     site = LoadBalancerSite(resource, reactor)
     if index is None:
         balancer = LoadBalancerService(config, site, reactor)

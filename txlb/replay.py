@@ -1,0 +1,414 @@
+"""
+C{txlb-replay}: replay a JSON access log (C{--access-log json}) through one
+or more policies offline, and compare what each would have done.
+
+The model is a simple queue per backend, on a simulated clock:
+
+  - requests arrive in the order of the log; the log's time has whole
+    seconds, so the requests logged in one second arrive evenly spread over
+    it (C{--speed} divides every arrival time, to try a heavier load);
+  - each backend serves at the latencies the log recorded for it (time to
+    the response head, C{firstByteMs}, else C{totalMs}), taken in turn in
+    log order, whatever request it serves (one the log never used, at the
+    latencies of all);
+  - each backend serves C{--concurrency} requests at once; the others wait
+    their turn, first come first served.  A request's modelled latency is
+    its wait plus its service time;
+  - the policy picks among all the backends (none is down), seeing each
+    one's requests in the model (C{active}, queued ones included); one that
+    provides L{IResponseObserver} hears of each modelled response.
+
+Requests the log records with no backend (refused, no backend up) are left
+out.  The backends are those of the log, in order of first appearance,
+weight 1, unless C{--backends} gives them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import heapq
+import inspect
+import json
+import math
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.python import usage
+from twisted.web.http_headers import Headers
+
+from txlb.backend import Backend, parseBackend
+from txlb.interfaces import IAlgorithm, IResponseObserver
+from txlb.policyloader import MakeAlgorithm, makeChecked
+
+
+@dataclass
+class Entry:
+    """
+    One request of the log.
+
+    @ivar arrival: When it arrives in the model, in seconds from the start.
+    @ivar seconds: The latency its backend recorded for it.
+    """
+
+    client: str
+    method: str
+    target: str
+    backend: str
+    arrival: float
+    seconds: float
+
+
+class ReplayRequest:
+    """
+    What a policy may read of a request (see L{IAlgorithm.pick}), from a
+    log entry: the client address, method and target; no header.
+    """
+
+    def __init__(self, entry: Entry) -> None:
+        self.method = entry.method.encode("latin-1")
+        self.uri = entry.target.encode("latin-1")
+        self.requestHeaders = Headers()
+        self._address = IPv4Address("TCP", entry.client, 0)
+
+    def getClientAddress(self) -> IPv4Address:
+        return self._address
+
+    def getCookie(self, name: bytes) -> bytes | None:
+        return None
+
+
+def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
+    """
+    The requests of a JSON access log that reached a backend.  A line may
+    carry a prefix before its object (twistd's timestamp and source);
+    lines with no object are skipped.
+
+    @raise ValueError: For a line whose object is not an access-log entry,
+        with its number.
+    """
+    seconds: list[float] = []
+    found: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start:])
+            stamp = _seconds(record["time"])
+            backend = record["backend"]
+            latency = record.get("firstByteMs")
+            if latency is None:
+                latency = record["totalMs"]
+            fields = (record["client"], record["method"], record["target"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"line {number}: not a JSON access-log entry ({e})") from None
+        if backend == "-" or latency is None:
+            continue
+        seconds.append(stamp)
+        found.append({"fields": fields, "backend": backend, "latency": latency / 1000})
+    entries = []
+    first = min(seconds, default=0.0)
+    perSecond: dict[float, int] = {}
+    for stamp in seconds:
+        perSecond[stamp] = perSecond.get(stamp, 0) + 1
+    seen: dict[float, int] = {}
+    for stamp, record in zip(seconds, found):
+        index = seen[stamp] = seen.get(stamp, 0) + 1
+        arrival = (stamp - first + (index - 1) / perSecond[stamp]) / speed
+        client, method, target = record["fields"]
+        entries.append(Entry(client, method, target, record["backend"], arrival, record["latency"]))
+    return entries
+
+
+def _seconds(stamp: str) -> float:
+    """
+    Seconds since the epoch of an access-log C{time}: ISO 8601 to the
+    second, with its offset (C{+0100}, C{-05:30}, or none for UTC).
+    """
+    seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    offset = stamp[19:].replace(":", "")
+    if offset:
+        sign = -1 if offset[0] == "-" else 1
+        seconds -= sign * (int(offset[1:3]) * 3600 + int(offset[3:5]) * 60)
+    return seconds
+
+
+@dataclass
+class Result:
+    """
+    What one policy did with the log, in the model.
+
+    @ivar picks: Requests per backend address, in the backends' order.
+    @ivar latencies: The modelled latency of each request, in seconds.
+    """
+
+    policy: str
+    picks: dict[str, int]
+    latencies: list[float] = field(repr=False)
+
+    def share(self, address: str) -> float:
+        total = sum(self.picks.values())
+        return self.picks[address] / total if total else 0.0
+
+    def spread(self, weights: dict[str, int]) -> float:
+        """
+        The busiest backend's requests over its fair share of them (by
+        weight): 1 is even.
+        """
+        total = sum(self.picks.values())
+        weight = sum(weights.values())
+        if not total:
+            return 0.0
+        return max(self.picks[a] / (total * weights[a] / weight) for a in self.picks)
+
+    def percentile(self, p: float) -> float:
+        """
+        The C{p}th percentile of the latencies, in seconds (nearest rank).
+        """
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        return ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)]
+
+
+def simulate(
+    entries: Sequence[Entry],
+    backends: Sequence[Backend],
+    algorithm: IAlgorithm,
+    clock: Clock,
+    concurrency: int,
+    name: str,
+) -> Result:
+    """
+    Run C{entries} through C{algorithm} over C{backends} in the model; the
+    algorithm reads C{clock}, which the model moves.
+    """
+    byAddress = {backend.address: backend for backend in backends}
+    service: dict[str, list[float]] = {address: [] for address in byAddress}
+    for entry in entries:
+        if entry.backend in service:
+            service[entry.backend].append(entry.seconds)
+    everyone = [entry.seconds for entry in entries]
+    for times in service.values():
+        # A backend the log never used serves at the latencies of all.
+        times.extend([] if times else everyone)
+    served: dict[str, deque[float]] = {address: deque() for address in byAddress}
+    observe = algorithm.answered if IResponseObserver.providedBy(algorithm) else None
+    busy = dict.fromkeys(byAddress, 0)
+    waiting: dict[str, deque[float]] = {address: deque() for address in byAddress}
+    ends: list[tuple[float, int, str, float, float]] = []
+    picks = dict.fromkeys(byAddress, 0)
+    latencies: list[float] = []
+    order = 0
+
+    def serviceTime(address: str) -> float:
+        times = served[address]
+        if not times:
+            times.extend(service[address])
+        return times.popleft()
+
+    def start(address: str, arrival: float, now: float) -> None:
+        nonlocal order
+        busy[address] += 1
+        order += 1
+        heapq.heappush(ends, (now + serviceTime(address), order, address, arrival, now))
+
+    def finishUntil(moment: float) -> None:
+        while ends and ends[0][0] <= moment:
+            end, _, address, arrival, _ = heapq.heappop(ends)
+            clock.advance(end - clock.seconds())
+            backend = byAddress[address]
+            backend.active -= 1
+            busy[address] -= 1
+            latencies.append(end - arrival)
+            if observe is not None:
+                observe(backend, end - arrival)
+            if waiting[address]:
+                start(address, waiting[address].popleft(), end)
+
+    for entry in entries:
+        finishUntil(entry.arrival)
+        clock.advance(entry.arrival - clock.seconds())
+        backend = algorithm.pick(ReplayRequest(entry), backends)
+        address = backend.address
+        picks[address] += 1
+        backend.active += 1
+        if busy[address] < concurrency:
+            start(address, entry.arrival, entry.arrival)
+        else:
+            waiting[address].append(entry.arrival)
+    finishUntil(math.inf)
+    return Result(name, picks, latencies)
+
+
+def build(
+    make: MakeAlgorithm, backends: Sequence[Backend], clock: Clock, seed: int, spec: str
+) -> IAlgorithm:
+    """
+    The algorithm C{make} makes, on the model's clock and with a seeded
+    random generator if it takes them (C{reactor=}, C{random=}).
+
+    @raise ValueError: As L{makeChecked}.
+    """
+    try:
+        parameters = inspect.signature(make).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    options: dict[str, Any] = {}
+    if "reactor" in parameters:
+        options["reactor"] = clock
+    if "random" in parameters:
+        options["random"] = random.Random(seed)
+    return makeChecked(lambda b: make(b, **options), backends, spec)
+
+
+def table(results: Sequence[Result], backends: Sequence[Backend]) -> str:
+    """
+    The results, one line per policy: spread, p50, p99 and each backend's
+    share.
+    """
+    weights = {backend.address: backend.weight for backend in backends}
+    width = max([len("policy"), *(len(r.policy) for r in results)])
+    head = [f"{'policy':<{width}}", "spread", "p50 ms", "p99 ms"]
+    head += [backend.address for backend in backends]
+    lines = ["  ".join(head)]
+    for result in results:
+        row = [
+            f"{result.policy:<{width}}",
+            f"{result.spread(weights):6.2f}",
+            f"{result.percentile(50) * 1000:6.1f}",
+            f"{result.percentile(99) * 1000:6.1f}",
+        ]
+        row += [f"{result.share(b.address) * 100:{len(b.address) - 1}.1f}%" for b in backends]
+        lines.append("  ".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Sequence[Result], backends: Sequence[Backend], path: str) -> None:
+    """
+    Draw each policy's shares and p50/p99 latencies into C{path}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (shares, latency) = plt.subplots(1, 2, figsize=(11, 4))
+    count = len(results)
+    width = 0.8 / count
+    for index, result in enumerate(results):
+        offsets = [i + index * width for i in range(len(backends))]
+        shares.bar(offsets, [result.share(b.address) * 100 for b in backends], width)
+        latency.bar(
+            [index * 3, index * 3 + 1],
+            [result.percentile(50) * 1000, result.percentile(99) * 1000],
+            label=result.policy,
+        )
+    shares.set_xticks([i + 0.4 - width / 2 for i in range(len(backends))])
+    shares.set_xticklabels([b.address for b in backends], fontsize=8)
+    shares.set_ylabel("share of requests (%)")
+    shares.set_title("Requests per backend")
+    latency.set_xticks([i * 3 + 0.5 for i in range(count)])
+    latency.set_xticklabels(
+        [f"{r.policy}\np50 | p99" for r in results], fontsize=7, rotation=20, ha="right"
+    )
+    latency.set_ylabel("modelled latency (ms)")
+    latency.set_title("Latency")
+    latency.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def positive(option: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < math.inf:
+            raise usage.UsageError(f"--{option}: {text!r} is not a positive number")
+        return value
+
+    return parse
+
+
+class ReplayOptions(usage.Options):
+    synopsis = "[options] ACCESS_LOG POLICY [POLICY ...]"
+    longdesc = (
+        "Replay a JSON access log (--access-log json) through each policy (any "
+        "--algo name) in a queueing model where backends serve at the latencies "
+        "the log recorded, and print each policy's load spread, backend shares "
+        "and modelled p50/p99."
+    )
+    optParameters = [
+        ["backends", "b", None, "HOST:PORT[=WEIGHT],... (default: those of the log)."],
+        ["concurrency", "c", 4, "Requests each backend serves at once.", int],
+        ["speed", "s", 1.0, "Arrivals this many times faster than logged.", positive("speed")],
+        ["seed", None, 1, "Seed of the policies' random generators.", int],
+        ["hash-key", None, "ip", "What hash hashes: ip, path, uri or query:NAME."],
+        ["plot", None, None, "Draw the results into this PNG (needs matplotlib)."],
+    ]
+
+    def parseArgs(self, log: str, *policies: str) -> None:  # type: ignore[override]
+        if not policies:
+            raise usage.UsageError("name at least one policy")
+        self["log"] = log
+        self["policies"] = list(policies)
+
+    def postOptions(self) -> None:
+        if self["concurrency"] < 1:
+            raise usage.UsageError("--concurrency: must be at least 1")
+
+
+def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
+    """
+    The C{txlb-replay} command.
+    """
+    from txlb.tap import Options, parseBackends, parseHashKey
+
+    out = out or sys.stdout
+    options = ReplayOptions()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+        with open(options["log"], encoding="utf-8") as file:
+            entries = readLog(file, options["speed"])
+        if options["backends"] is not None:
+            specs = parseBackends(options["backends"])
+        else:
+            specs = [parseBackend(a) for a in dict.fromkeys(e.backend for e in entries)]
+        if not specs:
+            raise usage.UsageError(f"{options['log']}: no request reached a backend")
+        makers = Options()
+        makers["hash-key"] = parseHashKey(options["hash-key"])
+        results = []
+        for spec in options["policies"]:
+            backends = [Backend(b.host, b.port, b.weight) for b in specs]
+            clock = Clock()
+            try:
+                algorithm = build(
+                    makers.algorithmNamed(spec), backends, clock, options["seed"], spec
+                )
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+            results.append(
+                simulate(entries, backends, algorithm, clock, options["concurrency"], spec)
+            )
+    except (usage.UsageError, OSError, ValueError) as e:
+        print(f"txlb-replay: {e}", file=sys.stderr)
+        return 2
+    out.write(table(results, specs))
+    if options["plot"] is not None:
+        try:
+            plot(results, specs, options["plot"])
+        except ImportError:
+            print("txlb-replay: --plot needs matplotlib (pip install txlb[bench])", file=sys.stderr)
+            return 2
+    return 0
