@@ -12,27 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.test_integration import RawClient
 from txlb.writes import WriteBatcher
-
-
-class Collector(Protocol):
-    """
-    Keeps what it receives, and fires C{closed} with it when the
-    connection closes.
-    """
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.closed: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.closed.callback(self.received)
 
 
 class Sender(Protocol):
@@ -63,7 +46,7 @@ class WriteBatcherTests(TestCase):
     """
 
     def setUp(self) -> None:
-        self.collector = Collector()
+        self.collector = RawClient()
         factory = Factory.forProtocol(lambda: self.collector)
         endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         return endpoint.listen(factory).addCallback(self._listening)
