@@ -881,15 +881,15 @@ class SiteTests(SynchronousTestCase):
     The site's own choices.
     """
 
-    def test_http11Only(self) -> None:
+    def test_alpn(self) -> None:
         """
-        Only HTTP/1.1 is offered in TLS ALPN, even where HTTP/2 support is
-        installed (as Twisted's site would offer h2 first).
+        TLS ALPN offers h2 first, then HTTP/1.1; with HTTP/2 turned off,
+        HTTP/1.1 only.
         """
-        from twisted.web import http
-
-        self.patch(http, "H2_ENABLED", True)
-        self.assertEqual(Harness(self).site.acceptableProtocols(), [b"http/1.1"])
+        site = Harness(self).site
+        self.assertEqual(site.acceptableProtocols(), [b"h2", b"http/1.1"])
+        site.http2 = False
+        self.assertEqual(site.acceptableProtocols(), [b"http/1.1"])
 
     def test_noTwistedAccessLog(self) -> None:
         """

@@ -523,10 +523,11 @@ def _nothingSent(failure: Failure) -> bool:
 
 def _abort(request: server.Request) -> None:
     """
-    Cut the client connection of C{request}, so a response that cannot be
-    finished does not pass for a whole one.
+    Cut the response to C{request} short (its HTTP/1.x connection, or its
+    HTTP/2 stream), so a response that cannot be finished does not pass for
+    a whole one.
     """
-    request.channel.transport.abortConnection()  # type: ignore[union-attr]
+    request.abort()  # type: ignore[attr-defined]
 
 
 class _EndOfBody:

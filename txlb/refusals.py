@@ -46,6 +46,9 @@ HEAD_TOO_LARGE = "head_too_large"
 BODY_TOO_LARGE = "body_too_large"
 #: A head not complete within C{--client-timeout}.
 TIMEOUT = "timeout"
+#: A connection that broke HTTP/2 (RFC 9113): a malformed frame or request
+#: head, or a flow-control or stream-state error.  It ends with GOAWAY.
+HTTP2 = "http2"
 
 REASONS = (
     REQUEST_LINE,
@@ -56,6 +59,7 @@ REASONS = (
     HEAD_TOO_LARGE,
     BODY_TOO_LARGE,
     TIMEOUT,
+    HTTP2,
 )
 
 
@@ -66,6 +70,7 @@ _PHRASES = {
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
 }
 
 #: Printable ASCII, the bytes of a request-target.

@@ -5,41 +5,27 @@ deadlines, every refusal seen, streaming request bodies and a graceful stop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from io import BytesIO
-from typing import Any, NamedTuple
+from typing import Any
 
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from txlb import headers, refusals, tunnel
+from txlb.http2 import PREFACE, HTTP2Channel
 from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
 from txlb.proxy import LoadBalancerResource
 from txlb.refusals import Refusal
+from txlb.request import ClientRequest, Refused
 from txlb.upload import StreamingBody
 from txlb.writes import WriteBatcher
 
 
-class Refused(NamedTuple):
+class TransparentRequest(ClientRequest):
     """
-    How txlb refused the rest of a request it was forwarding: the proxy's
-    exchange logs it when the connection is gone.
-
-    @ivar code: The status answered.
-    @ivar error: What was wrong.
-    @ivar flag: The access-log flag.
-    """
-
-    code: int
-    error: str
-    flag: str
-
-
-class TransparentRequest(server.Request):
-    """
-    A request that adds nothing to the response the backend sent.
+    An HTTP/1.x request that adds nothing to the response the backend sent.
 
     Twisted's L{server.Request} sets C{Server} and C{Date}, adds
     C{Content-Type: text/html}, and answers C{*} targets itself.  This one
@@ -50,20 +36,8 @@ class TransparentRequest(server.Request):
     A request with a body is forwarded as soon as its head is in, and its
     body streams to the backend as it arrives (see L{StreamingBody}):
     Twisted would otherwise read the whole body before rendering.
-
-    @ivar stream: The L{StreamingBody} of a request with a body, else
-        L{None}.
     """
 
-    defaultContentType = None
-    stream: StreamingBody | None = None
-    #: How txlb refused this request, once forwarded.
-    refused: Refused | None = None
-    bodyBytes = 0
-    #: Called with the reason if the client connection closes before the
-    #: response is finished: what L{notifyFinish}'s errback would be, without
-    #: a L{Deferred} per request.  The exchange relaying the response sets it.
-    whenLost: Callable[[Failure], object] | None = None
     _finishWhenReceived = False
 
     def gotLength(self, length: int | None) -> None:
@@ -160,10 +134,8 @@ class TransparentRequest(server.Request):
         head.append(b"\r\n")
         self.channel.write(b"".join(head))
 
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
-        if self.whenLost is not None:
-            self.whenLost(reason)
+    def abort(self) -> None:
+        self.channel.transport.abortConnection()  # type: ignore[union-attr]
 
     def _tooLarge(self, size: int) -> bool:
         """
@@ -209,11 +181,42 @@ class ProxyChannel(http.HTTPChannel):
     # The idle timer, paused while a request is handled (see setTimeout).
     _pausingIdleTimer = False
     _idleTimerPaused = False
+    # What came before the protocol could be chosen (see _chooseProtocol).
+    _firstBytes = b""
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.site.channels.add(self)  # type: ignore[attr-defined]
-        self.site.writes.adopt(self.transport)  # type: ignore[attr-defined]
+        site = self.site  # type: ignore[attr-defined]
+        site.channels.add(self)
+        site.writes.adopt(self.transport)
+        secure = ISSLTransport.providedBy(self.transport)
+        if site.http2 if secure else site.h2c:
+            # An instance attribute: the first bytes choose the protocol.
+            self.dataReceived = self._chooseProtocol  # type: ignore[method-assign]
+
+    def _chooseProtocol(self, data: bytes) -> None:
+        """
+        Speak HTTP/2 if the client asked for it: over TLS, by picking C{h2}
+        in ALPN; in cleartext, by sending the HTTP/2 preface (h2c with prior
+        knowledge, RFC 9113 section 3.3).  Otherwise, HTTP/1.1 as usual.
+        """
+        data = self._firstBytes + data
+        if ISSLTransport.providedBy(self.transport):
+            http2 = getattr(self.transport, "negotiatedProtocol", None) == b"h2"
+        elif len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self._firstBytes = data
+            return
+        else:
+            http2 = data.startswith(PREFACE)
+        del self.dataReceived
+        self._firstBytes = b""
+        if not http2:
+            self.dataReceived(data)
+            return
+        self.site.channels.discard(self)  # type: ignore[attr-defined]
+        channel = HTTP2Channel(self.site)  # type: ignore[attr-defined]
+        self.spliceTo(channel)
+        channel.dataReceived(data)
 
     def getHost(self) -> Any:
         """
@@ -492,16 +495,27 @@ class ProxyChannel(http.HTTPChannel):
 
 class LoadBalancerSite(server.Site):
     """
-    The site txlb listens with: transparent requests, HTTP/1.1 only, no
-    form parsing, no access log of Twisted's (the proxy logs each request
-    itself, with its backend and outcome), and the client connections it
-    has open, to close them on a graceful stop.
+    The site txlb listens with: transparent requests, no form parsing, no
+    access log of Twisted's (the proxy logs each request itself, with its
+    backend and outcome), and the client connections it has open, to close
+    them on a graceful stop.
+
+    @ivar http2: Whether HTTP/2 is offered in ALPN over TLS.
+    @ivar h2c: Whether a cleartext connection may speak HTTP/2 with prior
+        knowledge.
     """
 
     requestFactory = TransparentRequest
     protocol = ProxyChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: LoadBalancerResource, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        resource: LoadBalancerResource,
+        reactor: Any = None,
+        http2: bool = True,
+        h2c: bool = False,
+    ) -> None:
+        self.http2, self.h2c = http2, h2c
         super().__init__(
             resource,
             parsePOSTFormSubmission=False,
@@ -515,7 +529,7 @@ class LoadBalancerSite(server.Site):
         pass
 
     def acceptableProtocols(self) -> list[bytes]:
-        return [b"http/1.1"]
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
     def closeIdleConnections(self) -> None:
         """

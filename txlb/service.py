@@ -456,8 +456,10 @@ class LoadBalancerService(MultiService):
         resource.settings = new.settings()
         if new["access-log-file"] != self.config["access-log-file"]:
             self._openAccessLog(new["access-log-file"])
-        # The idle timeout of client connections made from now on.
+        # The idle timeout and protocols of client connections made from now
+        # on.
         self.site.timeOut = new["client-timeout"]
+        self.site.http2, self.site.h2c = not new["no-http2"], new["h2c"]
         self._checkHealth(new)
         old, self.config = self.config, new
         if any(new[option] != old[option] for option in DNS_OPTIONS):

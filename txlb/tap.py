@@ -461,6 +461,8 @@ class Options(usage.Options):
             None,
             "Do not verify https:// backends' certificates (logged loudly).",
         ],
+        ["no-http2", None, "Offer only HTTP/1.1 in ALPN on a TLS --listen (h2 is offered first)."],
+        ["h2c", None, "Also take HTTP/2 with prior knowledge on a cleartext --listen."],
     ]
 
     def __init__(self) -> None:
@@ -669,7 +671,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     )
     resource.useShadow(config["shadow-algo"], config.shadow())
     resource.sticky = config.sticky(reactor)
-    site = LoadBalancerSite(resource, reactor)
+    site = LoadBalancerSite(resource, reactor, http2=not config["no-http2"], h2c=config["h2c"])
     if index is None:
         balancer = LoadBalancerService(config, site, reactor)
     else:

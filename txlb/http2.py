@@ -1,0 +1,675 @@
+"""
+HTTP/2 toward clients (RFC 9113): over TLS when ALPN picks C{h2}, and in
+cleartext with prior knowledge (h2c) when C{--h2c} is given.
+
+Each stream is one L{HTTP2Request}, handed to the same resource as an
+HTTP/1.1 request and forwarded to the HTTP/1.1 backend the same way.  The
+frames are hyper-h2's (L{h2.connection.H2Connection}); the connection is
+txlb's own rather than Twisted's L{twisted.web._http2.H2Connection}, which
+reads a request's whole body before rendering it, pauses a response only
+when the client's flow-control window is shut (not when TCP is), and cannot
+stop gracefully.  Here:
+
+  - a request is forwarded as soon as its head is in, and its body streams
+    to the backend as it arrives: the stream's window is reopened only as
+    far as the backend takes the body, so a slow backend holds back its own
+    client's stream and no other;
+  - a response is sent as far as the stream's window, the connection's
+    window and the socket allow; past L{STREAM_HIGH_WATER} bytes waiting on
+    a stream, the exchange relaying it is paused, so a slow client holds
+    about that much per stream (and HTTP/1.1 about
+    L{txlb.flow.HIGH_WATER});
+  - a stream reset by the client cancels its request and no other;
+  - a graceful stop sends GOAWAY naming the last stream taken, lets those
+    streams finish, and closes.
+
+Streams are served in the order their data comes, with no priorities (RFC
+9113 deprecated its priority scheme).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from txlb import headers, refusals
+from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
+from txlb.request import ClientRequest, Refused
+from txlb.upload import StreamingBody
+
+#: What a client speaking HTTP/2 with prior knowledge sends first.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: Streams a client may have open at once (nginx: 128, h2o: 100).
+MAX_STREAMS = 100
+
+#: The connection's receive window: every stream's initial window, so a
+#: stream whose backend is slow to take its body cannot starve the others.
+CONNECTION_WINDOW = MAX_STREAMS * 65535
+
+#: Response bytes waiting on one stream above which its exchange pauses.
+STREAM_HIGH_WATER = 64 * 1024
+
+#: Control frames (settings, pings, heads) written while the socket is
+#: full, above which the client is taken for one that does not read.
+CONTROL_LIMIT = 256 * 1024
+
+#: Fields that are not sent in HTTP/2 (RFC 9113 section 8.2.2).
+CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class HTTP2Request(ClientRequest):
+    """
+    One stream's request.  Its channel is its L{HTTP2Stream}.
+    """
+
+    clientproto = b"HTTP/2"
+
+    def writeHead(
+        self, code: int, phrase: bytes, fields: headers.Fields, length: int | None
+    ) -> None:
+        """
+        Send the response head: C{:status}, then C{fields} in their order
+        with lower-case names (HTTP/2 has no reason phrase), then
+        C{content-length} if the length is known.
+        """
+        self.code, self.code_message = code, phrase
+        self.startedWriting = 1
+        if self.method == b"HEAD" or code in http.NO_BODY_CODES:
+            self.write = lambda data: None  # type: ignore[method-assign]
+        self.channel.sendHead(code, fields, length)  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        self.channel.reset(ErrorCodes.INTERNAL_ERROR)  # type: ignore[attr-defined]
+
+
+@implementer(IPushProducer)
+class HTTP2Stream:
+    """
+    One stream of an L{HTTP2Channel}: what its request writes to, as an
+    HTTP/1.1 request writes to its channel, and what reads its body.
+
+    It is the L{StreamingBody}'s client: pausing it stops reopening the
+    stream's receive window.
+    """
+
+    def __init__(self, connection: HTTP2Channel, streamID: int) -> None:
+        self.connection = connection
+        self.streamID = streamID
+        # For Twisted's Request (its site's settings, isSecure) and the log
+        # of a refusal.
+        self.site = connection.site
+        self.transport = connection.transport
+        self.request: HTTP2Request | None = None
+        #: Response bytes waiting for the window or the socket.
+        self.waiting: deque[bytes] = deque()
+        self.waitingBytes = 0
+        #: Whether the response is complete (sent once nothing waits).
+        self.ending = False
+        self.producer: Any = None
+        self.producerPaused = False
+        #: Whether the client has sent the whole request.
+        self.requestEnded = False
+        self.uploadPaused = False
+        self.unacknowledged = 0
+        #: Whether the request has been told its stream is gone.
+        self.lost = False
+
+    # What Twisted's http.Request asks of its channel.
+
+    def getPeer(self) -> Any:
+        return self.connection.peer
+
+    def getHost(self) -> Any:
+        return self.connection.host
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, fields: Headers) -> None:
+        """
+        The head of a response of txlb's own (an error it answers).
+        """
+        flat = [(name, value) for name, values in fields.getAllRawHeaders() for value in values]
+        self.sendHead(int(code), flat, None)
+
+    def sendHead(self, code: int, fields: headers.Fields, length: int | None) -> None:
+        head = [(b":status", b"%d" % code)]
+        for name, value in fields:
+            name = name.lower()
+            if name not in CONNECTION_SPECIFIC:
+                head.append((name, value))
+        if length is not None:
+            head.append((b"content-length", b"%d" % length))
+        self.connection.sendHeaders(self, head)
+
+    def write(self, data: bytes) -> None:
+        if not data or self.ending:
+            return
+        self.waiting.append(data)
+        self.waitingBytes += len(data)
+        self.connection.sendData(self)
+        if self.waitingBytes > STREAM_HIGH_WATER and self.producer is not None:
+            if not self.producerPaused:
+                self.producerPaused = True
+                self.producer.pauseProducing()
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        for chunk in data:
+            self.write(chunk)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+        self.producerPaused = False
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def requestDone(self, request: HTTP2Request) -> None:
+        """
+        The response is complete: end the stream once all of it is sent.
+        """
+        self.ending = True
+        self.connection.sendData(self)
+
+    def sent(self) -> None:
+        """
+        Some of what waited was sent: let the exchange go on if little
+        waits now.
+        """
+        if self.producerPaused and self.waitingBytes <= STREAM_HIGH_WATER // 2:
+            self.producerPaused = False
+            if self.producer is not None:
+                self.producer.resumeProducing()
+
+    def reset(self, code: int) -> None:
+        """
+        End the stream at once with RST_STREAM C{code}.
+        """
+        self.connection.reset(self, code)
+
+    # The request body, for the StreamingBody.
+
+    def received(self, data: bytes, flowControlled: int) -> None:
+        request = self.request
+        assert request is not None
+        if self.uploadPaused:
+            self.unacknowledged += flowControlled
+        else:
+            self.connection.acknowledge(self, flowControlled)
+        if request.stream is None:
+            # The request was answered, or refused, before its body ended.
+            return
+        request.bodyBytes += len(data)
+        limit = self.connection.resource.settings.maxBodySize
+        if limit is not None and request.bodyBytes > limit:
+            self.connection.refuse(self, refusals.bodyTooLarge(limit))
+            return
+        request.stream.received(data)
+
+    def pauseProducing(self) -> None:
+        self.uploadPaused = True
+
+    def resumeProducing(self) -> None:
+        self.uploadPaused = False
+        if self.unacknowledged:
+            acknowledged, self.unacknowledged = self.unacknowledged, 0
+            self.connection.acknowledge(self, acknowledged)
+
+    def stopProducing(self) -> None:
+        self.reset(ErrorCodes.CANCEL)
+
+
+class HTTP2Channel(Protocol):
+    """
+    An HTTP/2 connection from a client: its streams, their flow control,
+    its idle timeout and its graceful stop.
+
+    @ivar streams: The streams in progress, by ID.
+    """
+
+    _log = Logger()
+    _idleTimer: Any = None
+    #: Whether GOAWAY was sent: no new stream is taken.
+    closing = False
+    #: Whether the socket's buffer is full.
+    socketFull = False
+    _controlWhileFull = 0
+
+    def __init__(self, site: Any) -> None:
+        self.site = site
+        self.resource = site.resource
+        self._reactor = site.reactor
+        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.streams: dict[int, HTTP2Stream] = {}
+        #: Streams with data waiting for the socket, in the order to send it.
+        self._blocked: dict[HTTP2Stream, None] = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            RequestReceived: self._requestReceived,
+            DataReceived: self._dataReceived,
+            StreamEnded: self._streamEnded,
+            StreamReset: self._streamReset,
+            WindowUpdated: self._windowUpdated,
+            RemoteSettingsChanged: self._settingsChanged,
+            ConnectionTerminated: self._terminated,
+        }
+
+    @property
+    def requests(self) -> dict[int, HTTP2Stream]:
+        """
+        What the site asks to know whether a request is in progress.
+        """
+        return self.streams
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.peer, self.host = transport.getPeer(), transport.getHost()
+        self.site.channels.add(self)
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        conn = self.conn
+        conn.update_settings(
+            {
+                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                SettingCodes.MAX_HEADER_LIST_SIZE: http.HTTPChannel.totalHeadersSize,
+            }
+        )
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - conn.inbound_flow_control_window)
+        self._flush()
+        self._idle()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except H2Error as e:
+            # hyper-h2 has queued a GOAWAY saying why.
+            self._refuseConnection(str(e) or type(e).__name__)
+            return
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+        self._flush()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.channels.discard(self)
+        self._stopIdleTimer()
+        streams, self.streams = self.streams, {}
+        self._blocked.clear()
+        for stream in streams.values():
+            self._lose(stream, reason)
+
+    # Events from the client.
+
+    def _requestReceived(self, event: RequestReceived) -> None:
+        streamID = event.stream_id
+        if self.closing:
+            # After GOAWAY: the client may send it again on a new connection.
+            self.conn.reset_stream(streamID, ErrorCodes.REFUSED_STREAM)
+            return
+        self._stopIdleTimer()
+        stream = self.streams[streamID] = HTTP2Stream(self, streamID)
+        request = stream.request = HTTP2Request(stream)
+        stream.requestEnded = event.stream_ended is not None
+        authority = None
+        fields = []
+        for name, value in event.headers:
+            if name[:1] != b":":
+                fields.append((name, value))
+            elif name == b":method":
+                request.method = value
+            elif name == b":path":
+                request.uri = value
+            elif name == b":authority":
+                authority = value
+        received = request.requestHeaders
+        refusal = _toHTTP11(request.method, authority, fields, received)
+        if refusal is not None:
+            self._answerRefusal(stream, refusal)
+            return
+        if received.hasHeader(b"expect") and b"100-continue" in headers.tokens(received, b"expect"):
+            # As Twisted's HTTP/1.1 server does.
+            self.sendHeaders(stream, [(b":status", b"100")])
+        if not stream.requestEnded:
+            length = _contentLength(received)
+            limit = self.resource.settings.maxBodySize
+            if limit is not None and (length or 0) > limit:
+                self._answerRefusal(stream, refusals.bodyTooLarge(limit))
+                return
+            request.stream = StreamingBody(length, stream)
+            request.stream.started = True
+        request.site = self.site
+        request.prepath, request.postpath = [], []
+        try:
+            request.render(self.resource)
+        except BaseException:
+            request.processingFailed(Failure())
+
+    def _dataReceived(self, event: DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            # A stream answered and ended already: its bytes go.
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        stream.received(event.data, event.flow_controlled_length)
+
+    def _streamEnded(self, event: StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            return
+        stream.requestEnded = True
+        request = stream.request
+        if request is not None and request.stream is not None:
+            request.stream.finished()
+        self._ended(stream)
+
+    def _streamReset(self, event: StreamReset) -> None:
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is not None:
+            self._blocked.pop(stream, None)
+            self._lose(stream, Failure(ConnectionLost("stream reset by the client")))
+            self._idle()
+
+    def _windowUpdated(self, event: WindowUpdated) -> None:
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                self.sendData(stream)
+        else:
+            self._sendAll()
+
+    def _settingsChanged(self, event: RemoteSettingsChanged) -> None:
+        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            self._sendAll()
+
+    def _terminated(self, event: ConnectionTerminated) -> None:
+        """
+        The client sent GOAWAY: hyper-h2 sends nothing more after it, so
+        the connection ends, and with it the streams in progress.
+        """
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    # Writing.
+
+    def sendHeaders(self, stream: HTTP2Stream, head: list[tuple[bytes, bytes]]) -> None:
+        if stream.streamID in self.streams:
+            self.conn.send_headers(stream.streamID, head)
+            self._flush()
+
+    def sendData(self, stream: HTTP2Stream) -> None:
+        """
+        Send what waits on C{stream} as far as its window, the connection's
+        window and the socket allow; end the stream once its response is all
+        sent.
+        """
+        streamID = stream.streamID
+        if streamID not in self.streams:
+            stream.waiting.clear()
+            stream.waitingBytes = 0
+            return
+        if self.socketFull:
+            if stream.waiting:
+                self._blocked[stream] = None
+            return
+        conn = self.conn
+        waiting = stream.waiting
+        while waiting:
+            window = conn.local_flow_control_window(streamID)
+            if window <= 0:
+                break
+            size = min(window, conn.max_outbound_frame_size)
+            data = waiting.popleft()
+            if len(data) > size:
+                waiting.appendleft(data[size:])
+                data = data[:size]
+            stream.waitingBytes -= len(data)
+            conn.send_data(streamID, data)
+        if stream.ending and not waiting:
+            conn.end_stream(streamID)
+            self._ended(stream)
+        self._flush()
+        stream.sent()
+
+    def _sendAll(self) -> None:
+        for stream in list(self.streams.values()):
+            if stream.waiting or stream.ending:
+                self.sendData(stream)
+
+    def _flush(self) -> None:
+        """
+        Write the frames hyper-h2 has made.
+        """
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        if self.socketFull:
+            self._controlWhileFull += len(data)
+            if self._controlWhileFull > CONTROL_LIMIT:
+                self._log.warn(
+                    "HTTP/2 client {client} does not read: {size} bytes of control frames"
+                    " wait; closing its connection",
+                    client=self.peer,
+                    size=self._controlWhileFull,
+                )
+                assert self.transport is not None
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+                return
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def acknowledge(self, stream: HTTP2Stream, size: int) -> None:
+        """
+        Reopen C{stream}'s window by C{size} bytes it has passed on.
+        """
+        if stream.streamID in self.streams and size:
+            self.conn.acknowledge_received_data(size, stream.streamID)
+            self._flush()
+
+    def reset(self, stream: HTTP2Stream, code: int) -> None:
+        """
+        End C{stream} at once with RST_STREAM C{code}, dropping what waits.
+        """
+        if self.streams.pop(stream.streamID, None) is None:
+            return
+        self._blocked.pop(stream, None)
+        self.conn.reset_stream(stream.streamID, code)
+        self._flush()
+        self._lose(stream, Failure(ConnectionLost("stream reset by txlb")))
+        self._idle()
+
+    def _ended(self, stream: HTTP2Stream) -> None:
+        """
+        Forget C{stream} once both its request and its response are over.
+        A response complete before its request body ends asks the client to
+        stop sending (RFC 9113 section 8.1).
+        """
+        if not stream.ending or stream.waiting:
+            return
+        streamID = stream.streamID
+        if not stream.requestEnded:
+            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+            request = stream.request
+            if request is not None and request.stream is not None:
+                request.stream.discard()
+        if self.streams.pop(streamID, None) is not None:
+            self._idle()
+
+    def _lose(self, stream: HTTP2Stream, reason: Failure) -> None:
+        request = stream.request
+        if request is None or request.finished or stream.lost:
+            return
+        stream.lost = True
+        if request.stream is not None:
+            request.stream.discard()
+        request.connectionLost(reason)
+
+    # Refusals.
+
+    def _answerRefusal(self, stream: HTTP2Stream, refusal: refusals.Refusal) -> None:
+        """
+        Answer C{refusal} on C{stream} before the request is forwarded: an
+        empty response, logged and counted as an HTTP/1.1 refusal is.
+        """
+        flag = CLIENT_PROTOCOL_ERROR if refusal.protocolError else NORMAL
+        self.resource.metrics.countRefusal(refusal.reason)
+        self.resource.refused(stream, stream.request, refusal.code, refusal.error, flag)
+        stream.ending = True
+        self.sendHeaders(stream, [(b":status", b"%d" % refusal.code), (b"content-length", b"0")])
+        self.sendData(stream)
+
+    def refuse(self, stream: HTTP2Stream, refusal: refusals.Refusal) -> None:
+        """
+        Refuse the rest of a request being forwarded (its body is over the
+        limit): answer the refusal's status if no response has started,
+        then reset the stream; the exchange logs it when it sees the stream
+        gone.
+        """
+        request = stream.request
+        assert request is not None
+        flag = CLIENT_PROTOCOL_ERROR if refusal.protocolError else NORMAL
+        self.resource.metrics.countRefusal(refusal.reason)
+        request.refused = Refused(refusal.code, refusal.error, flag)
+        if not request.startedWriting:
+            self.conn.send_headers(
+                stream.streamID,
+                [(b":status", b"%d" % refusal.code), (b"content-length", b"0")],
+                end_stream=True,
+            )
+        self.reset(stream, ErrorCodes.CANCEL if request.startedWriting else ErrorCodes.NO_ERROR)
+
+    def _refuseConnection(self, why: str) -> None:
+        """
+        The client broke HTTP/2: send the GOAWAY hyper-h2 made, log and
+        count it, and close.
+        """
+        self.resource.metrics.countRefusal(refusals.HTTP2)
+        why = f"HTTP/2 protocol error: {why}"
+        self.resource.refused(self, None, 400, why, CLIENT_PROTOCOL_ERROR)
+        self._flush()
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    # Timeouts and the graceful stop.
+
+    def _idle(self) -> None:
+        """
+        With no stream in progress: close after the client timeout, or at
+        once if stopping.
+        """
+        if self.streams:
+            return
+        if self.closing:
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
+        if self._idleTimer is None:
+            timeout = self.resource.settings.clientTimeout
+            self._idleTimer = self._reactor.callLater(timeout, self.closeWhenIdle)
+
+    def _stopIdleTimer(self) -> None:
+        if self._idleTimer is not None:
+            if self._idleTimer.active():
+                self._idleTimer.cancel()
+            self._idleTimer = None
+
+    def closeWhenIdle(self) -> None:
+        """
+        Send GOAWAY naming the last stream taken, finish the streams in
+        progress, and close.
+
+        The frame is written here: hyper-h2 sends nothing more on a
+        connection once it has sent GOAWAY, not even the rest of the
+        responses in progress.
+        """
+        self._idleTimer = None
+        if self.closing:
+            return
+        self.closing = True
+        self._flush()
+        goaway = GoAwayFrame(stream_id=0)
+        goaway.last_stream_id = self.conn.highest_inbound_stream_id
+        goaway.error_code = ErrorCodes.NO_ERROR
+        assert self.transport is not None
+        self.transport.write(goaway.serialize())
+        self._idle()
+
+    # IPushProducer, for the socket.
+
+    def pauseProducing(self) -> None:
+        self.socketFull = True
+
+    def resumeProducing(self) -> None:
+        self.socketFull = False
+        self._controlWhileFull = 0
+        blocked, self._blocked = self._blocked, {}
+        for stream in blocked:
+            self.sendData(stream)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _toHTTP11(
+    method: bytes, authority: bytes | None, fields: headers.Fields, received: Headers
+) -> refusals.Refusal | None:
+    """
+    Put in C{received} the header C{fields} of an HTTP/2 request as an
+    HTTP/1.1 backend expects them (RFC 9113 section 8.3.1): C{:authority}
+    becomes C{Host}, first, where an HTTP/1.1 client puts it.  hyper-h2 has
+    checked the pseudo-header fields and joined the cookies.
+
+    @return: Why the request cannot be forwarded, or L{None}.
+    """
+    if method == b"CONNECT":
+        return refusals.Refusal(501, "CONNECT over HTTP/2", refusals.REQUEST_LINE)
+    if authority is not None:
+        hosts = [value for name, value in fields if name == b"host"]
+        if hosts and hosts != [authority]:
+            why = "a Host header that differs from :authority"
+            return refusals.Refusal(400, why, refusals.HEADER)
+        received.addRawHeader(b"host", authority)
+    for name, value in fields:
+        if authority is None or name != b"host":
+            received.addRawHeader(name, value)
+    return None
+
+
+def _contentLength(received: Headers) -> int | None:
+    """
+    The body's length the client stated, if it did (hyper-h2 checks the
+    body against it).
+    """
+    values = received.getRawHeaders(b"content-length")
+    if not values:
+        return None
+    try:
+        return int(values[0])
+    except ValueError:
+        return None
