@@ -22,19 +22,20 @@ setup(
     python_requires=">=3.9",  # Debian's pypy3; see "Running on PyPy" in the README
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     install_requires=[
-        # tls: for --listen ssl:...  txlb uses a few private Twisted APIs
+        # tls: for --listen ssl:...; http2: hyper-h2, which txlb's HTTP/2
+        # connection (txlb/http2.py) speaks through.  txlb uses a few private Twisted APIs
         # (HTTPChannel._command and _dataBuffer, LineReceiver._buffer, the
         # health checks' HTTPConnectionPool._factory and others);
         # the tests pin their behaviour, and these are the versions they
         # were run against.  Twisted 26.10 and later need Python 3.10.
-        f"twisted[tls]>=26.4; {NOT_PYPY39}",
+        f"twisted[tls,http2]>=26.4; {NOT_PYPY39}",
         # Debian's pypy3 gets no cryptography newer than 43.0.3: later
         # releases have no PyPy 3.9 wheel, and building one needs Rust and
         # crates.io.  pyOpenSSL 25.2+ needs cryptography 45.0.7+, and
         # service-identity 26.1 needs 47+.  Twisted 26.4's tls extra needs
         # pyOpenSSL 25.2, and treq needs that extra, so Twisted 25.5 is the
         # newest that installs there.
-        f"twisted[tls]>=25.5,<26.4; {PYPY39}",
+        f"twisted[tls,http2]>=25.5,<26.4; {PYPY39}",
         f"cryptography<44; {PYPY39}",
         f"pyopenssl<25.2; {PYPY39}",
         f"service-identity<25; {PYPY39}",
