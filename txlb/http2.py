@@ -17,14 +17,24 @@ stop gracefully.  Here:
   - a response is sent as far as the stream's window, the connection's
     window and the socket allow; past L{STREAM_HIGH_WATER} bytes waiting on
     a stream, the exchange relaying it is paused, so a slow client holds
-    about that much per stream (and HTTP/1.1 about
-    L{txlb.flow.HIGH_WATER});
-  - a stream reset by the client cancels its request and no other;
+    about that much per stream besides the exchange's own queue (see
+    L{txlb.flow}), as an HTTP/1.1 connection does;
+  - a stream reset by the client cancels its request and no other; a
+    client that resets streams faster than L{RESETS_PER_SECOND} (HTTP/2
+    Rapid Reset, CVE-2023-44487) is sent GOAWAY;
+  - a stream on which the client owes data (the rest of the request body,
+    or window for the response) and sends none for the client timeout is
+    reset;
   - a graceful stop sends GOAWAY naming the last stream taken, lets those
     streams finish, and closes.
 
 Streams are served in the order their data comes, with no priorities (RFC
 9113 deprecated its priority scheme).
+
+hyper-h2 applies every frame of a read before txlb handles the first
+event, so a stream txlb is about to answer may be closed in hyper-h2
+already (the client reset it, in frames whose events are yet to come):
+every send for a stream goes through L{HTTP2Channel._onStream}.
 """
 
 from __future__ import annotations
@@ -45,11 +55,11 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import H2Error
+from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -79,6 +89,13 @@ STREAM_HIGH_WATER = 64 * 1024
 #: full, above which the client is taken for one that does not read.
 CONTROL_LIMIT = 256 * 1024
 
+#: Streams a client may reset per second, on average, and at once.
+RESETS_PER_SECOND = 100
+RESET_BURST = 1000
+
+#: Seconds a closing connection gets to take what was written to it.
+CLOSE_TIMEOUT = 15
+
 #: Fields that are not sent in HTTP/2 (RFC 9113 section 8.2.2).
 CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -106,6 +123,12 @@ class HTTP2Request(ClientRequest):
             self.write = lambda data: None  # type: ignore[method-assign]
         self.channel.sendHead(code, fields, length)  # type: ignore[attr-defined]
 
+    def writeInterim(self, code: int, phrase: bytes, fields: headers.Fields) -> None:
+        """
+        Send an interim (1xx) response head.
+        """
+        self.channel.sendHead(code, fields, None)  # type: ignore[attr-defined]
+
     def abort(self) -> None:
         self.channel.reset(ErrorCodes.INTERNAL_ERROR)  # type: ignore[attr-defined]
 
@@ -123,16 +146,18 @@ class HTTP2Stream:
     def __init__(self, connection: HTTP2Channel, streamID: int) -> None:
         self.connection = connection
         self.streamID = streamID
-        # For Twisted's Request (its site's settings, isSecure) and the log
-        # of a refusal.
+        # For Twisted's Request (its site's settings) and the log of a
+        # refusal.
         self.site = connection.site
         self.transport = connection.transport
         self.request: HTTP2Request | None = None
         #: Response bytes waiting for the window or the socket.
-        self.waiting: deque[bytes] = deque()
+        self.waiting: deque[bytes | memoryview] = deque()
         self.waitingBytes = 0
-        #: Whether the response is complete (sent once nothing waits).
+        #: Whether the response is complete (sent once nothing waits), and
+        #: whether its end was sent.
         self.ending = False
+        self.ended = False
         self.producer: Any = None
         self.producerPaused = False
         #: Whether the client has sent the whole request.
@@ -141,6 +166,8 @@ class HTTP2Stream:
         self.unacknowledged = 0
         #: Whether the request has been told its stream is gone.
         self.lost = False
+        #: The timer of a client owing data (see HTTP2Channel._stalled).
+        self.timer: Any = None
 
     # What Twisted's http.Request asks of its channel.
 
@@ -149,6 +176,9 @@ class HTTP2Stream:
 
     def getHost(self) -> Any:
         return self.connection.host
+
+    def isSecure(self) -> bool:
+        return self.connection.secure
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, fields: Headers) -> None:
         """
@@ -217,13 +247,15 @@ class HTTP2Stream:
     def received(self, data: bytes, flowControlled: int) -> None:
         request = self.request
         assert request is not None
+        if request.stream is None or self.ending:
+            # The request was answered, or refused, before its body ended:
+            # the rest goes.
+            self.connection.acknowledge(self, flowControlled)
+            return
         if self.uploadPaused:
             self.unacknowledged += flowControlled
         else:
             self.connection.acknowledge(self, flowControlled)
-        if request.stream is None:
-            # The request was answered, or refused, before its body ended.
-            return
         request.bodyBytes += len(data)
         limit = self.connection.resource.settings.maxBodySize
         if limit is not None and request.bodyBytes > limit:
@@ -239,6 +271,7 @@ class HTTP2Stream:
         if self.unacknowledged:
             acknowledged, self.unacknowledged = self.unacknowledged, 0
             self.connection.acknowledge(self, acknowledged)
+            self.connection.flush()
 
     def stopProducing(self) -> None:
         self.reset(ErrorCodes.CANCEL)
@@ -247,15 +280,20 @@ class HTTP2Stream:
 class HTTP2Channel(Protocol):
     """
     An HTTP/2 connection from a client: its streams, their flow control,
-    its idle timeout and its graceful stop.
+    its timeouts and its graceful stop.
 
     @ivar streams: The streams in progress, by ID.
+    @ivar secure: Whether the connection is over TLS.
     """
 
     _log = Logger()
     _idleTimer: Any = None
+    _closeTimer: Any = None
     #: Whether GOAWAY was sent: no new stream is taken.
     closing = False
+    #: Whether hyper-h2 has ended the connection (a GOAWAY either way): it
+    #: sends nothing more.
+    terminated = False
     #: Whether the socket's buffer is full.
     socketFull = False
     _controlWhileFull = 0
@@ -268,6 +306,8 @@ class HTTP2Channel(Protocol):
         self.streams: dict[int, HTTP2Stream] = {}
         #: Streams with data waiting for the socket, in the order to send it.
         self._blocked: dict[HTTP2Stream, None] = {}
+        self._resetTokens = float(RESET_BURST)
+        self._resetCounted = self._reactor.seconds()
         self._handlers: dict[type, Callable[[Any], None]] = {
             RequestReceived: self._requestReceived,
             DataReceived: self._dataReceived,
@@ -289,25 +329,26 @@ class HTTP2Channel(Protocol):
         transport = self.transport
         assert transport is not None
         self.peer, self.host = transport.getPeer(), transport.getHost()
+        self.secure = ISSLTransport.providedBy(transport)
         self.site.channels.add(self)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         conn = self.conn
+        conn.initiate_connection()
         conn.update_settings(
             {
                 SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 SettingCodes.MAX_HEADER_LIST_SIZE: http.HTTPChannel.totalHeadersSize,
             }
         )
-        conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - conn.inbound_flow_control_window)
-        self._flush()
+        self.flush()
         self._idle()
 
     def dataReceived(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
         except H2Error as e:
-            # hyper-h2 has queued a GOAWAY saying why.
+            # hyper-h2 has made a GOAWAY saying why.
             self._refuseConnection(str(e) or type(e).__name__)
             return
         handlers = self._handlers
@@ -315,11 +356,16 @@ class HTTP2Channel(Protocol):
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event)
-        self._flush()
+        self.flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.channels.discard(self)
         self._stopIdleTimer()
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
+        self._loseAll(reason)
+
+    def _loseAll(self, reason: Failure) -> None:
         streams, self.streams = self.streams, {}
         self._blocked.clear()
         for stream in streams.values():
@@ -331,7 +377,7 @@ class HTTP2Channel(Protocol):
         streamID = event.stream_id
         if self.closing:
             # After GOAWAY: the client may send it again on a new connection.
-            self.conn.reset_stream(streamID, ErrorCodes.REFUSED_STREAM)
+            self._onStream(self.conn.reset_stream, streamID, ErrorCodes.REFUSED_STREAM)
             return
         self._stopIdleTimer()
         stream = self.streams[streamID] = HTTP2Stream(self, streamID)
@@ -350,20 +396,23 @@ class HTTP2Channel(Protocol):
                 authority = value
         received = request.requestHeaders
         refusal = _toHTTP11(request.method, authority, fields, received)
-        if refusal is not None:
-            self._answerRefusal(stream, refusal)
-            return
-        if received.hasHeader(b"expect") and b"100-continue" in headers.tokens(received, b"expect"):
-            # As Twisted's HTTP/1.1 server does.
-            self.sendHeaders(stream, [(b":status", b"100")])
-        if not stream.requestEnded:
+        if refusal is None and not stream.requestEnded:
             length = _contentLength(received)
             limit = self.resource.settings.maxBodySize
             if limit is not None and (length or 0) > limit:
-                self._answerRefusal(stream, refusals.bodyTooLarge(limit))
-                return
-            request.stream = StreamingBody(length, stream)
+                refusal = refusals.bodyTooLarge(limit)
+        if refusal is not None:
+            self._answerRefusal(stream, refusal)
+            return
+        if not stream.requestEnded:
+            if b"100-continue" in headers.tokens(received, b"expect"):
+                # As Twisted's HTTP/1.1 server does.
+                self.sendHeaders(stream, [(b":status", b"100")])
+            request.stream = StreamingBody(_contentLength(received), stream)
             request.stream.started = True
+        stream.timer = self._reactor.callLater(
+            self.resource.settings.clientTimeout, self._stalled, stream
+        )
         request.site = self.site
         request.prepath, request.postpath = [], []
         try:
@@ -377,6 +426,8 @@ class HTTP2Channel(Protocol):
             # A stream answered and ended already: its bytes go.
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             return
+        if stream.timer is not None:
+            stream.timer.reset(self.resource.settings.clientTimeout)
         stream.received(event.data, event.flow_controlled_length)
 
     def _streamEnded(self, event: StreamEnded) -> None:
@@ -385,7 +436,7 @@ class HTTP2Channel(Protocol):
             return
         stream.requestEnded = True
         request = stream.request
-        if request is not None and request.stream is not None:
+        if request is not None and request.stream is not None and not stream.ending:
             request.stream.finished()
         self._ended(stream)
 
@@ -395,6 +446,12 @@ class HTTP2Channel(Protocol):
             self._blocked.pop(stream, None)
             self._lose(stream, Failure(ConnectionLost("stream reset by the client")))
             self._idle()
+        now = self._reactor.seconds()
+        tokens = self._resetTokens + (now - self._resetCounted) * RESETS_PER_SECOND
+        self._resetTokens, self._resetCounted = min(tokens, RESET_BURST) - 1, now
+        if self._resetTokens < 0 and not self.terminated:
+            self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._refuseConnection(f"more than {RESETS_PER_SECOND} stream resets a second")
 
     def _windowUpdated(self, event: WindowUpdated) -> None:
         if event.stream_id:
@@ -413,21 +470,36 @@ class HTTP2Channel(Protocol):
         The client sent GOAWAY: hyper-h2 sends nothing more after it, so
         the connection ends, and with it the streams in progress.
         """
-        assert self.transport is not None
-        self.transport.loseConnection()
+        self.terminated = True
+        self._loseAll(Failure(ConnectionLost("the client sent GOAWAY")))
+        self._close()
 
     # Writing.
 
-    def sendHeaders(self, stream: HTTP2Stream, head: list[tuple[bytes, bytes]]) -> None:
+    def sendHeaders(
+        self, stream: HTTP2Stream, head: list[tuple[bytes, bytes]], end: bool = False
+    ) -> None:
         if stream.streamID in self.streams:
-            self.conn.send_headers(stream.streamID, head)
-            self._flush()
+            self._onStream(self.conn.send_headers, stream.streamID, head, end)
+            self.flush()
+
+    def _onStream(self, send: Callable[..., None], streamID: int, *args: Any) -> None:
+        """
+        Call hyper-h2's C{send} for a stream, unless hyper-h2 has it or the
+        connection closed already (see the module's docstring).
+        """
+        if self.terminated:
+            return
+        try:
+            send(streamID, *args)
+        except ProtocolError:
+            pass
 
     def sendData(self, stream: HTTP2Stream) -> None:
         """
         Send what waits on C{stream} as far as its window, the connection's
-        window and the socket allow; end the stream once its response is all
-        sent.
+        window and the socket allow, ending the stream with its last frame
+        once the response is complete.
         """
         streamID = stream.streamID
         if streamID not in self.streams:
@@ -435,11 +507,12 @@ class HTTP2Channel(Protocol):
             stream.waitingBytes = 0
             return
         if self.socketFull:
-            if stream.waiting:
+            if stream.waiting or stream.ending:
                 self._blocked[stream] = None
             return
         conn = self.conn
         waiting = stream.waiting
+        sent = False
         while waiting:
             window = conn.local_flow_control_window(streamID)
             if window <= 0:
@@ -447,22 +520,31 @@ class HTTP2Channel(Protocol):
             size = min(window, conn.max_outbound_frame_size)
             data = waiting.popleft()
             if len(data) > size:
-                waiting.appendleft(data[size:])
-                data = data[:size]
+                view = memoryview(data)
+                waiting.appendleft(view[size:])
+                data = view[:size]
             stream.waitingBytes -= len(data)
-            conn.send_data(streamID, data)
+            last = stream.ending and not waiting
+            self._onStream(conn.send_data, streamID, data, last)
+            stream.ended = last
+            sent = True
         if stream.ending and not waiting:
-            conn.end_stream(streamID)
+            if not stream.ended:
+                stream.ended = True
+                self._onStream(conn.end_stream, streamID)
             self._ended(stream)
-        self._flush()
-        stream.sent()
+        self.flush()
+        if sent:
+            if stream.timer is not None:
+                stream.timer.reset(self.resource.settings.clientTimeout)
+            stream.sent()
 
     def _sendAll(self) -> None:
         for stream in list(self.streams.values()):
             if stream.waiting or stream.ending:
                 self.sendData(stream)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """
         Write the frames hyper-h2 has made.
         """
@@ -486,22 +568,25 @@ class HTTP2Channel(Protocol):
 
     def acknowledge(self, stream: HTTP2Stream, size: int) -> None:
         """
-        Reopen C{stream}'s window by C{size} bytes it has passed on.
+        Reopen C{stream}'s window by C{size} bytes it has passed on, and the
+        connection's, even if the stream is gone.
         """
-        if stream.streamID in self.streams and size:
+        if not self.terminated:
             self.conn.acknowledge_received_data(size, stream.streamID)
-            self._flush()
 
     def reset(self, stream: HTTP2Stream, code: int) -> None:
         """
         End C{stream} at once with RST_STREAM C{code}, dropping what waits.
+        Its request learns of it on the next turn, as it would of a lost
+        TCP connection.
         """
         if self.streams.pop(stream.streamID, None) is None:
             return
         self._blocked.pop(stream, None)
-        self.conn.reset_stream(stream.streamID, code)
-        self._flush()
-        self._lose(stream, Failure(ConnectionLost("stream reset by txlb")))
+        self._onStream(self.conn.reset_stream, stream.streamID, code)
+        self.flush()
+        lost = Failure(ConnectionLost("stream reset by txlb"))
+        self._reactor.callLater(0, self._lose, stream, lost)
         self._idle()
 
     def _ended(self, stream: HTTP2Stream) -> None:
@@ -510,18 +595,30 @@ class HTTP2Channel(Protocol):
         A response complete before its request body ends asks the client to
         stop sending (RFC 9113 section 8.1).
         """
-        if not stream.ending or stream.waiting:
+        if not stream.ended:
             return
         streamID = stream.streamID
         if not stream.requestEnded:
-            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+            self._onStream(self.conn.reset_stream, streamID, ErrorCodes.NO_ERROR)
             request = stream.request
             if request is not None and request.stream is not None:
                 request.stream.discard()
         if self.streams.pop(streamID, None) is not None:
+            self._stopTimer(stream)
             self._idle()
 
     def _lose(self, stream: HTTP2Stream, reason: Failure) -> None:
+        """
+        Tell the request of C{stream} that it is gone, if it is still being
+        answered.
+        """
+        self._stopTimer(stream)
+        if stream.unacknowledged:
+            # Held back from a paused upload: the connection's share of the
+            # window must reopen.
+            self.acknowledge(stream, stream.unacknowledged)
+            stream.unacknowledged = 0
+            self.flush()
         request = stream.request
         if request is None or request.finished or stream.lost:
             return
@@ -557,26 +654,51 @@ class HTTP2Channel(Protocol):
         self.resource.metrics.countRefusal(refusal.reason)
         request.refused = Refused(refusal.code, refusal.error, flag)
         if not request.startedWriting:
-            self.conn.send_headers(
-                stream.streamID,
-                [(b":status", b"%d" % refusal.code), (b"content-length", b"0")],
-                end_stream=True,
-            )
+            head = [(b":status", b"%d" % refusal.code), (b"content-length", b"0")]
+            self.sendHeaders(stream, head, end=True)
         self.reset(stream, ErrorCodes.CANCEL if request.startedWriting else ErrorCodes.NO_ERROR)
 
     def _refuseConnection(self, why: str) -> None:
         """
         The client broke HTTP/2: send the GOAWAY hyper-h2 made, log and
-        count it, and close.
+        count it, and close; the streams in progress are lost.
         """
         self.resource.metrics.countRefusal(refusals.HTTP2)
         why = f"HTTP/2 protocol error: {why}"
         self.resource.refused(self, None, 400, why, CLIENT_PROTOCOL_ERROR)
-        self._flush()
-        assert self.transport is not None
-        self.transport.loseConnection()
+        self.flush()
+        self.terminated = True
+        self._loseAll(Failure(ConnectionLost(why)))
+        self._close()
 
     # Timeouts and the graceful stop.
+
+    def _stalled(self, stream: HTTP2Stream) -> None:
+        """
+        The client timeout passed without progress on C{stream}: reset it
+        if the client owes data (the rest of the request body, or window for
+        the response); wait on if txlb or the backend does.
+        """
+        stream.timer = None
+        clientOwes = (not stream.requestEnded and not stream.uploadPaused) or bool(stream.waiting)
+        if not clientOwes:
+            stream.timer = self._reactor.callLater(
+                self.resource.settings.clientTimeout, self._stalled, stream
+            )
+            return
+        self._log.info(
+            "HTTP/2 client {client} sent nothing on stream {stream} for {seconds} s; resetting it",
+            client=self.peer,
+            stream=stream.streamID,
+            seconds=self.resource.settings.clientTimeout,
+        )
+        self.reset(stream, ErrorCodes.CANCEL)
+
+    def _stopTimer(self, stream: HTTP2Stream) -> None:
+        if stream.timer is not None:
+            if stream.timer.active():
+                stream.timer.cancel()
+            stream.timer = None
 
     def _idle(self) -> None:
         """
@@ -586,8 +708,7 @@ class HTTP2Channel(Protocol):
         if self.streams:
             return
         if self.closing:
-            assert self.transport is not None
-            self.transport.loseConnection()
+            self._close()
             return
         if self._idleTimer is None:
             timeout = self.resource.settings.clientTimeout
@@ -599,6 +720,20 @@ class HTTP2Channel(Protocol):
                 self._idleTimer.cancel()
             self._idleTimer = None
 
+    def _close(self) -> None:
+        """
+        Close once what was written is sent, or after L{CLOSE_TIMEOUT}
+        seconds if the client does not take it.
+        """
+        if self._closeTimer is not None:
+            return
+        assert self.transport is not None
+        self.transport.loseConnection()
+        self._closeTimer = self._reactor.callLater(
+            CLOSE_TIMEOUT,
+            self.transport.abortConnection,  # type: ignore[attr-defined]
+        )
+
     def closeWhenIdle(self) -> None:
         """
         Send GOAWAY naming the last stream taken, finish the streams in
@@ -609,10 +744,10 @@ class HTTP2Channel(Protocol):
         responses in progress.
         """
         self._idleTimer = None
-        if self.closing:
+        if self.closing or self.terminated:
             return
         self.closing = True
-        self._flush()
+        self.flush()
         goaway = GoAwayFrame(stream_id=0)
         goaway.last_stream_id = self.conn.highest_inbound_stream_id
         goaway.error_code = ErrorCodes.NO_ERROR
@@ -643,17 +778,14 @@ def _toHTTP11(
     Put in C{received} the header C{fields} of an HTTP/2 request as an
     HTTP/1.1 backend expects them (RFC 9113 section 8.3.1): C{:authority}
     becomes C{Host}, first, where an HTTP/1.1 client puts it.  hyper-h2 has
-    checked the pseudo-header fields and joined the cookies.
+    checked the pseudo-header fields, that a C{host} field is the same as
+    C{:authority}, and joined the cookies.
 
     @return: Why the request cannot be forwarded, or L{None}.
     """
     if method == b"CONNECT":
         return refusals.Refusal(501, "CONNECT over HTTP/2", refusals.REQUEST_LINE)
     if authority is not None:
-        hosts = [value for name, value in fields if name == b"host"]
-        if hosts and hosts != [authority]:
-            why = "a Host header that differs from :authority"
-            return refusals.Refusal(400, why, refusals.HEADER)
         received.addRawHeader(b"host", authority)
     for name, value in fields:
         if authority is None or name != b"host":

@@ -660,15 +660,15 @@ class _Exchange:
 
     def interim(self, head: ResponseHead) -> None:
         """
-        Pass an interim response on to an HTTP/1.1 client (RFC 9110 section
-        15.2): 103 Early Hints, 102 Processing.  A 100 Continue is not:
-        Twisted's server has already answered the client's C{Expect}.
+        Pass an interim response on to an HTTP/1.1 or HTTP/2 client (RFC
+        9110 section 15.2): 103 Early Hints, 102 Processing.  A 100 Continue
+        is not: txlb's server has already answered the client's C{Expect}.
         """
         request = self.request
-        if head.code == 100 or self.clientGone or request.clientproto != b"HTTP/1.1":
+        if head.code == 100 or self.clientGone or request.clientproto == b"HTTP/1.0":
             return
         fields = headers.toClient(head.fields, head.connection, self.resource.settings.toClientDrop)
-        request.channel.writeHeaders(b"HTTP/1.1", b"%d" % head.code, head.phrase, fields)
+        request.writeInterim(head.code, head.phrase, fields)  # type: ignore[attr-defined]
         self.interimSent = True
 
     def _gotResponse(self, response: ResponseHead) -> None:

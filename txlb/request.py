@@ -38,8 +38,9 @@ class ClientRequest(server.Request):
 
     Each version's class also has C{writeHead(code, phrase, fields,
     length)}, which writes the response head from the backend's fields in
-    their order, and C{abort()}, which cuts the response short so that one
-    that cannot be finished does not pass for a whole one.
+    their order, C{writeInterim(code, phrase, fields)}, which writes an
+    interim (1xx) head, and C{abort()}, which cuts the response short so
+    that one that cannot be finished does not pass for a whole one.
 
     @ivar stream: The L{StreamingBody} of a request with a body, else
         L{None}.

@@ -134,6 +134,12 @@ class TransparentRequest(ClientRequest):
         head.append(b"\r\n")
         self.channel.write(b"".join(head))
 
+    def writeInterim(self, code: int, phrase: bytes, fields: headers.Fields) -> None:
+        """
+        Write an interim (1xx) response head.
+        """
+        self.channel.writeHeaders(b"HTTP/1.1", b"%d" % code, phrase, fields)
+
     def abort(self) -> None:
         self.channel.transport.abortConnection()  # type: ignore[union-attr]
 

@@ -1,0 +1,748 @@
+"""
+HTTP/2 toward clients, over real loopback sockets: a hyper-h2 client in
+front, raw-socket HTTP/1.1 backends behind, so what crosses each hop is
+checked byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    DataReceived,
+    InformationalResponseReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
+from h2.settings import SettingCodes
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+
+from txlb.backend import Backend
+from txlb.client import BackendClient
+from txlb.flow import HIGH_WATER
+from txlb.http2 import PREFACE, STREAM_HIGH_WATER
+from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.roundrobin import RoundRobin
+from txlb.server import LoadBalancerSite
+
+from .test_integration import (
+    Flood,
+    IntegrationTestCase,
+    RawBackendConnection,
+    RawClient,
+    freePort,
+    waitFor,
+)
+from .test_tls import PKI
+
+
+class Response:
+    """
+    What came back on one stream.
+    """
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.interim: list[list[tuple[bytes, bytes]]] = []
+        self.body = b""
+        self.reset: int | None = None
+        self.ended: Deferred[Response] = Deferred()
+
+    @property
+    def status(self) -> bytes:
+        return dict(self.headers)[b":status"]
+
+
+class H2Client(Protocol):
+    """
+    An HTTP/2 client on hyper-h2 that records each stream's response.
+
+    @ivar acknowledge: Whether to reopen the windows as response data
+        arrives; a client that does not is one that cannot keep up.
+    @ivar validate: Whether hyper-h2 checks the requests sent, which a test
+        of a malformed one turns off.
+    """
+
+    def __init__(
+        self,
+        settings: dict[int, int] | None = None,
+        acknowledge: bool = True,
+        validate: bool = True,
+    ) -> None:
+        config = H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=validate
+        )
+        self.conn = H2Connection(config)
+        self.settings = settings or {}
+        self.acknowledge = acknowledge
+        self.responses: dict[int, Response] = {}
+        #: The last stream ID and error code of the GOAWAY received.
+        self.goaway: tuple[int, int] | None = None
+        self.buffer = b""
+        self.closed: Deferred[None] = Deferred()
+        self.unacknowledged: list[tuple[int, int]] = []
+
+    def connectionMade(self) -> None:
+        self.conn.initiate_connection()
+        if self.settings:
+            self.conn.update_settings(self.settings)
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def request(
+        self,
+        path: bytes = b"/",
+        method: bytes = b"GET",
+        fields: tuple[tuple[bytes, bytes], ...] = (),
+        body: bytes | None = None,
+        end: bool = True,
+        authority: bytes = b"example.com",
+    ) -> int:
+        """
+        Send a request; its body, if given, in one DATA frame.
+
+        @param end: Whether the request ends there.
+        @return: Its stream ID.
+        """
+        streamID = self.conn.get_next_available_stream_id()
+        head = [(b":method", method), (b":scheme", b"http"), (b":path", path)]
+        if authority:
+            head.append((b":authority", authority))
+        self.responses[streamID] = Response()
+        self.conn.send_headers(streamID, head + list(fields), end_stream=end and body is None)
+        if body is not None:
+            self.conn.send_data(streamID, body, end_stream=end)
+        self.flush()
+        return streamID
+
+    def send(self, streamID: int, data: bytes, end: bool = False) -> None:
+        self.conn.send_data(streamID, data, end_stream=end)
+        self.flush()
+
+    def reset(self, streamID: int) -> None:
+        self.conn.reset_stream(streamID, ErrorCodes.CANCEL)
+        self.flush()
+
+    def reopen(self) -> None:
+        """
+        Reopen the windows for all the data received so far.
+        """
+        for streamID, size in self.unacknowledged:
+            self.conn.acknowledge_received_data(size, streamID)
+        self.unacknowledged = []
+        self.flush()
+
+    def response(self, streamID: int) -> Deferred[Response]:
+        return self.responses[streamID].ended
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Hand the frames to hyper-h2, less GOAWAY, which is recorded: after
+        one, hyper-h2 takes no more frames, where RFC 9113 section 6.8 lets
+        the streams it names finish.
+        """
+        self.buffer += data
+        frames = []
+        while len(self.buffer) >= 9:
+            end = 9 + int.from_bytes(self.buffer[:3], "big")
+            if len(self.buffer) < end:
+                break
+            frame, self.buffer = self.buffer[:end], self.buffer[end:]
+            if frame[3] == 0x7:
+                self.goaway = (
+                    int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF,
+                    int.from_bytes(frame[13:17], "big"),
+                )
+            else:
+                frames.append(frame)
+        for event in self.conn.receive_data(b"".join(frames)):
+            response = self.responses.get(getattr(event, "stream_id", 0))
+            if isinstance(event, ResponseReceived):
+                response.headers = list(event.headers)
+            elif isinstance(event, InformationalResponseReceived):
+                response.interim.append(list(event.headers))
+            elif isinstance(event, DataReceived):
+                response.body += event.data
+                if self.acknowledge:
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                else:
+                    self.unacknowledged.append((event.stream_id, event.flow_controlled_length))
+            elif isinstance(event, StreamEnded):
+                response.ended.callback(response)
+            elif isinstance(event, StreamReset):
+                response.reset = event.error_code
+                if not response.ended.called:
+                    response.ended.callback(response)
+        self.flush()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.closed.callback(None)
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def upload(client: H2Client, streamID: int, size: int) -> int:
+    """
+    Send C{size} bytes on a stream as fast as its window lets, ending it
+    with the last; stop early when the window stays shut for half a second.
+
+    @return: How many bytes were sent.
+    """
+    sent = shut = 0
+    while sent < size and shut < 50:
+        window = client.conn.local_flow_control_window(streamID)
+        chunk = min(window, client.conn.max_outbound_frame_size, size - sent)
+        if chunk > 0:
+            client.send(streamID, b"u" * chunk, end=sent + chunk == size)
+            sent += chunk
+            shut = 0
+            await deferLater(reactor, 0)
+        else:
+            shut += 1
+            await deferLater(reactor, 0.01)
+    return sent
+
+
+class HTTP2TestCase(IntegrationTestCase):
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def balancerH2(self, backends: list[Backend], **settings: Any) -> int:
+        """
+        txlb taking h2c on a loopback port, in front of C{backends}.
+        """
+        client = BackendClient(reactor, connectTimeout=2)
+        self.addCleanup(client.closeCachedConnections)
+        self.resource = LoadBalancerResource(
+            RoundRobin(backends), client, reactor, settings=ProxySettings(**settings)
+        )
+        self.site = LoadBalancerSite(self.resource, h2c=True)
+        return self.listen(self.site)
+
+    async def h2client(self, port: int, **kwargs: Any) -> H2Client:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        client = await connectProtocol(endpoint, H2Client(**kwargs))
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
+        return client
+
+    def accessLog(self) -> list[str]:
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_namespace") == "txlb.proxy.LoadBalancerResource"
+        ]
+
+
+class ForwardingTests(HTTP2TestCase):
+    async def test_requestAsHTTP11(self) -> None:
+        """
+        An HTTP/2 request reaches the backend as HTTP/1.1: C{:authority} as
+        C{Host}, first; the client's cookie fields joined with C{; } (RFC
+        9113 section 8.2.3); the raw path; the other fields in order, named
+        as an HTTP/1.1 request's are; C{TE: trailers} last, as for
+        HTTP/1.1.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        stream = client.request(
+            b"/a%2Fb/~c?x=%7e&y",
+            fields=(
+                (b"cookie", b"a=1"),
+                (b"x-one", b"1"),
+                (b"cookie", b"b=2"),
+                (b"x-one", b"2"),
+                (b"te", b"trailers"),
+            ),
+        )
+        response = await client.response(stream)
+        self.assertEqual(response.body, b"ok")
+        self.assertEqual(
+            backendFactory.connections[0].received,
+            b"GET /a%2Fb/~c?x=%7e&y HTTP/1.1\r\nHost: example.com\r\nX-One: 1\r\nX-One: 2\r\n"
+            b"Cookie: a=1; b=2\r\nTE: trailers\r\n\r\n",
+        )
+
+    async def test_responseAsHTTP2(self) -> None:
+        """
+        The backend's response reaches the client with its status and its
+        fields in order, less the hop-by-hop and connection-specific ones
+        (RFC 9113 section 8.2.2), with lower-case names, and its body.
+        """
+        response = (
+            b"HTTP/1.1 299 Whatever\r\nSet-Cookie: a=1\r\nX-Trace: 7\r\nset-cookie: b=2\r\n"
+            b"Connection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+            b"Date: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 4\r\n\r\nbody"
+        )
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(response))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual(
+            answer.headers,
+            [
+                (b":status", b"299"),
+                (b"set-cookie", b"a=1"),
+                (b"x-trace", b"7"),
+                (b"set-cookie", b"b=2"),
+                (b"date", b"Sat, 01 Jan 2000 00:00:00 GMT"),
+                (b"content-length", b"4"),
+            ],
+        )
+        self.assertEqual(answer.body, b"body")
+
+    async def test_chunkedResponse(self) -> None:
+        """
+        A chunked response's body reaches the client as DATA, without the
+        chunked coding and without a C{content-length}.
+        """
+        chunked = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(chunked))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual(answer.body, b"abcde")
+        self.assertNotIn(b"content-length", dict(answer.headers))
+        self.assertNotIn(b"transfer-encoding", dict(answer.headers))
+
+    async def test_head(self) -> None:
+        """
+        A HEAD response has the length the backend stated and no body.
+        """
+        _, backendPort = self.rawBackend(
+            lambda c: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        )
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        answer = await client.response(client.request(method=b"HEAD"))
+        self.assertEqual(dict(answer.headers)[b"content-length"], b"10")
+        self.assertEqual(answer.body, b"")
+
+    async def test_multiplexed(self) -> None:
+        """
+        Streams on one connection are forwarded at once, each on its own
+        backend connection, and each gets its own answer.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        streams = [client.request(b"/%d" % i) for i in range(3)]
+        await waitFor(lambda: len(backendFactory.connections) == 3)
+        for connection in reversed(backendFactory.connections):
+            path = connection.received.split(b" ")[1]
+            connection.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
+            )
+        answers = [await client.response(stream) for stream in streams]
+        self.assertEqual([answer.body for answer in answers], [b"/0", b"/1", b"/2"])
+
+    async def test_logged(self) -> None:
+        """
+        Each stream gets its access-log line, as an HTTP/1.1 request does.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        await client.response(client.request(b"/logged"))
+        [line] = self.accessLog()
+        self.assertIn(
+            f"method=GET path=/logged \N{RIGHTWARDS ARROW} backend=127.0.0.1:{backendPort} status=200",
+            line,
+        )
+
+    async def test_retried(self) -> None:
+        """
+        A request whose first backend refuses the connection goes to the
+        next one.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", freePort()), Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual((answer.status, answer.body), (b"200", b"ok"))
+
+    async def test_responseTimeout(self) -> None:
+        """
+        A backend that does not answer in time gets the stream a 504.
+        """
+        _, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], responseTimeout=0.2, retries=0)
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual(answer.status, b"504")
+        self.assertIn(b"response timeout", answer.body)
+
+    async def test_cutShort(self) -> None:
+        """
+        A backend body cut short resets the stream, so the truncation shows;
+        the connection serves on.
+        """
+        backendFactory, backendPort = self.rawBackend(
+            lambda c: (
+                c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
+                c.transport.loseConnection(),
+            )
+        )
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual(answer.reset, ErrorCodes.INTERNAL_ERROR)
+        self.assertEqual(answer.body, b"abc")
+        backendFactory.handler = lambda c: c.transport.write(OK)
+        self.assertEqual((await client.response(client.request())).body, b"ok")
+
+
+class RefusalTests(HTTP2TestCase):
+    async def test_hostDiffers(self) -> None:
+        """
+        A C{host} field that differs from C{:authority} is a malformed
+        request: hyper-h2 ends the connection with GOAWAY, logged and
+        counted; the backend gets nothing.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb, validate=False)
+        client.request(fields=((b"host", b"other.example"),))
+        await client.closed
+        self.assertEqual(client.goaway, (1, ErrorCodes.PROTOCOL_ERROR))
+        self.assertEqual(backendFactory.connections, [])
+        [line] = self.accessLog()
+        self.assertIn("mismatched :authority and Host", line)
+        metrics = self.resource.metrics.exposition()
+        self.assertIn(b'txlb_client_refusals_total{reason="http2"} 1.0\n', metrics)
+
+    async def test_connect(self) -> None:
+        """
+        CONNECT is not forwarded over HTTP/2: 501.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        streamID = client.conn.get_next_available_stream_id()
+        client.responses[streamID] = Response()
+        client.conn.send_headers(
+            streamID, [(b":method", b"CONNECT"), (b":authority", b"example.com:443")]
+        )
+        client.flush()
+        self.assertEqual((await client.response(streamID)).status, b"501")
+
+    async def test_bodyTooLarge(self) -> None:
+        """
+        A body that goes over the limit gets 413 on its stream, which is
+        then reset; other streams carry on.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], maxBodySize=10)
+        client = await self.h2client(lb)
+        stream = client.request(method=b"POST", body=b"12345", end=False)
+        await waitFor(lambda: len(backendFactory.connections) == 1)
+        client.send(stream, b"6789012345")
+        answer = await client.response(stream)
+        await waitFor(lambda: answer.reset is not None)
+        self.assertEqual((answer.status, answer.reset), (b"413", ErrorCodes.NO_ERROR))
+        await backendFactory.connections[0].closed
+        self.assertIn("status=413", self.accessLog()[0])
+        self.assertIn('error="a body over 10 bytes"', self.accessLog()[0])
+        backendFactory.handler = lambda c: c.transport.write(OK)
+        self.assertEqual((await client.response(client.request())).body, b"ok")
+
+    async def test_statedLengthTooLarge(self) -> None:
+        """
+        A C{content-length} over the limit gets 413 before anything is
+        forwarded.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], maxBodySize=10)
+        client = await self.h2client(lb)
+        stream = client.request(
+            method=b"POST", fields=((b"content-length", b"11"),), body=b"x" * 11
+        )
+        self.assertEqual((await client.response(stream)).status, b"413")
+        self.assertEqual(backendFactory.connections, [])
+
+    async def test_protocolError(self) -> None:
+        """
+        A client that breaks HTTP/2 gets GOAWAY and is disconnected, with
+        a line in the log and a count.
+        """
+        lb = self.balancerH2([Backend("127.0.0.1", freePort())])
+        client = await self.client(lb, PREFACE + b"\x00\x00\x01\x09\x00\x00\x00\x00\x01x")
+        received = await client.closed
+        self.assertIn(b"\x07", received)  # a GOAWAY frame's type
+        self.assertIn("HTTP/2 protocol error", self.accessLog()[0])
+        metrics = self.resource.metrics.exposition()
+        self.assertIn(b'txlb_client_refusals_total{reason="http2"} 1.0\n', metrics)
+
+    async def test_h2cOff(self) -> None:
+        """
+        Without C{--h2c}, the HTTP/2 preface on a cleartext listener is an
+        HTTP/1.1 request line txlb refuses.
+        """
+        client = BackendClient(reactor, connectTimeout=2)
+        self.resource = LoadBalancerResource(RoundRobin([Backend("127.0.0.1", 1)]), client, reactor)
+        lb = self.listen(LoadBalancerSite(self.resource))
+        raw = await self.client(lb, PREFACE)
+        self.assertTrue((await raw.closed).startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+
+
+class FlowControlTests(HTTP2TestCase):
+    async def test_uploadStreams(self) -> None:
+        """
+        A request is forwarded as soon as its head is in, and its body goes
+        to the backend as it arrives.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        stream = client.request(
+            b"/up", b"POST", ((b"content-length", b"6"),), body=b"abc", end=False
+        )
+        await waitFor(lambda: bool(backendFactory.connections))
+        backend = backendFactory.connections[0]
+        await waitFor(lambda: backend.received.endswith(b"abc"))
+        client.send(stream, b"def", end=True)
+        await waitFor(lambda: backend.received.endswith(b"abcdef"))
+        self.assertTrue(backend.received.startswith(b"POST /up HTTP/1.1\r\n"))
+        self.assertIn(b"\r\nContent-Length: 6\r\n", backend.received)
+        backend.transport.write(OK)
+        self.assertEqual((await client.response(stream)).body, b"ok")
+
+    async def test_uploadOfUnknownLength(self) -> None:
+        """
+        A body without C{content-length} reaches the backend chunked.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        client.request(b"/up", b"POST", body=b"abc")
+        await waitFor(lambda: bool(backendFactory.connections))
+        backend = backendFactory.connections[0]
+        await waitFor(lambda: backend.received.endswith(b"0\r\n\r\n"))
+        self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n", backend.received)
+        self.assertTrue(backend.received.endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"))
+
+    async def test_slowBackendUpload(self) -> None:
+        """
+        An upload the backend does not read is held back by the stream's
+        window, which txlb stops reopening; the client sends the rest once
+        the backend reads.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.pauseProducing())
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        size = 8 * 1024 * 1024
+        stream = client.request(b"/up", b"POST", ((b"content-length", b"%d" % size),), end=False)
+        sent = await upload(client, stream, size)
+        # Stalled: txlb holds the window shut.  (The rest of what was sent
+        # waits in the kernel's socket buffers, a few MiB on loopback.)
+        self.assertLess(sent, size)
+        [h2stream] = [s for c in self.site.channels for s in c.streams.values()]
+        self.assertTrue(h2stream.uploadPaused)
+        self.assertGreater(h2stream.unacknowledged, 0)
+        request = h2stream.request
+        backend = backendFactory.connections[0]
+        backend.transport.resumeProducing()
+        sent += await upload(client, stream, size - sent)
+        self.assertEqual(sent, size)
+        await waitFor(lambda: len(backend.received.partition(b"\r\n\r\n")[2]) == size)
+        self.assertEqual(request.bodyBytes, size)
+
+    async def test_slowClientWindow(self) -> None:
+        """
+        A client that does not reopen its window holds about
+        L{STREAM_HIGH_WATER} of a large response in txlb (plus the
+        exchange's queue), not the response; once it reads, all of it
+        arrives, whole.
+        """
+        size = 8 * 1024 * 1024
+        body = bytes(range(256)) * (size // 256)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(head + body))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb, acknowledge=False)
+        stream = client.request()
+        await deferLater(reactor, 1.0)
+        [h2stream] = [s for c in self.site.channels for s in c.streams.values()]
+        [exchange] = self.resource._exchanges
+        held = h2stream.waitingBytes + exchange.queuedBytes
+        self.assertLess(held, STREAM_HIGH_WATER + 2 * HIGH_WATER)
+        self.assertLessEqual(len(client.responses[stream].body), 65535)
+        for _ in range(2000):
+            client.reopen()
+            if client.responses[stream].ended.called:
+                break
+            await deferLater(reactor, 0.005)
+        answer_ = await client.response(stream)
+        self.assertEqual(answer_.body, body)
+
+    async def test_slowClientSocket(self) -> None:
+        """
+        A client that opened its windows wide but does not read its socket
+        holds a bounded part of a large response in txlb: the socket's
+        backpressure pauses the stream, not only the window.
+        """
+        size = 32 * 1024 * 1024
+        window = 2**31 - 1
+
+        def answer(connection: RawBackendConnection) -> None:
+            connection.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            connection.flood = Flood(connection.transport, size)
+
+        backendFactory, backendPort = self.rawBackend(answer)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb, settings={SettingCodes.INITIAL_WINDOW_SIZE: window})
+        client.conn.increment_flow_control_window(window - 65535)
+        stream = client.request()
+        client.transport.pauseProducing()
+        await waitFor(lambda: bool(backendFactory.connections))
+        flood = backendFactory.connections[0].flood
+        written = await flood.stalled()
+        self.assertLess(written, size // 2)
+        [h2stream] = [s for c in self.site.channels for s in c.streams.values()]
+        [exchange] = self.resource._exchanges
+        self.assertLess(
+            h2stream.waitingBytes + exchange.queuedBytes, STREAM_HIGH_WATER + 2 * HIGH_WATER
+        )
+        client.transport.resumeProducing()
+        answer_ = await client.response(stream)
+        self.assertEqual(len(answer_.body), size)
+
+    async def test_resetCancelsOnlyItsRequest(self) -> None:
+        """
+        A stream the client resets closes its backend connection; the other
+        streams on the connection carry on.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        first, second = client.request(b"/1"), client.request(b"/2")
+        await waitFor(lambda: len(backendFactory.connections) == 2)
+        byPath = {c.received.split(b" ")[1]: c for c in backendFactory.connections}
+        client.reset(first)
+        await byPath[b"/1"].closed
+        byPath[b"/2"].transport.write(OK)
+        self.assertEqual((await client.response(second)).body, b"ok")
+        self.assertIn("client disconnected", "\n".join(self.accessLog()))
+
+
+class StopTests(HTTP2TestCase):
+    async def test_gracefulStop(self) -> None:
+        """
+        On a graceful stop the client gets GOAWAY naming the last stream
+        taken; that stream's response still arrives, a new stream is
+        refused, and the connection then closes.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        first = client.request()
+        await waitFor(lambda: len(backendFactory.connections) == 1)
+        self.assertTrue(self.site.busy())
+        self.site.closeIdleConnections()
+        await waitFor(lambda: client.goaway is not None)
+        self.assertEqual(client.goaway, (first, ErrorCodes.NO_ERROR))
+        late = client.request()
+        self.assertEqual((await client.response(late)).reset, ErrorCodes.REFUSED_STREAM)
+        backendFactory.connections[0].transport.write(OK)
+        self.assertEqual((await client.response(first)).body, b"ok")
+        await client.closed
+        self.assertFalse(self.site.busy())
+
+    async def test_idleTimeout(self) -> None:
+        """
+        A connection with no stream for the client timeout gets GOAWAY and
+        is closed.
+        """
+        lb = self.balancerH2([Backend("127.0.0.1", freePort())], clientTimeout=0.2)
+        client = await self.h2client(lb)
+        await client.closed
+        self.assertIsNotNone(client.goaway)
+
+
+class TLSTests(HTTP2TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.pki = PKI(self.mktemp())
+
+    async def connectTLS(
+        self, site: LoadBalancerSite, protocols: list[bytes], client: Protocol
+    ) -> Protocol:
+        certKey = self.pki.leaf("localhost", ["localhost"])
+        with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
+            certificate = PrivateCertificate.loadPEM(c.read() + k.read())
+        port = reactor.listenSSL(0, site, certificate.options(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        with open(self.pki.caPath, "rb") as f:
+            authority = Certificate.loadPEM(f.read())
+        options = optionsForClientTLS("localhost", authority, acceptableProtocols=protocols)
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, options)
+        connected = await connectProtocol(endpoint, client)
+        self.addCleanup(
+            lambda: connected.transport.abortConnection() if connected.transport.connected else None
+        )
+        return connected
+
+    def tlsSite(self, backendPort: int, http2: bool = True) -> LoadBalancerSite:
+        client = BackendClient(reactor, connectTimeout=2)
+        self.addCleanup(client.closeCachedConnections)
+        self.resource = LoadBalancerResource(
+            RoundRobin([Backend("127.0.0.1", backendPort)]), client, reactor
+        )
+        return LoadBalancerSite(self.resource, http2=http2)
+
+    async def test_alpnH2(self) -> None:
+        """
+        Over TLS, a client that picks h2 in ALPN speaks HTTP/2 to txlb, and
+        the backend gets the request over HTTP/1.1.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        client = await self.connectTLS(self.tlsSite(backendPort), [b"h2", b"http/1.1"], H2Client())
+        answer = await client.response(client.request(b"/tls"))
+        self.assertEqual((answer.status, answer.body), (b"200", b"ok"))
+        self.assertEqual(client.transport.negotiatedProtocol, b"h2")
+        self.assertTrue(backendFactory.connections[0].received.startswith(b"GET /tls HTTP/1.1\r\n"))
+
+    async def test_alpnHTTP11(self) -> None:
+        """
+        A TLS client that offers only HTTP/1.1 is served HTTP/1.1.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        raw = RawClient()
+        await self.connectTLS(self.tlsSite(backendPort), [b"http/1.1"], raw)
+        raw.transport.write(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        self.assertTrue((await raw.closed).startswith(b"HTTP/1.1 200 OK\r\n"))
+
+    async def test_http2Off(self) -> None:
+        """
+        With HTTP/2 turned off, ALPN settles on HTTP/1.1 even for a client
+        that prefers h2.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        raw = RawClient()
+        await self.connectTLS(self.tlsSite(backendPort, http2=False), [b"h2", b"http/1.1"], raw)
+        raw.transport.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await waitFor(lambda: raw.received.endswith(b"ok"))
+        self.assertEqual(raw.transport.negotiatedProtocol, b"http/1.1")
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 200 OK\r\n"))
