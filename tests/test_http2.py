@@ -31,7 +31,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from txlb.backend import Backend
 from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER
-from txlb.http2 import PREFACE, STREAM_HIGH_WATER
+from txlb.http2 import PREFACE, STREAM_HIGH_WATER, HTTP2Channel
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -251,6 +251,14 @@ class HTTP2TestCase(IntegrationTestCase):
             for event in self.events
             if event.get("log_namespace") == "txlb.proxy.LoadBalancerResource"
         ]
+
+    async def h2channel(self) -> HTTP2Channel:
+        """
+        The HTTP/2 connection txlb has, once it has one.
+        """
+        await waitFor(lambda: any(isinstance(c, HTTP2Channel) for c in self.site.channels))
+        [channel] = self.site.channels
+        return channel
 
 
 class ForwardingTests(HTTP2TestCase):
@@ -746,3 +754,204 @@ class TLSTests(HTTP2TestCase):
         await waitFor(lambda: raw.received.endswith(b"ok"))
         self.assertEqual(raw.transport.negotiatedProtocol, b"http/1.1")
         self.assertTrue(raw.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+
+
+class ReviewedTests(HTTP2TestCase):
+    async def test_forwardedFor(self) -> None:
+        """
+        The forwarding fields are added to an HTTP/2 request as to an
+        HTTP/1.1 one, with the scheme of the client's connection.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], forwardedFor=True, via=True)
+        client = await self.h2client(lb)
+        self.assertEqual((await client.response(client.request())).status, b"200")
+        received = backendFactory.connections[0].received
+        self.assertIn(b"\r\nX-Forwarded-For: 127.0.0.1\r\n", received)
+        self.assertIn(b"\r\nX-Forwarded-Proto: http\r\n", received)
+        self.assertIn(b"\r\nVia: 2 txlb\r\n", received)
+
+    async def test_endWhileSocketFull(self) -> None:
+        """
+        A response that completes while the socket is full, with nothing
+        left to send, still ends its stream once the socket drains.
+        """
+        size = 16 * 1024 * 1024
+
+        def answer(connection: RawBackendConnection) -> None:
+            if connection.received.startswith(b"GET /big"):
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
+                connection.transport.write(head)
+                connection.flood = Flood(connection.transport, size)
+            else:
+                connection.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+        backendFactory, backendPort = self.rawBackend(answer)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        window = 2**31 - 1
+        client = await self.h2client(lb, settings={SettingCodes.INITIAL_WINDOW_SIZE: window})
+        client.conn.increment_flow_control_window(window - 65535)
+        big = client.request(b"/big")
+        client.transport.pauseProducing()
+        channel = await self.h2channel()
+        await waitFor(lambda: channel.socketFull)
+        empty = client.request(b"/empty")
+        await waitFor(lambda: len(backendFactory.connections) == 2)
+        await waitFor(lambda: len(self.resource._exchanges) == 1)
+        client.transport.resumeProducing()
+        self.assertEqual(len((await client.response(big)).body), size)
+        self.assertEqual((await client.response(empty)).status, b"204")
+        self.assertFalse(self.site.busy())
+
+    async def test_abortEndsOnce(self) -> None:
+        """
+        A response cut by txlb (here, the backend going idle mid-body)
+        resets its stream and ends its exchange once: one log line, and the
+        backend's count of requests in flight back to 0.
+        """
+        _, backendPort = self.rawBackend(
+            lambda c: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        )
+        backend = Backend("127.0.0.1", backendPort)
+        lb = self.balancerH2([backend], idleTimeout=0.2)
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual((answer.reset, answer.body), (ErrorCodes.INTERNAL_ERROR, b"abc"))
+        await deferLater(reactor, 0.1)
+        [line] = self.accessLog()
+        self.assertIn('error="idle timeout"', line)
+        self.assertEqual(backend.active, 0)
+
+    async def test_expectContinue(self) -> None:
+        """
+        A request that expects 100-continue gets it at once; one whose
+        stated length is over the limit gets 413 instead.
+        """
+        _, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], maxBodySize=10)
+        client = await self.h2client(lb)
+        expect = ((b"expect", b"100-continue"), (b"content-length", b"5"))
+        stream = client.request(method=b"POST", fields=expect, end=False)
+        await waitFor(lambda: bool(client.responses[stream].interim))
+        self.assertEqual(client.responses[stream].interim, [[(b":status", b"100")]])
+        tooLarge = ((b"expect", b"100-continue"), (b"content-length", b"11"))
+        refused = client.request(method=b"POST", fields=tooLarge, end=False)
+        answer = await client.response(refused)
+        self.assertEqual((answer.interim, answer.status), ([], b"413"))
+
+    async def test_earlyHints(self) -> None:
+        """
+        A 103 Early Hints from the backend reaches the HTTP/2 client before
+        the response.
+        """
+        _, backendPort = self.rawBackend(
+            lambda c: c.transport.write(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n" + OK
+            )
+        )
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        answer = await client.response(client.request())
+        self.assertEqual(
+            answer.interim, [[(b":status", b"103"), (b"link", b"</s.css>; rel=preload")]]
+        )
+        self.assertEqual(answer.body, b"ok")
+
+    async def test_stalledUpload(self) -> None:
+        """
+        A client that stops sending its request body for the client timeout
+        has its stream reset, and the backend connection closed.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], clientTimeout=0.3)
+        client = await self.h2client(lb)
+        stream = client.request(
+            b"/up", b"POST", ((b"content-length", b"10"),), body=b"abc", end=False
+        )
+        answer = await client.response(stream)
+        self.assertEqual(answer.reset, ErrorCodes.CANCEL)
+        await backendFactory.connections[0].closed
+
+    async def test_limitAfterResponse(self) -> None:
+        """
+        Body bytes that come after the response is complete are dropped,
+        not counted against the limit: the response is not cut.
+        """
+        body = b"r" * 100000
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(head + body))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], maxBodySize=100)
+        client = await self.h2client(lb, acknowledge=False)
+        stream = client.request(b"/", b"POST", body=b"b" * 50, end=False)
+        await waitFor(lambda: len(self.accessLog()) == 1)
+        client.send(stream, b"b" * 100)
+        await deferLater(reactor, 0.2)
+        client.reopen()
+        answer = await client.response(stream)
+        self.assertEqual(answer.body, body)
+
+    async def test_resetReopensConnectionWindow(self) -> None:
+        """
+        The body bytes held back from a paused upload count against the
+        connection's window too; when the client resets that stream, they
+        are given back, so uploads on other streams do not starve.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.pauseProducing())
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        channel = await self.h2channel()
+        acknowledged = []
+        acknowledge = channel.conn.acknowledge_received_data
+        self.patch(
+            channel.conn,
+            "acknowledge_received_data",
+            lambda size, streamID: (acknowledged.append(size), acknowledge(size, streamID)),
+        )
+        stream = client.request(b"/up", b"POST", end=False)
+        sent = await upload(client, stream, 64 * 1024 * 1024)
+        self.assertGreater(channel.streams[stream].unacknowledged, 0)
+        client.reset(stream)
+        await waitFor(lambda: sum(acknowledged) == sent)
+
+    async def test_rapidReset(self) -> None:
+        """
+        A client that opens and resets streams faster than txlb allows
+        (HTTP/2 Rapid Reset) gets GOAWAY with ENHANCE_YOUR_CALM.
+        """
+        _, backendPort = self.rawBackend(lambda c: None)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        client = await self.h2client(lb)
+        for _ in range(1100):
+            stream = client.request()
+            client.conn.reset_stream(stream, ErrorCodes.CANCEL)
+        client.flush()
+        await client.closed
+        self.assertEqual(client.goaway[1], ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertIn("stream resets a second", "\n".join(self.accessLog()))
+
+    async def test_slowClientManyStreams(self) -> None:
+        """
+        A client that does not read, with many streams of large responses,
+        holds about two L{STREAM_HIGH_WATER}s per stream in txlb.
+        """
+        size, streams = 8 * 1024 * 1024, 20
+
+        def answer(connection: RawBackendConnection) -> None:
+            connection.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            connection.flood = Flood(connection.transport, size)
+
+        backendFactory, backendPort = self.rawBackend(answer)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        window = 2**31 - 1
+        client = await self.h2client(lb, settings={SettingCodes.INITIAL_WINDOW_SIZE: window})
+        client.conn.increment_flow_control_window(window - 65535)
+        for i in range(streams):
+            client.request(b"/%d" % i)
+        client.transport.pauseProducing()
+        await waitFor(lambda: len(backendFactory.connections) == streams)
+        for connection in backendFactory.connections:
+            await connection.flood.stalled()
+        waiting = sum(s.waitingBytes for c in self.site.channels for s in c.streams.values())
+        queued = sum(e.queuedBytes for e in self.resource._exchanges)
+        # Each side may overshoot by what one backend read brings (64 KiB).
+        self.assertLess(waiting + queued, streams * 4 * STREAM_HIGH_WATER)

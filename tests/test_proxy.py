@@ -23,6 +23,7 @@ from zope.interface import implementer
 from txlb import proxy
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
+from txlb.flow import HIGH_WATER
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
@@ -830,7 +831,7 @@ class BackpressureTests(SynchronousTestCase):
             chunks += 1
         self.assertEqual(toBackend.producerState, "paused")
         # One chunk was already being waited for; the rest stayed queued.
-        self.assertEqual(chunks, proxy.HIGH_WATER // len(chunk) + 1)
+        self.assertEqual(chunks, HIGH_WATER // len(chunk) + 1)
         self.assertEqual(client.value().count(chunk), 1)
         channel.resumeProducing()
         self.assertEqual(toBackend.producerState, "producing")

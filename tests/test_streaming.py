@@ -9,7 +9,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_proxy import OK, Harness
-from txlb import proxy, upload
+from txlb import upload
+from txlb.flow import HIGH_WATER
 
 HEAD = b"PUT /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"
 
@@ -47,7 +48,7 @@ class StreamingTests(SynchronousTestCase):
         the high-water mark waits, and resumes when the backend drains it.
         """
         harness = Harness(self)
-        size = 4 * proxy.HIGH_WATER
+        size = 4 * HIGH_WATER
         channel, client = harness.client(
             b"PUT /upload HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
         )
@@ -59,10 +60,10 @@ class StreamingTests(SynchronousTestCase):
             channel.dataReceived(chunk)
             sent += len(chunk)
         self.assertEqual(client.producerState, "paused")
-        self.assertEqual(sent, proxy.HIGH_WATER)
+        self.assertEqual(sent, HIGH_WATER)
         toBackend.producer.resumeProducing()
         self.assertEqual(client.producerState, "producing")
-        self.assertEqual(toBackend.value().count(b"x"), proxy.HIGH_WATER)
+        self.assertEqual(toBackend.value().count(b"x"), HIGH_WATER)
 
     def test_retryResendsBody(self) -> None:
         """

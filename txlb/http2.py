@@ -16,9 +16,10 @@ stop gracefully.  Here:
     client's stream and no other;
   - a response is sent as far as the stream's window, the connection's
     window and the socket allow; past L{STREAM_HIGH_WATER} bytes waiting on
-    a stream, the exchange relaying it is paused, so a slow client holds
-    about that much per stream besides the exchange's own queue (see
-    L{txlb.flow}), as an HTTP/1.1 connection does;
+    a stream, the exchange relaying it is paused, and its own queue pauses
+    the backend at as many bytes: a slow client holds about twice that per
+    stream, so with L{MAX_STREAMS} streams about what 25 slow HTTP/1.1
+    connections hold (L{txlb.flow.HIGH_WATER} each);
   - a stream reset by the client cancels its request and no other; a
     client that resets streams faster than L{RESETS_PER_SECOND} (HTTP/2
     Rapid Reset, CVE-2023-44487) is sent GOAWAY;
@@ -108,6 +109,7 @@ class HTTP2Request(ClientRequest):
     """
 
     clientproto = b"HTTP/2"
+    highWater = STREAM_HIGH_WATER
 
     def writeHead(
         self, code: int, phrase: bytes, fields: headers.Fields, length: int | None

@@ -13,11 +13,12 @@ L{DeferredQueue}:
     and headers, each chunk, then finishes the response or, if the body was
     cut short, aborts the client connection so the truncation shows.
 
-The queue has no backpressure of its own, so the exchange adds it: past
-L{HIGH_WATER} queued bytes reading from the backend pauses, and resumes below
-L{LOW_WATER}; while the client cannot keep up, the reverse half stops taking
-from the queue.  A slow client therefore holds at most about L{HIGH_WATER}
-bytes of its response in memory.
+The queue has no backpressure of its own, so the exchange adds it: past the
+request's C{highWater} queued bytes (L{HIGH_WATER} for HTTP/1.x, less for an
+HTTP/2 stream, of which a connection may have many) reading from the backend
+pauses, and resumes below a quarter of that; while the client cannot keep
+up, the reverse half stops taking from the queue.  A slow client therefore
+holds at most about C{highWater} bytes of its response in memory.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from txlb import headers, refusals, tls, tunnel
 from txlb.accesslog import AccessLogFile
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
-from txlb.flow import HIGH_WATER, LOW_WATER
 from txlb.http1 import BadResponseError, ResponseHead
 from txlb.interfaces import IAlgorithm, IExchange, IResponseObserver
 from txlb.metrics import Metrics
@@ -581,6 +581,7 @@ class _Exchange:
         self.backend: Backend | None = None
         self.queue: DeferredQueue[Any] = DeferredQueue()
         self.queuedBytes = 0
+        self.highWater: int = request.highWater  # type: ignore[attr-defined]
         self.sending: Any = None
         self.timer: Any = None
         self.timedOut = False
@@ -754,7 +755,7 @@ class _Exchange:
         self.timer.reset(self.resource.settings.idleTimeout)
         self.queuedBytes += len(data)
         self.queue.put(data)
-        if self.queuedBytes >= HIGH_WATER and not self.backendPaused:
+        if self.queuedBytes >= self.highWater and not self.backendPaused:
             self.backendPaused = True
             self.producer.pauseProducing()
 
@@ -869,7 +870,7 @@ class _Exchange:
         if isinstance(item, bytes):
             self.timer.reset(self.resource.settings.idleTimeout)
             self.queuedBytes -= len(item)
-            if self.backendPaused and self.queuedBytes <= LOW_WATER:
+            if self.backendPaused and self.queuedBytes <= self.highWater // 4:
                 self.backendPaused = False
                 if self.producer is not None:
                     self.producer.resumeProducing()

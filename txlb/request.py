@@ -12,6 +12,7 @@ from typing import NamedTuple
 from twisted.python.failure import Failure
 from twisted.web import server
 
+from txlb.flow import HIGH_WATER
 from txlb.upload import StreamingBody
 
 
@@ -47,6 +48,9 @@ class ClientRequest(server.Request):
     """
 
     defaultContentType = None
+    #: Response bytes queued in txlb above which reading from the backend
+    #: pauses.
+    highWater = HIGH_WATER
     stream: StreamingBody | None = None
     #: How txlb refused this request, once forwarded.
     refused: Refused | None = None
