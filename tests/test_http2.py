@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import h2
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -195,6 +196,8 @@ class H2Client(Protocol):
     def connectionLost(self, reason: Any) -> None:
         self.closed.callback(None)
 
+
+H2_VERSION = tuple(int(part) for part in h2.__version__.split(".")[:2])
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -443,18 +446,25 @@ class RefusalTests(HTTP2TestCase):
 
     async def test_connect(self) -> None:
         """
-        CONNECT is not forwarded over HTTP/2: 501.
+        CONNECT is not forwarded over HTTP/2: 501.  (hyper-h2 before 4.4,
+        the newest for PyPy 3.9, refuses it itself, as a malformed request
+        missing C{:path}: GOAWAY.)
         """
-        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
         lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
-        client = await self.h2client(lb)
+        client = await self.h2client(lb, validate=False)
         streamID = client.conn.get_next_available_stream_id()
         client.responses[streamID] = Response()
         client.conn.send_headers(
             streamID, [(b":method", b"CONNECT"), (b":authority", b"example.com:443")]
         )
         client.flush()
-        self.assertEqual((await client.response(streamID)).status, b"501")
+        if H2_VERSION < (4, 4):
+            await client.closed
+            self.assertEqual(client.goaway, (streamID, ErrorCodes.PROTOCOL_ERROR))
+        else:
+            self.assertEqual((await client.response(streamID)).status, b"501")
+        self.assertEqual(backendFactory.connections, [])
 
     async def test_bodyTooLarge(self) -> None:
         """
@@ -921,7 +931,7 @@ class ReviewedTests(HTTP2TestCase):
         _, backendPort = self.rawBackend(lambda c: None)
         lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
         client = await self.h2client(lb)
-        for _ in range(1100):
+        for _ in range(3000):
             stream = client.request()
             client.conn.reset_stream(stream, ErrorCodes.CANCEL)
         client.flush()
@@ -948,7 +958,9 @@ class ReviewedTests(HTTP2TestCase):
         for i in range(streams):
             client.request(b"/%d" % i)
         client.transport.pauseProducing()
-        await waitFor(lambda: len(backendFactory.connections) == streams)
+        await waitFor(
+            lambda: sum(hasattr(c, "flood") for c in backendFactory.connections) == streams
+        )
         for connection in backendFactory.connections:
             await connection.flood.stalled()
         waiting = sum(s.waitingBytes for c in self.site.channels for s in c.streams.values())
