@@ -51,7 +51,7 @@ def badGateway(reason: str) -> bytes:
     )
 
 
-class RecordingTransport(test_proxy.StringTransport):
+class RecordingTransport(test_proxy.TCPTransport):
     """
     A string transport that also keeps each C{write} (and C{writeSequence})
     apart.
@@ -709,7 +709,7 @@ class RequestHeadTests(SynchronousTestCase):
     """
 
     def writes(self, request: bytes) -> list[bytes]:
-        self.patch(test_proxy, "StringTransport", RecordingTransport)
+        self.patch(test_proxy, "TCPTransport", RecordingTransport)
         harness = Harness(self)
         harness.client(request)
         _, toBackend = harness.backend()

@@ -32,6 +32,19 @@ from txlb.server import LoadBalancerSite
 CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
 
 
+class TCPTransport(StringTransport):
+    """
+    A L{StringTransport} that can be closed for writing only, as TCP can.
+
+    @ivar writeDisconnected: Whether C{loseWriteConnection} was called.
+    """
+
+    writeDisconnected = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeDisconnected = True
+
+
 class Harness:
     """
     A balancer over a memory reactor, with helpers to play the client and
@@ -53,19 +66,19 @@ class Harness:
         self.site = LoadBalancerSite(self.resource, self.reactor)
         self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
 
-    def client(self, data: bytes = b"") -> tuple[Any, StringTransport]:
+    def client(self, data: bytes = b"") -> tuple[Any, TCPTransport]:
         """
         Connect a client and send C{data}.
         """
         channel = self.site.buildProtocol(CLIENT)
-        transport = StringTransport(peerAddress=CLIENT)
+        transport = TCPTransport(peerAddress=CLIENT)
         channel.makeConnection(transport)
         if data:
             channel.dataReceived(data)
         self.reactor.advance(0)
         return channel, transport
 
-    def backend(self) -> tuple[Any, StringTransport]:
+    def backend(self) -> tuple[Any, TCPTransport]:
         """
         Accept the oldest pending connection to a backend; the request it
         carries is then in the returned transport.
@@ -74,7 +87,7 @@ class Harness:
         address = IPv4Address("TCP", host, port)
         factory.doStart()
         protocol = factory.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
+        transport = TCPTransport(peerAddress=address)
         protocol.makeConnection(transport)
         self.reactor.advance(0)
         return protocol, transport

@@ -13,13 +13,16 @@ from twisted.internet.error import (
     ConnectionRefusedError,
     TimeoutError,
 )
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from tests.test_proxy import OK, Harness
+from tests.test_proxy import CLIENT, OK, Harness
 from txlb import http1, tunnel
 from txlb.http1 import BadResponseError, parseHead
-from txlb.tunnel import BodyEnd
+from txlb.tunnel import LINGER, BodyEnd
 
 UPGRADE = (
     b"GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -288,8 +291,9 @@ class SwitchTests(SynchronousTestCase):
 
     def test_backendCloses(self) -> None:
         """
-        When the backend closes, the client connection is closed after
-        what was already sent, the count released and the tunnel logged
+        When the backend closes, the client connection is closed for
+        writing after what was already sent (and lingers, see
+        L{LingeringCloseTests}), the count released and the tunnel logged
         with its duration.
         """
         harness, _, client, backend, _ = switched(self)
@@ -297,22 +301,21 @@ class SwitchTests(SynchronousTestCase):
         backend.dataReceived(b"bye")
         backend.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(client.value(), b"bye")
-        self.assertTrue(client.disconnecting)
-        self.assertFalse(client.disconnected)
+        self.assertTrue(client.writeDisconnected)
         self.assertEqual(harness.backends[0].active, 0)
         self.assertEqual(harness.accessLog(), [LOG_PREFIX + " status=101 ms=2500.0"])
 
     def test_clientCloses(self) -> None:
         """
-        When the client closes, the backend connection is closed, the count
-        released and the tunnel logged once, however many ends follow.
+        When the client closes, the backend connection is closed for
+        writing, the count released and the tunnel logged once, however
+        many ends follow.
         """
         harness, channel, _, backend, toBackend = switched(self)
         channel.dataReceived(b"last")
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(toBackend.value(), b"last")
-        self.assertTrue(toBackend.disconnecting)
-        self.assertFalse(toBackend.disconnected)
+        self.assertTrue(toBackend.writeDisconnected)
         self.assertEqual(harness.backends[0].active, 0)
         backend.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(harness.backends[0].active, 0)
@@ -398,8 +401,7 @@ class RefusalTests(SynchronousTestCase):
         backend.dataReceived(answer[:50])
         backend.dataReceived(answer[50:] + b"HTTP/1.1 200 OK\r\n")
         self.assertEqual(client.value(), answer)
-        self.assertTrue(client.disconnecting)
-        self.assertFalse(client.disconnected)
+        self.assertTrue(client.writeDisconnected)
         self.assertIsNone(client.producer)
         self.assertTrue(toBackend.disconnecting)
         self.assertEqual(harness.backends[0].active, 0)
@@ -415,10 +417,10 @@ class RefusalTests(SynchronousTestCase):
             b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n"
         )
         backend.dataReceived(answer[:70])
-        self.assertFalse(client.disconnecting)
+        self.assertFalse(client.writeDisconnected)
         backend.dataReceived(answer[70:] + b"junk")
         self.assertEqual(client.value(), answer)
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.writeDisconnected)
 
     def test_noBody(self) -> None:
         """
@@ -428,7 +430,7 @@ class RefusalTests(SynchronousTestCase):
         answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
         backend.dataReceived(answer)
         self.assertEqual(client.value(), answer)
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.writeDisconnected)
 
     def test_closeDelimitedReset(self) -> None:
         """
@@ -443,16 +445,16 @@ class RefusalTests(SynchronousTestCase):
     def test_closeDelimited(self) -> None:
         """
         An answer without a length ends when the backend closes, and the
-        client connection is closed, not aborted.
+        client connection is closed for writing, not aborted.
         """
         harness, _, client, backend, _ = upgrade(self)
         backend.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nplain")
         backend.dataReceived(b" page")
-        self.assertFalse(client.disconnecting)
+        self.assertFalse(client.writeDisconnected)
         backend.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(client.value(), b"HTTP/1.1 200 OK\r\n\r\nplain page")
-        self.assertTrue(client.disconnecting)
-        self.assertFalse(client.disconnected)
+        self.assertTrue(client.writeDisconnected)
+        self.assertFalse(client.disconnecting)
         self.assertEqual(harness.backends[0].active, 0)
 
     def test_cutShort(self) -> None:
@@ -489,6 +491,185 @@ class RefusalTests(SynchronousTestCase):
         self.assertTrue(toBackend.disconnected)
         self.assertEqual(harness.backends[0].active, 0)
         self.assertIn('status=400 ms=0.0 error="client disconnected"', harness.accessLog()[0])
+
+
+@implementer(ISSLTransport)
+class TLSTransport(StringTransport):
+    """
+    Stands for Twisted's TLS transport, whose close sends a close alert and
+    then waits for the peer's; C{transport} is the connection under it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=CLIENT)
+        self.transport = StringTransport()
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+    def loseWriteConnection(self) -> None:
+        raise AssertionError("TLS closed for writing without its close alert")
+
+
+class LingeringCloseTests(SynchronousTestCase):
+    """
+    A side that txlb closes after a clean end of the other side is closed
+    for writing and then read, what it sends dropped, until its peer closes
+    or L{LINGER} seconds have passed (nginx's C{lingering_close}): closed
+    with bytes unread, the socket would send a reset, and the peer could
+    lose the last bytes relayed to it.
+    """
+
+    def lingering(self) -> tuple[Any, ...]:
+        """
+        Like L{switched}, with the backend having sent C{bye} and closed.
+        """
+        harness, channel, client, backend, toBackend = switched(self)
+        backend.dataReceived(b"bye")
+        backend.connectionLost(Failure(ConnectionDone()))
+        return harness, channel, client, backend, toBackend
+
+    def test_halfClosed(self) -> None:
+        """
+        The client connection is closed for writing only: it is neither
+        closed nor aborted, and reading from it goes on.
+        """
+        _, _, client, _, _ = self.lingering()
+        self.assertTrue(client.writeDisconnected)
+        self.assertFalse(client.disconnecting)
+        self.assertFalse(client.disconnected)
+        self.assertEqual(client.producerState, "producing")
+
+    def test_readingResumed(self) -> None:
+        """
+        A client whose reading was paused by the backend's flow control is
+        read again while txlb lingers.
+        """
+        _, _, client, backend, toBackend = switched(self)
+        toBackend.producer.pauseProducing()
+        self.assertEqual(client.producerState, "paused")
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(client.producerState, "producing")
+
+    def test_clientBytesDropped(self) -> None:
+        """
+        What the client sends while txlb lingers is read and dropped, not
+        relayed.
+        """
+        _, channel, client, _, toBackend = self.lingering()
+        channel.dataReceived(b"\x88\x82mask\x6b\xe9")
+        self.assertEqual(toBackend.value(), b"")
+        self.assertEqual(client.value(), b"bye")
+
+    def test_endsWhenClientCloses(self) -> None:
+        """
+        When the client closes, the lingering ends: no timer is left, and
+        the tunnel is logged once.
+        """
+        harness, channel, client, _, _ = self.lingering()
+        self.assertEqual(len(harness.reactor.getDelayedCalls()), 1)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+        self.assertFalse(client.disconnecting)
+        self.assertEqual(harness.accessLog(), [LOG_PREFIX + " status=101 ms=0.0"])
+
+    def test_timeout(self) -> None:
+        """
+        A client that does not close within L{LINGER} seconds has its
+        connection closed then, and no timer is left.
+        """
+        harness, _, client, _, _ = self.lingering()
+        harness.reactor.advance(LINGER - 0.01)
+        self.assertFalse(client.disconnecting)
+        harness.reactor.advance(0.01)
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    def test_timeoutBounded(self) -> None:
+        """
+        The lingering is bounded by the time since txlb closed the client
+        side, not renewed by what the client keeps sending.
+        """
+        harness, channel, client, _, _ = self.lingering()
+        for _ in range(4):
+            channel.dataReceived(b"more")
+            harness.reactor.advance(LINGER / 4)
+        self.assertTrue(client.disconnecting)
+
+    def test_resetNotLingering(self) -> None:
+        """
+        A backend reset still aborts the client connection at once, with no
+        lingering.
+        """
+        harness, _, client, backend, _ = switched(self)
+        backend.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(client.disconnected)
+        self.assertFalse(client.writeDisconnected)
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    def test_backendLingers(self) -> None:
+        """
+        When the client closes first, the backend connection lingers the
+        same way: closed for writing, read again, what it sends dropped,
+        until it closes.
+        """
+        harness, channel, client, backend, toBackend = switched(self)
+        client.producer.pauseProducing()
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(toBackend.writeDisconnected)
+        self.assertFalse(toBackend.disconnecting)
+        self.assertEqual(toBackend.producerState, "producing")
+        backend.dataReceived(b"late")
+        self.assertEqual(client.value(), b"")
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    def test_backendTimeout(self) -> None:
+        """
+        A backend that does not close within L{LINGER} seconds of the
+        client's close has its connection closed then.
+        """
+        harness, channel, _, _, toBackend = switched(self)
+        channel.connectionLost(Failure(ConnectionDone()))
+        harness.reactor.advance(LINGER)
+        self.assertTrue(toBackend.disconnecting)
+
+    def test_refusalLingers(self) -> None:
+        """
+        After a refused upgrade's answer, the client connection lingers
+        too: a client that sent more after its request still gets the
+        answer, rather than a reset.
+        """
+        harness, channel, client, backend, _ = upgrade(self)
+        answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+        backend.dataReceived(answer)
+        self.assertTrue(client.writeDisconnected)
+        self.assertFalse(client.disconnecting)
+        channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(client.value(), answer)
+        harness.reactor.advance(LINGER)
+        self.assertTrue(client.disconnecting)
+
+    def test_tls(self) -> None:
+        """
+        A TLS client connection, which has no write-only close, is closed
+        with its close alert, and goes on being read; if the client does not
+        close in time, the connection under TLS is closed.
+        """
+        harness = Harness(self)
+        channel = harness.site.buildProtocol(CLIENT)
+        client = TLSTransport()
+        channel.makeConnection(client)
+        channel.dataReceived(UPGRADE)
+        harness.reactor.advance(0)
+        backend, _ = harness.backend()
+        backend.dataReceived(SWITCH)
+        backend.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(client.producerState, "producing")
+        self.assertFalse(client.transport.disconnecting)
+        harness.reactor.advance(LINGER)
+        self.assertTrue(client.transport.disconnecting)
 
 
 class FailureTests(SynchronousTestCase):

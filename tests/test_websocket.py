@@ -6,6 +6,7 @@ Twisted client and server on either side.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +25,14 @@ from twisted.internet.endpoints import (
     connectProtocol,
     serverFromString,
 )
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import deferLater
 from twisted.python.filepath import FilePath
 
 from tests.test_integration import Flood, IntegrationTestCase, waitFor
+from txlb import tunnel
 from txlb.backend import Backend
 from txlb.leastconn import LeastConnections
 from txlb.server import LoadBalancerSite
@@ -66,6 +70,23 @@ class RecordingClient(WebSocketClientProtocol):
         self.closed.callback((wasClean, code))
 
 
+def clientFactory(url: str) -> WebSocketClientFactory:
+    """
+    An autobahn client factory for L{RecordingClient}s to C{url}.
+
+    Its close handshake timeout is 5 seconds, not autobahn's 1: autobahn
+    arms it on txaio's batched timer, which truncates the deadline to the
+    whole second (txaio 26.6 C{_BatchedTimer.call_later},
+    C{int(now + delay)}), so a 1-second timeout can fire at any time from
+    0 to 1 second after the client's close, and abort a close handshake
+    that takes a few milliseconds, once in a few hundred runs.
+    """
+    factory = WebSocketClientFactory(url)
+    factory.protocol = RecordingClient
+    factory.setProtocolOptions(closeHandshakeTimeout=5)
+    return factory
+
+
 class WebSocketTestCase(IntegrationTestCase):
     def echoBackend(self) -> int:
         """
@@ -75,12 +96,26 @@ class WebSocketTestCase(IntegrationTestCase):
         factory.protocol = EchoServer
         return self.listen(factory)
 
+    def sinkBackend(self, onData: Callable[[Sink], None]) -> tuple[list[Sink], int]:
+        """
+        A backend whose connections are L{Sink}s; the list they are put in,
+        and its port.
+        """
+        sinks: list[Sink] = []
+
+        def build(address: Any) -> Sink:
+            sinks.append(Sink(onData))
+            return sinks[-1]
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        return sinks, self.listen(factory)
+
     async def connect(self, lb: int, path: str = "/chat") -> RecordingClient:
         """
         An autobahn client connected through the balancer, handshake done.
         """
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{lb}{path}")
-        factory.protocol = RecordingClient
+        factory = clientFactory(f"ws://127.0.0.1:{lb}{path}")
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", lb)
         client = await endpoint.connect(factory)
         self.addCleanup(
@@ -129,8 +164,7 @@ class EchoTests(WebSocketTestCase):
         port = await endpoint.listen(LoadBalancerSite(self.resource))
         self.addCleanup(port.stopListening)
         lb = port.getHost().port
-        factory = WebSocketClientFactory(f"wss://127.0.0.1:{lb}/chat")
-        factory.protocol = RecordingClient
+        factory = clientFactory(f"wss://127.0.0.1:{lb}/chat")
         client = await SSL4ClientEndpoint(reactor, "127.0.0.1", lb, CertificateOptions()).connect(
             factory
         )
@@ -207,6 +241,7 @@ class Sink(Protocol):
         self.digest = hashlib.sha256()
         self.count = 0
         self.closed: Deferred[None] = Deferred()
+        self.reason: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         self.digest.update(data)
@@ -214,6 +249,7 @@ class Sink(Protocol):
         self.onData(self)
 
     def connectionLost(self, reason: Any) -> None:
+        self.reason = reason
         self.closed.callback(None)
 
 
@@ -225,21 +261,6 @@ class FlowControlTests(WebSocketTestCase):
     """
 
     size = 64 * 1024 * 1024
-
-    def sinkBackend(self, onData: Callable[[Sink], None]) -> tuple[list[Sink], int]:
-        """
-        A backend whose connections are L{Sink}s; the list they are put in,
-        and its port.
-        """
-        sinks: list[Sink] = []
-
-        def build(address: Any) -> Sink:
-            sinks.append(Sink(onData))
-            return sinks[-1]
-
-        factory = Factory()
-        factory.buildProtocol = build  # type: ignore[method-assign]
-        return sinks, self.listen(factory)
 
     async def sinkClient(self, lb: int) -> Sink:
         """
@@ -298,3 +319,93 @@ class FlowControlTests(WebSocketTestCase):
         sinks[0].transport.resumeProducing()
         await sinks[0].closed.addTimeout(30, reactor)
         self.assertEqual(sinks[0].digest.digest(), self.digest(UPGRADE_TO_BACKEND))
+
+
+class LingeringCloseTests(WebSocketTestCase):
+    """
+    When the backend ends a tunnel, txlb closes the client side for writing
+    and goes on reading it until the client closes, so that what the client
+    sends meanwhile does not reset the connection.
+    """
+
+    size = 64 * 1024
+
+    async def test_lateClientBytes(self) -> None:
+        """
+        A client that has not read the end of what the backend sent before
+        closing, and sends more bytes after txlb's side of the tunnel has
+        ended, still gets every byte and then a clean close.  Closed with
+        those bytes unread, txlb's socket would send a reset, which drops
+        what it has not sent yet (the client's small receive buffer keeps
+        some of it there).
+        """
+        sent: list[bool] = []
+
+        def switchSendAndClose(sink: Sink) -> None:
+            if sink.count == len(UPGRADE_TO_BACKEND) and not sent:
+                sink.transport.write(SWITCH + b"x" * self.size)
+                sink.transport.loseConnection()
+                sent.append(True)
+
+        _, port = self.sinkBackend(switchSendAndClose)
+        backend = Backend("127.0.0.1", port)
+        lb = self.balancer([backend])
+        client = Sink()
+        skt = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Set before connecting, so the window the client offers stays small.
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        skt.connect(("127.0.0.1", lb))
+        skt.setblocking(False)
+        factory = Factory()
+        factory.buildProtocol = lambda address: client  # type: ignore[method-assign]
+        reactor.adoptStreamConnection(skt.fileno(), socket.AF_INET, factory)
+        skt.close()
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
+        client.transport.pauseProducing()
+        client.transport.write(UPGRADE)
+        await waitFor(lambda: bool(sent) and backend.active == 0)
+        client.transport.write(b"late")
+        await deferLater(reactor, 0.05)
+        client.transport.resumeProducing()
+        await client.closed.addTimeout(10, reactor)
+        self.assertEqual(client.count, len(SWITCH) + self.size)
+        self.assertIsInstance(client.reason.value, ConnectionDone)
+
+    async def test_tlsClientSilent(self) -> None:
+        """
+        A TLS client that does not answer txlb's close alert (it does not
+        read) has its connection closed when the lingering time is up, and
+        still gets everything, the close alert included, once it reads.
+        """
+        self.patch(tunnel, "LINGER", 0.2)
+        sinks, port = self.sinkBackend(
+            lambda sink: (
+                sink.transport.write(SWITCH + b"bye")
+                if sink.count == len(UPGRADE_TO_BACKEND)
+                else None
+            )
+        )
+        self.balancer([Backend("127.0.0.1", port)])
+        pem = FilePath(twisted.test.__file__).sibling("server.pem").path
+        endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+        site = LoadBalancerSite(self.resource)
+        listening = await endpoint.listen(site)
+        self.addCleanup(listening.stopListening)
+        lb = listening.getHost().port
+        client = await connectProtocol(
+            SSL4ClientEndpoint(reactor, "127.0.0.1", lb, CertificateOptions()), Sink()
+        )
+        self.addCleanup(
+            lambda: client.transport.abortConnection() if client.transport.connected else None
+        )
+        client.transport.write(UPGRADE)
+        await waitFor(lambda: client.count == len(SWITCH + b"bye"))
+        client.transport.pauseProducing()
+        sinks[0].transport.loseConnection()
+        await waitFor(lambda: not site.channels)
+        client.transport.resumeProducing()
+        await client.closed.addTimeout(10, reactor)
+        self.assertEqual(client.digest.digest(), hashlib.sha256(SWITCH + b"bye").digest())
+        self.assertIsInstance(client.reason.value, ConnectionDone)

@@ -194,7 +194,7 @@ class LoadBalancerResource(Resource):
             return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(request)
-            upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
+            upgrade = tunnel.Tunnel(self, request, backend, clientHost, started, self._reactor)
             upgrade.start(self.client.endpoint(backend))
             return server.NOT_DONE_YET
         exchange = _Exchange(self, request, clientHost, started)

@@ -17,10 +17,11 @@ client's path for a L{Tunnel}:
   3. on C{101} the client connection stops speaking HTTP
      (L{ProxyChannel.spliceTo}); the 101 head goes to the client as the
      backend sent it, then bytes flow both ways, with flow control both ways,
-     until either side closes, and then the other side is closed too;
+     until either side closes, and then the other side is closed too, with
+     a lingering close (L{LINGER});
   4. on any other final answer (the backend refused the upgrade: 400, 426,
      ...) the answer is relayed as the backend sent it, up to the end of its
-     body, and then the client connection is closed;
+     body, and then the client connection is closed, lingering too;
   5. a backend that cannot be reached, or whose TLS handshake fails, gets
      the client a 502 (504 on a connect timeout) in txlb's plain-text
      style, as for other requests, and the client connection stays open
@@ -38,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone, TimeoutError
-from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint, ITransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+    IStreamClientEndpoint,
+    ITransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -52,6 +60,16 @@ from txlb.outcome import Outcome, answer, describe
 if TYPE_CHECKING:
     from txlb.backend import Backend
     from txlb.proxy import LoadBalancerResource
+
+
+#: How long, at most, txlb goes on reading (and dropping) what a side of a
+#: tunnel sends after txlb has closed that side for writing.  Closing a
+#: socket with unread bytes makes the kernel send a reset, which throws away
+#: what txlb relayed last and the peer has not read yet; a peer that keeps
+#: sending while it reads is ordinary, so txlb waits for it to close, as
+#: nginx's C{lingering_close} does (nginx: C{lingering_time} 30 s,
+#: C{lingering_timeout} 5 s), but never longer than this.
+LINGER = 2.0
 
 
 def wantsUpgrade(request: server.Request) -> bool:
@@ -219,8 +237,10 @@ class Tunnel:
         backend: Backend,
         clientHost: str,
         started: float,
+        reactor: IReactorTime,
     ) -> None:
         self.resource = resource
+        self.reactor = reactor
         self.request = request
         self.backend = backend
         self.clientHost = clientHost
@@ -233,6 +253,8 @@ class Tunnel:
         self.code: int | None = None
         self.bodyEnd: BodyEnd | None = None
         self.throttled: list[Any] = []
+        #: The end of the lingering close of each side being closed.
+        self.lingering: dict[Any, IDelayedCall] = {}
 
     @property
     def over(self) -> bool:
@@ -402,7 +424,7 @@ class Tunnel:
             self.clientTransport.write(part)
         if self.bodyEnd.ended:
             self._over(self.code, None, LogLevel.info)
-            self.clientTransport.loseConnection()
+            self._linger(self.clientTransport)
             self.backendTransport.loseConnection()
 
     # Either side.
@@ -414,6 +436,7 @@ class Tunnel:
         # connection closes after the answer.
 
     def backendLost(self, reason: Failure) -> None:
+        self._lingered(self.backendTransport)
         if self.state == HEAD:
             handshake = tls.failureReason(reason)
             if handshake is not None:
@@ -426,19 +449,20 @@ class Tunnel:
             assert self.bodyEnd is not None
             if self.bodyEnd.closeDelimited and _clean(reason):
                 self._over(self.code, None, LogLevel.info)
-                self.clientTransport.loseConnection()
+                self._linger(self.clientTransport)
             else:
                 why = f"backend body cut short: {describe(reason)}"
                 self._over(self.code, why, LogLevel.warn)
                 self.clientTransport.abortConnection()
         elif self.state == OPEN:
             self._over(http.SWITCHING, _unclean("backend", reason), LogLevel.info)
-            _closeAlike(self.clientTransport, reason)
+            self._closeAlike(self.clientTransport, reason)
 
     def clientLost(self, reason: Failure) -> None:
+        self._lingered(self.clientTransport)
         if self.state == OPEN:
             self._over(self.code, _unclean("client", reason), LogLevel.info)
-            _closeAlike(self.backendTransport, reason)
+            self._closeAlike(self.backendTransport, reason)
         elif self.state == REFUSED:
             self._over(self.code, "client disconnected", LogLevel.info)
             self.backendTransport.abortConnection()
@@ -457,6 +481,60 @@ class Tunnel:
         for transport in (self.backendTransport, client):
             if transport is not None:
                 transport.abortConnection()
+
+    def _closeAlike(self, transport: Any, reason: Failure) -> None:
+        """
+        Close C{transport} the way the other side of the tunnel ended: after
+        the bytes already sent, lingering, for a clean close; at once, with
+        a reset, for a reset or an error, as nothing more can be trusted to
+        arrive.
+        """
+        if _clean(reason):
+            self._linger(transport)
+        else:
+            transport.abortConnection()
+
+    def _linger(self, transport: Any) -> None:
+        """
+        Close C{transport} for writing once what was relayed to it has been
+        sent, and go on reading from it, dropping what arrives, until its
+        peer closes or L{LINGER} seconds have passed: closed with bytes
+        unread, the socket would send a reset, and the peer could lose the
+        last bytes relayed to it.
+        """
+        # Reading may have been paused by the other side's flow control.
+        transport.resumeProducing()
+        if ISSLTransport.providedBy(transport):
+            # Twisted's TLS has no write-only close (its loseWriteConnection
+            # would reach the TCP connection under it and skip the close
+            # alert); its loseConnection sends the alert after what was
+            # written and goes on reading until the peer's alert.
+            transport.loseConnection()
+        else:
+            transport.loseWriteConnection()
+        self.lingering[transport] = self.reactor.callLater(LINGER, self._stopLingering, transport)
+
+    def _stopLingering(self, transport: Any) -> None:
+        """
+        The peer has not closed in time: close the connection now (after
+        anything still unsent, as any close).
+        """
+        del self.lingering[transport]
+        if ISSLTransport.providedBy(transport):
+            # TLS, still waiting for the peer's close alert, has nothing to
+            # end that wait: close the connection it runs on (a
+            # ProtocolWrapper's transport).
+            transport = transport.transport  # type: ignore[attr-defined]
+        transport.loseConnection()
+
+    def _lingered(self, transport: Any) -> None:
+        """
+        C{transport}'s connection has ended: its lingering close, if any, is
+        over.
+        """
+        call = self.lingering.pop(transport, None)
+        if call is not None:
+            call.cancel()
 
     def _throttle(self, consumer: Any, reading: Any) -> None:
         """
@@ -489,18 +567,6 @@ def _clean(reason: Failure) -> bool:
     an error.
     """
     return reason.check(ConnectionDone) is not None
-
-
-def _closeAlike(transport: Any, reason: Failure) -> None:
-    """
-    Close C{transport} the way the other side of the tunnel ended: after the
-    bytes already sent for a clean close; at once, with a reset, for a reset
-    or an error, as nothing more can be trusted to arrive.
-    """
-    if _clean(reason):
-        transport.loseConnection()
-    else:
-        transport.abortConnection()
 
 
 def _unclean(side: str, reason: Failure) -> str | None:
