@@ -6,7 +6,10 @@ checked byte for byte.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from typing import Any
+from unittest import skipIf
 
 import h2
 from h2.config import H2Configuration
@@ -27,6 +30,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 
 from txlb.backend import Backend
@@ -967,3 +971,75 @@ class ReviewedTests(HTTP2TestCase):
         queued = sum(e.queuedBytes for e in self.resource._exchanges)
         # Each side may overshoot by what one backend read brings (64 KiB).
         self.assertLess(waiting + queued, streams * 4 * STREAM_HIGH_WATER)
+
+
+def _curlSpeaksHTTP2() -> bool:
+    curl = shutil.which("curl")
+    if curl is None:
+        return False
+    version = subprocess.run([curl, "--version"], capture_output=True, text=True).stdout
+    return "HTTP2" in version
+
+
+@skipIf(not _curlSpeaksHTTP2(), "needs curl with HTTP/2 (nghttp2)")
+class CurlTests(HTTP2TestCase):
+    """
+    txlb against another HTTP/2 implementation than the tests' own: curl's
+    (nghttp2).
+    """
+
+    async def curl(self, *arguments: str) -> bytes:
+        output, errors, code = await getProcessOutputAndValue(
+            shutil.which("curl"), ["-sS", "--max-time", "10", *arguments]
+        )
+        self.assertEqual((code, errors), (0, b""))
+        return output
+
+    async def test_priorKnowledge(self) -> None:
+        """
+        curl with prior knowledge gets the response over h2c, and its upload
+        reaches the backend whole.
+        """
+        backendFactory, backendPort = self.rawBackend(
+            lambda c: c.transport.write(b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nyes")
+        )
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        output = await self.curl(
+            "--http2-prior-knowledge",
+            "--data-binary",
+            "0123456789",
+            "-w",
+            " %{http_version} %{http_code}",
+            f"http://127.0.0.1:{lb}/curl",
+        )
+        self.assertEqual(output, b"yes 2 201")
+        await waitFor(lambda: backendFactory.connections[0].received.endswith(b"0123456789"))
+
+    async def test_alpn(self) -> None:
+        """
+        curl over TLS picks h2 in ALPN.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        pki = PKI(self.mktemp())
+        certKey = pki.leaf("localhost", ["localhost"])
+        with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
+            certificate = PrivateCertificate.loadPEM(c.read() + k.read())
+        client = BackendClient(reactor, connectTimeout=2)
+        self.addCleanup(client.closeCachedConnections)
+        self.resource = LoadBalancerResource(
+            RoundRobin([Backend("127.0.0.1", backendPort)]), client, reactor
+        )
+        port = reactor.listenSSL(
+            0, LoadBalancerSite(self.resource), certificate.options(), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        output = await self.curl(
+            "--cacert",
+            pki.caPath,
+            "--resolve",
+            f"localhost:{port.getHost().port}:127.0.0.1",
+            "-w",
+            " %{http_version}",
+            f"https://localhost:{port.getHost().port}/",
+        )
+        self.assertEqual(output, b"ok 2")
