@@ -33,6 +33,7 @@ Run C{python bench/run.py --help}.
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -51,6 +52,7 @@ from common import (
     CHECKOUT,
     HERE,
     HOST,
+    STOP_TIMEOUT,
     Processes,
     exitOnSigterm,
     freePorts,
@@ -661,8 +663,7 @@ def parseH2load(text, log=None):
     if clients and done:
         low, _high, mean = map(float, clients.groups())
         if mean and low < UNEVEN * mean:
-            note = f"slowest connection {low:,.0f} req/s, mean {mean:,.0f}"
-            result.warning = f"{result.warning}; {note}" if result.warning else note
+            warn(result, f"slowest connection {low:,.0f} req/s, mean {mean:,.0f}")
     return result
 
 
@@ -697,7 +698,37 @@ def stalled(result):
     requests/s and p99 can hide.
     """
     if result.slowest is not None and result.slowest > STALL_MS:
-        result.warning = f"slowest request {result.slowest / 1000.0:.2f} s"
+        warn(result, f"slowest request {result.slowest / 1000.0:.2f} s")
+
+
+def warn(result, note):
+    """
+    Add C{note} to the warnings of C{result}.
+    """
+    result.warning = f"{result.warning}; {note}" if result.warning else note
+
+
+def logTrouble(paths):
+    """
+    How many lines of the twistd logs C{paths} (and their rotated copies,
+    C{PATH.1} ...) Twisted logged at the critical or error level, and the
+    text of the first; (0, None) if none.
+    """
+    count, first = 0, None
+    for path in paths:
+        rotated = [p for p in glob.glob(glob.escape(path) + ".*") if p.rpartition(".")[2].isdigit()]
+        rotated.sort(key=lambda p: -int(p.rpartition(".")[2]))  # oldest first
+        for name in [*rotated, path]:
+            try:
+                with open(name, errors="replace") as f:
+                    for line in f:
+                        if "#critical] " in line or "#error] " in line:
+                            count += 1
+                            if first is None:
+                                first = line.split("] ", 1)[1].strip()[:100]
+            except OSError:
+                continue
+    return count, first
 
 
 def command(argv, timeout=PROBE_TIMEOUT):
@@ -1131,7 +1162,12 @@ class Bench:
             error = lastError(target.logs)
             result.reason = f"{first}: {error}" if error else first
         if target is not None and target.owned:
-            self.procs.stop(target.proc)
+            if self.procs.stop(target.proc):
+                warn(result, f"still running {STOP_TIMEOUT:.0f} s after SIGTERM, killed")
+            if spec.kind == "txlb":
+                count, first = logTrouble(target.logs)
+                if count:
+                    warn(result, f"{count} critical/error lines in its log, first: {first}")
         return result
 
     def label(self, spec):
