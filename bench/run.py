@@ -1667,6 +1667,7 @@ def writeOutputs(args, rows, meta):
             print(f"note: no chart ({e}); pip install matplotlib, or txlb[bench]")
         else:
             notes = addedLatency(rows, args.connections)
+            notes += [f"!! {line}" for line in warnings(rows)]
             charting.draw(args.chart, rows, meta, ratioLines(rows, True), notes)
             chart = args.chart
             print(f"chart: {args.chart}")
