@@ -2,7 +2,8 @@
 The chart of bench/run.py: one horizontal bar per target, coloured by kind.
 
 At more than one connection the bars are requests/s (higher is better); at
-C{-c 1} they are the p50 latency (lower is better).  The title and footer
+C{-c 1} they are the p50 latency (lower is better), or the mean for the
+h2load rows, which have no p50 (the bar's text says which).  The title and footer
 say when, where and how it was measured.  Needs matplotlib (the C{bench}
 extra); bench/run.py imports this module only when it draws a chart.
 """
@@ -33,7 +34,9 @@ def _value(row, latency):
     r = row.result
     if r.failure and not r.requests:
         return None
-    return r.p50 if latency else r.rps
+    if latency:
+        return r.p50 if r.p50 is not None else r.mean
+    return r.rps
 
 
 def _text(row, latency):
@@ -43,13 +46,18 @@ def _text(row, latency):
     p50 = "-" if r.p50 is None else f"{r.p50:.2f}"
     p99 = "-" if r.p99 is None else f"{r.p99:.2f}"
     added = "" if row.addedP50 is None else f" ({row.addedP50:+.2f})"
+    # h2load prints no percentiles: its rows show the mean instead.
+    percentiles = r.p50 is not None or r.mean is None
     if latency:
-        text = f"p50 {p50}{added}, p99 {p99} ms, {r.rps:,.0f}/s"
+        text = f"p50 {p50}{added}, p99 {p99} ms" if percentiles else f"mean {r.mean:.2f} ms"
+        text += f", {r.rps:,.0f}/s"
     else:
         share = ""
         if row.ofDirect is not None and row.spec.key != "direct":
             share = f" ({row.ofDirect:.2f}x direct)"
-        text = f"{r.rps:,.0f}/s{share}, p50 {p50}, p99 {p99} ms"
+        text = f"{r.rps:,.0f}/s{share}, " + (
+            f"p50 {p50}, p99 {p99} ms" if percentiles else f"mean {r.mean:.2f} ms"
+        )
     if r.bad:
         text += f"  !! {textwrap.shorten(r.short, 40)}"
     if r.skewed:

@@ -59,8 +59,10 @@ class Processes:
         """
         Terminate C{proc}, one of ours, and kill its process group if it
         lingers.
+
+        @return: whether it lingered (was killed after L{STOP_TIMEOUT}).
         """
-        self._stop([proc])
+        return bool(self._stop([proc]))
 
     def stopAll(self):
         """
@@ -70,19 +72,27 @@ class Processes:
         self._stop(self.procs)
 
     def _stop(self, procs):
+        """
+        Terminate C{procs}; kill those still running after L{STOP_TIMEOUT}.
+
+        @return: the processes that had to be killed.
+        """
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT
+        killed = []
         for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                killed.append(proc)
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 proc.wait(STOP_TIMEOUT)
+        return killed
 
 
 def freePorts(count):

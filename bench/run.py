@@ -11,22 +11,29 @@ against the same three nginx backends:
     Agent relay (from ../shared/bench/) and ReverseProxyResource
     (bench/rpr_server.py);
   - txlb under twistd;
+  - HTTP/2 toward the client, measured with h2load over h2c (HTTP/2 with
+    prior knowledge in cleartext): nginx and HAProxy taking h2c, and txlb
+    with C{--h2c}, with one stream per connection (C{-m1}, like wrk) and
+    with ten (C{-m10}); the proxies speak HTTP/1.1 to the backends;
 
 the Twisted targets under CPython and, when a PyPy with Twisted is found,
 under PyPy too.  With at least two CPUs every proxy is pinned to one CPU and
 wrk plus the backends to another (taskset).  Each target is started, polled
-until C{GET /ping} answers 200, warmed up, measured and stopped before the
-next one; a target that fails is marked and the run goes on.  Everything is
-stopped and the temporary directory removed in a C{finally} block.
+until C{GET /ping} answers 200 (over HTTP/2 for the h2c targets), warmed
+up, measured and stopped before the next one; a target that fails is
+marked and the run goes on.  Everything is stopped and the temporary
+directory removed in a C{finally} block.
 
-It prints requests/s, p50 and p99 latency per target and the ratios between
-txlb and its peers, writes the table as Markdown and draws a PNG chart
+It prints requests/s, p50, p99 and mean latency per target (only the mean
+for h2load, which prints no percentiles, unless C{--h2load-log}) and the
+ratios between txlb and its peers, writes the table as Markdown and draws a PNG chart
 (matplotlib, optional: the chart is skipped with a note if it is missing).
 Run C{python bench/run.py --help}.
 """
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -45,6 +52,7 @@ from common import (
     CHECKOUT,
     HERE,
     HOST,
+    STOP_TIMEOUT,
     Processes,
     exitOnSigterm,
     freePorts,
@@ -78,6 +86,9 @@ class Spec:
     @ivar needs: modules the interpreter must import for the target to be
         available.
     @ivar short: the name in the ratios.
+    @ivar streams: 0 for an HTTP/1.1 target measured with wrk; else the
+        target takes HTTP/2 with prior knowledge (h2c) and is measured with
+        h2load opening this many streams at once on each connection (C{-m}).
     """
 
     key: str
@@ -86,6 +97,14 @@ class Spec:
     kind: str
     runtime: str
     needs: tuple = ()
+    streams: int = 0
+
+    @property
+    def client(self):
+        """
+        The load generator: C{"wrk"} or C{"h2load"}.
+        """
+        return "h2load" if self.streams else "wrk"
 
 
 def _pythonSpecs(runtime, suffix):
@@ -104,6 +123,24 @@ def _pythonSpecs(runtime, suffix):
             runtime,
             tw,
         ),
+        Spec(
+            "txlb-h2c" + suffix,
+            f"txlb ({BACKENDS} backends), --h2c, h2load -m1",
+            "txlb h2c",
+            "txlb",
+            runtime,
+            tw,
+            streams=1,
+        ),
+        Spec(
+            "txlb-h2c-m10" + suffix,
+            f"txlb ({BACKENDS} backends), --h2c, h2load -m10",
+            "txlb h2c -m10",
+            "txlb",
+            runtime,
+            tw,
+            streams=10,
+        ),
     ]
 
 
@@ -111,6 +148,16 @@ SPECS = [
     Spec("direct", "nginx backend, direct (no proxy)", "direct", "native", "native"),
     Spec("nginx", "nginx proxy (keepalive upstream)", "nginx", "native", "native"),
     Spec("haproxy", "HAProxy (http-reuse always)", "HAProxy", "native", "native"),
+    Spec("nginx-h2c", "nginx proxy, h2c, h2load -m1", "nginx h2c", "native", "native", streams=1),
+    Spec(
+        "nginx-h2c-m10",
+        "nginx proxy, h2c, h2load -m10",
+        "nginx h2c -m10",
+        "native",
+        "native",
+        streams=10,
+    ),
+    Spec("haproxy-h2c", "HAProxy, h2c, h2load -m1", "HAProxy h2c", "native", "native", streams=1),
     Spec("aiohttp", "aiohttp relay", "aiohttp", "peer", "cpython", ("aiohttp",)),
     Spec(
         "aiohttp-uvloop",
@@ -144,6 +191,18 @@ RATIOS = [
     ("txlb-pypy", "rpr-pypy"),
     ("txlb", "pong"),
     ("txlb-pypy", "pong-pypy"),
+    # HTTP/2 (h2c, measured with h2load) against HTTP/1.1 (wrk), and against
+    # the native proxies taking h2c.
+    ("txlb-h2c", "txlb"),
+    ("txlb-h2c-pypy", "txlb-pypy"),
+    ("nginx-h2c", "nginx"),
+    ("txlb-h2c", "nginx-h2c"),
+    ("txlb-h2c-pypy", "nginx-h2c"),
+    ("txlb-h2c", "haproxy-h2c"),
+    ("txlb-h2c-m10", "txlb-h2c"),
+    ("txlb-h2c-m10-pypy", "txlb-h2c-pypy"),
+    ("txlb-h2c-m10", "nginx-h2c-m10"),
+    ("txlb-h2c-m10-pypy", "nginx-h2c-m10"),
 ]
 ADDED_P50_GOAL = 0.2  # ms over direct at -c1, the issue's target for txlb
 
@@ -152,6 +211,25 @@ WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+WRK_MEAN = re.compile(  # Avg, Stdev, Max
+    r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+[\d.]+\w+\s+([\d.]+)(us|ms|s|m|h)", re.MULTILINE
+)
+H2LOAD_RPS = re.compile(r"^finished in [\d.]+\w+, ([\d.]+) req/s", re.MULTILINE)
+H2LOAD_REQUESTS = re.compile(
+    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout",
+    re.MULTILINE,
+)
+H2LOAD_STATUS = re.compile(
+    r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", re.MULTILINE
+)
+H2LOAD_TIME = re.compile(  # min, max, mean
+    r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", re.MULTILINE
+)
+H2LOAD_CLIENTS = re.compile(r"^req/s\s*:\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", re.MULTILINE)
+H2LOAD_PROTOCOL = re.compile(r"^Application protocol: (\S+)", re.MULTILINE)
+STALL_MS = 1000.0  # a request that took longer than this is named after the table
+UNEVEN = 0.25  # a connection served at under this share of the mean is named too
 MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 PROBE = """\
@@ -200,6 +278,9 @@ class Result:
     rps: float = 0.0
     p50: float | None = None
     p99: float | None = None
+    mean: float | None = None
+    slowest: float | None = None
+    warning: str | None = None
     requests: int = 0
     non2xx: int = 0
     socket_errors: int = 0
@@ -414,9 +495,65 @@ def httpStatus(port):
         return None
 
 
-def waitUntilServing(label, port, proc, logs):
+# HPACK's static table: the :status values it has an index for.
+H2_STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+
+
+def h2Status(port):
     """
-    Poll C{GET /ping} until it answers 200, a bounded number of times.
+    The status code of C{GET /ping} on 127.0.0.1:C{port} over HTTP/2 with
+    prior knowledge (h2c), or L{None}: a minimal client, enough for a
+    server whose answer's first header is C{:status} from HPACK's static
+    table (as nginx, HAProxy and hyper-h2 send 200); another status is
+    taken for L{None}, so the poll goes on and reports the last one.
+    """
+    authority = HOST.encode()
+    block = (
+        b"\x82\x86"  # :method GET, :scheme http (static table)
+        + b"\x04\x05/ping"  # :path, literal without indexing
+        + b"\x01"
+        + bytes([len(authority)])
+        + authority  # :authority
+    )
+    frames = (
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # empty SETTINGS
+        + len(block).to_bytes(3, "big")
+        + b"\x01\x05\x00\x00\x00\x01"  # HEADERS, END_STREAM | END_HEADERS, stream 1
+        + block
+    )
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as s:
+            s.sendall(frames)
+            data = b""
+            while True:
+                while len(data) >= 9:
+                    length = int.from_bytes(data[:3], "big")
+                    kind, flags, stream = data[3], data[4], int.from_bytes(data[5:9], "big")
+                    if len(data) < 9 + length:
+                        break
+                    payload, data = data[9 : 9 + length], data[9 + length :]
+                    if kind == 7:  # GOAWAY
+                        return None
+                    if kind == 1 and stream & 0x7FFFFFFF == 1:  # HEADERS on our stream
+                        if flags & 0x08:  # PADDED
+                            payload = payload[1:]
+                        if flags & 0x20:  # PRIORITY
+                            payload = payload[5:]
+                        first = payload[0] if payload else 0
+                        return H2_STATIC_STATUS.get(first & 0x7F) if first & 0x80 else None
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def waitUntilServing(label, port, proc, logs, probe=httpStatus):
+    """
+    Poll C{GET /ping} (with C{probe}: L{httpStatus} over HTTP/1.1, or
+    L{h2Status} over h2c) until it answers 200, a bounded number of times.
 
     @raise BenchError: if the process exits or never answers 200.
     """
@@ -426,12 +563,13 @@ def waitUntilServing(label, port, proc, logs):
             raise BenchError(
                 f"{label} exited with code {proc.returncode} on startup\n" + tail(logs)
             )
-        status = httpStatus(port)
+        status = probe(port)
         if status == 200:
             return
         time.sleep(STARTUP_DELAY)
+    over = " over h2c" if probe is h2Status else ""
     raise BenchError(
-        f"{label} on port {port} did not answer GET /ping with 200 "
+        f"{label} on port {port} did not answer GET /ping{over} with 200 "
         f"(last status: {status})\n" + tail(logs)
     )
 
@@ -478,7 +616,119 @@ def parseWrk(text):
     result.non2xx = int(non2xx.group(1)) if non2xx else 0
     sockets = WRK_SOCKET.search(text)
     result.socket_errors = sum(map(int, sockets.groups())) if sockets else 0
+    mean = WRK_MEAN.search(text)
+    if mean:
+        result.mean = toMs(mean.group(1), mean.group(2))
+        result.slowest = toMs(mean.group(3), mean.group(4))
+    stalled(result)
     return result
+
+
+def parseH2load(text, log=None):
+    """
+    Extract throughput, latency and errors from h2load's output, and p50
+    and p99 from its per-request log file C{log} (C{--log-file}) if given.
+
+    h2load prints the min, max, mean and standard deviation of the time
+    for a request, not percentiles.  Non-2xx counts 4xx and 5xx responses
+    (as wrk's "Non-2xx or 3xx"), socket errors the streams that errored or
+    timed out.  Requests started but not done when the duration ended (at
+    most C{-c} times C{-m}) are not errors.  h2load exits 0 whatever
+    happened, so a connection that was not h2c is a failure here.
+    """
+    result = Result()
+    rps, requests = H2LOAD_RPS.search(text), H2LOAD_REQUESTS.search(text)
+    if rps is None or requests is None:
+        result.failure = "could not parse h2load output"
+        return result
+    result.rps = float(rps.group(1))
+    _total, _started, done, _succeeded, failed, errored, timeout = map(int, requests.groups())
+    result.requests = done
+    status = H2LOAD_STATUS.search(text)
+    bad = int(status.group(3)) + int(status.group(4)) if status else 0
+    result.non2xx = max(bad, failed - errored - timeout)
+    result.socket_errors = errored + timeout
+    protocol = H2LOAD_PROTOCOL.search(text)
+    if protocol is None or protocol.group(1) != "h2c":
+        got = protocol.group(1) if protocol else "no connection"
+        result.failure = f"h2load did not speak h2c ({got})"
+    times = H2LOAD_TIME.search(text)
+    if times and done:
+        result.slowest = toMs(times.group(3), times.group(4))
+        result.mean = toMs(times.group(5), times.group(6))
+    if log:
+        result.p50, result.p99 = logPercentiles(log)
+    stalled(result)
+    clients = H2LOAD_CLIENTS.search(text)
+    if clients and done:
+        low, _high, mean = map(float, clients.groups())
+        if mean and low < UNEVEN * mean:
+            warn(result, f"slowest connection {low:,.0f} req/s, mean {mean:,.0f}")
+    return result
+
+
+def logPercentiles(path):
+    """
+    p50 and p99 in milliseconds of the successful requests in an h2load
+    C{--log-file} (start, status, microseconds per line), by nearest rank;
+    L{None} if there are none.
+    """
+    times = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) == 3 and fields[1].startswith(("2", "3")):
+                    times.append(int(fields[2]))
+    except (OSError, ValueError):
+        return None, None
+    if not times:
+        return None, None
+    times.sort()
+
+    def rank(q):
+        return times[min(len(times) - 1, max(0, -(-len(times) * q // 100) - 1))] / 1000.0
+
+    return rank(50), rank(99)
+
+
+def stalled(result):
+    """
+    Note in C{result} a request slower than L{STALL_MS}: a stall that
+    requests/s and p99 can hide.
+    """
+    if result.slowest is not None and result.slowest > STALL_MS:
+        warn(result, f"slowest request {result.slowest / 1000.0:.2f} s")
+
+
+def warn(result, note):
+    """
+    Add C{note} to the warnings of C{result}.
+    """
+    result.warning = f"{result.warning}; {note}" if result.warning else note
+
+
+def logTrouble(paths):
+    """
+    How many lines of the twistd logs C{paths} (and their rotated copies,
+    C{PATH.1} ...) Twisted logged at the critical or error level, and the
+    text of the first; (0, None) if none.
+    """
+    count, first = 0, None
+    for path in paths:
+        rotated = [p for p in glob.glob(glob.escape(path) + ".*") if p.rpartition(".")[2].isdigit()]
+        rotated.sort(key=lambda p: -int(p.rpartition(".")[2]))  # oldest first
+        for name in [*rotated, path]:
+            try:
+                with open(name, errors="replace") as f:
+                    for line in f:
+                        if "#critical] " in line or "#error] " in line:
+                            count += 1
+                            if first is None:
+                                first = line.split("] ", 1)[1].strip()[:100]
+            except OSError:
+                continue
+    return count, first
 
 
 def command(argv, timeout=PROBE_TIMEOUT):
@@ -626,10 +876,10 @@ class Bench:
         if self.proxyCpu is None:
             return "no CPU pinning"
         if self.proxyCpu == self.loadCpu:
-            return f"each proxy, wrk and the backends pinned to CPU {self.proxyCpu}"
+            return f"each proxy, wrk (or h2load) and the backends pinned to CPU {self.proxyCpu}"
         return (
             f"each proxy pinned to CPU {self.proxyCpu}, "
-            f"wrk and the {BACKENDS} nginx backends to CPU {self.loadCpu}"
+            f"wrk (or h2load) and the {BACKENDS} nginx backends to CPU {self.loadCpu}"
         )
 
     def pin(self, cpu, argv):
@@ -644,8 +894,10 @@ class Bench:
         """
         Why C{spec} cannot run here, or L{None} if it can.
         """
-        if spec.key == "haproxy" and not self.tools.get("haproxy"):
+        if spec.key.startswith("haproxy") and not self.tools.get("haproxy"):
             return "haproxy not installed (apt-get install haproxy)"
+        if spec.client == "h2load" and not self.tools.get("h2load"):
+            return "h2load not installed (apt-get install nghttp2-client)"
         if spec.runtime == "native":
             return None
         info = self.interpreters[spec.runtime]
@@ -708,31 +960,44 @@ class Bench:
         (port,) = freePorts(1)
         name = spec.key
         env = None
-        if spec.key == "nginx":
+        base = spec.key.removesuffix("-pypy").removesuffix("-m10")
+        if base in ("nginx", "nginx-h2c"):
             where = self.directory(name)
             upstreams = "\n".join(f"        server {HOST}:{p};" for p in self.backends)
             config = os.path.join(where, "nginx.conf")
             with open(config, "w") as f:
                 f.write(
                     fill(
-                        "nginx-proxy.conf.in", DIR=where, HOST=HOST, PORT=port, UPSTREAMS=upstreams
+                        "nginx-proxy.conf.in",
+                        DIR=where,
+                        HOST=HOST,
+                        PORT=port,
+                        LISTEN=" http2" if spec.streams else "",
+                        UPSTREAMS=upstreams,
                     )
                 )
             errors = os.path.join(where, "error.log")
             argv = [self.tools["nginx"], "-p", where + "/", "-e", errors, "-c", config]
             logs = (errors,)
-        elif spec.key == "haproxy":
+        elif base in ("haproxy", "haproxy-h2c"):
             servers = "\n".join(
                 f"    server b{i} {HOST}:{p}" for i, p in enumerate(self.backends, 1)
             )
             config = os.path.join(self.directory(name), "haproxy.cfg")
             with open(config, "w") as f:
-                f.write(fill("haproxy.cfg.in", HOST=HOST, PORT=port, SERVERS=servers))
+                f.write(
+                    fill(
+                        "haproxy.cfg.in",
+                        HOST=HOST,
+                        PORT=port,
+                        BIND=" proto h2" if spec.streams else "",
+                        SERVERS=servers,
+                    )
+                )
             argv = [self.tools["haproxy"], "-db", "-f", config]
             logs = ()
         else:
             python = self.interpreters[spec.runtime]["path"]
-            base = spec.key.removesuffix("-pypy")
             backendArgs = [str(p) for p in self.backends]
             if base.startswith("aiohttp"):
                 script = os.path.join(self.args.gauges, "py_peer_aiohttp.py")
@@ -745,12 +1010,14 @@ class Bench:
                 log = os.path.join(self.tmp, name + ".log")
                 argv = [python, RPR_SERVER, str(port), backendArgs[0], log]
                 logs = (log,)
-            elif base in ("txlb", "txlb-alf"):
+            elif base in ("txlb", "txlb-alf", "txlb-h2c"):
                 # txlb's access log goes to twistd's log file, or (txlb-alf)
                 # to a file of its own, written in batches.
                 log = os.path.join(self.tmp, name + ".log")
                 options = ()
                 logs = (log,)
+                if base == "txlb-h2c":
+                    options = ("--h2c",)
                 if base == "txlb-alf":
                     accessLog = os.path.join(self.tmp, name + ".access.log")
                     options = ("--access-log-file", accessLog)
@@ -773,17 +1040,48 @@ class Bench:
         @return: wrk's standard output and standard error.
         @raise BenchError: if wrk fails or hangs.
         """
-        argv = self.pin(
-            self.loadCpu,
+        return self.client(
+            "wrk",
             [
-                "wrk",
+                self.tools["wrk"],
                 f"-t{self.args.threads}",
                 f"-c{self.args.connections}",
                 f"-d{duration}s",
                 "--latency",
                 f"http://{HOST}:{port}/ping",
             ],
+            duration,
         )
+
+    def h2load(self, port, duration, streams, log=None):
+        """
+        Run h2load (on the load CPU) against C{/ping} on C{port} over h2c,
+        with C{streams} streams at once on each connection, writing one
+        line per request to C{log} if given.
+
+        @return: h2load's standard output and standard error.
+        @raise BenchError: if h2load fails or hangs.
+        """
+        argv = [
+            self.tools["h2load"],
+            f"-t{self.args.threads}",
+            f"-c{self.args.connections}",
+            f"-m{streams}",
+            f"-D{duration}",
+        ]
+        if log:
+            argv.append("--log-file=" + log)
+        return self.client("h2load", [*argv, f"http://{HOST}:{port}/ping"], duration)
+
+    def client(self, name, argv, duration):
+        """
+        Run the load generator C{argv} for C{duration} seconds, pinned to
+        the load CPU.
+
+        @return: its standard output and standard error.
+        @raise BenchError: if it fails or hangs.
+        """
+        argv = self.pin(self.loadCpu, argv)
         try:
             done = subprocess.run(
                 argv,
@@ -793,10 +1091,34 @@ class Bench:
                 timeout=duration + WRK_GRACE,
             )
         except subprocess.TimeoutExpired:
-            raise BenchError(f"wrk did not finish within {duration + WRK_GRACE}s") from None
+            raise BenchError(f"{name} did not finish within {duration + WRK_GRACE}s") from None
         if done.returncode != 0:
-            raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+            raise BenchError(f"{name} exited with {done.returncode}: {done.stderr.strip()}")
         return done.stdout + done.stderr
+
+    def load(self, spec, port, duration, name=None):
+        """
+        Load C{port} for C{duration} seconds with the client of C{spec}:
+        wrk, or h2load over h2c.  With a C{name}, measure: keep the
+        output in the temporary directory as C{name}.wrk or C{name}.h2load
+        (and h2load's per-request log with C{--h2load-log}).
+
+        @return: the parsed L{Result}, if C{name} is given.
+        """
+        log = None
+        if name and spec.client == "h2load" and self.args.h2load_log:
+            log = os.path.join(self.tmp, name + ".h2load.tsv")
+        if spec.client == "h2load":
+            text = self.h2load(port, duration, spec.streams, log)
+        else:
+            text = self.wrk(port, duration)
+        if name is None:
+            return None
+        with open(os.path.join(self.tmp, f"{name}.{spec.client}"), "w") as f:
+            f.write(text)
+        if spec.client == "h2load":
+            return parseH2load(text, log)
+        return parseWrk(text)
 
     def warmup(self, spec):
         """
@@ -815,15 +1137,16 @@ class Bench:
         target = None
         try:
             target = self.start(spec)
-            waitUntilServing(self.label(spec), target.port, target.proc, target.logs)
+            probe = h2Status if spec.streams else httpStatus
+            waitUntilServing(self.label(spec), target.port, target.proc, target.logs, probe)
             if self.warmup(spec) > 0:
-                self.wrk(target.port, self.warmup(spec))
+                self.load(spec, target.port, self.warmup(spec))
             runs = []
-            for _ in range(self.args.repeat):
+            for i in range(self.args.repeat):
                 meter = CpuMeter(
                     target.proc.pid, self.backendProc.pid, target.owned, self.proxyCpu, self.loadCpu
                 )
-                run = parseWrk(self.wrk(target.port, self.args.duration))
+                run = self.load(spec, target.port, self.args.duration, f"{spec.key}.{i + 1}")
                 meter.stop(run)
                 runs.append(run)
             # The best run: the one least disturbed by whatever else ran.
@@ -839,7 +1162,12 @@ class Bench:
             error = lastError(target.logs)
             result.reason = f"{first}: {error}" if error else first
         if target is not None and target.owned:
-            self.procs.stop(target.proc)
+            if self.procs.stop(target.proc):
+                warn(result, f"still running {STOP_TIMEOUT:.0f} s after SIGTERM, killed")
+            if spec.kind == "txlb":
+                count, first = logTrouble(target.logs)
+                if count:
+                    warn(result, f"{count} critical/error lines in its log, first: {first}")
         return result
 
     def label(self, spec):
@@ -956,6 +1284,7 @@ COLUMNS = (
     "p50 ms",
     "+p50 ms",
     "p99 ms",
+    "mean ms",
     "proxy CPU",
     "req/CPU-s",
     "wrk CPU",
@@ -1000,6 +1329,7 @@ def cells(row):
         formatMs(r.p50),
         formatMs(row.addedP50, sign=True),
         formatMs(r.p99),
+        formatMs(r.mean),
         "-" if r.proxyCpu is None else f"{r.proxyCpu:.2f}",
         "-" if r.perCpu is None else f"{r.perCpu:,.0f}",
         "-" if r.loadCpu is None else f"{r.loadCpu:.2f}",
@@ -1022,7 +1352,12 @@ def printReport(rows, connections):
         )
         print(f"{head}  {line[last]}")
     print(
-        "\nproxy CPU  CPUs the target used while measured (1.00: its CPU is saturated)\n"
+        "\nh2load     the rows measured with h2load over h2c: -m streams at once on each of "
+        "the -c connections;\n           h2load prints no percentiles, so p50 and p99 are "
+        "'-' (unless --h2load-log)\n"
+        "mean ms    the mean time for a request (wrk's Avg latency, h2load's mean time for "
+        "request)\n"
+        "proxy CPU  CPUs the target used while measured (1.00: its CPU is saturated)\n"
         "req/CPU-s  requests per second of the target's own CPU time (less distorted by "
         "other load)\n"
         "wrk CPU    how busy the CPU of wrk and the backends was (1.00: they set the pace; "
@@ -1045,6 +1380,8 @@ def printReport(rows, connections):
             f"\n!! other load skewed {', '.join(flagged)}: run again on a quiet machine "
             "(--wait-idle), or compare req/CPU-s"
         )
+    for line in warnings(rows):
+        print(f"\n!! {line}")
     for row in rows:
         r = row.result
         if r.bad:
@@ -1054,6 +1391,14 @@ def printReport(rows, connections):
             )
             if r.failure:
                 print(f"!!! {r.failure.rstrip()}")
+
+
+def warnings(rows):
+    """
+    Lines on the rows whose run had a stall or a connection served far
+    less than the others, which requests/s alone can hide.
+    """
+    return [f"{row.label}: {row.result.warning}" for row in rows if row.result.warning]
 
 
 def markdown(rows, connections, meta, chartPath, markdownPath):
@@ -1082,6 +1427,16 @@ def markdown(rows, connections, meta, chartPath, markdownPath):
         lines.append(f"- {text}: {ratio}")
     for line in addedLatency(rows, connections):
         lines.append(f"- {line}")
+    for line in warnings(rows):
+        lines.append(f"- **note**: {line}")
+    if any(row.spec.client == "h2load" for row in rows):
+        lines += [
+            "",
+            "The h2c rows are measured with h2load (HTTP/2 with prior knowledge, "
+            "cleartext); h2load prints no percentiles, so their p50 and p99 are `-` "
+            "(unless `--h2load-log`) and *mean ms* is its mean time for a request "
+            "(wrk's Avg latency for the other rows).",
+        ]
     if any(busy(row.result) for row in rows):
         lines += [
             "",
@@ -1145,6 +1500,12 @@ def parseArgs(argv):
         "--targets",
         help="comma-separated targets to measure, in table order (default: all "
         "available; see the list below)",
+    )
+    p.add_argument(
+        "--h2load-log",
+        action="store_true",
+        help="p50 and p99 for the h2load rows from its per-request log (--log-file), "
+        "which costs h2load a write() per request on the load CPU",
     )
     p.add_argument("--algo", help="passed to txlb as --algo (default: roundrobin)")
     p.add_argument(
@@ -1211,24 +1572,25 @@ def parseArgs(argv):
 
 def findTools():
     """
-    Locate nginx, wrk, haproxy and taskset.
+    Locate nginx, wrk, haproxy, h2load and taskset.
 
     @raise BenchError: if wrk or nginx is missing.
     """
     sbin = "/usr/sbin:/sbin"
     tools = {
         name: shutil.which(name) or shutil.which(name, path=sbin)
-        for name in ("nginx", "wrk", "haproxy", "taskset")
+        for name in ("nginx", "wrk", "haproxy", "h2load", "taskset")
     }
     if not tools["wrk"] or not tools["nginx"]:
         raise BenchError("wrk and nginx are required: apt-get install wrk nginx-light")
     return tools
 
 
-def describe(args, tools, cpython, pypy, bench):
+def describe(args, tools, cpython, pypy, bench, specs):
     """
     When, where and with what the run is made, for the report and chart.
     """
+    clients = {spec.client for spec in specs}
     software = [describePython(cpython)]
     if cpython.get("aiohttp"):
         software[0] += f", aiohttp {cpython['aiohttp']}"
@@ -1239,14 +1601,28 @@ def describe(args, tools, cpython, pypy, bench):
     software.append("nginx " + toolVersion([tools["nginx"], "-v"], r"nginx/(\S+)"))
     if tools.get("haproxy"):
         software.append("HAProxy " + toolVersion([tools["haproxy"], "-v"], r"version (\d[\w.]*)"))
-    software.append("wrk " + toolVersion([tools["wrk"], "-v"], r"wrk (\S+)"))
+    if "wrk" in clients:
+        software.append("wrk " + toolVersion([tools["wrk"], "-v"], r"wrk (\S+)"))
+    if "h2load" in clients and tools.get("h2load"):
+        version = toolVersion([tools["h2load"], "--version"], r"nghttp2/(\S+)")
+        software.append("h2load (nghttp2) " + version)
+    streams = sorted({spec.streams for spec in specs if spec.streams})
+    load = []
+    if "wrk" in clients or not streams:
+        load.append(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s GET /ping")
+    if streams:
+        load.append(
+            f"h2load -t{args.threads} -c{args.connections} "
+            + " or ".join(f"-m{m}" for m in streams)
+            + f" -D{args.duration} GET /ping over h2c (the h2c rows)"
+        )
     now = datetime.datetime.now(datetime.UTC)
     return {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "software": software,
         "wrk": (
-            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s GET /ping"
+            ", ".join(load)
             + (f", best of {args.repeat}" if args.repeat > 1 else "")
             + f", warm-up {args.warmup} s"
             + (f" (PyPy {args.pypy_warmup} s)" if pypy else "")
@@ -1291,6 +1667,7 @@ def writeOutputs(args, rows, meta):
             print(f"note: no chart ({e}); pip install matplotlib, or txlb[bench]")
         else:
             notes = addedLatency(rows, args.connections)
+            notes += [f"!! {line}" for line in warnings(rows)]
             charting.draw(args.chart, rows, meta, ratioLines(rows, True), notes)
             chart = args.chart
             print(f"chart: {args.chart}")
@@ -1314,7 +1691,7 @@ def run(args):
     try:
         bench = Bench(args, tools, cpython, pypy, tmp, procs)
         specs = chooseTargets(args, bench, pypyNote)
-        meta = describe(args, tools, cpython, pypy, bench)
+        meta = describe(args, tools, cpython, pypy, bench, specs)
         print(f"{meta['machine']}\n{'; '.join(meta['software'])}")
         print(f"{meta['wrk']}; {bench.pinning}", flush=True)
         load = otherLoad()
