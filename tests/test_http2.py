@@ -36,7 +36,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from txlb.backend import Backend
 from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER
-from txlb.http2 import PREFACE, STREAM_HIGH_WATER, HTTP2Channel
+from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -746,6 +746,20 @@ class TLSTests(HTTP2TestCase):
         self.assertEqual(client.transport.negotiatedProtocol, b"h2")
         self.assertTrue(backendFactory.connections[0].received.startswith(b"GET /tls HTTP/1.1\r\n"))
 
+    async def test_closeAtOnce(self) -> None:
+        """
+        An idle HTTP/2 connection over TLS closes as soon as its GOAWAY is
+        sent, not after the close timeout (TLS sends its close alert only
+        once no producer is registered).
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        site = self.tlsSite(backendPort)
+        self.resource.settings = ProxySettings(clientTimeout=0.2)
+        client = await self.connectTLS(site, [b"h2"], H2Client())
+        self.assertEqual((await client.response(client.request())).body, b"ok")
+        await waitFor(lambda: client.goaway is not None)
+        await waitFor(lambda: client.closed.called, seconds=CLOSE_TIMEOUT / 3)
+
     async def test_alpnHTTP11(self) -> None:
         """
         A TLS client that offers only HTTP/1.1 is served HTTP/1.1.
@@ -1043,3 +1057,68 @@ class CurlTests(HTTP2TestCase):
             f"https://localhost:{port.getHost().port}/",
         )
         self.assertEqual(output, b"ok 2")
+
+
+class SecondReviewTests(HTTP2TestCase):
+    async def test_backendTakesNoBody(self) -> None:
+        """
+        An upload the backend stops taking is reset after the client
+        timeout without progress, as an HTTP/1.1 connection silent that
+        long is closed; the backend connection goes too.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.pauseProducing())
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], clientTimeout=0.5)
+        client = await self.h2client(lb)
+        stream = client.request(b"/up", b"POST", end=False)
+        await upload(client, stream, 64 * 1024 * 1024)
+        answer = await client.response(stream)
+        self.assertEqual(answer.reset, ErrorCodes.CANCEL)
+        # The backend sees its connection closed once it reads again.
+        backendFactory.connections[0].transport.resumeProducing()
+        await backendFactory.connections[0].closed
+        self.assertEqual((self.resource.inFlight(), self.site.busy()), (0, False))
+
+    async def test_connectionWindowShared(self) -> None:
+        """
+        When the client's connection window is what limits, the streams
+        take it in turn: a second stream beside a large download gets its
+        response, not a reset.
+        """
+
+        def answer(connection: RawBackendConnection) -> None:
+            if connection.received.startswith(b"GET /large"):
+                size = 8 * 1024 * 1024
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
+                connection.transport.write(head)
+                connection.flood = Flood(connection.transport, size)
+            else:
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+                connection.transport.write(head + b"s" * 100000)
+
+        backendFactory, backendPort = self.rawBackend(answer)
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)], clientTimeout=0.5)
+        client = await self.h2client(
+            lb, settings={SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1}, acknowledge=False
+        )
+        client.request(b"/large")
+        await waitFor(lambda: len(backendFactory.connections) == 1)
+        small = client.request(b"/small")
+        for _ in range(200):
+            if client.responses[small].ended.called:
+                break
+            client.reopen()
+            await deferLater(reactor, 0.05)
+        answer_ = await client.response(small)
+        self.assertEqual((answer_.reset, len(answer_.body)), (None, 100000))
+
+    async def test_nothingAfterGoaway(self) -> None:
+        """
+        Once txlb has sent GOAWAY for a protocol error, the rest of the
+        client's bytes are not read: one refusal, logged once.
+        """
+        lb = self.balancerH2([Backend("127.0.0.1", freePort())])
+        bad = b"\x00\x00\x01\x09\x00\x00\x00\x00\x01x"
+        client = await self.client(lb, PREFACE + bad + bad + bad)
+        client.transport.write(bad)
+        await client.closed
+        self.assertEqual(len(self.accessLog()), 1)

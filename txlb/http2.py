@@ -23,9 +23,8 @@ stop gracefully.  Here:
   - a stream reset by the client cancels its request and no other; a
     client that resets streams faster than L{RESETS_PER_SECOND} (HTTP/2
     Rapid Reset, CVE-2023-44487) is sent GOAWAY;
-  - a stream on which the client owes data (the rest of the request body,
-    or window for the response) and sends none for the client timeout is
-    reset;
+  - a stream whose request body or response makes no progress for the
+    client timeout is reset;
   - a graceful stop sends GOAWAY naming the last stream taken, lets those
     streams finish, and closes.
 
@@ -347,6 +346,9 @@ class HTTP2Channel(Protocol):
         self._idle()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.terminated:
+            # Closing: hyper-h2 takes nothing more.
+            return
         try:
             events = self.conn.receive_data(data)
         except H2Error as e:
@@ -358,6 +360,8 @@ class HTTP2Channel(Protocol):
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event)
+                if self.terminated:
+                    return
         self.flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -542,9 +546,17 @@ class HTTP2Channel(Protocol):
             stream.sent()
 
     def _sendAll(self) -> None:
-        for stream in list(self.streams.values()):
+        """
+        Send what waits on every stream, in turn: a stream served goes to
+        the end of the line, so one stream cannot take all of the
+        connection's window every time it reopens.
+        """
+        streams = self.streams
+        for stream in list(streams.values()):
             if stream.waiting or stream.ending:
                 self.sendData(stream)
+                if stream.streamID in streams:
+                    streams[stream.streamID] = streams.pop(stream.streamID)
 
     def flush(self) -> None:
         """
@@ -678,18 +690,20 @@ class HTTP2Channel(Protocol):
     def _stalled(self, stream: HTTP2Stream) -> None:
         """
         The client timeout passed without progress on C{stream}: reset it
-        if the client owes data (the rest of the request body, or window for
-        the response); wait on if txlb or the backend does.
+        if its request body is not all in (whether the client stopped
+        sending or the backend stopped taking it, as an HTTP/1.1 client
+        connection silent that long is closed), or if its response waits on
+        the client's window; wait on if only the backend's answer is due.
         """
         stream.timer = None
-        clientOwes = (not stream.requestEnded and not stream.uploadPaused) or bool(stream.waiting)
-        if not clientOwes:
+        if stream.requestEnded and not stream.waiting:
             stream.timer = self._reactor.callLater(
                 self.resource.settings.clientTimeout, self._stalled, stream
             )
             return
         self._log.info(
-            "HTTP/2 client {client} sent nothing on stream {stream} for {seconds} s; resetting it",
+            "No progress on stream {stream} of HTTP/2 client {client} for {seconds} s;"
+            " resetting it",
             client=self.peer,
             stream=stream.streamID,
             seconds=self.resource.settings.clientTimeout,
@@ -729,7 +743,10 @@ class HTTP2Channel(Protocol):
         """
         if self._closeTimer is not None:
             return
+        self.flush()
         assert self.transport is not None
+        # TLS sends its close alert only once no producer is registered.
+        self.transport.unregisterProducer()  # type: ignore[attr-defined]
         self.transport.loseConnection()
         self._closeTimer = self._reactor.callLater(
             CLOSE_TIMEOUT,
@@ -745,7 +762,7 @@ class HTTP2Channel(Protocol):
         connection once it has sent GOAWAY, not even the rest of the
         responses in progress.
         """
-        self._idleTimer = None
+        self._stopIdleTimer()
         if self.closing or self.terminated:
             return
         self.closing = True
