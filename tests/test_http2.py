@@ -1110,15 +1110,3 @@ class SecondReviewTests(HTTP2TestCase):
             await deferLater(reactor, 0.05)
         answer_ = await client.response(small)
         self.assertEqual((answer_.reset, len(answer_.body)), (None, 100000))
-
-    async def test_nothingAfterGoaway(self) -> None:
-        """
-        Once txlb has sent GOAWAY for a protocol error, the rest of the
-        client's bytes are not read: one refusal, logged once.
-        """
-        lb = self.balancerH2([Backend("127.0.0.1", freePort())])
-        bad = b"\x00\x00\x01\x09\x00\x00\x00\x00\x01x"
-        client = await self.client(lb, PREFACE + bad + bad + bad)
-        client.transport.write(bad)
-        await client.closed
-        self.assertEqual(len(self.accessLog()), 1)

@@ -346,9 +346,6 @@ class HTTP2Channel(Protocol):
         self._idle()
 
     def dataReceived(self, data: bytes) -> None:
-        if self.terminated:
-            # Closing: hyper-h2 takes nothing more.
-            return
         try:
             events = self.conn.receive_data(data)
         except H2Error as e:
