@@ -238,6 +238,23 @@ class InterimResponseTests(SynchronousTestCase):
         backend.dataReceived(OK)
         self.assertEqual(client.value(), hints + OK_TO_CLIENT)
 
+    def test_earlyHintsAsSent(self) -> None:
+        """
+        A 103's fields keep the backend's order and spelling, as a final
+        response's do: Twisted's channel would group them by name and
+        respell them.
+        """
+        harness = Harness(self)
+        _, client = harness.client(GET)
+        backend, _ = harness.backend()
+        backend.dataReceived(
+            b"HTTP/1.1 103 Hints\r\nlink: </a.css>\r\nX-Trace: 7\r\nLINK: </b.js>\r\n\r\n"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 103 Hints\r\nlink: </a.css>\r\nX-Trace: 7\r\nLINK: </b.js>\r\n\r\n",
+        )
+
     def test_earlyHintsNotToHTTP10(self) -> None:
         """
         An HTTP/1.0 client, which knows no interim responses, gets only the

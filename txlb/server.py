@@ -136,9 +136,14 @@ class TransparentRequest(ClientRequest):
 
     def writeInterim(self, code: int, phrase: bytes, fields: headers.Fields) -> None:
         """
-        Write an interim (1xx) response head.
+        Write an interim (1xx) response head, its fields in their order and
+        spelling, as L{writeHead} writes them (Twisted's
+        L{http.HTTPChannel.writeHeaders} would group and respell them).
         """
-        self.channel.writeHeaders(b"HTTP/1.1", b"%d" % code, phrase, fields)
+        head = [b"HTTP/1.1 %d %s\r\n" % (code, phrase)]
+        head += [b"%s: %s\r\n" % field for field in fields]
+        head.append(b"\r\n")
+        self.channel.write(b"".join(head))
 
     def abort(self) -> None:
         self.channel.transport.abortConnection()  # type: ignore[union-attr]
