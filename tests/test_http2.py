@@ -22,6 +22,7 @@ from h2.events import (
     StreamEnded,
     StreamReset,
 )
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -32,11 +33,12 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
 from txlb.backend import Backend
 from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER
-from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel
+from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, describeError
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
@@ -1110,3 +1112,20 @@ class SecondReviewTests(HTTP2TestCase):
             await deferLater(reactor, 0.05)
         answer_ = await client.response(small)
         self.assertEqual((answer_.reset, len(answer_.body)), (None, 100000))
+
+
+class DescribeTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        hyper-h2's errors reach the log in ASCII, without double quotes, and
+        at most about 200 characters long.
+        """
+        cases = [
+            (ProtocolError("bad frame"), "bad frame"),
+            (ProtocolError(), "ProtocolError"),
+            (ProtocolError("b'say \"hi\"'"), "b'say 'hi''"),
+            (ProtocolError("caf\u00e9"), "caf\\xe9"),
+            (ProtocolError("x" * 300), "x" * 200 + "..."),
+        ]
+        for error, text in cases:
+            self.assertEqual(describeError(error), text)

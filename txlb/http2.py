@@ -350,7 +350,7 @@ class HTTP2Channel(Protocol):
             events = self.conn.receive_data(data)
         except H2Error as e:
             # hyper-h2 has made a GOAWAY saying why.
-            self._refuseConnection(str(e) or type(e).__name__)
+            self._refuseConnection(describeError(e))
             return
         handlers = self._handlers
         for event in events:
@@ -807,6 +807,17 @@ def _toHTTP11(
         if authority is None or name != b"host":
             received.addRawHeader(name, value)
     return None
+
+
+def describeError(error: H2Error) -> str:
+    """
+    hyper-h2's error, for the access log's C{error="..."}: it may quote what
+    the client sent (as a C{bytes} repr), so it is cut short, in ASCII, with
+    no double quote.
+    """
+    text = str(error) or type(error).__name__
+    text = text.encode("ascii", "backslashreplace").decode("ascii").replace('"', "'")
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _contentLength(received: Headers) -> int | None:
