@@ -68,7 +68,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from txlb import headers, refusals
-from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
+from txlb.outcome import CLIENT_PROTOCOL_ERROR
 from txlb.request import ClientRequest, Refused
 from txlb.upload import StreamingBody
 
@@ -399,8 +399,8 @@ class HTTP2Channel(Protocol):
                 authority = value
         received = request.requestHeaders
         refusal = _toHTTP11(request.method, authority, fields, received)
+        length = None if stream.requestEnded else _contentLength(received)
         if refusal is None and not stream.requestEnded:
-            length = _contentLength(received)
             limit = self.resource.settings.maxBodySize
             if limit is not None and (length or 0) > limit:
                 refusal = refusals.bodyTooLarge(limit)
@@ -411,7 +411,7 @@ class HTTP2Channel(Protocol):
             if b"100-continue" in headers.tokens(received, b"expect"):
                 # As Twisted's HTTP/1.1 server does.
                 self.sendHeaders(stream, [(b":status", b"100")])
-            request.stream = StreamingBody(_contentLength(received), stream)
+            request.stream = StreamingBody(length, stream)
             request.stream.started = True
         stream.timer = self._reactor.callLater(
             self.resource.settings.clientTimeout, self._stalled, stream
@@ -645,11 +645,10 @@ class HTTP2Channel(Protocol):
         Answer C{refusal} on C{stream} before the request is forwarded: an
         empty response, logged and counted as an HTTP/1.1 refusal is.
         """
-        flag = CLIENT_PROTOCOL_ERROR if refusal.protocolError else NORMAL
         self.resource.metrics.countRefusal(refusal.reason)
-        self.resource.refused(stream, stream.request, refusal.code, refusal.error, flag)
+        self.resource.refused(stream, stream.request, refusal.code, refusal.error, refusal.flag)
         stream.ending = True
-        self.sendHeaders(stream, [(b":status", b"%d" % refusal.code), (b"content-length", b"0")])
+        self.sendHeaders(stream, _emptyHead(refusal.code))
         self.sendData(stream)
 
     def refuse(self, stream: HTTP2Stream, refusal: refusals.Refusal) -> None:
@@ -661,12 +660,10 @@ class HTTP2Channel(Protocol):
         """
         request = stream.request
         assert request is not None
-        flag = CLIENT_PROTOCOL_ERROR if refusal.protocolError else NORMAL
         self.resource.metrics.countRefusal(refusal.reason)
-        request.refused = Refused(refusal.code, refusal.error, flag)
+        request.refused = Refused(refusal.code, refusal.error, refusal.flag)
         if not request.startedWriting:
-            head = [(b":status", b"%d" % refusal.code), (b"content-length", b"0")]
-            self.sendHeaders(stream, head, end=True)
+            self.sendHeaders(stream, _emptyHead(refusal.code), end=True)
         self.reset(stream, ErrorCodes.CANCEL if request.startedWriting else ErrorCodes.NO_ERROR)
 
     def _refuseConnection(self, why: str) -> None:
@@ -807,6 +804,13 @@ def _toHTTP11(
         if authority is None or name != b"host":
             received.addRawHeader(name, value)
     return None
+
+
+def _emptyHead(code: int) -> list[tuple[bytes, bytes]]:
+    """
+    The head of an empty response of txlb's own with status C{code}.
+    """
+    return [(b":status", b"%d" % code), (b"content-length", b"0")]
 
 
 def describeError(error: H2Error) -> str:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from twisted.web.http_headers import Headers
 
 from txlb.http1 import isToken
+from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
 
 # The classes of refusal: the values of the reason label of
 # txlb_client_refusals_total.  The set is fixed, so the metric's series are
@@ -106,6 +107,13 @@ class Refusal(NamedTuple):
         or its body too large, which have their own statuses.
         """
         return self.reason not in (TIMEOUT, BODY_TOO_LARGE)
+
+    @property
+    def flag(self) -> str:
+        """
+        The access-log flag of a request refused so.
+        """
+        return CLIENT_PROTOCOL_ERROR if self.protocolError else NORMAL
 
 
 def lineEnding(line: bytes) -> Refusal | None:

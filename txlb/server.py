@@ -15,7 +15,6 @@ from twisted.web import http, server
 
 from txlb import headers, refusals, tunnel
 from txlb.http2 import PREFACE, HTTP2Channel
-from txlb.outcome import CLIENT_PROTOCOL_ERROR, NORMAL
 from txlb.proxy import LoadBalancerResource
 from txlb.refusals import Refusal
 from txlb.request import ClientRequest, Refused
@@ -420,12 +419,11 @@ class ProxyChannel(http.HTTPChannel):
         self._refused = True
         resource = self.site.resource  # type: ignore[attr-defined]
         resource.metrics.countRefusal(refusal.reason)
-        flag = CLIENT_PROTOCOL_ERROR if refusal.protocolError else NORMAL
         request = self.requests[-1] if self.requests else None
         if request is not None and request.stream is not None and request.stream.started:
-            request.refused = Refused(refusal.code, refusal.error, flag)
+            request.refused = Refused(refusal.code, refusal.error, refusal.flag)
         else:
-            resource.refused(self, request, refusal.code, refusal.error, flag)
+            resource.refused(self, request, refusal.code, refusal.error, refusal.flag)
         self._cancelHeadDeadline()
         self.setTimeout(None)
         assert self.transport is not None
