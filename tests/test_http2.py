@@ -234,17 +234,40 @@ class HTTP2TestCase(IntegrationTestCase):
     def setUp(self) -> None:
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
-    def balancerH2(self, backends: list[Backend], **settings: Any) -> int:
+    def makeSite(
+        self, backends: list[Backend], http2: bool = True, h2c: bool = True, **settings: Any
+    ) -> LoadBalancerSite:
         """
-        txlb taking h2c on a loopback port, in front of C{backends}.
+        txlb's site in front of C{backends}, with the given settings.
         """
         client = BackendClient(reactor, connectTimeout=2)
         self.addCleanup(client.closeCachedConnections)
         self.resource = LoadBalancerResource(
             RoundRobin(backends), client, reactor, settings=ProxySettings(**settings)
         )
-        self.site = LoadBalancerSite(self.resource, h2c=True)
-        return self.listen(self.site)
+        self.site = LoadBalancerSite(self.resource, http2=http2, h2c=h2c)
+        return self.site
+
+    def balancerH2(self, backends: list[Backend], **settings: Any) -> int:
+        """
+        txlb taking h2c on a loopback port, in front of C{backends}.
+        """
+        return self.listen(self.makeSite(backends, **settings))
+
+    def listenTLS(self, site: LoadBalancerSite) -> tuple[int, str]:
+        """
+        Serve C{site} over TLS on a loopback port as C{localhost}, with a
+        certificate from a throwaway CA.
+
+        @return: The port, and the path of the CA's certificate.
+        """
+        pki = PKI(self.mktemp())
+        certKey = pki.leaf("localhost", ["localhost"])
+        with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
+            certificate = PrivateCertificate.loadPEM(c.read() + k.read())
+        port = reactor.listenSSL(0, site, certificate.options(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, pki.caPath
 
     async def h2client(self, port: int, **kwargs: Any) -> H2Client:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
@@ -524,9 +547,7 @@ class RefusalTests(HTTP2TestCase):
         Without C{--h2c}, the HTTP/2 preface on a cleartext listener is an
         HTTP/1.1 request line txlb refuses.
         """
-        client = BackendClient(reactor, connectTimeout=2)
-        self.resource = LoadBalancerResource(RoundRobin([Backend("127.0.0.1", 1)]), client, reactor)
-        lb = self.listen(LoadBalancerSite(self.resource))
+        lb = self.listen(self.makeSite([Backend("127.0.0.1", 1)], h2c=False))
         raw = await self.client(lb, PREFACE)
         self.assertTrue((await raw.closed).startswith(b"HTTP/1.1 400 Bad Request\r\n"))
 
@@ -706,22 +727,14 @@ class StopTests(HTTP2TestCase):
 
 
 class TLSTests(HTTP2TestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        self.pki = PKI(self.mktemp())
-
     async def connectTLS(
         self, site: LoadBalancerSite, protocols: list[bytes], client: Protocol
     ) -> Protocol:
-        certKey = self.pki.leaf("localhost", ["localhost"])
-        with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
-            certificate = PrivateCertificate.loadPEM(c.read() + k.read())
-        port = reactor.listenSSL(0, site, certificate.options(), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        with open(self.pki.caPath, "rb") as f:
+        port, caPath = self.listenTLS(site)
+        with open(caPath, "rb") as f:
             authority = Certificate.loadPEM(f.read())
         options = optionsForClientTLS("localhost", authority, acceptableProtocols=protocols)
-        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, options)
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, options)
         connected = await connectProtocol(endpoint, client)
         self.addCleanup(
             lambda: connected.transport.abortConnection() if connected.transport.connected else None
@@ -729,12 +742,7 @@ class TLSTests(HTTP2TestCase):
         return connected
 
     def tlsSite(self, backendPort: int, http2: bool = True) -> LoadBalancerSite:
-        client = BackendClient(reactor, connectTimeout=2)
-        self.addCleanup(client.closeCachedConnections)
-        self.resource = LoadBalancerResource(
-            RoundRobin([Backend("127.0.0.1", backendPort)]), client, reactor
-        )
-        return LoadBalancerSite(self.resource, http2=http2)
+        return self.makeSite([Backend("127.0.0.1", backendPort)], http2=http2, h2c=False)
 
     async def test_alpnH2(self) -> None:
         """
@@ -1036,27 +1044,16 @@ class CurlTests(HTTP2TestCase):
         curl over TLS picks h2 in ALPN.
         """
         _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
-        pki = PKI(self.mktemp())
-        certKey = pki.leaf("localhost", ["localhost"])
-        with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
-            certificate = PrivateCertificate.loadPEM(c.read() + k.read())
-        client = BackendClient(reactor, connectTimeout=2)
-        self.addCleanup(client.closeCachedConnections)
-        self.resource = LoadBalancerResource(
-            RoundRobin([Backend("127.0.0.1", backendPort)]), client, reactor
-        )
-        port = reactor.listenSSL(
-            0, LoadBalancerSite(self.resource), certificate.options(), interface="127.0.0.1"
-        )
-        self.addCleanup(port.stopListening)
+        site = self.makeSite([Backend("127.0.0.1", backendPort)], h2c=False)
+        port, caPath = self.listenTLS(site)
         output = await self.curl(
             "--cacert",
-            pki.caPath,
+            caPath,
             "--resolve",
-            f"localhost:{port.getHost().port}:127.0.0.1",
+            f"localhost:{port}:127.0.0.1",
             "-w",
             " %{http_version}",
-            f"https://localhost:{port.getHost().port}/",
+            f"https://localhost:{port}/",
         )
         self.assertEqual(output, b"ok 2")
 
