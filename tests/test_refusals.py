@@ -7,8 +7,12 @@ counts, in memory; and the head checks as tables.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+import h11
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
@@ -1247,3 +1251,222 @@ class RuleTests(SynchronousTestCase):
             [r for r in refusals.REASONS if not Refusal(400, "", r).protocolError],
             [refusals.BODY_TOO_LARGE, refusals.TIMEOUT],
         )
+
+
+# Differential fuzzing of the request path against h11.
+#
+# A generated request (one wild piece, all wild, or none: a field line, a
+# line end, the framing, a chunk, a trailer line) is sent to txlb, with a
+# plain request after it; each request a backend gets is compared with what
+# h11, as a server, makes of the same bytes.  Whatever txlb forwards whole,
+# h11 reads whole too, with the same method, target, fields, body and
+# trailers: no request reaches a backend in a shape another parser on its
+# way could read otherwise.  (The converse, that txlb refuses only for its
+# documented rules, is left to the tables above: h11 takes obs-fold, bare-LF
+# line ends and long Content-Lengths, which txlb refuses on purpose.)
+
+REQUEST_FUZZ = settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: Names whose fields txlb or h11 treat apart (framing, hop-by-hop, Host,
+#: Expect, Upgrade), which the generated plain fields avoid.
+_SPECIAL = {
+    b"host",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"expect",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"content-length",
+    b"transfer-encoding",
+}
+_NAMES = st.one_of(
+    st.text(_TCHAR, min_size=1, max_size=5).map(str.encode),
+    st.sampled_from([b"X-A", b"Cookie", b"Accept", b"x-sum"]),
+).filter(lambda name: name.lower() not in _SPECIAL)
+_CLEAN = [b"a", b"Z", b"5", b",", b";", b"=", b'"', b":", b"/", b" ", b"\t", b"\x80", b"\xff"]
+_DIRTY = [b"\x00", b"\x01", b"\x08", b"\x0b", b"\x0c", b"\x1b", b"\x1f", b"\x7f", b"\r", b"\n"]
+_CLEAN_VALUES = st.lists(st.sampled_from(_CLEAN), max_size=6).map(b"".join)
+_WILD_VALUES = st.lists(st.sampled_from(_CLEAN + _DIRTY), min_size=1, max_size=6).map(b"".join)
+_CLEAN_FIELDS = st.tuples(_NAMES, st.sampled_from([b":", b": ", b":\t"]), _CLEAN_VALUES).map(
+    b"".join
+)
+_WILD_FIELDS = st.one_of(
+    st.tuples(st.binary(min_size=1, max_size=3), st.just(b":"), _CLEAN_VALUES).map(b"".join),
+    st.tuples(_NAMES, st.sampled_from([b" :", b"\t:", b""]), _CLEAN_VALUES).map(b"".join),
+    st.tuples(_NAMES, st.just(b": "), _WILD_VALUES).map(b"".join),
+    st.tuples(st.sampled_from([b" ", b"\t"]), _CLEAN_VALUES).map(b"".join),
+    st.sampled_from(
+        [b"GET /admin HTTP/1.1", b"Content-Length: 5", b"Transfer-Encoding: chunked", b""]
+    ),
+)
+_CLEAN_EOLS = st.just(b"\r\n")
+_WILD_EOLS = st.sampled_from([b"\n", b"\r", b"\r\r\n", b"\n\r", b"\x0b\r\n"])
+_WILD_LENGTHS = st.sampled_from(
+    [
+        b"+3",
+        b"3, 3",
+        b"03",
+        b"0" * 20 + b"3",
+        b"18446744073709551619",
+        b"9223372036854775808",
+        b"3\x0b",
+        b"",
+    ]
+)
+_WILD_SIZES = st.sampled_from([b"%X", b"0%x", b"0" * 17 + b"%x", b"%x ", b"+%x", b"%xg", b""])
+_WILD_EXTENSIONS = st.sampled_from([b";a\x01", b";a\n", b" ;a", b";"])
+
+
+def _mode(draw: st.DrawFn, pieces: int) -> Callable[[int], bool]:
+    """
+    Pick how wild a generated request is: whether each of its C{pieces}
+    pieces, by index, is wild.
+    """
+    mode = draw(st.sampled_from(["clean", "clean", "one", "wild"]))
+    bad = draw(st.integers(0, pieces - 1))
+    return lambda index: mode == "wild" or (mode == "one" and index == bad)
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> bytes:
+    """
+    A request with fields, maybe a body (by length or chunked, with
+    trailers), then a plain request.
+    """
+    fields = draw(st.integers(0, 3))
+    chunks = draw(st.lists(st.binary(min_size=1, max_size=5), max_size=2))
+    trailers = draw(st.integers(0, 2))
+    framing = draw(st.sampled_from(["none", "length", "chunked", "chunked"]))
+    # Per field: line, end; the framing; per chunk (and the last): size,
+    # extension, data end; per trailer: line, end; the trailers' end.
+    pieces = 2 * fields + 1 + 3 * (len(chunks) + 1) + 2 * trailers + 1
+    wild = _mode(draw, pieces)
+    data = b"POST /f?x=1 HTTP/1.1\r\nHost: h\r\n"
+    for index in range(0, 2 * fields, 2):
+        data += draw(_WILD_FIELDS if wild(index) else _CLEAN_FIELDS)
+        data += draw(_WILD_EOLS if wild(index + 1) else _CLEAN_EOLS)
+    index = 2 * fields
+    body = b"".join(chunks)
+    if framing == "length":
+        length = draw(_WILD_LENGTHS) if wild(index) else b"%d" % len(body)
+        data += b"Content-Length: " + length + b"\r\n\r\n" + body
+    elif framing == "chunked":
+        coding = (
+            draw(st.sampled_from([b"gzip, chunked", b"chunked\x0b"])) if wild(index) else b"chunked"
+        )
+        data += b"Transfer-Encoding: " + coding + b"\r\n\r\n"
+        for chunk in [*chunks, b""]:
+            index += 3
+            size = draw(_WILD_SIZES) if wild(index - 2) else b"%x"
+            data += (size % len(chunk) if b"%" in size else size) + (
+                draw(_WILD_EXTENSIONS) if wild(index - 1) else b""
+            )
+            data += b"\r\n" + chunk
+            if chunk:
+                data += draw(st.sampled_from([b"\n", b"", b"x\r\n"])) if wild(index) else b"\r\n"
+        for trailer in range(index + 1, index + 1 + 2 * trailers, 2):
+            data += draw(_WILD_FIELDS if wild(trailer) else _CLEAN_FIELDS)
+            data += draw(_WILD_EOLS if wild(trailer + 1) else _CLEAN_EOLS)
+        data += b"\n" if wild(pieces - 1) else b"\r\n"
+    else:
+        data += b"\r\n"
+    return data + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+#: What one parser made of one request: method, target, its fields (lower
+#: names, less the framing), body, trailers (lower names), and whether it
+#: ended.
+_Parsed = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, list[tuple[bytes, bytes]], bool]
+
+
+def _h11Requests(data: bytes) -> list[_Parsed]:
+    """
+    The requests h11, as a server answering each, reads in C{data}, up to
+    the first it refuses or that has not ended.
+    """
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(data)
+    requests: list[_Parsed] = []
+    current: list[Any] | None = None
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError:
+            break
+        if isinstance(event, h11.Request):
+            fields = [
+                (name, value)
+                for name, value in event.headers
+                if name not in (b"content-length", b"transfer-encoding")
+            ]
+            current = [event.method, event.target, sorted(fields), b"", [], False]
+        elif isinstance(event, h11.Data):
+            assert current is not None
+            current[3] += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            assert current is not None
+            current[4] = list(event.headers)
+            current[5] = True
+            requests.append(tuple(current))  # type: ignore[arg-type]
+            current = None
+            connection.send(h11.Response(status_code=200, headers=[(b"Content-Length", b"0")]))
+            connection.send(h11.EndOfMessage())
+            connection.start_next_cycle()
+        else:
+            break
+    if current is not None:
+        requests.append(tuple(current))  # type: ignore[arg-type]
+    return requests
+
+
+def _txlbRequests(testCase: SynchronousTestCase, data: bytes, cut: int) -> list[_Parsed]:
+    """
+    The requests the backends get when a client sends C{data} through
+    txlb, in two reads cut at C{cut}, each answered in turn, as h11 reads
+    them.
+    """
+    harness = Harness(testCase)
+    channel, _ = harness.client(data[:cut])
+    channel.dataReceived(data[cut:])
+    reactor = harness.reactor
+    forwarded = []
+    while reactor.tcpClients and not reactor.connectors[len(forwarded)].stoppedConnecting:
+        backend, toBackend = harness.backend()
+        forwarded.append(toBackend.value())
+        backend.dataReceived(OK)
+        reactor.advance(0)
+    requests = []
+    for sent in forwarded:
+        parsed = _h11Requests(sent)
+        testCase.assertEqual(len(parsed), 1, sent)
+        requests += parsed
+    return requests
+
+
+class H11RequestTests(SynchronousTestCase):
+    @REQUEST_FUZZ
+    @given(_requests(), st.integers(0, 300))
+    def test_forwardedMeansSame(self, data: bytes, cut: int) -> None:
+        """
+        Each request that reaches a backend whole is one h11 reads whole
+        from what the client sent, in the same place, with the same method,
+        target, fields, body and trailers; what a backend gets is always
+        one request h11 reads.  Cut into two reads anywhere, the client's
+        bytes make the same requests.
+        """
+        forwarded = _txlbRequests(self, data, len(data))
+        self.assertEqual(_txlbRequests(self, data, min(cut, len(data))), forwarded, (data, cut))
+        reference = _h11Requests(data)
+        for index, request in enumerate(forwarded):
+            if request[5]:
+                self.assertGreater(len(reference), index, (data, forwarded))
+                self.assertEqual(request, reference[index], (data, index))
