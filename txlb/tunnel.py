@@ -93,13 +93,16 @@ def wantsUpgrade(request: server.Request) -> bool:
     curl's C{--http2} on a POST).
     """
     received = request.requestHeaders
-    return (
+    if not (
         request.clientproto == b"HTTP/1.1"
         and received.hasHeader(b"upgrade")
         and b"upgrade" in headers.tokens(received, b"connection")
-        and not received.hasHeader(b"transfer-encoding")
-        and not received.getRawHeaders(b"content-length", [b"0"])[0].strip(b"0")
-    )
+    ):
+        return False
+    # The channel has checked the framing fields: digits, or chunked.
+    lengths = received.getRawHeaders(b"content-length")
+    chunked = received.hasHeader(b"transfer-encoding")
+    return not chunked and (lengths is None or int(lengths[0]) == 0)
 
 
 def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
