@@ -592,6 +592,29 @@ class TrailerTests(SynchronousTestCase):
         self.assertEqual(client.value(), started)
         self.assertTrue(client.disconnected)
 
+    def test_refusedAfterWholeAnswer(self) -> None:
+        """
+        Refused once the backend's whole answer is in, held back only until
+        the body ended, the answer is ended (its last chunk) and the
+        connection closed: the client keeps the answer it got, with no
+        refusal after it.
+        """
+        harness = Harness(self)
+        channel, client = harness.client(CHUNKED)
+        backend, _ = harness.backend()
+        backend.dataReceived(
+            b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n"
+        )
+        self.assertFalse(client.value().endswith(b"\r\n0\r\n\r\n"))
+        channel.dataReceived(b"0\r\nGET /admin HTTP/1.1\r\n\r\n")
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 401 Unauthorized\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n",
+        )
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.disconnected)
+
 
 class RefusedWhileForwardedTests(SynchronousTestCase):
     """

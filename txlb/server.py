@@ -149,6 +149,20 @@ class TransparentRequest(ClientRequest):
     def abort(self) -> None:
         self.channel.transport.abortConnection()  # type: ignore[union-attr]
 
+    def refusedWhileAnswered(self) -> None:
+        """
+        The rest of the request was refused once its answer had started
+        going out, which no refusal can follow: if the whole answer is in,
+        held back only until the body ended (see L{finish}), end it now;
+        otherwise cut it short, so that it does not pass for a whole one.
+        The channel closes the connection after either.
+        """
+        if self._finishWhenReceived:
+            self._finishWhenReceived = False
+            super().finish()
+        else:
+            self.abort()
+
     def _tooLarge(self, size: int) -> bool:
         """
         Answer 413 and close if C{size} bytes of body are over the limit.
@@ -518,8 +532,8 @@ class ProxyChannel(http.HTTPChannel):
         client left: the backend's answer, should it come before the
         connection is gone, goes nowhere.  If that answer has started going
         out already (the backend answered before the body was in), the
-        refusal cannot follow it: the connection is aborted instead, so that
-        the response shows cut short rather than whole.
+        refusal cannot follow it (see
+        L{TransparentRequest.refusedWhileAnswered}).
         """
         if self._refused:
             return
@@ -537,12 +551,12 @@ class ProxyChannel(http.HTTPChannel):
         self.setTimeout(None)
         assert self.transport is not None
         if request is not None and request.startedWriting:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            request.refusedWhileAnswered()
         else:
             self.transport.write(
                 b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % refusal.status
             )
-            self.loseConnection()
+        self.loseConnection()
         if forwarded is not None and forwarded.whenLost is not None:
             forwarded.whenLost(Failure(ConnectionDone("the request was refused")))
 
