@@ -36,9 +36,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.settings import ProxySettings
 from txlb.tap import Options, makeService
 
 CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
