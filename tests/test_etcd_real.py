@@ -253,17 +253,31 @@ class FollowerTests(_RealTestCase):
     async def _restartMidWatch(self, crash: bool) -> None:
         """
         Stop etcd under a follower (SIGTERM, or SIGKILL as a crash), change
-        things as soon as it is back, and check that the follower applied
-        every change once, in order, ending where etcd is.
+        things as soon as it is back (the follower catches up, perhaps
+        several revisions in one message) and after it is back, and check
+        that each snapshot is exactly etcd's state at its revision, the
+        revisions rising, up to etcd's last: nothing applied twice or
+        missed.
         """
         await self.startEtcd()
         client = self.client()
-        await client.put(b"/txlb/n", b"0")
+        state: dict[str, bytes] = {}
+        states: dict[int, dict[str, bytes]] = {}
+
+        async def put(key: str, value: bytes) -> None:
+            state[key] = value
+            states[await client.put(b"/txlb/" + key.encode(), value)] = dict(state)
+
+        async def delete(key: str) -> None:
+            del state[key]
+            states[(await client.delete(b"/txlb/" + key.encode()))[0]] = dict(state)
+
+        await put("n", b"0")
         follower, snapshots = self.follow(self.client())
         await waitFor(lambda: follower.connected, "connected")
         for i in range(1, 4):
-            await client.put(b"/txlb/n", b"%d" % i)
-        await waitFor(lambda: follower.revision == self.server.revision(), "caught up")
+            await put("n", b"%d" % i)
+        await waitFor(lambda: follower.revision == max(states), "caught up")
         if crash:
             self.server.kill()
         else:
@@ -271,18 +285,31 @@ class FollowerTests(_RealTestCase):
         await waitFor(lambda: not follower.connected, "disconnected")
         await self.server.start()
         for i in range(4, 8):
-            await client.put(b"/txlb/n", b"%d" % i)
-        await client.put(b"/txlb/gone", b"x")
-        await client.delete(b"/txlb/gone")
+            await put("n", b"%d" % i)
+        await put("gone", b"x")
+        await delete("gone")
         await waitFor(lambda: follower.connected, "connected again")
-        final = self.server.revision()
-        await waitFor(lambda: follower.revision == final, "caught up again")
-        values = [s.values.get("n") for s in snapshots]
-        self.assertEqual(values, [b"%d" % i for i in range(8)] + [b"7", b"7"])
+        await put("n", b"8")
+        await put("m", b"9")
+        await waitFor(lambda: follower.revision == max(states), "caught up again")
+        self.assertEqual(follower.revision, self.server.revision())
         revisions = [s.revision for s in snapshots]
         self.assertEqual(revisions, sorted(set(revisions)))
-        self.assertEqual(snapshots[-1].values, {"n": b"7"})
-        self.assertEqual(snapshots[-1].revision, final)
+        self.assertEqual(revisions[-1], max(states))
+        previous: dict[str, bytes] = {}
+        for snapshot in snapshots:
+            self.assertEqual(snapshot.values, states[snapshot.revision])
+            changed = {
+                k
+                for k in snapshot.values.keys() | previous.keys()
+                if snapshot.values.get(k) != previous.get(k)
+            }
+            self.assertEqual(snapshot.changed, changed)
+            previous = snapshot.values
+        for i in range(9):
+            # Every value n had before the restart and after it was seen.
+            if i not in range(4, 7):
+                self.assertIn(b"%d" % i, [s.values.get("n") for s in snapshots])
 
     async def test_etcdRestarted(self) -> None:
         """
