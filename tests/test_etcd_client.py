@@ -445,6 +445,36 @@ class AuthenticationTests(SynchronousTestCase):
             str(failure.value), "etcd http://etcd1:2379: etcdserver: invalid auth token (HTTP 401)"
         )
 
+    def test_authenticationOff(self) -> None:
+        """
+        While etcd's authentication is off the client goes on without a
+        token (as etcd's own client does); once it is turned on, the
+        client authenticates and repeats the call.
+        """
+        self.gateway.queue(
+            "/v3/auth/authenticate",
+            error(412, 9, "etcdserver: authentication is not enabled"),
+            self.token("abc.1"),
+        )
+        self.gateway.queue(
+            "/v3/kv/range",
+            rangeAnswer(1, {}),
+            error(400, 3, "etcdserver: user name is empty"),
+            rangeAnswer(1, {}),
+        )
+        run(self.etcd, self.etcd.client.range(b"k"))
+        self.successResultOf(run(self.etcd, self.etcd.client.range(b"k")))
+        self.assertEqual(
+            [(r.path, r.authorization) for r in self.gateway.received],
+            [
+                ("/v3/auth/authenticate", None),
+                ("/v3/kv/range", None),
+                ("/v3/kv/range", None),
+                ("/v3/auth/authenticate", None),
+                ("/v3/kv/range", "abc.1"),
+            ],
+        )
+
     def test_wrongPassword(self) -> None:
         """
         A refused password is one line naming the user.

@@ -152,6 +152,29 @@ class FollowerTests(SynchronousTestCase):
         self.assertEqual(len(self.snapshots), 1)
         self.assertEqual(self.follower.revision, 5)
 
+    def test_changedWithinAMessage(self) -> None:
+        """
+        A key put and deleted within one message (a catch-up of several
+        revisions) has not changed; a key set back to its value neither.
+        """
+        self.start(3, {b"/txlb/a": b"1"})
+        catchUp = {
+            "result": {
+                "header": header(7),
+                "events": [
+                    {"kv": {"key": b64(b"/txlb/gone"), "mod_revision": "4", "value": b64(b"x")}},
+                    {"kv": {"key": b64(b"/txlb/a"), "mod_revision": "5", "value": b64(b"2")}},
+                    {"type": "DELETE", "kv": {"key": b64(b"/txlb/gone"), "mod_revision": "6"}},
+                    {"kv": {"key": b64(b"/txlb/a"), "mod_revision": "7", "value": b64(b"1")}},
+                ],
+            }
+        }
+        self.etcd.write(line(catchUp))
+        self.assertEqual(len(self.snapshots), 1)
+        self.assertEqual(self.follower.revision, 7)
+        self.etcd.write(events(8, (b"/txlb/b", b"1"), (b"/txlb/b", None), (b"/txlb/a", b"3")))
+        self.assertEqual(self.snapshots[1:], [Snapshot({"a": b"3"}, 8, frozenset({"a"}))])
+
     def test_oldEventsSkipped(self) -> None:
         """
         Events at or below the revision already applied are not applied

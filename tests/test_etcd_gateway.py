@@ -248,7 +248,9 @@ class WatchMessageTests(SynchronousTestCase):
         line = json.loads(
             '{"error":{"grpc_code":14,"http_code":503,"message":"transport is closing","http_status":"Service Unavailable"}}'
         )
-        self.assertEqual(gateway.streamError(line), "transport is closing (HTTP 503, code 14)")
+        self.assertEqual(
+            gateway.streamError(line), ("transport is closing (HTTP 503, code 14)", 503)
+        )
         self.assertIsNone(gateway.streamError({"result": {"header": _HEADER}}))
         self.assertIsNone(gateway.streamError({"header": _HEADER, "error": "too many leases"}))
 

@@ -496,6 +496,18 @@ class AuthenticationTests(_RealTestCase):
         else:
             self.fail("authenticated with a wrong password")
 
+    async def test_turnedOnLater(self) -> None:
+        """
+        A client given a user works while etcd's authentication is off,
+        and goes on working once it is turned on.
+        """
+        await self.startEtcd()
+        client = self.client(user="txlb", password="right")
+        await client.put(b"/txlb/a", b"1")
+        self.server.enableAuth("txlb", "right")
+        await client.put(b"/txlb/a", b"2")
+        self.assertEqual((await client.range(b"/txlb/a")).kvs[0].value, b"2")
+
     async def test_noUser(self) -> None:
         """
         Without a user, etcd's refusal says credentials are wanted.

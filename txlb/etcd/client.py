@@ -151,6 +151,10 @@ def tlsSettings(ca: str | None, cert: str | None, key: str | None) -> BackendTLS
     return BackendTLS(trustRoot, clientCertificate)
 
 
+#: What etcd says to a request without a token when authentication is on.
+_NO_USER = "user name is empty"
+
+
 class _UnreachableError(Exception):
     """
     One endpoint could not be asked (the request was not processed), so the
@@ -277,7 +281,7 @@ class WatchStream(Protocol):
             message = gateway.parseObject(line, f"etcd {self.endpoint} watch")
             problem = gateway.streamError(message)
             if problem is not None:
-                raise WatchEndedError(f"etcd {self.endpoint} ended the watch: {problem}")
+                raise WatchEndedError(f"etcd {self.endpoint} ended the watch: {problem[0]}")
             if "result" not in message:
                 raise EtcdProtocolError(f"etcd {self.endpoint}: a watch message without result")
             result = gateway.watchResult(gateway.field(message, "result", dict, {}))
@@ -543,9 +547,10 @@ class EtcdClient:
             message = gateway.parseObject(answer, f"etcd {url}{path}")
             problem = gateway.streamError(message)
             if problem is not None:
-                if "HTTP 503" in problem:
-                    raise _UnreachableError(problem)
-                raise EtcdRequestError(f"etcd {url}{path}: {problem}", 200, 0, problem)
+                reason, status = problem
+                if status == 503:
+                    raise _UnreachableError(reason)
+                raise EtcdRequestError(f"etcd {url}{path}: {reason}", 200, 0, reason)
             return message
 
         return await self._authenticated(lambda token: self._onEndpoints(tryCall, token, endpoint))
@@ -553,19 +558,24 @@ class EtcdClient:
     async def _authenticated(self, send: Callable[[str | None], Any]) -> Any:
         """
         C{send(token)}, again with a new token if etcd did not know the one
-        sent.
+        sent, or wanted one after all (authentication was turned on).
         """
         token = await self._currentToken()
         try:
             return await send(token)
         except EtcdAuthError as e:
-            if self._user is None or e.status != 401:
+            if self._user is None or not (e.status == 401 or _NO_USER in e.reason):
                 raise
             if self._token == token:
                 self._token = None
             return await send(await self._currentToken())
 
     async def _currentToken(self) -> str | None:
+        """
+        The token to send: none without a user, an empty one while etcd's
+        authentication is off (as etcd's own client, which goes on without
+        one), or the one etcd gave.
+        """
         if self._user is None or self._token is not None:
             return self._token
         request = {"name": self._user, "password": self._password}
@@ -582,6 +592,8 @@ class EtcdClient:
                         code,
                         reason,
                     )
+                if code == 9 and "authentication is not enabled" in reason:
+                    return ""
                 raise self._failure(url, response.code, answer)
             message = gateway.parseObject(answer, f"etcd {url} authentication")
             return gateway.field(message, "token", str, "")
@@ -685,7 +697,7 @@ class EtcdClient:
         if status == 503:
             return _UnreachableError(f"{reason} (HTTP 503)")
         message = f"etcd {url}: {reason} (HTTP {status})"
-        if status == 401 or "user name is empty" in reason:
+        if status == 401 or _NO_USER in reason:
             if status != 401:
                 message += ": etcd wants a user and password"
             return EtcdAuthError(message, status, code, reason)

@@ -201,18 +201,19 @@ class EtcdFollower(Service):
         if not events:
             # A progress notification, or events already applied.
             return
-        changed = set()
+        before: dict[str, bytes | None] = {}
         for event in events:
             key = self._relative(event.kv.key)
             if key is None:
                 continue
+            before.setdefault(key, self.values.get(key))
             if event.type == PUT:
-                if self.values.get(key) != event.kv.value:
-                    self.values[key] = event.kv.value
-                    changed.add(key)
-            elif self.values.pop(key, None) is not None:
-                changed.add(key)
+                self.values[key] = event.kv.value
+            else:
+                self.values.pop(key, None)
         self.revision = max(e.kv.modRevision for e in events)
+        # A key put then deleted within the message has not changed.
+        changed = {key for key, value in before.items() if self.values.get(key) != value}
         if changed:
             self._deliver(changed)
 

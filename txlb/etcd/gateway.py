@@ -255,11 +255,11 @@ def watchResult(message: dict[str, Any]) -> WatchResult:
     )
 
 
-def streamError(message: dict[str, Any]) -> str | None:
+def streamError(message: dict[str, Any]) -> tuple[str, int] | None:
     """
-    The one-line reason of an error line in a stream (C{{"error":
-    {"grpc_code": 14, "http_code": 503, "message": "transport is
-    closing", ...}}}, sent after the 200 when etcd stops), or L{None} if
+    The one-line reason and HTTP status of an error line in a stream
+    (C{{"error": {"grpc_code": 14, "http_code": 503, "message": "transport
+    is closing", ...}}}, sent after the 200 when etcd stops), or L{None} if
     C{message} is not one (a lease grant's C{"error"} is a string, and an
     answer of its own).
     """
@@ -267,7 +267,8 @@ def streamError(message: dict[str, Any]) -> str | None:
     if not isinstance(error, dict):
         return None
     text = field(error, "message", str, "") or "no message"
-    return f"{text} (HTTP {integer(error, 'http_code')}, code {integer(error, 'grpc_code')})"
+    status = integer(error, "http_code")
+    return f"{text} (HTTP {status}, code {integer(error, 'grpc_code')})", status
 
 
 def errorAnswer(body: bytes) -> tuple[str, int]:
