@@ -255,9 +255,10 @@ class FollowerTests(_RealTestCase):
         Stop etcd under a follower (SIGTERM, or SIGKILL as a crash), change
         things as soon as it is back (the follower catches up, perhaps
         several revisions in one message) and after it is back, and check
-        that each snapshot is exactly etcd's state at its revision, the
-        revisions rising, up to etcd's last: nothing applied twice or
-        missed.
+        that each snapshot is exactly etcd's state at its revision (so each
+        key written once while it was away is there), with the keys that
+        changed, the revisions rising up to etcd's last: nothing applied
+        twice or missed.
         """
         await self.startEtcd()
         client = self.client()
@@ -286,6 +287,7 @@ class FollowerTests(_RealTestCase):
         await self.server.start()
         for i in range(4, 8):
             await put("n", b"%d" % i)
+            await put(f"k{i}", b"%d" % i)
         await put("gone", b"x")
         await delete("gone")
         await waitFor(lambda: follower.connected, "connected again")
@@ -306,10 +308,6 @@ class FollowerTests(_RealTestCase):
             }
             self.assertEqual(snapshot.changed, changed)
             previous = snapshot.values
-        for i in range(9):
-            # Every value n had before the restart and after it was seen.
-            if i not in range(4, 7):
-                self.assertIn(b"%d" % i, [s.values.get("n") for s in snapshots])
 
     async def test_etcdRestarted(self) -> None:
         """

@@ -200,10 +200,14 @@ class _BodyReader(Protocol):
         self.done: Deferred[bytes] = Deferred(lambda _: self._close())
 
     def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
         self._size += len(data)
-        if self._size > self._limit and not self.done.called:
+        if self._size > self._limit:
+            self._chunks = []
             self._close()
             self.done.errback(MessageTooLongError(f"an answer of more than {self._limit} bytes"))
+            return
         self._chunks.append(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -364,8 +368,9 @@ class EtcdClient:
         """
         @param endpoints: URLs, checked by L{parseEndpoint}.
         @param http: What requests are sent with: a treq C{HTTPClient} (or
-            C{treq.testing.StubTreq}); by default one with no cookie jar, a
-            new connection per call and C{tls} for C{https://} endpoints.
+            C{treq.testing.StubTreq}); by default one that opens a new
+            connection per call (no stale pooled connection after etcd
+            restarts) and uses C{tls} for C{https://} endpoints.
         @param tls: See L{tlsSettings}; the system's CAs by default.
         @param user: etcd's user to authenticate as, if any.
         """
