@@ -13,21 +13,21 @@ so.
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet.task import deferLater
+
+from tests.helpers import PKI, freePort
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -43,91 +43,24 @@ SKIP = (
 ROOT_PASSWORD = "root-password"
 
 
-def freePort() -> int:
-    """
-    A TCP port free on 127.0.0.1 now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Certificates:
     """
     A CA, a certificate for etcd on 127.0.0.1 and a client certificate, all
     PEM files in C{directory}; and a second CA, which signed none of them.
     """
 
-    def __init__(self, directory: Path) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-        directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.timezone.utc)
-
-        def name(text: str) -> x509.Name:
-            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-        def write(path: Path, key: Any, certificate: Any) -> None:
-            path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-            if key is not None:
-                path.with_name(path.stem + "-key.pem").write_bytes(
-                    key.private_bytes(
-                        serialization.Encoding.PEM,
-                        serialization.PrivateFormat.PKCS8,
-                        serialization.NoEncryption(),
-                    )
-                )
-
-        def build(subject: str, issuer: Any, key: Any, ca: bool, usage: list[Any]) -> Any:
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(name(subject))
-                .issuer_name(issuer[0] if issuer else name(subject))
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            )
-            if usage:
-                builder = builder.add_extension(
-                    x509.SubjectAlternativeName(
-                        [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                    ),
-                    critical=False,
-                ).add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-            return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-        caKey = ec.generate_private_key(ec.SECP256R1())
-        ca = build("txlb test CA", None, caKey, True, [])
-        write(directory / "ca.pem", None, ca)
+    def __init__(self, directory: str) -> None:
+        pki = PKI(directory)
+        self.ca = pki.caPath
         # The gateway dials etcd's own gRPC port with the server certificate,
-        # as a client: it needs both uses.
-        serverKey = ec.generate_private_key(ec.SECP256R1())
-        server = build(
+        # as a client: it needs both uses, or every call answers 503.
+        self.server, self.serverKey = pki.leaf(
             "etcd",
-            (ca.subject, caKey),
-            serverKey,
-            False,
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            addresses=["127.0.0.1"],
+            usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         )
-        write(directory / "server.pem", serverKey, server)
-        clientKey = ec.generate_private_key(ec.SECP256R1())
-        client = build(
-            "txlb", (ca.subject, caKey), clientKey, False, [ExtendedKeyUsageOID.CLIENT_AUTH]
-        )
-        write(directory / "client.pem", clientKey, client)
-        otherKey = ec.generate_private_key(ec.SECP256R1())
-        write(directory / "other-ca.pem", None, build("other CA", None, otherKey, True, []))
-        self.ca = str(directory / "ca.pem")
-        self.otherCA = str(directory / "other-ca.pem")
-        self.server = str(directory / "server.pem")
-        self.serverKey = str(directory / "server-key.pem")
-        self.client = str(directory / "client.pem")
-        self.clientKey = str(directory / "client-key.pem")
+        self.client, self.clientKey = pki.leaf("txlb")
+        self.otherCA = PKI(os.path.join(directory, "other"), "another CA").caPath
 
 
 class EtcdServer:

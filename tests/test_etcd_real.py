@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.etcdserver import SKIP, Certificates, EtcdServer, freePort, startEtcd
+from tests.etcdserver import SKIP, Certificates, EtcdServer, startEtcd
+from tests.helpers import freePort, waitFor
 from txlb.etcd import (
     Backoff,
     Delete,
@@ -49,17 +49,6 @@ _RUN_TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd impo
 
 async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
-
-
-async def waitFor(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
-    """
-    Wait until C{condition()} holds, failing after C{timeout} seconds.
-    """
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await sleep(0.02)
 
 
 class _RealTestCase(TestCase):
@@ -161,9 +150,9 @@ class WatchTests(_RealTestCase):
         results: list[WatchResult] = []
         stream = await client.watch(b"/txlb/", results.append, prefix=True, startRevision=start)
         self.addCleanup(stream.stop)
-        await waitFor(lambda: sum(len(r.events) for r in results) == 3, "the replay")
+        await waitFor(lambda: sum(len(r.events) for r in results) == 3, 10, "the replay")
         revision = await client.put(b"/txlb/c", b"3")
-        await waitFor(lambda: sum(len(r.events) for r in results) == 4, "the new put")
+        await waitFor(lambda: sum(len(r.events) for r in results) == 4, 10, "the new put")
         events = [(e.type, e.kv.key, e.kv.modRevision) for r in results for e in r.events]
         self.assertEqual(
             events,
@@ -225,13 +214,13 @@ class FollowerTests(_RealTestCase):
         await client.put(b"/txlb/config.toml", b"a = 1")
         await client.put(b"/other", b"not followed")
         follower, snapshots = self.follow(self.client())
-        await waitFor(lambda: follower.connected, "connected")
+        await waitFor(lambda: follower.connected, 10, "connected")
         one = await client.put(b"/txlb/pools/api/backends/10.0.0.1:80", b'{"weight": 2}')
         two = await client.txn(
             [Put(b"/txlb/config.toml", b"a = 2"), Delete(b"/txlb/pools/api/backends/10.0.0.1:80")]
         )
         await client.put(b"/other", b"still not followed")
-        await waitFor(lambda: len(snapshots) == 3, "three snapshots")
+        await waitFor(lambda: len(snapshots) == 3, 10, "three snapshots")
         await sleep(0.2)
         self.assertEqual(
             snapshots,
@@ -275,25 +264,25 @@ class FollowerTests(_RealTestCase):
 
         await put("n", b"0")
         follower, snapshots = self.follow(self.client())
-        await waitFor(lambda: follower.connected, "connected")
+        await waitFor(lambda: follower.connected, 10, "connected")
         for i in range(1, 4):
             await put("n", b"%d" % i)
-        await waitFor(lambda: follower.revision == max(states), "caught up")
+        await waitFor(lambda: follower.revision == max(states), 10, "caught up")
         if crash:
             self.server.kill()
         else:
             await self.server.stop()
-        await waitFor(lambda: not follower.connected, "disconnected")
+        await waitFor(lambda: not follower.connected, 10, "disconnected")
         await self.server.start()
         for i in range(4, 8):
             await put("n", b"%d" % i)
             await put(f"k{i}", b"%d" % i)
         await put("gone", b"x")
         await delete("gone")
-        await waitFor(lambda: follower.connected, "connected again")
+        await waitFor(lambda: follower.connected, 10, "connected again")
         await put("n", b"8")
         await put("m", b"9")
-        await waitFor(lambda: follower.revision == max(states), "caught up again")
+        await waitFor(lambda: follower.revision == max(states), 10, "caught up again")
         self.assertEqual(follower.revision, self.server.revision())
         revisions = [s.revision for s in snapshots]
         self.assertEqual(revisions, sorted(set(revisions)))
@@ -336,16 +325,16 @@ class FollowerTests(_RealTestCase):
         # A fixed wait of 3 s before each try again: time to change and
         # compact while it is away.
         follower, snapshots = self.follow(self.client(), backoff=Backoff(3.0, 3.0, lambda: 1.0))
-        await waitFor(lambda: follower.connected, "connected")
+        await waitFor(lambda: follower.connected, 10, "connected")
         seen = follower.revision
         await self.server.restart()
-        await waitFor(lambda: not follower.connected, "disconnected")
+        await waitFor(lambda: not follower.connected, 10, "disconnected")
         await client.delete(b"/txlb/a")
         await client.put(b"/txlb/c", b"1")
         self.server.compact()
         self.assertEqual(follower.revision, seen)
-        await waitFor(lambda: follower.connected, "connected again", timeout=15)
-        await waitFor(lambda: len(snapshots) == 2, "the new read")
+        await waitFor(lambda: follower.connected, 15, "connected again")
+        await waitFor(lambda: len(snapshots) == 2, 10, "the new read")
         self.assertEqual(snapshots[-1].values, {"b": b"1", "c": b"1"})
         self.assertEqual(snapshots[-1].changed, frozenset({"a", "c"}))
         self.assertEqual(snapshots[-1].revision, self.server.revision())
@@ -360,7 +349,7 @@ class FollowerTests(_RealTestCase):
         await self.startEtcd()
         client = self.client(timeout=0.5)
         follower, _ = self.follow(self.client(timeout=0.5), probeInterval=0.3)
-        await waitFor(lambda: follower.connected, "connected")
+        await waitFor(lambda: follower.connected, 10, "connected")
         self.server.freeze()
         start = reactor.seconds()
         try:
@@ -370,11 +359,11 @@ class FollowerTests(_RealTestCase):
         else:
             self.fail("no timeout")
         self.assertLess(reactor.seconds() - start, 2)
-        await waitFor(lambda: not follower.connected, "the check noticed")
+        await waitFor(lambda: not follower.connected, 10, "the check noticed")
         self.server.thaw()
-        await waitFor(lambda: follower.connected, "connected again")
+        await waitFor(lambda: follower.connected, 10, "connected again")
         await client.put(b"/txlb/a", b"1")
-        await waitFor(lambda: follower.values == {"a": b"1"}, "the change")
+        await waitFor(lambda: follower.values == {"a": b"1"}, 10, "the change")
 
 
 class LeaseTests(_RealTestCase):
@@ -389,8 +378,8 @@ class LeaseTests(_RealTestCase):
         lease = await client.grant(1)
         self.assertEqual(lease.ttl, 1)
         await client.put(b"/txlb/pools/a/backends/h:1", b"", lease=lease.id)
-        await waitFor(lambda: "pools/a/backends/h:1" in follower.values, "the key")
-        await waitFor(lambda: follower.values == {}, "the expiry", timeout=5)
+        await waitFor(lambda: "pools/a/backends/h:1" in follower.values, 10, "the key")
+        await waitFor(lambda: follower.values == {}, 5, "the expiry")
         self.assertEqual(snapshots[-1].changed, frozenset({"pools/a/backends/h:1"}))
         self.assertIsNone(await client.keepAlive(lease.id))
 
@@ -433,7 +422,7 @@ class RegistrationTests(_RealTestCase):
         await self.startEtcd()
         client = self.client()
         registration = self.register(self.client())
-        await waitFor(lambda: registration.state == "registered", "registered")
+        await waitFor(lambda: registration.state == "registered", 10, "registered")
         kv = (await client.range(self.key)).kvs[0]
         self.assertEqual((kv.value, kv.lease), (b'{"weight": 2}', registration.lease))
         await sleep(2.5)
@@ -448,12 +437,12 @@ class RegistrationTests(_RealTestCase):
         await self.startEtcd()
         client = self.client()
         registration = self.register(self.client())
-        await waitFor(lambda: registration.state == "registered", "registered")
+        await waitFor(lambda: registration.state == "registered", 10, "registered")
         await self.server.stop()
-        await waitFor(lambda: registration.state == "lost", "lost")
+        await waitFor(lambda: registration.state == "lost", 10, "lost")
         await sleep(1.5)
         await self.server.start()
-        await waitFor(lambda: registration.state == "registered", "registered again")
+        await waitFor(lambda: registration.state == "registered", 10, "registered again")
         for _ in range(5):
             self.assertTrue(await self.present(client))
             await sleep(0.5)
@@ -466,13 +455,13 @@ class RegistrationTests(_RealTestCase):
         await self.startEtcd()
         client = self.client()
         registration = self.register(self.client())
-        await waitFor(lambda: registration.state == "registered", "registered")
+        await waitFor(lambda: registration.state == "registered", 10, "registered")
         old = registration.lease
         assert old is not None
         await client.revoke(old)
         self.assertFalse(await self.present(client))
-        await waitFor(lambda: registration.lease not in (old, None), "a new lease")
-        await waitFor(lambda: registration.state == "registered", "registered again")
+        await waitFor(lambda: registration.lease not in (old, None), 10, "a new lease")
+        await waitFor(lambda: registration.state == "registered", 10, "registered again")
         self.assertEqual((await client.range(self.key)).kvs[0].lease, registration.lease)
 
 
@@ -566,10 +555,10 @@ class AuthenticationTests(_RealTestCase):
         )
         self.assertNotEqual(sent[1][1], sent[4][1])
         follower, _ = self.follow(self.client(user="txlb", password="right"))
-        await waitFor(lambda: follower.values == {"a": b"2"}, "the snapshot")
-        await waitFor(lambda: follower.connected, "the watch")
+        await waitFor(lambda: follower.values == {"a": b"2"}, 10, "the snapshot")
+        await waitFor(lambda: follower.connected, 10, "the watch")
         await client.put(b"/txlb/a", b"3")
-        await waitFor(lambda: follower.values == {"a": b"3"}, "the change")
+        await waitFor(lambda: follower.values == {"a": b"3"}, 10, "the change")
 
 
 class _Recording:
@@ -597,22 +586,22 @@ class TLSTests(_RealTestCase):
         Over TLS, trusting the CA given and sending a client certificate:
         calls and a follower's watch.
         """
-        certificates = Certificates(Path(self.mktemp()))
+        certificates = Certificates(self.mktemp())
         await self.startEtcd(tls=certificates)
         self.assertTrue(self.server.url.startswith("https://"))
         tls = tlsSettings(certificates.ca, certificates.client, certificates.clientKey)
         client = self.client(tls=tls)
         follower, _ = self.follow(self.client(tls=tls))
-        await waitFor(lambda: follower.connected, "connected")
+        await waitFor(lambda: follower.connected, 10, "connected")
         await client.put(b"/txlb/a", b"1")
-        await waitFor(lambda: follower.values == {"a": b"1"}, "the change")
+        await waitFor(lambda: follower.values == {"a": b"1"}, 10, "the change")
 
     async def test_refused(self) -> None:
         """
         Without a client certificate, or trusting another CA, the handshake
         fails, and the error says which side refused.
         """
-        certificates = Certificates(Path(self.mktemp()))
+        certificates = Certificates(self.mktemp())
         await self.startEtcd(tls=certificates)
         for tls, reason in [
             (tlsSettings(certificates.ca, None, None), "TLS: client certificate refused"),
@@ -649,7 +638,7 @@ class EndpointTests(_RealTestCase):
         await client.put(b"/txlb/a", b"1")
         self.assertEqual(client.endpoint, self.server.url)
         follower, _ = self.follow(self.client(down, self.server.url))
-        await waitFor(lambda: follower.connected, "connected")
+        await waitFor(lambda: follower.connected, 10, "connected")
         self.assertEqual(follower.endpoint, self.server.url)
         self.assertEqual(follower.values, {"a": b"1"})
 
