@@ -11,7 +11,15 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txlb.etcd import Backoff, EtcdProtocolError, MessageTooLongError, gateway, parseEndpoint
+from txlb.etcd import (
+    Backoff,
+    EtcdProtocolError,
+    MessageTooLongError,
+    gateway,
+    parseEndpoint,
+    readPassword,
+    tlsSettings,
+)
 from txlb.etcd.layout import memberKey, memberValue, parseMember
 from txlb.etcd.lines import LineBuffer
 
@@ -441,4 +449,53 @@ class EndpointTests(SynchronousTestCase):
             ),
         ]:
             error = self.assertRaises(ValueError, parseEndpoint, text)
+            self.assertEqual(str(error), message)
+
+
+class OptionFileTests(SynchronousTestCase):
+    """
+    What C{--etcd-password-file}, C{--etcd-ca}, C{--etcd-cert} and
+    C{--etcd-key} name.
+    """
+
+    def write(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.write(data)
+        return path
+
+    def test_password(self) -> None:
+        """
+        The password is the first line, without its end.
+        """
+        for data in [b"s3cret", b"s3cret\n", b"s3cret\r\n", b"s3cret\nignored\n"]:
+            self.assertEqual(readPassword(self.write(data)), "s3cret")
+        self.assertEqual(readPassword(self.write(b" pass word \n")), " pass word ")
+
+    def test_badPasswordFile(self) -> None:
+        """
+        A file that is missing, empty or not UTF-8 is one line.
+        """
+        missing = self.mktemp()
+        for path, message in [
+            (missing, f"--etcd-password-file: {missing}: No such file or directory"),
+            (self.write(b""), "no password on its first line"),
+            (self.write(b"\nsecret"), "no password on its first line"),
+            (self.write(b"\xff\n"), "the password is not UTF-8"),
+        ]:
+            error = self.assertRaises(ValueError, readPassword, path)
+            self.assertTrue(str(error).endswith(message), str(error))
+            self.assertEqual(len(str(error).splitlines()), 1)
+
+    def test_tlsErrors(self) -> None:
+        """
+        TLS files that cannot be used are one line naming the option.
+        """
+        empty = self.write(b"")
+        for arguments, message in [
+            ((None, empty, None), "--etcd-cert and --etcd-key go together: give both"),
+            ((empty, None, None), f"--etcd-ca: {empty}: no PEM certificate in the file"),
+            ((None, empty, empty), f"--etcd-cert: {empty}: no PEM certificate in the file"),
+        ]:
+            error = self.assertRaises(ValueError, tlsSettings, *arguments)
             self.assertEqual(str(error), message)

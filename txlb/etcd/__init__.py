@@ -22,6 +22,7 @@ from txlb.etcd.client import (
     Put,
     WatchStream,
     parseEndpoint,
+    readPassword,
     tlsSettings,
 )
 from txlb.etcd.errors import (
@@ -69,5 +70,6 @@ __all__ = [
     "WatchResult",
     "WatchStream",
     "parseEndpoint",
+    "readPassword",
     "tlsSettings",
 ]

@@ -151,6 +151,27 @@ def tlsSettings(ca: str | None, cert: str | None, key: str | None) -> BackendTLS
     return BackendTLS(trustRoot, clientCertificate)
 
 
+def readPassword(path: str) -> str:
+    """
+    The password in the file C{--etcd-password-file} names: its first line,
+    without the line's end (so that C{echo secret > file} works).
+
+    @raise ValueError: With one line, if it cannot be read or is empty.
+    """
+    try:
+        with open(path, "rb") as file:
+            text = file.read()
+    except OSError as e:
+        raise ValueError(f"--etcd-password-file: {path}: {e.strerror or e}") from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ValueError(f"--etcd-password-file: {path}: no password on its first line")
+    try:
+        return lines[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--etcd-password-file: {path}: the password is not UTF-8") from None
+
+
 #: What etcd says to a request without a token when authentication is on.
 _NO_USER = "user name is empty"
 
