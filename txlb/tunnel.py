@@ -102,8 +102,8 @@ def wantsUpgrade(request: server.Request) -> bool:
     Parsers disagree on where such a request ends: h11 reads the body as
     the request's, llhttp as the new protocol's first bytes; forwarded as
     an ordinary request, its body is the request's for every hop, and no
-    tunnel ever holds bytes whose meaning was in doubt.  HAProxy (since
-    2.4.5, its issue 1381), Kestrel and Helidon ignore the upgrade so too;
+    tunnel ever holds bytes whose meaning was in doubt.  HAProxy (after
+    its issue 1381), Kestrel and Helidon ignore the upgrade so too;
     refusing it instead would break the clients and proxies that send
     C{Connection: Upgrade} with every request (many nginx configurations,
     curl's C{--http2} on a POST).
