@@ -20,8 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
@@ -33,6 +34,7 @@ from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
+from txlb.twistdlog import TurnLog
 
 
 class Configuration(Protocol):
@@ -129,6 +131,9 @@ class LoadBalancerService(MultiService):
     """
 
     resolver: Any = None
+    #: twistd's log, written once per reactor turn (L{txlb.twistdlog}), for
+    #: twistd to log to; L{None} to leave twistd's logging as it is.
+    mainLog: TurnLog | None = None
 
     _log = Logger()
     stopSignals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
@@ -170,6 +175,24 @@ class LoadBalancerService(MultiService):
             self.listeners = [StreamServerEndpointService(endpoints[0], site)]
             if endpoints[1] is not None:
                 self.listeners.append(StreamServerEndpointService(endpoints[1], admin))
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; if it is twistd's new application, give it
+        L{mainLog} as its log observer.
+
+        twistd hands the service a plugin makes to a new application, then
+        starts logging with that application's L{ILogObserver} component,
+        if it has one, instead of its own text observer
+        (L{twisted.application.app.AppLogger.start}).
+        """
+        if (
+            self.mainLog is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None
+        ):
+            parent.setComponent(ILogObserver, self.mainLog)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         """

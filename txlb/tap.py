@@ -30,6 +30,7 @@ from txlb.service import LoadBalancerService
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
+from txlb.twistdlog import twistdLog
 from txlb.workers.supervisor import Supervisor, parseListen
 from txlb.workers.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
 
@@ -648,6 +649,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
         balancer.stopSignals = (signal.SIGTERM,)
         ParentWatch(reactor).setServiceParent(balancer)
+    # Under twistd, its log: once per reactor turn.
+    balancer.mainLog = twistdLog(config.parent, reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in backends], reactor=reactor)
         demo.setServiceParent(balancer)
