@@ -184,19 +184,20 @@ class TransparentRequest(ClientRequest):
         head = [b"%s %d %s\r\n" % (self.clientproto, code, phrase)]
         for name, values in self.responseHeaders.getAllRawHeaders():
             for value in values:
-                head.append(b"%s: %s\r\n" % (name, value))
+                head += (name, b": ", value, b"\r\n")
         for name, value in fields:
-            head.append(b"%s: %s\r\n" % (name, value))
+            head += (name, b": ", value, b"\r\n")
         bodyless = self.method == b"HEAD" or code in http.NO_BODY_CODES
         if length is not None:
-            head.append(b"Content-Length: %d\r\n" % length)
+            head.append(b"Content-Length: %d\r\n\r\n" % length)
         elif not bodyless and self.clientproto == b"HTTP/1.1":
-            head.append(b"Transfer-Encoding: chunked\r\n")
+            head.append(b"Transfer-Encoding: chunked\r\n\r\n")
             self.chunked = 1
+        else:
+            head.append(b"\r\n")
         if bodyless:
             # As Twisted: the body is not written.
             self.write = lambda data: None  # type: ignore[method-assign]
-        head.append(b"\r\n")
         self.channel.write(b"".join(head))
 
     def writeInterim(self, code: int, phrase: bytes, fields: headers.Fields) -> None:
@@ -776,6 +777,7 @@ class ProxyChannel(Protocol):
         if self.state != ANSWERING:
             # Refused: the connection is closing.
             return
+        self.site.writes.send(self.transport)
         self.request = None
         if not self._waitingForTransport:
             self._resumeReading()
