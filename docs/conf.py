@@ -59,4 +59,5 @@ man_pages = [
     ("txlb-replay", "txlb-replay", "replay a txlb access log through policies", [author], 1),
 ]
 man_make_section_directory = False
-man_show_urls = True
+man_show_urls = False
+smartquotes = False  # "--listen" stays two hyphens

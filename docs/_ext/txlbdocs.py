@@ -77,10 +77,10 @@ def _fileForm(name: str, parameters: set[str], flags: set[str]) -> str | None:
         return None
     listed = probe('["x", "y"]')
     if listed == [f"--{name}", "x", f"--{name}", "y"]:
-        return "a string, or a list of strings (each adds one, after the command line's)"
+        return "a string, or a list of strings, each adding one to the command line's"
     if listed == [f"--{name}", "x,y"]:
-        return "a string, or a list of strings (joined with commas)"
-    return "what the option takes: a string, or a number"
+        return "a string, or a list of strings joined with commas"
+    return "a string or a number, as on the command line"
 
 
 def optionsOf(path: str, withFile: bool) -> dict[str, Option]:
@@ -182,9 +182,9 @@ class TxlbOption(Cmdoption):
             facts += nodes.literal(text=showDefault(option.default))
             facts += nodes.Text(".")
         if option.inFile is not None:
-            facts += nodes.Text(" In the configuration file: ")
+            facts += nodes.Text(" Configuration file key: ")
             facts += nodes.literal(text=option.name)
-            facts += nodes.Text(f", {option.inFile}.")
+            facts += nodes.Text(f" ({option.inFile}).")
         elif _classFor(self.env)[0] == "":
             facts += nodes.Text(" Command line only.")
         content_node.insert(0, facts)
