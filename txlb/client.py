@@ -89,7 +89,7 @@ class _Request:
         self.head = head
         self.body = body
         self.exchange = exchange
-        #: Fired with the final head, or failed; L{None} once it has been.
+        #: Fired with the final head, or failed; C{None} once it has been.
         self.result: Deferred[ResponseHead] | None = None
         #: The connection (or the Deferred of the connection being made).
         self.connection: Any = None
@@ -440,7 +440,7 @@ class BackendClient:
     ) -> Deferred[ResponseHead]:
         """
         Send C{method target} with C{fields} to C{backend}, and C{body} (an
-        L{IBodyProducer}) if not L{None}, framed by its length.
+        L{IBodyProducer<twisted.web.iweb.IBodyProducer>}) if not C{None}, framed by its length.
 
         @return: A L{Deferred} that fires with the final L{ResponseHead},
             or fails: with L{BadResponseError} for a malformed answer, with the

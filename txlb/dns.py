@@ -43,7 +43,7 @@ QUERY_TIMEOUT = (4,)
 
 class DNSName(NamedTuple):
     """
-    One C{--backends-dns} name: C{port} is L{None} for an SRV name.
+    One C{--backends-dns} name: C{port} is C{None} for an SRV name.
     """
 
     name: str

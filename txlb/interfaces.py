@@ -26,7 +26,7 @@ class IAlgorithm(Interface):
     others pay nothing for it.
     """
 
-    name = Attribute("The C{--algo} name of this algorithm, as L{str}.")
+    name = Attribute("The C{--algo} name of this algorithm, as C{str}.")
 
     backends = Attribute("The L{txlb.backend.Backend}s it picks from, in order.")
 
@@ -96,7 +96,8 @@ class IExchange(Interface):
 
     def bodyEnded(reason, data=b""):
         """
-        The body ended: whole if C{reason} is L{None}, else cut short (a
-        L{Failure}); C{data} is its last bytes, if they came with the end.
-        L{producer} is no longer the exchange's.
+        The body ended: whole if C{reason} is C{None}, else cut short (a
+        L{Failure<twisted.python.failure.Failure>}); C{data} is its last
+        bytes, if they came with the end.  L{producer} is no longer the
+        exchange's.
         """

@@ -87,7 +87,7 @@ class ProxySettings:
     @ivar retries: How many more backends to try for one request.
     @ivar retryNonIdempotent: Whether a request the backend may have
         received is retried whatever its method.
-    @ivar maxBodySize: The largest request body accepted, or L{None}.
+    @ivar maxBodySize: The largest request body accepted, or C{None}.
     @ivar forwardedFor: Append the client to C{X-Forwarded-For} and set
         C{X-Forwarded-Proto} and C{X-Forwarded-Host}.
     @ivar forwarded: Append an RFC 7239 C{Forwarded} element.
@@ -130,12 +130,12 @@ class LoadBalancerResource(Resource):
         it with L{useAlgorithm}.
     @ivar makeAlgorithm: What makes a new one when the backends change.
     @ivar answered: What learns from each response: the algorithm's
-        L{IResponseObserver.answered} and the shadow's, or L{None} if
+        L{IResponseObserver.answered} and the shadow's, or C{None} if
         neither provides it.
     @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
-        L{None}; change it with L{useShadow}.
+        C{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
-        L{None}.
+        C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -218,7 +218,7 @@ class LoadBalancerResource(Resource):
     ) -> None:
         """
         Ask the algorithm C{makeAlgorithm} makes, C{name}d so, beside the
-        live one from now on, without routing by it; none if L{None}.
+        live one from now on, without routing by it; none if C{None}.
         Its counts start again.
         """
         if name is None or makeAlgorithm is None:
@@ -321,7 +321,8 @@ class LoadBalancerResource(Resource):
         """
         Send the request of C{exchange} to C{backend}.
 
-        @return: A L{Deferred} firing with the L{ResponseHead}.
+        @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{ResponseHead}.
         """
         request = exchange.request
         outgoing = exchange.outgoing
@@ -502,7 +503,7 @@ def _tenths(value: float) -> float:
 
 def _badRequest(request: server.Request) -> str | None:
     """
-    Why C{request} cannot be forwarded, or L{None} if it can.  (The
+    Why C{request} cannot be forwarded, or C{None} if it can.  (The
     channel has refused what breaks HTTP/1.1's syntax; these are the rules
     about C{Host}, RFC 9112 section 3.2.)
     """
@@ -533,7 +534,7 @@ def _abort(request: server.Request) -> None:
 
 class _EndOfBody:
     """
-    The last item of a response: why the backend's body ended, L{None} if
+    The last item of a response: why the backend's body ended, C{None} if
     it arrived whole, and the last bytes of the body when they came with
     its end (one queue item, not two, for most responses).
     """

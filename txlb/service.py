@@ -121,7 +121,7 @@ class LoadBalancerService(MultiService):
 
     @ivar started: When the service started, for the uptime.
     @ivar resolver: The twisted.names resolver DNS names are resolved with,
-        or L{None} for one asking C{--dns-server} (or the system's servers).
+        or C{None} for one asking C{--dns-server} (or the system's servers).
     @ivar stopSignals: The signals that stop it gracefully; a worker of
         C{--workers} ignores SIGINT, which a terminal's Ctrl-C sends to its
         supervisor too, and stops on the SIGTERM the supervisor sends.
@@ -186,7 +186,7 @@ class LoadBalancerService(MultiService):
     def _openAccessLog(self, path: str | None, failHard: bool = False) -> None:
         """
         Write the access log to C{path} from now on (to the main log if
-        L{None}), closing the file it went to.
+        C{None}), closing the file it went to.
         """
         old = self.resource.accessLogFile
         try:
@@ -472,7 +472,7 @@ class LoadBalancerService(MultiService):
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
         """
         Switch the algorithm (C{changes["algo"]}) and/or the shadow
-        (C{changes["shadow-algo"]}, L{None} for none) at once, after
+        (C{changes["shadow-algo"]}, C{None} for none) at once, after
         checking every one: requests in flight keep their backends, new
         ones (and retries) are picked by the new algorithm.  A reload sets
         them to the file's again.

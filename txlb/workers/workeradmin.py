@@ -60,7 +60,8 @@ def ask(port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, rea
     """
     Ask the worker whose admin socket is on C{port}.
 
-    @return: A L{Deferred} firing with the answer's code and content.
+    @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+        answer's code and content.
     """
     return treq.request(
         method.decode("ascii"),
@@ -113,7 +114,7 @@ class Workers(Protocol):
 
     def describe(self) -> list[dict[str, Any]]:
         """
-        Each worker's process id (L{None} while it is restarted) and restarts.
+        Each worker's process id (C{None} while it is restarted) and restarts.
         """
 
     def changed(self, change: Change) -> None:
