@@ -112,9 +112,7 @@ def _classFor(env: Any) -> tuple[str, str]:
     program = env.ref_context.get("std:program") or ""
     classes = env.config.txlb_option_classes
     if program not in classes:
-        raise ValueError(
-            f"no options class for program {program!r}: add it to txlb_option_classes"
-        )
+        raise ValueError(f"no options class for program {program!r}: add it to txlb_option_classes")
     return program, classes[program]
 
 
