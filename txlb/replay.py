@@ -43,6 +43,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
+from txlb import versionLine
 from txlb.algorithms import algorithmNamed
 from txlb.algorithms.keyhash import parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
@@ -358,6 +359,13 @@ class ReplayOptions(usage.Options):
         ["hash-key", None, "ip", "What hash hashes: ip, path, uri or query:NAME."],
         ["plot", None, None, "Draw the results into this PNG (needs matplotlib)."],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def parseArgs(self, log: str, *policies: str) -> None:  # type: ignore[override]
         if not policies:

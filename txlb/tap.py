@@ -17,7 +17,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from txlb import config, dns, tls
+from txlb import config, dns, tls, versionLine
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
@@ -437,6 +437,13 @@ class Options(usage.Options):
         super().__init__()
         self["backends-dns"] = []
         self["dns-server"] = []
+
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_backends_dns(self, text: str) -> None:
         """
