@@ -19,7 +19,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_plugin import TWISTD, freePort, portsFree, runIn
+from tests.helpers import TWISTD, freePort, runIn, startTxlb
 from txlb import __version__, config, tap
 
 ROOT = Path(__file__).parent.parent
@@ -78,7 +77,7 @@ class ReadmeTests(SynchronousTestCase):
         """
         The README starts with exactly two commands: one makes a virtual
         environment, installs txlb there and runs C{--demo} as
-        L{tests.test_plugin.QuickStartTests} runs it; the other makes the
+        C{tests.test_plugin.QuickStartTests} runs it; the other makes the
         same environment and runs tox.
         """
         install, tests = self.readmeCommands()
@@ -279,21 +278,7 @@ class TLSRecipeTests(SynchronousTestCase):
             elif word == "--backends":
                 value = backend
             arguments += [word, value]
-        process = subprocess.Popen(
-            [TWISTD, *twistd[1:4], *arguments],
-            cwd=self.directory,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.addCleanup(process.wait)
-        self.addCleanup(process.kill)
-        deadline = time.monotonic() + 20
-        while portsFree(port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                self.fail(f"txlb did not start: {process.communicate()[0]}")
-            time.sleep(0.1)
+        startTxlb(self, port, *arguments, directory=self.directory)
         return port, [
             [word.replace(":8443/", f":{port}/") for word in client] for client in clients
         ]
