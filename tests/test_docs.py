@@ -105,7 +105,15 @@ class ReadmeTests(SynchronousTestCase):
         use, and the venv module the README's commands need.
         """
         script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-        for package in ("pypy3", "chromium", "curl", "openssl", "python3-venv"):
+        for package in (
+            "pypy3",
+            "chromium",
+            "curl",
+            "openssl",
+            "etcd-server",
+            "etcd-client",
+            "python3-venv",
+        ):
             self.assertIn(f"missing+=({package})", script)
 
 
