@@ -19,13 +19,13 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend
 from txlb.client import BackendClient
 from txlb.proxy import LoadBalancerResource
-from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
-from txlb.weighted import WeightedRoundRobin
 
 
 class RawBackendConnection(Protocol):

@@ -21,12 +21,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from txlb import proxy
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 
 CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)

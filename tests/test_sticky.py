@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_operations import CONFIG, ServiceHarness
 from tests.test_proxy import OK, OK_TO_CLIENT, Harness
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
-from txlb.roundrobin import RoundRobin
 from txlb.sticky import StickyCookie, cookieValue, withoutCookie
 from txlb.tap import Options
 

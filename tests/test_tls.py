@@ -37,12 +37,12 @@ from tests.test_operations import CONFIG, ServiceHarness
 from tests.test_websocket import EchoServer, RecordingClient
 from txlb import tls
 from txlb.admin import AdminAPI
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.health import HealthChecker
 from txlb.outcome import CONNECT_FAILURE
 from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.tap import Options
 from txlb.testbackend import makeBackendSite

@@ -33,8 +33,8 @@ from twisted.python.filepath import FilePath
 
 from tests.test_integration import Flood, IntegrationTestCase, waitFor
 from txlb import tunnel
+from txlb.algorithms.leastconn import LeastConnections
 from txlb.backend import Backend
-from txlb.leastconn import LeastConnections
 from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
 

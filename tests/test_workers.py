@@ -25,9 +25,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 import txlb
-from txlb.supervisor import Supervisor, parseListen, reusePortSockets
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
+from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
