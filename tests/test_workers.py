@@ -618,6 +618,82 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(total, 30)
         self.assertEqual(sum(values.values()), 60)
 
+    def workerMetric(self, name: str) -> list[float]:
+        """
+        Each worker's value of the metric C{name} (summed over its labels).
+        """
+        code, body = get(self.adminPort, "/metrics")
+        self.assertEqual(code, 200)
+        values = [0.0, 0.0]
+        for line in body.decode().splitlines():
+            if line.startswith(name + "{") and 'worker="' in line:
+                worker = int(line.split('worker="')[1].split('"')[0])
+                values[worker] += float(line.rsplit(" ", 1)[1])
+        return values
+
+    def test_rateLimitShared(self) -> None:
+        """
+        C{--rate-limit 100/s} is the whole txlb's: with both workers taking
+        connections as the kernel spreads them, 100 requests a second get
+        through in all (within 10%), not 100 per worker, after the burst
+        (a second's worth, 100, by default).
+        """
+        self.start("--rate-limit", "100/s")
+        results: list[tuple[float, int]] = []
+        stop = time.monotonic() + 4
+
+        def client() -> None:
+            while time.monotonic() < stop:
+                code, _ = get(self.port, "/ping")
+                results.append((time.monotonic(), code))
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        began = time.monotonic()
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(WAIT)
+        ended = max(moment for moment, _ in results)
+        codes = [code for _, code in results]
+        self.assertEqual(set(codes), {200, 429})
+        steady = 100 * (ended - began)
+        passed = codes.count(200)
+        self.assertLess(abs(passed - 100 - steady), 0.1 * steady, (passed, steady, len(codes)))
+        # Both workers took a good share of the requests, and refused some.
+        perWorker = self.workerMetric("txlb_requests_total")
+        self.assertEqual(sum(perWorker), len(codes))
+        self.assertGreater(min(perWorker), 0.2 * len(codes), perWorker)
+        self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
+
+    def test_maxClientConnectionsShared(self) -> None:
+        """
+        C{--max-client-conns 3} counts the connections of an address in all
+        workers: of six kept open, three are served and three closed at
+        once; when a served one closes, a new one is served.
+        """
+        self.start("--max-client-conns", "3")
+
+        def connect() -> http.client.HTTPConnection:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
+            self.addCleanup(connection.close)
+            return connection
+
+        def served(connection: http.client.HTTPConnection) -> bool:
+            try:
+                connection.request("GET", "/ping")
+                return connection.getresponse().read() == b"pong %d" % self.backendPorts[0]
+            except (ConnectionError, http.client.HTTPException):
+                return False
+
+        connections = [connect() for _ in range(6)]
+        results = [served(connection) for connection in connections]
+        self.assertEqual(results.count(True), 3, results)
+        self.assertEqual(sum(self.workerMetric("txlb_client_connections_refused_total")), 3)
+        kept = [c for c, ok in zip(connections, results) if ok]
+        self.assertTrue(all(served(connection) for connection in kept))
+        kept[0].close()
+        self.waitFor(lambda: served(connect()), "a connection served again")
+
     def test_restartedWorkerMakesChanges(self) -> None:
         """
         A worker restarted after admin changes makes them too: a backend

@@ -45,6 +45,7 @@ from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.http1 import BadResponseError, ResponseHead
 from txlb.interfaces import IAlgorithm, IExchange, IResponseObserver
 from txlb.metrics import Metrics
@@ -55,8 +56,10 @@ from txlb.outcome import (
     NO_HEALTHY,
     NORMAL,
     PROTOCOL_ERROR,
+    RATE_LIMITED,
     RESET,
     TIMEOUT,
+    TOO_MANY_REQUESTS,
     Outcome,
     answer,
     describe,
@@ -136,6 +139,8 @@ class LoadBalancerResource(Resource):
         L{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
         L{None}.
+    @ivar clientLimits: The L{ClientLimits} each request is checked
+        against (its rate limit answers 429), or L{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -159,12 +164,13 @@ class LoadBalancerResource(Resource):
             from twisted.internet import reactor
         self.shadow: Shadow | None = None
         self.sticky: StickyCookie | None = None
+        self.clientLimits: ClientLimits | None = None
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
-        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow)
+        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow, lambda: self.clientLimits)
         self.client = client
         #: The file the access log goes to, if not the main log.
         self.accessLogFile: AccessLogFile | None = None
@@ -193,6 +199,24 @@ class LoadBalancerResource(Resource):
                 )
             )
             return server.NOT_DONE_YET
+        limits = self.clientLimits
+        if limits is not None:
+            wait = limits.checkRequest(request)
+            if wait:
+                request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % wait])
+                answer(request, TOO_MANY_REQUESTS, "over the rate limit")
+                self.ended(
+                    Outcome(
+                        request,
+                        clientHost,
+                        None,
+                        TOO_MANY_REQUESTS,
+                        started,
+                        "rate limited",
+                        flag=RATE_LIMITED,
+                    )
+                )
+                return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(request)
             upgrade = tunnel.Tunnel(self, request, backend, clientHost, started, self._reactor)

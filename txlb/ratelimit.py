@@ -14,7 +14,7 @@ C{limit_req} is the same bucket, counted as excess instead of tokens).
 
 The key is the client's address (C{ip}, the PROXY protocol's when it is
 used), a header's value (C{header:NAME}) or a cookie's (C{cookie:NAME}),
-read as C{--hash-key} reads them (L{txlb.keyhash.requestKey}).  A request
+read as C{--hash-key} reads them (L{txlb.algorithms.keyhash.requestKey}).  A request
 without the key, or with it empty, is not limited (as nginx's empty keys).
 
 The buckets live in L{txlb.keytables.Buckets}: at most C{--rate-limit-keys}
@@ -27,10 +27,9 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-from twisted.python import usage
 from twisted.web.iweb import IRequest
 
-from txlb.keyhash import parseKey, requestKey
+from txlb.algorithms.keyhash import parseKey, requestKey
 from txlb.keytables import Buckets
 
 #: The kinds of key C{--rate-limit-key} takes (C{--hash-key}'s others, the
@@ -67,15 +66,13 @@ def parseRate(text: str) -> Rate:
     Parse C{--rate-limit}: a whole number of requests per C{s}, C{min} or
     C{h}, as in C{100/s} or C{6000/min}.
 
-    @raise usage.UsageError: With a one-line reason.
+    @raise ValueError: With a one-line reason.
     """
     count, slash, unit = text.partition("/")
     if not slash or unit not in UNITS or not count.isdigit() or not count.isascii():
-        raise usage.UsageError(
-            f"--rate-limit: {text!r} is not a rate like 100/s, 6000/min or 1000/h"
-        )
+        raise ValueError(f"{text!r} is not a rate like 100/s, 6000/min or 1000/h")
     if int(count) < 1:
-        raise usage.UsageError(f"--rate-limit: {text!r}: the count must be at least 1")
+        raise ValueError(f"{text!r}: the count must be at least 1")
     return Rate(int(count), UNITS[unit])
 
 
@@ -83,16 +80,11 @@ def parseRateKey(text: str) -> str:
     """
     Parse C{--rate-limit-key}: C{ip}, C{header:NAME} or C{cookie:NAME}.
 
-    @raise usage.UsageError: With a one-line reason.
+    @raise ValueError: With a one-line reason.
     """
     if text.partition(":")[0] not in KINDS:
-        raise usage.UsageError(
-            f"--rate-limit-key: {text!r}: the key is one of ip, header:NAME or cookie:NAME"
-        )
-    try:
-        parseKey(text)
-    except ValueError as e:
-        raise usage.UsageError(f"--rate-limit-key: {e}") from None
+        raise ValueError(f"{text!r}: the key is one of ip, header:NAME or cookie:NAME")
+    parseKey(text)
     return text
 
 
