@@ -18,6 +18,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from txlb import config, dns, tls
+from txlb.admission import parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
@@ -28,6 +29,7 @@ from txlb.http1 import isToken
 from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
+from txlb.retrybudget import parsePercent
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
 from txlb.sticky import StickyCookie
@@ -51,9 +53,16 @@ def backendList(specs: str) -> list[Backend]:
     Parse C{--backends} (see L{parseBackends}).
     """
     try:
-        return parseBackends(specs)
+        backends = parseBackends(specs)
     except ValueError as e:
         raise usage.UsageError(f"--backends: {e}") from None
+    for backend in backends:
+        if backend.maxConn:
+            # Parsed, but the request path does not queue yet.
+            raise usage.UsageError(
+                f"--backends: {backend.address}: per-backend limits (/MAXCONN) are not enforced yet"
+            )
+    return backends
 
 
 #: Options that may be given several times, each adding to a list.
@@ -130,6 +139,26 @@ def rateLimitKey(text: str) -> str:
         return parseRateKey(text)
     except ValueError as e:
         raise usage.UsageError(f"--rate-limit-key: {e}") from None
+
+
+def maxConn(text: str) -> int | str:
+    """
+    C{--max-conn}, for when the request path queues.
+    """
+    try:
+        return parseMaxConn(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--max-conn: {e}") from None
+
+
+def retryBudget(text: str) -> float:
+    """
+    C{--retry-budget}, for when the exchange counts its retries.
+    """
+    try:
+        return parsePercent(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--retry-budget: {e}") from None
 
 
 def parseHeaderName(text: str) -> str:
