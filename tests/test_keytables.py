@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 import txlb
-from txlb.keytables import WAYS, Buckets, ClientCounts, Region
+from txlb.keytables import WAYS, Buckets, ClientCounts, Region, workerHashSeed
 
 #: Seconds any wait on another process may take.
 WAIT = 30.0
@@ -27,9 +27,9 @@ WAIT = 30.0
 #: A process that adopts the region on file descriptor C{argv[1]}, then
 #: runs C{argv[2]} with C{region}, C{buckets} and C{fingerprint} defined.
 _CHILD = """
-import sys, time
+import os, sys, time
 from txlb.keytables import Buckets, ClientCounts, Region
-region = Region.adopt(int(sys.argv[1]))
+region = Region.adopt(int(sys.argv[1]), os.environ.get("PYTHONHASHSEED"))
 buckets = Buckets(region, time.monotonic)
 fingerprint = region.fingerprint
 exec(sys.argv[2])
@@ -40,9 +40,10 @@ def runChild(region: Region, code: str, **kwargs: object) -> subprocess.Popen[st
     """
     Start a Python process that shares C{region} and runs C{code}.
     """
-    assert region.fd is not None
+    assert region.fd is not None and region.hashSeed is not None
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(txlb.__file__).parent.parent)
+    env["PYTHONHASHSEED"] = region.hashSeed
     return subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(region.fd), code],
         pass_fds=[region.fd],
@@ -65,32 +66,73 @@ class RegionTests(SynchronousTestCase):
 
     def test_fingerprint(self) -> None:
         """
-        A fingerprint depends on the key and the region's salt: the same in
-        every process sharing a region, different in another region.
+        A fingerprint is a 64-bit hash of the key, never 0.
         """
-        region, other = Region.create(8), Region.create(8)
+        region = Region.create(8)
         self.addCleanup(region.close)
-        self.addCleanup(other.close)
         self.assertEqual(region.fingerprint(b"a"), region.fingerprint(b"a"))
         self.assertNotEqual(region.fingerprint(b"a"), region.fingerprint(b"b"))
-        self.assertNotEqual(region.fingerprint(b"a"), other.fingerprint(b"a"))
         self.assertLess(region.fingerprint(b"a"), 2**64)
+        self.assertEqual(region.fingerprint(b""), 1)
 
-    def test_adoptSameFingerprints(self) -> None:
+    def test_sameInEveryProcess(self) -> None:
         """
-        A region adopted from its file descriptor has its maker's salt and
-        sizes.
+        Processes started with the region's C{PYTHONHASHSEED} compute the
+        same fingerprints; another seed gives others.
         """
-        region = Region.create(100, workers=3, shared=True)
+        region = Region.create(8, hashSeed="1234")
+        self.addCleanup(region.close)
+        fingerprints = []
+        for seed in ("1234", "1234", "99"):
+            env = {**os.environ, "PYTHONHASHSEED": seed}
+            env["PYTHONPATH"] = str(Path(txlb.__file__).parent.parent)
+            code = "from txlb.keytables import Region; print(Region.create(8).fingerprint(b'k'))"
+            output = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=WAIT
+            )
+            fingerprints.append(int(output.stdout))
+        self.assertEqual(fingerprints[0], fingerprints[1])
+        self.assertNotEqual(fingerprints[0], fingerprints[2])
+
+    def test_workerHashSeed(self) -> None:
+        """
+        Workers get the supervisor's C{PYTHONHASHSEED} if it is a number,
+        else a random one of Python's range.
+        """
+        self.assertEqual(workerHashSeed({"PYTHONHASHSEED": "42"}), "42")
+        for environ in ({}, {"PYTHONHASHSEED": "random"}, {"PYTHONHASHSEED": ""}):
+            seeds = {workerHashSeed(environ) for _ in range(20)}
+            self.assertGreater(len(seeds), 1)
+            self.assertTrue(all(1 <= int(seed) < 2**32 for seed in seeds))
+
+    def test_adoptSameTables(self) -> None:
+        """
+        A region adopted from its file descriptor has its maker's sizes and
+        seed.
+        """
+        region = Region.create(100, workers=3, hashSeed="7")
         self.addCleanup(region.close)
         assert region.fd is not None
-        adopted = Region.adopt(os.dup(region.fd))
+        adopted = Region.adopt(os.dup(region.fd), "7")
         self.addCleanup(adopted.close)
-        self.assertEqual(adopted.fingerprint(b"key"), region.fingerprint(b"key"))
         self.assertEqual(
-            (adopted.buckets, adopted.clients, adopted.workers),
-            (region.buckets, region.clients, 3),
+            (adopted.buckets, adopted.clients, adopted.workers, adopted.hashSeed),
+            (region.buckets, region.clients, 3, "7"),
         )
+
+    def test_adoptOtherSeed(self) -> None:
+        """
+        A process whose C{PYTHONHASHSEED} is not the region's would count
+        keys apart from the others: it is refused in one line.
+        """
+        region = Region.create(8, hashSeed="7")
+        self.addCleanup(region.close)
+        assert region.fd is not None
+        fd = os.dup(region.fd)
+        self.addCleanup(os.close, fd)
+        for seed in (None, "8"):
+            e = self.assertRaises(ValueError, Region.adopt, fd, seed)
+            self.assertEqual(str(e), f"PYTHONHASHSEED is {seed!r}, not the key tables' '7'")
 
     def test_adoptNoRegion(self) -> None:
         """
@@ -99,13 +141,13 @@ class RegionTests(SynchronousTestCase):
         read, write = os.pipe()
         self.addCleanup(os.close, read)
         self.addCleanup(os.close, write)
-        e = self.assertRaises(ValueError, Region.adopt, read)
+        e = self.assertRaises(ValueError, Region.adopt, read, None)
         self.assertEqual(str(e), f"file descriptor {read} holds no txlb key tables")
         path = self.mktemp()
         Path(path).write_bytes(b"x" * 4096)
         fd = os.open(path, os.O_RDWR)
         self.addCleanup(os.close, fd)
-        e = self.assertRaises(ValueError, Region.adopt, fd)
+        e = self.assertRaises(ValueError, Region.adopt, fd, None)
         self.assertEqual(str(e), f"file descriptor {fd} holds no txlb key tables")
 
     def test_lockIsPerProcess(self) -> None:
@@ -113,10 +155,10 @@ class RegionTests(SynchronousTestCase):
         Two regions over one memfd (as a supervisor's and a worker's) each
         lock on a description of their own, so they exclude each other.
         """
-        region = Region.create(8, shared=True)
+        region = Region.create(8, hashSeed="7")
         self.addCleanup(region.close)
         assert region.fd is not None
-        other = Region.adopt(os.dup(region.fd))
+        other = Region.adopt(os.dup(region.fd), "7")
         self.addCleanup(other.close)
         region.lock()
         self.assertRaises(
@@ -270,7 +312,7 @@ class SharedBucketTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.region = Region.create(64, shared=True)
+        self.region = Region.create(64, hashSeed="5")
         self.addCleanup(self.region.close)
         self.buckets = Buckets(self.region, time.monotonic)
 
@@ -280,12 +322,15 @@ class SharedBucketTests(SynchronousTestCase):
         """
         child = runChild(
             self.region,
-            "print(sum(buckets.take(fingerprint(b'k'), 0.001, 5) == 0 for _ in range(3)))",
+            "print(sum(buckets.take(fingerprint(b'k'), 0.001, 5) == 0 for _ in range(3)),"
+            " fingerprint(b'k'))",
             stdout=subprocess.PIPE,
         )
         output, _ = child.communicate(timeout=WAIT)
-        self.assertEqual(output, "3\n")
-        fingerprint = self.region.fingerprint(b"k")
+        taken, fingerprintText = output.split()
+        self.assertEqual(taken, "3")
+        # This process has another hash seed: the child's fingerprint.
+        fingerprint = int(fingerprintText)
         self.assertEqual(
             [self.buckets.take(fingerprint, 0.001, 5) == 0 for _ in range(3)],
             [True, True, False],

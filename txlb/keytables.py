@@ -12,8 +12,8 @@ maps.  The pages are allocated as they are first written, so an unused
 table costs nothing.
 
 A table is set-associative, as a CPU cache is: a key's 64-bit fingerprint
-(keyed BLAKE2b, L{Region.fingerprint}) chooses one set of L{WAYS} fixed-size
-records, and the key lives in one of them, or in none.  A table of N
+(L{Region.fingerprint}) chooses one set of L{WAYS} fixed-size records, and
+the key lives in one of them, or in none.  A table of N
 records so never holds more than N keys, and needs no pointers: a worker
 that dies in the middle of a write leaves at worst one garbled record,
 never a broken structure.  Each reader checks what it reads (a garbled
@@ -45,16 +45,19 @@ import mmap
 import os
 import secrets
 import struct
-from collections.abc import Callable
-from hashlib import blake2b
+from collections.abc import Callable, Mapping
 
 #: Records per set: a new key replaces the least recently used of its set's.
 WAYS = 8
 
-#: The region's header: a magic number and format version, the salt of the
-#: fingerprints, and the number of records of each table.
+#: The region's header: a magic number and format version, the
+#: C{PYTHONHASHSEED} of the processes sharing it (empty if private), and
+#: the number of records of each table.
 _HEADER = struct.Struct("<8s16sQQI")
-_MAGIC = b"txlbkt\x00\x01"
+_MAGIC = b"txlbkt\x00\x02"
+
+#: The bits of a fingerprint.
+_MASK = 2**64 - 1
 
 #: A bucket: the key's fingerprint (0 for an empty record), its tokens, and
 #: when they were counted (also when the bucket was last used).
@@ -91,7 +94,8 @@ class Region:
     def __init__(self, memory: mmap.mmap, fd: int | None) -> None:
         self.memory = memory
         self.fd = fd
-        _, self.salt, self.buckets, self.clients, self.workers = _HEADER.unpack_from(memory, 0)
+        _, seed, self.buckets, self.clients, self.workers = _HEADER.unpack_from(memory, 0)
+        self.hashSeed = seed.rstrip(b"\x00").decode("ascii") or None
         self.bucketsOffset = _align(_HEADER.size)
         self.clientsOffset = _align(self.bucketsOffset + self.buckets * _BUCKET.size)
         self._lockFd: int | None = None
@@ -101,7 +105,6 @@ class Region:
             self._lockFd = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
             self.lock = self._lock
             self.unlock = self._unlock
-        self._hash = blake2b(digest_size=8, key=self.salt)
 
     @staticmethod
     def size(buckets: int, clients: int, workers: int) -> int:
@@ -114,49 +117,61 @@ class Region:
         )
 
     @classmethod
-    def create(cls, keys: int, workers: int = 1, shared: bool = False) -> Region:
+    def create(cls, keys: int, workers: int = 1, hashSeed: str | None = None) -> Region:
         """
         A new region with room for C{keys} rate-limit buckets and C{keys}
-        connected client addresses (each rounded up to whole sets), shared
-        with C{workers} worker processes through a C{memfd} if C{shared}.
+        connected client addresses (each rounded up to whole sets).
+
+        @param hashSeed: L{None} for a region private to this process; else
+            it is a C{memfd} to share with C{workers} processes started
+            with this C{PYTHONHASHSEED} (see L{workerHashSeed}).
         """
         records = max(WAYS, -(-keys // WAYS) * WAYS)
         size = cls.size(records, records, workers)
         fd = None
-        if shared:
+        if hashSeed is None:
+            memory = mmap.mmap(-1, size)
+        else:
             fd = os.memfd_create("txlb-keytables")
             os.ftruncate(fd, size)
             memory = mmap.mmap(fd, size)
-        else:
-            memory = mmap.mmap(-1, size)
-        _HEADER.pack_into(memory, 0, _MAGIC, secrets.token_bytes(16), records, records, workers)
+        seed = (hashSeed or "").encode("ascii")
+        _HEADER.pack_into(memory, 0, _MAGIC, seed, records, records, workers)
         return cls(memory, fd)
 
     @classmethod
-    def adopt(cls, fd: int) -> Region:
+    def adopt(cls, fd: int, hashSeed: str | None) -> Region:
         """
         The region a supervisor made, from the file descriptor it passed.
 
-        @raise ValueError: If C{fd} holds no region.
+        @param hashSeed: This process's C{PYTHONHASHSEED}.
+        @raise ValueError: If C{fd} holds no region, or one whose
+            fingerprints this process would not compute alike.
         """
         size = os.fstat(fd).st_size
         if size < _HEADER.size:
             raise ValueError(f"file descriptor {fd} holds no txlb key tables")
         memory = mmap.mmap(fd, size)
-        if memory[: len(_MAGIC)] != _MAGIC:
+        magic, seed = _HEADER.unpack_from(memory, 0)[:2]
+        theirs = seed.rstrip(b"\x00").decode("ascii", "replace") or None
+        if magic != _MAGIC or theirs != hashSeed:
             memory.close()
-            raise ValueError(f"file descriptor {fd} holds no txlb key tables")
+            if magic != _MAGIC:
+                raise ValueError(f"file descriptor {fd} holds no txlb key tables")
+            raise ValueError(f"PYTHONHASHSEED is {hashSeed!r}, not the key tables' {theirs!r}")
         return cls(memory, fd)
 
     def fingerprint(self, key: bytes) -> int:
         """
-        The 64-bit fingerprint of C{key}: keyed with the region's random
-        salt, so that clients can neither predict which set their keys land
-        in nor make two keys collide; never 0, which marks an empty record.
+        The 64-bit fingerprint of C{key}: Python's own C{hash}, SipHash keyed
+        by the interpreter's random secret, the same in every process
+        started with the region's C{PYTHONHASHSEED}.  Clients cannot
+        predict which set their keys land in, nor make one key's fingerprint
+        that of another they chose (2**64 tries); never 0, which marks an
+        empty record.  Keyed BLAKE2b cost 0.9 us on CPython and 3 us on
+        PyPy; this, 0.07 us and 0.01 us.
         """
-        hasher = self._hash.copy()
-        hasher.update(key)
-        return int.from_bytes(hasher.digest(), "little") or 1
+        return hash(key) & _MASK or 1
 
     def _lock(self) -> None:
         fcntl.flock(self._lockFd, fcntl.LOCK_EX)  # type: ignore[arg-type]
@@ -173,6 +188,17 @@ class Region:
             if fd is not None:
                 os.close(fd)
         self.fd = self._lockFd = None
+
+
+def workerHashSeed(environ: Mapping[str, str]) -> str:
+    """
+    The C{PYTHONHASHSEED} for workers that share a region: the one this
+    process was given, if it is a number, else a random one.
+    """
+    seed = environ.get("PYTHONHASHSEED", "")
+    if seed.isascii() and seed.isdigit():
+        return seed
+    return str(1 + secrets.randbelow(2**32 - 1))
 
 
 def _unlocked() -> None:

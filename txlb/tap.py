@@ -758,7 +758,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if index is None:
         region = Region.create(config["rate-limit-keys"])
     else:
-        region = Region.adopt(KEYTABLES_FD)
+        region = Region.adopt(KEYTABLES_FD, os.environ.get("PYTHONHASHSEED"))
     resource.clientLimits = config.clientLimits(region, index or 0, reactor.seconds)
     site = LoadBalancerSite(resource, reactor, http2=not config["no-http2"], h2c=config["h2c"])
     if index is None:

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
-from txlb.keytables import ClientCounts, Region
+from txlb.keytables import ClientCounts, Region, workerHashSeed
 from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
@@ -162,7 +162,10 @@ class Supervisor(MultiService):
         self.changes: list[Change] = []
         #: The client limits' tables, shared with every worker: a limit is
         #: the whole txlb's.
-        self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), shared=True)
+        #: The workers' PYTHONHASHSEED, one for all: the tables' key
+        #: fingerprints are Python's hash().
+        self.hashSeed = workerHashSeed(os.environ)
+        self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
         if config["admin"] is not None:
             site = AdminSite(WorkersAdmin(self, reactor))
@@ -233,7 +236,7 @@ class Supervisor(MultiService):
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index)},
+            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
             childFDs=childFDs,
         )
         worker.pid = process.pid
