@@ -103,8 +103,8 @@ def admission() -> Callable[[int], object]:
     backends = [Backend("127.0.0.1", port) for port in (8081, 8082, 8083)]
 
     def check(index: int) -> None:
-        admitted = pool.admit(lambda: backends).result
-        backend = admitted.free[index % len(admitted.free)]
+        free = pool.admitNow(backends)
+        backend = free[index % len(free)]
         backend.active += 1
         backend.active -= 1
         pool.released(backend)
@@ -174,7 +174,7 @@ def main() -> None:
 
     private = Region.create(100_000)
     shared = Region.create(100_000, 2, hashSeed="1")
-    row("fingerprint (keyed BLAKE2b)", lambda index: private.fingerprint(b"10.1.2.%d" % index))
+    row("fingerprint (hash())", lambda index: private.fingerprint(b"10.1.2.%d" % index))
     row("rate limit, 1,000 keys, one process", rateLimit(private))
     row("rate limit, 1,000 keys, shared (flock)", rateLimit(shared))
     row(

@@ -246,6 +246,22 @@ class AdmissionTests(SynchronousTestCase):
         self.end(admission, one)
         self.assertEqual(self.names(), ["first", "waiting", "new"])
 
+    def test_admitNow(self) -> None:
+        """
+        L{Admission.admitNow} gives the free candidates without a
+        L{Deferred}, or none when the request must wait; waiting, it lets
+        those already waiting go first.
+        """
+        admission = self.admission()
+        one, two = backends(1, 1)
+        self.assertEqual(admission.admitNow([one, two]), [one, two])
+        one.active = two.active = 1
+        self.assertEqual(admission.admitNow([one, two]), [])
+        self.request(admission, "waiting", [one, two])
+        two.active = 0
+        self.assertEqual(admission.admitNow([one, two]), [])
+        self.assertEqual(self.names(), ["waiting"])
+
     def test_retryAfter(self) -> None:
         """
         The refusals' C{Retry-After} is a second.

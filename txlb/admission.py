@@ -115,8 +115,9 @@ class Admission:
     """
     The limits of a pool's backends, and its queue.
 
-    The caller (the exchange) asks L{admit} for each request (and each
-    retry), picks one of the free candidates it gets and counts it sent
+    The caller (the exchange) asks L{admit} (or L{admitNow}, then L{wait})
+    for each request (and each retry), picks one of the free candidates it
+    gets and counts it sent
     (C{backend.active += 1}, L{txlb.backend.BackendPool.sending}) in the
     callback itself, before the next waiter is asked; when a request sent
     to a backend is over, it calls L{released}; when a backend is added
@@ -198,25 +199,31 @@ class Admission:
         limit = self.limitOf(backend)
         return bool(limit) and backend.active >= limit
 
-    def admit(self, candidates: Callable[[], Sequence[Backend]]) -> Deferred[Admitted]:
+    def admitNow(self, candidates: Sequence[Backend]) -> list[Backend]:
         """
-        Admit a request whose candidates C{candidates()} gives (asked again
-        whenever a slot frees, as backends come and go).
-
-        @return: A L{Deferred} that fires with L{Admitted} at once if a
-            candidate is below its limit and nobody waiting could take it,
-            else when one is and the request's turn came; that fails at
-            once with L{QueueFullError}, or after the timeout with
-            L{QueueTimeoutError}.  Cancelling it (the client went away) takes the
-            request out of the queue.
+        The request path's fast way: those of C{candidates} a request may go
+        to at once (below their limit, and no request waiting could take
+        them), or none, when it must L{wait}.
         """
-        free = self.free(candidates())
+        free = self.free(candidates)
         if free and self._queue:
             # Those waiting first, if they can go.
             self.wake()
-            free = self.free(candidates())
-        if free:
-            return succeed(Admitted(free, 0.0))
+            free = self.free(candidates)
+        return free
+
+    def wait(self, candidates: Callable[[], Sequence[Backend]]) -> Deferred[Admitted]:
+        """
+        Queue a request that L{admitNow} could not admit, whose candidates
+        C{candidates()} gives (asked again whenever a slot frees, as
+        backends come and go).
+
+        @return: A L{Deferred} that fires with L{Admitted} when a candidate
+            is below its limit and the request's turn came; that fails at
+            once with L{QueueFullError}, or after the timeout with
+            L{QueueTimeoutError}.  Cancelling it (the client went away) takes
+            the request out of the queue.
+        """
         if len(self._queue) >= self.maxQueue:
             self.full += 1
             return fail(QueueFullError())
@@ -225,6 +232,15 @@ class Admission:
         waiter.timer = self._reactor.callLater(self.timeout, self._expire, waiter)
         self._queue.append(waiter)
         return waiter.deferred
+
+    def admit(self, candidates: Callable[[], Sequence[Backend]]) -> Deferred[Admitted]:
+        """
+        L{admitNow}, else L{wait}, as one L{Deferred}.
+        """
+        free = self.admitNow(candidates())
+        if free:
+            return succeed(Admitted(free, 0.0))
+        return self.wait(candidates)
 
     def released(self, backend: Backend) -> None:
         """

@@ -51,8 +51,9 @@ class RetryBudget:
     def __init__(self, percent: float = DEFAULT_PERCENT, minimum: int = MIN_RETRIES) -> None:
         self.percent = percent
         self.minimum = minimum
-        # Exactly: 20% of 15 requests is 3, where 0.2 * 15 is a little more.
-        self._share = Fraction(str(percent)) / 100
+        # In whole numbers: 20% of 15 requests is 3, where 0.2 * 15 is a
+        # little more.
+        self._numerator, self._denominator = (Fraction(str(percent)) / 100).as_integer_ratio()
         self.requests = 0
         self.retries = 0
         self.refused = 0
@@ -61,7 +62,7 @@ class RetryBudget:
         """
         How many retries may be in flight now.
         """
-        return max(int(self._share * self.requests), self.minimum)
+        return max(self.requests * self._numerator // self._denominator, self.minimum)
 
     def requestStarted(self) -> None:
         self.requests += 1
