@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import platform
 import select
 import signal
 import socket
@@ -635,34 +636,53 @@ class SupervisorTests(SynchronousTestCase):
         """
         C{--rate-limit 100/s} is the whole txlb's: with both workers taking
         connections as the kernel spreads them, 100 requests a second get
-        through in all (within 10%), not 100 per worker, after the burst
-        (a second's worth, 100, by default).
+        through in all (within 10%), not 100 per worker.
+
+        Counted over 4 s from the first 429, when the bucket is known to be
+        empty.  Under PyPy the limit is 20/s: cold PyPy processes (two
+        workers, the backends, this client) on a busy 2-CPU machine were
+        measured sending no more than 93 requests a second.
         """
-        self.start("--rate-limit", "100/s")
+        rate = 20 if platform.python_implementation() == "PyPy" else 100
+        self.start("--rate-limit", f"{rate}/s")
         results: list[tuple[float, int]] = []
-        stop = time.monotonic() + 4
+        # Until 4.5 s after the first 429, at most 10 s.
+        stop = [time.monotonic() + 10]
 
         def client() -> None:
-            while time.monotonic() < stop:
-                code, _ = get(self.port, "/ping")
-                results.append((time.monotonic(), code))
+            # A connection of its own, kept alive (faster than one per
+            # request), wherever the kernel puts it.
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
+            try:
+                while time.monotonic() < stop[0]:
+                    connection.request("GET", "/ping")
+                    response = connection.getresponse()
+                    response.read()
+                    now = time.monotonic()
+                    results.append((now, response.status))
+                    if response.status == 429:
+                        stop[0] = min(stop[0], now + 4.5)
+            finally:
+                connection.close()
 
-        clients = [threading.Thread(target=client) for _ in range(4)]
-        began = time.monotonic()
+        clients = [threading.Thread(target=client) for _ in range(8)]
         for thread in clients:
             thread.start()
         for thread in clients:
             thread.join(WAIT)
-        ended = max(moment for moment, _ in results)
-        codes = [code for _, code in results]
-        self.assertEqual(set(codes), {200, 429})
-        steady = 100 * (ended - began)
-        passed = codes.count(200)
-        self.assertLess(abs(passed - 100 - steady), 0.1 * steady, (passed, steady, len(codes)))
+        results.sort()
+        refusals = [moment for moment, code in results if code == 429]
+        self.assertTrue(refusals, f"never over {rate}/s: {len(results)} requests in 10 s")
+        first = refusals[0]
+        self.assertLessEqual(first + 4, results[-1][0], f"over {rate}/s too late")
+        window = [code for moment, code in results if first < moment <= first + 4]
+        passed = window.count(200)
+        self.assertGreater(window.count(429), 0)
+        self.assertLess(abs(passed - 4 * rate), 0.4 * rate, (passed, len(window), len(results)))
         # Both workers took a good share of the requests, and refused some.
         perWorker = self.workerMetric("txlb_requests_total")
-        self.assertEqual(sum(perWorker), len(codes))
-        self.assertGreater(min(perWorker), 0.2 * len(codes), perWorker)
+        self.assertEqual(sum(perWorker), len(results))
+        self.assertGreater(min(perWorker), 0.2 * len(results), perWorker)
         self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
 
     def test_maxClientConnectionsShared(self) -> None:
