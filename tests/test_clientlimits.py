@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_proxy import OK, Harness
+from tests.helpers import OK, Harness
 from txlb.clientlimits import ClientLimits
 from txlb.keytables import Region
 from txlb.ratelimit import Rate
