@@ -27,11 +27,12 @@ from txlb.client import BackendClient
 from txlb.clientlimits import ClientLimits
 from txlb.http1 import isToken
 from txlb.keytables import Region
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
 from txlb.retrybudget import parsePercent
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
 from txlb.workers.supervisor import Supervisor, parseListen
