@@ -248,7 +248,7 @@ class ProxyChannel(http.HTTPChannel):
         super().connectionMade()
         site = self.site  # type: ignore[attr-defined]
         limits = site.resource.clientLimits
-        if limits is not None:
+        if limits is not None and limits.maxConnections:
             token = limits.opened(getattr(self.transport.getPeer(), "host", ""))  # type: ignore[union-attr]
             if token == -1:
                 # Over --max-client-conns: closed at once, as nginx's
