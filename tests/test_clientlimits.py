@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import OK, Harness
+from tests.helpers import CONFIG, OK, Harness, ServiceHarness
 from txlb.clientlimits import ClientLimits
 from txlb.keytables import Region
 from txlb.ratelimit import Rate
@@ -330,3 +330,39 @@ class NotWiredYetOptionTests(SynchronousTestCase):
         self.assertEqual(retryBudget("20"), 20.0)
         e = self.assertRaises(usage.UsageError, retryBudget, "120")
         self.assertEqual(str(e), "--retry-budget: '120' is not a percentage from 0 to 100")
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    The client limits as C{makeService} builds them, and on a reload.
+    """
+
+    def test_reload(self) -> None:
+        """
+        A reload applies a new rate, burst and key, and a new connection
+        limit, at once; a new C{--rate-limit-keys} waits for a restart.
+        """
+        harness = ServiceHarness(self, CONFIG + 'rate-limit = "1/min"\n')
+        limits = harness.resource.clientLimits
+        assert limits is not None and limits.rateLimit is not None
+        self.assertEqual((limits.rateLimit.rate, limits.rateLimit.burst), (Rate(1, 60.0), 1))
+        self.assertEqual(limits.region.buckets, 100_000)
+        harness.write(
+            CONFIG
+            + 'rate-limit = "10/s"\nrate-limit-burst = 3\nrate-limit-key = "header:K"\n'
+            + "max-client-conns = 4\nrate-limit-keys = 50\n"
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIs(harness.resource.clientLimits, limits)
+        assert limits.rateLimit is not None
+        self.assertEqual(
+            (limits.rateLimit.rate, limits.rateLimit.burst, limits.rateLimit.key),
+            (Rate(10, 1.0), 3, "header:K"),
+        )
+        self.assertEqual((limits.maxConnections, limits.region.buckets), (4, 100_000))
+        self.assertIn(
+            "--rate-limit-keys changes need a restart; it stays 100000", harness.messages()
+        )
+        harness.write(CONFIG)
+        self.assertTrue(harness.service.reload())
+        self.assertEqual((limits.rateLimit, limits.maxConnections), (None, 0))
