@@ -224,35 +224,37 @@ def segmentsAfter(path: bytes, depth: int) -> bytes:
     first C{depth} segments is taken off, byte for byte: C{strip-prefix}'s
     forwarded path.
 
-    The cut is after the last raw segment at which the normalized path is
-    C{depth} segments deep, so nothing after it climbs back above it: for
-    C{/api/v1/../../api/v2} and a prefix C{/api}, what is left is C{/v2},
-    not C{/v1/../../api/v2}, which a backend would resolve to C{/api/v2}.
-    Empty segments and C{.} before the cut go with the prefix
-    (C{/api//v1} leaves C{/v1}); the rest keeps its own spelling
-    (C{/api/a//b} leaves C{/a//b}).  An empty rest is C{/}.
+    The cut is after the first raw segment at which the normalized path is
+    C{depth} segments deep and from which it never climbs back above that
+    depth, so that the rest, read on its own, normalizes to the rest of the
+    normalized path: for C{/api/v1/../../api/v2} and the prefix C{/api},
+    what is left is C{/v2}, not C{/v1/../../api/v2}, which a backend would
+    resolve to C{/api/v2}.  Everything after the cut is as the client sent
+    it: C{/api/a//b/../c} leaves C{/a//b/../c}, and C{//api//v1} leaves
+    C{//v1}.  An empty rest is C{/}.
 
     @param path: A raw path whose normalized form starts with C{depth}
         segments (L{Target.path}).
     """
     level = 0
-    cut = 0
+    cut = -1
     position = 0
     size = len(path)
     while position < size:
         following = path.find(b"/", position + 1)
         end = size if following < 0 else following
-        segment = path[position + 1 : end]
-        segment = normalizeEscapes(segment)
+        segment = normalizeEscapes(path[position + 1 : end])
         if segment == b"..":
             if level:
                 level -= 1
         elif segment and segment != b".":
             level += 1
-        if level == depth:
+        if level < depth:
+            cut = -1
+        elif level == depth and cut < 0:
             cut = end
         position = end
-    return path[cut:] or b"/"
+    return path[max(cut, 0) :] or b"/"
 
 
 def normalizeHost(host: bytes) -> bytes | None:

@@ -54,10 +54,11 @@ def findAlgorithm(spec: str, builtin: Mapping[str, MakeAlgorithm]) -> MakeAlgori
 
     @raise ValueError: With one line saying why there is none.
     """
+    made: MakeAlgorithm
     if spec in builtin:
         return builtin[spec]
     if ":" in spec:
-        made: MakeAlgorithm = importName(spec)
+        made = importName(spec)
         return made
     entry = installed().get(spec)
     if entry is None:
@@ -66,7 +67,7 @@ def findAlgorithm(spec: str, builtin: Mapping[str, MakeAlgorithm]) -> MakeAlgori
             f"a name in the {ENTRY_POINTS} entry points, or package.module:Name)"
         )
     try:
-        made: MakeAlgorithm = entry.load()
+        made = entry.load()
     except Exception as e:
         raise ValueError(f"{spec!r} (entry point {entry.value}): {oneLine(e)}") from None
     return made
