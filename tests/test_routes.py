@@ -20,16 +20,8 @@ from zope.interface import implementer
 from tests.algorithmrequest import makeRequest
 from txlb.interfaces import IRouter
 from txlb.paths import normalizeHost, normalizePath, otherReadings, splitTarget
-from txlb.routes import (
-    AMBIGUOUS,
-    NO_HOST,
-    Facts,
-    Match,
-    Response,
-    RoutesError,
-    Table,
-    parseRoutes,
-)
+from txlb.routeconfig import RoutesError, parseRoutes
+from txlb.routes import AMBIGUOUS, NO_HOST, Facts, Match, Response, Table
 
 POOLS = frozenset({"api", "web", "static", "canary", "shadow", "default"})
 
@@ -266,7 +258,7 @@ class BypassTests(SynchronousTestCase):
         assert found is not None
         self.assertEqual(
             found,
-            Match(AMBIGUOUS, None, None, b"/admin;x", None),
+            Match(AMBIGUOUS, None, None, None, None),
         )
         self.assertEqual(
             AMBIGUOUS.response,
@@ -772,7 +764,7 @@ class MirrorTests(SynchronousTestCase):
         drawn.
         """
         table = load({"pool": "api", "mirror": "shadow"}, random=_noRandom)
-        self.assertEqual(match(table), Match(table.routes[0], "api", "shadow", b"/", None))
+        self.assertEqual(match(table), Match(table.routes[0], "api", "shadow", None, None))
 
     def test_percent(self) -> None:
         """
@@ -812,7 +804,7 @@ class RespondTests(SynchronousTestCase):
         for entry, expected in rows:
             table = load(entry)
             found = match(table, b"/x")
-            self.assertEqual(found, Match(table.routes[0], None, None, b"/x", None))
+            self.assertEqual(found, Match(table.routes[0], None, None, None, None))
             self.assertEqual(table.routes[0].response, expected)
 
 
@@ -861,7 +853,7 @@ class RedirectTests(SynchronousTestCase):
         gets a 400 of txlb's own.
         """
         found = match(load({"redirect": "https://{host}{uri}"}), b"/", host=None)
-        self.assertEqual(found, Match(NO_HOST, None, None, b"/", None))
+        self.assertEqual(found, Match(NO_HOST, None, None, None, None))
         self.assertEqual(NO_HOST.response.status, 400)  # type: ignore[union-attr]
 
 
@@ -890,14 +882,13 @@ class RewriteTests(SynchronousTestCase):
 
     def test_untouchedWithoutRewrites(self) -> None:
         """
-        Without rewrites the target and the fields are the very objects
-        received.
+        Without rewrites there is no new target (the one received is
+        forwarded), and the fields are the very list received.
         """
         table = load({"path-prefix": "/api", "pool": "api"})
-        target = b"/api/%7e"
-        found = match(table, target)
+        found = match(table, b"/api/%7e")
         assert found is not None
-        self.assertIs(found.target, target)
+        self.assertIsNone(found.target)
         fields = [(b"Host", b"h")]
         self.assertIs(found.route.requestFields(fields), fields)
         self.assertIs(found.route.responseFields(fields), fields)
@@ -925,7 +916,7 @@ class RewriteTests(SynchronousTestCase):
         found = match(table, b"http://example.com:80/p?q")
         assert found is not None
         self.assertEqual(found.target, b"http://backend.internal:8080/p?q")
-        self.assertEqual(match(table, b"/p").target, b"/p")  # type: ignore[union-attr]
+        self.assertIsNone(match(table, b"/p").target)  # type: ignore[union-attr]
 
     def test_headers(self) -> None:
         """
@@ -974,7 +965,7 @@ class RouterTests(SynchronousTestCase):
         A router's pool is the request's, with the route's mirror.
         """
         found = self.ask((b"X-Pool", b"api"))
-        self.assertEqual(found, Match(self.table.routes[0], "api", "shadow", b"/", None))
+        self.assertEqual(found, Match(self.table.routes[0], "api", "shadow", None, None))
         self.assertEqual(self.reports, [])
 
     def test_fallThrough(self) -> None:

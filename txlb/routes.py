@@ -1,33 +1,29 @@
 """
-Routes: which pool, or which answer of txlb's own, each request gets.
+Routes: which pool, or which answer of txlb's own, each request gets, and
+what is rewritten on the way.
 
-The C{[[routes]]} of the configuration file are an ordered list, and the
-first route whose every condition holds wins (L{parseRoutes} checks them,
-L{Table} matches them).  Conditions: C{host}, C{path-prefix}, C{path},
-C{path-regex}, C{method}, C{header}, C{query}, C{client}; actions: C{pool},
-C{split}, C{respond}, C{redirect} or C{router}, with C{mirror} and the
-opt-in rewrites on the routes that forward.  C{docs/routing.md} is the
-users' reference.
+The routes are an ordered list, and the first route whose every condition
+holds wins.  L{txlb.routeconfig} reads them from the C{[[routes]]} of the
+configuration file; a L{Table} matches requests against them;
+C{docs/routing.md} is the users' reference.
 
-Matching costs what a few dictionary lookups cost, whatever the number of
-routes: the table is indexed when it is made, by exact host, then by the
-wildcard's suffix, then by exact path and by element-wise prefix (one
-lookup per prefix length the table uses), and only the routes those
-lookups leave are checked further, in order.  The result is always the one
-a scan of every route in order would give (the tests compare both on
-random tables).
+Matching costs a few dictionary lookups whatever the number of routes: the
+table is indexed when it is made, by exact host, then by the wildcard's
+suffix, then by exact path and by element-wise prefix (one lookup per
+prefix length the table uses), and only the routes those lookups leave are
+checked further, in order.  The result is always the one a scan of every
+route in order would give (the tests compare both on random tables).
 
 Paths are matched normalized (L{txlb.paths}).  A path that some servers
-read otherwise (C{;parameters}, C{%2F}, C{\\\\}, C{#}), or an absolute-form
-target whose host differs from its C{Host} field, is matched under each
-reading; if the readings would take different routes, the request gets
-L{AMBIGUOUS} (400), so that no backend acts on a path or host that txlb
-routed as another.
+read otherwise (C{;parameters}, an encoded C{/} or backslash, a backslash,
+C{#}, NUL), or an absolute-form target whose authority and C{Host} field
+differ, is matched under each reading; if the readings would take
+different routes, the request gets L{AMBIGUOUS} (400), so that no backend
+acts on a path or host that txlb routed as another.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import random as _random
@@ -38,17 +34,11 @@ from hashlib import blake2b
 from typing import Any, NamedTuple, Union
 
 from twisted.web.http_headers import Headers
-from zope.interface.exceptions import Invalid
-from zope.interface.verify import verifyObject
 
-from txlb.headers import HOP_BY_HOP, Fields
-from txlb.http1 import isToken
-from txlb.importing import importName, oneLine
-from txlb.interfaces import IRouter
+from txlb.headers import Fields
+from txlb.importing import oneLine
 from txlb.paths import (
-    ENCODED_SLASH,
     Target,
-    normalizeEscapes,
     normalizeHost,
     normalizePath,
     otherReadings,
@@ -61,74 +51,6 @@ from txlb.sticky import cookieValue
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-
-#: The keys a route may have, in the order the reference lists them.
-KEYS = (
-    "name",
-    "host",
-    "path-prefix",
-    "path",
-    "path-regex",
-    "method",
-    "header",
-    "query",
-    "client",
-    "pool",
-    "split",
-    "split-key",
-    "respond",
-    "body",
-    "content-type",
-    "redirect",
-    "redirect-status",
-    "router",
-    "mirror",
-    "mirror-percent",
-    "strip-prefix",
-    "set-host",
-    "request-headers",
-    "response-headers",
-)
-#: The actions, one per route.
-ACTIONS = ("pool", "split", "respond", "redirect", "router")
-#: The actions that forward the request to a pool.
-FORWARDING = ("pool", "split", "router")
-#: The keys that only make sense on a forwarding route.
-FORWARD_ONLY = (
-    "mirror",
-    "strip-prefix",
-    "set-host",
-    "request-headers",
-    "response-headers",
-)
-#: The statuses a redirect may have.
-REDIRECTS = (301, 302, 303, 307, 308)
-#: The placeholders of a redirect template.
-PLACEHOLDERS = ("host", "uri")
-#: Methods RFC 9110 and RFC 5789 define: a lower-case one is a typo.
-_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
-)
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
-_HOST = re.compile(rb"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
-_SET_HOST = re.compile(rb"([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
-_SCHEME_OR_PATH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:|/")
-#: A field value: printable ASCII, spaces and tabs inside.
-_FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?|")
-#: Fields txlb writes itself, so a route may neither add nor remove them.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-
-
-class RoutesError(ValueError):
-    """
-    The routes cannot be used.
-
-    @ivar problems: One line per problem, each naming its route.
-    """
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
 
 
 class Response(NamedTuple):
@@ -154,15 +76,15 @@ class Match(NamedTuple):
         (C{respond}, C{redirect}).
     @ivar mirror: The pool a copy of the request goes to, or L{None} (no
         C{mirror}, or not this time, under C{mirror-percent}).
-    @ivar target: The request-target to forward: the one received, the
-        same object, unless C{strip-prefix} or C{set-host} rewrote it.
+    @ivar target: The request-target to forward if C{strip-prefix} or
+        C{set-host} rewrote it, else L{None}: forward the one received.
     @ivar location: The C{Location} of a C{redirect}, else L{None}.
     """
 
     route: Route
     pool: str | None
     mirror: str | None
-    target: bytes
+    target: bytes | None
     location: bytes | None
 
 
@@ -211,11 +133,17 @@ def _address(client: str) -> Address | None:
     return address
 
 
-# Conditions other than the host: each holds or not for a normalized path
-# (None without one) and the request's other facts.
+# The conditions besides the host's.  Each holds or not for a request's
+# normalized path (None without one) and its other facts, and knows when
+# it holds for every request another condition holds for (covers), for the
+# warnings about routes that can never match.
 
 
-class _PathPrefix:
+class PathPrefix:
+    """
+    C{path-prefix}: the path is the prefix, or continues it with a C{/}.
+    """
+
     def __init__(self, prefix: bytes) -> None:
         self.prefix = prefix
         self._below = prefix.rstrip(b"/") + b"/"
@@ -223,32 +151,64 @@ class _PathPrefix:
     def holds(self, path: bytes | None, facts: Facts) -> bool:
         return path is not None and (path == self.prefix or path.startswith(self._below))
 
+    def covers(self, other: Condition) -> bool:
+        if isinstance(other, (PathPrefix, ExactPath)):
+            path = other.prefix if isinstance(other, PathPrefix) else other.path
+            return path == self.prefix or path.startswith(self._below)
+        return False
 
-class _Path:
+
+class ExactPath:
+    """
+    C{path}: the path is this one.
+    """
+
     def __init__(self, path: bytes) -> None:
         self.path = path
 
     def holds(self, path: bytes | None, facts: Facts) -> bool:
         return path == self.path
 
+    def covers(self, other: Condition) -> bool:
+        return isinstance(other, ExactPath) and other.path == self.path
 
-class _PathRegex:
+
+class PathRegex:
+    """
+    C{path-regex}: the regular expression matches the whole path.
+    """
+
     def __init__(self, regex: re.Pattern[bytes]) -> None:
         self.regex = regex
 
     def holds(self, path: bytes | None, facts: Facts) -> bool:
         return path is not None and self.regex.fullmatch(path) is not None
 
+    def covers(self, other: Condition) -> bool:
+        return isinstance(other, PathRegex) and other.regex.pattern == self.regex.pattern
 
-class _Method:
+
+class Methods:
+    """
+    C{method}: the method is one of these.
+    """
+
     def __init__(self, methods: frozenset[bytes]) -> None:
         self.methods = methods
 
     def holds(self, path: bytes | None, facts: Facts) -> bool:
         return facts.method in self.methods
 
+    def covers(self, other: Condition) -> bool:
+        return isinstance(other, Methods) and other.methods <= self.methods
 
-class _Header:
+
+class Header:
+    """
+    One field of C{header}: a line of the field has the value, or (L{None})
+    the field is there.
+    """
+
     def __init__(self, name: bytes, value: bytes | None) -> None:
         self.name = name
         self.value = value
@@ -259,8 +219,20 @@ class _Header:
             return False
         return self.value is None or self.value in values
 
+    def covers(self, other: Condition) -> bool:
+        return (
+            isinstance(other, Header)
+            and other.name == self.name
+            and (self.value is None or other.value == self.value)
+        )
 
-class _Query:
+
+class QueryParameter:
+    """
+    One parameter of C{query}: one of its decoded values is the value, or
+    (L{None}) the parameter is there.
+    """
+
     def __init__(self, name: bytes, value: bytes | None) -> None:
         self.name = name
         self.value = value
@@ -271,8 +243,19 @@ class _Query:
             return False
         return self.value is None or self.value in values
 
+    def covers(self, other: Condition) -> bool:
+        return (
+            isinstance(other, QueryParameter)
+            and other.name == self.name
+            and (self.value is None or other.value == self.value)
+        )
 
-class _Client:
+
+class Client:
+    """
+    C{client}: the client's address is in one of these networks.
+    """
+
     def __init__(self, networks: Sequence[Network]) -> None:
         self.networks = tuple(networks)
 
@@ -280,13 +263,30 @@ class _Client:
         address = facts.address()
         return address is not None and any(address in network for network in self.networks)
 
+    def covers(self, other: Condition) -> bool:
+        return isinstance(other, Client) and all(
+            any(_within(network, wider) for wider in self.networks) for network in other.networks
+        )
 
-_Condition = Union[_PathPrefix, _Path, _PathRegex, _Method, _Header, _Query, _Client]
+
+def _within(network: Network, wider: Network) -> bool:
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(wider, ipaddress.IPv4Network):
+        return network.subnet_of(wider)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(wider, ipaddress.IPv6Network):
+        return network.subnet_of(wider)
+    return False
 
 
-class _Template:
+Condition = Union[PathPrefix, ExactPath, PathRegex, Methods, Header, QueryParameter, Client]
+
+
+class Template:
     """
-    A C{redirect} template, split once into literal text and placeholders.
+    A C{redirect} template, split once into literal text and placeholders
+    (C{{host}} and C{{uri}}; C{{{}} and C{}}} for braces).
+
+    @raise ValueError: For a template C{str.format} would not take, or a
+        placeholder with a conversion or a format.
     """
 
     def __init__(self, text: str) -> None:
@@ -299,6 +299,10 @@ class _Template:
         self.needsHost = any(field == "host" for _, field in self.parts)
 
     def expand(self, host: bytes | None, uri: bytes) -> bytes:
+        """
+        The C{Location}, each value percent-encoded where it is not
+        printable ASCII.
+        """
         values = {"host": host or b"", "uri": uri}
         pieces = []
         for literal, field in self.parts:
@@ -310,56 +314,53 @@ class _Template:
 
 class Route:
     """
-    One checked C{[[routes]]} entry.
+    One route, checked.
 
     @ivar index: Its place in the list, from 1.
     @ivar name: Its C{name}, or L{None}.
     @ivar label: What logs and metrics call it: its name, or its index.
     @ivar config: The table it was read from, as given.
-    @ivar action: One of L{ACTIONS}.
+    @ivar hosts: The exact hosts of its C{host} condition, normalized, or
+        L{None} if it has none.
+    @ivar wildcards: The suffixes of its wildcard hosts (C{example.com} for
+        C{*.example.com}).
+    @ivar conditions: Every other condition.
+    @ivar prefix: Its C{path-prefix}, or L{None}.
+    @ivar exact: Its C{path}, or L{None}.
+    @ivar residual: The conditions a L{Table}'s index does not answer for:
+        all but the exact path if there is one, else all but the prefix.
+    @ivar action: C{"pool"}, C{"split"}, C{"respond"}, C{"redirect"} or
+        C{"router"}.
     @ivar pool: A C{pool} route's pool.
     @ivar split: A C{split} route's pools and weights, in order.
     @ivar splitKey: C{(kind, name)} of its C{split-key} (C{"cookie"},
         C{"header"} or C{"ip"}, a name for the first two), or L{None}.
     @ivar response: A C{respond} route's answer.
+    @ivar redirect: A C{redirect} route's template.
     @ivar redirectStatus: A C{redirect} route's status.
-    @ivar router: A C{router} route's L{IRouter}.
+    @ivar router: A C{router} route's L{txlb.interfaces.IRouter}.
     @ivar mirror: The pool copies go to, or L{None}.
     @ivar mirrorPercent: The share of requests copied, from 0 to 100.
     @ivar stripPrefix: Whether the matched prefix is taken off the target.
     @ivar setHost: The C{Host} the backend gets instead, or L{None}.
+    @ivar requestRemove: The request fields removed, lower-cased.
+    @ivar requestAdd: The request fields added.
+    @ivar responseRemove: The response fields removed, lower-cased.
+    @ivar responseAdd: The response fields added.
     """
 
-    index = 0
     name: str | None = None
-    config: dict[str, Any]
     action = "pool"
-    # Conditions.
-    hosts: frozenset[bytes] | None = None
-    wildcards: frozenset[bytes] = frozenset()
-    prefix: bytes | None = None
-    exact: bytes | None = None
-    regex: re.Pattern[bytes] | None = None
-    methods: frozenset[bytes] | None = None
-    headerPairs: tuple[tuple[bytes, bytes | None], ...] = ()
-    queryPairs: tuple[tuple[bytes, bytes | None], ...] = ()
-    networks: tuple[Network, ...] | None = None
-    #: Every condition but the host's.
-    conditions: tuple[_Condition, ...] = ()
-    #: The conditions the table's index does not answer for.
-    residual: tuple[_Condition, ...] = ()
-    # Actions.
     pool: str | None = None
     split: tuple[tuple[str, int], ...] = ()
     splitTotal = 0
     splitKey: tuple[str, bytes] | None = None
     response: Response | None = None
-    redirect: _Template | None = None
+    redirect: Template | None = None
     redirectStatus = 308
     router: Any = None
     mirror: str | None = None
     mirrorPercent: float = 100.0
-    # Rewrites.
     stripPrefix = False
     setHost: bytes | None = None
     requestRemove: frozenset[bytes] = frozenset()
@@ -367,11 +368,26 @@ class Route:
     responseRemove: frozenset[bytes] = frozenset()
     responseAdd: Fields
 
-    def __init__(self, index: int, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        index: int,
+        config: dict[str, Any],
+        hosts: frozenset[bytes] | None = None,
+        wildcards: frozenset[bytes] = frozenset(),
+        conditions: Sequence[Condition] = (),
+    ) -> None:
         self.index = index
         self.config = config
+        self.hosts = hosts
+        self.wildcards = wildcards
+        self.conditions = tuple(conditions)
+        self.prefix = next((c.prefix for c in conditions if isinstance(c, PathPrefix)), None)
+        self.exact = next((c.path for c in conditions if isinstance(c, ExactPath)), None)
+        indexed = ExactPath if self.exact is not None else PathPrefix
+        self.residual = tuple(c for c in conditions if not isinstance(c, indexed))
         self.requestAdd = []
         self.responseAdd = []
+        self._matches: dict[tuple[str | None, str | None], Match] = {}
 
     def __repr__(self) -> str:
         return f"<Route {self.label}>"
@@ -407,6 +423,18 @@ class Route:
         path (both normalized).
         """
         return self.hostHolds(host) and _allHold(self.conditions, path, facts)
+
+    def matched(self, pool: str | None = None, mirror: str | None = None) -> Match:
+        """
+        The L{Match} of a request this route takes to C{pool} (and a copy
+        to C{mirror}) without a rewritten target: made once, as there are
+        few, so that matching allocates nothing.
+        """
+        try:
+            return self._matches[pool, mirror]
+        except KeyError:
+            made = self._matches[pool, mirror] = Match(self, pool, mirror, None, None)
+            return made
 
     def pools(self) -> set[str]:
         """
@@ -484,7 +512,7 @@ class Route:
         return kept
 
 
-def _allHold(conditions: Sequence[_Condition], path: bytes | None, facts: Facts) -> bool:
+def _allHold(conditions: Sequence[Condition], path: bytes | None, facts: Facts) -> bool:
     for condition in conditions:
         if not condition.holds(path, facts):
             return False
@@ -526,51 +554,53 @@ class _Bucket:
     The routes that may match requests for one host (or one wildcard
     suffix, or any other host), indexed by path.
 
-    @ivar always: The routes without a path, element-wise prefix or exact
-        path condition.
-    @ivar rooted: Those with the prefix C{/}.
-    @ivar byPath: Those with an exact path, by path.
-    @ivar byPrefix: Those with another prefix, by prefix.
+    Each list holds, in order, the routes a lookup leaves, the routes
+    without a path condition merged in, and ends at the first route that
+    is sure to match there (no condition the index does not answer for, no
+    router): a request for one host and path costs one or two dictionary
+    lookups and no merge.
+
+    @ivar pathless: For a request without a path (CONNECT, C{*}): the
+        routes without a path, exact path or element-wise prefix condition.
+    @ivar rooted: For a path no exact path nor prefix meets: those, and the
+        routes with the prefix C{/}.
+    @ivar byPath: By exact path: its routes and C{rooted}.
+    @ivar byPrefix: By prefix other than C{/}: its routes and C{rooted}.
     @ivar depths: The prefixes' lengths in segments, ascending.
     """
 
     def __init__(self, routes: Sequence[Route]) -> None:
-        always: list[Route] = []
+        pathless: list[Route] = []
         rooted: list[Route] = []
-        self.byPath: dict[bytes, list[Route]] = {}
-        self.byPrefix: dict[bytes, list[Route]] = {}
+        byPath: dict[bytes, list[Route]] = {}
+        byPrefix: dict[bytes, list[Route]] = {}
         for route in routes:
             if route.exact is not None:
-                self.byPath.setdefault(route.exact, []).append(route)
+                byPath.setdefault(route.exact, []).append(route)
             elif route.prefix == b"/":
                 rooted.append(route)
             elif route.prefix is not None:
-                self.byPrefix.setdefault(route.prefix, []).append(route)
+                byPrefix.setdefault(route.prefix, []).append(route)
             else:
-                always.append(route)
-            if not route.conditions and route.router is None:
-                break  # Nothing after it can match these hosts.
-        self.always = tuple(always)
-        self.rooted = tuple(rooted)
-        self.depths = tuple(sorted({prefix.count(b"/") for prefix in self.byPrefix}))
+                pathless.append(route)
+                rooted.append(route)
+        self.pathless = _cut(pathless)
+        self.rooted = _cut(rooted)
+        self.byPath = {path: _cut(found + rooted) for path, found in byPath.items()}
+        self.byPrefix = {prefix: _cut(found + rooted) for prefix, found in byPrefix.items()}
+        self.depths = tuple(sorted({prefix.count(b"/") for prefix in byPrefix}))
 
     def candidates(self, path: bytes | None) -> Sequence[Route]:
         """
         The routes, in order, that may match a request with this
-        normalized path, given its host: a superset of those that do.
+        normalized path, given its host: a superset of those that do, up
+        to the first that surely does.
         """
         if path is None or path[:1] != b"/":
-            return self.always
-        found: list[Route] | None = None
-        groups = 0
-        if self.rooted:
-            found = list(self.rooted)
-            groups = 1
+            return self.pathless
+        found = None
         if self.byPath:
-            hit = self.byPath.get(path)
-            if hit is not None:
-                found = hit if found is None else found + hit
-                groups += 1
+            found = self.byPath.get(path)
         if self.depths:
             size = len(path)
             end = level = 0
@@ -583,16 +613,28 @@ class _Bucket:
                     break
                 hit = self.byPrefix.get(path[:end])
                 if hit is not None:
-                    found = hit if found is None else found + hit
-                    groups += 1
-        if found is None:
-            return self.always
-        if self.always:
-            found = found + list(self.always)
-            groups += 1
-        if groups > 1:
-            found.sort(key=_index)
-        return found
+                    found = hit if found is None else _merged(found, hit)
+        return self.rooted if found is None else found
+
+
+def _cut(routes: list[Route]) -> tuple[Route, ...]:
+    """
+    C{routes} in order, up to the first that surely matches where they
+    were looked up.
+    """
+    routes.sort(key=_index)
+    for at, route in enumerate(routes):
+        if not route.residual and route.router is None:
+            return tuple(routes[: at + 1])
+    return tuple(routes)
+
+
+def _merged(first: Sequence[Route], second: Sequence[Route]) -> tuple[Route, ...]:
+    """
+    Two candidate lists as one, in order: for a path that meets two
+    prefixes, or an exact path and a prefix.
+    """
+    return _cut(list({route.index: route for route in (*first, *second)}.values()))
 
 
 def _index(route: Route) -> int:
@@ -605,6 +647,9 @@ class Table:
 
     @ivar routes: The routes, in order.
     """
+
+    #: How many hosts' normalized forms are remembered.
+    hostCache = 512
 
     def __init__(
         self,
@@ -626,12 +671,12 @@ class Table:
         self._pools = frozenset(pools)
         self._onRouterError = onRouterError
         self._random = random
+        self._hosts: dict[bytes, bytes | None] = {}
         exact: set[bytes] = set()
         suffixes: set[bytes] = set()
         for route in self.routes:
             exact |= route.hosts or set()
             suffixes |= route.wildcards
-        self._usesHost = any(route.hosts is not None for route in self.routes)
         self._exact = {host: self._bucket(host) for host in exact}
         self._wildcards = {
             suffix: _Bucket([r for r in self.routes if r.hosts is None or suffix in r.wildcards])
@@ -643,7 +688,7 @@ class Table:
         return _Bucket([route for route in self.routes if route.hostHolds(host)])
 
     def _bucketFor(self, host: bytes | None) -> _Bucket:
-        if host is None or not self._usesHost:
+        if host is None:
             return self._anyHost
         bucket = self._exact.get(host)
         if bucket is not None:
@@ -655,6 +700,20 @@ class Table:
                 if bucket is not None:
                     return bucket
         return self._anyHost
+
+    def _hostName(self, host: bytes) -> bytes | None:
+        """
+        L{normalizeHost}, remembered for the last few hundred hosts.
+        """
+        try:
+            return self._hosts[host]
+        except KeyError:
+            pass
+        name = normalizeHost(host)
+        if len(self._hosts) >= self.hostCache:
+            self._hosts.clear()
+        self._hosts[host] = name
+        return name
 
     def match(
         self,
@@ -682,38 +741,108 @@ class Table:
             real client's): C{"10.0.0.1"}, C{"::1"}, or C{""}.
         @param request: What a router is given: the C{twisted.web} request.
         """
+        # (Single bytes are looked for as integers: on CPython, "in" with a
+        # bytes needle costs three times more.)
+        if target[:1] == b"/" and 0x23 not in target:
+            # Origin form, as nearly every request: the path read one way
+            # unless it holds a byte that servers read differently (%, ;,
+            # backslash, NUL, or # above).
+            path, question, query = target.partition(b"?")
+            if 0x25 not in path and 0x3B not in path and 0x5C not in path and 0 not in path:
+                if b"//" in path or b"/." in path:
+                    path = normalizePath(path)
+                name = None if host is None else self._hostName(host)
+                return self._first(
+                    self._bucketFor(name).candidates(path),
+                    name,
+                    path,
+                    query if question else None,
+                    method,
+                    target,
+                    headers,
+                    client,
+                    request,
+                )
+        return self._matchAnyForm(method, target, host, headers, client, request)
+
+    def _matchAnyForm(
+        self,
+        method: bytes,
+        target: bytes,
+        host: bytes | None,
+        headers: Headers,
+        client: str,
+        request: object,
+    ) -> Match | None:
+        """
+        L{match} for any request-target, read every way servers may read
+        it: each route in order must hold for all readings or for none.
+        """
         parts = splitTarget(target)
-        path = parts.path
-        if path is not None and (not path or b"%" in path or b"//" in path or b"/." in path):
-            path = normalizePath(path)
+        path = None if parts.path is None else normalizePath(parts.path)
         if parts.authority is not None:
             name = normalizeHost(parts.authority)
-        elif host is not None:
-            name = normalizeHost(host)
         else:
-            name = None
-        facts = None
-        raw = parts.path
-        if raw is not None and (
-            b"%" in raw or b";" in raw or b"\\" in raw or b"\0" in raw or b"#" in target
-        ):
-            # What otherReadings looks for, found or not in a few searches.
-            others = otherReadings(target, parts)
-        else:
-            others = []
-        otherHost = None
+            name = None if host is None else self._hostName(host)
+        hosts = [name]
         if parts.authority is not None and host is not None:
-            otherHost = normalizeHost(host)
-            if otherHost == name:
-                otherHost = None
-        if others or otherHost is not None:
-            return self._matchReadings(
-                name, path, others, otherHost, parts, target, method, headers, client, request
+            fieldName = self._hostName(host)
+            if fieldName != name:
+                hosts.append(fieldName)
+        readings = [(each, path) for each in hosts]
+        readings += [(each, other) for each in hosts for other in otherReadings(target, parts)]
+        if len(readings) == 1:
+            return self._first(
+                self._bucketFor(name).candidates(path),
+                name,
+                path,
+                parts.query,
+                method,
+                target,
+                headers,
+                client,
+                request,
             )
-        for route in self._bucketFor(name).candidates(path):
+        facts = Facts(method, headers, parts.query, client)
+        seen: dict[int, Route] = {}
+        for each, reading in readings:
+            for route in self._bucketFor(each).candidates(reading):
+                seen[route.index] = route
+        for index in sorted(seen):
+            route = seen[index]
+            holding = [route.holds(each, reading, facts) for each, reading in readings]
+            if not any(holding):
+                continue
+            if not all(holding):
+                return AMBIGUOUS.matched()
+            pool = None
+            if route.router is not None:
+                pool = self._ask(route, request)
+                if pool is None:
+                    continue
+            return self._matched(route, pool, target, name, headers, client)
+        return None
+
+    def _first(
+        self,
+        candidates: Sequence[Route],
+        name: bytes | None,
+        path: bytes | None,
+        query: bytes | None,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        client: str,
+        request: object,
+    ) -> Match | None:
+        """
+        The first of the candidates that holds for a request read one way.
+        """
+        facts = None
+        for route in candidates:
             if route.residual:
                 if facts is None:
-                    facts = Facts(method, headers, parts.query, client)
+                    facts = Facts(method, headers, query, client)
                 if not _allHold(route.residual, path, facts):
                     continue
             pool = None
@@ -721,46 +850,7 @@ class Table:
                 pool = self._ask(route, request)
                 if pool is None:
                     continue
-            return self._matched(route, pool, parts, target, name, headers, client)
-        return None
-
-    def _matchReadings(
-        self,
-        name: bytes | None,
-        path: bytes | None,
-        others: list[bytes],
-        otherHost: bytes | None,
-        parts: Target,
-        target: bytes,
-        method: bytes,
-        headers: Headers,
-        client: str,
-        request: object,
-    ) -> Match | None:
-        """
-        L{match} for a request read several ways: each route in order must
-        hold for all readings or for none.
-        """
-        hosts = [name] if otherHost is None else [name, otherHost]
-        readings = [(host, each) for host in hosts for each in [path, *others]]
-        facts = Facts(method, headers, parts.query, client)
-        seen: dict[int, Route] = {}
-        for host, each in readings:
-            for route in self._bucketFor(host).candidates(each):
-                seen[route.index] = route
-        for index in sorted(seen):
-            route = seen[index]
-            holding = [route.holds(host, each, facts) for host, each in readings]
-            if not any(holding):
-                continue
-            if not all(holding):
-                return Match(AMBIGUOUS, None, None, target, None)
-            pool = None
-            if route.router is not None:
-                pool = self._ask(route, request)
-                if pool is None:
-                    continue
-            return self._matched(route, pool, parts, target, name, headers, client)
+            return self._matched(route, pool, target, name, headers, client)
         return None
 
     def _ask(self, route: Route, request: object) -> str | None:
@@ -786,7 +876,6 @@ class Table:
         self,
         route: Route,
         pool: str | None,
-        parts: Target,
         target: bytes,
         host: bytes | None,
         headers: Headers,
@@ -798,25 +887,35 @@ class Table:
         elif action == "split":
             pool = route.pickSplit(_splitKey(route, headers, client), self._random)
         elif action == "respond":
-            return Match(route, None, None, target, None)
+            return route.matched()
         elif action == "redirect":
             assert route.redirect is not None
             if host is None and route.redirect.needsHost:
-                return Match(NO_HOST, None, None, target, None)
-            if parts.authority is not None:
-                uri = (parts.path or b"/") + target[parts.end :]
-            elif parts.path is None:
-                uri = b""
-            else:
-                uri = target
-            return Match(route, None, None, target, route.redirect.expand(host, uri))
+                return NO_HOST.matched()
+            return Match(route, None, None, None, route.redirect.expand(host, _uri(target)))
         mirror = route.mirror
         if mirror is not None and route.mirrorPercent < 100:
             if self._random() * 100 >= route.mirrorPercent:
                 mirror = None
-        if route.stripPrefix or (route.setHost is not None and parts.authority is not None):
-            target = route.forwardTarget(target, parts)
-        return Match(route, pool, mirror, target, None)
+        if route.stripPrefix or (route.setHost is not None and target[:1] != b"/"):
+            return Match(
+                route, pool, mirror, route.forwardTarget(target, splitTarget(target)), None
+            )
+        return route.matched(pool, mirror)
+
+
+def _uri(target: bytes) -> bytes:
+    """
+    A redirect's C{{uri}}: the request-target in origin form (an
+    absolute-form one's path and what follows, C{/} for an empty path),
+    empty for CONNECT's authority form.
+    """
+    parts = splitTarget(target)
+    if parts.authority is None:
+        return target
+    if parts.path is None:
+        return b""
+    return (parts.path or b"/") + target[parts.end :]
 
 
 def _splitKey(route: Route, headers: Headers, client: str) -> bytes | None:
@@ -832,649 +931,3 @@ def _splitKey(route: Route, headers: Headers, client: str) -> bytes | None:
         values = headers.getRawHeaders(name)
         return None if values is None else b", ".join(values)
     return client.encode()
-
-
-# Reading the configuration.
-
-
-def parseRoutes(
-    entries: object, pools: Collection[str], fallback: str | None = None
-) -> tuple[list[Route], list[str]]:
-    """
-    Check the C{[[routes]]} of a configuration file.
-
-    @param entries: The C{routes} value, as C{tomllib} gives it.
-    @param pools: The names of the pools there are.
-    @param fallback: The pool that takes requests no route matches
-        (C{"default"} if there is one), or L{None} (they get 404).
-    @return: The routes, and one warning per line: a route that can never
-        match, a pool no request can reach.
-    @raise RoutesError: With one line per problem.
-    """
-    if not isinstance(entries, list):
-        raise RoutesError([f"routes: expected a list of tables ([[routes]]), not {entries!r}"])
-    problems: list[str] = []
-    routes: list[Route] = []
-    named: dict[str, int] = {}
-    for index, entry in enumerate(entries, 1):
-        reader = _RouteReader(index, entry, frozenset(pools))
-        route = reader.read()
-        problems += reader.problems
-        if route is None:
-            continue
-        if route.name is not None:
-            if route.name in named:
-                problems.append(
-                    f"{reader.where}: name {route.name!r} is route {named[route.name]}'s already"
-                )
-            named.setdefault(route.name, index)
-        routes.append(route)
-    if problems:
-        raise RoutesError(problems)
-    return routes, _warnings(routes, pools, fallback)
-
-
-def _suggest(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _RouteReader:
-    """
-    Reads one C{[[routes]]} entry into a L{Route}, a problem per line.
-    """
-
-    def __init__(self, index: int, entry: object, pools: frozenset[str]) -> None:
-        self.index = index
-        self.entry = entry
-        self.pools = pools
-        self.problems: list[str] = []
-        self.where = f"route {index}"
-
-    def problem(self, text: str) -> None:
-        self.problems.append(f"{self.where}: {text}")
-
-    def read(self) -> Route | None:
-        entry = self.entry
-        if not isinstance(entry, dict):
-            self.problem(f"expected a table, not {entry!r}")
-            return None
-        route = Route(self.index, entry)
-        name = entry.get("name")
-        if name is not None:
-            if isinstance(name, str) and _NAME.fullmatch(name):
-                route.name = name
-                self.where = f"route {self.index} ({name})"
-            else:
-                self.problem(
-                    f"name: expected up to 64 letters, digits, '.', '_' or '-', starting with a"
-                    f" letter, not {name!r}"
-                )
-        for key in entry:
-            if key not in KEYS:
-                self.problem(f"unknown key {key!r}{_suggest(key, KEYS)}")
-        self.readConditions(route, entry)
-        self.readAction(route, entry)
-        self.readRewrites(route, entry)
-        return route
-
-    # Conditions.
-
-    def readConditions(self, route: Route, entry: dict[str, Any]) -> None:
-        conditions: list[_Condition] = []
-        if "host" in entry:
-            hosts = self.strings("host", entry["host"])
-            names, wildcards = set(), set()
-            for text in hosts:
-                pattern = self.hostPattern(text)
-                if pattern is not None:
-                    if text.startswith("*."):
-                        wildcards.add(pattern)
-                    else:
-                        names.add(pattern)
-            route.hosts = frozenset(names)
-            route.wildcards = frozenset(wildcards)
-        if "path-prefix" in entry:
-            prefix = self.pathPattern("path-prefix", entry["path-prefix"])
-            if prefix is not None:
-                route.prefix = prefix
-                conditions.append(_PathPrefix(prefix))
-        if "path" in entry:
-            exact = self.pathPattern("path", entry["path"])
-            if exact is not None:
-                route.exact = exact
-                conditions.append(_Path(exact))
-        if "path-regex" in entry:
-            regex = self.regex(entry["path-regex"])
-            if regex is not None:
-                route.regex = regex
-                conditions.append(_PathRegex(regex))
-        if "method" in entry:
-            methods = frozenset(
-                self.method(text) for text in self.strings("method", entry["method"])
-            )
-            route.methods = methods
-            conditions.append(_Method(methods))
-        if "header" in entry:
-            route.headerPairs = self.pairs("header", entry["header"], self.fieldName)
-            conditions += [_Header(name, value) for name, value in route.headerPairs]
-        if "query" in entry:
-            route.queryPairs = self.pairs("query", entry["query"], _utf8)
-            conditions += [_Query(name, value) for name, value in route.queryPairs]
-        if "client" in entry:
-            networks = []
-            for text in self.strings("client", entry["client"]):
-                try:
-                    networks.append(ipaddress.ip_network(text, strict=False))
-                except ValueError as e:
-                    self.problem(f"client {text!r}: {e}")
-            route.networks = tuple(networks)
-            conditions.append(_Client(networks))
-        route.conditions = tuple(conditions)
-        # The table's index answers for the exact path if there is one,
-        # else for the prefix.
-        indexed = _Path if route.exact is not None else _PathPrefix
-        route.residual = tuple(c for c in conditions if not isinstance(c, indexed))
-
-    def strings(self, key: str, value: object) -> list[str]:
-        """
-        A string or a non-empty list of strings, as a list.
-        """
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            return value
-        self.problem(f"{key}: expected a string or a list of strings, not {value!r}")
-        return []
-
-    def hostPattern(self, text: str) -> bytes | None:
-        """
-        A host pattern, normalized as request hosts are: an exact host, or
-        the suffix after C{*.} of a wildcard one.
-        """
-        wildcard = text.startswith("*.")
-        name = text[2:] if wildcard else text
-        if "*" in name:
-            self.problem(
-                f"host {text!r}: a wildcard is one whole leading label, as in '*.example.com'"
-                " (leave host out to match every host)"
-            )
-            return None
-        if ":" in name and not wildcard:
-            literal = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-            try:
-                address = ipaddress.IPv6Address(literal)
-            except ValueError:
-                host, _, port = name.rpartition(":")
-                if port.isdigit():
-                    self.problem(
-                        f"host {text!r}: hosts are compared without a port; write {host!r}"
-                    )
-                else:
-                    self.problem(f"host {text!r}: not a host name")
-                return None
-            return b"[" + address.compressed.encode("ascii") + b"]"
-        try:
-            encoded = name.encode("ascii") if name.isascii() else name.encode("idna")
-        except UnicodeError as e:
-            self.problem(f"host {text!r}: not a host name ({e})")
-            return None
-        normalized = encoded.lower().rstrip(b".")
-        if not _HOST.fullmatch(normalized):
-            self.problem(f"host {text!r}: not a host name")
-            return None
-        return normalized
-
-    def pathPattern(self, key: str, value: object) -> bytes | None:
-        if not isinstance(value, str):
-            self.problem(f"{key}: expected a string, not {value!r}")
-            return None
-        if not value.startswith("/"):
-            self.problem(f"{key} {value!r}: a path starts with '/'")
-            return None
-        if "?" in value or "#" in value:
-            self.problem(f"{key} {value!r}: the path ends before any '?' or '#' (see query)")
-            return None
-        encoded = normalizeEscapes(percentEncoded(value.encode("utf-8")))
-        if b"\\" in encoded or b";" in encoded or ENCODED_SLASH.search(encoded):
-            self.problem(
-                f"{key} {value!r}: a path with ';', '\\' or an encoded '/' or '\\' is read"
-                " differently by different servers, and refused when that changes its route"
-            )
-            return None
-        if key == "path-prefix" and len(encoded) > 1 and encoded.endswith(b"/"):
-            encoded = encoded[:-1]  # element-wise: /static/ is /static
-        normalized = normalizePath(encoded)
-        if normalized != encoded:
-            self.problem(
-                f"{key} {value!r}: paths are matched normalized, so this never matches;"
-                f" write {normalized.decode('ascii')!r}"
-            )
-            return None
-        return encoded
-
-    def regex(self, value: object) -> re.Pattern[bytes] | None:
-        if not isinstance(value, str):
-            self.problem(f"path-regex: expected a string, not {value!r}")
-            return None
-        if not value.isascii():
-            self.problem(
-                f"path-regex {value!r}: write it in ASCII: the path it matches keeps non-ASCII"
-                " bytes percent-encoded ('%C3%A9' for 'é')"
-            )
-            return None
-        try:
-            return re.compile(value.encode("ascii"))
-        except re.error as e:
-            self.problem(f"path-regex {value!r}: {e}")
-            return None
-
-    def method(self, text: str) -> bytes:
-        if not text.isascii() or not isToken(text.encode("ascii")):
-            self.problem(f"method {text!r}: not a method name")
-        elif text not in _METHODS and text.upper() in _METHODS:
-            self.problem(f"method {text!r}: methods are case-sensitive; write {text.upper()!r}")
-        return text.encode("utf-8")
-
-    def fieldName(self, text: str) -> bytes:
-        encoded = text.encode("utf-8")
-        if not isToken(encoded):
-            self.problem(f"{text!r} is not a header field name")
-        return encoded.lower()
-
-    def pairs(
-        self, key: str, value: object, readName: Callable[[str], bytes]
-    ) -> tuple[tuple[bytes, bytes | None], ...]:
-        """
-        A table of name to exact value, or C{"*"} for any value.
-        """
-        if not isinstance(value, dict) or not value:
-            self.problem(f'{key}: expected a table of names to values (or "*"), not {value!r}')
-            return ()
-        pairs = []
-        for name, wanted in value.items():
-            if not isinstance(wanted, str):
-                self.problem(f'{key} {name!r}: expected a string (or "*"), not {wanted!r}')
-                continue
-            if key == "header" and not _FIELD_VALUE.fullmatch(wanted):
-                self.problem(
-                    f"header {name!r}: a field value is printable ASCII without spaces around it,"
-                    f" not {wanted!r}"
-                )
-                continue
-            pairs.append((readName(name), None if wanted == "*" else _utf8(wanted)))
-        return tuple(pairs)
-
-    # Actions.
-
-    def readAction(self, route: Route, entry: dict[str, Any]) -> None:
-        actions = [key for key in ACTIONS if key in entry]
-        if not actions:
-            self.problem(f"no action: give one of {', '.join(ACTIONS)}")
-            return
-        if len(actions) > 1:
-            self.problem(f"more than one action ({', '.join(actions)}): choose one")
-            return
-        action = route.action = actions[0]
-        value = entry[action]
-        if action == "pool":
-            route.pool = self.pool("pool", value)
-        elif action == "split":
-            route.split = self.split(value)
-            route.splitTotal = sum(weight for _, weight in route.split)
-        elif action == "respond":
-            route.response = self.response(value, entry)
-        elif action == "redirect":
-            route.redirect = self.template(value)
-            status = entry.get("redirect-status", 308)
-            if type(status) is not int or status not in REDIRECTS:
-                self.problem(
-                    f"redirect-status: expected one of {', '.join(map(str, REDIRECTS))},"
-                    f" not {status!r}"
-                )
-            else:
-                route.redirectStatus = status
-        else:
-            route.router = self.router(value)
-        for key, needs in (
-            ("split-key", "split"),
-            ("body", "respond"),
-            ("content-type", "respond"),
-            ("redirect-status", "redirect"),
-        ):
-            if key in entry and action != needs:
-                self.problem(f"{key} only goes with {needs}")
-        if "split-key" in entry and action == "split":
-            route.splitKey = self.splitKey(entry["split-key"])
-        for key in FORWARD_ONLY:
-            if key in entry and action not in FORWARDING:
-                self.problem(
-                    f"{key} only goes with a route that forwards ({', '.join(FORWARDING)}),"
-                    f" not {action}"
-                )
-        if "mirror" in entry and action in FORWARDING:
-            route.mirror = self.pool("mirror", entry["mirror"])
-        if "mirror-percent" in entry:
-            percent = entry["mirror-percent"]
-            if "mirror" not in entry:
-                self.problem("mirror-percent only goes with mirror")
-            elif isinstance(percent, bool) or not isinstance(percent, (int, float)):
-                self.problem(f"mirror-percent: expected a number, not {percent!r}")
-            elif not 0 < percent <= 100:
-                self.problem(f"mirror-percent: expected more than 0 and at most 100, not {percent}")
-            else:
-                route.mirrorPercent = float(percent)
-
-    def pool(self, key: str, value: object) -> str | None:
-        if not isinstance(value, str):
-            self.problem(f"{key}: expected a pool's name, not {value!r}")
-            return None
-        if value not in self.pools:
-            self.problem(f"{key}: unknown pool {value!r}{self.known(value)}")
-            return None
-        return value
-
-    def known(self, name: str) -> str:
-        suggestion = _suggest(name, self.pools)
-        if suggestion:
-            return suggestion
-        return f" (pools: {', '.join(sorted(self.pools))})" if self.pools else " (no pools)"
-
-    def split(self, value: object) -> tuple[tuple[str, int], ...]:
-        if not isinstance(value, dict) or not value:
-            self.problem(f"split: expected a table of pools to weights, not {value!r}")
-            return ()
-        split = []
-        for pool, weight in value.items():
-            if pool not in self.pools:
-                self.problem(f"split: unknown pool {pool!r}{self.known(pool)}")
-            elif type(weight) is not int or weight <= 0:
-                self.problem(
-                    f"split: the weight of {pool!r} must be a positive integer, not {weight!r}"
-                )
-            else:
-                split.append((pool, weight))
-        return tuple(split)
-
-    def splitKey(self, value: object) -> tuple[str, bytes] | None:
-        if isinstance(value, str):
-            kind, _, name = value.partition(":")
-            if value == "ip":
-                return ("ip", b"")
-            if kind in ("cookie", "header") and name and name.isascii():
-                encoded = name.encode("ascii")
-                if isToken(encoded):
-                    return (kind, encoded.lower() if kind == "header" else encoded)
-        self.problem(f'split-key: expected "cookie:NAME", "header:NAME" or "ip", not {value!r}')
-        return None
-
-    def response(self, status: object, entry: dict[str, Any]) -> Response | None:
-        if type(status) is not int or not 200 <= status <= 599:
-            self.problem(f"respond: expected a status from 200 to 599, not {status!r}")
-            return None
-        body = entry.get("body", "")
-        if not isinstance(body, str):
-            self.problem(f"body: expected a string, not {body!r}")
-            return None
-        contentType = entry.get("content-type", "text/plain; charset=utf-8")
-        if (
-            not isinstance(contentType, str)
-            or not contentType
-            or not _FIELD_VALUE.fullmatch(contentType)
-        ):
-            self.problem(f"content-type: expected a field value, not {contentType!r}")
-            return None
-        if body and status in (204, 205, 304):
-            self.problem(f"body: a {status} response has no body")
-            return None
-        if "content-type" in entry and not body:
-            self.problem("content-type only goes with a body")
-            return None
-        return Response(status, body.encode("utf-8"), contentType.encode("ascii") if body else None)
-
-    def template(self, value: object) -> _Template | None:
-        if not isinstance(value, str):
-            self.problem(f"redirect: expected a string, not {value!r}")
-            return None
-        if not value.isascii() or not value.isprintable() or " " in value:
-            self.problem(f"redirect {value!r}: a URL is printable ASCII without spaces")
-            return None
-        try:
-            template = _Template(value)
-        except ValueError as e:
-            self.problem(f"redirect {value!r}: {e}")
-            return None
-        for _, field in template.parts:
-            if field is not None and field not in PLACEHOLDERS:
-                self.problem(
-                    f"redirect {value!r}: unknown placeholder {{{field}}}"
-                    " (known: {host}, {uri})"
-                )
-                return None
-        if not _SCHEME_OR_PATH.match(value):
-            self.problem(
-                f"redirect {value!r}: start with a scheme ('https://') or a path ('/'), so that"
-                " the request cannot choose the site"
-            )
-            return None
-        return template
-
-    def router(self, value: object) -> Any:
-        if not isinstance(value, str):
-            self.problem(f"router: expected package.module:Name, not {value!r}")
-            return None
-        try:
-            made = importName(value)
-        except ValueError as e:
-            self.problem(f"router: {e}")
-            return None
-        try:
-            router = made()
-        except Exception as e:
-            self.problem(f"router {value!r} raised when made: {oneLine(e)}")
-            return None
-        if not IRouter.providedBy(router):
-            self.problem(
-                f"router {value!r} does not declare IRouter: give its class @implementer(IRouter)"
-            )
-            return None
-        try:
-            verifyObject(IRouter, router)
-        except Invalid as e:
-            # What is wrong, without zope's "The object <...> has failed to
-            # implement interface ...: " before it.
-            why = str(e).partition(f"{IRouter.__identifier__}: ")[2] or oneLine(e)
-            self.problem(f"router {value!r} is not an IRouter provider: {why}")
-            return None
-        return router
-
-    # Rewrites.
-
-    def readRewrites(self, route: Route, entry: dict[str, Any]) -> None:
-        if route.action not in FORWARDING:
-            return
-        if "strip-prefix" in entry:
-            strip = entry["strip-prefix"]
-            if not isinstance(strip, bool):
-                self.problem(f"strip-prefix: expected true or false, not {strip!r}")
-            elif strip and route.prefix in (None, b"/"):
-                self.problem("strip-prefix needs a path-prefix other than '/'")
-            else:
-                route.stripPrefix = strip
-        if "set-host" in entry:
-            host = entry["set-host"]
-            encoded = host.encode("ascii", "replace") if isinstance(host, str) else b""
-            if not isinstance(host, str) or not _SET_HOST.fullmatch(encoded):
-                self.problem(f"set-host: expected a host, with a port or not, not {host!r}")
-            else:
-                route.setHost = encoded
-        if "request-headers" in entry:
-            route.requestRemove, route.requestAdd = self.rewrite(
-                "request-headers", entry["request-headers"], HOP_BY_HOP | _FRAMING | {b"host"}
-            )
-        if "response-headers" in entry:
-            route.responseRemove, route.responseAdd = self.rewrite(
-                "response-headers", entry["response-headers"], HOP_BY_HOP | _FRAMING
-            )
-
-    def rewrite(
-        self, key: str, value: object, forbidden: frozenset[bytes]
-    ) -> tuple[frozenset[bytes], Fields]:
-        if not isinstance(value, dict):
-            self.problem(f"{key}: expected a table with add and remove, not {value!r}")
-            return frozenset(), []
-        for part in value:
-            if part not in ("add", "remove"):
-                self.problem(f"{key}: unknown key {part!r}{_suggest(part, ('add', 'remove'))}")
-        remove = value.get("remove", [])
-        names = []
-        if not isinstance(remove, list) or not all(isinstance(name, str) for name in remove):
-            self.problem(f"{key}.remove: expected a list of field names, not {remove!r}")
-        else:
-            names = [self.rewritten(key, "remove", name, forbidden) for name in remove]
-        add = value.get("add", {})
-        fields: Fields = []
-        if not isinstance(add, dict):
-            self.problem(f"{key}.add: expected a table of field names to values, not {add!r}")
-        else:
-            for name, text in add.items():
-                if not isinstance(text, str) or not _FIELD_VALUE.fullmatch(text):
-                    self.problem(
-                        f"{key}.add {name!r}: a field value is printable ASCII without spaces"
-                        f" around it, not {text!r}"
-                    )
-                elif self.rewritten(key, "add", name, forbidden):
-                    fields.append((name.encode("ascii"), text.encode("ascii")))
-        return frozenset(name for name in names if name), fields
-
-    def rewritten(self, key: str, part: str, name: str, forbidden: frozenset[bytes]) -> bytes:
-        """
-        A field name to add or remove, lower-cased, or C{b""} if it may not
-        be.
-        """
-        encoded = name.encode("utf-8")
-        if not isToken(encoded):
-            self.problem(f"{key}.{part}: {name!r} is not a header field name")
-            return b""
-        if encoded.lower() in forbidden:
-            use = "; use set-host" if encoded.lower() == b"host" else ""
-            self.problem(f"{key}.{part}: txlb writes {name} itself{use}")
-            return b""
-        return encoded.lower()
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8")
-
-
-# Warnings.
-
-
-def _warnings(routes: Sequence[Route], pools: Collection[str], fallback: str | None) -> list[str]:
-    warnings = []
-    reachable: list[Route] = []
-    for route in routes:
-        cover = next((earlier for earlier in reachable if _covers(earlier, route)), None)
-        if cover is None:
-            reachable.append(route)
-        elif cover.catchesAll:
-            warnings.append(
-                f"route {route.label} can never match: route {cover.label} before it matches"
-                " every request"
-            )
-        else:
-            warnings.append(
-                f"route {route.label} can never match: route {cover.label} before it matches"
-                " every request it would"
-            )
-    if any(route.router is not None for route in reachable):
-        return warnings  # A router may answer any pool.
-    used: set[str] = set()
-    for route in reachable:
-        used |= route.pools()
-    catchAll = next((route for route in reachable if route.catchesAll), None)
-    for pool in sorted(pools):
-        if pool in used:
-            continue
-        if pool == fallback:
-            if catchAll is not None:
-                warnings.append(
-                    f"pool {pool!r} is never used: route {catchAll.label} matches every request,"
-                    " so none falls through to it"
-                )
-        else:
-            warnings.append(f"pool {pool!r} is never used: no route sends requests to it")
-    return warnings
-
-
-def _covers(earlier: Route, later: Route) -> bool:
-    """
-    Whether C{earlier} matches every request C{later} would (never when
-    C{earlier} has a router, which may let a request through).  It errs
-    towards no: a warning it does not give is one missed, never a false one.
-    """
-    if earlier.router is not None:
-        return False
-    return (
-        _hostsCover(earlier, later)
-        and _pathsCover(earlier, later)
-        and (
-            earlier.methods is None
-            or (later.methods is not None and later.methods <= earlier.methods)
-        )
-        and _pairsCover(earlier.headerPairs, later.headerPairs)
-        and _pairsCover(earlier.queryPairs, later.queryPairs)
-        and _networksCover(earlier.networks, later.networks)
-    )
-
-
-def _hostsCover(earlier: Route, later: Route) -> bool:
-    if earlier.hosts is None:
-        return True
-    if later.hosts is None:
-        return False
-    return (
-        all(earlier.hostHolds(host) for host in later.hosts)
-        and later.wildcards <= earlier.wildcards
-    )
-
-
-def _under(path: bytes, prefix: bytes) -> bool:
-    return prefix == b"/" or path == prefix or path.startswith(prefix + b"/")
-
-
-def _pathsCover(earlier: Route, later: Route) -> bool:
-    if earlier.regex is not None and (
-        later.regex is None or later.regex.pattern != earlier.regex.pattern
-    ):
-        return False
-    if earlier.exact is not None and later.exact != earlier.exact:
-        return False
-    if earlier.prefix is not None:
-        if later.exact is not None:
-            return _under(later.exact, earlier.prefix)
-        return later.prefix is not None and _under(later.prefix, earlier.prefix)
-    return True
-
-
-def _pairsCover(
-    earlier: Sequence[tuple[bytes, bytes | None]], later: Sequence[tuple[bytes, bytes | None]]
-) -> bool:
-    return all(
-        any(name == other and (value is None or value == given) for other, given in later)
-        for name, value in earlier
-    )
-
-
-def _networksCover(earlier: Sequence[Network] | None, later: Sequence[Network] | None) -> bool:
-    if earlier is None:
-        return True
-    if later is None:
-        return False
-    return all(
-        any(
-            network.version == wider.version and network.subnet_of(wider)  # type: ignore[arg-type]
-            for wider in earlier
-        )
-        for network in later
-    )
