@@ -1148,7 +1148,7 @@ class ProblemTests(SynchronousTestCase):
             ({"method": ["G T"], "pool": "api"}, ["route 1: method 'G T': not a method name"]),
             (
                 {"header": {"X Y": "1"}, "pool": "api"},
-                ["route 1: 'X Y' is not a header field name"],
+                ["route 1: header 'X Y': not a field name"],
             ),
             (
                 {"header": {"X": " 1"}, "pool": "api"},
@@ -1289,6 +1289,13 @@ class ProblemTests(SynchronousTestCase):
                     "route 1: response-headers: unknown key 'delete'",
                     "route 1: response-headers.add 'X': a field value is printable ASCII without"
                     " spaces around it, not 'a\\nb'",
+                ],
+            ),
+            (
+                {"pool": "api", "request-headers": {"add": {"X Y": "1"}, "remove": ["a:b"]}},
+                [
+                    "route 1: request-headers.remove 'a:b': not a field name",
+                    "route 1: request-headers.add 'X Y': not a field name",
                 ],
             ),
             (

@@ -342,7 +342,7 @@ class _RouteReader:
     def fieldName(self, text: str) -> bytes:
         encoded = text.encode("utf-8")
         if not isToken(encoded):
-            self.problem(f"{text!r} is not a header field name")
+            self.problem(f"header {text!r}: not a field name")
         return encoded.lower()
 
     def pairs(
@@ -617,7 +617,7 @@ class _RouteReader:
         """
         encoded = name.encode("utf-8")
         if not isToken(encoded):
-            self.problem(f"{key}.{part}: {name!r} is not a header field name")
+            self.problem(f"{key}.{part} {name!r}: not a field name")
             return b""
         if encoded.lower() in forbidden:
             use = "; use set-host" if encoded.lower() == b"host" else ""
