@@ -82,5 +82,18 @@ class NeedsArguments:
         return None
 
 
+@implementer(IRouter)
+class Unmakeable:
+    """
+    Fails when made.
+    """
+
+    def __init__(self) -> None:
+        raise RuntimeError("needs a config file")
+
+    def route(self, request: IRequest) -> str | None:
+        return None
+
+
 #: Not a class at all.
 NOT_CALLABLE = "api"

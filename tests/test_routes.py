@@ -1218,7 +1218,16 @@ class ProblemTests(SynchronousTestCase):
             ),
             (
                 {"redirect": "https://{host"},
-                ["route 1: redirect 'https://{host': expected '}' before end of string"],
+                [
+                    "route 1: redirect 'https://{host': a '{' or '}' without its pair"
+                    " (write '{{' or '}}')"
+                ],
+            ),
+            (
+                {"redirect": "https://h/}"},
+                [
+                    "route 1: redirect 'https://h/}': a '{' or '}' without its pair (write '{{' or '}}')"
+                ],
             ),
             (
                 {"redirect": "{host}{uri}"},
@@ -1319,11 +1328,10 @@ class ProblemTests(SynchronousTestCase):
                 ["route 1: router: 'tests.routerexamples:NOT_CALLABLE' is not a class"],
             ),
             (
-                {"router": "tests.routerexamples:NeedsArguments"},
+                {"router": "tests.routerexamples:Unmakeable"},
                 [
-                    "route 1: router 'tests.routerexamples:NeedsArguments' raised when made:"
-                    " TypeError: NeedsArguments.__init__() missing 1 required positional"
-                    " argument: 'pools'"
+                    "route 1: router 'tests.routerexamples:Unmakeable' raised when made:"
+                    " RuntimeError: needs a config file"
                 ],
             ),
             (
@@ -1352,6 +1360,24 @@ class ProblemTests(SynchronousTestCase):
         ]
         for entry, expected in table:
             self.assertEqual(problems(entry), expected, entry)
+
+    def test_routerNeedsArguments(self) -> None:
+        """
+        A router class that cannot be made with no arguments is refused
+        with the interpreter's reason, on one line.
+        """
+        (problem,) = problems({"router": "tests.routerexamples:NeedsArguments"})
+        self.assertTrue(
+            problem.startswith(
+                "route 1: router 'tests.routerexamples:NeedsArguments' raised when made:"
+                " TypeError: "
+            ),
+            problem,
+        )
+        self.assertTrue(
+            problem.endswith("__init__() missing 1 required positional argument: 'pools'"),
+            problem,
+        )
 
     def test_everyProblem(self) -> None:
         """

@@ -292,7 +292,13 @@ class Template:
     def __init__(self, text: str) -> None:
         self.text = text
         self.parts: list[tuple[bytes, str | None]] = []
-        for literal, field, spec, conversion in string.Formatter().parse(text):
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError:
+            # Not the interpreter's words, which differ between CPython and
+            # PyPy.
+            raise ValueError("a '{' or '}' without its pair (write '{{' or '}}')") from None
+        for literal, field, spec, conversion in parsed:
             if spec or conversion:
                 raise ValueError(f"{{{field}}} takes no conversion or format")
             self.parts.append((literal.encode("ascii"), field))
