@@ -634,6 +634,36 @@ class IndexTests(SynchronousTestCase):
                 self.assertEqual(got, naiveMatch(table, b"GET", path, host, [], "10.0.0.1"))
 
 
+class AnyInputTests(SynchronousTestCase):
+    table = load(
+        {"host": "*.example.com", "path-prefix": "/a", "pool": "api"},
+        {"path": "/b", "query": {"q": "1"}, "pool": "web"},
+        {"path-regex": "/c.*", "client": "10.0.0.0/8", "pool": "web"},
+        {"redirect": "https://{host}{uri}", "method": "POST"},
+        {"path-prefix": "/s", "strip-prefix": True, "set-host": "x", "pool": "api"},
+    )
+
+    @given(
+        st.one_of(
+            st.binary(max_size=40),
+            st.text(alphabet="/.%;#?\\:@[]2fF05cCaAsbx*", max_size=30).map(str.encode),
+            st.text(alphabet="/.%;#?\\:@[]2fF0aA", max_size=20).map(
+                lambda text: b"http://" + text.encode()
+            ),
+        ),
+        st.one_of(st.none(), st.binary(max_size=20)),
+        st.sampled_from(["10.0.0.1", "::1", "", "not an address"]),
+    )
+    def test_neverRaises(self, target: bytes, host: bytes | None, client: str) -> None:
+        """
+        Whatever bytes the target and host hold (HTTP/2 lets more through
+        than HTTP/1.1), matching answers a match or none, and never raises.
+        """
+        for method in (b"GET", b"POST"):
+            found = self.table.match(method, target, host, headers(), client)
+            self.assertIsInstance(found, (Match, type(None)))
+
+
 def fiftyRoutes() -> list[dict[str, Any]]:
     """
     Ten hosts with four prefixes each, a wildcard host, and nine

@@ -795,8 +795,8 @@ class Table:
             fieldName = self._hostName(host)
             if fieldName != name:
                 hosts.append(fieldName)
-        readings = [(each, path) for each in hosts]
-        readings += [(each, other) for each in hosts for other in otherReadings(target, parts)]
+        paths = [path, *otherReadings(target, parts)]
+        readings = [(each, reading) for each in hosts for reading in paths]
         if len(readings) == 1:
             return self._first(
                 self._bucketFor(name).candidates(path),
