@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.algorithmrequest import makeRequest
 from txlb.algorithms.ewma import PENALTY, PeakEWMA
 from txlb.algorithms.iphash import IPHash
 from txlb.algorithms.keyhash import KeyHash, requestKey
@@ -20,8 +21,6 @@ from txlb.algorithms.swrr import SmoothWeightedRoundRobin
 from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend
 from txlb.interfaces import IAlgorithm, IResponseObserver
-
-from .algorithmrequest import makeRequest
 
 
 def seedBackends() -> list[Backend]:

@@ -26,9 +26,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from tests import policyexamples
-from tests.test_integration import freePort, waitFor
-from tests.test_operations import CONFIG, GET, ServiceHarness
-from tests.test_proxy import OK, Harness
+from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness, freePort, waitFor
 from txlb.admin import AdminResource
 from txlb.algorithms import ALGORITHMS
 from txlb.algorithms.p2c import PowerOfTwoChoices
