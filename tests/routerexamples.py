@@ -24,6 +24,24 @@ class ByField:
 
 
 @implementer(IRouter)
+class Counted:
+    """
+    Counts how many were made and how many requests it was asked about;
+    lets every request through.
+    """
+
+    made = 0
+
+    def __init__(self) -> None:
+        Counted.made += 1
+        self.asked = 0
+
+    def route(self, request: IRequest) -> str | None:
+        self.asked += 1
+        return None
+
+
+@implementer(IRouter)
 class Raising:
     """
     A router with a bug.

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from tests import routerexamples
 from tests.algorithmrequest import makeRequest
 from txlb.interfaces import IRouter
 from txlb.paths import normalizeHost, normalizePath, otherReadings, splitTarget
@@ -1015,14 +1016,24 @@ class RouterTests(SynchronousTestCase):
             ],
         )
 
-    def test_loaded(self) -> None:
+    def test_madeOnceAskedPerRequest(self) -> None:
         """
-        The router is made once, when the routes are loaded, and checked
-        to provide L{IRouter}.
+        A router is made once, when the routes are loaded, checked to
+        provide L{IRouter}, and asked once for each request that meets its
+        route's conditions, not for the others.
         """
-        route = self.table.routes[0]
-        self.assertTrue(IRouter.providedBy(route.router))
-        self.assertIs(self.table.routes[0].router, route.router)
+        before = routerexamples.Counted.made
+        table = load(
+            {"path-prefix": "/app", "router": "tests.routerexamples:Counted"},
+            {"pool": "web"},
+        )
+        router = table.routes[0].router
+        self.assertEqual(routerexamples.Counted.made, before + 1)
+        self.assertTrue(IRouter.providedBy(router))
+        for target in (b"/app/1", b"/other", b"/app/2"):
+            self.assertEqual(taken(table, target), "2")
+        self.assertEqual(routerexamples.Counted.made, before + 1)
+        self.assertEqual(router.asked, 2)
 
 
 class LabelTests(SynchronousTestCase):
