@@ -53,6 +53,7 @@ from h2.events import (
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import H2Error, ProtocolError
@@ -64,11 +65,14 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, InvalidHeaderName
+from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
 from txlb import headers, refusals
+from txlb.flow import Valve
 from txlb.outcome import CLIENT_PROTOCOL_ERROR
+from txlb.refusals import FIELD_BYTES
 from txlb.request import ClientRequest, Refused
 from txlb.upload import StreamingBody
 
@@ -154,13 +158,12 @@ class HTTP2Stream:
         self.request: HTTP2Request | None = None
         #: Response bytes waiting for the window or the socket.
         self.waiting: deque[bytes | memoryview] = deque()
-        self.waitingBytes = 0
+        #: Pauses the exchange relaying the response while too much waits.
+        self.valve = Valve(STREAM_HIGH_WATER)
         #: Whether the response is complete (sent once nothing waits), and
         #: whether its end was sent.
         self.ending = False
         self.ended = False
-        self.producer: Any = None
-        self.producerPaused = False
         #: Whether the client has sent the whole request.
         self.requestEnded = False
         self.uploadPaused = False
@@ -202,23 +205,20 @@ class HTTP2Stream:
         if not data or self.ending:
             return
         self.waiting.append(data)
-        self.waitingBytes += len(data)
+        self.valve.fill(len(data))
         self.connection.sendData(self)
-        if self.waitingBytes > STREAM_HIGH_WATER and self.producer is not None:
-            if not self.producerPaused:
-                self.producerPaused = True
-                self.producer.pauseProducing()
+        self.valve.pauseIfFull()
 
     def writeSequence(self, data: list[bytes]) -> None:
         for chunk in data:
             self.write(chunk)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-        self.producerPaused = False
+        self.valve.producer = producer
+        self.valve.paused = False
 
     def unregisterProducer(self) -> None:
-        self.producer = None
+        self.valve.producer = None
 
     def requestDone(self, request: HTTP2Request) -> None:
         """
@@ -226,16 +226,6 @@ class HTTP2Stream:
         """
         self.ending = True
         self.connection.sendData(self)
-
-    def sent(self) -> None:
-        """
-        Some of what waited was sent: let the exchange go on if little
-        waits now.
-        """
-        if self.producerPaused and self.waitingBytes <= STREAM_HIGH_WATER // 2:
-            self.producerPaused = False
-            if self.producer is not None:
-                self.producer.resumeProducing()
 
     def reset(self, code: int) -> None:
         """
@@ -312,6 +302,7 @@ class HTTP2Channel(Protocol):
         self._handlers: dict[type, Callable[[Any], None]] = {
             RequestReceived: self._requestReceived,
             DataReceived: self._dataReceived,
+            TrailersReceived: self._trailersReceived,
             StreamEnded: self._streamEnded,
             StreamReset: self._streamReset,
             WindowUpdated: self._windowUpdated,
@@ -387,6 +378,7 @@ class HTTP2Channel(Protocol):
         request = stream.request = HTTP2Request(stream)
         stream.requestEnded = event.stream_ended is not None
         authority = None
+        path = b""
         fields = []
         for name, value in event.headers:
             if name[:1] != b":":
@@ -394,12 +386,12 @@ class HTTP2Channel(Protocol):
             elif name == b":method":
                 request.method = value
             elif name == b":path":
-                request.uri = value
+                request.uri = path = value
             elif name == b":authority":
                 authority = value
         received = request.requestHeaders
-        refusal = _toHTTP11(request.method, authority, fields, received)
-        length = None if stream.requestEnded else _contentLength(received)
+        refusal = _toHTTP11(request.method, path, authority, fields, received)
+        length = None if stream.requestEnded or refusal else _contentLength(received)
         if refusal is None and not stream.requestEnded:
             limit = self.resource.settings.maxBodySize
             if limit is not None and (length or 0) > limit:
@@ -432,6 +424,31 @@ class HTTP2Channel(Protocol):
         if stream.timer is not None:
             stream.timer.reset(self.resource.settings.clientTimeout)
         stream.received(event.data, event.flow_controlled_length)
+
+    def _trailersReceived(self, event: TrailersReceived) -> None:
+        """
+        Trailer fields after a request body: checked as an HTTP/1.1
+        request's are (L{refusals.trailerLine}; hyper-h2 has checked what
+        HTTP/2 itself forbids), and sent to the backend after the body when
+        it goes chunked, for the request stated no length.  A body sent
+        with a C{Content-Length} cannot carry them: they are dropped, as
+        RFC 9110 section 6.5 allows.
+        """
+        stream = self.streams.get(event.stream_id)
+        if stream is None or stream.ending:
+            return
+        request = stream.request
+        if request is None or request.stream is None:
+            return
+        trailers = []
+        for name, value in event.headers:
+            refusal = refusals.trailerLine(name + b": " + value)
+            if refusal is not None:
+                self.refuse(stream, refusal)
+                return
+            trailers.append((name, value))
+        if request.stream.length is UNKNOWN_LENGTH:
+            request.stream.trailers = headers.trailersToBackend(request.requestHeaders, trailers)
 
     def _streamEnded(self, event: StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
@@ -507,7 +524,7 @@ class HTTP2Channel(Protocol):
         streamID = stream.streamID
         if streamID not in self.streams:
             stream.waiting.clear()
-            stream.waitingBytes = 0
+            stream.valve.waiting = 0
             return
         if self.socketFull:
             if stream.waiting or stream.ending:
@@ -515,7 +532,7 @@ class HTTP2Channel(Protocol):
             return
         conn = self.conn
         waiting = stream.waiting
-        sent = False
+        sent = 0
         while waiting:
             window = conn.local_flow_control_window(streamID)
             if window <= 0:
@@ -526,11 +543,10 @@ class HTTP2Channel(Protocol):
                 view = memoryview(data)
                 waiting.appendleft(view[size:])
                 data = view[:size]
-            stream.waitingBytes -= len(data)
+            sent += len(data)
             last = stream.ending and not waiting
             self._onStream(conn.send_data, streamID, data, last)
             stream.ended = last
-            sent = True
         if stream.ending and not waiting:
             if not stream.ended:
                 stream.ended = True
@@ -540,7 +556,8 @@ class HTTP2Channel(Protocol):
         if sent:
             if stream.timer is not None:
                 stream.timer.reset(self.resource.settings.clientTimeout)
-            stream.sent()
+            # Let the exchange go on if little waits now.
+            stream.valve.drain(sent)
 
     def _sendAll(self) -> None:
         """
@@ -785,7 +802,7 @@ class HTTP2Channel(Protocol):
 
 
 def _toHTTP11(
-    method: bytes, authority: bytes | None, fields: headers.Fields, received: Headers
+    method: bytes, path: bytes, authority: bytes | None, fields: headers.Fields, received: Headers
 ) -> refusals.Refusal | None:
     """
     Put in C{received} the header C{fields} of an HTTP/2 request as an
@@ -794,16 +811,40 @@ def _toHTTP11(
     checked the pseudo-header fields, that a C{host} field is the same as
     C{:authority}, and joined the cookies.
 
+    What hyper-h2 lets through and an HTTP/1.1 request may not hold is
+    refused, as on HTTP/1.1: a C{:method} or C{:path} that cannot make a
+    request line (L{refusals.http2RequestLine}); a control character in a
+    value (hyper-h2 refuses NUL, CR and LF only; it refuses every one in a
+    name); a name that is not a token (HTTP/2 allows C{"}, C{(} and others,
+    which Twisted's L{Headers} refuses to hold); a C{content-length} that
+    is not 1 to 19 digits up to 2^63 - 1 (L{refusals.contentLength}).
+
     @return: Why the request cannot be forwarded, or L{None}.
     """
     if method == b"CONNECT":
         return refusals.Refusal(501, "CONNECT over HTTP/2", refusals.REQUEST_LINE)
+    refusal = refusals.http2RequestLine(method, path)
+    if refusal is not None:
+        return refusal
     if authority is not None:
+        if authority.translate(None, FIELD_BYTES):
+            refusal = refusals.fieldControl(b":authority: " + authority)
+            if refusal is not None:
+                return refusal
         received.addRawHeader(b"host", authority)
-    for name, value in fields:
-        if authority is None or name != b"host":
-            received.addRawHeader(name, value)
-    return None
+    try:
+        for name, value in fields:
+            if value.translate(None, FIELD_BYTES):
+                # A control character, or obs-text, which a value may hold.
+                refusal = refusals.fieldControl(name + b": " + value)
+                if refusal is not None:
+                    return refusal
+            if authority is None or name != b"host":
+                received.addRawHeader(name, value)
+    except InvalidHeaderName:
+        return refusals.Refusal(400, "a header name that is not a token", refusals.HEADER)
+    lengths = received.getRawHeaders(b"content-length")
+    return None if lengths is None else refusals.contentLength(lengths[0])
 
 
 def _emptyHead(code: int) -> list[tuple[bytes, bytes]]:
@@ -827,12 +868,7 @@ def describeError(error: H2Error) -> str:
 def _contentLength(received: Headers) -> int | None:
     """
     The body's length the client stated, if it did (hyper-h2 checks the
-    body against it).
+    body against it, and L{_toHTTP11} that it is a number).
     """
     values = received.getRawHeaders(b"content-length")
-    if not values:
-        return None
-    try:
-        return int(values[0])
-    except ValueError:
-        return None
+    return int(values[0]) if values else None
