@@ -37,8 +37,8 @@ from common import CHECKOUT, HERE, HOST, Processes, exitOnSigterm, freePorts, tx
 from run import parseWrk
 
 sys.path.insert(0, CHECKOUT)
+from txlb.algorithms.iphash import score
 from txlb.backend import Backend
-from txlb.iphash import score
 
 BACKEND = os.path.join(HERE, "algo_backend.py")
 STARTUP_TRIES = 300

@@ -13,8 +13,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_operations import CONFIG, GET, ServiceHarness
-from tests.test_proxy import OK, Harness
+from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import accesslog
 from txlb.accesslog import AccessLogFile
 

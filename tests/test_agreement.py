@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import txlb
 from tests.algorithmrequest import makeRequest
+from txlb.algorithms.iphash import IPHash
 from txlb.backend import Backend
-from txlb.iphash import IPHash
 
 TAC = Path(__file__).parent.parent / "backend_server.tac"
 

@@ -10,18 +10,17 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.algorithmrequest import makeRequest
+from txlb.algorithms.ewma import PENALTY, PeakEWMA
+from txlb.algorithms.iphash import IPHash
+from txlb.algorithms.keyhash import KeyHash, requestKey
+from txlb.algorithms.leastconn import LeastConnections
+from txlb.algorithms.p2c import PowerOfTwoChoices
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.algorithms.swrr import SmoothWeightedRoundRobin
+from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend
-from txlb.ewma import PENALTY, PeakEWMA
 from txlb.interfaces import IAlgorithm, IResponseObserver
-from txlb.iphash import IPHash
-from txlb.keyhash import KeyHash, requestKey
-from txlb.leastconn import LeastConnections
-from txlb.p2c import PowerOfTwoChoices
-from txlb.roundrobin import RoundRobin
-from txlb.swrr import SmoothWeightedRoundRobin
-from txlb.weighted import WeightedRoundRobin
-
-from .algorithmrequest import makeRequest
 
 
 def seedBackends() -> list[Backend]:

@@ -20,9 +20,16 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 
-from tests import test_proxy
-from tests.test_integration import IntegrationTestCase, RawBackendConnection, RawClient
-from tests.test_proxy import OK, OK_TO_CLIENT, Harness
+from tests import helpers
+from tests.helpers import (
+    OK,
+    OK_TO_CLIENT,
+    Harness,
+    IntegrationTestCase,
+    RawBackendConnection,
+    RawClient,
+    TCPTransport,
+)
 from txlb.backend import Backend
 
 DATE = b"Sat, 01 Jan 2000 00:00:00 GMT"
@@ -51,7 +58,7 @@ def badGateway(reason: str) -> bytes:
     )
 
 
-class RecordingTransport(test_proxy.TCPTransport):
+class RecordingTransport(TCPTransport):
     """
     A string transport that also keeps each C{write} (and C{writeSequence})
     apart.
@@ -726,7 +733,7 @@ class RequestHeadTests(SynchronousTestCase):
     """
 
     def writes(self, request: bytes) -> list[bytes]:
-        self.patch(test_proxy, "TCPTransport", RecordingTransport)
+        self.patch(helpers, "TCPTransport", RecordingTransport)
         harness = Harness(self)
         harness.client(request)
         _, toBackend = harness.backend()

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
-from tests.dnsmasq import Dnsmasq, freeLoopbackPort
+from tests.helpers import Dnsmasq, freeLoopbackPort
 from txlb.admin import AdminAPI, AdminResource
 from txlb.backend import Backend, BackendPool
 from txlb.dns import (
@@ -1132,7 +1132,7 @@ class CountingResolver(TCPResolver):
 
 class DnsmasqTests(TestCase):
     """
-    Against a real dnsmasq (L{tests.dnsmasq}), which rotates the order of
+    Against a real dnsmasq (L{tests.helpers.Dnsmasq}), which rotates the order of
     its records on every query, answers AAAA with REFUSED outside its
     C{--local} zones, and closes a TCP connection after 100 queries.
     """

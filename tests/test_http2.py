@@ -35,15 +35,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from txlb.backend import Backend
-from txlb.client import BackendClient
-from txlb.flow import HIGH_WATER
-from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, describeError
-from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.roundrobin import RoundRobin
-from txlb.server import LoadBalancerSite
-
-from .test_integration import (
+from tests.helpers import (
+    PKI,
     Flood,
     IntegrationTestCase,
     RawBackendConnection,
@@ -51,7 +44,13 @@ from .test_integration import (
     freePort,
     waitFor,
 )
-from .test_tls import PKI
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.backend import Backend
+from txlb.client import BackendClient
+from txlb.flow import HIGH_WATER
+from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, describeError
+from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.server import LoadBalancerSite
 
 
 class Response:

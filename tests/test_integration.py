@@ -5,157 +5,21 @@ so what crosses each hop is checked byte for byte.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable
-from typing import Any
-
 import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from tests.helpers import (
+    Flood,
+    IntegrationTestCase,
+    RawBackendConnection,
+    freePort,
+    waitFor,
+)
+from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend
-from txlb.client import BackendClient
-from txlb.proxy import LoadBalancerResource
-from txlb.roundrobin import RoundRobin
-from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
-from txlb.weighted import WeightedRoundRobin
-
-
-class RawBackendConnection(Protocol):
-    """
-    A backend connection that records every byte and calls the test's
-    handler once a request head has arrived.
-    """
-
-    def connectionMade(self) -> None:
-        self.received = b""
-        self.closed: Deferred[None] = Deferred()
-        self.handled = False
-        self.factory.connections.append(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if not self.handled and b"\r\n\r\n" in self.received:
-            self.handled = True
-            self.factory.handler(self)
-
-    def connectionLost(self, reason: Any) -> None:
-        self.closed.callback(None)
-
-
-class RawClient(Protocol):
-    """
-    A client that records every byte until the connection closes.
-    """
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.closed: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any) -> None:
-        self.closed.callback(self.received)
-
-
-async def waitFor(condition: Callable[[], bool], seconds: float = 10) -> None:
-    """
-    Wait until C{condition()} holds, for at most C{seconds}.
-    """
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await deferLater(reactor, 0.01)
-    raise AssertionError(f"timed out waiting for {condition}")
-
-
-class Flood:
-    """
-    Writes C{size} bytes to a transport as fast as it takes them, as its
-    push producer, counting what it wrote; then closes it, if asked to.
-    """
-
-    def __init__(self, transport: Any, size: int, byte: bytes = b"x", close: bool = False) -> None:
-        self.transport = transport
-        self.size = size
-        self.close = close
-        self.block = byte * 65536
-        self.written = 0
-        self.paused = False
-        transport.registerProducer(self, True)
-        self.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        while not self.paused and self.written < self.size:
-            self.transport.write(self.block)
-            self.written += len(self.block)
-        if self.written >= self.size:
-            self.transport.unregisterProducer()
-            if self.close:
-                self.transport.loseConnection()
-
-    def stopProducing(self) -> None:
-        pass
-
-    async def stalled(self) -> int:
-        """
-        Wait for the writing to stop (the reader is not reading), check it
-        stays stopped, and return how much was written.
-        """
-        await deferLater(reactor, 1.0)
-        written = self.written
-        await deferLater(reactor, 0.5)
-        assert self.written == written, f"still writing: {written} then {self.written}"
-        return written
-
-
-def freePort() -> int:
-    """
-    A loopback port nobody listens on.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class IntegrationTestCase(TestCase):
-    def listen(self, factory: Any) -> int:
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
-
-    def rawBackend(self, handler: Callable[[RawBackendConnection], None]) -> tuple[Factory, int]:
-        factory = Factory.forProtocol(RawBackendConnection)
-        factory.connections = []
-        factory.handler = handler
-        return factory, self.listen(factory)
-
-    def balancer(self, backends: list[Backend], algorithm: Any = RoundRobin) -> int:
-        client = BackendClient(reactor, connectTimeout=2)
-        self.addCleanup(client.closeCachedConnections)
-        self.resource = LoadBalancerResource(algorithm(backends), client, reactor)
-        return self.listen(LoadBalancerSite(self.resource))
-
-    async def client(self, port: int, request: bytes) -> RawClient:
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        client = await connectProtocol(endpoint, RawClient())
-        self.addCleanup(
-            lambda: client.transport.abortConnection() if client.transport.connected else None
-        )
-        client.transport.write(request)
-        return client
 
 
 class ByteExactTests(IntegrationTestCase):

@@ -15,51 +15,10 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from tests.test_proxy import OK, Harness
+from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
 from txlb.admin import AdminResource
-from txlb.service import LoadBalancerService
 from txlb.tap import Options, makeService
-
-GET = b"GET /item HTTP/1.1\r\nHost: h\r\n\r\n"
-
-
-class ServiceHarness(Harness):
-    """
-    The balancer that C{makeService} builds from a configuration file (and
-    a command line), with L{Harness}'s client and backend helpers.
-    """
-
-    def __init__(self, testCase: SynchronousTestCase, text: str, *args: str) -> None:
-        self.path = testCase.mktemp()
-        self.write(text)
-        options = Options()
-        options.parseOptions(["--config", self.path, *args])
-        self.reactor = MemoryReactorClock()
-        self.service: LoadBalancerService = makeService(options, self.reactor)  # type: ignore[assignment]
-        self.service.privilegedStartService()
-        self.service.startService()
-        testCase.addCleanup(self.service.stopService)
-        self.site = self.service.site
-        self.resource = self.service.resource
-        self.pool = self.resource.pool
-        self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
-
-    def write(self, text: str) -> None:
-        with open(self.path, "w", encoding="utf-8") as file:
-            file.write(text)
-
-    @property
-    def backends(self) -> list[Any]:  # type: ignore[override]
-        return list(self.pool.backends)
-
-
-CONFIG = """
-listen = "tcp:8080"
-algo = "roundrobin"
-backends = ["127.0.0.1:8081", "127.0.0.1:8082=2"]
-retries = 1
-"""
 
 
 class ConfigArgumentsTests(SynchronousTestCase):

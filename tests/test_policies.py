@@ -26,16 +26,15 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from tests import policyexamples
-from tests.test_integration import freePort, waitFor
-from tests.test_operations import CONFIG, GET, ServiceHarness
-from tests.test_proxy import OK, Harness
+from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness, freePort, waitFor
 from txlb.admin import AdminResource
+from txlb.algorithms import ALGORITHMS
+from txlb.algorithms.p2c import PowerOfTwoChoices
+from txlb.algorithms.policyloader import findAlgorithm, makeChecked
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
-from txlb.p2c import PowerOfTwoChoices
-from txlb.policyloader import findAlgorithm, makeChecked
-from txlb.roundrobin import RoundRobin
 from txlb.service import LoadBalancerService
-from txlb.tap import ALGORITHMS, Options, makeService
+from txlb.tap import Options, makeService
 from txlb.testbackend import BackendResource, makeBackendSite
 
 BACKENDS = [Backend("127.0.0.1", 8081), Backend("127.0.0.1", 8082)]

@@ -7,134 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionLost,
     ConnectionRefusedError,
     TimeoutError,
 )
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tests.helpers import OK, OK_TO_CLIENT, Harness, exchange
 from txlb import proxy
-from txlb.backend import Backend, BackendPool
-from txlb.client import BackendClient
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.backend import Backend
 from txlb.flow import HIGH_WATER
 from txlb.interfaces import IAlgorithm, IResponseObserver
-from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.roundrobin import RoundRobin
-from txlb.server import LoadBalancerSite
-
-CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
-
-
-class TCPTransport(StringTransport):
-    """
-    A L{StringTransport} that can be closed for writing only, as TCP can.
-
-    @ivar writeDisconnected: Whether C{loseWriteConnection} was called.
-    """
-
-    writeDisconnected = False
-
-    def loseWriteConnection(self) -> None:
-        self.writeDisconnected = True
-
-
-class Harness:
-    """
-    A balancer over a memory reactor, with helpers to play the client and
-    the backends.
-    """
-
-    def __init__(self, testCase: SynchronousTestCase, count: int = 2, **settings: Any) -> None:
-        self.reactor = MemoryReactorClock()
-        self.backends = [Backend("127.0.0.1", 8081 + i) for i in range(count)]
-        self.backendClient = BackendClient(self.reactor, connectTimeout=5)
-        self.pool = BackendPool(self.backends, self.reactor)
-        self.resource = LoadBalancerResource(
-            RoundRobin(self.backends),
-            self.backendClient,
-            self.reactor,
-            self.pool,
-            ProxySettings(**settings),
-        )
-        self.site = LoadBalancerSite(self.resource, self.reactor)
-        self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
-
-    def client(self, data: bytes = b"") -> tuple[Any, TCPTransport]:
-        """
-        Connect a client and send C{data}.
-        """
-        channel = self.site.buildProtocol(CLIENT)
-        transport = TCPTransport(peerAddress=CLIENT)
-        channel.makeConnection(transport)
-        if data:
-            channel.dataReceived(data)
-        self.reactor.advance(0)
-        return channel, transport
-
-    def backend(self) -> tuple[Any, TCPTransport]:
-        """
-        Accept the oldest pending connection to a backend; the request it
-        carries is then in the returned transport.
-        """
-        host, port, factory, _, _ = self.reactor.tcpClients.pop(0)
-        address = IPv4Address("TCP", host, port)
-        factory.doStart()
-        protocol = factory.buildProtocol(address)
-        transport = TCPTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        self.reactor.advance(0)
-        return protocol, transport
-
-    def refuse(self, reason: Exception) -> None:
-        """
-        Fail the oldest pending connection to a backend.
-        """
-        _, _, factory, _, _ = self.reactor.tcpClients.pop(0)
-        factory.clientConnectionFailed(None, Failure(reason))
-
-    def messages(self) -> list[str]:
-        """
-        Everything logged, formatted.
-        """
-        return [formatEvent(event) for event in self.events]
-
-    def accessLog(self) -> list[str]:
-        """
-        The access-log lines.
-        """
-        return [
-            formatEvent(event)
-            for event in self.events
-            if event.get("log_namespace") == "txlb.proxy.LoadBalancerResource" and "flag" in event
-        ]
-
-
-def exchange(
-    testCase: SynchronousTestCase, request: bytes, response: bytes
-) -> tuple[bytes, bytes, Harness]:
-    """
-    Send C{request} through a balancer to a backend that answers
-    C{response}; return what the backend and the client received.
-    """
-    harness = Harness(testCase)
-    _, client = harness.client(request)
-    backend, toBackend = harness.backend()
-    backend.dataReceived(response)
-    harness.reactor.advance(0)
-    return toBackend.value(), client.value(), harness
-
-
-OK = b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
-OK_TO_CLIENT = (
-    b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
-)
+from txlb.proxy import LoadBalancerResource
 
 
 class RequestTransparencyTests(SynchronousTestCase):

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from tests.test_proxy import OK, OK_TO_CLIENT, Harness
+from tests.helpers import OK, OK_TO_CLIENT, Harness
 from txlb import refusals
 from txlb.outcome import CLIENT_PROTOCOL_ERROR
 from txlb.refusals import Refusal

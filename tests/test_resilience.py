@@ -15,7 +15,7 @@ from twisted.internet.error import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_proxy import OK, Harness
+from tests.helpers import OK, Harness
 
 GET = b"GET /item HTTP/1.1\r\nHost: h\r\n\r\n"
 POST = b"POST /order HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nid=42"

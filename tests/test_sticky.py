@@ -8,10 +8,9 @@ from __future__ import annotations
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_operations import CONFIG, ServiceHarness
-from tests.test_proxy import OK, OK_TO_CLIENT, Harness
+from tests.helpers import CONFIG, OK, OK_TO_CLIENT, Harness, ServiceHarness
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
-from txlb.roundrobin import RoundRobin
 from txlb.sticky import StickyCookie, cookieValue, withoutCookie
 from txlb.tap import Options
 

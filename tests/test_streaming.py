@@ -8,7 +8,7 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_proxy import OK, Harness
+from tests.helpers import OK, Harness
 from txlb import upload
 from txlb.flow import HIGH_WATER
 

@@ -9,13 +9,13 @@ import socket
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from txlb.backend import Backend
-from txlb.iphash import IPHash
+from txlb.algorithms.iphash import IPHash
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.algorithms.weighted import WeightedRoundRobin
+from txlb.backend import Backend, parseBackend
 from txlb.proxy import ProxySettings
-from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
-from txlb.tap import Options, makeService, parseBackend
-from txlb.weighted import WeightedRoundRobin
+from txlb.tap import Options, makeService
 
 
 def parse(*args: str) -> Options:

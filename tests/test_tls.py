@@ -6,18 +6,12 @@ and server and client certificates it signs.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from autobahn.twisted.websocket import WebSocketServerFactory
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import reactor
@@ -32,17 +26,25 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.test_integration import IntegrationTestCase, RawBackendConnection, waitFor
-from tests.test_operations import CONFIG, ServiceHarness
-from tests.test_websocket import EchoServer, RecordingClient
+from tests.helpers import (
+    CONFIG,
+    PKI,
+    EchoServer,
+    IntegrationTestCase,
+    RawBackendConnection,
+    ServiceHarness,
+    clientFactory,
+    waitFor,
+    writePEM,
+)
 from txlb import tls
 from txlb.admin import AdminAPI
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.health import HealthChecker
 from txlb.outcome import CONNECT_FAILURE
 from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.tap import Options
 from txlb.testbackend import makeBackendSite
@@ -57,86 +59,6 @@ INSECURE = (
     "TLS to backends is NOT VERIFIED (--backend-insecure): any certificate is accepted, so"
     " anyone on the path to an https:// backend can read and change its traffic"
 )
-
-
-def _pem(path: str, data: bytes) -> str:
-    with open(path, "wb") as file:
-        file.write(data)
-    return path
-
-
-class PKI:
-    """
-    A throwaway CA and the certificates it signs, written as PEM files to
-    C{directory}.
-    """
-
-    def __init__(self, directory: str, name: str = "txlb test CA") -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.name = subject
-        self.certificate = (
-            self._builder(subject, self.key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.caPath = _pem(
-            os.path.join(directory, "ca.pem"),
-            self.certificate.public_bytes(serialization.Encoding.PEM),
-        )
-
-    def _builder(self, subject: x509.Name, publicKey: Any) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.timezone.utc)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(getattr(self, "name", subject))
-            .public_key(publicKey)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(publicKey), critical=False)
-        )
-
-    def leaf(
-        self, stem: str, names: Sequence[str] = (), addresses: Sequence[str] = ()
-    ) -> tuple[str, str]:
-        """
-        A certificate for C{names} and IP C{addresses} (a client certificate
-        if there are none), and its key: their paths.
-        """
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
-        usage = (
-            ExtendedKeyUsageOID.SERVER_AUTH
-            if names or addresses
-            else ExtendedKeyUsageOID.CLIENT_AUTH
-        )
-        builder = self._builder(subject, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
-        )
-        alternatives: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
-        alternatives += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-        if alternatives:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(alternatives), critical=False
-            )
-        certificate = builder.sign(self.key, hashes.SHA256())
-        certPath = _pem(
-            os.path.join(self.directory, f"{stem}.pem"),
-            certificate.public_bytes(serialization.Encoding.PEM),
-        )
-        keyPath = _pem(
-            os.path.join(self.directory, f"{stem}-key.pem"),
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
-        return certPath, keyPath
 
 
 class CountingSite(Site):
@@ -497,9 +419,9 @@ class TunnelTests(TLSTestCase):
         port = self.listenTLS(factory, self.pki.leaf("ws", names=["localhost"]))
         backend = Backend("localhost", port, tls=True)
         lb = self.balancerWith([backend], "--backend-ca", self.pki.caPath)
-        clientFactory = WebSocketClientFactory(f"ws://127.0.0.1:{lb}/chat")
-        clientFactory.protocol = RecordingClient
-        client = await TCP4ClientEndpoint(reactor, "127.0.0.1", lb).connect(clientFactory)
+        client = await TCP4ClientEndpoint(reactor, "127.0.0.1", lb).connect(
+            clientFactory(f"ws://127.0.0.1:{lb}/chat")
+        )
         self.addCleanup(
             lambda: client.transport.abortConnection() if client.transport.connected else None
         )
@@ -632,8 +554,8 @@ class OptionTests(SynchronousTestCase):
         """
         Bad TLS options end with one line that names the problem.
         """
-        notPEM = _pem(os.path.join(self.pki.directory, "not.pem"), b"hello\n")
-        badPEM = _pem(
+        notPEM = writePEM(os.path.join(self.pki.directory, "not.pem"), b"hello\n")
+        badPEM = writePEM(
             os.path.join(self.pki.directory, "bad.pem"),
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         )

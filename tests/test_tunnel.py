@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.test_proxy import CLIENT, OK, Harness
+from tests.helpers import CLIENT, OK, Harness
 from txlb import http1, tunnel
 from txlb.http1 import BadResponseError, parseHead
 from txlb.tunnel import LINGER, BodyEnd

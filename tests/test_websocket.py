@@ -12,10 +12,7 @@ from typing import Any
 
 import twisted.test
 from autobahn.twisted.websocket import (
-    WebSocketClientFactory,
-    WebSocketClientProtocol,
     WebSocketServerFactory,
-    WebSocketServerProtocol,
 )
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -31,60 +28,19 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.python.filepath import FilePath
 
-from tests.test_integration import Flood, IntegrationTestCase, waitFor
+from tests.helpers import (
+    EchoServer,
+    Flood,
+    IntegrationTestCase,
+    RecordingClient,
+    clientFactory,
+    waitFor,
+)
 from txlb import tunnel
+from txlb.algorithms.leastconn import LeastConnections
 from txlb.backend import Backend
-from txlb.leastconn import LeastConnections
 from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
-
-
-class EchoServer(WebSocketServerProtocol):
-    """
-    Sends every message back as it came, text or binary.
-    """
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.sendMessage(payload, isBinary)
-
-
-class RecordingClient(WebSocketClientProtocol):
-    """
-    Records the messages it receives; C{opened} and C{closed} fire when the
-    handshake is done and when the connection has closed.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.opened: Deferred[None] = Deferred()
-        self.closed: Deferred[tuple[bool, int | None]] = Deferred()
-        self.messages: list[tuple[bytes, bool]] = []
-
-    def onOpen(self) -> None:
-        self.opened.callback(None)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.messages.append((payload, isBinary))
-
-    def onClose(self, wasClean: bool, code: int | None, reason: Any) -> None:
-        self.closed.callback((wasClean, code))
-
-
-def clientFactory(url: str) -> WebSocketClientFactory:
-    """
-    An autobahn client factory for L{RecordingClient}s to C{url}.
-
-    Its close handshake timeout is 5 seconds, not autobahn's 1: autobahn
-    arms it on txaio's batched timer, which truncates the deadline to the
-    whole second (txaio 26.6 C{_BatchedTimer.call_later},
-    C{int(now + delay)}), so a 1-second timeout can fire at any time from
-    0 to 1 second after the client's close, and abort a close handshake
-    that takes a few milliseconds, once in a few hundred runs.
-    """
-    factory = WebSocketClientFactory(url)
-    factory.protocol = RecordingClient
-    factory.setProtocolOptions(closeHandshakeTimeout=5)
-    return factory
 
 
 class WebSocketTestCase(IntegrationTestCase):

@@ -26,12 +26,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 import txlb
-from tests.dnsmasq import Dnsmasq
-from txlb import workeradmin
+from tests.helpers import Dnsmasq
 from txlb.admin import REPLAY_HEADER
-from txlb.supervisor import Supervisor, parseListen, reusePortSockets
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers import workeradmin
+from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
+from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"

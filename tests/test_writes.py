@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.test_integration import RawClient
+from tests.helpers import RawClient
 from txlb.writes import WriteBatcher
 
 

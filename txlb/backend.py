@@ -354,3 +354,26 @@ def parseBackend(spec: str) -> Backend:
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:
         raise ValueError(f"bad port {portText!r} (expected 1-65535)")
     return Backend(host, int(portText), weight, tls=bool(sep) and scheme.lower() == "https")
+
+
+def parseBackends(specs: str) -> list[Backend]:
+    """
+    Parse a comma-separated list of L{parseBackend} specs (C{--backends}),
+    each backend once.
+
+    @raise ValueError: With a one-line reason.
+    """
+    if not specs.strip():
+        raise ValueError("no backends given")
+    backends: dict[tuple[str, int], Backend] = {}
+    for spec in specs.split(","):
+        if not spec.strip():
+            raise ValueError(f"{specs!r}: an empty entry")
+        try:
+            backend = parseBackend(spec)
+        except ValueError as e:
+            raise ValueError(f"{spec!r}: {e}") from None
+        if backend.key in backends:
+            raise ValueError(f"{backend.address} is listed twice")
+        backends[backend.key] = backend
+    return list(backends.values())

@@ -14,9 +14,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from txlb.algorithms.shadow import Shadow
 from txlb.backend import BackendPool
 from txlb.refusals import REASONS
-from txlb.shadow import Shadow
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
 #: millisecond to the 30 s response timeout.

@@ -41,6 +41,8 @@ from zope.interface import implementer
 
 from txlb import headers, refusals, tls, tunnel
 from txlb.accesslog import AccessLogFile
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.algorithms.shadow import Shadow
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.http1 import BadResponseError, ResponseHead
@@ -59,9 +61,8 @@ from txlb.outcome import (
     answer,
     describe,
 )
-from txlb.roundrobin import RoundRobin
-from txlb.shadow import Shadow, Throttle
 from txlb.sticky import StickyCookie
+from txlb.throttle import Throttle
 
 if TYPE_CHECKING:
     from txlb.upload import StreamingBody

@@ -43,9 +43,11 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
-from txlb.backend import Backend, parseBackend
+from txlb.algorithms import algorithmNamed
+from txlb.algorithms.keyhash import parseKey
+from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
+from txlb.backend import Backend, parseBackend, parseBackends
 from txlb.interfaces import IAlgorithm, IResponseObserver
-from txlb.policyloader import MakeAlgorithm, makeChecked
 
 
 @dataclass
@@ -372,8 +374,6 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     """
     The C{txlb-replay} command.
     """
-    from txlb.tap import Options, parseBackends, parseHashKey
-
     out = out or sys.stdout
     options = ReplayOptions()
     try:
@@ -381,20 +381,26 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
         with open(options["log"], encoding="utf-8") as file:
             entries = readLog(file, options["speed"])
         if options["backends"] is not None:
-            specs = parseBackends(options["backends"])
+            try:
+                specs = parseBackends(options["backends"])
+            except ValueError as e:
+                raise usage.UsageError(f"--backends: {e}") from None
         else:
             specs = [parseBackend(a) for a in dict.fromkeys(e.backend for e in entries)]
         if not specs:
             raise usage.UsageError(f"{options['log']}: no request reached a backend")
-        makers = Options()
-        makers["hash-key"] = parseHashKey(options["hash-key"])
+        hashKey = options["hash-key"]
+        try:
+            parseKey(hashKey)
+        except ValueError as e:
+            raise usage.UsageError(f"--hash-key: {e}") from None
         results = []
         for spec in options["policies"]:
             backends = [Backend(b.host, b.port, b.weight) for b in specs]
             clock = Clock()
             try:
                 algorithm = build(
-                    makers.algorithmNamed(spec), backends, clock, options["seed"], spec
+                    algorithmNamed(spec, hashKey), backends, clock, options["seed"], spec
                 )
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None

@@ -11,7 +11,6 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, cast
 
 from twisted.application.service import IService
@@ -19,63 +18,32 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from txlb import config, dns, tls
-from txlb.backend import Backend, BackendPool, parseBackend
+from txlb.algorithms import ALGORITHMS, algorithmNamed
+from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
+from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
+from txlb.backend import Backend, BackendPool, parseBackends
 from txlb.client import BackendClient
-from txlb.ewma import PeakEWMA
 from txlb.http1 import isToken
-from txlb.iphash import IPHash
-from txlb.keyhash import DEFAULT_BALANCE_FACTOR, KeyHash, parseKey
-from txlb.leastconn import LeastConnections
-from txlb.p2c import PowerOfTwoChoices
-from txlb.policyloader import MakeAlgorithm, findAlgorithm, makeChecked
 from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.roundrobin import RoundRobin
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
 from txlb.sticky import StickyCookie
-from txlb.supervisor import Supervisor, parseListen
-from txlb.swrr import SmoothWeightedRoundRobin
 from txlb.testbackend import makeBackendService
-from txlb.weighted import WeightedRoundRobin
-from txlb.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
-
-ALGORITHMS = {
-    algorithm.name: algorithm
-    for algorithm in (
-        RoundRobin,
-        WeightedRoundRobin,
-        LeastConnections,
-        IPHash,
-        SmoothWeightedRoundRobin,
-        PowerOfTwoChoices,
-        PeakEWMA,
-        KeyHash,
-    )
-}
+from txlb.workers.supervisor import Supervisor, parseListen
+from txlb.workers.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
 
 #: The backends C{--demo} starts: the seed's three, weighted 1:3:2.
 DEMO_BACKENDS = "127.0.0.1:8081=1,127.0.0.1:8082=3,127.0.0.1:8083=2"
 
 
-def parseBackends(specs: str) -> list[Backend]:
+def backendList(specs: str) -> list[Backend]:
     """
-    Parse C{--backends}: comma-separated L{parseBackend} specs, each backend
-    once.
+    Parse C{--backends} (see L{parseBackends}).
     """
-    if not specs.strip():
-        raise usage.UsageError("--backends: no backends given")
-    backends: dict[tuple[str, int], Backend] = {}
-    for spec in specs.split(","):
-        if not spec.strip():
-            raise usage.UsageError(f"--backends: {specs!r}: an empty entry")
-        try:
-            backend = parseBackend(spec)
-        except ValueError as e:
-            raise usage.UsageError(f"--backends: {spec!r}: {e}") from None
-        if backend.key in backends:
-            raise usage.UsageError(f"--backends: {backend.address} is listed twice")
-        backends[backend.key] = backend
-    return list(backends.values())
+    try:
+        return parseBackends(specs)
+    except ValueError as e:
+        raise usage.UsageError(f"--backends: {e}") from None
 
 
 #: Options that may be given several times, each adding to a list.
@@ -276,7 +244,7 @@ class Options(usage.Options):
             "b",
             None,
             "Comma-separated [http://|https://]HOST:PORT[=WEIGHT] (weight default 1).",
-            parseBackends,
+            backendList,
         ],
         [
             "algo",
@@ -629,9 +597,7 @@ class Options(usage.Options):
 
         @raise ValueError: With one line, if C{spec} names none.
         """
-        if spec == KeyHash.name:
-            return partial(KeyHash, key=self["hash-key"], balanceFactor=self["hash-balance-factor"])
-        return findAlgorithm(spec, ALGORITHMS)
+        return algorithmNamed(spec, self["hash-key"], self["hash-balance-factor"])
 
     def checkedAlgorithm(
         self, option: str, spec: str, backends: Sequence[Backend]

@@ -42,10 +42,10 @@ from urllib.parse import parse_qs
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from txlb.algorithms.iphash import clientHost, score
+from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
 from txlb.interfaces import IAlgorithm
-from txlb.iphash import clientHost, score
-from txlb.roundrobin import RoundRobin
 
 #: The kinds of key C{--hash-key} takes, and whether each needs a name.
 KINDS = {"ip": False, "path": False, "uri": False, "header": True, "cookie": True, "query": True}

@@ -113,7 +113,7 @@ async def replay(port: int, changes: Sequence[Change], reactor: Any) -> None:
 
 class Workers(Protocol):
     """
-    What the admin API needs of L{txlb.supervisor.Supervisor}.
+    What the admin API needs of L{txlb.workers.supervisor.Supervisor}.
     """
 
     config: Any

@@ -37,9 +37,9 @@ from typing import Any
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from txlb.algorithms.p2c import drawTwo
 from txlb.backend import Backend
 from txlb.interfaces import IAlgorithm, IResponseObserver
-from txlb.p2c import drawTwo
 
 #: Seconds in which the latency average forgets 1 - 1/e of the past
 #: (Finagle's and Linkerd's default).

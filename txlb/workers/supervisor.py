@@ -1,6 +1,6 @@
 """
 C{--workers N}: a supervisor process that starts N worker processes, each
-an ordinary balancer (L{txlb.worker}), and keeps them running.
+an ordinary balancer (L{txlb.workers.worker}), and keeps them running.
 
 The supervisor binds one listening socket per worker, all on the
 C{--listen} address with C{SO_REUSEPORT}, so that the kernel spreads new
@@ -17,7 +17,7 @@ The supervisor restarts a worker that ends (at most once a second per
 worker), forwards SIGHUP, stops every worker gracefully on SIGTERM or
 SIGINT (a second one makes them cut their requests) and exits when all are
 gone.  With C{--admin}, it serves the admin API itself and fans it out to
-each worker's loopback admin socket (L{txlb.workeradmin}).
+each worker's loopback admin socket (L{txlb.workers.workeradmin}).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
-from txlb.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
-from txlb.workeradmin import Change, WorkersAdmin, replay
+from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
+from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
 RESTART_INTERVAL = 1.0

@@ -29,8 +29,15 @@ class WeightedRoundRobin:
 
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)
-        self._schedule = [b for b in self.backends for _ in range(b.weight)]
+        self._schedule = [b for b in self.backends for _ in range(self._share(b))]
         self._next = 0
+
+    @staticmethod
+    def _share(backend: Backend) -> int:
+        """
+        How many times C{backend} appears in the schedule.
+        """
+        return backend.weight
 
     def pick(self, request: IRequest, candidates: Sequence[Backend]) -> Backend:
         count = len(self._schedule)

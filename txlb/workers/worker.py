@@ -1,6 +1,6 @@
 """
 The worker side of C{--workers}: a worker is an ordinary balancer whose
-listening sockets come from its supervisor (L{txlb.supervisor}) instead of
+listening sockets come from its supervisor (L{txlb.workers.supervisor}) instead of
 C{--listen} and C{--admin}.
 
 The supervisor starts each worker as C{twistd -n --pidfile= txlb ARGS

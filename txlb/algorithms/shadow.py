@@ -5,7 +5,7 @@ are counted, so the status JSON and C{/metrics} show how often it agrees
 with the live policy and how many requests each backend would have had.
 
 A shadow cannot touch live traffic: whatever it raises is caught, counted
-and logged at most once a minute (L{Throttle}), and the request goes on.
+and logged at most once a minute (L{txlb.throttle.Throttle}), and the request goes on.
 It sees the same candidates the live policy saw, after the live policy
 picked, so a shadow reading C{active} counts sees the same ones.
 
@@ -15,7 +15,6 @@ the shadow algorithm's, and one count per backend it chose.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,43 +23,7 @@ from twisted.web.iweb import IRequest
 
 from txlb.backend import Backend
 from txlb.interfaces import IAlgorithm, IResponseObserver
-
-#: Seconds between two log entries about the same misbehaving policy.
-LOG_INTERVAL = 60.0
-
-
-class Throttle:
-    """
-    Lets one log entry through per C{interval} seconds, counting those it
-    holds back so the next one can say how many there were.
-
-    @ivar held: Entries held back since the last one let through.
-    """
-
-    def __init__(self, clock: Any, interval: float = LOG_INTERVAL) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._next = -math.inf
-        self.held = 0
-
-    def allow(self) -> bool:
-        """
-        Whether an entry may be logged now.
-        """
-        now = self._clock.seconds()
-        if now < self._next:
-            self.held += 1
-            return False
-        self._next = now + self._interval
-        return True
-
-    def release(self) -> int:
-        """
-        How many entries were held back since the last one, starting the
-        count again.
-        """
-        held, self.held = self.held, 0
-        return held
+from txlb.throttle import Throttle
 
 
 class Shadow:
