@@ -427,6 +427,18 @@ class TCPResolverTests(SynchronousTestCase):
         self.assertEqual(len(self.successResultOf(second).answers), 1)
         self.assertEqual(self.servers(), [("10.0.0.53", 53)])
 
+    def test_ipv6Server(self) -> None:
+        """
+        A server given by its IPv6 address is connected to over IPv6.
+        """
+        resolver = self.resolver(("fd00::53", 8600))
+        lookup = resolver.lookupAddress("a.example.test")
+        connection = Connection(self.reactor)
+        self.assertEqual(connection.server, ("fd00::53", 8600))
+        (query,) = connection.queries()
+        connection.answer(query, "10.0.0.1")
+        self.assertEqual(self.addresses(lookup), ["10.0.0.1"])
+
     def test_lostConnectionAskedAgainAtOnce(self) -> None:
         """
         A query waiting on a connection the server closes (dnsmasq closes
@@ -1156,7 +1168,7 @@ class DnsmasqTests(TestCase):
         and a weight and a removal the admin API made hold.  A restart of
         dnsmasq with other records is a change, and is followed.
         """
-        dnsmasq = Dnsmasq(self).start(*TARGETS)
+        dnsmasq = Dnsmasq(self).start("--local=/test/", *TARGETS)
         orders = set()
         resolver = self.resolver(dnsmasq.server)
         for _ in range(4):
@@ -1212,7 +1224,7 @@ class DnsmasqTests(TestCase):
             ]
 
         self.assertEqual(len(changes()), 2)
-        dnsmasq.restart(*TARGETS[1:])
+        dnsmasq.restart("--local=/test/", *TARGETS[1:])
         await self.until(lambda: len(pool.backends) == 3, "the change")
         self.assertEqual(addresses(list(pool.backends)), expected[1:])
         self.assertEqual(
