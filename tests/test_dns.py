@@ -236,7 +236,7 @@ class ResolveTests(TestCase):
 
     def setUp(self) -> None:
         self.zone = Zone()
-        self.resolver = TCPResolver(servers=[serve(self, self.zone)], reactor=reactor)
+        self.resolver = TCPResolver(reactor, servers=[serve(self, self.zone)])
         self.addCleanup(self.resolver.close)
 
     async def _resolve(self, name: str) -> tuple[list[tuple[str, int]], int]:
@@ -396,7 +396,7 @@ class TCPResolverTests(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def resolver(self, *servers: tuple[str, int]) -> TCPResolver:
-        return TCPResolver(servers=list(servers), reactor=self.reactor)
+        return TCPResolver(self.reactor, servers=list(servers))
 
     def servers(self) -> list[tuple[str, int]]:
         """
@@ -438,6 +438,25 @@ class TCPResolverTests(SynchronousTestCase):
         (query,) = connection.queries()
         connection.answer(query, "10.0.0.1")
         self.assertEqual(self.addresses(lookup), ["10.0.0.1"])
+
+    def test_systemServers(self) -> None:
+        """
+        Without servers, those of resolv.conf are asked; closing the
+        resolver stops reading it again.
+        """
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write("nameserver 10.0.0.53\n")
+        resolver = TCPResolver(self.reactor, resolv=path)
+        lookup = resolver.lookupAddress("a.example.test")
+        connection = Connection(self.reactor)
+        self.assertEqual(connection.server, ("10.0.0.53", 53))
+        (query,) = connection.queries()
+        connection.answer(query, "10.0.0.1")
+        self.assertEqual(self.addresses(lookup), ["10.0.0.1"])
+        resolver.close()
+        connection.lose()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_lostConnectionAskedAgainAtOnce(self) -> None:
         """
@@ -1150,7 +1169,7 @@ class DnsmasqTests(TestCase):
     """
 
     def resolver(self, *servers: tuple[str, int], timeout: float = 2) -> CountingResolver:
-        resolver = CountingResolver(servers=list(servers), reactor=reactor, timeout=(timeout,))
+        resolver = CountingResolver(reactor, servers=list(servers), timeout=(timeout,))
         self.addCleanup(resolver.close)
         return resolver
 

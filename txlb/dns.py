@@ -207,6 +207,7 @@ class _Connection(records.DNSProtocol):
     def __init__(self, resolver: TCPResolver, server: tuple[str, int], reactor: Any) -> None:
         super().__init__(resolver, reactor)
         self.server = server
+        self.reactor = reactor
         self.lost: Deferred[None] = Deferred()
 
     def ask(self, queries: list[records.Query], timeout: float) -> Deferred[records.Message]:
@@ -223,7 +224,7 @@ class _Connection(records.DNSProtocol):
         message.queries = queries
         answer: Deferred[records.Message] = Deferred(lambda _: self._forget(id))
         self.writeMessage(message)
-        self.liveMessages[id] = (answer, self._reactor.callLater(timeout, self._expired, id))
+        self.liveMessages[id] = (answer, self.reactor.callLater(timeout, self._expired, id))
         return answer
 
     def _forget(self, id: int) -> None:
@@ -293,9 +294,9 @@ class TCPResolver(client.Resolver):
 
     def __init__(
         self,
+        reactor: Any,
         servers: Sequence[tuple[str, int]] | None = None,
         resolv: str | None = None,
-        reactor: Any = None,
         timeout: Sequence[float] = QUERY_TIMEOUT,
         connectTimeout: float = CONNECT_TIMEOUT,
     ) -> None:
@@ -305,6 +306,7 @@ class TCPResolver(client.Resolver):
             timeout=timeout,
             reactor=reactor,
         )
+        self.reactor = reactor
         self.connectTimeout = connectTimeout
         self._connected: dict[tuple[str, int], _Connection] = {}
         self._connecting: dict[
@@ -388,7 +390,7 @@ class TCPResolver(client.Resolver):
             except DNSQueryTimeoutError:
                 # Perhaps a dead connection: no new query goes to it, and
                 # those waiting on it are asked again on a new one.
-                self.connectionLost(connection)
+                self._forget(connection)
                 connection.close()
                 raise
         raise AssertionError("not reached")
@@ -405,8 +407,8 @@ class TCPResolver(client.Resolver):
         if server not in self._connecting:
             host, port = server
             kind = endpoints.TCP6ClientEndpoint if ":" in host else endpoints.TCP4ClientEndpoint
-            endpoint = kind(self._reactor, host, port, timeout=self.connectTimeout)
-            attempt = endpoint.connect(_ConnectionFactory(self, server, self._reactor))
+            endpoint = kind(self.reactor, host, port, timeout=self.connectTimeout)
+            attempt = endpoint.connect(_ConnectionFactory(self, server, self.reactor))
             self._connecting[server] = (attempt, [])
             attempt.addBoth(self._connectionDone, server)
         waiter: Deferred[_Connection] = Deferred()
@@ -429,8 +431,14 @@ class TCPResolver(client.Resolver):
         self._connected[protocol.server] = protocol
 
     def connectionLost(self, protocol: _Connection) -> None:
-        if self._connected.get(protocol.server) is protocol:
-            del self._connected[protocol.server]
+        self._forget(protocol)
+
+    def _forget(self, connection: _Connection) -> None:
+        """
+        Ask no new query over C{connection}.
+        """
+        if self._connected.get(connection.server) is connection:
+            del self._connected[connection.server]
 
     def close(self) -> Deferred[Any]:
         """
@@ -451,6 +459,8 @@ class TCPResolver(client.Resolver):
             connection.failWaiting(closed)
             connection.close()
             closing.append(connection.lost)
+        # Twisted's Resolver reads resolv.conf again every minute, and has
+        # no public way to stop.
         parseCall = getattr(self, "_parseCall", None)
         if parseCall is not None and parseCall.active():
             parseCall.cancel()
@@ -468,8 +478,8 @@ def makeResolver(servers: Sequence[tuple[str, int]], reactor: Any) -> TCPResolve
     C{/etc/resolv.conf} when there are none.
     """
     if servers:
-        return TCPResolver(servers=servers, reactor=reactor)
-    return TCPResolver(resolv="/etc/resolv.conf", reactor=reactor)
+        return TCPResolver(reactor, servers=servers)
+    return TCPResolver(reactor, resolv="/etc/resolv.conf")
 
 
 #: The address families a host is looked up in, with their record types.
