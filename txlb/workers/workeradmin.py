@@ -42,6 +42,11 @@ from txlb.statuspage import StatusPage
 #: Seconds a worker gets to answer the supervisor's admin request.
 WORKER_TIMEOUT = 5.0
 
+#: Seconds a restarted worker gets to answer a replayed change: it may still
+#: be starting (PyPy on a busy machine takes seconds), its admin socket
+#: queueing the request meanwhile.
+REPLAY_TIMEOUT = 60.0
+
 #: Per-backend status fields that are counts, added up over workers.
 SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond")
 
@@ -69,9 +74,18 @@ class Change(NamedTuple):
         return self._replace(headers=headers)
 
 
-def ask(port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, reactor: Any) -> Any:
+def ask(
+    port: int,
+    method: bytes,
+    uri: bytes,
+    headers: Headers,
+    body: bytes,
+    reactor: Any,
+    timeout: float = WORKER_TIMEOUT,
+) -> Any:
     """
-    Ask the worker whose admin socket is on C{port}.
+    Ask the worker whose admin socket is on C{port}, waiting C{timeout}
+    seconds at most.
 
     @return: A L{Deferred} firing with the answer's code and content.
     """
@@ -82,7 +96,7 @@ def ask(port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, rea
         headers=headers,
         pool=quietPool(reactor),
         reactor=reactor,
-        timeout=WORKER_TIMEOUT,
+        timeout=timeout,
     ).addCallback(_read)
 
 
@@ -98,7 +112,7 @@ async def replay(port: int, changes: Sequence[Change], reactor: Any) -> None:
     """
     for change in changes:
         try:
-            code, content = await ask(port, *change.replayed(), reactor)
+            code, content = await ask(port, *change.replayed(), reactor, REPLAY_TIMEOUT)
         except Exception as e:
             code, content = None, str(e).encode()
         if code is None or not 200 <= code < 300:
