@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,6 +16,7 @@ from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend, parseBackend
 from txlb.proxy import ProxySettings
 from txlb.server import LoadBalancerSite
+from txlb.service import LoadBalancerService, StartupError
 from txlb.tap import Options, makeService
 
 
@@ -428,18 +430,56 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_portInUse(self) -> None:
         """
-        A port that cannot be bound ends start-up with one line.
+        A port that cannot be bound ends start-up with one line as the
+        service is made, before twistd daemonizes (C{tests/test_startup.py}
+        runs twistd).
         """
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        service = makeService(
-            parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
-        )
         with self.assertRaises(SystemExit) as caught:
+            makeService(parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"))
+        self.assertEqual(
+            caught.exception.code,
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
+            " [Errno 98] Address already in use.",
+        )
+
+    def test_boundOnce(self) -> None:
+        """
+        The ports C{makeService} bound are not bound again when twistd
+        starts the service.
+        """
+        memory = MemoryReactorClock()
+        service = makeService(parse("--demo"), memory)
+        self.assertEqual(len(memory.tcpServers), 4)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(memory.tcpServers), 4)
+
+    def test_startupErrorIsAnException(self) -> None:
+        """
+        Started by other means than C{makeService}, the service reports a
+        port it cannot bind with an ordinary exception, which twistd
+        reports through its start-up pipe when daemonized; L{SystemExit}
+        would leave twistd's parent process waiting on that pipe forever.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        options = parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
+        resource = makeService(parse("--backends", "a:1"), MemoryReactorClock()).resource
+        service = LoadBalancerService(options, LoadBalancerSite(resource), reactor)
+        with self.assertRaises(StartupError) as caught:
             service.privilegedStartService()
-        self.assertIn(
-            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}", caught.exception.code
+        self.assertNotIsInstance(caught.exception, SystemExit)
+        self.assertEqual(
+            str(caught.exception),
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
+            " [Errno 98] Address already in use.",
         )

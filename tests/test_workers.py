@@ -26,7 +26,7 @@ from twisted.web.http_headers import Headers
 
 import txlb
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
+from txlb.workers.supervisor import parseListen, reusePortSockets
 from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
 
 #: What the twistd console script runs.
@@ -171,8 +171,9 @@ class ParseTests(SynchronousTestCase):
 
     def test_busyPort(self) -> None:
         """
-        The supervisor binds the workers' sockets before it starts them, and
-        a port already taken ends it with one line.
+        The supervisor binds the workers' sockets as it is made, before it
+        starts them (and before twistd daemonizes), and a port already taken
+        ends it with one line.
         """
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
@@ -189,10 +190,8 @@ class ParseTests(SynchronousTestCase):
                     f"tcp:{port}:interface=127.0.0.1",
                 ]
             )
-            supervisor = makeService(options, MemoryReactorClock())
-            self.assertIsInstance(supervisor, Supervisor)
             with self.assertRaises(SystemExit) as caught:
-                supervisor.privilegedStartService()
+                makeService(options, MemoryReactorClock())
         self.assertEqual(
             caught.exception.code, "txlb: cannot listen: [Errno 98] Address already in use"
         )

@@ -9,6 +9,7 @@ L{Configuration}, so that it need not import the module that imports it.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -88,6 +89,13 @@ class Configuration(Protocol):
         """
 
 
+class StartupError(Exception):
+    """
+    Something the balancer needs to start cannot be had; the message says
+    what, in one line.
+    """
+
+
 #: Seconds between two looks at whether requests are still in flight during
 #: a graceful stop.
 DRAIN_POLL = 0.05
@@ -159,6 +167,7 @@ class LoadBalancerService(MultiService):
         self._leaving: set[Backend] = set()
         self._sweeping: Any = None
         self._waitingForBackends = not config["backends"]
+        self._bound = False
         if config["admin"] is not None:
             admin = AdminSite(AdminResource(self, config["admin-token"]))
         if endpoints is None:
@@ -170,20 +179,48 @@ class LoadBalancerService(MultiService):
             if endpoints[1] is not None:
                 self.listeners.append(StreamServerEndpointService(endpoints[1], admin))
 
-    def privilegedStartService(self) -> None:
+    def bind(self) -> None:
         """
-        Bind the listening ports, ending with one line if one cannot be
-        bound (busy, out of range, not permitted).
+        Open the access log and bind the listening ports (the demo
+        backends' too): everything at start-up that can fail.
+
+        L{txlb.tap.makeService} calls this, so that twistd reports a
+        failure before it daemonizes and redirects the standard streams:
+        once daemonized, a failure could only reach the user through
+        twistd's start-up pipe, in its own words.
+
+        @raise StartupError: With one line, if something cannot be had (a
+            port busy, out of range or not permitted, an access log that
+            cannot be opened for appending).
         """
-        self._openAccessLog(self.config["access-log-file"], failHard=True)
+        if self._bound:
+            return
+        path = self.config["access-log-file"]
+        if path is not None:
+            try:
+                # Absolute: twistd changes to --rundir after this, and the
+                # file is opened again on SIGHUP.
+                self.resource.accessLogFile = AccessLogFile(os.path.abspath(path), self.reactor)
+            except OSError as e:
+                raise StartupError(f"txlb: --access-log-file: {e}") from None
         try:
             super().privilegedStartService()
             for listener in self.listeners[self._waitingForBackends :]:
                 listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
+            raise StartupError(f"txlb: cannot listen: {e}") from None
+        self._bound = True
 
-    def _openAccessLog(self, path: str | None, failHard: bool = False) -> None:
+    def privilegedStartService(self) -> None:
+        """
+        Bind (see L{bind}) unless that is done.  A failure here raises
+        L{StartupError}, an ordinary exception, which twistd reports
+        through its start-up pipe when daemonized (a L{SystemExit} would
+        leave it waiting on that pipe forever).
+        """
+        self.bind()
+
+    def _openAccessLog(self, path: str | None) -> None:
         """
         Write the access log to C{path} from now on (to the main log if
         L{None}), closing the file it went to.
@@ -194,8 +231,6 @@ class LoadBalancerService(MultiService):
                 None if path is None else AccessLogFile(path, self.reactor)
             )
         except OSError as e:
-            if failHard:
-                raise SystemExit(f"txlb: --access-log-file: {e}") from None
             self._log.error("Cannot open the access log, it stays as it was: {why}", why=e)
             return
         if old is not None:

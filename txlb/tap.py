@@ -26,7 +26,7 @@ from txlb.client import BackendClient
 from txlb.http1 import isToken
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.server import LoadBalancerSite
-from txlb.service import LoadBalancerService
+from txlb.service import LoadBalancerService, StartupError
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
 from txlb.workers.supervisor import Supervisor, parseListen
@@ -619,8 +619,22 @@ class Options(usage.Options):
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """
-    The balancer described by C{config}, with the demo backends if asked.
+    The balancer described by C{config}, with the demo backends if asked,
+    its ports bound and its access log open.
+
+    twistd calls this before it daemonizes and before its log takes over
+    the standard streams, so a failure to bind or open ends here with one
+    line on stderr and status 1, daemonized or not.
     """
+    service = _build(config, reactor)
+    try:
+        service.bind()
+    except StartupError as e:
+        raise SystemExit(str(e)) from None
+    return service
+
+
+def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     if reactor is None:
         from twisted.internet import reactor
     index = workerIndex(os.environ)
