@@ -186,8 +186,62 @@ class StartupFailureTests(SynchronousTestCase):
             " '/nonexistent/dir/a.log'",
         )
 
+    def test_unixSocketFolderMissing(self) -> None:
+        """
+        A UNIX socket C{--listen} in a folder that does not exist.  In the
+        foreground, one line; a daemon binds its UNIX sockets after twistd
+        forks (see L{DaemonTests.test_unixSocketLock}), so twistd reports
+        it, in its own words, but at once and with status 1.
+        """
+        args = ["--backends", "localhost:8081", "--listen", "unix:/nonexistent/txlb.sock"]
+        line = "txlb: cannot listen: [Errno 2] No such file or directory: "
+        code, out, err, took = self.twistd(False, *args)
+        self.assertEqual((code, out), (1, ""))
+        self.assertTrue(err.startswith(line), err)
+        self.assertEqual(err.count("\n"), 1, err)
+        code, out, err, took = self.twistd(True, *args)
+        self.assertEqual((code, out), (1, ""))
+        self.assertIn(line, err)
+        self.assertLess(took, HANG)
+
 
 class DaemonTests(SynchronousTestCase):
+    def test_unixSocketLock(self) -> None:
+        """
+        A daemon's UNIX socket lock names the daemon, not the process twistd
+        forked it from, and goes with it.
+        """
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run(
+            [
+                TWISTD,
+                "--pidfile=twistd.pid",
+                "txlb",
+                "--backends",
+                "localhost:8081",
+                "--listen",
+                f"unix:{directory}/txlb.sock",
+            ],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HANG,
+            check=False,
+        )
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
+        pid = (directory / "twistd.pid").read_text()
+        self.addCleanup(_kill, int(pid))
+        self.assertEqual(os.readlink(directory / "txlb.sock.lock"), pid)
+        os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + HANG
+        while (directory / "twistd.pid").exists():
+            self.assertLess(time.monotonic(), deadline, "the daemon did not stop")
+            time.sleep(0.1)
+        self.assertFalse(os.path.lexists(directory / "txlb.sock.lock"))
+
     def test_servesAndStops(self) -> None:
         """
         Daemonized, txlb serves on the ports it bound before twistd forked,

@@ -17,7 +17,7 @@ from txlb.backend import Backend, parseBackend
 from txlb.proxy import ProxySettings
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService, StartupError
-from txlb.tap import Options, makeService
+from txlb.tap import Options, makeService, pidLocked
 
 
 def parse(*args: str) -> Options:
@@ -446,6 +446,21 @@ class MakeServiceTests(SynchronousTestCase):
             f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
             " [Errno 98] Address already in use.",
         )
+
+    def test_pidLocked(self) -> None:
+        """
+        UNIX sockets have a lock file naming the process that bound them,
+        unless C{lockfile=0}; other endpoints have none.
+        """
+        table = [
+            ("unix:/run/txlb.sock", True),
+            ("unix:/run/txlb.sock:mode=660:lockfile=1", True),
+            ("unix:/run/txlb.sock:lockfile=0", False),
+            ("unix:/run/a\\:lockfile=0.sock", True),
+            ("tcp:8080", False),
+            ("systemd:domain=INET:index=0", False),
+        ]
+        self.assertEqual([(d, pidLocked(d)) for d, _ in table], table)
 
     def test_boundOnce(self) -> None:
         """

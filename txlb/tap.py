@@ -181,6 +181,23 @@ def loopbackOnly(description: str) -> bool:
     return False
 
 
+def pidLocked(description: str) -> bool:
+    """
+    Whether an endpoint description is a UNIX socket with a lock file
+    (Twisted's default, unless C{lockfile=0}), which records the process id
+    of the process that binds it: a daemon must bind it itself, after
+    twistd forks, or the lock would name a process that is gone.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "unix":
+        return False
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if equals and name == "lockfile":
+            return value != "0"
+    return True
+
+
 def countCPUList(text: str) -> int:
     """
     The number of CPUs in a Linux CPU list such as C{0-3,8,10-11}.
@@ -624,9 +641,17 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
     twistd calls this before it daemonizes and before its log takes over
     the standard streams, so a failure to bind or open ends here with one
-    line on stderr and status 1, daemonized or not.
+    line on stderr and status 1, daemonized or not.  A daemon listening on
+    a UNIX socket with a lock file (L{pidLocked}) is the exception: it binds
+    everything when twistd starts the service, after forking, and twistd
+    reports a failure then through its start-up pipe, in its own words.
     """
     service = _build(config, reactor)
+    parent = config.parent
+    daemonizing = parent is not None and not (parent.get("nodaemon") or parent.get("debug"))
+    if daemonizing and any(pidLocked(config[option] or "") for option in ("listen", "admin")):
+        # Bound once twistd has forked, in privilegedStartService.
+        return service
     try:
         service.bind()
     except StartupError as e:
