@@ -104,6 +104,30 @@ class ConfigFileTests(SynchronousTestCase):
             "txlb: --backends: 'a:0': bad port '0' (expected 1-65535) (see twistd txlb --help)",
         )
 
+    def test_unknownSetting(self) -> None:
+        """
+        An unknown setting is answered with the nearest known one, if one is
+        near; the command line's own options (C{config}, C{demo}) are not
+        suggested.
+        """
+        table = [
+            ('helth-path = "/h"', "unknown setting 'helth-path': did you mean health-path?"),
+            ("retry = 2", "unknown setting 'retry': did you mean retries?"),
+            ("colour = 1", "unknown setting 'colour'"),
+            ("demos = true", "unknown setting 'demos'"),
+        ]
+        for text, reason in table:
+            path = self.mktemp()
+            with open(path, "w", encoding="utf-8") as file:
+                file.write('backends = ["a:1"]\n' + text)
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["--config", path])
+            self.assertEqual(
+                caught.exception.code,
+                f"txlb: --config {path}: {reason} (see twistd txlb --help)",
+                text,
+            )
+
     def test_missingFile(self) -> None:
         """
         A file that cannot be read is refused in one line.
@@ -166,6 +190,60 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(resource.algorithm.kind, "header")
         self.assertEqual(resource.settings.loadField, b"x-load")
         self.assertEqual([b.upSince for b in resource.pool.backends], [float("-inf"), 5])
+
+    def test_logsChanges(self) -> None:
+        """
+        A reload's log line says what it changed: the algorithm, the
+        backends added, removed, reweighted and no longer drained (the
+        admin API's changes undone too), and each option, old -> new.
+        """
+        harness = ServiceHarness(
+            self,
+            'algo = "roundrobin"\n'
+            'backends = ["127.0.0.1:8081", "127.0.0.1:8082=2", "127.0.0.1:8084"]\n'
+            "retries = 1\n",
+        )
+        harness.backends[2].draining = True
+        harness.write(
+            'algo = "weighted"\n'
+            'shadow-algo = "p2c"\n'
+            'backends = ["127.0.0.1:8082=3", "127.0.0.1:8084", "https://127.0.0.1:8083=4"]\n'
+            "retries = 0\n"
+            "forwarded-for = true\n"
+            'health-path = "/health"\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: algorithm roundrobin -> weighted; shadow none -> p2c;"
+            " forwarded-for off -> on; health-path none -> /health; retries 1 -> 0;"
+            " 127.0.0.1:8082 weight 2 -> 3; 127.0.0.1:8084 no longer draining;"
+            " added https://127.0.0.1:8083 (weight 4); removed 127.0.0.1:8081",
+            harness.messages(),
+        )
+
+    def test_logsRepeatableOptions(self) -> None:
+        """
+        DNS names and servers show as written.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG + 'backends-dns = ["_http._tcp.web.test", "api.test:80"]\n'
+            'dns-server = ["127.0.0.1:5353", "[::1]"]\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: backends-dns none -> _http._tcp.web.test, api.test:80;"
+            " dns-server none -> 127.0.0.1:5353, [::1]:53",
+            harness.messages(),
+        )
+
+    def test_logsNothingChanged(self) -> None:
+        """
+        A reload that changes nothing says so.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        self.assertTrue(harness.service.reload())
+        self.assertIn(f"Reloaded {harness.path}: nothing changed", harness.messages())
 
     def test_invalid(self) -> None:
         """

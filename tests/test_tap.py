@@ -82,6 +82,27 @@ class OptionsTests(SynchronousTestCase):
             parse(*args)
         self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
 
+    def test_unknownOption(self) -> None:
+        """
+        An unknown long option is answered with the nearest known one, if
+        one is near.
+        """
+        table = [
+            (
+                ["--helth-path", "/h"],
+                "option --helth-path not recognized: did you mean --health-path?",
+            ),
+            (
+                ["--backends-dnss", "a.test:80"],
+                "option --backends-dnss not recognized: did you mean --backends-dns?",
+            ),
+            (["--retrys=2"], "option --retrys not recognized: did you mean --retries?"),
+            (["--colour"], "option --colour not recognized"),
+            (["-x"], "option -x not recognized"),
+        ]
+        for args, message in table:
+            self.assertUsageError(["--backends", "a:1", *args], message)
+
     def test_defaults(self) -> None:
         """
         Without options but backends: listen on TCP 8080, round robin, 5 s

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from twisted.application import strports
@@ -46,10 +46,17 @@ class Configuration(Protocol):
     """
 
     commandLine: list[str]
+    #: The options that take no value, as L{usage.Options} lists them.
+    optFlags: list[list[str]]
 
     def __getitem__(self, option: str) -> Any: ...
 
     def __setitem__(self, option: str, value: Any) -> None: ...
+
+    def keys(self) -> Iterable[str]:
+        """
+        The long names of the options.
+        """
 
     def fromFile(self, path: str, commandLine: list[str]) -> Configuration:
         """
@@ -435,9 +442,19 @@ class LoadBalancerService(MultiService):
             self.resource.metrics.reloads.labels("failure").inc()
             self._log.error("Reload failed, the configuration stays as it was: {why}", why=e)
             return False
+        old, before = self.config, _poolState(self.resource.pool.backends)
         self.apply(new)
         self.resource.metrics.reloads.labels("success").inc()
-        self._log.info("Reloaded {path}", path=path)
+        changes = [
+            *_optionChanges(old, new),
+            *_backendChanges(before, _poolState(self.resource.pool.backends)),
+        ]
+        self._log.info(
+            "Reloaded {path}: {summary}",
+            path=path,
+            summary="; ".join(changes) or "nothing changed",
+            changes=changes,
+        )
         return True
 
     def apply(self, new: Configuration) -> None:
@@ -582,3 +599,78 @@ class LoadBalancerService(MultiService):
             await listener.stopService()
         await resource.client.closeCachedConnections()
         self._openAccessLog(None)
+
+
+#: Options a reload does not report as changed: the backends and algorithm
+#: (reported from the pool and first), what only a restart changes (warned
+#: about by L{LoadBalancerService.apply}), and what follows from others.
+_UNREPORTED = frozenset(
+    {"backends", "algo", "shadow-algo", "config", "demo", "workers", "backend-tls"}
+)
+
+
+def _optionChanges(old: Configuration, new: Configuration) -> list[str]:
+    """
+    What a reload changed in the options, as C{NAME OLD -> NEW}, the
+    algorithm and shadow first.
+    """
+    flags = {row[0] for row in new.optFlags}
+
+    def shown(option: str, value: Any) -> str:
+        if option in flags:
+            return "on" if value else "off"
+        if value is None:
+            return "none"
+        if isinstance(value, list):
+            return ", ".join(map(_shownItem, value)) or "none"
+        return str(value)
+
+    changes = []
+    for option, label in (("algo", "algorithm"), ("shadow-algo", "shadow")):
+        if old[option] != new[option]:
+            changes.append(f"{label} {shown(option, old[option])} -> {shown(option, new[option])}")
+    for option in sorted(set(new.keys()) - _UNREPORTED):
+        if old[option] != new[option]:
+            changes.append(f"{option} {shown(option, old[option])} -> {shown(option, new[option])}")
+    return changes
+
+
+def _shownItem(item: Any) -> str:
+    """
+    An item of a repeatable option as a log line shows it: a DNS name, or a
+    DNS server's C{(IP, port)}.
+    """
+    if type(item) is tuple:
+        host, port = item
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(item)
+
+
+def _poolState(backends: Sequence[Backend]) -> dict[str, tuple[int, bool]]:
+    """
+    Each backend's weight and whether it drains, by the name a log line
+    gives it.
+    """
+    return {f"{'https://' if b.tls else ''}{b.address}": (b.weight, b.draining) for b in backends}
+
+
+def _backendChanges(
+    before: dict[str, tuple[int, bool]], after: dict[str, tuple[int, bool]]
+) -> list[str]:
+    """
+    What a reload did to the pool: backends added, removed, reweighted,
+    drained or no longer drained (the admin API's changes undone
+    included).
+    """
+    changes = []
+    for name, (weight, draining) in after.items():
+        if name not in before:
+            changes.append(f"added {name} (weight {weight})")
+            continue
+        oldWeight, wasDraining = before[name]
+        if weight != oldWeight:
+            changes.append(f"{name} weight {oldWeight} -> {weight}")
+        if draining != wasDraining:
+            changes.append(f"{name} {'draining' if draining else 'no longer draining'}")
+    changes += [f"removed {name}" for name in before if name not in after]
+    return changes

@@ -488,7 +488,12 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"txlb: {e} (see twistd txlb --help)") from None
+            message = str(e)
+            unknown = re.fullmatch(r"option --(\S+) not recognized", message)
+            if unknown is not None:
+                longNames = (name.rstrip("=") for name in self.longOpt)
+                message += config.didYouMean(unknown.group(1), longNames, "--")
+            raise SystemExit(f"txlb: {message} (see twistd txlb --help)") from None
 
     @classmethod
     def fromFile(cls, path: str, commandLine: list[str]) -> Options:
