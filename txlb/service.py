@@ -47,7 +47,7 @@ class Configuration(Protocol):
 
     commandLine: list[str]
     #: The options that take no value, as L{usage.Options} lists them.
-    optFlags: list[list[str]]
+    optFlags: list[list[str | None]]
 
     def __getitem__(self, option: str) -> Any: ...
 
