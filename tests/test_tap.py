@@ -103,6 +103,53 @@ class OptionsTests(SynchronousTestCase):
         for args, message in table:
             self.assertUsageError(["--backends", "a:1", *args], message)
 
+    def test_helpOneLinePerOption(self) -> None:
+        """
+        Each option's help is one run of words: the docstrings of opt_
+        methods, which become help, lose their line ends and indentation.
+        """
+        options = Options()
+        self.assertEqual(
+            options.docs["backends-dns"],
+            "Backends from DNS: _service._proto.NAME (SRV records) or NAME:PORT"
+            " (A and AAAA records). Repeatable.",
+        )
+        for name, doc in options.docs.items():
+            self.assertEqual(doc, " ".join(doc.split()), name)
+
+    def test_endpointHint(self) -> None:
+        """
+        A port, or an IPv4 address or localhost and a port, where an
+        endpoint description is expected, is answered with the description
+        meant.
+        """
+        table = [
+            (
+                ["--listen", "8090"],
+                "--listen: '8090': Unknown endpoint type: '8090': did you mean tcp:8090?",
+            ),
+            (
+                ["--listen", "127.0.0.1:8090"],
+                "--listen: '127.0.0.1:8090': Unknown endpoint type: '127.0.0.1':"
+                " did you mean tcp:8090:interface=127.0.0.1?",
+            ),
+            (
+                ["--admin", "localhost:9000"],
+                "--admin: 'localhost:9000': Unknown endpoint type: 'localhost':"
+                " did you mean tcp:9000:interface=127.0.0.1?",
+            ),
+            (
+                ["--listen", "example.com:80"],
+                "--listen: 'example.com:80': Unknown endpoint type: 'example.com'",
+            ),
+            (
+                ["--listen", "tcp:http"],
+                "--listen: 'tcp:http': invalid literal for int() with base 10: 'http'",
+            ),
+        ]
+        for args, message in table:
+            self.assertUsageError(["--backends", "a:1", *args], message)
+
     def test_defaults(self) -> None:
         """
         Without options but backends: listen on TCP 8080, round robin, 5 s

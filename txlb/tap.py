@@ -181,6 +181,26 @@ def loopbackOnly(description: str) -> bool:
     return False
 
 
+def endpointHint(description: str) -> str:
+    """
+    For a listening address given as a port or C{HOST:PORT} (as other
+    servers take it), a hint naming the endpoint description meant; else
+    nothing.
+    """
+    host, colon, port = description.rpartition(":")
+    if not port.isdigit():
+        return ""
+    if not colon:
+        return f": did you mean tcp:{port}?"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return ""
+    return f": did you mean tcp:{port}:interface={address}?"
+
+
 def pidLocked(description: str) -> bool:
     """
     Whether an endpoint description is a UNIX socket with a lock file
@@ -454,6 +474,9 @@ class Options(usage.Options):
         super().__init__()
         self["backends-dns"] = []
         self["dns-server"] = []
+        # An opt_ method's docstring is its help, indentation and line ends
+        # included: make it one line, as the others are.
+        self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
 
     def opt_backends_dns(self, text: str) -> None:
         """
@@ -555,7 +578,8 @@ class Options(usage.Options):
             try:
                 serverFromString(reactor, self[option])
             except Exception as e:
-                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+                hint = endpointHint(self[option])
+                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}{hint}") from None
         if self["workers"] > 1:
             if self["demo"]:
                 raise usage.UsageError("--demo runs its backends in one process: drop --workers")
