@@ -415,6 +415,42 @@ class AdminTests(SynchronousTestCase):
             },
         )
 
+    def test_backends(self) -> None:
+        """
+        C{GET /backends} lists the backends as C{/status} does, and C{GET
+        /backends/HOST:PORT} gives one; neither needs the token.
+        """
+        self.harness.client(GET)
+        _, status = self.call("GET", "/status")
+        listed = [
+            {k: v for k, v in backend.items() if k != "latencyBuckets"}
+            for backend in status["backends"]
+        ]
+        self.assertEqual(self.call("GET", "/backends", token=None), (200, {"backends": listed}))
+        self.assertEqual(self.call("GET", "/backends/127.0.0.1:8082", token=None), (200, listed[1]))
+        self.assertEqual(
+            self.call("GET", "/backends/127.0.0.1:9999"),
+            (404, {"error": "no backend 127.0.0.1:9999"}),
+        )
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, without the token, with the
+        status and length C{GET} has and no body; elsewhere, 405.
+        """
+        for path in ("/", "/status", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            get = self.successResultOf(self.admin.get(f"http://admin{path}"))
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual((get.code, head.code), (200, 200), path)
+            body = self.successResultOf(get.content())
+            self.assertEqual(self.successResultOf(head.content()), b"", path)
+            self.assertEqual(
+                head.headers.getRawHeaders(b"content-length"), [b"%d" % len(body)], path
+            )
+        for path, code in (("/algorithm", 405), ("/nothing", 404)):
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual(head.code, code, path)
+
     def test_statusLoadAndLatencies(self) -> None:
         """
         /status gives each backend's reported load (faded with time, null if

@@ -18,16 +18,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import treq
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 import txlb
+from tests.helpers import CONFIG, ServiceHarness
+from txlb.admin import AdminResource, AdminSite
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workers.supervisor import parseListen, reusePortSockets
-from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers.workeradmin import (
+    SUMMED,
+    Change,
+    WorkersAdmin,
+    WorkersAPI,
+    mergeBackends,
+    mergeMetrics,
+)
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -363,6 +375,66 @@ class CombineTests(SynchronousTestCase):
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+
+class WorkersAdminTests(TestCase):
+    """
+    The supervisor's admin API over two workers' admin APIs, on loopback.
+    """
+
+    def setUp(self) -> None:
+        self.harnesses = [ServiceHarness(self, CONFIG) for _ in range(2)]
+        workers = _Workers()
+        ports = [
+            reactor.listenTCP(0, AdminSite(AdminResource(h.service, None)), interface="127.0.0.1")
+            for h in self.harnesses
+        ]
+        ports.append(
+            reactor.listenTCP(0, AdminSite(WorkersAdmin(workers, reactor)), interface="127.0.0.1")
+        )
+        for port in ports:
+            self.addCleanup(port.stopListening)
+        workers.adminPorts = lambda: [p.getHost().port for p in ports[:2]]  # type: ignore[method-assign]
+        self.url = f"http://127.0.0.1:{ports[2].getHost().port}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    async def request(self, method: str, path: str) -> tuple[int, list[bytes] | None, bytes]:
+        """
+        The code, C{Content-Length} (which Twisted's client shows for HEAD
+        only) and body of the answer to C{method path}.
+        """
+        response = await treq.request(method, self.url + path, pool=self.pool)
+        content = await treq.content(response)
+        return response.code, response.headers.getRawHeaders(b"content-length"), content
+
+    async def test_backends(self) -> None:
+        """
+        C{GET /backends} adds up the workers' counts, as C{/status} does;
+        C{GET /backends/HOST:PORT} too, for one.
+        """
+        self.harnesses[0].backends[0].requests = 2
+        self.harnesses[1].backends[0].requests = 3
+        code, _, content = await self.request("GET", "/backends")
+        self.assertEqual(code, 200)
+        backends = json.loads(content)["backends"]
+        self.assertEqual([b["requests"] for b in backends], [5, 0])
+        code, _, content = await self.request("GET", "/backends/127.0.0.1:8081")
+        self.assertEqual((code, json.loads(content)), (200, backends[0]))
+
+    async def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, with C{GET}'s status and
+        length and no body.
+        """
+        for path in ("/", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            code, _, content = await self.request("GET", path)
+            self.assertEqual(code, 200, path)
+            expected = (200, [b"%d" % len(content)], b"")
+            self.assertEqual(await self.request("HEAD", path), expected, path)
+        # The uptime in the status moves, and its length with it.
+        code, length, content = await self.request("HEAD", "/status")
+        self.assertEqual((code, content), (200, b""))
+        self.assertIsNotNone(length)
 
 
 def readLine(process: subprocess.Popen[str], deadline: float) -> str:

@@ -4,6 +4,8 @@ The admin listener: status, metrics and runtime changes over HTTP.
   - C{GET /}: the status page (L{txlb.statuspage}), for people;
   - C{GET /status}: the balancer and each backend, as JSON;
   - C{GET /metrics}: Prometheus' text format;
+  - C{GET /backends}: the backends, as in C{/status}; C{GET
+    /backends/HOST:PORT}: one of them;
   - C{POST /backends} with C{{"address": "host:port", "weight": 2}}: add a
     backend;
   - C{PATCH /backends/HOST:PORT} with C{{"weight": 3}} and/or
@@ -16,9 +18,10 @@ The admin listener: status, metrics and runtime changes over HTTP.
     (C{null} for no shadow): switch the algorithm or the shadow policy
     (requests in flight keep their backends).
 
-With a token, every change needs C{Authorization: Bearer TOKEN}; reads
-never do.  Without one, a change that carries C{Origin} (a browser's,
-perhaps for another site's page) is refused.  Errors are JSON too:
+C{HEAD} is answered wherever C{GET} is.  With a token, every change needs
+C{Authorization: Bearer TOKEN}; reads never do.  Without one, a change
+that carries C{Origin} (a browser's, perhaps for another site's page) is
+refused.  Errors are JSON too:
 C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
@@ -129,10 +132,11 @@ class AdminAPI(Resource):
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
         path = [unquote(part.decode("ascii", "replace")) for part in parts]
+        method = b"GET" if request.method == b"HEAD" else request.method
         try:
-            if request.method != b"GET":
+            if method != b"GET":
                 self._authorize(request)
-            answer, code = self._route(request.method, [p for p in path if p], request)
+            answer, code = self._route(method, [p for p in path if p], request)
         except _AdminError as e:
             answer, code = {"error": str(e)}, e.code
             if code == http.UNAUTHORIZED:
@@ -140,10 +144,15 @@ class AdminAPI(Resource):
         request.setResponseCode(code)
         if isinstance(answer, bytes):
             request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-            return answer
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(answer, indent=1).encode() + b"\n"
+            body = answer
+        else:
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Cache-Control", b"no-store")
+            body = json.dumps(answer, indent=1).encode() + b"\n"
+        if request.method == b"HEAD":
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            return b""
+        return body
 
     def _authorize(self, request: server.Request) -> None:
         """
@@ -166,10 +175,16 @@ class AdminAPI(Resource):
             return self.status(), http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
+        if path == ["backends"] and method == b"GET":
+            now = self.balancer.reactor.seconds()
+            backends = self.balancer.resource.pool.backends
+            return {"backends": [_backendStatus(b, now) for b in backends]}, http.OK
         if path == ["backends"] and method == b"POST":
             return self._add(_body(request)), http.CREATED
         if len(path) == 2 and path[0] == "backends":
             backend = self._find(path[1])
+            if method == b"GET":
+                return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
             if method == b"PATCH":
                 return self._change(backend, _body(request)), http.OK
             if method == b"DELETE":
