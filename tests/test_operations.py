@@ -11,13 +11,14 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
 from txlb.admin import AdminResource
+from txlb.service import adminURL
 from txlb.tap import Options, makeService
 
 
@@ -656,6 +657,40 @@ class AdminOptionTests(SynchronousTestCase):
         self.assertIn(
             (9000, "127.0.0.1"), [(port, interface) for port, _, _, interface in reactor.tcpServers]
         )
+
+    def test_adminLogged(self) -> None:
+        """
+        The start says where the admin API and status page are, with the
+        URL to open.
+        """
+        options = Options()
+        options.parseOptions(["--demo", "--admin", "tcp:9000:interface=127.0.0.1"])
+        service = makeService(options, MemoryReactorClock())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(
+            "Admin API and status page on tcp:9000:interface=127.0.0.1 (http://127.0.0.1:9000/)",
+            [formatEvent(event) for event in events],
+        )
+
+    def test_adminURL(self) -> None:
+        """
+        The admin listener's URL, from its description: on this machine for
+        every address; none for a UNIX socket, systemd's or port 0.
+        """
+        table = [
+            ("tcp:9000:interface=127.0.0.1", "http://127.0.0.1:9000/"),
+            ("tcp:port=9000:interface=10.0.0.5", "http://10.0.0.5:9000/"),
+            ("tcp:9000", "http://127.0.0.1:9000/"),
+            ("tcp6:9000:interface=\\:\\:1", "http://[::1]:9000/"),
+            ("tcp6:9000", "http://[::1]:9000/"),
+            ("ssl:9443:privateKey=k.pem:interface=127.0.0.1", "https://127.0.0.1:9443/"),
+            ("tcp:0:interface=127.0.0.1", None),
+            ("unix:/run/txlb-admin.sock", None),
+            ("systemd:domain=INET:index=1", None),
+        ]
+        self.assertEqual([(d, adminURL(d)) for d, _ in table], table)
 
 
 class MetricsTests(SynchronousTestCase):

@@ -558,6 +558,27 @@ class SupervisorTests(SynchronousTestCase):
         self.assertNotIn(0, perWorker)
         self.assertEqual(status["backends"][0]["requests"], 40)
 
+    def test_adminLogged(self) -> None:
+        """
+        The supervisor says where the admin API and status page are, and
+        its workers, whose admin sockets are the supervisor's business, do
+        not.
+        """
+        self.start()
+        lines = [
+            line
+            for line in self.log.read_text().splitlines()
+            if "Admin API and status page" in line
+        ]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].endswith(
+                f"Admin API and status page on tcp:{self.adminPort}:interface=127.0.0.1"
+                f" (http://127.0.0.1:{self.adminPort}/)"
+            ),
+            lines,
+        )
+
     def test_killedWorker(self) -> None:
         """
         When a worker is killed during traffic, only requests on its open

@@ -10,6 +10,7 @@ L{Configuration}, so that it need not import the module that imports it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -177,6 +178,9 @@ class LoadBalancerService(MultiService):
         self._bound = False
         if config["admin"] is not None:
             admin = AdminSite(AdminResource(self, config["admin-token"]))
+        #: Where the admin API listens, to say at start; a worker's is its
+        #: supervisor's business.
+        self._admin = config["admin"] if endpoints is None else None
         if endpoints is None:
             self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
             if config["admin"] is not None:
@@ -261,6 +265,8 @@ class LoadBalancerService(MultiService):
                 ]
             ),
         )
+        if self._admin is not None:
+            logAdmin(self._log, self._admin)
         self._warnInsecure(self.config)
         self.started = self.reactor.seconds()
         self._checkHealth(self.config)
@@ -599,6 +605,46 @@ class LoadBalancerService(MultiService):
             await listener.stopService()
         await resource.client.closeCachedConnections()
         self._openAccessLog(None)
+
+
+def logAdmin(log: Logger, description: str) -> None:
+    """
+    Log where the admin API and the status page are: their endpoint, and
+    the URL to open when it can be told from it.
+    """
+    url = adminURL(description)
+    log.info(
+        "Admin API and status page on {admin}{url}",
+        admin=description,
+        url="" if url is None else f" ({url})",
+    )
+
+
+def adminURL(description: str) -> str | None:
+    """
+    The URL of the admin listener described by the endpoint description
+    C{description}: on this machine, for one listening on every address.
+    L{None} for one no URL reaches (a UNIX socket, a socket from systemd)
+    or whose port the system picks (0).
+    """
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    port, interface = None, ""
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if not equals and port is None:
+            port = name
+        elif name == "port":
+            port = value
+        elif name == "interface":
+            interface = value.replace("\\", "")
+    if port is None or not port.isdigit() or int(port) == 0:
+        return None
+    if interface in ("", "0.0.0.0", "::"):
+        interface = "::1" if kind == "tcp6" else "127.0.0.1"
+    host = f"[{interface}]" if ":" in interface else interface
+    return f"{'https' if kind == 'ssl' else 'http'}://{host}:{int(port)}/"
 
 
 #: Options a reload does not report as changed: the backends and algorithm

@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
-from txlb.service import StartupError
+from txlb.service import StartupError, logAdmin
 from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
@@ -226,6 +226,8 @@ class Supervisor(MultiService):
             count=len(self.workers),
             listen=self.config["listen"],
         )
+        if self.config["admin"] is not None:
+            logAdmin(self._log, self.config["admin"])
         self.started = self.reactor.seconds()
         super().startService()
         for worker in self.workers:
