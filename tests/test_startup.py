@@ -245,8 +245,8 @@ class DaemonTests(SynchronousTestCase):
     def test_servesAndStops(self) -> None:
         """
         Daemonized, txlb serves on the ports it bound before twistd forked,
-        with TLS in front, and writes its pid file; SIGTERM stops it and
-        removes the pid file.
+        with TLS in front (answering plain HTTP with a 400 it can read), and
+        writes its pid file; SIGTERM stops it and removes the pid file.
         """
         directory = Path(self.mktemp()).absolute()
         directory.mkdir()
@@ -297,6 +297,13 @@ class DaemonTests(SynchronousTestCase):
                     raise
                 time.sleep(0.2)
         self.assertEqual(body, b"hello\n")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+            plain.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while chunk := plain.recv(4096):
+                answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\nThe plain HTTP request was sent to HTTPS port\n"))
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + HANG
         while (directory / "twistd.pid").exists():

@@ -32,7 +32,7 @@ from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource, ProxySettings
-from txlb.server import LoadBalancerSite
+from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.sticky import StickyCookie
 
 
@@ -182,7 +182,10 @@ class LoadBalancerService(MultiService):
         #: supervisor's business.
         self._admin = config["admin"] if endpoints is None else None
         if endpoints is None:
-            self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
+            listenReactor: Any = (
+                TLSListeningReactor(reactor) if config["listen"].startswith("ssl:") else reactor
+            )
+            self.listeners = [strports.service(config["listen"], site, reactor=listenReactor)]
             if config["admin"] is not None:
                 self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
         else:
