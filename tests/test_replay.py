@@ -104,7 +104,7 @@ class ReadLogTests(SynchronousTestCase):
         """
         harness = Harness(self, accessLog=accessLog)
         path = self.mktemp()
-        harness.resource.accessLogFile = AccessLogFile(path, harness.reactor)
+        file = harness.resource.accessLog.file = AccessLogFile(path, harness.reactor)
         harness.reactor.advance(1764403200)  # 2025-11-29T08:00:00Z
         harness.client(GET)
         backend, _ = harness.backend()
@@ -115,7 +115,7 @@ class ReadLogTests(SynchronousTestCase):
         # The retry goes to the first backend, on the connection kept alive.
         backend.dataReceived(OK)
         harness.client(b"GET /a b HTTP/1.1\r\n\r\n")
-        harness.resource.accessLogFile.close()
+        file.close()
         return Path(path).read_text().splitlines()
 
     def test_textFile(self) -> None:

@@ -14,9 +14,9 @@ from txlb.algorithms.iphash import IPHash
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend, parseBackend
-from txlb.proxy import ProxySettings
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService, StartupError
+from txlb.settings import ProxySettings
 from txlb.tap import Options, makeService, pidLocked
 
 

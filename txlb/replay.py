@@ -55,6 +55,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
+from txlb.accesslog import TEXT_LINE
 from txlb.algorithms import algorithmNamed
 from txlb.algorithms.keyhash import parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
@@ -102,15 +103,6 @@ class ReplayRequest:
         return None
 
 
-#: A line of the text access log (see C{LoadBalancerResource.ended}), after
-#: its time: the client, method, target, backend, status, total
-#: milliseconds, and an error in quotes when there was one.
-_TEXT_LINE = re.compile(
-    r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
-    r" \N{RIGHTWARDS ARROW} backend=(?P<backend>\S+) status=(?P<status>\S+)"
-    r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: error=\".*\")?$"
-)
-
 #: The time twistd's log and the access-log file start a line with.
 _STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[+-][0-9:]{4,5})?")
 
@@ -137,7 +129,7 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
     found: list[dict[str, Any]] = []
     read = False
     for number, line in enumerate(lines, 1):
-        text = _TEXT_LINE.search(line.rstrip("\r\n"))
+        text = TEXT_LINE.search(line.rstrip("\r\n"))
         latency: float | None
         stamp: float | None
         if text is not None:

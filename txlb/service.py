@@ -31,8 +31,9 @@ from txlb.backend import Backend
 from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
+from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 
 
@@ -214,7 +215,7 @@ class LoadBalancerService(MultiService):
             try:
                 # Absolute: twistd changes to --rundir after this, and the
                 # file is opened again on SIGHUP.
-                self.resource.accessLogFile = AccessLogFile(os.path.abspath(path), self.reactor)
+                self.resource.accessLog.file = AccessLogFile(os.path.abspath(path), self.reactor)
             except OSError as e:
                 raise StartupError(f"txlb: --access-log-file: {e}") from None
         try:
@@ -239,9 +240,9 @@ class LoadBalancerService(MultiService):
         Write the access log to C{path} from now on (to the main log if
         L{None}), closing the file it went to.
         """
-        old = self.resource.accessLogFile
+        old = self.resource.accessLog.file
         try:
-            self.resource.accessLogFile = (
+            self.resource.accessLog.file = (
                 None if path is None else AccessLogFile(path, self.reactor)
             )
         except OSError as e:
@@ -436,7 +437,7 @@ class LoadBalancerService(MultiService):
 
         @return: Whether it was applied.
         """
-        accessLogFile = self.resource.accessLogFile
+        accessLogFile = self.resource.accessLog.file
         if accessLogFile is not None:
             # After logrotate moved it away.
             accessLogFile.reopen()
