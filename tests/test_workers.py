@@ -331,7 +331,8 @@ class CombineTests(SynchronousTestCase):
         made = change(b"POST", b"/backends/a:1/drain")
         answer = (200, b'{"state": "draining"}')
         self.api._combine([(True, answer), (True, answer)], made)
-        self.api._combine([(True, answer), (True, answer)], change(b"GET", b"/backends"))
+        listed = (200, b'{"backends": []}')
+        self.api._combine([(True, listed), (True, listed)], change(b"GET", b"/backends"))
         self.assertEqual(self.workers.changes, [made])
 
     def test_different(self) -> None:
