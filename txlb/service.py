@@ -651,9 +651,11 @@ def adminURL(description: str) -> str | None:
     return f"{'https' if kind == 'ssl' else 'http'}://{host}:{int(port)}/"
 
 
-#: Options a reload does not report as changed: the backends and algorithm
-#: (reported from the pool and first), what only a restart changes (warned
-#: about by L{LoadBalancerService.apply}), and what follows from others.
+#: Options a reload does not report among the others: the backends (the
+#: pool's changes are reported), the algorithm and shadow (reported first),
+#: what a reload cannot change, and what follows from other options.  The
+#: listening addresses and the admin token stay as they are
+#: (L{LoadBalancerService.apply} warns), so they never differ.
 _UNREPORTED = frozenset(
     {"backends", "algo", "shadow-algo", "config", "demo", "workers", "backend-tls"}
 )
