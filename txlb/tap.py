@@ -5,6 +5,7 @@ the balancer (L{txlb.service.LoadBalancerService}) they describe.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -679,9 +680,17 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     service = _build(config, reactor)
     parent = config.parent
     daemonizing = parent is not None and not (parent.get("nodaemon") or parent.get("debug"))
-    if daemonizing and any(pidLocked(config[option] or "") for option in ("listen", "admin")):
-        # Bound once twistd has forked, in privilegedStartService.
-        return service
+    if daemonizing:
+        # twistd's parent process reports a failure of the daemon's start
+        # on sys.__stderr__, then leaves with os._exit, which flushes
+        # nothing: under PyPy, whose stderr is not line-buffered as
+        # CPython's is, the report was lost.
+        stderr = sys.__stderr__
+        if isinstance(stderr, io.TextIOWrapper):
+            stderr.reconfigure(line_buffering=True)
+        if any(pidLocked(config[option] or "") for option in ("listen", "admin")):
+            # Bound once twistd has forked, in privilegedStartService.
+            return service
     try:
         service.bind()
     except StartupError as e:
