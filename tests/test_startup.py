@@ -238,6 +238,12 @@ class DaemonTests(SynchronousTestCase):
         pid = (directory / "twistd.pid").read_text()
         self.addCleanup(_kill, int(pid))
         self.assertEqual(os.readlink(directory / "txlb.sock.lock"), pid)
+        # Serving, so its signal handlers are in place.
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(HANG)
+            client.connect(str(directory / "txlb.sock"))
+            client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            self.assertTrue(client.recv(100).startswith(b"HTTP/1.1 "))
         os.kill(int(pid), signal.SIGTERM)
         deadline = time.monotonic() + HANG
         while (directory / "twistd.pid").exists():
