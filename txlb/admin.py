@@ -4,6 +4,8 @@ The admin listener: status, metrics and runtime changes over HTTP.
   - C{GET /}: the status page (L{txlb.statuspage}), for people;
   - C{GET /status}: the balancer and each backend, as JSON;
   - C{GET /metrics}: Prometheus' text format;
+  - C{GET /backends}: the backends, as in C{/status}; C{GET
+    /backends/HOST:PORT}: one of them;
   - C{POST /backends} with C{{"address": "host:port", "weight": 2}}: add a
     backend;
   - C{PATCH /backends/HOST:PORT} with C{{"weight": 3}} and/or
@@ -23,9 +25,10 @@ carries C{Txlb-Replay: 1}, as the supervisor of C{--workers} sends the
 changes it makes again on a restarted worker (which may not have resolved
 DNS yet): then it is kept, and applied when the backend appears (202).
 
-With a token, every change needs C{Authorization: Bearer TOKEN}; reads
-never do.  Without one, a change that carries C{Origin} (a browser's,
-perhaps for another site's page) is refused.  Errors are JSON too:
+C{HEAD} is answered wherever C{GET} is.  With a token, every change needs
+C{Authorization: Bearer TOKEN}; reads never do.  Without one, a change
+that carries C{Origin} (a browser's, perhaps for another site's page) is
+refused.  Errors are JSON too:
 C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
@@ -147,10 +150,11 @@ class AdminAPI(Resource):
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
         path = [unquote(part.decode("ascii", "replace")) for part in parts]
+        method = b"GET" if request.method == b"HEAD" else request.method
         try:
-            if request.method != b"GET":
+            if method != b"GET":
                 self._authorize(request)
-            answer, code = self._route(request.method, [p for p in path if p], request)
+            answer, code = self._route(method, [p for p in path if p], request)
         except _AdminError as e:
             answer, code = {"error": str(e)}, e.code
             if code == http.UNAUTHORIZED:
@@ -158,10 +162,15 @@ class AdminAPI(Resource):
         request.setResponseCode(code)
         if isinstance(answer, bytes):
             request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-            return answer
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(answer, indent=1).encode() + b"\n"
+            body = answer
+        else:
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Cache-Control", b"no-store")
+            body = json.dumps(answer, indent=1).encode() + b"\n"
+        if request.method == b"HEAD":
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            return b""
+        return body
 
     def _authorize(self, request: server.Request) -> None:
         """
@@ -184,10 +193,18 @@ class AdminAPI(Resource):
             return self.status(), http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
+        if path == ["backends"] and method == b"GET":
+            now = self.balancer.reactor.seconds()
+            backends = self.balancer.resource.pool.backends
+            return {"backends": [_backendStatus(b, now) for b in backends]}, http.OK
         if path == ["backends"] and method == b"POST":
             return self._add(_body(request)), http.CREATED
         replay = request.getHeader(REPLAY_HEADER) is not None
         if len(path) == 2 and path[0] == "backends":
+            if method == b"GET":
+                _, backend = self._find(path[1], replay=False)
+                assert backend is not None
+                return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
             if method == b"PATCH":
                 return self._change(path[1], _body(request), replay)
             if method == b"DELETE":
