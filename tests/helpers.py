@@ -1,7 +1,10 @@
 """
 What several test modules share: the in-memory balancer (L{Harness}) and its
-service (L{ServiceHarness}), the raw loopback clients and backends of the
-integration tests, and their canned messages.
+service (L{ServiceHarness}), with sockets that fill (L{TCPTransport}), peers
+that send faster than txlb reads (L{Backlog}) and an HTTP/2 client
+(L{MemoryH2Client}); the raw loopback clients and backends of the
+integration tests, and their canned messages; a real dnsmasq (L{Dnsmasq});
+and how to start the installed C{twistd txlb} as a user does (L{startTxlb}).
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ import datetime
 import ipaddress
 import os
 import socket
+import subprocess
+import sys
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.websocket import (
@@ -42,7 +49,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
@@ -807,3 +814,169 @@ class PKI:
             ),
         )
         return certPath, keyPath
+
+
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def runIn(directory: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """
+    Run a command from C{directory} with this Python's environment, minus any
+    C{PYTHONPATH} that could point at the checkout.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        args, cwd=directory, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def portsFree(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            # As Twisted does: connections in TIME_WAIT do not hold the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def startTxlb(
+    testCase: SynchronousTestCase, port: int, *args: str, directory: str | None = None
+) -> subprocess.Popen[str]:
+    """
+    Start C{twistd -n --pidfile= txlb ARGS} from C{directory} (by default an
+    empty folder), as a user would, and wait until it listens on C{port}
+    (without sending a request, which would take a pick).
+    """
+    if directory is None:
+        directory = testCase.mktemp()
+        os.mkdir(directory)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "txlb", *args],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    testCase.addCleanup(process.kill)
+    deadline = time.monotonic() + 20
+    while portsFree(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            testCase.fail(f"txlb {' '.join(args)} did not start listening")
+        time.sleep(0.1)
+    return process
+
+
+# A real dnsmasq for the tests: Debian's dnsmasq-base, started on a free
+# loopback port in a temporary folder, answering only the records it is
+# given (--no-resolv: it never asks anyone else).  dnsmasq behaves as DNS
+# servers people run do, and unlike a twisted.names server: it rotates the
+# order of its records on every query (within one TCP connection: it serves
+# each in a child process), answers AAAA with REFUSED for a name it does not
+# serve --local, and closes a TCP connection after 100 queries.
+
+#: Where Debian's dnsmasq-base puts it (not on a normal user's PATH).
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+#: Seconds dnsmasq gets to listen.
+START = 10.0
+
+
+def freeLoopbackPort() -> int:
+    """
+    A loopback port nobody listens on, over TCP or UDP.
+    """
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        port = int(tcp.getsockname()[1])
+        udp.bind(("127.0.0.1", port))
+        return port
+
+
+class Dnsmasq:
+    """
+    One dnsmasq on 127.0.0.1:L{port}, stopped when the test ends.
+
+    @ivar port: Its port, which a restart keeps.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase) -> None:
+        if not os.access(DNSMASQ, os.X_OK):
+            raise SkipTest(f"no {DNSMASQ}: install Debian's dnsmasq-base (.ci/run does)")
+        self.folder = Path(testCase.mktemp()).absolute()
+        self.folder.mkdir()
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        testCase.addCleanup(self.stop)
+
+    def start(self, *options: str) -> Dnsmasq:
+        """
+        Start it with C{options} (C{--srv-host=...}, C{--host-record=...},
+        C{--local=/test/}), on the port it had if it had one, and wait until
+        it takes TCP connections.
+        """
+        for _ in range(5):
+            port = self.port or freeLoopbackPort()
+            process = subprocess.Popen(
+                [
+                    DNSMASQ,
+                    *("--no-resolv", "--no-hosts", "--keep-in-foreground"),
+                    "--conf-file=/dev/null",
+                    f"--port={port}",
+                    *("--listen-address=127.0.0.1", "--bind-interfaces"),
+                    f"--pid-file={self.folder / 'dnsmasq.pid'}",
+                    f"--log-facility={self.folder / 'dnsmasq.log'}",
+                    *options,
+                ],
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._listening(process, port):
+                self.process, self.port = process, port
+                return self
+        raise AssertionError(f"dnsmasq did not start: {self.log()}")
+
+    def _listening(self, process: subprocess.Popen[bytes], port: int) -> bool:
+        deadline = time.monotonic() + START
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                # The port was taken in between, say.
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        process.kill()
+        process.wait()
+        return False
+
+    def restart(self, *options: str) -> Dnsmasq:
+        """
+        Stop it, and start it again with C{options} on the same port.
+        """
+        self.stop()
+        return self.start(*options)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait()
+            self.process = None
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """
+        Its address, as a resolver is given it.
+        """
+        return ("127.0.0.1", self.port)
+
+    def log(self) -> str:
+        path = self.folder / "dnsmasq.log"
+        return path.read_text() if path.exists() else "(no log)"

@@ -27,11 +27,14 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -51,6 +54,7 @@ from tests.helpers import (
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.http2 import (
     CLOSE_TIMEOUT,
     PREFACE,
@@ -59,8 +63,10 @@ from txlb.http2 import (
     STREAM_HIGH_WATER,
     describeError,
 )
+from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
-from txlb.server import LoadBalancerSite
+from txlb.ratelimit import Rate
+from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.settings import ProxySettings
 
 ARROW = "\N{RIGHTWARDS ARROW}"
@@ -455,6 +461,41 @@ class RefusalTests(SynchronousTestCase):
         self.assertTrue(line.startswith(prefix + '"HTTP/2 protocol error: '), line)
         self.assertIn("mismatched :authority and Host", line)
         self.assertEqual(refusals(client.harness, "http2"), b"1.0")
+
+    def test_rateLimited(self) -> None:
+        """
+        A request over C{--rate-limit} gets 429 with C{retry-after} on its
+        stream; the backend gets nothing; the connection carries on, and is
+        served again once the rate allows.
+        """
+        harness = Harness(self, clientTimeout=600)
+        region = Region.create(8)
+        self.addCleanup(region.close)
+        limits = harness.resource.clientLimits = ClientLimits(region, 0, harness.reactor.seconds)
+        limits.configure(Rate(1, 60.0), 1, "ip", 0)
+        client = MemoryH2Client(harness)
+        first = client.request()
+        backend, toBackend = harness.backend()
+        backend.dataReceived(OK)
+        client.pump()
+        toBackend.clear()
+        refused = client.request()
+        self.assertEqual((toBackend.value(), harness.reactor.tcpClients), (b"", []))
+        self.assertEqual(
+            (client.responses[first].status, client.responses[refused].status), (b"200", b"429")
+        )
+        response = client.responses[refused]
+        self.assertEqual(dict(response.headers)[b"retry-after"], b"60")
+        self.assertEqual(response.body, b"429 Too Many Requests: over the rate limit\n")
+        self.assertEqual(
+            harness.accessLog()[-1],
+            f"client=10.0.0.7 method=GET path=/ {ARROW} backend=- status=429 ms=0.0"
+            ' error="rate limited"',
+        )
+        harness.reactor.advance(60)
+        again = client.request()
+        answer(client, OK)
+        self.assertEqual(client.responses[again].status, b"200")
 
     def test_connect(self) -> None:
         """
@@ -1064,7 +1105,10 @@ class LoopbackTestCase(IntegrationTestCase):
         certKey = pki.leaf("localhost", ["localhost"])
         with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
             certificate = PrivateCertificate.loadPEM(c.read() + k.read())
-        port = reactor.listenSSL(0, site, certificate.options(), interface="127.0.0.1")
+        # As a TLS --listen listens (txlb.service).
+        port = TLSListeningReactor(reactor).listenSSL(
+            0, site, certificate.options(), interface="127.0.0.1"
+        )
         self.addCleanup(port.stopListening)
         return port.getHost().port, pki.caPath
 
@@ -1142,6 +1186,71 @@ class TLSTests(LoopbackTestCase):
         self.assertEqual(raw.transport.negotiatedProtocol, b"http/1.1")
         self.assertTrue(raw.received.startswith(b"HTTP/1.1 200 OK\r\n"))
 
+    async def plainClient(self, site: LoadBalancerSite) -> RawClient:
+        """
+        A client connected in the clear to C{site}'s TLS port.
+        """
+        port, _ = self.listenTLS(site)
+        raw = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        return raw
+
+    async def test_plainHTTP(self) -> None:
+        """
+        HTTP in the clear sent to a TLS port gets nginx's 400 in the clear,
+        whether its first bytes come at once or in pieces; the refusal is
+        logged and counted, and no backend hears of it.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        site = self.makeSite(backendPort, h2c=False)
+        answer = (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: 46\r\nConnection: close\r\n\r\n"
+            b"The plain HTTP request was sent to HTTPS port\n"
+        )
+        raw = await self.plainClient(site)
+        raw.transport.write(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(await raw.closed, answer)
+        raw = await self.plainClient(site)
+        raw.transport.write(b"DEL")
+        await deferLater(reactor, 0.05)
+        raw.transport.write(b"ETE /x HTTP/1.1\r\n")
+        self.assertEqual(await raw.closed, answer)
+        self.assertEqual(backendFactory.connections, [])
+        lines = [
+            formatEvent(e)
+            for e in events
+            if e.get("log_namespace") == "txlb.proxy.LoadBalancerResource" and "flag" in e
+        ]
+        self.assertEqual(len(lines), 2, lines)
+        for line in lines:
+            self.assertTrue(
+                line.startswith(
+                    f"client=127.0.0.1 method=- path=- {ARROW} backend=- status=400 ms="
+                )
+                and line.endswith(' error="plain HTTP sent to a TLS port"'),
+                line,
+            )
+        self.assertIn(
+            b'txlb_client_refusals_total{reason="plain_http"} 2.0',
+            self.resource.metrics.exposition(),
+        )
+
+    async def test_notHTTPLeftToTLS(self) -> None:
+        """
+        Bytes that are neither TLS nor a request line are left to TLS, which
+        closes the connection; they are no plain-HTTP refusal.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        raw = await self.plainClient(self.makeSite(backendPort, h2c=False))
+        raw.transport.write(b"\x00\x01\x02\x03 hello\r\n")
+        self.assertFalse((await raw.closed).startswith(b"HTTP/1.1 400"))
+        self.assertIn(
+            b'txlb_client_refusals_total{reason="plain_http"} 0.0',
+            self.resource.metrics.exposition(),
+        )
+
 
 def _curlSpeaksHTTP2() -> bool:
     curl = shutil.which("curl")
@@ -1217,6 +1326,16 @@ class CurlTests(LoopbackTestCase):
             f"https://localhost:{port}/",
         )
         self.assertEqual(output, b"ok 2")
+
+    async def test_plainHTTPToTLS(self) -> None:
+        """
+        curl sending http:// to a TLS port reads nginx's 400, not an empty
+        reply.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        port, _ = self.listenTLS(self.makeSite(backendPort, h2c=False))
+        output = await self.curl("-w", " %{http_code}", f"http://127.0.0.1:{port}/")
+        self.assertEqual(output, b"The plain HTTP request was sent to HTTPS port\n 400")
 
 
 class ErrorDescriptionTests(SynchronousTestCase):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import platform
 import select
 import signal
 import socket
@@ -18,16 +19,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import treq
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 import txlb
+from tests.helpers import CONFIG, Dnsmasq, ServiceHarness
+from txlb.admin import REPLAY_HEADER, AdminResource, AdminSite
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
-from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers import workeradmin
+from txlb.workers.supervisor import parseListen, reusePortSockets
+from txlb.workers.workeradmin import (
+    SUMMED,
+    Change,
+    WorkersAdmin,
+    WorkersAPI,
+    mergeBackends,
+    mergeMetrics,
+)
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -171,8 +185,9 @@ class ParseTests(SynchronousTestCase):
 
     def test_busyPort(self) -> None:
         """
-        The supervisor binds the workers' sockets before it starts them, and
-        a port already taken ends it with one line.
+        The supervisor binds the workers' sockets as it is made, before it
+        starts them (and before twistd daemonizes), and a port already taken
+        ends it with one line.
         """
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
@@ -189,10 +204,8 @@ class ParseTests(SynchronousTestCase):
                     f"tcp:{port}:interface=127.0.0.1",
                 ]
             )
-            supervisor = makeService(options, MemoryReactorClock())
-            self.assertIsInstance(supervisor, Supervisor)
             with self.assertRaises(SystemExit) as caught:
-                supervisor.privilegedStartService()
+                makeService(options, MemoryReactorClock())
         self.assertEqual(
             caught.exception.code, "txlb: cannot listen: [Errno 98] Address already in use"
         )
@@ -320,8 +333,38 @@ class CombineTests(SynchronousTestCase):
         made = change(b"POST", b"/backends/a:1/drain")
         answer = (200, b'{"state": "draining"}')
         self.api._combine([(True, answer), (True, answer)], made)
-        self.api._combine([(True, answer), (True, answer)], change(b"GET", b"/backends"))
+        listed = (200, b'{"backends": []}')
+        self.api._combine([(True, listed), (True, listed)], change(b"GET", b"/backends"))
         self.assertEqual(self.workers.changes, [made])
+
+    def test_unknownAskedAgainAsReplay(self) -> None:
+        """
+        A change of a backend that one worker made and another does not
+        know yet (a restarted worker that has not resolved DNS) is asked
+        again of that one as a replay, which it keeps: the change is made,
+        and remembered.
+        """
+        asked: list[tuple[int, bool]] = []
+
+        def ask(port: int, method: bytes, uri: bytes, headers: Headers, *rest: Any) -> Any:
+            replayed = headers.hasHeader(REPLAY_HEADER)
+            asked.append((port, replayed, *rest[2:]))
+            if replayed:
+                return defer.succeed((202, b'{"kept": "drain, until it is a backend"}'))
+            if port == 1:
+                return defer.succeed((200, b'{"state": "draining"}'))
+            return defer.succeed((404, b'{"error": "no backend a:1"}'))
+
+        self.patch(workeradmin, "ask", ask)
+        made = change(b"POST", b"/backends/a:1/drain")
+        answer = self.successResultOf(defer.Deferred.fromCoroutine(self.api._askAll(made)))
+        self.assertEqual(answer, (200, {"state": "draining"}))
+        self.assertEqual(asked, [(1, False), (2, False), (2, True)])
+        self.assertEqual(self.workers.changes, [made])
+        del asked[:]
+        self.successResultOf(defer.Deferred.fromCoroutine(workeradmin.replay(2, [made], Clock())))
+        # A restarted worker may take seconds to start: its replay waits.
+        self.assertEqual(asked, [(2, True, workeradmin.REPLAY_TIMEOUT)])
 
     def test_different(self) -> None:
         """
@@ -364,6 +407,66 @@ class CombineTests(SynchronousTestCase):
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+
+class WorkersAdminTests(TestCase):
+    """
+    The supervisor's admin API over two workers' admin APIs, on loopback.
+    """
+
+    def setUp(self) -> None:
+        self.harnesses = [ServiceHarness(self, CONFIG) for _ in range(2)]
+        workers = _Workers()
+        ports = [
+            reactor.listenTCP(0, AdminSite(AdminResource(h.service, None)), interface="127.0.0.1")
+            for h in self.harnesses
+        ]
+        ports.append(
+            reactor.listenTCP(0, AdminSite(WorkersAdmin(workers, reactor)), interface="127.0.0.1")
+        )
+        for port in ports:
+            self.addCleanup(port.stopListening)
+        workers.adminPorts = lambda: [p.getHost().port for p in ports[:2]]  # type: ignore[method-assign]
+        self.url = f"http://127.0.0.1:{ports[2].getHost().port}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    async def request(self, method: str, path: str) -> tuple[int, list[bytes] | None, bytes]:
+        """
+        The code, C{Content-Length} (which Twisted's client shows for HEAD
+        only) and body of the answer to C{method path}.
+        """
+        response = await treq.request(method, self.url + path, pool=self.pool)
+        content = await treq.content(response)
+        return response.code, response.headers.getRawHeaders(b"content-length"), content
+
+    async def test_backends(self) -> None:
+        """
+        C{GET /backends} adds up the workers' counts, as C{/status} does;
+        C{GET /backends/HOST:PORT} too, for one.
+        """
+        self.harnesses[0].backends[0].requests = 2
+        self.harnesses[1].backends[0].requests = 3
+        code, _, content = await self.request("GET", "/backends")
+        self.assertEqual(code, 200)
+        backends = json.loads(content)["backends"]
+        self.assertEqual([b["requests"] for b in backends], [5, 0])
+        code, _, content = await self.request("GET", "/backends/127.0.0.1:8081")
+        self.assertEqual((code, json.loads(content)), (200, backends[0]))
+
+    async def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, with C{GET}'s status and
+        length and no body.
+        """
+        for path in ("/", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            code, _, content = await self.request("GET", path)
+            self.assertEqual(code, 200, path)
+            expected = (200, [b"%d" % len(content)], b"")
+            self.assertEqual(await self.request("HEAD", path), expected, path)
+        # The uptime in the status moves, and its length with it.
+        code, length, content = await self.request("HEAD", "/status")
+        self.assertEqual((code, content), (200, b""))
+        self.assertIsNotNone(length)
 
 
 def readLine(process: subprocess.Popen[str], deadline: float) -> str:
@@ -486,6 +589,27 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(sum(perWorker), 40)
         self.assertNotIn(0, perWorker)
         self.assertEqual(status["backends"][0]["requests"], 40)
+
+    def test_adminLogged(self) -> None:
+        """
+        The supervisor says where the admin API and status page are, and
+        its workers, whose admin sockets are the supervisor's business, do
+        not.
+        """
+        self.start()
+        lines = [
+            line
+            for line in self.log.read_text().splitlines()
+            if "Admin API and status page" in line
+        ]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].endswith(
+                f"Admin API and status page on tcp:{self.adminPort}:interface=127.0.0.1"
+                f" (http://127.0.0.1:{self.adminPort}/)"
+            ),
+            lines,
+        )
 
     def test_killedWorker(self) -> None:
         """
@@ -618,6 +742,101 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(total, 30)
         self.assertEqual(sum(values.values()), 60)
 
+    def workerMetric(self, name: str) -> list[float]:
+        """
+        Each worker's value of the metric C{name} (summed over its labels).
+        """
+        code, body = get(self.adminPort, "/metrics")
+        self.assertEqual(code, 200)
+        values = [0.0, 0.0]
+        for line in body.decode().splitlines():
+            if line.startswith(name + "{") and 'worker="' in line:
+                worker = int(line.split('worker="')[1].split('"')[0])
+                values[worker] += float(line.rsplit(" ", 1)[1])
+        return values
+
+    def test_rateLimitShared(self) -> None:
+        """
+        C{--rate-limit 100/s} is the whole txlb's: with both workers taking
+        connections as the kernel spreads them, 100 requests a second get
+        through in all (within 10%), not 100 per worker.
+
+        Counted over 4 s from the first 429, when the bucket is known to be
+        empty.  Under PyPy the limit is 20/s: cold PyPy processes (two
+        workers, the backends, this client) on a busy 2-CPU machine were
+        measured sending no more than 93 requests a second.
+        """
+        rate = 20 if platform.python_implementation() == "PyPy" else 100
+        self.start("--rate-limit", f"{rate}/s")
+        results: list[tuple[float, int]] = []
+        # Until 4.5 s after the first 429, at most 10 s.
+        stop = [time.monotonic() + 10]
+
+        def client() -> None:
+            # A connection of its own, kept alive (faster than one per
+            # request), wherever the kernel puts it.
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
+            try:
+                while time.monotonic() < stop[0]:
+                    connection.request("GET", "/ping")
+                    response = connection.getresponse()
+                    response.read()
+                    now = time.monotonic()
+                    results.append((now, response.status))
+                    if response.status == 429:
+                        stop[0] = min(stop[0], now + 4.5)
+            finally:
+                connection.close()
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(WAIT)
+        results.sort()
+        refusals = [moment for moment, code in results if code == 429]
+        self.assertTrue(refusals, f"never over {rate}/s: {len(results)} requests in 10 s")
+        first = refusals[0]
+        self.assertLessEqual(first + 4, results[-1][0], f"over {rate}/s too late")
+        window = [code for moment, code in results if first < moment <= first + 4]
+        passed = window.count(200)
+        self.assertGreater(window.count(429), 0)
+        self.assertLess(abs(passed - 4 * rate), 0.4 * rate, (passed, len(window), len(results)))
+        # Both workers took a good share of the requests, and refused some.
+        perWorker = self.workerMetric("txlb_requests_total")
+        self.assertEqual(sum(perWorker), len(results))
+        self.assertGreater(min(perWorker), 0.2 * len(results), perWorker)
+        self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
+
+    def test_maxClientConnectionsShared(self) -> None:
+        """
+        C{--max-client-conns 3} counts the connections of an address in all
+        workers: of six kept open, three are served and three closed at
+        once; when a served one closes, a new one is served.
+        """
+        self.start("--max-client-conns", "3")
+
+        def connect() -> http.client.HTTPConnection:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
+            self.addCleanup(connection.close)
+            return connection
+
+        def served(connection: http.client.HTTPConnection) -> bool:
+            try:
+                connection.request("GET", "/ping")
+                return connection.getresponse().read() == b"pong %d" % self.backendPorts[0]
+            except (ConnectionError, http.client.HTTPException):
+                return False
+
+        connections = [connect() for _ in range(6)]
+        results = [served(connection) for connection in connections]
+        self.assertEqual(results.count(True), 3, results)
+        self.assertEqual(sum(self.workerMetric("txlb_client_connections_refused_total")), 3)
+        kept = [c for c, ok in zip(connections, results) if ok]
+        self.assertTrue(all(served(connection) for connection in kept))
+        kept[0].close()
+        self.waitFor(lambda: served(connect()), "a connection served again")
+
     def test_restartedWorkerMakesChanges(self) -> None:
         """
         A worker restarted after admin changes makes them too: a backend
@@ -640,6 +859,41 @@ class SupervisorTests(SynchronousTestCase):
             ]
 
         self.waitFor(lambda: states() == [["draining"], ["draining"]], "the changes replayed")
+
+    def test_drainedDNSBackendAfterRestart(self) -> None:
+        """
+        A backend from DNS (a real dnsmasq) drained through the API stays
+        drained in a worker restarted after a SIGKILL, although the
+        supervisor replays the drain before that worker has resolved DNS:
+        no new connection reaches it.
+        """
+        dnsmasq = Dnsmasq(self).start(
+            "--local=/test/",
+            "--host-record=backends.test,127.0.0.1",
+            *(f"--srv-host=_http._tcp.api.test,backends.test,{p},0,1" for p in self.backendPorts),
+        )
+        self.config.write_text(
+            f'backends-dns = ["_http._tcp.api.test"]\ndns-server = ["127.0.0.1:{dnsmasq.port}"]\n'
+        )
+        self.start()
+        drained, kept = (f"127.0.0.1:{port}" for port in self.backendPorts)
+
+        def states() -> list[dict[str, str]]:
+            return [
+                {b["address"]: b["state"] for b in w.get("backends", [])}
+                for w in self.status()["workers"]
+            ]
+
+        self.waitFor(lambda: all(len(s) == 2 for s in states()), "DNS backends")
+        self.assertEqual(get(self.adminPort, f"/backends/{drained}/drain", "POST")[0], 200)
+        victim = self.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+        self.waitFor(lambda: all(len(s) == 2 for s in states()), "DNS backends in the new worker")
+        answers = [get(self.port, "/ping") for _ in range(200)]
+        self.assertEqual(answers.count((200, b"pong %d" % self.backendPorts[1])), 200)
+        self.assertEqual(states(), [{drained: "draining", kept: "up"}] * 2)
+        self.assertNotIn("Replaying", self.log.read_text())
 
     def test_adminChange(self) -> None:
         """

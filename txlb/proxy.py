@@ -23,10 +23,17 @@ from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
-from txlb.outcome import CLIENT_PROTOCOL_ERROR, Outcome, answer
+from txlb.outcome import (
+    CLIENT_PROTOCOL_ERROR,
+    RATE_LIMITED,
+    TOO_MANY_REQUESTS,
+    Outcome,
+    answer,
+)
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.throttle import Throttle
@@ -41,12 +48,14 @@ class LoadBalancerResource(Resource):
         it with L{useAlgorithm}.
     @ivar makeAlgorithm: What makes a new one when the backends change.
     @ivar answered: What learns from each response: the algorithm's
-        L{IResponseObserver.answered} and the shadow's, or L{None} if
+        L{IResponseObserver.answered} and the shadow's, or C{None} if
         neither provides it.
     @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
-        L{None}; change it with L{useShadow}.
+        C{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
-        L{None}.
+        C{None}.
+    @ivar clientLimits: The L{ClientLimits} each request is checked
+        against (its rate limit answers 429), or C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -72,12 +81,13 @@ class LoadBalancerResource(Resource):
             from twisted.internet import reactor
         self.shadow: Shadow | None = None
         self.sticky: StickyCookie | None = None
+        self.clientLimits: ClientLimits | None = None
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
-        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow)
+        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow, lambda: self.clientLimits)
         self.client = client
         self.accessLog = AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
@@ -104,6 +114,24 @@ class LoadBalancerResource(Resource):
                 )
             )
             return server.NOT_DONE_YET
+        limits = self.clientLimits
+        if limits is not None:
+            wait = limits.checkRequest(request)
+            if wait:
+                request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % wait])
+                answer(request, TOO_MANY_REQUESTS, "over the rate limit")
+                self.ended(
+                    Outcome(
+                        request,
+                        clientHost,
+                        None,
+                        TOO_MANY_REQUESTS,
+                        started,
+                        "rate limited",
+                        flag=RATE_LIMITED,
+                    )
+                )
+                return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(request)
             upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
@@ -129,7 +157,7 @@ class LoadBalancerResource(Resource):
     ) -> None:
         """
         Ask the algorithm C{makeAlgorithm} makes, C{name}d so, beside the
-        live one from now on, without routing by it; none if L{None}.
+        live one from now on, without routing by it; none if C{None}.
         Its counts start again.
         """
         if name is None or makeAlgorithm is None:
@@ -232,7 +260,8 @@ class LoadBalancerResource(Resource):
         """
         Send the request of C{exchange} to C{backend}.
 
-        @return: A L{Deferred} firing with the L{ResponseHead}.
+        @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{ResponseHead}.
         """
         request = exchange.request
         outgoing = exchange.outgoing
@@ -338,7 +367,7 @@ class LoadBalancerResource(Resource):
 
 def _badRequest(request: server.Request) -> str | None:
     """
-    Why C{request} cannot be forwarded, or L{None} if it can.  (The
+    Why C{request} cannot be forwarded, or C{None} if it can.  (The
     channel has refused what breaks HTTP/1.1's syntax; these are the rules
     about C{Host}, RFC 9112 section 3.2.)
     """

@@ -5,6 +5,7 @@ the balancer (L{txlb.service.LoadBalancerService}) they describe.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -17,21 +18,33 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from txlb import config, dns, tls
+from txlb import config, dns, tls, versionLine
+from txlb.admission import parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
 from txlb.backend import Backend, BackendPool, parseBackends
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.http1 import isToken
+from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
+from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
+from txlb.retrybudget import parsePercent
 from txlb.server import LoadBalancerSite
-from txlb.service import LoadBalancerService
+from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
 from txlb.workers.supervisor import Supervisor, parseListen
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    LISTEN_FD,
+    ParentWatch,
+    adoptedEndpoint,
+    workerIndex,
+)
 
 #: The backends C{--demo} starts: the seed's three, weighted 1:3:2.
 DEMO_BACKENDS = "127.0.0.1:8081=1,127.0.0.1:8082=3,127.0.0.1:8083=2"
@@ -42,9 +55,16 @@ def backendList(specs: str) -> list[Backend]:
     Parse C{--backends} (see L{parseBackends}).
     """
     try:
-        return parseBackends(specs)
+        backends = parseBackends(specs)
     except ValueError as e:
         raise usage.UsageError(f"--backends: {e}") from None
+    for backend in backends:
+        if backend.maxConn:
+            # Parsed, but the request path does not queue yet.
+            raise usage.UsageError(
+                f"--backends: {backend.address}: per-backend limits (/MAXCONN) are not enforced yet"
+            )
+    return backends
 
 
 #: Options that may be given several times, each adding to a list.
@@ -107,6 +127,40 @@ def parseBalanceFactor(text: str) -> float:
             f"--hash-balance-factor: {text!r} is not 0 (off) or a number of at least 1"
         )
     return value
+
+
+def rateLimit(text: str) -> Rate:
+    try:
+        return parseRate(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--rate-limit: {e}") from None
+
+
+def rateLimitKey(text: str) -> str:
+    try:
+        return parseRateKey(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--rate-limit-key: {e}") from None
+
+
+def maxConn(text: str) -> int | str:
+    """
+    C{--max-conn}, for when the request path queues.
+    """
+    try:
+        return parseMaxConn(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--max-conn: {e}") from None
+
+
+def retryBudget(text: str) -> float:
+    """
+    C{--retry-budget}, for when the exchange counts its retries.
+    """
+    try:
+        return parsePercent(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--retry-budget: {e}") from None
 
 
 def parseHeaderName(text: str) -> str:
@@ -180,6 +234,43 @@ def loopbackOnly(description: str) -> bool:
             except ValueError:
                 return False
     return False
+
+
+def endpointHint(description: str) -> str:
+    """
+    For a listening address given as a port or C{HOST:PORT} (as other
+    servers take it), a hint naming the endpoint description meant; else
+    nothing.
+    """
+    host, colon, port = description.rpartition(":")
+    if not port.isdigit():
+        return ""
+    if not colon:
+        return f": did you mean tcp:{port}?"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return ""
+    return f": did you mean tcp:{port}:interface={address}?"
+
+
+def pidLocked(description: str) -> bool:
+    """
+    Whether an endpoint description is a UNIX socket with a lock file
+    (Twisted's default, unless C{lockfile=0}), which records the process id
+    of the process that binds it: a daemon must bind it itself, after
+    twistd forks, or the lock would name a process that is gone.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "unix":
+        return False
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if equals and name == "lockfile":
+            return value != "0"
+    return True
 
 
 def countCPUList(text: str) -> int:
@@ -321,6 +412,44 @@ class Options(usage.Options):
             seconds("--drain-timeout"),
         ],
         ["max-body-size", None, None, "Largest request body (e.g. 10M); 413 above.", parseSize],
+        # Client limits.
+        [
+            "rate-limit",
+            None,
+            None,
+            "Requests per client key, as 100/s, 6000/min or 1000/h; 429 with Retry-After "
+            "above (off if absent).",
+            rateLimit,
+        ],
+        [
+            "rate-limit-burst",
+            None,
+            None,
+            "Requests a key may send at once (default: one second's worth of --rate-limit).",
+            count("--rate-limit-burst", 1),
+        ],
+        [
+            "rate-limit-key",
+            None,
+            "ip",
+            "What --rate-limit counts by: ip, header:NAME or cookie:NAME.",
+            rateLimitKey,
+        ],
+        [
+            "rate-limit-keys",
+            None,
+            DEFAULT_KEYS,
+            "Keys the rate limit remembers at most (24 bytes each), and client addresses "
+            "--max-client-conns counts; the least recently used are forgotten.",
+            count("--rate-limit-keys", 1),
+        ],
+        [
+            "max-client-conns",
+            None,
+            0,
+            "Connections one client address may have open; more are closed at once (0: no limit).",
+            count("--max-client-conns", 0),
+        ],
         # Algorithms.
         [
             "hash-key",
@@ -438,6 +567,16 @@ class Options(usage.Options):
         super().__init__()
         self["backends-dns"] = []
         self["dns-server"] = []
+        # An opt_ method's docstring is its help, indentation and line ends
+        # included: make it one line, as the others are.
+        self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
+
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_backends_dns(self, text: str) -> None:
         """
@@ -472,7 +611,12 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"txlb: {e} (see twistd txlb --help)") from None
+            message = str(e)
+            unknown = re.fullmatch(r"option --(\S+) not recognized", message)
+            if unknown is not None:
+                longNames = (name.rstrip("=") for name in self.longOpt)
+                message += config.didYouMean(unknown.group(1), longNames, "--")
+            raise SystemExit(f"txlb: {message} (see twistd txlb --help)") from None
 
     @classmethod
     def fromFile(cls, path: str, commandLine: list[str]) -> Options:
@@ -534,7 +678,16 @@ class Options(usage.Options):
             try:
                 serverFromString(reactor, self[option])
             except Exception as e:
-                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+                hint = endpointHint(self[option])
+                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}{hint}") from None
+        if self["rate-limit-burst"] is not None and self["rate-limit"] is None:
+            raise usage.UsageError("--rate-limit-burst needs --rate-limit")
+        if self["max-client-conns"] and self["listen"].startswith("haproxy:"):
+            # The PROXY header names the client after the connection is
+            # made, when it would already be counted against the proxy.
+            raise usage.UsageError(
+                "--max-client-conns does not work with the PROXY protocol (haproxy: --listen) yet"
+            )
         if self["workers"] > 1:
             if self["demo"]:
                 raise usage.UsageError("--demo runs its backends in one process: drop --workers")
@@ -551,6 +704,25 @@ class Options(usage.Options):
                 f"--admin: {self['admin']!r} is not loopback-only: give --admin-token, "
                 "or listen on 127.0.0.1 (e.g. tcp:9000:interface=127.0.0.1)"
             )
+
+    def clientLimits(self, region: Region, worker: int, clock: Any) -> ClientLimits:
+        """
+        The client limits these options ask for, counted in C{region}.
+        """
+        limits = ClientLimits(region, worker, clock)
+        self.configureLimits(limits)
+        return limits
+
+    def configureLimits(self, limits: ClientLimits) -> None:
+        """
+        Set C{limits} as these options say (at start and on a reload).
+        """
+        limits.configure(
+            self["rate-limit"],
+            self["rate-limit-burst"],
+            self["rate-limit-key"],
+            self["max-client-conns"],
+        )
 
     def settings(self) -> ProxySettings:
         """
@@ -620,8 +792,38 @@ class Options(usage.Options):
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """
-    The balancer described by C{config}, with the demo backends if asked.
+    The balancer described by C{config}, with the demo backends if asked,
+    its ports bound and its access log open.
+
+    twistd calls this before it daemonizes and before its log takes over
+    the standard streams, so a failure to bind or open ends here with one
+    line on stderr and status 1, daemonized or not.  A daemon listening on
+    a UNIX socket with a lock file (L{pidLocked}) is the exception: it binds
+    everything when twistd starts the service, after forking, and twistd
+    reports a failure then through its start-up pipe, in its own words.
     """
+    service = _build(config, reactor)
+    parent = config.parent
+    daemonizing = parent is not None and not (parent.get("nodaemon") or parent.get("debug"))
+    if daemonizing:
+        # twistd's parent process reports a failure of the daemon's start
+        # on sys.__stderr__, then leaves with os._exit, which flushes
+        # nothing: under PyPy, whose stderr is not line-buffered as
+        # CPython's is, the report was lost.
+        stderr = sys.__stderr__
+        if isinstance(stderr, io.TextIOWrapper):
+            stderr.reconfigure(line_buffering=True)
+        if any(pidLocked(config[option] or "") for option in ("listen", "admin")):
+            # Bound once twistd has forked, in privilegedStartService.
+            return service
+    try:
+        service.bind()
+    except StartupError as e:
+        raise SystemExit(str(e)) from None
+    return service
+
+
+def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     if reactor is None:
         from twisted.internet import reactor
     index = workerIndex(os.environ)
@@ -638,6 +840,11 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     )
     resource.useShadow(config["shadow-algo"], config.shadow())
     resource.sticky = config.sticky(reactor)
+    if index is None:
+        region = Region.create(config["rate-limit-keys"])
+    else:
+        region = Region.adopt(KEYTABLES_FD, os.environ.get("PYTHONHASHSEED"))
+    resource.clientLimits = config.clientLimits(region, index or 0, reactor.seconds)
     site = LoadBalancerSite(resource, reactor, http2=not config["no-http2"], h2c=config["h2c"])
     if index is None:
         balancer = LoadBalancerService(config, site, reactor)

@@ -17,7 +17,9 @@ The supervisor restarts a worker that ends (at most once a second per
 worker), forwards SIGHUP, stops every worker gracefully on SIGTERM or
 SIGINT (a second one makes them cut their requests) and exits when all are
 gone.  With C{--admin}, it serves the admin API itself and fans it out to
-each worker's loopback admin socket (L{txlb.workers.workeradmin}).
+each worker's loopback admin socket (L{txlb.workers.workeradmin}).  It makes
+the tables the client limits count in (L{txlb.keytables.Region}) and hands
+them to every worker, and clears a dead worker's connection counts.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import CannotListenError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
+from txlb.keytables import ClientCounts, Region, workerHashSeed
+from txlb.service import StartupError, logAdmin
+from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -157,6 +161,12 @@ class Supervisor(MultiService):
         #: The admin changes every worker made since the last reload, for a
         #: restarted worker to make too.
         self.changes: list[Change] = []
+        #: The client limits' tables, shared with every worker: a limit is
+        #: the whole txlb's.
+        #: The workers' PYTHONHASHSEED, one for all: the tables' key
+        #: fingerprints are Python's hash().
+        self.hashSeed = workerHashSeed(os.environ)
+        self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
         if config["admin"] is not None:
             site = AdminSite(WorkersAdmin(self, reactor))
@@ -170,7 +180,7 @@ class Supervisor(MultiService):
 
     def describe(self) -> list[dict[str, Any]]:
         """
-        Each worker's process id (L{None} while it is restarted) and restarts.
+        Each worker's process id (C{None} while it is restarted) and restarts.
         """
         return [{"pid": worker.pid, "restarts": worker.restarts} for worker in self.workers]
 
@@ -182,10 +192,22 @@ class Supervisor(MultiService):
         """
         self.changes.append(change)
 
-    def privilegedStartService(self) -> None:
+    def bind(self) -> None:
         """
-        Bind every socket, ending with one line if one cannot be bound.
+        Bind every socket, and check that the workers can open the access
+        log, before twistd daemonizes (see L{LoadBalancerService.bind}): a
+        worker that cannot start would be restarted forever.
+
+        @raise StartupError: With one line, if something cannot be had.
         """
+        if self.listenSockets:
+            return
+        path = self.config["access-log-file"]
+        if path is not None:
+            try:
+                open(path, "ab").close()
+            except OSError as e:
+                raise StartupError(f"txlb: --access-log-file: {e}") from None
         count = len(self.workers)
         try:
             self.listenSockets = reusePortSockets(self.config["listen"], count)
@@ -194,9 +216,18 @@ class Supervisor(MultiService):
                     reusePortSockets("tcp:0:interface=127.0.0.1", 1)[0] for _ in range(count)
                 ]
                 self.admin.privilegedStartService()
-        except OSError as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
+        except (CannotListenError, OSError) as e:
+            for listening in self.listenSockets + self.adminSockets:
+                listening.close()
+            self.listenSockets, self.adminSockets = [], []
+            raise StartupError(f"txlb: cannot listen: {e}") from None
         super().privilegedStartService()
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind (see L{bind}) unless that is done.
+        """
+        self.bind()
 
     def startService(self) -> None:
         self._log.info(
@@ -204,6 +235,8 @@ class Supervisor(MultiService):
             count=len(self.workers),
             listen=self.config["listen"],
         )
+        if self.config["admin"] is not None:
+            logAdmin(self._log, self.config["admin"])
         self.started = self.reactor.seconds()
         super().startService()
         for worker in self.workers:
@@ -219,13 +252,15 @@ class Supervisor(MultiService):
         childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
         if self.adminSockets:
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
+        assert self.keyTables.fd is not None
+        childFDs[KEYTABLES_FD] = self.keyTables.fd
         arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index)},
+            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
             childFDs=childFDs,
         )
         worker.pid = process.pid
@@ -237,6 +272,8 @@ class Supervisor(MultiService):
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.pid = worker.pid, None
+        # Its connections died with it.
+        ClientCounts(self.keyTables).forgetWorker(worker.index)
         if self._stopping:
             self._log.info("Worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
             if self._allEnded is not None and not self.runningWorkers():
@@ -321,3 +358,4 @@ class Supervisor(MultiService):
             await self.admin.stopService()
         for listening in self.listenSockets + self.adminSockets:
             listening.close()
+        self.keyTables.close()
