@@ -309,16 +309,23 @@ class OptionTests(SynchronousTestCase):
             self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
 
 
-class NotWiredYetOptionTests(SynchronousTestCase):
+class MaxConnAndRetryBudgetTests(SynchronousTestCase):
     """
-    The coerce functions for the options the request path does not take
-    yet (C{--max-conn}, C{--retry-budget}; C{--max-queue} and
-    C{--queue-timeout} are C{count} and C{seconds}).
+    The coerce functions of C{--max-conn} and C{--retry-budget}
+    (C{--max-queue} and C{--queue-timeout} are C{count} and C{seconds}).
     """
 
     def test_maxConn(self) -> None:
+        """
+        C{--max-conn} takes C{auto} or a whole number from 0 to 1000000.
+        """
         for text, value in [("0", 0), ("10", 10), ("auto", "auto"), ("1000000", 1_000_000)]:
             self.assertEqual(maxConn(text), value)
+
+    def test_maxConnRefused(self) -> None:
+        """
+        Anything else is refused with one line saying what it takes.
+        """
         for text in ["-1", "x", "", "Auto", "1.5", "1000001", "\N{SUPERSCRIPT TWO}"]:
             e = self.assertRaises(usage.UsageError, maxConn, text)
             self.assertEqual(
@@ -327,7 +334,15 @@ class NotWiredYetOptionTests(SynchronousTestCase):
             )
 
     def test_retryBudget(self) -> None:
+        """
+        C{--retry-budget} takes a percentage.
+        """
         self.assertEqual(retryBudget("20"), 20.0)
+
+    def test_retryBudgetOver100Refused(self) -> None:
+        """
+        A percentage over 100 is refused with one line.
+        """
         e = self.assertRaises(usage.UsageError, retryBudget, "120")
         self.assertEqual(str(e), "--retry-budget: '120' is not a percentage from 0 to 100")
 
