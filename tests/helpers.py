@@ -92,6 +92,13 @@ class TCPTransport(StringTransport):
 
     def write(self, data: bytes) -> None:
         super().write(data)
+        self._pauseIfFull()
+
+    def writeSequence(self, data: Any) -> None:
+        super().writeSequence(data)
+        self._pauseIfFull()
+
+    def _pauseIfFull(self) -> None:
         if (
             self.bufferSize is not None
             and self.io.tell() > self.bufferSize
@@ -100,9 +107,6 @@ class TCPTransport(StringTransport):
         ):
             self.producerPaused = True
             self.producer.pauseProducing()
-
-    def writeSequence(self, data: Any) -> None:
-        self.write(b"".join(data))
 
     def read(self) -> bytes:
         """
