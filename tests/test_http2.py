@@ -827,7 +827,7 @@ class SlowClientTests(SynchronousTestCase):
         """
         client = MemoryH2Client(Harness(self), acknowledge=False)
         stream = client.request()
-        size = 8 * 1024 * 1024
+        size = 2 * 1024 * 1024
         backlog, body = flood(client, size)
         self.assertLessEqual(held(client.harness), HELD_PER_STREAM)
         self.assertGreater(backlog.waiting, size - HELD_PER_STREAM - 65535)
@@ -844,7 +844,7 @@ class SlowClientTests(SynchronousTestCase):
         client = wideOpen(Harness(self), bufferSize=SOCKET)
         stream = client.request()
         client.reading = False
-        size = 8 * 1024 * 1024
+        size = 2 * 1024 * 1024
         backlog, body = flood(client, size)
         self.assertTrue(client.h2.socketFull)
         self.assertLessEqual(held(client.harness), HELD_PER_STREAM)
