@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -26,7 +27,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 import txlb
+from tests.helpers import Dnsmasq
+from txlb.admin import REPLAY_HEADER
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
+from txlb.workers import workeradmin
 from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
 from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
 
@@ -323,6 +327,35 @@ class CombineTests(SynchronousTestCase):
         self.api._combine([(True, answer), (True, answer)], made)
         self.api._combine([(True, answer), (True, answer)], change(b"GET", b"/backends"))
         self.assertEqual(self.workers.changes, [made])
+
+    def test_unknownAskedAgainAsReplay(self) -> None:
+        """
+        A change of a backend that one worker made and another does not
+        know yet (a restarted worker that has not resolved DNS) is asked
+        again of that one as a replay, which it keeps: the change is made,
+        and remembered.
+        """
+        asked: list[tuple[int, bool]] = []
+
+        def ask(port: int, method: bytes, uri: bytes, headers: Headers, *rest: Any) -> Any:
+            replayed = headers.hasHeader(REPLAY_HEADER)
+            asked.append((port, replayed, *rest[2:]))
+            if replayed:
+                return defer.succeed((202, b'{"kept": "drain, until it is a backend"}'))
+            if port == 1:
+                return defer.succeed((200, b'{"state": "draining"}'))
+            return defer.succeed((404, b'{"error": "no backend a:1"}'))
+
+        self.patch(workeradmin, "ask", ask)
+        made = change(b"POST", b"/backends/a:1/drain")
+        answer = self.successResultOf(defer.Deferred.fromCoroutine(self.api._askAll(made)))
+        self.assertEqual(answer, (200, {"state": "draining"}))
+        self.assertEqual(asked, [(1, False), (2, False), (2, True)])
+        self.assertEqual(self.workers.changes, [made])
+        del asked[:]
+        self.successResultOf(defer.Deferred.fromCoroutine(workeradmin.replay(2, [made], Clock())))
+        # A restarted worker may take seconds to start: its replay waits.
+        self.assertEqual(asked, [(2, True, workeradmin.REPLAY_TIMEOUT)])
 
     def test_different(self) -> None:
         """
@@ -736,6 +769,41 @@ class SupervisorTests(SynchronousTestCase):
             ]
 
         self.waitFor(lambda: states() == [["draining"], ["draining"]], "the changes replayed")
+
+    def test_drainedDNSBackendAfterRestart(self) -> None:
+        """
+        A backend from DNS (a real dnsmasq) drained through the API stays
+        drained in a worker restarted after a SIGKILL, although the
+        supervisor replays the drain before that worker has resolved DNS:
+        no new connection reaches it.
+        """
+        dnsmasq = Dnsmasq(self).start(
+            "--local=/test/",
+            "--host-record=backends.test,127.0.0.1",
+            *(f"--srv-host=_http._tcp.api.test,backends.test,{p},0,1" for p in self.backendPorts),
+        )
+        self.config.write_text(
+            f'backends-dns = ["_http._tcp.api.test"]\ndns-server = ["127.0.0.1:{dnsmasq.port}"]\n'
+        )
+        self.start()
+        drained, kept = (f"127.0.0.1:{port}" for port in self.backendPorts)
+
+        def states() -> list[dict[str, str]]:
+            return [
+                {b["address"]: b["state"] for b in w.get("backends", [])}
+                for w in self.status()["workers"]
+            ]
+
+        self.waitFor(lambda: all(len(s) == 2 for s in states()), "DNS backends")
+        self.assertEqual(get(self.adminPort, f"/backends/{drained}/drain", "POST")[0], 200)
+        victim = self.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+        self.waitFor(lambda: all(len(s) == 2 for s in states()), "DNS backends in the new worker")
+        answers = [get(self.port, "/ping") for _ in range(200)]
+        self.assertEqual(answers.count((200, b"pong %d" % self.backendPorts[1])), 200)
+        self.assertEqual(states(), [{drained: "draining", kept: "up"}] * 2)
+        self.assertNotIn("Replaying", self.log.read_text())
 
     def test_adminChange(self) -> None:
         """

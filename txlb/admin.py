@@ -16,6 +16,13 @@ The admin listener: status, metrics and runtime changes over HTTP.
     (C{null} for no shadow): switch the algorithm or the shadow policy
     (requests in flight keep their backends).
 
+A change to a backend holds until the next reload, by address: while the
+backend is out of the pool, and whatever DNS says (L{txlb.adminstate}).
+One to an address that is not a backend is refused with 404, unless it
+carries C{Txlb-Replay: 1}, as the supervisor of C{--workers} sends the
+changes it makes again on a restarted worker (which may not have resolved
+DNS yet): then it is kept, and applied when the backend appears (202).
+
 With a token, every change needs C{Authorization: Bearer TOKEN}; reads
 never do.  Without one, a change that carries C{Origin} (a browser's,
 perhaps for another site's page) is refused.  Errors are JSON too:
@@ -35,10 +42,15 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import __version__
+from txlb.adminstate import AdminState
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
 from txlb.metrics import BUCKETS
 from txlb.proxy import LoadBalancerResource
 from txlb.statuspage import StatusPage
+
+#: The request header that asks to keep a change to an address that is not
+#: a backend (yet), instead of refusing it.
+REPLAY_HEADER = b"Txlb-Replay"
 
 
 class _Options(Protocol):
@@ -79,6 +91,12 @@ class Balancer(Protocol):
     def config(self) -> _Options:
         """
         The configuration in use, which a reload replaces.
+        """
+
+    @property
+    def adminState(self) -> AdminState:
+        """
+        What the admin API changed, until the next reload.
         """
 
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
@@ -168,14 +186,14 @@ class AdminAPI(Resource):
             return self.balancer.resource.metrics.exposition(), http.OK
         if path == ["backends"] and method == b"POST":
             return self._add(_body(request)), http.CREATED
+        replay = request.getHeader(REPLAY_HEADER) is not None
         if len(path) == 2 and path[0] == "backends":
-            backend = self._find(path[1])
             if method == b"PATCH":
-                return self._change(backend, _body(request)), http.OK
+                return self._change(path[1], _body(request), replay)
             if method == b"DELETE":
-                return self._remove(backend), http.OK
+                return self._remove(path[1], replay)
         if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
-            return self._change(self._find(path[1]), {"draining": True}), http.OK
+            return self._change(path[1], {"draining": True}, replay)
         if path == ["algorithm"] and method == b"PUT":
             return self._switch(_body(request)), http.OK
         if path in (["status"], ["metrics"], ["algorithm"]) or path[:1] == ["backends"]:
@@ -223,15 +241,33 @@ class AdminAPI(Resource):
         config = self.balancer.config
         return {"algorithm": config["algo"], "shadow": config["shadow-algo"]}
 
-    def _find(self, address: str) -> Backend:
+    def _find(self, address: str, replay: bool) -> tuple[tuple[str, int], Backend | None]:
+        """
+        The key of C{address}, and the backend of the pool it names: none
+        only for a replayed change.
+        """
         try:
             wanted = parseBackend(address).key
         except ValueError as e:
             raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
         for backend in self.balancer.resource.pool.backends:
             if backend.key == wanted:
-                return backend
+                return wanted, backend
+        if replay:
+            return wanted, None
         raise _AdminError(http.NOT_FOUND, f"no backend {address}")
+
+    def _kept(self, address: str, change: str) -> tuple[dict[str, Any], int]:
+        """
+        The answer to a replayed C{change} of C{address}, which is not a
+        backend yet.
+        """
+        self._log.info(
+            "Admin API: {change} {backend} kept until it is a backend",
+            change=change,
+            backend=address,
+        )
+        return {"address": address, "kept": f"{change}, until it is a backend"}, http.ACCEPTED
 
     def _add(self, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")
@@ -246,11 +282,14 @@ class AdminAPI(Resource):
         resource = self.balancer.resource
         if any(b.key == backend.key for b in resource.pool.backends):
             raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
+        self.balancer.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
         return _backendStatus(backend, self.balancer.reactor.seconds())
 
-    def _change(self, backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    def _change(
+        self, address: str, body: dict[str, Any], replay: bool
+    ) -> tuple[dict[str, Any], int]:
         unknown = set(body) - {"weight", "draining"}
         if unknown or not body:
             raise _AdminError(http.BAD_REQUEST, 'expected {"weight": N} and/or {"draining": B}')
@@ -258,6 +297,10 @@ class AdminAPI(Resource):
             _checkWeight(body["weight"])
         if "draining" in body and not isinstance(body["draining"], bool):
             raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
+        key, backend = self._find(address, replay)
+        self.balancer.adminState.change(key, body.get("weight"), body.get("draining"))
+        if backend is None:
+            return self._kept(address, _describe(body))
         if "weight" in body:
             backend.weight = body["weight"]
             resource = self.balancer.resource
@@ -269,16 +312,21 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
 
-    def _remove(self, backend: Backend) -> dict[str, Any]:
+    def _remove(self, address: str, replay: bool) -> tuple[dict[str, Any], int]:
+        key, backend = self._find(address, replay)
+        if backend is None:
+            self.balancer.adminState.remove(key)
+            return self._kept(address, "removal")
         resource = self.balancer.resource
         remaining = [b for b in resource.pool.backends if b is not backend]
         if not remaining:
             raise _AdminError(http.CONFLICT, "cannot remove the last backend")
+        self.balancer.adminState.remove(key)
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
 
 
 def _body(request: server.Request) -> dict[str, Any]:
@@ -293,6 +341,16 @@ def _body(request: server.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _AdminError(http.BAD_REQUEST, "the body must be a JSON object")
     return body
+
+
+def _describe(body: dict[str, Any]) -> str:
+    """
+    What a change of a backend does, in words: C{weight 3, drain}.
+    """
+    words = [f"weight {body['weight']}"] if "weight" in body else []
+    if "draining" in body:
+        words.append("drain" if body["draining"] else "end of drain")
+    return ", ".join(words)
 
 
 def _checkWeight(weight: object) -> None:

@@ -25,6 +25,7 @@ from twisted.python import usage
 
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
+from txlb.adminstate import AdminState
 from txlb.backend import Backend
 from txlb.clientlimits import ClientLimits
 from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
@@ -164,6 +165,8 @@ class LoadBalancerService(MultiService):
         self._fromDNS: set[tuple[str, int]] = set()
         #: Those DNS no longer gives, draining until their requests are over.
         self._leaving: set[Backend] = set()
+        #: What the admin API changed, until the next reload.
+        self.adminState = AdminState()
         self._sweeping: Any = None
         self._waitingForBackends = not config["backends"]
         if config["admin"] is not None:
@@ -306,10 +309,15 @@ class LoadBalancerService(MultiService):
     def _dnsChanged(self, backends: list[Backend]) -> None:
         """
         Balance over C{backends}, the backends DNS gives now, and the
-        others: the ones DNS gave before and no longer does drain.
+        others: the ones DNS gave before and no longer does drain.  What the
+        admin API changed about an address holds (L{AdminState}).
         """
         static = {b.key for b in self.config["backends"]}
-        wanted = {b.key: b for b in backends if b.key not in static}
+        wanted = {}
+        for backend in backends:
+            changed = self.adminState.applied(backend)
+            if changed is not None and changed.key not in static:
+                wanted[changed.key] = changed
         fromDNS = set(wanted)
         merged = []
         for backend in self.resource.pool.backends:
@@ -317,8 +325,9 @@ class LoadBalancerService(MultiService):
             if new is not None:
                 if backend in self._leaving:
                     self._leaving.discard(backend)
-                    backend.draining = False
-                # setBackends keeps the object, with the weight DNS gives.
+                    backend.draining = new.draining
+                # setBackends keeps the object, with the weight DNS (or the
+                # admin API) gives.
                 merged.append(new)
             elif backend in self._leaving:
                 # Still draining: the sweep removes it.
@@ -419,7 +428,8 @@ class LoadBalancerService(MultiService):
         counts of backends that stay are kept.  The TLS files are read again,
         and idle connections to C{https://} backends closed, so new ones use
         them.  Listening addresses, the admin token and the size of the
-        client limits' tables only change with a restart.
+        client limits' tables only change with a restart.  What the admin
+        API changed is forgotten: the file says what the backends are.
         """
         for option in ("listen", "admin", "admin-token", "rate-limit-keys"):
             if new[option] != self.config[option]:
@@ -429,6 +439,7 @@ class LoadBalancerService(MultiService):
                     value=self.config[option],
                 )
                 new[option] = self.config[option]
+        self.adminState.clear()
         resource = self.resource
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
