@@ -113,6 +113,8 @@ class AccessLog:
     """
 
     file: AccessLogFile | None = None
+    #: Whether the site has routes: the text line names them then.
+    routes = False
 
     def __init__(self, log: Logger) -> None:
         """
@@ -121,12 +123,22 @@ class AccessLog:
         self._log = log
 
     def record(
-        self, outcome: Outcome, address: str, status: str, seconds: float, asJSON: bool
+        self,
+        outcome: Outcome,
+        pool: str,
+        address: str,
+        status: str,
+        seconds: float,
+        asJSON: bool,
     ) -> None:
         """
-        Log the line of a request that ended with C{outcome}, on C{address}
-        (C{-} for none) with C{status} (C{-} for none), C{seconds} after it
-        arrived.
+        Log the line of a request that ended with C{outcome}, in C{pool}
+        (C{-} for none) on C{address} (C{-} for none) with C{status} (C{-}
+        for none), C{seconds} after it arrived.
+
+        With routes, the text line also names the request's route (its
+        name, or its place in the list; C{-} for none) and pool; JSON always
+        does (C{null} for none).
 
         The line is formatted here, once, with an f-string; the event
         carries it pre-formatted (as a flattened event, so no observer runs
@@ -144,6 +156,8 @@ class AccessLog:
                 f"client={outcome.clientHost} method={method} path={target} "
                 f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
             )
+            if self.routes:
+                line += f" route={_routeLabel(request) or '-'} pool={pool}"
             if outcome.error is not None:
                 line += f' error="{outcome.error}"'
             if file is not None:
@@ -165,6 +179,8 @@ class AccessLog:
             "retries": outcome.retries,
             "flag": outcome.flag,
             "error": outcome.error,
+            "route": _routeLabel(request),
+            "pool": None if pool == "-" else pool,
         }
         if asJSON:
             line = json.dumps(fields)
@@ -187,6 +203,15 @@ class AccessLog:
             log_time=time.time(),
         )
         log.observer(fields)
+
+
+def _routeLabel(request: Any) -> str | None:
+    """
+    The label of the route C{request} took, or L{None}.
+    """
+    match = getattr(request, "routing", None)
+    match = None if match is None else match.match
+    return None if match is None else match.route.label
 
 
 def _text(value: bytes | str | None) -> str:

@@ -92,6 +92,8 @@ class Forwarder(Protocol):
     (L{txlb.proxy.LoadBalancerResource} provides it.)
     """
 
+    #: The pool's name.
+    name: str
     pool: BackendPool
     settings: ProxySettings
     sticky: StickyCookie | None
@@ -281,7 +283,7 @@ class Exchange:
         forwarder.pool.failed(backend, why)
         if self._mayRetry(failure):
             forwarder.pool.done(backend)
-            forwarder.metrics.retries.inc()
+            forwarder.metrics.retries.labels(forwarder.name).inc()
             retry = forwarder.pick(self.request, self.tried)
             forwarder.log.info(
                 "Retrying {method} {path} on {retry}: {backend} failed ({why})",

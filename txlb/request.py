@@ -7,7 +7,7 @@ it: HTTP/1.x (L{txlb.server.TransparentRequest}) or HTTP/2
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -29,6 +29,24 @@ class Refused(NamedTuple):
     code: int
     error: str
     flag: str
+
+
+class Routing(NamedTuple):
+    """
+    Where a request goes, decided once (see L{txlb.routing}).
+
+    @ivar match: The route it matched and what that route makes of it (a
+        L{txlb.routes.Match}), or L{None} if no route did.
+    @ivar pool: The pool (a L{txlb.proxy.LoadBalancerResource}) that
+        forwards it, or L{None} if txlb answers it itself.
+    """
+
+    match: Any
+    pool: Any
+
+
+#: The routing of a request not routed (yet): no route, no pool.
+UNROUTED = Routing(None, None)
 
 
 class ClientRequest(server.Request):
@@ -54,6 +72,8 @@ class ClientRequest(server.Request):
     stream: StreamingBody | None = None
     #: How txlb refused this request, once forwarded.
     refused: Refused | None = None
+    #: Where it goes.
+    routing = UNROUTED
     bodyBytes = 0
     #: Called with the reason if the client connection closes before the
     #: response is finished: what L{notifyFinish}'s errback would be, without
