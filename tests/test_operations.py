@@ -11,13 +11,14 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
 from txlb.admin import AdminResource
+from txlb.service import adminURL
 from txlb.tap import Options, makeService
 
 
@@ -78,7 +79,7 @@ class ConfigFileTests(SynchronousTestCase):
         The file's settings are used.
         """
         options = self.parse(CONFIG)
-        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["listen"], ["tcp:8080"])
         self.assertEqual(
             [(b.address, b.weight) for b in options["backends"]],
             [("127.0.0.1:8081", 1), ("127.0.0.1:8082", 2)],
@@ -103,6 +104,30 @@ class ConfigFileTests(SynchronousTestCase):
             caught.exception.code,
             "txlb: --backends: 'a:0': bad port '0' (expected 1-65535) (see twistd txlb --help)",
         )
+
+    def test_unknownSetting(self) -> None:
+        """
+        An unknown setting is answered with the nearest known one, if one is
+        near; the command line's own options (C{config}, C{demo}) are not
+        suggested.
+        """
+        table = [
+            ('helth-path = "/h"', "unknown setting 'helth-path': did you mean health-path?"),
+            ("retry = 2", "unknown setting 'retry': did you mean retries?"),
+            ("colour = 1", "unknown setting 'colour'"),
+            ("demos = true", "unknown setting 'demos'"),
+        ]
+        for text, reason in table:
+            path = self.mktemp()
+            with open(path, "w", encoding="utf-8") as file:
+                file.write('backends = ["a:1"]\n' + text)
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["--config", path])
+            self.assertEqual(
+                caught.exception.code,
+                f"txlb: --config {path}: {reason} (see twistd txlb --help)",
+                text,
+            )
 
     def test_missingFile(self) -> None:
         """
@@ -166,6 +191,60 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(resource.algorithm.kind, "header")
         self.assertEqual(resource.settings.loadField, b"x-load")
         self.assertEqual([b.upSince for b in resource.pool.backends], [float("-inf"), 5])
+
+    def test_logsChanges(self) -> None:
+        """
+        A reload's log line says what it changed: the algorithm, the
+        backends added, removed, reweighted and no longer drained (the
+        admin API's changes undone too), and each option, old -> new.
+        """
+        harness = ServiceHarness(
+            self,
+            'algo = "roundrobin"\n'
+            'backends = ["127.0.0.1:8081", "127.0.0.1:8082=2", "127.0.0.1:8084"]\n'
+            "retries = 1\n",
+        )
+        harness.backends[2].draining = True
+        harness.write(
+            'algo = "weighted"\n'
+            'shadow-algo = "p2c"\n'
+            'backends = ["127.0.0.1:8082=3", "127.0.0.1:8084", "https://127.0.0.1:8083=4"]\n'
+            "retries = 0\n"
+            "forwarded-for = true\n"
+            'health-path = "/health"\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: algorithm roundrobin -> weighted; shadow none -> p2c;"
+            " forwarded-for off -> on; health-path none -> /health; retries 1 -> 0;"
+            " 127.0.0.1:8082 weight 2 -> 3; 127.0.0.1:8084 no longer draining;"
+            " added https://127.0.0.1:8083 (weight 4); removed 127.0.0.1:8081",
+            harness.messages(),
+        )
+
+    def test_logsRepeatableOptions(self) -> None:
+        """
+        DNS names and servers show as written.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG + 'backends-dns = ["_http._tcp.web.test", "api.test:80"]\n'
+            'dns-server = ["127.0.0.1:5353", "[::1]"]\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: backends-dns none -> _http._tcp.web.test, api.test:80;"
+            " dns-server none -> 127.0.0.1:5353, [::1]:53",
+            harness.messages(),
+        )
+
+    def test_logsNothingChanged(self) -> None:
+        """
+        A reload that changes nothing says so.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        self.assertTrue(harness.service.reload())
+        self.assertIn(f"Reloaded {harness.path}: nothing changed", harness.messages())
 
     def test_invalid(self) -> None:
         """
@@ -240,7 +319,7 @@ class ReloadTests(SynchronousTestCase):
             CONFIG + 'health-path = "/h"\nmax-fails = 7\nfail-timeout = 3\nconnect-timeout = 1.5\n'
         )
         harness.service.reload()
-        self.assertEqual(harness.service._health.path, "/h")  # type: ignore[union-attr]
+        self.assertEqual(harness.service.pools["default"]._health.path, "/h")  # type: ignore[union-attr]
         self.assertEqual((harness.pool.maxFails, harness.pool.failTimeout), (7, 3.0))
         self.assertEqual(harness.resource.client.connectTimeout, 1.5)
 
@@ -270,7 +349,7 @@ class ReloadTests(SynchronousTestCase):
         harness = ServiceHarness(self, CONFIG)
         harness.write(CONFIG.replace("tcp:8080", "tcp:9090"))
         harness.service.reload()
-        self.assertEqual(harness.service.config["listen"], "tcp:8080")
+        self.assertEqual(harness.service.config["listen"], ["tcp:8080"])
         self.assertIn("--listen changes need a restart; it stays 'tcp:8080'", harness.messages())
 
     def test_withoutConfig(self) -> None:
@@ -318,7 +397,7 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(code, 200)
         self.assertEqual(
             (status["algorithm"], status["listen"], status["version"]),
-            ("roundrobin", "tcp:8080", "0.1.0"),
+            ("roundrobin", ["tcp:8080"], "0.1.0"),
         )
         first = status["backends"][0]
         self.assertEqual(
@@ -336,6 +415,42 @@ class AdminTests(SynchronousTestCase):
                 "latencyMs": None,
             },
         )
+
+    def test_backends(self) -> None:
+        """
+        C{GET /backends} lists the backends as C{/status} does, and C{GET
+        /backends/HOST:PORT} gives one; neither needs the token.
+        """
+        self.harness.client(GET)
+        _, status = self.call("GET", "/status")
+        listed = [
+            {k: v for k, v in backend.items() if k != "latencyBuckets"}
+            for backend in status["backends"]
+        ]
+        self.assertEqual(self.call("GET", "/backends", token=None), (200, {"backends": listed}))
+        self.assertEqual(self.call("GET", "/backends/127.0.0.1:8082", token=None), (200, listed[1]))
+        self.assertEqual(
+            self.call("GET", "/backends/127.0.0.1:9999"),
+            (404, {"error": "no backend 127.0.0.1:9999"}),
+        )
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, without the token, with the
+        status and length C{GET} has and no body; elsewhere, 405.
+        """
+        for path in ("/", "/status", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            get = self.successResultOf(self.admin.get(f"http://admin{path}"))
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual((get.code, head.code), (200, 200), path)
+            body = self.successResultOf(get.content())
+            self.assertEqual(self.successResultOf(head.content()), b"", path)
+            self.assertEqual(
+                head.headers.getRawHeaders(b"content-length"), [b"%d" % len(body)], path
+            )
+        for path, code in (("/algorithm", 405), ("/nothing", 404)):
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual(head.code, code, path)
 
     def test_statusLoadAndLatencies(self) -> None:
         """
@@ -371,12 +486,12 @@ class AdminTests(SynchronousTestCase):
         code, text = self.call("GET", "/metrics", token=None)
         self.assertEqual(code, 200)
         for line in [
-            b'txlb_requests_total{backend="127.0.0.1:8081",code="200"} 1.0',
-            b'txlb_requests_total{backend="127.0.0.1:8082",code="200"} 1.0',
-            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081"} 1.0',
-            b'txlb_backend_active_requests{backend="127.0.0.1:8081"} 1.0',
-            b'txlb_backend_up{backend="127.0.0.1:8082"} 1.0',
-            b"txlb_retries_total 0.0",
+            b'txlb_requests_total{backend="127.0.0.1:8081",code="200",pool="default"} 1.0',
+            b'txlb_requests_total{backend="127.0.0.1:8082",code="200",pool="default"} 1.0',
+            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081",pool="default"} 1.0',
+            b'txlb_backend_active_requests{backend="127.0.0.1:8081",pool="default"} 1.0',
+            b'txlb_backend_up{backend="127.0.0.1:8082",pool="default"} 1.0',
+            b'txlb_retries_total{pool="default"} 0.0',
         ]:
             self.assertIn(line, text)
 
@@ -543,6 +658,40 @@ class AdminOptionTests(SynchronousTestCase):
             (9000, "127.0.0.1"), [(port, interface) for port, _, _, interface in reactor.tcpServers]
         )
 
+    def test_adminLogged(self) -> None:
+        """
+        The start says where the admin API and status page are, with the
+        URL to open.
+        """
+        options = Options()
+        options.parseOptions(["--demo", "--admin", "tcp:9000:interface=127.0.0.1"])
+        service = makeService(options, MemoryReactorClock())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(
+            "Admin API and status page on tcp:9000:interface=127.0.0.1 (http://127.0.0.1:9000/)",
+            [formatEvent(event) for event in events],
+        )
+
+    def test_adminURL(self) -> None:
+        """
+        The admin listener's URL, from its description: on this machine for
+        every address; none for a UNIX socket, systemd's or port 0.
+        """
+        table = [
+            ("tcp:9000:interface=127.0.0.1", "http://127.0.0.1:9000/"),
+            ("tcp:port=9000:interface=10.0.0.5", "http://10.0.0.5:9000/"),
+            ("tcp:9000", "http://127.0.0.1:9000/"),
+            ("tcp6:9000:interface=\\:\\:1", "http://[::1]:9000/"),
+            ("tcp6:9000", "http://[::1]:9000/"),
+            ("ssl:9443:privateKey=k.pem:interface=127.0.0.1", "https://127.0.0.1:9443/"),
+            ("tcp:0:interface=127.0.0.1", None),
+            ("unix:/run/txlb-admin.sock", None),
+            ("systemd:domain=INET:index=1", None),
+        ]
+        self.assertEqual([(d, adminURL(d)) for d, _ in table], table)
+
 
 class MetricsTests(SynchronousTestCase):
     """
@@ -559,7 +708,9 @@ class MetricsTests(SynchronousTestCase):
         harness.client(GET)
         harness.refuse(ConnectionRefusedError())
         harness.backend()[0].dataReceived(OK)
-        self.assertIn(b"txlb_retries_total 1.0", harness.resource.metrics.exposition())
+        self.assertIn(
+            b'txlb_retries_total{pool="default"} 1.0', harness.resource.metrics.exposition()
+        )
 
     def test_healthChecks(self) -> None:
         """
@@ -590,7 +741,8 @@ class MetricsTests(SynchronousTestCase):
         self.addCleanup(checker.stopService)
         text = harness.resource.metrics.exposition()
         self.assertIn(
-            b'txlb_health_checks_total{backend="127.0.0.1:8081",result="failed"} 1.0', text
+            b'txlb_health_checks_total{backend="127.0.0.1:8081",pool="default",result="failed"} 1.0',
+            text,
         )
         self.assertEqual(harness.backends[0].health, "failed: status 503")
 
@@ -613,11 +765,13 @@ class MetricsTests(SynchronousTestCase):
         self.assertAlmostEqual(stats.latencyMs, 0.9 * 10 + 0.1 * 30)  # type: ignore[arg-type]
         self.assertAlmostEqual(stats.requestsPerSecond(harness.reactor.seconds()), 0.2)
         self.assertIn(
-            b'txlb_backend_up{backend="127.0.0.1:8081"} 1.0', harness.resource.metrics.exposition()
+            b'txlb_backend_up{backend="127.0.0.1:8081",pool="default"} 1.0',
+            harness.resource.metrics.exposition(),
         )
         harness.backends[0].healthy = False
         self.assertIn(
-            b'txlb_backend_up{backend="127.0.0.1:8081"} 0.0', harness.resource.metrics.exposition()
+            b'txlb_backend_up{backend="127.0.0.1:8081",pool="default"} 0.0',
+            harness.resource.metrics.exposition(),
         )
 
 
@@ -650,6 +804,8 @@ class JSONAccessLogTests(SynchronousTestCase):
                 "retries": 0,
                 "flag": "-",
                 "error": None,
+                "route": None,
+                "pool": "default",
             },
         )
 

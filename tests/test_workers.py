@@ -19,20 +19,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+import treq
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 import txlb
-from tests.helpers import Dnsmasq
-from txlb.admin import REPLAY_HEADER
+from tests.helpers import CONFIG, Dnsmasq, ServiceHarness
+from txlb.admin import REPLAY_HEADER, AdminResource, AdminSite
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workers import workeradmin
-from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
-from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers.supervisor import parseListen, reusePortSockets
+from txlb.workers.workeradmin import (
+    SUMMED,
+    Change,
+    WorkersAdmin,
+    WorkersAPI,
+    mergeBackends,
+    mergeMetrics,
+)
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -176,8 +185,9 @@ class ParseTests(SynchronousTestCase):
 
     def test_busyPort(self) -> None:
         """
-        The supervisor binds the workers' sockets before it starts them, and
-        a port already taken ends it with one line.
+        The supervisor binds the workers' sockets as it is made, before it
+        starts them (and before twistd daemonizes), and a port already taken
+        ends it with one line.
         """
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
@@ -194,10 +204,8 @@ class ParseTests(SynchronousTestCase):
                     f"tcp:{port}:interface=127.0.0.1",
                 ]
             )
-            supervisor = makeService(options, MemoryReactorClock())
-            self.assertIsInstance(supervisor, Supervisor)
             with self.assertRaises(SystemExit) as caught:
-                supervisor.privilegedStartService()
+                makeService(options, MemoryReactorClock())
         self.assertEqual(
             caught.exception.code, "txlb: cannot listen: [Errno 98] Address already in use"
         )
@@ -325,7 +333,8 @@ class CombineTests(SynchronousTestCase):
         made = change(b"POST", b"/backends/a:1/drain")
         answer = (200, b'{"state": "draining"}')
         self.api._combine([(True, answer), (True, answer)], made)
-        self.api._combine([(True, answer), (True, answer)], change(b"GET", b"/backends"))
+        listed = (200, b'{"backends": []}')
+        self.api._combine([(True, listed), (True, listed)], change(b"GET", b"/backends"))
         self.assertEqual(self.workers.changes, [made])
 
     def test_unknownAskedAgainAsReplay(self) -> None:
@@ -398,6 +407,66 @@ class CombineTests(SynchronousTestCase):
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+
+class WorkersAdminTests(TestCase):
+    """
+    The supervisor's admin API over two workers' admin APIs, on loopback.
+    """
+
+    def setUp(self) -> None:
+        self.harnesses = [ServiceHarness(self, CONFIG) for _ in range(2)]
+        workers = _Workers()
+        ports = [
+            reactor.listenTCP(0, AdminSite(AdminResource(h.service, None)), interface="127.0.0.1")
+            for h in self.harnesses
+        ]
+        ports.append(
+            reactor.listenTCP(0, AdminSite(WorkersAdmin(workers, reactor)), interface="127.0.0.1")
+        )
+        for port in ports:
+            self.addCleanup(port.stopListening)
+        workers.adminPorts = lambda: [p.getHost().port for p in ports[:2]]  # type: ignore[method-assign]
+        self.url = f"http://127.0.0.1:{ports[2].getHost().port}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    async def request(self, method: str, path: str) -> tuple[int, list[bytes] | None, bytes]:
+        """
+        The code, C{Content-Length} (which Twisted's client shows for HEAD
+        only) and body of the answer to C{method path}.
+        """
+        response = await treq.request(method, self.url + path, pool=self.pool)
+        content = await treq.content(response)
+        return response.code, response.headers.getRawHeaders(b"content-length"), content
+
+    async def test_backends(self) -> None:
+        """
+        C{GET /backends} adds up the workers' counts, as C{/status} does;
+        C{GET /backends/HOST:PORT} too, for one.
+        """
+        self.harnesses[0].backends[0].requests = 2
+        self.harnesses[1].backends[0].requests = 3
+        code, _, content = await self.request("GET", "/backends")
+        self.assertEqual(code, 200)
+        backends = json.loads(content)["backends"]
+        self.assertEqual([b["requests"] for b in backends], [5, 0])
+        code, _, content = await self.request("GET", "/backends/127.0.0.1:8081")
+        self.assertEqual((code, json.loads(content)), (200, backends[0]))
+
+    async def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, with C{GET}'s status and
+        length and no body.
+        """
+        for path in ("/", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            code, _, content = await self.request("GET", path)
+            self.assertEqual(code, 200, path)
+            expected = (200, [b"%d" % len(content)], b"")
+            self.assertEqual(await self.request("HEAD", path), expected, path)
+        # The uptime in the status moves, and its length with it.
+        code, length, content = await self.request("HEAD", "/status")
+        self.assertEqual((code, content), (200, b""))
+        self.assertIsNotNone(length)
 
 
 def readLine(process: subprocess.Popen[str], deadline: float) -> str:
@@ -520,6 +589,27 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(sum(perWorker), 40)
         self.assertNotIn(0, perWorker)
         self.assertEqual(status["backends"][0]["requests"], 40)
+
+    def test_adminLogged(self) -> None:
+        """
+        The supervisor says where the admin API and status page are, and
+        its workers, whose admin sockets are the supervisor's business, do
+        not.
+        """
+        self.start()
+        lines = [
+            line
+            for line in self.log.read_text().splitlines()
+            if "Admin API and status page" in line
+        ]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].endswith(
+                f"Admin API and status page on tcp:{self.adminPort}:interface=127.0.0.1"
+                f" (http://127.0.0.1:{self.adminPort}/)"
+            ),
+            lines,
+        )
 
     def test_killedWorker(self) -> None:
         """
@@ -648,7 +738,7 @@ class SupervisorTests(SynchronousTestCase):
             if line.startswith(name)
         }
         self.assertEqual(len(values), 3)
-        total = values[name + "}"]
+        total = values[name + ',pool="default"}']
         self.assertEqual(total, 30)
         self.assertEqual(sum(values.values()), 60)
 

@@ -378,9 +378,12 @@ class Exchange:
         fields = headers.toClient(
             response.fields, response.connection, forwarder.settings.toClientDrop
         )
+        request = self.request
+        match = request.routing.match  # type: ignore[attr-defined]
+        if match is not None:
+            fields = match.route.responseFields(fields)
         if not any(name.lower() == b"date" for name, value in fields):
             fields.append((b"Date", forwarder.date()))
-        request = self.request
         sticky = forwarder.sticky
         if sticky is not None:
             cookie = sticky.setCookie(request, self.backend)  # type: ignore[arg-type]

@@ -121,11 +121,11 @@ class _ClientLimitsCollector:
     What the client limits refused, read from them at each scrape.
     """
 
-    def __init__(self, limits: Callable[[], ClientLimits | None]) -> None:
-        self._limits = limits
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        limits = self._limits()
+        limits = self._metrics.clientLimits
         if limits is None:
             return
         yield CounterMetricFamily(
@@ -152,12 +152,10 @@ class Metrics:
     one process, and tests need fresh ones).
     """
 
-    def __init__(
-        self,
-        clock: Any,
-        pools: Pools,
-        clientLimits: Callable[[], ClientLimits | None] = lambda: None,
-    ) -> None:
+    #: The client limits whose refusals are counted, if any.
+    clientLimits: ClientLimits | None = None
+
+    def __init__(self, clock: Any, pools: Pools) -> None:
         """
         @param pools: The pools there are now.
         """
@@ -229,12 +227,20 @@ class Metrics:
         )
         self.registry.register(_PoolCollector(pools, clock))
         self.registry.register(_ShadowCollector(pools))
-        self.registry.register(_ClientLimitsCollector(clientLimits))
+        self.registry.register(_ClientLimitsCollector(self))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
         self._requestChildren: dict[tuple[str, str, str], Any] = {}
         self._durationChildren: dict[tuple[str, str], Any] = {}
         self._routeChildren: dict[str, Any] = {}
+
+    def addPool(self, pool: str) -> None:
+        """
+        Show the per-pool counters of C{pool} from the start, at 0, so a
+        rate over them works.
+        """
+        self.retries.labels(pool)
+        self.fallbacks.labels(pool)
 
     def countRequest(self, pool: str, backend: str, code: str) -> None:
         """
@@ -265,6 +271,17 @@ class Metrics:
         if child is None:
             child = self._routeChildren[route] = self.routes.labels(route)
         child.inc()
+
+    def routeCounts(self) -> dict[str, int]:
+        """
+        The requests each route matched, by its label.
+        """
+        return {
+            sample.labels["route"]: int(sample.value)
+            for metric in self.routes.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
 
     def countRouterError(self, route: str) -> None:
         """

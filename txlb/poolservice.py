@@ -45,9 +45,14 @@ class PoolConfiguration(Protocol):
     name, and what follows from them (L{txlb.tap.PoolSettings}).
 
     @ivar name: The pool's name.
+    @ivar optParameters: The options it takes with a value, as
+        L{twisted.python.usage.Options} lists them.
+    @ivar optFlags: The options it takes without one.
     """
 
     name: str
+    optParameters: Any
+    optFlags: Any
 
     def __getitem__(self, option: str) -> Any: ...
 
@@ -194,7 +199,7 @@ class PoolService(MultiService):
                 fall=options["health-fall"],
                 metrics=self.resource.metrics,
                 tls=self.resource.client.tls,
-                poolName=self.name,
+                poolName=self.options.name,
             )
             self._health.setServiceParent(self)
 
@@ -397,6 +402,4 @@ def _sameBackends(current: Sequence[Backend], wanted: Sequence[Backend]) -> bool
     Whether C{wanted} are the backends of C{current}, in the same order,
     with the same weights and schemes.
     """
-    return [(b.key, b.weight, b.tls) for b in current] == [
-        (b.key, b.weight, b.tls) for b in wanted
-    ]
+    return [(b.key, b.weight, b.tls) for b in current] == [(b.key, b.weight, b.tls) for b in wanted]

@@ -29,6 +29,7 @@ from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
 from txlb.outcome import Outcome
+from txlb.request import forwardTarget
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.throttle import Throttle
@@ -97,6 +98,7 @@ class LoadBalancerResource(Resource):
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
         self.metrics = metrics or Metrics(reactor, lambda: (self,))
+        self.metrics.addPool(name)
         self.client = client
         self.accessLog = accessLog or AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
@@ -338,15 +340,3 @@ def record(
     status = "-" if outcome.status is None else str(outcome.status)
     metrics.countRequest(pool, address, status)
     accessLog.record(outcome, pool, address, status, seconds, settings.accessLog == "json")
-
-
-def forwardTarget(request: server.Request) -> bytes:
-    """
-    The request-target C{request} goes to its backend with: the one it
-    came with, unless its route rewrote it.
-    """
-    match = request.routing.match  # type: ignore[attr-defined]
-    if match is not None and match.target is not None:
-        target: bytes = match.target
-        return target
-    return request.uri

@@ -49,6 +49,18 @@ class Routing(NamedTuple):
 UNROUTED = Routing(None, None)
 
 
+def forwardTarget(request: server.Request) -> bytes:
+    """
+    The request-target C{request} goes to its backend with: the one it
+    came with, unless its route rewrote it.
+    """
+    match = request.routing.match  # type: ignore[attr-defined]
+    if match is not None and match.target is not None:
+        target: bytes = match.target
+        return target
+    return request.uri
+
+
 class ClientRequest(server.Request):
     """
     A request the proxy forwards: it adds nothing to the response the
@@ -74,6 +86,8 @@ class ClientRequest(server.Request):
     refused: Refused | None = None
     #: Where it goes.
     routing = UNROUTED
+    #: The largest body it may have: its pool's C{--max-body-size}.
+    bodyLimit: int | None = None
     bodyBytes = 0
     #: Called with the reason if the client connection closes before the
     #: response is finished: what L{notifyFinish}'s errback would be, without

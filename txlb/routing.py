@@ -49,8 +49,6 @@ class RoutingResource(Resource):
     @ivar settings: The site's L{ProxySettings} (the top level's).
     @ivar metrics: The balancer's L{Metrics}, which the pools share.
     @ivar accessLog: The L{AccessLog}, which the pools share.
-    @ivar clientLimits: The L{ClientLimits} each request is checked
-        against (its rate limit answers 429), or L{None}.
     @ivar clock: The reactor, for the time.
     """
 
@@ -71,9 +69,20 @@ class RoutingResource(Resource):
         self.metrics = metrics
         self.accessLog = accessLog
         self.clock = clock
-        self.clientLimits: ClientLimits | None = None
         self._routerLog = Throttle(clock)
         self.use(pools, routes)
+
+    @property
+    def clientLimits(self) -> ClientLimits | None:
+        """
+        The L{ClientLimits} each request is checked against (its rate limit
+        answers 429), or L{None}; the metrics count what they refuse.
+        """
+        return self.metrics.clientLimits
+
+    @clientLimits.setter
+    def clientLimits(self, limits: ClientLimits | None) -> None:
+        self.metrics.clientLimits = limits
 
     @classmethod
     def single(cls, pool: LoadBalancerResource) -> RoutingResource:
@@ -88,6 +97,7 @@ class RoutingResource(Resource):
         """
         self.pools = dict(pools)
         self.routes = tuple(routes)
+        self.accessLog.routes = bool(routes)
         self._table = Table(routes, self.pools, self._routerFailed) if routes else None
         self._default = self.pools.get(DEFAULT_POOL)
 

@@ -9,8 +9,9 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, ISSLTransport
+from twisted.internet.interfaces import IAddress, IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
@@ -18,9 +19,9 @@ from txlb import headers, refusals, tunnel
 from txlb.clientlimits import ClientLimits
 from txlb.http1 import BadResponseError, ChunkedDecoder
 from txlb.http2 import PREFACE, HTTP2Channel
-from txlb.proxy import LoadBalancerResource
 from txlb.refusals import FIELD_BYTES, Refusal
 from txlb.request import ClientRequest, Refused
+from txlb.routing import RoutingResource
 from txlb.upload import StreamingBody
 from txlb.writes import WriteBatcher
 
@@ -43,14 +44,16 @@ class TransparentRequest(ClientRequest):
     _finishWhenReceived = False
 
     def gotLength(self, length: int | None) -> None:
-        if self._tooLarge(length or 0):
-            return
         channel = self.channel
         # The channel keeps these until the body is in; the resource needs
         # them now.
         self.method = channel._command
         self.uri = channel._path
         self.clientproto = channel._version
+        # The limit of the pool the request is routed to.
+        self.bodyLimit = channel.site.resource.bodyLimit(self)  # type: ignore[attr-defined]
+        if self._tooLarge(length or 0):
+            return
         bodyless = length == 0 and not self.requestHeaders.hasHeader(b"content-length")
         if bodyless or tunnel.wantsUpgrade(self):
             # Nothing to stream: an upgrade has no body (see
@@ -171,7 +174,7 @@ class TransparentRequest(ClientRequest):
         channel = self.channel
         if channel._refused:  # type: ignore[attr-defined]
             return True
-        limit = channel.site.resource.settings.maxBodySize  # type: ignore[attr-defined]
+        limit = self.bodyLimit
         if limit is None or size <= limit:
             return False
         channel.refuse(refusals.bodyTooLarge(limit))  # type: ignore[attr-defined]
@@ -669,7 +672,7 @@ class LoadBalancerSite(server.Site):
 
     def __init__(
         self,
-        resource: LoadBalancerResource,
+        resource: RoutingResource,
         reactor: Any = None,
         http2: bool = True,
         h2c: bool = False,
@@ -711,3 +714,95 @@ class LoadBalancerSite(server.Site):
         """
         for channel in list(self.channels):
             channel.transport.abortConnection()  # type: ignore[union-attr]
+
+
+#: What a request sent in the clear to a TLS listener gets, in the clear:
+#: nginx's words, which users search for.
+_PLAIN_HTTP_ANSWER = b"The plain HTTP request was sent to HTTPS port\n"
+
+
+class _FirstBytes:
+    """
+    The check of what a client sends first to a TLS listener, below TLS:
+    C{dataReceived} of the connection's TLS protocol until it can tell.
+    """
+
+    def __init__(self, protocol: TLSMemoryBIOProtocol, site: LoadBalancerSite) -> None:
+        self.protocol = protocol
+        self.site = site
+        self.received = b""
+        # An instance attribute: the class's method takes over once the
+        # first bytes are told apart.
+        protocol.dataReceived = self.dataReceived  # type: ignore[method-assign]
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self.received + data
+        plain = refusals.plainHTTP(data)
+        if plain is None:
+            self.received = data
+            return
+        self.received = b""
+        protocol = self.protocol
+        if not plain:
+            del protocol.dataReceived
+            protocol.dataReceived(data)
+            return
+        # Nothing more is read.
+        protocol.dataReceived = lambda data: None  # type: ignore[method-assign]
+        refusal = refusals.PLAIN_HTTP_REFUSAL
+        resource = self.site.resource
+        resource.metrics.countRefusal(refusal.reason)
+        # The TLS protocol's transport is the TCP connection, whose peer is
+        # the client.
+        resource.refused(protocol, None, refusal.code, refusal.error, refusal.flag)
+        transport = protocol.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (refusal.status, len(_PLAIN_HTTP_ANSWER), _PLAIN_HTTP_ANSWER)
+        )
+        transport.loseConnection()
+
+
+class _TLSListenerFactory(TLSMemoryBIOFactory):
+    """
+    TLS toward clients, as Twisted's C{listenSSL} serves it, with the first
+    bytes of each connection looked at below TLS: a client that speaks HTTP
+    in the clear gets a 400 it can read, as nginx answers it, and the
+    refusal is logged and counted.  TLS alone would close the connection
+    without a word (its error comes after the connection is gone).
+    """
+
+    wrappedFactory: LoadBalancerSite
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol:
+        protocol = super().buildProtocol(addr)
+        _FirstBytes(protocol, self.wrappedFactory)
+        return protocol
+
+
+class TLSListeningReactor:
+    """
+    A reactor for the endpoint of a TLS C{--listen} (C{ssl:}): its
+    C{listenSSL} serves the site with TLS as Twisted's reactors do (a
+    L{TLSMemoryBIOFactory} over TCP), but through L{_TLSListenerFactory};
+    everything else is the reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: LoadBalancerSite,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> Any:
+        tlsFactory = _TLSListenerFactory(contextFactory, False, factory)
+        return self._reactor.listenTCP(port, tlsFactory, backlog, interface)

@@ -171,7 +171,7 @@ function render(status) {
   }
   $("backends").replaceChildren(...rows);
   $("algorithm").textContent = show(status.algorithm);
-  $("listen").textContent = show(status.listen);
+  $("listen").textContent = show([].concat(status.listen).join(", "));
   $("insecure").hidden = status.backendTLS !== "insecure";
   $("uptime").textContent = show(status.uptime, duration);
   $("version").textContent = show(status.version);

@@ -5,6 +5,7 @@ the balancer (L{txlb.service.LoadBalancerService}) they describe.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -15,24 +16,28 @@ from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
 from txlb import config, dns, tls
+from txlb.accesslog import AccessLog
 from txlb.admission import parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
-from txlb.backend import Backend, BackendPool, parseBackends
-from txlb.client import BackendClient
+from txlb.backend import Backend, parseBackends
 from txlb.clientlimits import ClientLimits
 from txlb.http1 import isToken
 from txlb.keytables import Region
-from txlb.proxy import LoadBalancerResource
+from txlb.metrics import Metrics
+from txlb.poolservice import makePool
+from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
 from txlb.retrybudget import parsePercent
 from txlb.routeconfig import RoutesError, parseRoutes
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
-from txlb.service import LoadBalancerService
+from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
@@ -40,9 +45,9 @@ from txlb.workers.supervisor import Supervisor, parseListen
 from txlb.workers.worker import (
     ADMIN_FD,
     KEYTABLES_FD,
-    LISTEN_FD,
     ParentWatch,
     adoptedEndpoint,
+    listenFDs,
     workerIndex,
 )
 
@@ -104,10 +109,6 @@ POOL_KEYS = frozenset(
         "backend-insecure",
     }
 )
-
-#: The pool the command line's backends form, and that takes the requests
-#: no route matches.
-DEFAULT_POOL = "default"
 
 
 def algorithmName(option: str) -> Callable[[str], str]:
@@ -275,6 +276,43 @@ def loopbackOnly(description: str) -> bool:
     return False
 
 
+def endpointHint(description: str) -> str:
+    """
+    For a listening address given as a port or C{HOST:PORT} (as other
+    servers take it), a hint naming the endpoint description meant; else
+    nothing.
+    """
+    host, colon, port = description.rpartition(":")
+    if not port.isdigit():
+        return ""
+    if not colon:
+        return f": did you mean tcp:{port}?"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return ""
+    return f": did you mean tcp:{port}:interface={address}?"
+
+
+def pidLocked(description: str) -> bool:
+    """
+    Whether an endpoint description is a UNIX socket with a lock file
+    (Twisted's default, unless C{lockfile=0}), which records the process id
+    of the process that binds it: a daemon must bind it itself, after
+    twistd forks, or the lock would name a process that is gone.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "unix":
+        return False
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if equals and name == "lockfile":
+            return value != "0"
+    return True
+
+
 def countCPUList(text: str) -> int:
     """
     The number of CPUs in a Linux CPU list such as C{0-3,8,10-11}.
@@ -333,6 +371,8 @@ class PoolSettings(dict[str, Any]):
     """
 
     name = DEFAULT_POOL
+    optParameters: Any
+    optFlags: Any
 
     def settings(self) -> ProxySettings:
         """
@@ -677,6 +717,9 @@ class Options(PoolSettings, usage.Options):
         self["routes"] = []
         #: What the routes' check warns of (logged at start and reload).
         self.routeWarnings: list[str] = []
+        # An opt_ method's docstring is its help, indentation and line ends
+        # included: make it one line, as the others are.
+        self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
 
     def opt_listen(self, text: str) -> None:
         """
@@ -722,7 +765,12 @@ class Options(PoolSettings, usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"txlb: {e} (see twistd txlb --help)") from None
+            message = str(e)
+            unknown = re.fullmatch(r"option --(\S+) not recognized", message)
+            if unknown is not None:
+                longNames = (name.rstrip("=") for name in self.longOpt)
+                message += config.didYouMean(unknown.group(1), longNames, "--")
+            raise SystemExit(f"txlb: {message} (see twistd txlb --help)") from None
 
     @classmethod
     def fromFile(cls, path: str, commandLine: list[str]) -> Options:
@@ -802,12 +850,14 @@ class Options(PoolSettings, usage.Options):
             try:
                 serverFromString(reactor, description)
             except Exception as e:
-                raise usage.UsageError(f"--listen: {description!r}: {e}") from None
+                hint = endpointHint(description)
+                raise usage.UsageError(f"--listen: {description!r}: {e}{hint}") from None
         if self["admin"] is not None:
             try:
                 serverFromString(reactor, self["admin"])
             except Exception as e:
-                raise usage.UsageError(f"--admin: {self['admin']!r}: {e}") from None
+                hint = endpointHint(self["admin"])
+                raise usage.UsageError(f"--admin: {self['admin']!r}: {e}{hint}") from None
         if self["rate-limit-burst"] is not None and self["rate-limit"] is None:
             raise usage.UsageError("--rate-limit-burst needs --rate-limit")
         if self["max-client-conns"] and any(d.startswith("haproxy:") for d in self["listen"]):
@@ -873,7 +923,7 @@ class PoolOptions(PoolSettings, usage.Options):
     its backends, which are the pool's own).
     """
 
-    optParameters = [row for row in Options.optParameters if row[0] in POOL_KEYS]  # type: ignore[index]
+    optParameters = [row for row in Options.optParameters if row[0] in POOL_KEYS]
     optFlags = [row for row in Options.optFlags if row[0] in POOL_KEYS]
     opt_backends_dns = Options.opt_backends_dns
 
@@ -912,24 +962,54 @@ class PoolOptions(PoolSettings, usage.Options):
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """
-    The balancer described by C{config}, with the demo backends if asked.
+    The balancer described by C{config}, with the demo backends if asked,
+    its ports bound and its access log open.
+
+    twistd calls this before it daemonizes and before its log takes over
+    the standard streams, so a failure to bind or open ends here with one
+    line on stderr and status 1, daemonized or not.  A daemon listening on
+    a UNIX socket with a lock file (L{pidLocked}) is the exception: it binds
+    everything when twistd starts the service, after forking, and twistd
+    reports a failure then through its start-up pipe, in its own words.
     """
+    service = _build(config, reactor)
+    parent = config.parent
+    daemonizing = parent is not None and not (parent.get("nodaemon") or parent.get("debug"))
+    if daemonizing:
+        # twistd's parent process reports a failure of the daemon's start
+        # on sys.__stderr__, then leaves with os._exit, which flushes
+        # nothing: under PyPy, whose stderr is not line-buffered as
+        # CPython's is, the report was lost.
+        stderr = sys.__stderr__
+        if isinstance(stderr, io.TextIOWrapper):
+            stderr.reconfigure(line_buffering=True)
+        if any(
+            pidLocked(description) for description in [*config["listen"], config["admin"] or ""]
+        ):
+            # Bound once twistd has forked, in privilegedStartService.
+            return service
+    try:
+        service.bind()
+    except StartupError as e:
+        raise SystemExit(str(e)) from None
+    return service
+
+
+def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     if reactor is None:
         from twisted.internet import reactor
     index = workerIndex(os.environ)
     if index is None and config["workers"] > 1:
         return Supervisor(config, reactor)
-    backends = config["backends"]
-    pool = BackendPool(
-        backends, reactor, config["max-fails"], config["fail-timeout"], config["slow-start"]
+    metrics = Metrics(reactor, lambda: resource.pools.values())
+    accessLog = AccessLog(Logger(namespace=LoadBalancerResource.log.namespace))
+    pools = {
+        name: makePool(options, reactor, metrics, accessLog)
+        for name, options in config.pools().items()
+    }
+    resource = RoutingResource(
+        pools, config["routes"], config.settings(), metrics, accessLog, reactor
     )
-    makeAlgorithm = config.algorithm()
-    client = BackendClient(reactor, config["connect-timeout"], tls=config["backend-tls"])
-    resource = LoadBalancerResource(
-        makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
-    )
-    resource.useShadow(config["shadow-algo"], config.shadow())
-    resource.sticky = config.sticky(reactor)
     if index is None:
         region = Region.create(config["rate-limit-keys"])
     else:
@@ -941,11 +1021,14 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     else:
         admin = None if config["admin"] is None else adoptedEndpoint(reactor, ADMIN_FD)
         balancer = LoadBalancerService(
-            config, site, reactor, (adoptedEndpoint(reactor, LISTEN_FD), admin)
+            config,
+            site,
+            reactor,
+            ([adoptedEndpoint(reactor, fd) for fd in listenFDs(len(config["listen"]))], admin),
         )
         balancer.stopSignals = (signal.SIGTERM,)
         ParentWatch(reactor).setServiceParent(balancer)
     if config["demo"]:
-        demo = makeBackendService([b.port for b in backends], reactor=reactor)
+        demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
         demo.setServiceParent(balancer)
     return balancer

@@ -34,14 +34,15 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import CannotListenError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
 from txlb.keytables import ClientCounts, Region, workerHashSeed
-from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV
+from txlb.service import StartupError, logAdmin
+from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, WORKER_ENV, listenFDs
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -140,7 +141,7 @@ class Supervisor(MultiService):
     """
     The supervisor of C{--workers N} worker processes.
 
-    @ivar listenSockets: Each worker's listening socket.
+    @ivar listenSockets: Each worker's listening sockets, by listener.
     @ivar adminSockets: Each worker's loopback admin socket (none without
         C{--admin}).
     """
@@ -153,7 +154,7 @@ class Supervisor(MultiService):
         self.reactor = reactor
         self.started = reactor.seconds()
         self.workers = [_Worker(self, index) for index in range(config["workers"])]
-        self.listenSockets: list[socket.socket] = []
+        self.listenSockets: list[list[socket.socket]] = []
         self.adminSockets: list[socket.socket] = []
         self._stopping = False
         self._allEnded: Deferred[None] | None = None
@@ -191,28 +192,58 @@ class Supervisor(MultiService):
         """
         self.changes.append(change)
 
-    def privilegedStartService(self) -> None:
+    def bind(self) -> None:
         """
-        Bind every socket, ending with one line if one cannot be bound.
+        Bind every socket, and check that the workers can open the access
+        log, before twistd daemonizes (see L{LoadBalancerService.bind}): a
+        worker that cannot start would be restarted forever.
+
+        @raise StartupError: With one line, if something cannot be had.
         """
+        if self.listenSockets:
+            return
+        path = self.config["access-log-file"]
+        if path is not None:
+            try:
+                open(path, "ab").close()
+            except OSError as e:
+                raise StartupError(f"txlb: --access-log-file: {e}") from None
         count = len(self.workers)
         try:
-            self.listenSockets = reusePortSockets(self.config["listen"], count)
+            for description in self.config["listen"]:
+                self.listenSockets.append(reusePortSockets(description, count))
             if self.admin is not None:
                 self.adminSockets = [
                     reusePortSockets("tcp:0:interface=127.0.0.1", 1)[0] for _ in range(count)
                 ]
                 self.admin.privilegedStartService()
-        except OSError as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
+        except (CannotListenError, OSError) as e:
+            for listening in self._sockets():
+                listening.close()
+            self.listenSockets, self.adminSockets = [], []
+            raise StartupError(f"txlb: cannot listen: {e}") from None
         super().privilegedStartService()
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind (see L{bind}) unless that is done.
+        """
+        self.bind()
+
+    def _sockets(self) -> list[socket.socket]:
+        """
+        Every socket it bound for the workers.
+        """
+        return [*(s for sockets in self.listenSockets for s in sockets), *self.adminSockets]
 
     def startService(self) -> None:
         self._log.info(
             "txlb supervising {count} workers on {listen}",
             count=len(self.workers),
-            listen=self.config["listen"],
+            listen=", ".join(self.config["listen"]),
         )
+        if self.config["admin"] is not None:
+            logAdmin(self._log, self.config["admin"])
         self.started = self.reactor.seconds()
         super().startService()
         for worker in self.workers:
@@ -225,7 +256,8 @@ class Supervisor(MultiService):
         worker.pending = None
         worker.started = self.reactor.seconds()
         childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
-        childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
+        for fd, sockets in zip(listenFDs(len(self.listenSockets)), self.listenSockets):
+            childFDs[fd] = sockets[worker.index].fileno()
         if self.adminSockets:
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
         assert self.keyTables.fd is not None
@@ -332,6 +364,6 @@ class Supervisor(MultiService):
         await super().stopService()
         if self.admin is not None:
             await self.admin.stopService()
-        for listening in self.listenSockets + self.adminSockets:
+        for listening in self._sockets():
             listening.close()
         self.keyTables.close()

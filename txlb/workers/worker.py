@@ -5,9 +5,10 @@ C{--listen} and C{--admin}.
 
 The supervisor starts each worker as C{twistd -n --pidfile= txlb ARGS
 --workers 1} with C{TXLB_WORKER} set to the worker's index, the listening
-socket on file descriptor 3, with C{--admin}, the worker's own loopback
-admin socket on file descriptor 4, and the client limits' shared tables
-(L{txlb.keytables.Region}) on file descriptor 5.
+socket of the first C{--listen} on file descriptor 3 (and those of the
+others on 6, 7 and on, L{listenFDs}), with C{--admin}, the worker's own
+loopback admin socket on file descriptor 4, and the client limits' shared
+tables (L{txlb.keytables.Region}) on file descriptor 5.
 """
 
 from __future__ import annotations
@@ -27,9 +28,20 @@ from twisted.logger import Logger
 #: its index (0 to N - 1).
 WORKER_ENV = "TXLB_WORKER"
 
-#: The file descriptors a worker gets its listening and admin sockets on,
-#: and the key tables it shares with the other workers.
+#: The file descriptors a worker gets its (first) listening and admin
+#: sockets on, and the key tables it shares with the other workers.
 LISTEN_FD, ADMIN_FD, KEYTABLES_FD = 3, 4, 5
+#: The file descriptor of its second listening socket, the others following.
+MORE_LISTEN_FDS = 6
+
+
+def listenFDs(count: int) -> list[int]:
+    """
+    The file descriptors of a worker's C{count} listening sockets, in the
+    order of C{--listen}.
+    """
+    return [LISTEN_FD, *range(MORE_LISTEN_FDS, MORE_LISTEN_FDS + count - 1)]
+
 
 #: Seconds between two looks at whether the supervisor is still there.
 PARENT_POLL = 1.0

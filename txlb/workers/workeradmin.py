@@ -8,6 +8,9 @@ answer.
     C{workers} each worker's own status;
   - C{GET /metrics}: each worker's series with a C{worker} label, and their
     sums without one (L{mergeMetrics});
+  - C{GET /backends} and C{GET /backends/HOST:PORT}: the backends as in
+    C{/status};
+  - C{HEAD} wherever C{GET} is: the workers are asked with C{GET};
   - a change (C{POST}, C{PATCH}, C{DELETE}) goes to every worker, token and
     all; when they all answer alike, that is the answer, otherwise 502
     with each worker's.  A change of a backend that some workers made and
@@ -271,7 +274,8 @@ class WorkersAPI(Resource):
             value = request.getHeader(name)
             if value is not None:
                 headers.addRawHeader(name, value)
-        change = Change(request.method, request.uri, headers, body)
+        method = b"GET" if request.method == b"HEAD" else request.method
+        change = Change(method, request.uri, headers, body)
         return Deferred.fromCoroutine(self._askAll(change))
 
     async def _askAll(self, change: Change) -> tuple[int, Any]:
@@ -312,6 +316,11 @@ class WorkersAPI(Resource):
             return http.OK, mergeMetrics(texts)
         if method == b"GET" and path == b"/status":
             return http.OK, self._status(answers)
+        if method == b"GET" and path.startswith(b"/backends") and answers[0][0] == http.OK:
+            contents = [json.loads(content) for code, content in answers if code == http.OK]
+            if path == b"/backends":
+                return http.OK, {"backends": mergeBackends([c["backends"] for c in contents])}
+            return http.OK, mergeBackends([[c] for c in contents])[0]
         made = [(code, content) for code, content in answers if code and 200 <= code < 300]
         if method not in (b"GET", b"HEAD") and made and len(made) == len(answers):
             # Made by every worker, or kept by some for when the backend
@@ -376,9 +385,13 @@ def _finish(request: server.Request, code: int, answer: Any) -> None:
         request.setHeader(b"WWW-Authenticate", b'Bearer realm="txlb"')
     if isinstance(answer, bytes):
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-        request.write(answer)
+        body = answer
     else:
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
-        request.write(json.dumps(answer, indent=1).encode() + b"\n")
+        body = json.dumps(answer, indent=1).encode() + b"\n"
+    # A HEAD request's answer has the length GET's has, and no body (Twisted
+    # drops what is written).
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
     request.finish()
