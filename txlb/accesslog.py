@@ -109,7 +109,7 @@ class AccessLog:
     to twistd's log, or to an L{AccessLogFile} when there is one (failures
     go to twistd's log too).
 
-    @ivar file: The L{AccessLogFile} lines go to, or L{None} for twistd's
+    @ivar file: The L{AccessLogFile} lines go to, or C{None} for twistd's
         log.
     """
 
@@ -208,7 +208,7 @@ class AccessLog:
 
 def _routeLabel(request: Any) -> str | None:
     """
-    The label of the route C{request} took, or L{None}.
+    The label of the route C{request} took, or C{None}.
     """
     match = getattr(request, "routing", None)
     match = None if match is None else match.match
@@ -221,7 +221,7 @@ def _routeLabel(request: Any) -> str | None:
 #: and the error in quotes when there was one.
 TEXT_LINE = re.compile(
     r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
-    r" \N{RIGHTWARDS ARROW} backend=(?P<backend>\S+) status=(?P<status>\S+)"
+    r" → backend=(?P<backend>\S+) status=(?P<status>\S+)"
     r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: route=(?P<route>\S+) pool=(?P<pool>\S+))?"
     r"(?: error=\".*\")?$"
 )

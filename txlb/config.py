@@ -44,7 +44,7 @@ class Document(NamedTuple):
         for.
     @ivar pools: The arguments of each C{[pools.NAME]} table, by name, in
         the file's order.
-    @ivar routes: The C{[[routes]]} tables, as given (L{None} without
+    @ivar routes: The C{[[routes]]} tables, as given (C{None} without
         any).
     """
 

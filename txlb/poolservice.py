@@ -370,7 +370,7 @@ class PoolService(MultiService):
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
         """
         Switch the algorithm (C{changes["algo"]}) and/or the shadow
-        (C{changes["shadow-algo"]}, L{None} for none) at once, after
+        (C{changes["shadow-algo"]}, C{None} for none) at once, after
         checking every one: requests in flight keep their backends, new
         ones (and retries) are picked by the new algorithm.  A reload sets
         them to the file's again.

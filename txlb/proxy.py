@@ -50,12 +50,12 @@ class LoadBalancerResource(Resource):
         it with L{useAlgorithm}.
     @ivar makeAlgorithm: What makes a new one when the backends change.
     @ivar answered: What learns from each response: the algorithm's
-        L{IResponseObserver.answered} and the shadow's, or L{None} if
+        L{IResponseObserver.answered} and the shadow's, or C{None} if
         neither provides it.
     @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
-        L{None}; change it with L{useShadow}.
+        C{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
-        L{None}.
+        C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -81,9 +81,9 @@ class LoadBalancerResource(Resource):
         accessLog: AccessLog | None = None,
     ) -> None:
         """
-        @param metrics: The balancer's metrics, or L{None} for metrics of
+        @param metrics: The balancer's metrics, or C{None} for metrics of
             this pool alone.
-        @param accessLog: The balancer's access log, or L{None} for one of
+        @param accessLog: The balancer's access log, or C{None} for one of
             this pool alone.
         """
         super().__init__()
@@ -142,7 +142,7 @@ class LoadBalancerResource(Resource):
     ) -> None:
         """
         Ask the algorithm C{makeAlgorithm} makes, C{name}d so, beside the
-        live one from now on, without routing by it; none if L{None}.
+        live one from now on, without routing by it; none if C{None}.
         Its counts start again.
         """
         if name is None or makeAlgorithm is None:
@@ -245,7 +245,8 @@ class LoadBalancerResource(Resource):
         """
         Send the request of C{exchange} to C{backend}.
 
-        @return: A L{Deferred} firing with the L{ResponseHead}.
+        @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{ResponseHead}.
         """
         request = exchange.request
         outgoing = exchange.outgoing

@@ -36,9 +36,9 @@ class Routing(NamedTuple):
     Where a request goes, decided once (see L{txlb.routing}).
 
     @ivar match: The route it matched and what that route makes of it (a
-        L{txlb.routes.Match}), or L{None} if no route did.
+        L{txlb.routes.Match}), or C{None} if no route did.
     @ivar pool: The pool (a L{txlb.proxy.LoadBalancerResource}) that
-        forwards it, or L{None} if txlb answers it itself.
+        forwards it, or C{None} if txlb answers it itself.
     """
 
     match: Any
@@ -74,7 +74,7 @@ class ClientRequest(server.Request):
     that one that cannot be finished does not pass for a whole one.
 
     @ivar stream: The L{StreamingBody} of a request with a body, else
-        L{None}.
+        C{None}.
     """
 
     defaultContentType = None
@@ -90,8 +90,10 @@ class ClientRequest(server.Request):
     bodyLimit: int | None = None
     bodyBytes = 0
     #: Called with the reason if the client connection closes before the
-    #: response is finished: what L{notifyFinish}'s errback would be, without
-    #: a L{Deferred} per request.  The exchange relaying the response sets it.
+    #: response is finished: what
+    #: L{notifyFinish<twisted.web.http.Request.notifyFinish>}'s errback would
+    #: be, without a L{Deferred<twisted.internet.defer.Deferred>} per request.
+    #: The exchange relaying the response sets it.
     whenLost: Callable[[Failure], object] | None = None
 
     def connectionLost(self, reason: Failure) -> None:

@@ -76,7 +76,7 @@ class RoutingResource(Resource):
     def clientLimits(self) -> ClientLimits | None:
         """
         The L{ClientLimits} each request is checked against (its rate limit
-        answers 429), or L{None}; the metrics count what they refuse.
+        answers 429), or C{None}; the metrics count what they refuse.
         """
         return self.metrics.clientLimits
 
@@ -273,7 +273,7 @@ class RoutingResource(Resource):
 
 def _badRequest(request: server.Request) -> str | None:
     """
-    Why C{request} cannot be forwarded, or L{None} if it can.  (The
+    Why C{request} cannot be forwarded, or C{None} if it can.  (The
     channel has refused what breaks HTTP/1.1's syntax; these are the rules
     about C{Host}, RFC 9112 section 3.2.)
     """

@@ -19,7 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from txlb import config, dns, tls
+from txlb import config, dns, tls, versionLine
 from txlb.accesslog import AccessLog
 from txlb.admission import parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
@@ -729,6 +729,13 @@ class Options(PoolSettings, usage.Options):
         self["listen"].append(text)
 
     opt_l = opt_listen
+
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_backends_dns(self, text: str) -> None:
         """
