@@ -309,8 +309,9 @@ class ServiceHarness(Harness):
         self.service.startService()
         testCase.addCleanup(self.service.stopService)
         self.site = self.service.site
-        #: The pool C{default}.
-        self.resource = self.service.pools["default"].resource
+        #: The pool C{default} (or the first pool, without one).
+        pools = self.service.pools
+        self.resource = (pools.get("default") or next(iter(pools.values()))).resource
         self.pool = self.resource.pool
         self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
 

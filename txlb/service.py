@@ -277,7 +277,7 @@ class LoadBalancerService(MultiService):
 
     def _logRouteWarnings(self, config: Configuration) -> None:
         for warning in config.routeWarnings:
-            self._log.warn("Routes: {warning}", warning=warning)
+            self._log.warn("Routes: {text}", text=warning)
 
     def _warnInsecure(self, config: Configuration) -> None:
         insecure = [name for name, options in config.pools().items() if options["backend-insecure"]]
