@@ -13,12 +13,16 @@ import json
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import deferLater
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import OK, ServiceHarness, TCPTransport
+from tests.helpers import OK, IntegrationTestCase, ServiceHarness, TCPTransport, freePort
 from txlb.admin import AdminResource
-from txlb.tap import Options
+from txlb.tap import Options, makeService
+from txlb.testbackend import makeBackendSite
 
 #: A site of three pools: an API pool by host and prefix, a fixed answer
 #: for /internal, a web pool for the rest.
@@ -578,3 +582,103 @@ class JSONTests(SynchronousTestCase):
         [event] = site.accessLog()
         line = json.loads(event["line"])
         self.assertEqual((line["route"], line["pool"]), ("4", "web"))
+
+
+class LoopbackTests(IntegrationTestCase):
+    """
+    Routes and pools over real sockets: the balancer as C{makeService}
+    builds it, in this process, in front of the test backends.
+    """
+
+    def startBackends(self, count: int) -> list[int]:
+        ports = []
+        for _ in range(count):
+            ports.append(self.listen(makeBackendSite()))
+        return ports
+
+    def startBalancer(self, text: str) -> tuple[Any, list[int]]:
+        """
+        Start the balancer the configuration C{text} describes, with
+        C{{listen}} replaced by two free loopback listeners.
+        """
+        ports = [freePort(), freePort()]
+        listen = ", ".join(f'"tcp:{p}:interface=127.0.0.1"' for p in ports)
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write(text.replace("{listen}", f"[{listen}]"))
+        options = Options()
+        options.parseOptions(["--config", path])
+        service = makeService(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, ports
+
+    async def get(self, port: int, path: str, host: str = "h") -> tuple[int, bytes]:
+        client = await self.client(
+            port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        received = await client.closed
+        head, _, body = received.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    async def test_twoListeners(self) -> None:
+        """
+        Every C{listen} address serves, and serves the same routes.
+        """
+        a, b = self.startBackends(2)
+        _, ports = self.startBalancer(
+            "listen = {listen}\n"
+            f'[pools.a]\nbackends = ["127.0.0.1:{a}"]\n'
+            f'[pools.b]\nbackends = ["127.0.0.1:{b}"]\n'
+            '[[routes]]\npath-prefix = "/b"\npool = "b"\nstrip-prefix = true\n'
+            '[[routes]]\npool = "a"\n'
+        )
+        for port in ports:
+            self.assertEqual(
+                await self.get(port, "/ping"), (200, f"pong from backend :{a}\n".encode())
+            )
+            self.assertEqual(
+                await self.get(port, "/b/ping"), (200, f"pong from backend :{b}\n".encode())
+            )
+
+    async def test_reloadUnderLoad(self) -> None:
+        """
+        Reloading the routes while requests go on (a new table each time,
+        sending a path to another pool) fails no request, and each one
+        reaches the pool the table of its time gives.
+        """
+        a, b = self.startBackends(2)
+        template = (
+            "listen = {listen}\n"
+            f'[pools.a]\nbackends = ["127.0.0.1:{a}"]\n'
+            f'[pools.b]\nbackends = ["127.0.0.1:{b}"]\n'
+            '[[routes]]\npath-prefix = "/x"\npool = "POOL"\nstrip-prefix = true\n'
+            '[[routes]]\npool = "a"\n'
+        )
+        service, ports = self.startBalancer(template.replace("POOL", "a"))
+        path = service.config["config"]
+        failed = []
+        seen = set()
+
+        async def hammer() -> None:
+            for _ in range(60):
+                code, body = await self.get(ports[0], "/x/ping")
+                if code != 200:
+                    failed.append((code, body))
+                seen.add(body)
+
+        load = [Deferred.fromCoroutine(hammer()) for _ in range(4)]
+        for n in range(6):
+            with open(path, "w") as file:
+                file.write(
+                    template.replace(
+                        "{listen}", repr(service.config["listen"]).replace("'", '"')
+                    ).replace("POOL", "ab"[n % 2])
+                )
+            self.assertTrue(service.reload())
+            await deferLater(reactor, 0.05)
+        await DeferredList(load)
+        self.assertEqual(failed, [])
+        self.assertEqual(
+            seen, {f"pong from backend :{a}\n".encode(), f"pong from backend :{b}\n".encode()}
+        )
