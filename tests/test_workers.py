@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -27,7 +28,14 @@ from twisted.web.http_headers import Headers
 import txlb
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
-from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers.workeradmin import (
+    SUMMED,
+    Change,
+    WorkersAPI,
+    mergeBackends,
+    mergeMetrics,
+    workerMetrics,
+)
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -235,28 +243,94 @@ class MergeTests(SynchronousTestCase):
 
     def test_mergeMetrics(self) -> None:
         """
-        Each series appears once summed over the workers, without a
-        C{worker} label, and once per worker with one.
+        Every sample of every worker appears once, with a C{worker} label
+        (the worker's own index, even when another did not answer): counters,
+        histograms (buckets, sum, count), gauges and creation times alike;
+        nothing is summed under the same name, so PromQL's C{sum()} is right.
         """
         worker = (
             "# HELP txlb_retries_total Requests sent again.\n"
             "# TYPE txlb_retries_total counter\n"
-            "txlb_retries_total {}\n"
+            "txlb_retries_total {retries}\n"
+            "# HELP txlb_retries_created Requests sent again.\n"
+            "# TYPE txlb_retries_created gauge\n"
+            "txlb_retries_created 1.5e+09\n"
+            "# HELP txlb_request_duration_seconds Time.\n"
+            "# TYPE txlb_request_duration_seconds histogram\n"
+            'txlb_request_duration_seconds_bucket{{backend="a:1",le="0.01"}} {fast}\n'
+            'txlb_request_duration_seconds_bucket{{backend="a:1",le="+Inf"}} 3.0\n'
+            'txlb_request_duration_seconds_count{{backend="a:1"}} 3.0\n'
+            'txlb_request_duration_seconds_sum{{backend="a:1"}} 0.5\n'
             "# HELP txlb_backend_up Up.\n"
             "# TYPE txlb_backend_up gauge\n"
-            'txlb_backend_up{{backend="a:1"}} 1.0\n'
+            'txlb_backend_up{{backend="a:1"}} {up}\n'
         )
-        merged = mergeMetrics([worker.format(2.0), worker.format(5.0)]).decode()
+        merged = mergeMetrics(
+            [
+                (0, worker.format(retries=2.0, fast=1.0, up=1.0)),
+                (2, worker.format(retries=5.0, fast=2.0, up=0.0)),
+            ]
+        ).decode()
         lines = [line for line in merged.splitlines() if not line.startswith("#")]
         self.assertEqual(
             lines,
             [
-                "txlb_retries_total 7.0",
                 'txlb_retries_total{worker="0"} 2.0',
-                'txlb_retries_total{worker="1"} 5.0',
-                'txlb_backend_up{backend="a:1"} 2.0',
+                'txlb_retries_total{worker="2"} 5.0',
+                'txlb_retries_created{worker="0"} 1.5e+09',
+                'txlb_retries_created{worker="2"} 1.5e+09',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="0.01",worker="0"} 1.0',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="+Inf",worker="0"} 3.0',
+                'txlb_request_duration_seconds_count{backend="a:1",worker="0"} 3.0',
+                'txlb_request_duration_seconds_sum{backend="a:1",worker="0"} 0.5',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="0.01",worker="2"} 2.0',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="+Inf",worker="2"} 3.0',
+                'txlb_request_duration_seconds_count{backend="a:1",worker="2"} 3.0',
+                'txlb_request_duration_seconds_sum{backend="a:1",worker="2"} 0.5',
                 'txlb_backend_up{backend="a:1",worker="0"} 1.0',
-                'txlb_backend_up{backend="a:1",worker="1"} 1.0',
+                'txlb_backend_up{backend="a:1",worker="2"} 0.0',
+            ],
+        )
+        self.assertEqual(
+            [line for line in merged.splitlines() if line.startswith("# TYPE")],
+            [
+                "# TYPE txlb_retries_total counter",
+                "# TYPE txlb_retries_created gauge",
+                "# TYPE txlb_request_duration_seconds histogram",
+                "# TYPE txlb_backend_up gauge",
+            ],
+        )
+
+    def test_mergeMetricsSumsRight(self) -> None:
+        """
+        Summed as PromQL's C{sum()} sums, the merged exposition gives each
+        worker's count once: 2 + 5 retries are 7, not 14.
+        """
+        worker = "# TYPE txlb_retries_total counter\ntxlb_retries_total {}\n"
+        merged = mergeMetrics([(0, worker.format(2.0)), (1, worker.format(5.0))]).decode()
+        total = sum(
+            sample.value
+            for family in text_string_to_metric_families(merged)
+            for sample in family.samples
+            if sample.name == "txlb_retries_total"
+        )
+        self.assertEqual(total, 7.0)
+
+    def test_workerMetrics(self) -> None:
+        """
+        The supervisor adds whether each worker answered the scrape and how
+        often it was restarted, after the workers' series.
+        """
+        worker = "# TYPE txlb_retries_total counter\ntxlb_retries_total 1.0\n"
+        merged = mergeMetrics([(0, worker)], workerMetrics([True, False], [0, 3])).decode()
+        self.assertEqual(
+            [line for line in merged.splitlines() if not line.startswith("#")],
+            [
+                'txlb_retries_total{worker="0"} 1.0',
+                'txlb_worker_up{worker="0"} 1.0',
+                'txlb_worker_up{worker="1"} 0.0',
+                'txlb_worker_restarts_total{worker="0"} 0.0',
+                'txlb_worker_restarts_total{worker="1"} 3.0',
             ],
         )
 
@@ -344,6 +418,26 @@ class CombineTests(SynchronousTestCase):
                     ],
                 },
             ),
+        )
+
+    def test_metricsWithoutAWorker(self) -> None:
+        """
+        When a worker does not answer a scrape, the others keep their own
+        index, and C{txlb_worker_up} says which one is missing.
+        """
+        exposition = b"# TYPE txlb_retries_total counter\ntxlb_retries_total 4.0\n"
+        results = [(False, Failure(ConnectionRefusedError("refused"))), (True, (200, exposition))]
+        code, answer = self.api._combine(results, change(b"GET", b"/metrics"))
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            [line for line in answer.decode().splitlines() if not line.startswith("#")],
+            [
+                'txlb_retries_total{worker="1"} 4.0',
+                'txlb_worker_up{worker="0"} 0.0',
+                'txlb_worker_up{worker="1"} 1.0',
+                'txlb_worker_restarts_total{worker="0"} 0.0',
+                'txlb_worker_restarts_total{worker="1"} 3.0',
+            ],
         )
 
     def test_statusWithoutAWorker(self) -> None:

@@ -6,8 +6,9 @@ answer.
   - C{GET /status}: the backends with each worker's counts added up (and
     their states, when the workers disagree, as C{mixed}), and under
     C{workers} each worker's own status;
-  - C{GET /metrics}: each worker's series with a C{worker} label, and their
-    sums without one (L{mergeMetrics});
+  - C{GET /metrics}: each worker's series with a C{worker} label, each
+    sample once (L{mergeMetrics}), and the supervisor's own
+    (L{workerMetrics});
   - a change (C{POST}, C{PATCH}, C{DELETE}) goes to every worker, token and
     all; when they all answer alike, that is the answer, otherwise 502
     with each worker's.
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import treq
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
@@ -164,35 +165,58 @@ class _Families:
         return iter(self._families)
 
 
-def mergeMetrics(expositions: Sequence[str]) -> bytes:
+def mergeMetrics(expositions: Sequence[tuple[int, str]], own: Sequence[Metric] = ()) -> bytes:
     """
-    Several workers' metrics as one exposition: each series once without a
-    C{worker} label, summed over the workers (creation times left out),
-    and once per worker with C{worker="INDEX"}.
+    Several workers' metrics as one exposition, each sample once: each
+    worker's series with a C{worker="INDEX"} label added, and no series
+    summed over the workers, so that PromQL's C{sum()} over any metric
+    counts every request once.
+
+    Gauges too stay per worker, even those most often alike in every
+    worker (C{txlb_backend_up}): each worker has its own passive health
+    checks and its own view, and a copy without the label would be added
+    into a C{sum()} as well.
+
+    @param expositions: Each answering worker's index and its exposition.
+    @param own: The supervisor's own families, added as they are.
     """
     families: dict[str, Metric] = {}
-    totals: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    perWorker: dict[str, list[tuple[str, dict[str, str], float]]] = {}
-    for index, text in enumerate(expositions):
+    for index, text in expositions:
+        worker = str(index)
         for family in text_string_to_metric_families(text):
-            if family.name not in families:
-                families[family.name] = Metric(family.name, family.documentation, family.type)
-                totals[family.name], perWorker[family.name] = {}, []
+            merged = families.get(family.name)
+            if merged is None:
+                merged = Metric(family.name, family.documentation, family.type)
+                families[family.name] = merged
             for sample in family.samples:
-                labels = {**sample.labels, "worker": str(index)}
-                perWorker[family.name].append((sample.name, labels, sample.value))
-                if not sample.name.endswith("_created"):
-                    key = (sample.name, tuple(sample.labels.items()))
-                    sums = totals[family.name]
-                    sums[key] = sums.get(key, 0.0) + sample.value
-    for name, family in families.items():
-        for (sampleName, labelPairs), value in totals[name].items():
-            family.add_sample(sampleName, dict(labelPairs), value)
-        for sampleName, labels, value in perWorker[name]:
-            family.add_sample(sampleName, labels, value)
+                merged.add_sample(
+                    sample.name, {**sample.labels, "worker": worker}, sample.value, sample.timestamp
+                )
     registry = CollectorRegistry()
-    registry.register(_Families(list(families.values())))
+    registry.register(_Families([*families.values(), *own]))
     return generate_latest(registry)
+
+
+def workerMetrics(answered: Sequence[bool], restarts: Sequence[int]) -> list[Metric]:
+    """
+    The supervisor's own metrics: whether each worker answered this scrape
+    (its series are missing when it did not), and how often each was
+    restarted.
+    """
+    up = GaugeMetricFamily(
+        "txlb_worker_up",
+        "Whether a worker answered the supervisor for this scrape (1) or not (0).",
+        labels=["worker"],
+    )
+    restarted = CounterMetricFamily(
+        "txlb_worker_restarts",
+        "Times the supervisor restarted a worker that ended.",
+        labels=["worker"],
+    )
+    for index, (ok, count) in enumerate(zip(answered, restarts)):
+        up.add_metric([str(index)], 1 if ok else 0)
+        restarted.add_metric([str(index)], count)
+    return [up, restarted]
 
 
 class WorkersAdmin(Resource):
@@ -259,8 +283,14 @@ class WorkersAPI(Resource):
             for ok, result in results
         ]
         if method == b"GET" and path == b"/metrics":
-            texts = [content.decode() for code, content in answers if code == http.OK]
-            return http.OK, mergeMetrics(texts)
+            answered = [code == http.OK for code, _ in answers]
+            texts = [
+                (index, content.decode())
+                for index, (ok, (_, content)) in enumerate(zip(answered, answers))
+                if ok
+            ]
+            restarts = [worker["restarts"] for worker in self.workers.describe()]
+            return http.OK, mergeMetrics(texts, workerMetrics(answered, restarts))
         if method == b"GET" and path == b"/status":
             return http.OK, self._status(answers)
         codes = {code for code, _ in answers}
