@@ -6,6 +6,7 @@ with two real worker processes, real signals and loopback sockets.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import select
@@ -21,6 +22,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, formatTime
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -28,6 +30,7 @@ from twisted.web.http_headers import Headers
 import txlb
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
+from txlb.workers.worker import WORKER_ENV, WorkerLogObserver
 from txlb.workers.workeradmin import (
     SUMMED,
     Change,
@@ -204,6 +207,38 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(
             caught.exception.code, "txlb: cannot listen: [Errno 98] Address already in use"
         )
+
+
+class WorkerLogTests(SynchronousTestCase):
+    def test_labelled(self) -> None:
+        """
+        A worker's lines are twistd's, with the worker after the time, and
+        its events carry the worker's index.
+        """
+        output = io.StringIO()
+        observer = WorkerLogObserver(output, 1)
+        event = {
+            "log_format": "txlb listening on {listen}",
+            "listen": "tcp:8080",
+            "log_level": LogLevel.info,
+            "log_namespace": "txlb.service.LoadBalancerService",
+            "log_time": 0.0,
+        }
+        observer(event)
+        stamp = formatTime(0.0)
+        self.assertEqual(
+            output.getvalue(),
+            f"{stamp} [worker 1] [txlb.service.LoadBalancerService#info] txlb listening on tcp:8080\n",
+        )
+        self.assertEqual(event["worker"], 1)
+
+    def test_fromEnvironment(self) -> None:
+        """
+        twistd makes it with no arguments (C{--logger}): the index comes
+        from the environment the supervisor gives the worker.
+        """
+        self.patch(os, "environ", {WORKER_ENV: "3"})
+        self.assertEqual(WorkerLogObserver().index, 3)
 
 
 class MergeTests(SynchronousTestCase):
@@ -694,7 +729,8 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_metrics(self) -> None:
         """
-        C{/metrics} gives each worker's counts and their total.
+        C{/metrics} gives each worker's counts once, labelled with the
+        worker, and no total beside them: their sum is the requests made.
         """
         self.start()
         for _ in range(30):
@@ -707,10 +743,28 @@ class SupervisorTests(SynchronousTestCase):
             for line in body.decode().splitlines()
             if line.startswith(name)
         }
-        self.assertEqual(len(values), 3)
-        total = values[name + "}"]
-        self.assertEqual(total, 30)
-        self.assertEqual(sum(values.values()), 60)
+        self.assertEqual(sorted(values), [name + ',worker="0"}', name + ',worker="1"}'])
+        self.assertEqual(sum(values.values()), 30)
+        self.assertIn('txlb_worker_up{worker="1"} 1.0', body.decode())
+
+    def test_logSaysWhichWorker(self) -> None:
+        """
+        Each worker's log lines say which worker wrote them.
+        """
+        self.start()
+        lines = self.log.read_text().splitlines()
+        for index in (0, 1):
+            self.assertEqual(
+                len(
+                    [
+                        line
+                        for line in lines
+                        if f" [worker {index}] " in line and "txlb listening on" in line
+                    ]
+                ),
+                1,
+                self.log.read_text(),
+            )
 
     def test_restartedWorkerMakesChanges(self) -> None:
         """

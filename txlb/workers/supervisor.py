@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
+from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV, WorkerLogObserver
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -50,6 +50,9 @@ EXIT_GRACE = 5.0
 
 #: What the twistd console script runs (it has no C{""} on C{sys.path}).
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: The log observer of a worker, which says which worker wrote each line.
+_LOGGER = f"{WorkerLogObserver.__module__}.{WorkerLogObserver.__name__}"
 
 #: Twisted's default listen backlog.
 _BACKLOG = 50
@@ -219,7 +222,7 @@ class Supervisor(MultiService):
         childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
         if self.adminSockets:
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
-        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
+        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logger", _LOGGER, "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
