@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, formatTime
@@ -28,7 +30,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 import txlb
+from txlb.metrics import BUCKETS
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
+from txlb.workers import workeradmin
 from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
 from txlb.workers.worker import WORKER_ENV, WorkerLogObserver
 from txlb.workers.workeradmin import (
@@ -244,11 +248,14 @@ class WorkerLogTests(SynchronousTestCase):
 class MergeTests(SynchronousTestCase):
     def test_mergeBackends(self) -> None:
         """
-        Counts add up, latency is the mean, and a state the workers disagree
-        on is C{mixed}.
+        Counts add up (the latency buckets too), latency is the mean, the
+        last error is the most recent of any worker's, and a state the
+        workers disagree on is C{mixed}.
         """
 
-        def backend(address: str, state: str, requests: int, latency: Any) -> dict[str, Any]:
+        def backend(
+            address: str, state: str, requests: int, latency: Any, error: Any = (None, None)
+        ) -> dict[str, Any]:
             return {
                 "address": address,
                 "weight": 2,
@@ -257,24 +264,40 @@ class MergeTests(SynchronousTestCase):
                 "requests": requests,
                 "failures": 0,
                 "errors": requests // 2,
+                "checkFailures": 1,
                 "requestsPerSecond": 0.5,
                 "latencyMs": latency,
-                "lastError": None,
+                "latencyBuckets": None if latency is None else [requests // 2, requests],
+                "lastError": error[0],
+                "lastErrorAge": error[1],
                 "health": None,
             }
 
         merged = mergeBackends(
             [
-                [backend("a:1", "up", 4, 1.0), backend("b:1", "up", 2, None)],
-                [backend("a:1", "up", 6, 3.0), backend("b:1", "down", 2, None)],
+                [
+                    backend("a:1", "up", 4, 1.0, ("status 502", 30.0)),
+                    backend("b:1", "up", 2, None),
+                ],
+                [
+                    backend("a:1", "up", 6, 3.0, ("health check: timeout", 2.5)),
+                    backend("b:1", "down", 2, None, ("reset", 9.0)),
+                ],
+                [backend("a:1", "up", 2, 2.0, ("status 500", 60.0))],
             ]
         )
         self.assertEqual(
             [(b["address"], b["state"], b["requests"], b["active"], b["errors"]) for b in merged],
-            [("a:1", "up", 10, 2, 5), ("b:1", "mixed", 4, 2, 2)],
+            [("a:1", "up", 12, 3, 6), ("b:1", "mixed", 4, 2, 2)],
         )
         self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])
-        self.assertEqual([b["requestsPerSecond"] for b in merged], [1.0, 1.0])
+        self.assertEqual([b["requestsPerSecond"] for b in merged], [1.5, 1.0])
+        self.assertEqual([b["checkFailures"] for b in merged], [3, 2])
+        self.assertEqual([b["latencyBuckets"] for b in merged], [[6, 12], None])
+        self.assertEqual(
+            [(b["lastError"], b["lastErrorAge"]) for b in merged],
+            [("health check: timeout", 2.5), ("reset", 9.0)],
+        )
 
     def test_mergeMetrics(self) -> None:
         """
@@ -375,7 +398,7 @@ class _Workers:
     What the admin API needs of a supervisor, for two workers.
     """
 
-    config = {"algo": "roundrobin", "listen": "tcp:8080"}
+    config = {"algo": "roundrobin", "listen": "tcp:8080", "admin-token": None}
     started = 0.0
 
     def adminPorts(self) -> list[int]:
@@ -493,6 +516,106 @@ class CombineTests(SynchronousTestCase):
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+
+class WorkersAPITests(SynchronousTestCase):
+    """
+    The supervisor's admin API in memory, its workers' answers faked.
+    """
+
+    def setUp(self) -> None:
+        self.workers = _Workers()
+        self.workers.config = {**_Workers.config, "admin-token": "s3cret"}
+        self.clock = Clock()
+        self.api = WorkersAPI(self.workers, self.clock)
+        self.asked: list[tuple[int, bytes, bytes]] = []
+        self.answers: dict[int, list[dict[str, Any]]] = {}
+        self.patch(workeradmin, "ask", self.ask)
+
+    def ask(
+        self, port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, reactor: Any
+    ) -> Any:
+        self.asked.append((port, method, uri))
+        status = {"algorithm": "weighted", "usesWeights": True, "backends": self.answers[port]}
+        return succeed((200, json.dumps(status).encode()))
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
+        response = self.successResultOf(
+            StubTreq(self.api).request(method, f"http://admin{path}", headers=headers or {})
+        )
+        return response.code, json.loads(self.successResultOf(response.content()))
+
+    def backend(self, buckets: list[int], rps: float) -> dict[str, Any]:
+        return {
+            "address": "a:1",
+            "state": "up",
+            "active": 1,
+            "requests": buckets[-1],
+            "failures": 0,
+            "errors": 0,
+            "checkFailures": 0,
+            "requestsPerSecond": rps,
+            "latencyMs": 1.0,
+            "latencyBuckets": buckets,
+            "load": None,
+        }
+
+    def test_record(self) -> None:
+        """
+        The supervisor samples its workers' status for the history: their
+        counts added up, and the p99 of what ended in each worker since
+        the last sample.
+        """
+        buckets = [0] * (len(BUCKETS) + 1)
+        self.answers = {1: [self.backend(buckets, 1.0)], 2: [self.backend(buckets, 2.0)]}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.clock.advance(2)
+        # 100 requests under 1 ms in worker 1, 100 in (5, 10] ms in worker 2.
+        self.answers = {
+            1: [self.backend([100] * (len(BUCKETS) + 1), 1.0)],
+            2: [self.backend([0, 0, 0, 100, *[100] * (len(BUCKETS) - 3)], 2.0)],
+        }
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.assertEqual(
+            [sample["backends"] for sample in self.api.history.since(-1)],
+            [
+                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None}},
+                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None}},
+            ],
+        )
+        self.assertEqual(self.asked, [(port, b"GET", b"/status") for port in (1, 2, 1, 2)])
+
+    def test_statusForThePage(self) -> None:
+        """
+        C{/status?since=T} asks the workers for their status alone, and
+        adds the supervisor's history, whether changes need a token and
+        whether the request carries it, and the workers' algorithm.
+        """
+        self.answers = {1: [self.backend([0] * 15, 1.0)], 2: [self.backend([0] * 15, 1.0)]}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.asked.clear()
+        code, status = self.request("GET", "/status?since=-1", {"Authorization": "Bearer s3cret"})
+        self.assertEqual(code, 200)
+        self.assertEqual(self.asked, [(1, b"GET", b"/status"), (2, b"GET", b"/status")])
+        self.assertEqual(status["admin"], {"token": True, "authorized": True})
+        self.assertEqual([s["time"] for s in status["history"]["samples"]], [0.0])
+        self.assertEqual((status["algorithm"], status["usesWeights"]), ("weighted", True))
+        self.assertEqual(self.request("GET", "/status?since=x")[0], 400)
+
+    def test_crossSiteRefused(self) -> None:
+        """
+        The supervisor refuses a change from another site's page itself,
+        token or not, and asks no worker.
+        """
+        for headers in [
+            {"Authorization": "Bearer s3cret", "Sec-Fetch-Site": "cross-site"},
+            {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"},
+        ]:
+            code, answer = self.request("POST", "/backends/a:1/drain", headers)
+            self.assertEqual(
+                (code, answer), (403, {"error": "changes from another site's page are refused"})
+            )
+        self.assertEqual(self.asked, [])
 
 
 def readLine(process: subprocess.Popen[str], deadline: float) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -28,6 +28,7 @@ from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend
 from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
+from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource, ProxySettings
 from txlb.server import LoadBalancerSite
@@ -160,7 +161,11 @@ class LoadBalancerService(MultiService):
         self._sweeping: Any = None
         self._waitingForBackends = not config["backends"]
         if config["admin"] is not None:
-            admin = AdminSite(AdminResource(self, config["admin-token"]))
+            adminResource = AdminResource(self, config["admin-token"])
+            admin = AdminSite(adminResource)
+            recorder = TimerService(HISTORY_INTERVAL, adminResource.api.record)
+            recorder.clock = reactor
+            recorder.setServiceParent(self)
         if endpoints is None:
             self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
             if config["admin"] is not None:

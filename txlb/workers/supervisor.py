@@ -30,6 +30,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
@@ -38,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
+from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV, WorkerLogObserver
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
@@ -161,9 +163,15 @@ class Supervisor(MultiService):
         #: restarted worker to make too.
         self.changes: list[Change] = []
         self.admin = None
+        self.recorder = None
         if config["admin"] is not None:
-            site = AdminSite(WorkersAdmin(self, reactor))
-            self.admin = strports.service(config["admin"], site, reactor=reactor)
+            admin = WorkersAdmin(self, reactor)
+            self.admin = strports.service(config["admin"], AdminSite(admin), reactor=reactor)
+            # The status page's history, sampled from the workers.
+            self.recorder = TimerService(
+                HISTORY_INTERVAL, lambda: Deferred.fromCoroutine(admin.api.record())
+            )
+            self.recorder.clock = reactor
 
     def adminPorts(self) -> list[int]:
         """
@@ -213,6 +221,8 @@ class Supervisor(MultiService):
             self._start(worker)
         if self.admin is not None:
             self.admin.startService()
+        if self.recorder is not None:
+            self.recorder.startService()
         self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
 
     def _start(self, worker: _Worker) -> None:
@@ -306,6 +316,10 @@ class Supervisor(MultiService):
         drain timeout and some grace; then the admin listener.
         """
         self._stopping = True
+        if self.recorder is not None and self.recorder.running:
+            # First: once the workers are gone, a sample would wait for
+            # them until it timed out.
+            await self.recorder.stopService()
         for worker in self.workers:
             if worker.pending is not None:
                 worker.pending.cancel()

@@ -33,17 +33,22 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from txlb import __version__
+from txlb.admin import adminAccess, refuseChange, sinceOf
 from txlb.health import quietPool
+from txlb.history import History
+from txlb.metrics import BUCKETS
 from txlb.statuspage import StatusPage
 
 #: Seconds a worker gets to answer the supervisor's admin request.
 WORKER_TIMEOUT = 5.0
 
 #: Per-backend status fields that are counts, added up over workers.
-SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond")
+SUMMED = ("active", "requests", "failures", "errors", "checkFailures", "requestsPerSecond")
 
-#: Request headers passed on to the workers.
-_PASSED = (b"authorization", b"origin", b"content-type")
+#: Request headers passed on to the workers.  Not C{Origin} nor
+#: C{Sec-Fetch-Site}: the supervisor checks where a change comes from
+#: (L{refuseChange}), and its origin is not the worker's.
+_PASSED = (b"authorization", b"content-type")
 
 
 class Change(NamedTuple):
@@ -126,9 +131,9 @@ class Workers(Protocol):
 def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
     """
     The backends of several workers' C{/status} as one list: counts added
-    up, the mean latency, and a state that is C{mixed} when the workers
-    disagree; everything else as the first worker that has the backend
-    says.
+    up (the latency buckets too), the mean latency, the most recent last
+    error, and a state that is C{mixed} when the workers disagree;
+    everything else as the first worker that has the backend says.
     """
     merged: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
@@ -146,6 +151,15 @@ def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str
                 total[field] += backend[field]
             if total["state"] != backend["state"]:
                 total["state"] = "mixed"
+            age = backend.get("lastErrorAge")
+            if age is not None and (
+                total.get("lastErrorAge") is None or age < total["lastErrorAge"]
+            ):
+                total["lastError"], total["lastErrorAge"] = backend["lastError"], age
+            buckets = backend.get("latencyBuckets")
+            if buckets is not None:
+                before = total.get("latencyBuckets") or [0] * len(buckets)
+                total["latencyBuckets"] = [a + b for a, b in zip(before, buckets)]
     for address, total in merged.items():
         values = latencies.get(address)
         total["latencyMs"] = round(sum(values) / len(values), 2) if values else None
@@ -247,20 +261,73 @@ class WorkersAPI(Resource):
         super().__init__()
         self.workers = workers
         self.reactor = reactor
+        self.token: str | None = workers.config["admin-token"]
+        self.history = History(BUCKETS)
+
+    async def record(self) -> None:
+        """
+        Add a sample of every backend to the history, from the workers that
+        answer (none: no sample).
+        """
+        status = b"/status"
+        asks = [
+            ask(port, b"GET", status, Headers(), b"", self.reactor)
+            for port in self.workers.adminPorts()
+        ]
+        results = await DeferredList(asks, consumeErrors=True)
+        workers = [
+            json.loads(content)["backends"] for ok, (code, content) in _answered(results) if ok
+        ]
+        if workers:
+            self.history.record(self.reactor.seconds(), mergeBackends(workers), workers)
 
     def render(self, request: server.Request) -> int:
         gone: list[object] = []
         request.notifyFinish().addErrback(gone.append)
+        path = request.uri.split(b"?")[0].rstrip(b"/")
+        since = None
+        try:
+            if request.method not in (b"GET", b"HEAD"):
+                refused = refuseChange(request, self.token)
+                if refused is not None:
+                    code, reason = refused
+                    _finish(request, code, {"error": reason})
+                    return server.NOT_DONE_YET
+            elif path == b"/status":
+                since = sinceOf(request)
+        except ValueError as e:
+            _finish(request, http.BAD_REQUEST, {"error": str(e)})
+            return server.NOT_DONE_YET
         answering = self._answer(request)
+        if path == b"/status" and request.method == b"GET":
+            answering.addCallback(self._forThePage, request, since)
         answering.addErrback(self._failed, request)
         answering.addCallback(lambda answer: None if gone else _finish(request, *answer))
         return server.NOT_DONE_YET
+
+    def _forThePage(
+        self, answer: tuple[int, Any], request: server.Request, since: float | None
+    ) -> tuple[int, Any]:
+        """
+        Add to the status what the status page needs from the supervisor:
+        whether changes need a token and C{request} has it, and the
+        history's samples after C{since}.
+        """
+        code, status = answer
+        status["admin"] = adminAccess(request, self.token)
+        if since is not None:
+            status["history"] = self.history.answer(since)
+        return code, status
 
     def _failed(self, failure: Any, request: server.Request) -> tuple[int, Any]:
         self._log.failure("The workers' admin API failed", failure)
         return http.BAD_GATEWAY, {"error": failure.getErrorMessage()}
 
     def _answer(self, request: server.Request) -> Any:
+        """
+        Ask every worker, as C{request} asks (a status without its query:
+        the history is the supervisor's).
+        """
         assert request.content is not None
         body = request.content.read()
         headers = Headers()
@@ -268,7 +335,10 @@ class WorkersAPI(Resource):
             value = request.getHeader(name)
             if value is not None:
                 headers.addRawHeader(name, value)
-        change = Change(request.method, request.uri, headers, body)
+        uri = request.uri
+        if request.method == b"GET" and uri.split(b"?")[0].rstrip(b"/") == b"/status":
+            uri = b"/status"
+        change = Change(request.method, uri, headers, body)
         asks = [ask(port, *change, self.reactor) for port in self.workers.adminPorts()]
         return DeferredList(asks, consumeErrors=True).addCallback(self._combine, change)
 
@@ -278,10 +348,7 @@ class WorkersAPI(Resource):
         C{results}; a change they all made is remembered.
         """
         method, path = change.method, change.uri.split(b"?")[0].rstrip(b"/")
-        answers: list[tuple[int | None, Any]] = [
-            result if ok else (None, f"no answer: {result.getErrorMessage()}")
-            for ok, result in results
-        ]
+        answers = [answer for _, answer in _answered(results)]
         if method == b"GET" and path == b"/metrics":
             answered = [code == http.OK for code, _ in answers]
             texts = [
@@ -320,14 +387,36 @@ class WorkersAPI(Resource):
         for worker, process in zip(workers, self.workers.describe()):
             worker.update(process)
         config = self.workers.config
+        answering = [worker for worker in workers if "backends" in worker]
+        # The algorithm as the workers have it: the admin API may have
+        # switched it since the configuration was read.
+        first = answering[0] if answering else {}
         return {
             "version": __version__,
             "uptime": round(self.reactor.seconds() - self.workers.started, 1),
-            "algorithm": config["algo"],
+            "algorithm": first.get("algorithm", config["algo"]),
+            "usesWeights": first.get("usesWeights", True),
             "listen": config["listen"],
-            "backends": mergeBackends([w["backends"] for w in workers if "backends" in w]),
+            "backendTLS": first.get("backendTLS"),
+            "latencyBounds": list(BUCKETS),
+            "backends": mergeBackends([worker["backends"] for worker in answering]),
             "workers": workers,
         }
+
+
+def _answered(results: list[tuple[bool, Any]]) -> list[tuple[bool, tuple[int | None, Any]]]:
+    """
+    Whether each worker answered 200, and its answer's code and content,
+    from a L{DeferredList}'s C{results} of L{ask}s (a code of L{None} and
+    why, for a worker that did not answer).
+    """
+    answers: list[tuple[bool, tuple[int | None, Any]]] = []
+    for ok, result in results:
+        if not ok:
+            answers.append((False, (None, f"no answer: {result.getErrorMessage()}")))
+        else:
+            answers.append((result[0] == http.OK, result))
+    return answers
 
 
 def _read(response: Any) -> Any:
