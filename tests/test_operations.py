@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 from treq.testing import StubTreq
@@ -19,7 +21,10 @@ from twisted.web.test.requesthelper import DummyRequest
 from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
 from txlb.admin import AdminResource, AdminSite, refuseChange
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.refusals import REASONS
 from txlb.tap import Options, makeService
+from txlb.workers.workeradmin import mergeMetrics, workerMetrics
 
 
 class ConfigArgumentsTests(SynchronousTestCase):
@@ -836,3 +841,54 @@ class JSONAccessLogTests(SynchronousTestCase):
         harness.refuse(ConnectionRefusedError())
         cases.append("UH")
         self.assertEqual([json.loads(line)["flag"] for line in harness.accessLog()], cases)
+
+
+#: Where the metrics are documented.
+METRICS_DOCS = Path(__file__).resolve().parent.parent / "README.md"
+
+
+class MetricsDocumentedTests(SynchronousTestCase):
+    """
+    The documentation's table of metrics against the metrics themselves.
+    """
+
+    def table(self) -> str:
+        text = METRICS_DOCS.read_text(encoding="utf-8")
+        section = text[text.index("\n### Metrics\n") :]
+        return section[: section.index("\n### ", 1)]
+
+    def test_everyMetric(self) -> None:
+        """
+        Every metric txlb exposes (a shadow policy's, and the supervisor's
+        under C{--workers}, too) has its row, and every row is one txlb
+        exposes.
+        """
+        harness = Harness(self)
+        harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
+        exposed = {
+            line.split()[2]
+            for line in (
+                harness.resource.metrics.exposition().decode()
+                + mergeMetrics([], workerMetrics([True], [0])).decode()
+            ).splitlines()
+            if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")
+        }
+        documented = {
+            name
+            for line in self.table().splitlines()
+            if line.startswith("| `txlb_")
+            for name in re.findall(r"`(txlb_\w+)`", line.split("|")[1])
+        }
+        self.assertEqual(documented, exposed)
+
+    def test_everyRefusalReason(self) -> None:
+        """
+        The row of C{txlb_client_refusals_total} names each of its reasons.
+        """
+        [row] = [
+            line
+            for line in self.table().splitlines()
+            if line.startswith("| `txlb_client_refusals_total`")
+        ]
+        named = re.findall(r"`(\w+)`", row.split("|")[3])
+        self.assertEqual(sorted(named), sorted(REASONS))
