@@ -585,6 +585,18 @@ class WorkersAPITests(SynchronousTestCase):
         )
         self.assertEqual(self.asked, [(port, b"GET", b"/status") for port in (1, 2, 1, 2)])
 
+    def test_recordSurvivesNonsense(self) -> None:
+        """
+        A worker whose status makes no sense costs one sample, logged, not
+        the sampling: the next one is taken.
+        """
+        self.answers = {1: [{"address": "a:1"}], 2: []}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.answers = {1: [self.backend([0] * 15, 1.0)], 2: [self.backend([0] * 15, 1.0)]}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.assertEqual(len(self.api.history.since(-1)), 1)
+
     def test_statusForThePage(self) -> None:
         """
         C{/status?since=T} asks the workers for their status alone, and

@@ -275,11 +275,16 @@ class WorkersAPI(Resource):
             for port in self.workers.adminPorts()
         ]
         results = await DeferredList(asks, consumeErrors=True)
-        workers = [
-            json.loads(content)["backends"] for ok, (code, content) in _answered(results) if ok
-        ]
-        if workers:
-            self.history.record(self.reactor.seconds(), mergeBackends(workers), workers)
+        try:
+            workers = [
+                json.loads(content)["backends"] for ok, (_, content) in _answered(results) if ok
+            ]
+            if workers:
+                self.history.record(self.reactor.seconds(), mergeBackends(workers), workers)
+        except Exception:
+            # Logged, and the next sample is tried: an exception would end
+            # the sampling for good.
+            self._log.failure("Sampling the workers' status for the history failed")
 
     def render(self, request: server.Request) -> int:
         gone: list[object] = []
