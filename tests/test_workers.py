@@ -882,6 +882,30 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(sum(values.values()), 30)
         self.assertIn('txlb_worker_up{worker="1"} 1.0', body.decode())
 
+    def test_history(self) -> None:
+        """
+        The supervisor samples its workers every 2 seconds for the status
+        page: C{/status?since=0} has the samples, with the p99 of the
+        requests both workers served between two of them.
+        """
+        self.start()
+        address = f"127.0.0.1:{self.backendPorts[0]}"
+
+        def samples() -> list[dict[str, Any]]:
+            code, body = get(self.adminPort, "/status?since=0")
+            self.assertEqual(code, 200)
+            return list(json.loads(body)["history"]["samples"])
+
+        self.waitFor(lambda: len(samples()) >= 1, "a first sample")
+        for _ in range(20):
+            get(self.port, "/ping")
+        self.waitFor(
+            lambda: any(s["backends"][address]["p99"] is not None for s in samples()),
+            "a sample with a p99",
+        )
+        times = [s["time"] for s in samples()]
+        self.assertEqual([round(b - a) for a, b in zip(times, times[1:])], [2] * (len(times) - 1))
+
     def test_logSaysWhichWorker(self) -> None:
         """
         Each worker's log lines say which worker wrote them.
