@@ -36,9 +36,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.settings import ProxySettings
 from txlb.tap import Options, makeService
 
 CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
@@ -189,15 +190,16 @@ class RawClient(Protocol):
         self.closed.callback(self.received)
 
 
-async def waitFor(condition: Callable[[], bool], seconds: float = 10) -> None:
+async def waitFor(condition: Callable[[], Any], seconds: float = 10, what: str = "") -> None:
     """
-    Wait until C{condition()} holds, for at most C{seconds}.
+    Wait until C{condition()} holds, for at most C{seconds}; C{what} says
+    what was waited for if it never does.
     """
     for _ in range(int(seconds / 0.01)):
         if condition():
             return
         await deferLater(reactor, 0.01)
-    raise AssertionError(f"timed out waiting for {condition}")
+    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 class Flood:
@@ -412,21 +414,27 @@ class PKI:
         )
 
     def leaf(
-        self, stem: str, names: Sequence[str] = (), addresses: Sequence[str] = ()
+        self,
+        stem: str,
+        names: Sequence[str] = (),
+        addresses: Sequence[str] = (),
+        usages: Sequence[x509.ObjectIdentifier] = (),
     ) -> tuple[str, str]:
         """
         A certificate for C{names} and IP C{addresses} (a client certificate
-        if there are none), and its key: their paths.
+        if there are none, unless C{usages} says otherwise), and its key:
+        their paths.
         """
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
-        usage = (
-            ExtendedKeyUsageOID.SERVER_AUTH
-            if names or addresses
-            else ExtendedKeyUsageOID.CLIENT_AUTH
-        )
+        if not usages:
+            usages = [
+                ExtendedKeyUsageOID.SERVER_AUTH
+                if names or addresses
+                else ExtendedKeyUsageOID.CLIENT_AUTH
+            ]
         builder = self._builder(subject, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
+            x509.ExtendedKeyUsage(list(usages)), critical=False
         )
         alternatives: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
         alternatives += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]

@@ -96,8 +96,8 @@ class ProxyAccessLogFileTests(SynchronousTestCase):
     def harness(self, **settings: object) -> tuple[Harness, str]:
         harness = Harness(self, **settings)
         path = self.mktemp()
-        harness.resource.accessLogFile = AccessLogFile(path, harness.reactor)
-        self.addCleanup(harness.resource.accessLogFile.close)
+        harness.resource.accessLog.file = AccessLogFile(path, harness.reactor)
+        self.addCleanup(harness.resource.accessLog.file.close)
         return harness, path
 
     def test_textLine(self) -> None:
@@ -110,7 +110,7 @@ class ProxyAccessLogFileTests(SynchronousTestCase):
         backend, _ = harness.backend()
         harness.reactor.advance(0.0013)
         backend.dataReceived(OK)
-        harness.resource.accessLogFile.flush()  # type: ignore[union-attr]
+        harness.resource.accessLog.file.flush()  # type: ignore[union-attr]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(0))
         self.assertEqual(
             read(path).decode(),
@@ -128,7 +128,7 @@ class ProxyAccessLogFileTests(SynchronousTestCase):
         harness.client(GET)
         backend, _ = harness.backend()
         backend.dataReceived(OK)
-        harness.resource.accessLogFile.flush()  # type: ignore[union-attr]
+        harness.resource.accessLog.file.flush()  # type: ignore[union-attr]
         line = json.loads(read(path))
         self.assertEqual(list(line)[:3], ["time", "client", "method"])
         self.assertEqual((line["status"], line["flag"]), (200, "-"))
@@ -141,7 +141,7 @@ class ProxyAccessLogFileTests(SynchronousTestCase):
         harness, path = self.harness(retries=0)
         harness.client(GET)
         harness.refuse(ConnectionRefusedError())
-        harness.resource.accessLogFile.flush()  # type: ignore[union-attr]
+        harness.resource.accessLog.file.flush()  # type: ignore[union-attr]
         self.assertIn(b"status=502", read(path))
         self.assertEqual(len(harness.accessLog()), 1)
         self.assertIn("status=502", harness.accessLog()[0])

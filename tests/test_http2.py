@@ -49,8 +49,9 @@ from txlb.backend import Backend
 from txlb.client import BackendClient
 from txlb.flow import HIGH_WATER
 from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, describeError
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
+from txlb.settings import ProxySettings
 
 
 class Response:
@@ -630,7 +631,7 @@ class FlowControlTests(HTTP2TestCase):
         await deferLater(reactor, 1.0)
         [h2stream] = [s for c in self.site.channels for s in c.streams.values()]
         [exchange] = self.resource._exchanges
-        held = h2stream.waitingBytes + exchange.queuedBytes
+        held = h2stream.valve.waiting + exchange.valve.waiting
         self.assertLess(held, STREAM_HIGH_WATER + 2 * HIGH_WATER)
         self.assertLessEqual(len(client.responses[stream].body), 65535)
         for _ in range(2000):
@@ -667,7 +668,7 @@ class FlowControlTests(HTTP2TestCase):
         [h2stream] = [s for c in self.site.channels for s in c.streams.values()]
         [exchange] = self.resource._exchanges
         self.assertLess(
-            h2stream.waitingBytes + exchange.queuedBytes, STREAM_HIGH_WATER + 2 * HIGH_WATER
+            h2stream.valve.waiting + exchange.valve.waiting, STREAM_HIGH_WATER + 2 * HIGH_WATER
         )
         client.transport.resumeProducing()
         answer_ = await client.response(stream)
@@ -990,8 +991,8 @@ class ReviewedTests(HTTP2TestCase):
         )
         for connection in backendFactory.connections:
             await connection.flood.stalled()
-        waiting = sum(s.waitingBytes for c in self.site.channels for s in c.streams.values())
-        queued = sum(e.queuedBytes for e in self.resource._exchanges)
+        waiting = sum(s.valve.waiting for c in self.site.channels for s in c.streams.values())
+        queued = sum(e.valve.waiting for e in self.resource._exchanges)
         # Each side may overshoot by what one backend read brings (64 KiB).
         self.assertLess(waiting + queued, streams * 4 * STREAM_HIGH_WATER)
 

@@ -824,7 +824,7 @@ class SiteTests(SynchronousTestCase):
 
         harness = Harness(self)
         resource = LoadBalancerResource(harness.resource.algorithm, harness.backendClient)
-        self.assertIs(resource._reactor, reactor)
+        self.assertIs(resource.clock, reactor)
 
 
 class AccessLogTests(SynchronousTestCase):

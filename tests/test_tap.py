@@ -13,8 +13,8 @@ from txlb.algorithms.iphash import IPHash
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend, parseBackend
-from txlb.proxy import ProxySettings
 from txlb.server import LoadBalancerSite
+from txlb.settings import ProxySettings
 from txlb.tap import Options, makeService
 
 

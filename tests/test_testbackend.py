@@ -30,6 +30,7 @@ from txlb.testbackend import (
     makeBackendService,
     makeBackendSite,
     portsFromEnvironment,
+    registrationsFromEnvironment,
     resourceFromEnvironment,
 )
 
@@ -551,6 +552,100 @@ class ServiceTests(TestCase):
         self.assertRaises(CannotListenError, second.privilegedStartService)
 
 
+class RegistrationsFromEnvironmentTests(SynchronousTestCase):
+    """
+    L{registrationsFromEnvironment}: C{BACKEND_ETCD} and the variables
+    that go with it.  C{tests/test_etcd_real.py} runs the .tac with them
+    against a real etcd.
+    """
+
+    def registrations(self, **environ: str) -> list[Any]:
+        parent = registrationsFromEnvironment([8081, 8082], environ, Clock())
+        assert parent is not None
+        return list(parent)
+
+    def test_off(self) -> None:
+        """
+        Without C{BACKEND_ETCD} (or with it empty) nothing registers.
+        """
+        self.assertIsNone(registrationsFromEnvironment([8081], {}, Clock()))
+        self.assertIsNone(registrationsFromEnvironment([8081], {"BACKEND_ETCD": " "}, Clock()))
+
+    def test_defaults(self) -> None:
+        """
+        Each port registers in pool C{default} under C{/txlb/}, weight 1,
+        TTL 10 s, with every etcd URL given.
+        """
+        registrations = self.registrations(
+            BACKEND_ETCD="http://127.0.0.1:2379, http://127.0.0.2:2379"
+        )
+        self.assertEqual(
+            [(r.key, r.value, r.ttl) for r in registrations],
+            [
+                (b"/txlb/pools/default/backends/127.0.0.1:8081", b'{"weight": 1}', 10),
+                (b"/txlb/pools/default/backends/127.0.0.1:8082", b'{"weight": 1}', 10),
+            ],
+        )
+        self.assertEqual(
+            registrations[0].client.endpoints, ["http://127.0.0.1:2379", "http://127.0.0.2:2379"]
+        )
+
+    def test_settings(self) -> None:
+        """
+        The pool, the prefix, the TTL and per-port weights.
+        """
+        registrations = self.registrations(
+            BACKEND_ETCD="http://127.0.0.1:2379",
+            BACKEND_ETCD_POOL="api",
+            BACKEND_ETCD_PREFIX="/fleet/",
+            BACKEND_ETCD_TTL="3",
+            BACKEND_ETCD_WEIGHT="8082:5",
+        )
+        self.assertEqual(
+            [(r.key, r.value, r.ttl) for r in registrations],
+            [
+                (b"/fleet/pools/api/backends/127.0.0.1:8081", b'{"weight": 1}', 3),
+                (b"/fleet/pools/api/backends/127.0.0.1:8082", b'{"weight": 5}', 3),
+            ],
+        )
+
+    def test_errors(self) -> None:
+        """
+        Each bad value is one line naming its variable.
+        """
+        url = "http://127.0.0.1:2379"
+        for environ, message in [
+            (
+                {"BACKEND_ETCD": "127.0.0.1:2379"},
+                "BACKEND_ETCD: '127.0.0.1:2379': expected http://HOST:PORT or https://HOST:PORT",
+            ),
+            (
+                {"BACKEND_ETCD": url, "BACKEND_ETCD_TTL": "0"},
+                "BACKEND_ETCD_TTL: '0' is not a number of seconds (1-3600)",
+            ),
+            (
+                {"BACKEND_ETCD": url, "BACKEND_ETCD_TTL": "ten"},
+                "BACKEND_ETCD_TTL: 'ten' is not a number of seconds (1-3600)",
+            ),
+            (
+                {"BACKEND_ETCD": url, "BACKEND_ETCD_WEIGHT": "8081:0"},
+                "BACKEND_ETCD_WEIGHT: '0' is not a weight (1-1000)",
+            ),
+            (
+                {"BACKEND_ETCD": url, "BACKEND_ETCD_WEIGHT": "9999:2"},
+                "BACKEND_ETCD_WEIGHT: '9999:2' is not PORT:VALUE for one of [8081, 8082]",
+            ),
+            (
+                {"BACKEND_ETCD": url, "BACKEND_ETCD_POOL": "a/b"},
+                "BACKEND_ETCD_POOL: 'a/b' is not a pool name (one path segment)",
+            ),
+        ]:
+            error = self.assertRaises(
+                ValueError, registrationsFromEnvironment, [8081, 8082], environ, Clock()
+            )
+            self.assertEqual(str(error), message)
+
+
 class TacTests(SynchronousTestCase):
     """
     C{backend_server.tac} run by twistd.
@@ -614,4 +709,15 @@ class TacTests(SynchronousTestCase):
             "8083",
             "backend_server.tac: BACKEND_DELAY_MS: '8083' is not PORT:VALUE for one of"
             " [8081, 8082, 8083]",
+        )
+
+    def test_badEtcdOneLine(self) -> None:
+        """
+        So does a bad C{BACKEND_ETCD}.
+        """
+        self.assertOneLine(
+            "BACKEND_ETCD",
+            "etcd:2379",
+            "backend_server.tac: BACKEND_ETCD: 'etcd:2379': expected http://HOST:PORT"
+            " or https://HOST:PORT",
         )

@@ -44,8 +44,9 @@ from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.health import HealthChecker
 from txlb.outcome import CONNECT_FAILURE
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
+from txlb.settings import ProxySettings
 from txlb.tap import Options
 from txlb.testbackend import makeBackendSite
 

@@ -1,5 +1,8 @@
 """
-The access log as a file of its own (C{--access-log-file}), written the way
+The access log: L{AccessLog} formats one line per request, text or JSON,
+for twistd's log or for a file of its own.
+
+That file (C{--access-log-file}, L{AccessLogFile}) is written the way
 nginx (C{access_log ... buffer= flush=}) and Envoy (a flush interval) write
 theirs: lines are buffered and written at most every L{FLUSH_INTERVAL}
 seconds, or as soon as L{BUFFER_SIZE} bytes wait.
@@ -13,8 +16,13 @@ L{AccessLogFile.reopen} (on SIGHUP), so logrotate can move it away.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, BinaryIO
+
+from twisted.logger import Logger, LogLevel
+
+from txlb.outcome import Outcome
 
 #: Seconds a line may wait in memory before it is written.
 FLUSH_INTERVAL = 1.0
@@ -92,3 +100,111 @@ class AccessLogFile:
         """
         self.flush()
         self._file.close()
+
+
+class AccessLog:
+    """
+    The access log: one line per request, text (the seed's line) or JSON,
+    to twistd's log, or to an L{AccessLogFile} when there is one (failures
+    go to twistd's log too).
+
+    @ivar file: The L{AccessLogFile} lines go to, or L{None} for twistd's
+        log.
+    """
+
+    file: AccessLogFile | None = None
+
+    def __init__(self, log: Logger) -> None:
+        """
+        @param log: The logger whose namespace and source the events carry.
+        """
+        self._log = log
+
+    def record(
+        self, outcome: Outcome, address: str, status: str, seconds: float, asJSON: bool
+    ) -> None:
+        """
+        Log the line of a request that ended with C{outcome}, on C{address}
+        (C{-} for none) with C{status} (C{-} for none), C{seconds} after it
+        arrived.
+
+        The line is formatted here, once, with an f-string; the event
+        carries it pre-formatted (as a flattened event, so no observer runs
+        C{string.Formatter} on it) beside every field, for JSON and other
+        structured observers.
+        """
+        request = outcome.request
+        method = _text(getattr(request, "method", None))
+        target = _text(getattr(request, "uri", None))
+        file = self.file
+        # Failures go to the main log too, even with an access-log file.
+        fileOnly = file is not None and outcome.level == LogLevel.info
+        if not asJSON:
+            line = (
+                f"client={outcome.clientHost} method={method} path={target} "
+                f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
+            )
+            if outcome.error is not None:
+                line += f' error="{outcome.error}"'
+            if file is not None:
+                file.write(f"{file.timestamp()} {line}")
+                if fileOnly:
+                    # The fields are for the event, which is not needed.
+                    return
+        fields = {
+            "client": outcome.clientHost,
+            "method": method,
+            "target": target,
+            "backend": address,
+            "status": outcome.status,
+            "bytesIn": getattr(request, "bodyBytes", 0),
+            "bytesOut": getattr(request, "sentLength", 0),
+            "connectMs": _milliseconds(outcome.connected, outcome.started),
+            "firstByteMs": _milliseconds(outcome.firstByte, outcome.started),
+            "totalMs": _tenths(seconds * 1000),
+            "retries": outcome.retries,
+            "flag": outcome.flag,
+            "error": outcome.error,
+        }
+        if asJSON:
+            line = json.dumps(fields)
+            if file is not None:
+                file.write(json.dumps({"time": file.timestamp(), **fields}))
+                if fileOnly:
+                    return
+        # Logger.emit, without its check of the level (it iterates every
+        # LogLevel), and with the line pre-formatted as a flattened event, so
+        # no observer runs string.Formatter on it.
+        log = self._log
+        fields.update(
+            line=line,
+            log_flattened={"line!s:": line},
+            log_format="{line}",
+            log_level=outcome.level,
+            log_logger=log,
+            log_namespace=log.namespace,
+            log_source=log.source,
+            log_time=time.time(),
+        )
+        log.observer(fields)
+
+
+def _text(value: bytes | str | None) -> str:
+    """
+    A request's method or target for the log; C{-} before it was read.
+    """
+    if not isinstance(value, bytes):
+        return "-"
+    return value.decode("ascii", "backslashreplace")
+
+
+def _milliseconds(moment: float | None, started: float) -> float | None:
+    return None if moment is None else _tenths((moment - started) * 1000)
+
+
+def _tenths(value: float) -> float:
+    """
+    C{value}, not negative, to one decimal: C{round(value, 1)} is slow on
+    PyPy.
+    """
+    return int(value * 10 + 0.5) / 10

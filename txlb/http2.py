@@ -68,6 +68,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from txlb import headers, refusals
+from txlb.flow import Valve
 from txlb.outcome import CLIENT_PROTOCOL_ERROR
 from txlb.request import ClientRequest, Refused
 from txlb.upload import StreamingBody
@@ -154,13 +155,12 @@ class HTTP2Stream:
         self.request: HTTP2Request | None = None
         #: Response bytes waiting for the window or the socket.
         self.waiting: deque[bytes | memoryview] = deque()
-        self.waitingBytes = 0
+        #: Pauses the exchange relaying the response while too much waits.
+        self.valve = Valve(STREAM_HIGH_WATER)
         #: Whether the response is complete (sent once nothing waits), and
         #: whether its end was sent.
         self.ending = False
         self.ended = False
-        self.producer: Any = None
-        self.producerPaused = False
         #: Whether the client has sent the whole request.
         self.requestEnded = False
         self.uploadPaused = False
@@ -202,23 +202,20 @@ class HTTP2Stream:
         if not data or self.ending:
             return
         self.waiting.append(data)
-        self.waitingBytes += len(data)
+        self.valve.fill(len(data))
         self.connection.sendData(self)
-        if self.waitingBytes > STREAM_HIGH_WATER and self.producer is not None:
-            if not self.producerPaused:
-                self.producerPaused = True
-                self.producer.pauseProducing()
+        self.valve.pauseIfFull()
 
     def writeSequence(self, data: list[bytes]) -> None:
         for chunk in data:
             self.write(chunk)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-        self.producerPaused = False
+        self.valve.producer = producer
+        self.valve.paused = False
 
     def unregisterProducer(self) -> None:
-        self.producer = None
+        self.valve.producer = None
 
     def requestDone(self, request: HTTP2Request) -> None:
         """
@@ -226,16 +223,6 @@ class HTTP2Stream:
         """
         self.ending = True
         self.connection.sendData(self)
-
-    def sent(self) -> None:
-        """
-        Some of what waited was sent: let the exchange go on if little
-        waits now.
-        """
-        if self.producerPaused and self.waitingBytes <= STREAM_HIGH_WATER // 2:
-            self.producerPaused = False
-            if self.producer is not None:
-                self.producer.resumeProducing()
 
     def reset(self, code: int) -> None:
         """
@@ -507,7 +494,7 @@ class HTTP2Channel(Protocol):
         streamID = stream.streamID
         if streamID not in self.streams:
             stream.waiting.clear()
-            stream.waitingBytes = 0
+            stream.valve.waiting = 0
             return
         if self.socketFull:
             if stream.waiting or stream.ending:
@@ -515,7 +502,7 @@ class HTTP2Channel(Protocol):
             return
         conn = self.conn
         waiting = stream.waiting
-        sent = False
+        sent = 0
         while waiting:
             window = conn.local_flow_control_window(streamID)
             if window <= 0:
@@ -526,11 +513,10 @@ class HTTP2Channel(Protocol):
                 view = memoryview(data)
                 waiting.appendleft(view[size:])
                 data = view[:size]
-            stream.waitingBytes -= len(data)
+            sent += len(data)
             last = stream.ending and not waiting
             self._onStream(conn.send_data, streamID, data, last)
             stream.ended = last
-            sent = True
         if stream.ending and not waiting:
             if not stream.ended:
                 stream.ended = True
@@ -540,7 +526,8 @@ class HTTP2Channel(Protocol):
         if sent:
             if stream.timer is not None:
                 stream.timer.reset(self.resource.settings.clientTimeout)
-            stream.sent()
+            # Let the exchange go on if little waits now.
+            stream.valve.drain(sent)
 
     def _sendAll(self) -> None:
         """

@@ -30,8 +30,9 @@ from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
 from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.interfaces import IAlgorithm
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
+from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 
 
@@ -193,9 +194,9 @@ class LoadBalancerService(MultiService):
         Write the access log to C{path} from now on (to the main log if
         L{None}), closing the file it went to.
         """
-        old = self.resource.accessLogFile
+        old = self.resource.accessLog.file
         try:
-            self.resource.accessLogFile = (
+            self.resource.accessLog.file = (
                 None if path is None else AccessLogFile(path, self.reactor)
             )
         except OSError as e:
@@ -390,7 +391,7 @@ class LoadBalancerService(MultiService):
 
         @return: Whether it was applied.
         """
-        accessLogFile = self.resource.accessLogFile
+        accessLogFile = self.resource.accessLog.file
         if accessLogFile is not None:
             # After logrotate moved it away.
             accessLogFile.reopen()

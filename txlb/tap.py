@@ -24,9 +24,10 @@ from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
 from txlb.backend import Backend, BackendPool, parseBackends
 from txlb.client import BackendClient
 from txlb.http1 import isToken
-from txlb.proxy import LoadBalancerResource, ProxySettings
+from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
+from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
 from txlb.workers.supervisor import Supervisor, parseListen

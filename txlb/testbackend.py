@@ -10,6 +10,10 @@ process on loopback, one port each.
 For trying the algorithms, a port can answer after a delay
 (C{BACKEND_DELAY_MS}) and report a load in C{X-Txlb-Load}
 (C{BACKEND_LOAD}), as a slow or busy server would.
+
+For trying a fleet, each port can register itself in etcd
+(C{BACKEND_ETCD}), under a lease it keeps alive, as a backend of a pool
+(L{registrationsFromEnvironment}).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from txlb.backend import MAX_WEIGHT
+from txlb.etcd import DEFAULT_PREFIX, DEFAULT_TTL, EtcdClient, Registration
+from txlb.etcd.layout import memberKey, memberValue
+
 __all__ = [
     "DEFAULT_BACKEND_PORTS",
     "BackendResource",
@@ -34,6 +42,7 @@ __all__ = [
     "makeBackendSite",
     "perPortFromEnvironment",
     "portsFromEnvironment",
+    "registrationsFromEnvironment",
     "resourceFromEnvironment",
 ]
 
@@ -284,3 +293,59 @@ def resourceFromEnvironment(
         if not 0 <= load <= 1:
             raise ValueError(f"BACKEND_LOAD: {text!r} is not a load from 0 to 1")
     return BackendResource(delays, loads)
+
+
+def registrationsFromEnvironment(
+    ports: list[int],
+    environ: Mapping[str, str] | None = None,
+    reactor: Any = None,
+    interface: str = "127.0.0.1",
+) -> MultiService | None:
+    """
+    With C{BACKEND_ETCD} set (etcd's URLs, comma-separated), one
+    L{Registration} per port: C{pools/POOL/backends/INTERFACE:PORT} under
+    C{BACKEND_ETCD_PREFIX} (default C{/txlb/}), with the value
+    C{{"weight": N}}, under a lease of C{BACKEND_ETCD_TTL} seconds (default
+    10) kept alive while the backend runs and revoked when it stops.
+    C{BACKEND_ETCD_POOL} names the pool (default C{default}),
+    C{BACKEND_ETCD_WEIGHT} gives weights per port (C{8083:3}; 1 for the
+    others).
+
+    @return: The registrations, or L{None} without C{BACKEND_ETCD}.
+    @raise ValueError: With a one-line message naming the offending value.
+    """
+    if environ is None:
+        environ = os.environ
+    urls = [u.strip() for u in environ.get("BACKEND_ETCD", "").split(",") if u.strip()]
+    if not urls:
+        return None
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        client = EtcdClient(urls, reactor)
+    except ValueError as e:
+        raise ValueError(f"BACKEND_ETCD: {e}") from None
+    pool = environ.get("BACKEND_ETCD_POOL", "default").strip()
+    prefix = environ.get("BACKEND_ETCD_PREFIX", DEFAULT_PREFIX).strip()
+    ttlText = environ.get("BACKEND_ETCD_TTL", str(DEFAULT_TTL)).strip()
+    if not (ttlText.isascii() and ttlText.isdigit() and 1 <= int(ttlText) <= 3600):
+        raise ValueError(f"BACKEND_ETCD_TTL: {ttlText!r} is not a number of seconds (1-3600)")
+    weights = perPortFromEnvironment("BACKEND_ETCD_WEIGHT", ports, environ)
+    parent = MultiService()
+    for port in ports:
+        weightText = weights.get(port, "1")
+        if not (
+            weightText.isascii() and weightText.isdigit() and 1 <= int(weightText) <= MAX_WEIGHT
+        ):
+            raise ValueError(
+                f"BACKEND_ETCD_WEIGHT: {weightText!r} is not a weight (1-{MAX_WEIGHT})"
+            )
+        address = f"[{interface}]:{port}" if ":" in interface else f"{interface}:{port}"
+        try:
+            key = prefix + memberKey(pool, address)
+        except ValueError as e:
+            raise ValueError(f"BACKEND_ETCD_POOL: {e}") from None
+        Registration(
+            client, key.encode("utf-8"), memberValue(int(weightText)), reactor, int(ttlText)
+        ).setServiceParent(parent)
+    return parent

@@ -64,24 +64,29 @@ def loadCertificates(option: str, path: str) -> list[Certificate]:
         raise ValueError(f"{option}: {path}: a certificate in the file cannot be read") from None
 
 
-def loadClientCertificate(certPath: str, keyPath: str) -> PrivateCertificate:
+def loadClientCertificate(
+    certPath: str,
+    keyPath: str,
+    certOption: str = "--backend-cert",
+    keyOption: str = "--backend-key",
+) -> PrivateCertificate:
     """
     The client certificate (the first one of C{certPath}) with its private
-    key (C{keyPath}), both PEM.
+    key (C{keyPath}), both PEM; errors name the options they came from.
 
     @raise ValueError: With one line, if either cannot be read or the key
         is not the certificate's.
     """
-    certificate = loadCertificates("--backend-cert", certPath)[0]
+    certificate = loadCertificates(certOption, certPath)[0]
     try:
-        key = KeyPair.load(_read("--backend-key", keyPath), SSL.FILETYPE_PEM)
+        key = KeyPair.load(_read(keyOption, keyPath), SSL.FILETYPE_PEM)
     except crypto.Error:
-        raise ValueError(f"--backend-key: {keyPath}: no PEM private key in the file") from None
+        raise ValueError(f"{keyOption}: {keyPath}: no PEM private key in the file") from None
     try:
         return PrivateCertificate.fromCertificateAndKeyPair(certificate, key)
     except VerifyError:
         raise ValueError(
-            f"--backend-key: {keyPath}: not the key of the certificate in {certPath}"
+            f"{keyOption}: {keyPath}: not the key of the certificate in {certPath}"
         ) from None
 
 

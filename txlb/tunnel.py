@@ -34,6 +34,7 @@ duration.
 
 from __future__ import annotations
 
+import typing
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -48,7 +49,7 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import LogLevel
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
@@ -58,8 +59,23 @@ from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead,
 from txlb.outcome import Outcome, answer, describe
 
 if TYPE_CHECKING:
-    from txlb.backend import Backend
-    from txlb.proxy import LoadBalancerResource
+    from txlb.backend import Backend, BackendPool
+
+
+class Relay(typing.Protocol):
+    """
+    What a tunnel needs of the resource that made it: the backends' counts
+    and health, the fields to send, the clock, the log, and where its
+    outcome goes.  (L{txlb.proxy.LoadBalancerResource} provides it.)
+    """
+
+    pool: BackendPool
+    clock: IReactorTime
+    log: Logger
+
+    def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields: ...
+
+    def ended(self, outcome: Outcome) -> None: ...
 
 
 #: How long, at most, txlb goes on reading (and dropping) what a side of a
@@ -232,15 +248,13 @@ class Tunnel:
 
     def __init__(
         self,
-        resource: LoadBalancerResource,
+        resource: Relay,
         request: server.Request,
         backend: Backend,
         clientHost: str,
         started: float,
-        reactor: IReactorTime,
     ) -> None:
         self.resource = resource
-        self.reactor = reactor
         self.request = request
         self.backend = backend
         self.clientHost = clientHost
@@ -471,7 +485,7 @@ class Tunnel:
         """
         A bug in txlb: log it and close both sides.
         """
-        self.resource._log.failure(
+        self.resource.log.failure(
             "Internal error tunnelling {path}", failure, path=self.request.uri
         )
         if self.over:
@@ -512,7 +526,9 @@ class Tunnel:
             transport.loseConnection()
         else:
             transport.loseWriteConnection()
-        self.lingering[transport] = self.reactor.callLater(LINGER, self._stopLingering, transport)
+        self.lingering[transport] = self.resource.clock.callLater(
+            LINGER, self._stopLingering, transport
+        )
 
     def _stopLingering(self, transport: Any) -> None:
         """

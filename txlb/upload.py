@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from txlb.flow import HIGH_WATER, LOW_WATER
+from txlb.flow import Valve
 
 #: Request body bytes kept so that a retry can send the body again.
 REPLAY_LIMIT = 1024 * 1024
@@ -24,8 +24,8 @@ class StreamingBody:
     A client's request body, sent to the backend as it arrives.
 
     Chunks wait here while the backend connection is being made, or while
-    the backend cannot take more; past L{HIGH_WATER} waiting bytes, reading
-    from the client pauses, and it resumes below L{LOW_WATER}.  The first
+    the backend cannot take more; a L{Valve} pauses reading from the client
+    while too many wait.  The first
     L{REPLAY_LIMIT} bytes are also kept, so that a retry can send the body
     again from its start; past that, only a request of which the backend got
     nothing can be retried.
@@ -42,16 +42,14 @@ class StreamingBody:
         self.length = UNKNOWN_LENGTH if length is None else length
         self.started = False
         self.complete = False
-        self._client = client
         self._kept: list[bytes] | None = []
         self._keptBytes = 0
         self._waiting: deque[bytes] = deque()
-        self._waitingBytes = 0
+        self._valve = Valve(producer=client)
         self._sent = 0
         self._consumer: Any = None
         self._done: Deferred[None] | None = None
         self._backendPaused = False
-        self._clientPaused = False
         self._discarding = False
 
     def received(self, data: bytes) -> None:
@@ -67,11 +65,9 @@ class StreamingBody:
             else:
                 self._kept = None
         self._waiting.append(data)
-        self._waitingBytes += len(data)
+        self._valve.fill(len(data))
         self._flush()
-        if self._waitingBytes >= HIGH_WATER and not self._clientPaused:
-            self._clientPaused = True
-            self._client.pauseProducing()
+        self._valve.pauseIfFull()
 
     def finished(self) -> None:
         """
@@ -94,7 +90,7 @@ class StreamingBody:
             self._consumer.transport.abortConnection()
             self._consumer = self._done = None
         self._waiting.clear()
-        self._waitingBytes = 0
+        self._valve.empty()
         self._kept = None
         self._flush()
 
@@ -111,7 +107,7 @@ class StreamingBody:
         if self._sent:
             assert self._kept is not None
             self._waiting = deque(self._kept)
-            self._waitingBytes = self._keptBytes
+            self._valve.waiting = self._keptBytes
         self._sent = 0
         self._backendPaused = False
 
@@ -120,14 +116,14 @@ class StreamingBody:
         Write what waits to the backend, as far as it takes it; let the
         client send again once little waits.
         """
+        sent = 0
         while self._consumer is not None and not self._backendPaused and self._waiting:
             data = self._waiting.popleft()
-            self._waitingBytes -= len(data)
-            self._sent += len(data)
+            sent += len(data)
             self._consumer.write(data)
-        if self._clientPaused and self._waitingBytes <= LOW_WATER:
-            self._clientPaused = False
-            self._client.resumeProducing()
+        if sent:
+            self._sent += sent
+            self._valve.drain(sent)
         if self.complete and not self._waiting and self._done is not None:
             done, self._done, self._consumer = self._done, None, None
             done.callback(None)
