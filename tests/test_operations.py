@@ -487,7 +487,7 @@ class AdminTests(SynchronousTestCase):
         """
         code, page = self.call("GET", "/", token=None)
         self.assertEqual(code, 200)
-        self.assertIn(b'fetch("status"', page)
+        self.assertIn(b'fetch("status?since="', page)
 
     def test_crossSiteWithoutToken(self) -> None:
         """
