@@ -24,7 +24,7 @@ setup(
     install_requires=[
         # tls: for --listen ssl:...; http2: hyper-h2, which txlb's HTTP/2
         # connection (txlb/http2.py) speaks through.  txlb uses a few private Twisted APIs
-        # (HTTPChannel._command and _dataBuffer, LineReceiver._buffer, the
+        # (HTTPChannel._command, _dataBuffer and _transferDecoder, LineReceiver._buffer, the
         # health checks' HTTPConnectionPool._factory and others);
         # the tests pin their behaviour, and these are the versions they
         # were run against.  Twisted 26.10 and later need Python 3.10.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from txlb.headers import dropToClient, toBackend, toClient, tokens
+from txlb.headers import dropToClient, toBackend, toClient, tokens, trailersToBackend
 
 
 def headers(*pairs: tuple[bytes, bytes]) -> Headers:
@@ -56,12 +56,17 @@ class ToBackendTests(SynchronousTestCase):
                     (b"Keep-Alive", b"timeout=5"),
                     (b"Proxy-Connection", b"keep-alive"),
                     (b"TE", b"gzip"),
-                    (b"Trailer", b"X-Sum"),
                     (b"Transfer-Encoding", b"chunked"),
                     (b"Upgrade", b"websocket"),
                     (b"Accept", b"*/*"),
                 ],
                 [(b"Accept", b"*/*")],
+            ),
+            # Trailer passes: it announces the trailer fields, which pass
+            # too after a chunked body (RFC 9110 section 6.6.2).
+            (
+                [(b"Trailer", b"X-Sum"), (b"TE", b"trailers")],
+                [(b"Trailer", b"X-Sum"), (b"TE", b"trailers")],
             ),
             # So does every field Connection names, in any case.
             (
@@ -107,6 +112,44 @@ class ToBackendTests(SynchronousTestCase):
         sent = headers((b"Connection", b"close"), (b"Accept", b"*/*"))
         toBackend(sent)
         self.assertEqual(pairs(sent), [(b"Connection", b"close"), (b"Accept", b"*/*")])
+
+
+class TrailersToBackendTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        Each row: the head's fields, the trailer fields the client sent,
+        what the backend gets after the last chunk: every field in order
+        and spelling, less the hop-by-hop ones and those the head's
+        Connection names.
+        """
+        table = [
+            ([], [], []),
+            (
+                [(b"Host", b"h")],
+                [(b"X-Sum", b"1"), (b"x-sum", b"2"), (b"Server-Timing", b"db;dur=53")],
+                [(b"X-Sum", b"1"), (b"x-sum", b"2"), (b"Server-Timing", b"db;dur=53")],
+            ),
+            (
+                [(b"Host", b"h")],
+                [
+                    (b"Connection", b"close"),
+                    (b"Keep-Alive", b"timeout=5"),
+                    (b"Proxy-Connection", b"close"),
+                    (b"TE", b"trailers"),
+                    (b"Trailer", b"X-A"),
+                    (b"Upgrade", b"websocket"),
+                    (b"X-A", b"1"),
+                ],
+                [(b"X-A", b"1")],
+            ),
+            (
+                [(b"Connection", b"X-Hop, keep-alive")],
+                [(b"x-hop", b"1"), (b"X-End", b"2")],
+                [(b"X-End", b"2")],
+            ),
+        ]
+        for head, trailers, expected in table:
+            self.assertEqual(trailersToBackend(headers(*head), trailers), expected, trailers)
 
 
 class ToClientTests(SynchronousTestCase):

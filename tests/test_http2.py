@@ -16,6 +16,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
+    ConnectionTerminated,
     DataReceived,
     InformationalResponseReceived,
     ResponseReceived,
@@ -38,6 +39,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.helpers import (
     PKI,
     Flood,
+    Harness,
     IntegrationTestCase,
     RawBackendConnection,
     RawClient,
@@ -52,6 +54,8 @@ from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, 
 from txlb.proxy import LoadBalancerResource
 from txlb.server import LoadBalancerSite
 from txlb.settings import ProxySettings
+
+ARROW = "\N{RIGHTWARDS ARROW}"
 
 
 class Response:
@@ -1126,3 +1130,280 @@ class DescribeTests(SynchronousTestCase):
         ]
         for error, text in cases:
             self.assertEqual(describeError(error), text)
+
+
+class MemoryH2:
+    """
+    A hyper-h2 client on an in-memory connection to txlb's site (h2c),
+    with the L{Harness}'s backends behind it.  It sends what hyper-h2 would
+    refuse to (C{validate_outbound_headers} is off).
+
+    @ivar responses: The head each stream got, by stream ID.
+    @ivar goaway: The error code of txlb's GOAWAY, if one came.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, **settings: Any) -> None:
+        self.harness = Harness(testCase, **settings)
+        self.harness.site.h2c = True
+        config = H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False
+        )
+        self.conn = H2Connection(config)
+        self.conn.initiate_connection()
+        self.responses: dict[int, dict[bytes, bytes]] = {}
+        self.resets: dict[int, int] = {}
+        self.goaway: int | None = None
+        self.channel, self.transport = self.harness.client(self.conn.data_to_send())
+        self._read()
+
+    def request(
+        self,
+        fields: list[tuple[bytes, bytes]] | None = None,
+        method: bytes = b"GET",
+        path: bytes = b"/",
+        body: bytes | None = None,
+        trailers: list[tuple[bytes, bytes]] | None = None,
+        end: bool = True,
+    ) -> int:
+        """
+        Send a request, with C{body} in one DATA frame and C{trailers}
+        after it, ending it there if C{end}, and read txlb's answer so far.
+
+        @return: Its stream ID.
+        """
+        streamID = self.conn.get_next_available_stream_id()
+        head = [(b":method", method), (b":scheme", b"http"), (b":path", path)]
+        head.append((b":authority", b"h"))
+        last = end and body is None and trailers is None
+        self.conn.send_headers(streamID, head + (fields or []), end_stream=last)
+        if body is not None:
+            self.conn.send_data(streamID, body, end_stream=end and trailers is None)
+        if trailers is not None:
+            self.conn.send_headers(streamID, trailers, end_stream=True)
+        self.channel.dataReceived(self.conn.data_to_send())
+        self.harness.reactor.advance(0)
+        self._read()
+        return streamID
+
+    def _read(self) -> None:
+        data = self.transport.value()
+        self.transport.clear()
+        for event in self.conn.receive_data(data):
+            if isinstance(event, ResponseReceived):
+                self.responses[event.stream_id] = dict(event.headers)
+            elif isinstance(event, StreamReset):
+                self.resets[event.stream_id] = event.error_code
+            elif isinstance(event, ConnectionTerminated):
+                self.goaway = event.error_code
+
+    def status(self, streamID: int) -> bytes | None:
+        return self.responses.get(streamID, {}).get(b":status")
+
+    def refusals(self, reason: str) -> bytes:
+        """
+        The count of refusals for C{reason}, as exposed.
+        """
+        exposition = self.harness.resource.metrics.exposition()
+        prefix = b'txlb_client_refusals_total{reason="%s"} ' % reason.encode()
+        return exposition.split(prefix, 1)[1].split(b"\n", 1)[0]
+
+
+#: Every control character but HTAB.
+CONTROLS = [bytes([byte]) for byte in [*range(0x20), 0x7F] if byte != 0x09]
+
+
+class StrictFieldTests(SynchronousTestCase):
+    """
+    HTTP/2 requests are held to the rules HTTP/1.1 requests are, where
+    hyper-h2 does not apply them itself: what the backend gets is an
+    HTTP/1.1 request, in memory here.
+    """
+
+    def test_controlCharacterInValue(self) -> None:
+        """
+        A control character in a field value gets 400 on its stream, logged
+        and counted as on HTTP/1.1, and the connection goes on.  hyper-h2
+        refuses NUL, LF and CR itself, ending the connection with GOAWAY.
+        """
+        client = MemoryH2(self)
+        for control in CONTROLS:
+            if control in (b"\x00", b"\n", b"\r"):
+                continue
+            streamID = client.request([(b"x-a", b"a" + control + b"b")])
+            self.assertEqual(client.status(streamID), b"400", control)
+        self.assertIsNone(client.goaway)
+        self.assertEqual(client.harness.reactor.tcpClients, [])
+        self.assertEqual(client.refusals("header"), b"29.0")
+        self.assertEqual(
+            client.harness.accessLog()[0],
+            f"client=10.0.0.7 method=GET path=/ {ARROW} backend=- status=400 ms=0.0"
+            ' error="a control character (0x01) in a header value"',
+        )
+        for control in [b"\x00", b"\n", b"\r"]:
+            client = MemoryH2(self)
+            client.request([(b"x-a", b"a" + control + b"b")])
+            self.assertEqual(client.goaway, ErrorCodes.PROTOCOL_ERROR, control)
+            self.assertEqual(client.refusals("http2"), b"1.0")
+
+    def test_controlCharacterInName(self) -> None:
+        """
+        A control character in a field name ends the connection with
+        GOAWAY: hyper-h2 refuses every one (RFC 9113 section 8.2.1).
+        """
+        for control in CONTROLS:
+            client = MemoryH2(self)
+            client.request([(b"x-" + control + b"a", b"1")])
+            self.assertEqual(client.goaway, ErrorCodes.PROTOCOL_ERROR, control)
+            self.assertEqual(client.harness.reactor.tcpClients, [])
+            self.assertEqual(client.refusals("http2"), b"1.0")
+
+    def test_controlCharacterInAuthority(self) -> None:
+        """
+        C{:authority}, which becomes C{Host}, is held to the same rule.
+        (hyper-h2 strips a control character at either end of a value it
+        sends, so these are in the middle.)
+        """
+        client = MemoryH2(self)
+        streamID = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(
+            streamID,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":path", b"/"),
+                (b":authority", b"h\x0bx"),
+            ],
+            end_stream=True,
+        )
+        client.channel.dataReceived(client.conn.data_to_send())
+        client._read()
+        self.assertEqual(client.status(streamID), b"400")
+        self.assertEqual(client.harness.reactor.tcpClients, [])
+
+    def test_tabAndObsText(self) -> None:
+        """
+        HTAB inside a value, and obs-text, pass to the backend.
+        """
+        client = MemoryH2(self)
+        client.request([(b"x-a", b"a\tb"), (b"x-b", b"caf\xe9")])
+        _, toBackend = client.harness.backend()
+        self.assertEqual(
+            toBackend.value(), b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\tb\r\nX-B: caf\xe9\r\n\r\n"
+        )
+
+    def test_nameNotAToken(self) -> None:
+        """
+        A name HTTP/2 allows but that is not an HTTP/1.1 token (C{x(y},
+        which Twisted's L{Headers} refuses to hold) gets 400.
+        """
+        client = MemoryH2(self)
+        streamID = client.request([(b"x(y", b"1")])
+        self.assertEqual(client.status(streamID), b"400")
+        self.assertEqual(
+            client.harness.accessLog(),
+            [
+                f"client=10.0.0.7 method=GET path=/ {ARROW} backend=- status=400 ms=0.0"
+                ' error="a header name that is not a token"'
+            ],
+        )
+
+    def test_requestLine(self) -> None:
+        """
+        A C{:path} with a space or a control character, or a C{:method}
+        that is not a token, cannot make the backend's request line: 400.
+        """
+        client = MemoryH2(self)
+        for method, path in [(b"GET", b"/a b"), (b"GET", b"/a\x0bb"), (b"G T", b"/")]:
+            streamID = client.request(method=method, path=path)
+            self.assertEqual(client.status(streamID), b"400", (method, path))
+        self.assertEqual(client.harness.reactor.tcpClients, [])
+        self.assertEqual(client.refusals("request_line"), b"3.0")
+
+    def test_contentLength(self) -> None:
+        """
+        A content-length of 2^63 or more gets 400; one of 2^63 - 1, 413
+        under C{--max-body-size}.
+        """
+        client = MemoryH2(self, maxBodySize=4)
+        for length, status in [
+            (b"18446744073709551651", b"400"),
+            (b"9223372036854775808", b"400"),
+            (b"9223372036854775807", b"413"),
+        ]:
+            streamID = client.request([(b"content-length", length)], method=b"POST", end=False)
+            self.assertEqual(client.status(streamID), status, length)
+        self.assertEqual(client.harness.reactor.tcpClients, [])
+        self.assertEqual(client.refusals("framing"), b"2.0")
+
+
+class TrailerTests(SynchronousTestCase):
+    """
+    An HTTP/2 request's trailers, in memory.
+    """
+
+    def test_forwarded(self) -> None:
+        """
+        A body without a content-length goes chunked, and the trailers
+        after it, less the hop-by-hop ones.
+        """
+        client = MemoryH2(self)
+        client.request(
+            method=b"POST",
+            body=b"abc",
+            trailers=[(b"x-sum", b"1"), (b"x-other", b"2"), (b"x-sum", b"3")],
+        )
+        _, toBackend = client.harness.backend()
+        self.assertEqual(
+            toBackend.value(),
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-other: 2\r\nx-sum: 3\r\n\r\n",
+        )
+
+    def test_droppedWithLength(self) -> None:
+        """
+        A body sent with a content-length cannot carry trailers: they are
+        dropped.
+        """
+        client = MemoryH2(self)
+        client.request(
+            [(b"content-length", b"3")], method=b"POST", body=b"abc", trailers=[(b"x-sum", b"1")]
+        )
+        _, toBackend = client.harness.backend()
+        self.assertEqual(
+            toBackend.value(), b"POST / HTTP/1.1\r\nContent-Length: 3\r\nHost: h\r\n\r\nabc"
+        )
+
+    def test_refused(self) -> None:
+        """
+        A trailer that breaks the rules of an HTTP/1.1 trailer gets 400 on
+        its stream, which is reset; the backend never gets the body's end.
+        """
+        for trailer, error in [
+            ((b"x-t", b"a\x0bb"), "a control character (0x0b) in a trailer value"),
+            ((b"x(t", b"1"), "a trailer name that is not a token"),
+            ((b"content-length", b"3"), "a Content-Length in the trailer section"),
+        ]:
+            client = MemoryH2(self)
+            streamID = client.conn.get_next_available_stream_id()
+            head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/")]
+            client.conn.send_headers(streamID, [*head, (b":authority", b"h")])
+            client.conn.send_data(streamID, b"abc")
+            client.channel.dataReceived(client.conn.data_to_send())
+            _, toBackend = client.harness.backend()
+            client.conn.send_headers(streamID, [trailer], end_stream=True)
+            client.channel.dataReceived(client.conn.data_to_send())
+            client._read()
+            self.assertEqual(client.status(streamID), b"400", trailer)
+            self.assertEqual(
+                toBackend.value(),
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n3\r\nabc\r\n",
+            )
+            client.harness.reactor.advance(0)
+            self.assertTrue(toBackend.disconnected)
+            self.assertEqual(
+                client.harness.accessLog(),
+                [
+                    f"client=10.0.0.7 method=POST path=/ {ARROW} backend=127.0.0.1:8081"
+                    f' status=400 ms=0.0 error="{error}"'
+                ],
+            )

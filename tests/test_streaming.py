@@ -156,6 +156,118 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(harness.backends[0].active, 0)
 
 
+CHUNKED_HEAD = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_HEAD_TO_BACKEND = b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n"
+
+
+class TrailerTests(SynchronousTestCase):
+    """
+    A chunked request's trailer fields reach the backend after its last
+    chunk: a chunked body goes chunked to the backend, and can carry them.
+    """
+
+    def test_forwarded(self) -> None:
+        """
+        The trailer fields go in order and spelling, repeats included, their
+        values without the whitespace around them, then the next request is
+        served; C{Trailer}, which announced them, goes too.
+        """
+        harness = Harness(self)
+        _, client = harness.client(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-Sum:  9\t\r\nserver-timing: a\r\nX-Sum:1\r\nX-E:\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        backend, toBackend = harness.backend()
+        self.assertEqual(
+            toBackend.value(),
+            b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\nTrailer: X-Sum\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-Sum: 9\r\nserver-timing: a\r\nX-Sum: 1\r\nX-E: \r\n\r\n",
+        )
+        backend.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        _, toNext = harness.backend()
+        self.assertEqual(toNext.value(), b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+
+    def test_hopByHopDropped(self) -> None:
+        """
+        Hop-by-hop trailer fields, and those the head's C{Connection}
+        names, are dropped, as in a head.
+        """
+        harness = Harness(self)
+        harness.client(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nConnection: X-Hop\r\nTransfer-Encoding: chunked\r\n"
+            b"\r\n0\r\nConnection: close\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nX-T: 2\r\n\r\n"
+        )
+        _, toBackend = harness.backend()
+        self.assertEqual(
+            toBackend.value(),
+            b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n0\r\nX-T: 2\r\n\r\n",
+        )
+
+    def test_tabAndObsText(self) -> None:
+        """
+        HTAB inside a trailer value, and obs-text, pass.
+        """
+        harness = Harness(self)
+        harness.client(CHUNKED_HEAD + b"0\r\nX-T: a\tb\xe9\r\n\r\n")
+        _, toBackend = harness.backend()
+        self.assertEqual(toBackend.value(), CHUNKED_HEAD_TO_BACKEND + b"0\r\nX-T: a\tb\xe9\r\n\r\n")
+
+    def test_everySplit(self) -> None:
+        """
+        However the body and its trailer section are cut into two reads,
+        the backend gets the same data (in a chunk per read) and trailers,
+        and the request after is read.
+        """
+        body = b"3\r\nabc\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+        for cut in range(len(body) + 1):
+            harness = Harness(self)
+            channel, _ = harness.client(CHUNKED_HEAD)
+            backend, toBackend = harness.backend()
+            channel.dataReceived(body[:cut])
+            channel.dataReceived(body[cut:])
+            chunks = b"3\r\nabc\r\n"
+            if 3 < cut < 6:
+                chunks = b"%d\r\n%s\r\n%d\r\n%s\r\n" % (
+                    cut - 3,
+                    b"abc"[: cut - 3],
+                    6 - cut,
+                    b"abc"[cut - 3 :],
+                )
+            self.assertEqual(
+                toBackend.value(),
+                CHUNKED_HEAD_TO_BACKEND + chunks + b"0\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+                cut,
+            )
+            backend.dataReceived(OK)
+            _, toNext = harness.backend()
+            self.assertEqual(toNext.value(), b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n", cut)
+
+    def test_byteByByte(self) -> None:
+        """
+        A body and trailer section sent a byte at a time arrive whole.
+        """
+        harness = Harness(self)
+        channel, _ = harness.client(CHUNKED_HEAD)
+        _, toBackend = harness.backend()
+        for byte in b"3\r\nabc\r\n0\r\nX-A: 1\r\n\r\n":
+            channel.dataReceived(bytes([byte]))
+        self.assertTrue(toBackend.value().endswith(b"\r\n0\r\nX-A: 1\r\n\r\n"))
+
+    def test_retryResendsTrailers(self) -> None:
+        """
+        A retry sends the trailer fields again, after the body.
+        """
+        harness = Harness(self)
+        harness.client(CHUNKED_HEAD + b"3\r\nabc\r\n0\r\nX-A: 1\r\n\r\n")
+        harness.refuse(ConnectionRefusedError())
+        _, toSecond = harness.backend()
+        self.assertEqual(
+            toSecond.value(), CHUNKED_HEAD_TO_BACKEND + b"3\r\nabc\r\n0\r\nX-A: 1\r\n\r\n"
+        )
+
+
 class UploadTimingTests(SynchronousTestCase):
     def test_responseTimeoutAfterBody(self) -> None:
         """

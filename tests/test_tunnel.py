@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.helpers import CLIENT, OK, Harness
+from tests.helpers import CLIENT, OK, OK_TO_CLIENT, Harness
 from txlb import http1, tunnel
 from txlb.http1 import BadResponseError, parseHead
 from txlb.tunnel import LINGER, BodyEnd
@@ -105,32 +105,79 @@ class RoutingTests(SynchronousTestCase):
             b"Upgrade: foo/2, bar\r\n\r\n",
         )
 
-    def test_bodyFramedWithLength(self) -> None:
+    def test_bodyNotUpgraded(self) -> None:
         """
-        A chunked body reaches the backend whole, with a Content-Length.
+        A request with a body is not upgraded: it is forwarded as an
+        ordinary request, its body framed by its Content-Length and without
+        C{Connection} and C{Upgrade}, so that the body is the request's for
+        every hop (h11 reads it so, llhttp as the new protocol's first
+        bytes).  The answer is relayed, and the connection serves the next
+        request.
+        """
+        body = b"GET /admin HTTP/1.1\r\nHost: hhhh\r\n\r\n"
+        self.assertEqual(len(body), 35)
+        harness = Harness(self)
+        _, client = harness.client(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Content-Length: 35\r\n\r\n" + body + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        backend, toBackend = harness.backend()
+        self.assertEqual(
+            toBackend.value(),
+            b"POST /up HTTP/1.1\r\nContent-Length: 35\r\nHost: h\r\n\r\n" + body,
+        )
+        backend.dataReceived(OK)
+        self.assertEqual(client.value(), OK_TO_CLIENT)
+        self.assertFalse(client.disconnecting)
+        _, toNext = harness.backend()
+        self.assertEqual(toNext.value(), b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+
+    def test_chunkedBodyNotUpgraded(self) -> None:
+        """
+        A chunked body, trailers included, goes the same way: an ordinary
+        chunked request without the upgrade's fields.
+        """
+        harness = Harness(self)
+        harness.client(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: Upgrade\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+        )
+        _, toBackend = harness.backend()
+        self.assertEqual(
+            toBackend.value(),
+            b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+        )
+
+    def test_switchToOrdinaryRequest(self) -> None:
+        """
+        A backend that answers 101 to such a request, which asked it for no
+        upgrade, gets the client a 502.
+        """
+        harness = Harness(self)
+        _, client = harness.client(
+            b"POST /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Content-Length: 1\r\n\r\nx"
+        )
+        backend, _ = harness.backend()
+        backend.dataReceived(SWITCH)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+
+    def test_emptyBodyUpgraded(self) -> None:
+        """
+        A C{Content-Length: 0} is no body: the request is upgraded, and the
+        field goes with it.
         """
         _, _, _, _, toBackend = upgrade(
             self,
-            b"POST /up HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: Upgrade\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Content-Length: 00\r\n\r\n",
         )
         self.assertEqual(
             toBackend.value(),
-            b"POST /up HTTP/1.1\r\nContent-Length: 3\r\nHost: h\r\nConnection: Upgrade\r\n"
-            b"Upgrade: foo\r\n\r\nabc",
+            b"GET /chat HTTP/1.1\r\nContent-Length: 0\r\nHost: h\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n",
         )
-
-    def test_bodyFileClosed(self) -> None:
-        """
-        Once the body is sent, the file Twisted kept it in (a temporary
-        file, for a chunked body) is closed, not left open until collected.
-        """
-        _, channel, _, _, _ = upgrade(
-            self,
-            b"POST /up HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\nConnection: Upgrade\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        )
-        self.assertTrue(channel.requests[0].content.closed)
 
     def test_pickedByAlgorithm(self) -> None:
         """

@@ -3,8 +3,8 @@ Twisted behaviour that txlb relies on and that differs between the Twisted
 versions it supports: 25.5 (the newest on Debian's pypy3, Python 3.9), 26.4
 (the newest on CPython 3.9) and 26.10 and later.
 
-The private APIs txlb uses (C{HTTPChannel._command}, C{_path}, C{_version}
-and C{_dataBuffer}, C{http._ChunkedTransferDecoder}, the client's
+The private APIs txlb uses (C{HTTPChannel._command}, C{_path}, C{_version},
+C{_dataBuffer} and C{_transferDecoder}, the client's
 C{HTTPConnectionPool._factory} and C{Agent._requestWithEndpoint}) have the
 same code in all three; the tests of the modules that use them pin them.
 """

@@ -77,6 +77,16 @@ def requestHead(
     return b"".join(lines)
 
 
+def lastChunk(trailers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """
+    The end of a chunked body: the last chunk, the C{trailers} field lines,
+    and the empty line.
+    """
+    if not trailers:
+        return b"0\r\n\r\n"
+    return b"0\r\n" + b"".join(b"%s: %s\r\n" % field for field in trailers) + b"\r\n"
+
+
 class _Request:
     """
     One request on its way: what to write, and where the answer goes.
@@ -179,15 +189,15 @@ class BackendConnection(Protocol):
             self._sending = body
             transport.registerProducer(body, True)  # type: ignore[attr-defined]
             writer = _BodyWriter(transport, body.length is UNKNOWN_LENGTH)
-            body.startProducing(writer).addCallback(self._bodySent, writer)
+            body.startProducing(writer).addCallback(self._bodySent, writer, body)
 
-    def _bodySent(self, ignored: object, writer: _BodyWriter) -> None:
+    def _bodySent(self, ignored: object, writer: _BodyWriter, body: Any) -> None:
         self._sending = None
         transport = self.transport
         assert transport is not None
         transport.unregisterProducer()  # type: ignore[attr-defined]
         if writer.chunked:
-            transport.write(b"0\r\n\r\n")
+            transport.write(lastChunk(body.trailers))
         if self.state == IDLE:
             # The whole response came before the end of the body.
             self._client._release(self)
@@ -440,7 +450,8 @@ class BackendClient:
     ) -> Deferred[ResponseHead]:
         """
         Send C{method target} with C{fields} to C{backend}, and C{body} (an
-        L{IBodyProducer}) if not L{None}, framed by its length.
+        L{IBodyProducer}, a L{txlb.upload.StreamingBody}) if not L{None},
+        framed by its length, or chunked and followed by its C{trailers}.
 
         @return: A L{Deferred} that fires with the final L{ResponseHead},
             or fails: with L{BadResponseError} for a malformed answer, with the

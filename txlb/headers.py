@@ -69,7 +69,27 @@ def toBackend(received: Headers) -> Fields:
     return fields
 
 
-_TO_BACKEND_DROP = HOP_BY_HOP | {b"content-length"}
+#: What L{toBackend} always drops: the hop-by-hop fields but C{Trailer},
+#: and C{Content-Length}.  C{Trailer} announces the trailer fields, which
+#: txlb forwards with a chunked body (L{trailersToBackend}); RFC 9110
+#: section 6.6.2 asks their sender to announce them, and section 7.6.1 does
+#: not count it among the hop-by-hop fields (RFC 2616 did).
+_TO_BACKEND_DROP = (HOP_BY_HOP - {b"trailer"}) | {b"content-length"}
+
+
+def trailersToBackend(received: Headers, trailers: Fields) -> Fields:
+    """
+    The trailer fields to send to the backend after a chunked body, given
+    those the client sent after its own and the fields of its head,
+    C{received}: all but the hop-by-hop ones and those the head's
+    C{Connection} names, as for the head (L{toBackend}).  The channel has
+    refused a trailer C{Content-Length} or C{Transfer-Encoding}.
+    """
+    drop = HOP_BY_HOP
+    if received.hasHeader(b"connection"):
+        drop = drop | tokens(received, b"connection")
+    return [field for field in trailers if field[0].lower() not in drop]
+
 
 #: Response fields the proxy frames itself.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})

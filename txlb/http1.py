@@ -268,15 +268,24 @@ _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 class ChunkedDecoder:
     """
     Decodes a chunked body (RFC 9112 section 7.1) as it arrives, strictly:
-    hex sizes, CRLF after each chunk, a bounded size line; trailer fields
-    are checked and dropped (a Twisted server cannot send trailers).
+    hex sizes, CRLF after each chunk, a bounded size line.  A response's
+    trailer fields are checked and dropped (a Twisted server cannot send
+    trailers); a request's trailer section is left to the client channel
+    (L{txlb.server.ProxyChannel}), which reads it as it reads a head.
 
-    @ivar done: Whether the last chunk and the trailer section have
-        arrived.
+    @ivar done: Whether the last chunk and, if read here, the trailer
+        section have arrived.
     """
 
-    def __init__(self, deliver: Callable[[bytes], object]) -> None:
+    def __init__(self, deliver: Callable[[bytes], object], readTrailers: bool = True) -> None:
+        """
+        @param deliver: Called with each piece of chunk data.
+        @param readTrailers: Whether to read the trailer section; if not,
+            the decoder is done once the last chunk's size line is in, and
+            L{feed} returns what follows it, the trailer section first.
+        """
         self._deliver = deliver
+        self._readTrailers = readTrailers
         self._state = _SIZE
         self._remaining = 0
         self._buffer = b""
@@ -320,7 +329,14 @@ class ChunkedDecoder:
                     break
                 self._remaining = _chunkSize(data[position:lineEnd])
                 position = lineEnd + 2
-                self._state = _DATA if self._remaining else _TRAILER
+                if self._remaining:
+                    self._state = _DATA
+                elif self._readTrailers:
+                    self._state = _TRAILER
+                else:
+                    self._state = _DONE
+                    self.done = True
+                    return data[position:]
             elif state == _TRAILER:
                 lineEnd = data.find(b"\r\n", position + self._scanned)
                 if lineEnd < 0:

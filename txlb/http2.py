@@ -53,6 +53,7 @@ from h2.events import (
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import H2Error, ProtocolError
@@ -64,12 +65,14 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, InvalidHeaderName
+from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
 from txlb import headers, refusals
 from txlb.flow import Valve
 from txlb.outcome import CLIENT_PROTOCOL_ERROR
+from txlb.refusals import FIELD_BYTES
 from txlb.request import ClientRequest, Refused
 from txlb.upload import StreamingBody
 
@@ -299,6 +302,7 @@ class HTTP2Channel(Protocol):
         self._handlers: dict[type, Callable[[Any], None]] = {
             RequestReceived: self._requestReceived,
             DataReceived: self._dataReceived,
+            TrailersReceived: self._trailersReceived,
             StreamEnded: self._streamEnded,
             StreamReset: self._streamReset,
             WindowUpdated: self._windowUpdated,
@@ -374,6 +378,7 @@ class HTTP2Channel(Protocol):
         request = stream.request = HTTP2Request(stream)
         stream.requestEnded = event.stream_ended is not None
         authority = None
+        path = b""
         fields = []
         for name, value in event.headers:
             if name[:1] != b":":
@@ -381,12 +386,12 @@ class HTTP2Channel(Protocol):
             elif name == b":method":
                 request.method = value
             elif name == b":path":
-                request.uri = value
+                request.uri = path = value
             elif name == b":authority":
                 authority = value
         received = request.requestHeaders
-        refusal = _toHTTP11(request.method, authority, fields, received)
-        length = None if stream.requestEnded else _contentLength(received)
+        refusal = _toHTTP11(request.method, path, authority, fields, received)
+        length = None if stream.requestEnded or refusal else _contentLength(received)
         if refusal is None and not stream.requestEnded:
             limit = self.resource.settings.maxBodySize
             if limit is not None and (length or 0) > limit:
@@ -419,6 +424,31 @@ class HTTP2Channel(Protocol):
         if stream.timer is not None:
             stream.timer.reset(self.resource.settings.clientTimeout)
         stream.received(event.data, event.flow_controlled_length)
+
+    def _trailersReceived(self, event: TrailersReceived) -> None:
+        """
+        Trailer fields after a request body: checked as an HTTP/1.1
+        request's are (L{refusals.trailerLine}; hyper-h2 has checked what
+        HTTP/2 itself forbids), and sent to the backend after the body when
+        it goes chunked, for the request stated no length.  A body sent
+        with a C{Content-Length} cannot carry them: they are dropped, as
+        RFC 9110 section 6.5 allows.
+        """
+        stream = self.streams.get(event.stream_id)
+        if stream is None or stream.ending:
+            return
+        request = stream.request
+        if request is None or request.stream is None:
+            return
+        trailers = []
+        for name, value in event.headers:
+            refusal = refusals.trailerLine(name + b": " + value)
+            if refusal is not None:
+                self.refuse(stream, refusal)
+                return
+            trailers.append((name, value))
+        if request.stream.length is UNKNOWN_LENGTH:
+            request.stream.trailers = headers.trailersToBackend(request.requestHeaders, trailers)
 
     def _streamEnded(self, event: StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
@@ -772,7 +802,7 @@ class HTTP2Channel(Protocol):
 
 
 def _toHTTP11(
-    method: bytes, authority: bytes | None, fields: headers.Fields, received: Headers
+    method: bytes, path: bytes, authority: bytes | None, fields: headers.Fields, received: Headers
 ) -> refusals.Refusal | None:
     """
     Put in C{received} the header C{fields} of an HTTP/2 request as an
@@ -781,16 +811,40 @@ def _toHTTP11(
     checked the pseudo-header fields, that a C{host} field is the same as
     C{:authority}, and joined the cookies.
 
+    What hyper-h2 lets through and an HTTP/1.1 request may not hold is
+    refused, as on HTTP/1.1: a C{:method} or C{:path} that cannot make a
+    request line (L{refusals.http2RequestLine}); a control character in a
+    value (hyper-h2 refuses NUL, CR and LF only; it refuses every one in a
+    name); a name that is not a token (HTTP/2 allows C{"}, C{(} and others,
+    which Twisted's L{Headers} refuses to hold); a C{content-length} that
+    is not 1 to 19 digits up to 2^63 - 1 (L{refusals.contentLength}).
+
     @return: Why the request cannot be forwarded, or L{None}.
     """
     if method == b"CONNECT":
         return refusals.Refusal(501, "CONNECT over HTTP/2", refusals.REQUEST_LINE)
+    refusal = refusals.http2RequestLine(method, path)
+    if refusal is not None:
+        return refusal
     if authority is not None:
+        if authority.translate(None, FIELD_BYTES):
+            refusal = refusals.fieldControl(b":authority: " + authority)
+            if refusal is not None:
+                return refusal
         received.addRawHeader(b"host", authority)
-    for name, value in fields:
-        if authority is None or name != b"host":
-            received.addRawHeader(name, value)
-    return None
+    try:
+        for name, value in fields:
+            if value.translate(None, FIELD_BYTES):
+                # A control character, or obs-text, which a value may hold.
+                refusal = refusals.fieldControl(name + b": " + value)
+                if refusal is not None:
+                    return refusal
+            if authority is None or name != b"host":
+                received.addRawHeader(name, value)
+    except InvalidHeaderName:
+        return refusals.Refusal(400, "a header name that is not a token", refusals.HEADER)
+    lengths = received.getRawHeaders(b"content-length")
+    return None if lengths is None else refusals.contentLength(lengths[0])
 
 
 def _emptyHead(code: int) -> list[tuple[bytes, bytes]]:
@@ -814,12 +868,7 @@ def describeError(error: H2Error) -> str:
 def _contentLength(received: Headers) -> int | None:
     """
     The body's length the client stated, if it did (hyper-h2 checks the
-    body against it).
+    body against it, and L{_toHTTP11} that it is a number).
     """
     values = received.getRawHeaders(b"content-length")
-    if not values:
-        return None
-    try:
-        return int(values[0])
-    except ValueError:
-        return None
+    return int(values[0]) if values else None

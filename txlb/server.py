@@ -8,15 +8,17 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from txlb import headers, refusals, tunnel
+from txlb.http1 import BadResponseError, ChunkedDecoder
 from txlb.http2 import PREFACE, HTTP2Channel
 from txlb.proxy import LoadBalancerResource
-from txlb.refusals import Refusal
+from txlb.refusals import FIELD_BYTES, Refusal
 from txlb.request import ClientRequest, Refused
 from txlb.upload import StreamingBody
 from txlb.writes import WriteBatcher
@@ -50,8 +52,8 @@ class TransparentRequest(ClientRequest):
         self.clientproto = channel._version
         bodyless = length == 0 and not self.requestHeaders.hasHeader(b"content-length")
         if bodyless or tunnel.wantsUpgrade(self):
-            # Nothing to stream; or an upgrade, whose tunnel sends the body
-            # with the head.
+            # Nothing to stream: an upgrade has no body (see
+            # tunnel.wantsUpgrade).
             super().gotLength(length)
             return
         self.content = BytesIO()  # requestReceived reads it; the body bypasses it
@@ -147,6 +149,20 @@ class TransparentRequest(ClientRequest):
     def abort(self) -> None:
         self.channel.transport.abortConnection()  # type: ignore[union-attr]
 
+    def refusedWhileAnswered(self) -> None:
+        """
+        The rest of the request was refused once its answer had started
+        going out, which no refusal can follow: if the whole answer is in,
+        held back only until the body ended (see L{finish}), end it now;
+        otherwise cut it short, so that it does not pass for a whole one.
+        The channel closes the connection after either.
+        """
+        if self._finishWhenReceived:
+            self._finishWhenReceived = False
+            super().finish()
+        else:
+            self.abort()
+
     def _tooLarge(self, size: int) -> bool:
         """
         Answer 413 and close if C{size} bytes of body are over the limit.
@@ -161,6 +177,31 @@ class TransparentRequest(ClientRequest):
         return True
 
 
+class _ChunkedBody:
+    """
+    A chunked request body, decoded in the place of Twisted's decoder (the
+    channel's private C{_transferDecoder}, the same in every version txlb
+    supports; C{tests/test_refusals.py} pins it), which takes any line
+    after the last chunk for a trailer field: the chunks by
+    L{ChunkedDecoder}, as strictly as a response's, then the trailer section
+    by the channel, line by line, as a head (L{ProxyChannel.lineReceived}).
+    """
+
+    def __init__(self, channel: ProxyChannel, request: TransparentRequest) -> None:
+        self._channel = channel
+        self._chunks = ChunkedDecoder(request.handleContentChunk, readTrailers=False)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            rest = self._chunks.feed(data)
+        except BadResponseError:
+            # The decoder's words quote the client's bytes: the log says less.
+            self._channel.refuse(refusals.MALFORMED_CHUNKS)
+            return
+        if self._chunks.done:
+            self._channel._readTrailers(rest)
+
+
 class ProxyChannel(http.HTTPChannel):
     """
     Twisted's HTTP channel with some of its answers fixed, a deadline for
@@ -170,7 +211,8 @@ class ProxyChannel(http.HTTPChannel):
     Lines end at LF here, not at CRLF as in Twisted, so that a line ended
     by a bare LF is refused at once (see L{refusals.lineEnding}) rather than
     waited on until the head deadline; Twisted gets each line without its
-    CR, as before.
+    CR, as before.  The trailer section of a chunked body is read the same
+    way, by the channel itself (see L{_ChunkedBody}).
     """
 
     delimiter = b"\n"
@@ -187,6 +229,9 @@ class ProxyChannel(http.HTTPChannel):
     _headSize = 0
     _emptyLines = 0
     _field: bytes | None = None
+    # The trailer fields of a chunked body while its trailer section is
+    # being read, else None.
+    _trailers: list[tuple[bytes, bytes]] | None = None
     _host: Any = None
     # The idle timer, paused while a request is handled (see setTimeout).
     _pausingIdleTimer = False
@@ -274,33 +319,96 @@ class ProxyChannel(http.HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         """
         Check a line of a request head before Twisted parses it: its ending,
-        the head's size, and the request line.  Twisted checks the header
-        fields itself (see L{headerReceived}).
+        control characters in a header line, the head's size, and the
+        request line.  Twisted checks the rest of each header field itself
+        (see L{headerReceived}).  A line of a trailer section goes to
+        L{_trailerLineReceived}.
         """
+        if self._trailers is not None:
+            self._trailerLineReceived(line)
+            return
         if not self._inHead and not self.persistent:
             # Twisted drops what comes after a request that closes the
             # connection.
             super().lineReceived(line)
             return
-        end = len(line) - 1
-        if end < 0 or line.find(b"\r") != end:
-            # The rule is refusals.lineEnding, inlined: this runs per line.
+        if line.translate(None, FIELD_BYTES) != b"\r":
+            # Not printable ASCII, SP and HTAB ended by CRLF: a bare LF or
+            # CR, a control character, or obs-text, which a value may hold.
+            # One translate per line is the whole cost of these checks for
+            # a valid line.  A request line's bytes are checked below.
             refusal = refusals.lineEnding(line)
+            if refusal is None and self._inHead:
+                refusal = refusals.fieldControl(line[:-1])
+            if refusal is not None:
+                self.refuse(refusal)
+                return
+        end = len(line) - 1
+        line = line[:end]
+        self._headSize += end
+        if self._headSize > self.totalHeadersSize:
+            refusal = refusals.headTooLarge(self.totalHeadersSize)
+        elif not self._inHead:
+            refusal = self._checkRequestLine(line)
+        elif line[:1] == b" " or line[:1] == b"\t":
+            refusal = refusals.FOLDED
         else:
-            line = line[:end]
-            self._headSize += end
-            if self._headSize > self.totalHeadersSize:
-                refusal = refusals.headTooLarge(self.totalHeadersSize)
-            elif not self._inHead:
-                refusal = self._checkRequestLine(line)
-            elif line[:1] == b" " or line[:1] == b"\t":
-                refusal = refusals.FOLDED
-            else:
-                refusal = None
+            refusal = None
         if refusal is not None:
             self.refuse(refusal)
             return
         super().lineReceived(line)
+
+    def _readTrailers(self, rest: bytes) -> None:
+        """
+        The last chunk of a chunked body is in: read its trailer section,
+        which begins C{rest}, line by line.
+        """
+        if self._refused:
+            return
+        self._trailers = []
+        # LineReceiver's documented way back from raw data to lines.
+        self.setLineMode(rest)
+
+    def _trailerLineReceived(self, line: bytes) -> None:
+        """
+        Check a line of a trailer section as a header line is checked (see
+        L{refusals.trailerLine}), within the limits of a head: its size in
+        all, and as many fields.  The empty line ends the body.
+        """
+        trailers = self._trailers
+        assert trailers is not None
+        refusal = refusals.lineEnding(line)
+        if refusal is None:
+            end = len(line) - 1
+            line = line[:end]
+            self._headSize += end
+            if self._headSize > self.totalHeadersSize:
+                refusal = refusals.trailersTooLarge(self.totalHeadersSize)
+            elif not line:
+                self._trailersReceived(trailers)
+                return
+            elif len(trailers) >= self.maxHeaders:
+                refusal = refusals.tooManyTrailers(self.maxHeaders)
+            else:
+                refusal = refusals.trailerLine(line)
+                if refusal is None:
+                    name, _, value = line.partition(b":")
+                    trailers.append((name, value.strip(b" \t")))
+        if refusal is not None:
+            self.refuse(refusal)
+
+    def _trailersReceived(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """
+        The trailer section is in, and with it the body: its fields go to
+        the backend after the last chunk, but for the hop-by-hop ones.
+        """
+        self._trailers = None
+        self._headSize = 0
+        request = self.requests[-1]
+        if trailers and request.stream is not None:
+            request.stream.trailers = headers.trailersToBackend(request.requestHeaders, trailers)
+        self.allContentReceived()
 
     def _checkRequestLine(self, line: bytes) -> Refusal | None:
         """
@@ -331,10 +439,14 @@ class ProxyChannel(http.HTTPChannel):
         """
         self._cancelHeadDeadline()
         self._inHead, self._headSize, self._emptyLines = False, 0, 0
-        refusal = refusals.framing(self.requests[-1].requestHeaders)
+        request = self.requests[-1]
+        refusal = refusals.framing(request.requestHeaders)
         if refusal is not None:
             self.refuse(refusal)
             return
+        if self.length is None:
+            # Chunked: decoded here, not by Twisted (see _ChunkedBody).
+            self._transferDecoder = _ChunkedBody(self, request)
         super().allHeadersReceived()
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -392,15 +504,16 @@ class ProxyChannel(http.HTTPChannel):
         would write a bare 400 and close, with no log line and no count.
 
         Twisted (26.4 and 26.10) calls this private method wherever it
-        refuses a request; C{tests/test_refusals.py} pins that.  In a head,
-        Twisted refuses only header fields here, since L{lineReceived}
-        checks the rest first; in a body, a malformed chunked one.
+        refuses a request; C{tests/test_refusals.py} pins that.  Twisted
+        refuses only header fields here, since L{lineReceived} checks the
+        rest of a head first, and a chunked body is not Twisted's to decode
+        (see L{_ChunkedBody}).
         """
         if self._field is not None:
             previous = self.requests[-1].requestHeaders
             refusal = refusals.fieldRefused(self._field, previous, self.maxHeaders)
         else:
-            refusal = refusals.malformedByTwisted(inBody=not self.line_mode)
+            refusal = refusals.MALFORMED_HEAD
         self.refuse(refusal)
 
     def refuse(self, refusal: Refusal) -> None:
@@ -411,8 +524,16 @@ class ProxyChannel(http.HTTPChannel):
         refusal's error and flag, and count it by its reason.
 
         Every refusal on a client connection comes here, whoever made it:
-        the head checks, the head deadline, the body limit and Twisted's
-        parser.
+        the head checks, the head deadline, the body limit, the chunked
+        body's decoder and trailer checks, and Twisted's parser.
+
+        A request refused while it is forwarded (its body over the limit or
+        malformed, its trailers) ends its exchange at once, as one whose
+        client left: the backend's answer, should it come before the
+        connection is gone, goes nowhere.  If that answer has started going
+        out already (the backend answered before the body was in), the
+        refusal cannot follow it (see
+        L{TransparentRequest.refusedWhileAnswered}).
         """
         if self._refused:
             return
@@ -420,26 +541,36 @@ class ProxyChannel(http.HTTPChannel):
         resource = self.site.resource  # type: ignore[attr-defined]
         resource.metrics.countRefusal(refusal.reason)
         request = self.requests[-1] if self.requests else None
+        forwarded = None
         if request is not None and request.stream is not None and request.stream.started:
+            forwarded = request
             request.refused = Refused(refusal.code, refusal.error, refusal.flag)
         else:
             resource.refused(self, request, refusal.code, refusal.error, refusal.flag)
         self._cancelHeadDeadline()
         self.setTimeout(None)
         assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % refusal.status
-        )
+        if request is not None and request.startedWriting:
+            request.refusedWhileAnswered()
+        else:
+            self.transport.write(
+                b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % refusal.status
+            )
         self.loseConnection()
+        if forwarded is not None and forwarded.whenLost is not None:
+            forwarded.whenLost(Failure(ConnectionDone("the request was refused")))
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
         Answer an over-long request line with 414 and an over-long header
-        line with 431; Twisted's channel drops the connection without a
-        word.
+        or trailer line with 431; Twisted's channel drops the connection
+        without a word.
         """
-        limit = http.HTTPChannel.MAX_LENGTH
-        self.refuse(refusals.lineTooLong(not self._inHead, limit))
+        if self._trailers is not None:
+            kind = "trailer"
+        else:
+            kind = "header" if self._inHead else "request"
+        self.refuse(refusals.lineTooLong(kind, http.HTTPChannel.MAX_LENGTH))
 
     def checkPersistence(self, request: server.Request, version: bytes) -> bool:
         """

@@ -11,7 +11,8 @@ client's path for a L{Tunnel}:
      an C{https://} backend), and writes the request head itself: the
      client's method and raw target, the end-to-end fields that the proxy
      sends for any request, then C{Connection: Upgrade} and the client's
-     C{Upgrade} values, and the body, if any, with a C{Content-Length};
+     C{Upgrade} values (a request with a body is not upgraded: see
+     L{wantsUpgrade});
   2. it reads the backend's answer head, at most L{MAX_HEAD} bytes, parsed
      as strictly as any response (L{txlb.http1});
   3. on C{101} the client connection stops speaking HTTP
@@ -91,38 +92,49 @@ LINGER = 2.0
 def wantsUpgrade(request: server.Request) -> bool:
     """
     Whether C{request} asks to switch protocols: an HTTP/1.1 request with an
-    C{Upgrade} field and C{upgrade} among its C{Connection} options.  An
-    HTTP/1.0 request's C{Upgrade} is ignored (RFC 9110 section 7.8).
+    C{Upgrade} field and C{upgrade} among its C{Connection} options, and no
+    body.  An HTTP/1.0 request's C{Upgrade} is ignored (RFC 9110 section
+    7.8).
+
+    So is the C{Upgrade} of a request with a body (chunked, or a
+    C{Content-Length} other than 0), which is forwarded as an ordinary
+    request, without the upgrade's fields, as any server may (section 7.8).
+    Parsers disagree on where such a request ends: h11 reads the body as
+    the request's, llhttp as the new protocol's first bytes; forwarded as
+    an ordinary request, its body is the request's for every hop, and no
+    tunnel ever holds bytes whose meaning was in doubt.  HAProxy (after
+    its issue 1381), Kestrel and Helidon ignore the upgrade so too;
+    refusing it instead would break the clients and proxies that send
+    C{Connection: Upgrade} with every request (many nginx configurations,
+    curl's C{--http2} on a POST).
     """
     received = request.requestHeaders
-    return (
+    if not (
         request.clientproto == b"HTTP/1.1"
         and received.hasHeader(b"upgrade")
         and b"upgrade" in headers.tokens(received, b"connection")
-    )
+    ):
+        return False
+    # The channel has checked the framing fields: digits, or chunked.
+    lengths = received.getRawHeaders(b"content-length")
+    chunked = received.hasHeader(b"transfer-encoding")
+    return not chunked and (lengths is None or int(lengths[0]) == 0)
 
 
 def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
     """
     The bytes of the upgrade request to send to the backend, with the
-    C{outgoing} header fields the proxy sends for it.
+    C{outgoing} header fields the proxy sends for it.  It has no body (see
+    L{wantsUpgrade}); a C{Content-Length: 0} the client sent goes too.
     """
     received = request.requestHeaders
-    body = None
-    if received.hasHeader(b"content-length") or received.hasHeader(b"transfer-encoding"):
-        assert request.content is not None
-        request.content.seek(0)
-        body = request.content.read()
-        # Twisted keeps a chunked body in a temporary file; the tunnel has
-        # what it needs, and the file is not left open until collected.
-        request.content.close()
     lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
-    if body is not None:
-        lines.append(b"Content-Length: %d" % len(body))
+    if received.hasHeader(b"content-length"):
+        lines.append(b"Content-Length: 0")
     lines.extend(name + b": " + value for name, value in outgoing)
     lines.append(b"Connection: Upgrade")
     lines.extend(b"Upgrade: " + value for value in received.getRawHeaders(b"upgrade", ()))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 class BodyEnd:

@@ -32,6 +32,8 @@ class StreamingBody:
 
     @ivar started: Whether the request has been handed to the resource.
     @ivar complete: Whether the whole body has arrived.
+    @ivar trailers: The trailer fields to send after the body, when it is
+        sent chunked (it has no length); set before it is complete.
     @ivar whenSent: Called when the whole body has been sent to the backend
         of the current attempt.
     """
@@ -40,6 +42,7 @@ class StreamingBody:
 
     def __init__(self, length: int | None, client: Any) -> None:
         self.length = UNKNOWN_LENGTH if length is None else length
+        self.trailers: list[tuple[bytes, bytes]] = []
         self.started = False
         self.complete = False
         self._kept: list[bytes] | None = []
