@@ -49,9 +49,12 @@ from tests.helpers import (
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.flow import HIGH_WATER
 from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, describeError
+from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
+from txlb.ratelimit import Rate
 from txlb.server import LoadBalancerSite
 from txlb.settings import ProxySettings
 
@@ -476,6 +479,27 @@ class RefusalTests(HTTP2TestCase):
         self.assertIn("mismatched :authority and Host", line)
         metrics = self.resource.metrics.exposition()
         self.assertIn(b'txlb_client_refusals_total{reason="http2"} 1.0\n', metrics)
+
+    async def test_rateLimited(self) -> None:
+        """
+        A request over C{--rate-limit} gets 429 with C{retry-after} on its
+        stream; the backend gets nothing; the connection carries on.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
+        region = Region.create(8)
+        self.addCleanup(region.close)
+        limits = self.resource.clientLimits = ClientLimits(region, 0, reactor.seconds)
+        limits.configure(Rate(1, 60.0), 1, "ip", 0)
+        client = await self.h2client(lb)
+        first = await client.response(client.request())
+        refused = await client.response(client.request())
+        self.assertEqual((first.status, refused.status), (b"200", b"429"))
+        headers = dict(refused.headers)
+        self.assertEqual(headers[b"retry-after"], b"60")
+        self.assertEqual(refused.body, b"429 Too Many Requests: over the rate limit\n")
+        self.assertEqual(len(backendFactory.connections), 1)
+        self.assertIn("status=429 ms=", self.accessLog()[-1])
 
     async def test_connect(self) -> None:
         """

@@ -9,6 +9,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from treq.testing import StubTreq
@@ -22,6 +23,7 @@ from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
 from txlb.admin import AdminResource, AdminSite, refuseChange
 from txlb.algorithms.roundrobin import RoundRobin
+from txlb.metrics import Metrics
 from txlb.refusals import REASONS
 from txlb.tap import Options, makeService
 from txlb.workers.workeradmin import mergeMetrics, workerMetrics
@@ -859,16 +861,19 @@ class MetricsDocumentedTests(SynchronousTestCase):
 
     def test_everyMetric(self) -> None:
         """
-        Every metric txlb exposes (a shadow policy's, and the supervisor's
-        under C{--workers}, too) has its row, and every row is one txlb
-        exposes.
+        Every metric txlb exposes (a shadow policy's, the client limits',
+        and the supervisor's under C{--workers}, too) has its row, and every
+        row is one txlb exposes.
         """
         harness = Harness(self)
         harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
+        limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
+        limited = Metrics(harness.pool, harness.reactor, clientLimits=lambda: limits)
         exposed = {
             line.split()[2]
             for line in (
                 harness.resource.metrics.exposition().decode()
+                + limited.exposition().decode()
                 + mergeMetrics([], workerMetrics([True], [0])).decode()
             ).splitlines()
             if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")

@@ -24,6 +24,9 @@ def parse(*args: str) -> Options:
     return options
 
 
+LIMIT = "the limit of requests in flight (after /) must be a whole number from 1 to 1000000"
+
+
 class ParseBackendTests(SynchronousTestCase):
     def test_valid(self) -> None:
         """
@@ -38,11 +41,32 @@ class ParseBackendTests(SynchronousTestCase):
             ("[::1]:8081=2", ("::1", 8081, 2, False)),
             ("https://api.internal:443", ("api.internal", 443, 1, True)),
             ("HTTPS://[::1]:8443=4/", ("::1", 8443, 4, True)),
+            ("https://[::1]:8443", ("::1", 8443, 1, True)),
+            ("https://[::1]:8443/", ("::1", 8443, 1, True)),
         ]
         for spec, expected in table:
             backend = parseBackend(spec)
             self.assertEqual(
                 (backend.host, backend.port, backend.weight, backend.tls), expected, spec
+            )
+            self.assertEqual(backend.maxConn, 0, spec)
+
+    def test_maxConn(self) -> None:
+        """
+        C{=WEIGHT/MAXCONN} gives a backend its own limit of requests in
+        flight.
+        """
+        table = [
+            ("localhost:8081=1/10", ("localhost", 8081, 1, False, 10)),
+            ("https://[::1]:8443=3/1/", ("::1", 8443, 3, True, 1)),
+            ("a.internal:80=1000/1000000", ("a.internal", 80, 1000, False, 1_000_000)),
+        ]
+        for spec, expected in table:
+            backend = parseBackend(spec)
+            self.assertEqual(
+                (backend.host, backend.port, backend.weight, backend.tls, backend.maxConn),
+                expected,
+                spec,
             )
 
     def test_invalid(self) -> None:
@@ -65,6 +89,14 @@ class ParseBackendTests(SynchronousTestCase):
             ("bad host:80", "bad host 'bad host'"),
             ("[::1]", "missing port"),
             ("[nothex]:80", "bad host 'nothex'"),
+            ("localhost:80=1/0", LIMIT),
+            ("localhost:80=1/", LIMIT),
+            ("localhost:80=1/x", LIMIT),
+            ("localhost:80=1/1.5", LIMIT),
+            ("localhost:80=1/-1", LIMIT),
+            ("localhost:80=1/\N{SUPERSCRIPT TWO}", LIMIT),
+            ("localhost:80=1/1000001", LIMIT),
+            ("localhost:80=/5", "the weight must be a whole number from 1 to 1000"),
         ]
         for spec, reason in table:
             with self.assertRaises(SystemExit) as caught:
@@ -72,6 +104,18 @@ class ParseBackendTests(SynchronousTestCase):
             message = str(caught.exception.code)
             self.assertIn(f"--backends: {spec!r}: {reason}", message)
             self.assertNotIn("\n", message)
+
+    def test_maxConnNotYet(self) -> None:
+        """
+        C{--backends} refuses a limit it cannot enforce yet, in one line.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            parse("--backends", "a:1,b:2=1/5")
+        self.assertEqual(
+            caught.exception.code,
+            "txlb: --backends: b:2: per-backend limits (/MAXCONN) are not enforced yet"
+            " (see twistd txlb --help)",
+        )
 
 
 class OptionsTests(SynchronousTestCase):

@@ -17,6 +17,9 @@ from txlb.loadreport import parseLoad
 #: sum of the weights.
 MAX_WEIGHT = 1000
 
+#: The largest limit of requests in flight a backend may be given.
+MAX_CONN = 1_000_000
+
 #: Seconds in which a reported load fades to 1/e of its value when the
 #: backend stops reporting (Finagle's and Linkerd's decay time for latency).
 LOAD_DECAY = 10.0
@@ -38,6 +41,8 @@ class Backend:
     @ivar address: C{host:port} (C{[v6]:port}), for logs, error pages and
         the IP hash.
     @ivar tls: Whether it is an C{https://} backend.
+    @ivar maxConn: Its own limit of requests in flight (C{=WEIGHT/MAXCONN}
+        in C{--backends}), or 0 for the pool's (see L{txlb.admission}).
     @ivar active: Requests sent to this backend whose response has not yet
         been fully relayed, failed or been abandoned by the client.  The proxy
         increments it when it sends a request and decrements it exactly once
@@ -73,11 +78,14 @@ class Backend:
         L{BackendPool.candidates}.
     """
 
-    def __init__(self, host: str, port: int, weight: int = 1, tls: bool = False) -> None:
+    def __init__(
+        self, host: str, port: int, weight: int = 1, tls: bool = False, maxConn: int = 0
+    ) -> None:
         self.host = host
         self.port = port
         self.weight = weight
         self.tls = tls
+        self.maxConn = maxConn
         self.active = 0
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.healthy = True
@@ -341,22 +349,33 @@ HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 def parseBackend(spec: str) -> Backend:
     """
-    Parse one C{[http://|https://]HOST:PORT[=WEIGHT]}.
+    Parse one C{[http://|https://]HOST:PORT[=WEIGHT[/MAXCONN]]}.
 
     @raise ValueError: With a one-line reason.
     """
     text = spec.strip()
-    scheme, sep, rest = text.partition("://")
-    if sep:
+    scheme, hasScheme, rest = text.partition("://")
+    if hasScheme:
         if scheme.lower() not in ("http", "https"):
             raise ValueError(f"unknown scheme {scheme!r} (use http://, https:// or none)")
         text = rest.removesuffix("/")
     address, sep, weightText = text.partition("=")
     weight = 1
+    maxConn = 0
     if sep:
+        weightText, slash, maxConnText = weightText.partition("/")
         if not weightText.isdigit() or not 1 <= int(weightText) <= MAX_WEIGHT:
             raise ValueError(f"the weight must be a whole number from 1 to {MAX_WEIGHT}")
         weight = int(weightText)
+        if slash:
+            if not (maxConnText.isascii() and maxConnText.isdigit()) or not (
+                1 <= int(maxConnText) <= MAX_CONN
+            ):
+                raise ValueError(
+                    f"the limit of requests in flight (after /) must be a whole number "
+                    f"from 1 to {MAX_CONN}"
+                )
+            maxConn = int(maxConnText)
     if address.startswith("["):
         host, _, portText = address[1:].partition("]")
         if not portText.startswith(":"):
@@ -364,15 +383,16 @@ def parseBackend(spec: str) -> Backend:
         portText = portText[1:]
         valid = ":" in host
     else:
-        host, sep, portText = address.rpartition(":")
-        if not sep:
+        host, colon, portText = address.rpartition(":")
+        if not colon:
             raise ValueError("missing port (expected HOST:PORT)")
         valid = HOSTNAME.fullmatch(host) is not None
     if not valid:
         raise ValueError(f"bad host {host!r}")
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:
         raise ValueError(f"bad port {portText!r} (expected 1-65535)")
-    return Backend(host, int(portText), weight, tls=bool(sep) and scheme.lower() == "https")
+    tls = bool(hasScheme) and scheme.lower() == "https"
+    return Backend(host, int(portText), weight, tls=tls, maxConn=maxConn)
 
 
 def parseBackends(specs: str) -> list[Backend]:

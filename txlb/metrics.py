@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import BackendPool
+from txlb.clientlimits import ClientLimits
 from txlb.refusals import REASONS
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
@@ -93,6 +94,36 @@ class _ShadowCollector:
         yield from (compared, agreed, errors, agreement, backends)
 
 
+class _ClientLimitsCollector:
+    """
+    What the client limits refused, read from them at each scrape.
+    """
+
+    def __init__(self, limits: Callable[[], ClientLimits | None]) -> None:
+        self._limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        limits = self._limits()
+        if limits is None:
+            return
+        yield CounterMetricFamily(
+            "txlb_rate_limited_requests",
+            "Requests answered 429 for being over --rate-limit.",
+            value=limits.rateLimited,
+        )
+        yield CounterMetricFamily(
+            "txlb_client_connections_refused",
+            "Connections closed at once for being over --max-client-conns.",
+            value=limits.refusedConnections,
+        )
+        yield CounterMetricFamily(
+            "txlb_client_connections_untracked",
+            "Connections let in without being counted against --max-client-conns, the "
+            "table of connected addresses being full where their address falls.",
+            value=limits.untrackedConnections,
+        )
+
+
 class Metrics:
     """
     The metrics, in a registry of their own (several balancers can run in
@@ -100,7 +131,11 @@ class Metrics:
     """
 
     def __init__(
-        self, pool: BackendPool, clock: Any, shadow: Callable[[], Shadow | None] = lambda: None
+        self,
+        pool: BackendPool,
+        clock: Any,
+        shadow: Callable[[], Shadow | None] = lambda: None,
+        clientLimits: Callable[[], ClientLimits | None] = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -154,6 +189,7 @@ class Metrics:
         )
         self.registry.register(_PoolCollector(pool, clock))
         self.registry.register(_ShadowCollector(shadow))
+        self.registry.register(_ClientLimitsCollector(clientLimits))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
         self._requestChildren: dict[tuple[str, str], Any] = {}

@@ -23,10 +23,17 @@ from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
-from txlb.outcome import CLIENT_PROTOCOL_ERROR, Outcome, answer
+from txlb.outcome import (
+    CLIENT_PROTOCOL_ERROR,
+    RATE_LIMITED,
+    TOO_MANY_REQUESTS,
+    Outcome,
+    answer,
+)
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.throttle import Throttle
@@ -47,6 +54,8 @@ class LoadBalancerResource(Resource):
         L{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
         L{None}.
+    @ivar clientLimits: The L{ClientLimits} each request is checked
+        against (its rate limit answers 429), or L{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
@@ -72,12 +81,13 @@ class LoadBalancerResource(Resource):
             from twisted.internet import reactor
         self.shadow: Shadow | None = None
         self.sticky: StickyCookie | None = None
+        self.clientLimits: ClientLimits | None = None
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
-        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow)
+        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow, lambda: self.clientLimits)
         self.client = client
         self.accessLog = AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
@@ -104,6 +114,24 @@ class LoadBalancerResource(Resource):
                 )
             )
             return server.NOT_DONE_YET
+        limits = self.clientLimits
+        if limits is not None:
+            wait = limits.checkRequest(request)
+            if wait:
+                request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % wait])
+                answer(request, TOO_MANY_REQUESTS, "over the rate limit")
+                self.ended(
+                    Outcome(
+                        request,
+                        clientHost,
+                        None,
+                        TOO_MANY_REQUESTS,
+                        started,
+                        "rate limited",
+                        flag=RATE_LIMITED,
+                    )
+                )
+                return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             backend = self.pick(request)
             upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)

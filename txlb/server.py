@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from txlb import headers, refusals, tunnel
+from txlb.clientlimits import ClientLimits
 from txlb.http1 import BadResponseError, ChunkedDecoder
 from txlb.http2 import PREFACE, HTTP2Channel
 from txlb.proxy import LoadBalancerResource
@@ -238,10 +239,25 @@ class ProxyChannel(http.HTTPChannel):
     _idleTimerPaused = False
     # What came before the protocol could be chosen (see _chooseProtocol).
     _firstBytes = b""
+    # The client limits that counted this connection, and what they gave
+    # for it.
+    _clientLimits: ClientLimits | None = None
+    _clientToken = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
         site = self.site  # type: ignore[attr-defined]
+        limits = site.resource.clientLimits
+        if limits is not None and limits.maxConnections:
+            token = limits.opened(getattr(self.transport.getPeer(), "host", ""))  # type: ignore[union-attr]
+            if token == -1:
+                # Over --max-client-conns: closed at once, as nginx's
+                # limit_conn does; anything the client sends is ignored.
+                self._refused = True
+                self.transport.abortConnection()  # type: ignore[union-attr]
+                return
+            if token is not None:
+                self._clientLimits, self._clientToken = limits, token
         site.channels.add(self)
         site.writes.adopt(self.transport)
         secure = ISSLTransport.providedBy(self.transport)
@@ -285,6 +301,9 @@ class ProxyChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.channels.discard(self)  # type: ignore[attr-defined]
+        if self._clientLimits is not None:
+            self._clientLimits.closed(self._clientToken)
+            self._clientLimits = None
         self._cancelHeadDeadline()
         super().connectionLost(reason)
 

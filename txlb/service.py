@@ -26,6 +26,7 @@ from twisted.python import usage
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend
+from txlb.clientlimits import ClientLimits
 from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
 from txlb.history import INTERVAL as HISTORY_INTERVAL
@@ -87,6 +88,11 @@ class Configuration(Protocol):
         What makes the algorithm C{spec} names, checked on C{backends}.
 
         @raise usage.UsageError: With one line saying what is wrong.
+        """
+
+    def configureLimits(self, limits: ClientLimits) -> None:
+        """
+        Set the client limits as these options say.
         """
 
 
@@ -417,10 +423,10 @@ class LoadBalancerService(MultiService):
         finish on their backends, client connections stay open, and the
         counts of backends that stay are kept.  The TLS files are read again,
         and idle connections to C{https://} backends closed, so new ones use
-        them.  Listening addresses and the admin token only change with a
-        restart.
+        them.  Listening addresses, the admin token and the size of the
+        client limits' tables only change with a restart.
         """
-        for option in ("listen", "admin", "admin-token"):
+        for option in ("listen", "admin", "admin-token", "rate-limit-keys"):
             if new[option] != self.config[option]:
                 self._log.warn(
                     "--{option} changes need a restart; it stays {value!r}",
@@ -460,6 +466,8 @@ class LoadBalancerService(MultiService):
                 # The file or DNS lists it: it serves, whatever the admin API said.
                 backend.draining = False
         resource.settings = new.settings()
+        if resource.clientLimits is not None:
+            new.configureLimits(resource.clientLimits)
         if new["access-log-file"] != self.config["access-log-file"]:
             self._openAccessLog(new["access-log-file"])
         # The idle timeout and protocols of client connections made from now

@@ -18,20 +18,32 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from txlb import config, dns, tls
+from txlb.admission import parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
 from txlb.backend import Backend, BackendPool, parseBackends
 from txlb.client import BackendClient
+from txlb.clientlimits import ClientLimits
 from txlb.http1 import isToken
+from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
+from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
+from txlb.retrybudget import parsePercent
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
 from txlb.workers.supervisor import Supervisor, parseListen
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    LISTEN_FD,
+    ParentWatch,
+    adoptedEndpoint,
+    workerIndex,
+)
 
 #: The backends C{--demo} starts: the seed's three, weighted 1:3:2.
 DEMO_BACKENDS = "127.0.0.1:8081=1,127.0.0.1:8082=3,127.0.0.1:8083=2"
@@ -42,9 +54,16 @@ def backendList(specs: str) -> list[Backend]:
     Parse C{--backends} (see L{parseBackends}).
     """
     try:
-        return parseBackends(specs)
+        backends = parseBackends(specs)
     except ValueError as e:
         raise usage.UsageError(f"--backends: {e}") from None
+    for backend in backends:
+        if backend.maxConn:
+            # Parsed, but the request path does not queue yet.
+            raise usage.UsageError(
+                f"--backends: {backend.address}: per-backend limits (/MAXCONN) are not enforced yet"
+            )
+    return backends
 
 
 #: Options that may be given several times, each adding to a list.
@@ -107,6 +126,40 @@ def parseBalanceFactor(text: str) -> float:
             f"--hash-balance-factor: {text!r} is not 0 (off) or a number of at least 1"
         )
     return value
+
+
+def rateLimit(text: str) -> Rate:
+    try:
+        return parseRate(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--rate-limit: {e}") from None
+
+
+def rateLimitKey(text: str) -> str:
+    try:
+        return parseRateKey(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--rate-limit-key: {e}") from None
+
+
+def maxConn(text: str) -> int | str:
+    """
+    C{--max-conn}, for when the request path queues.
+    """
+    try:
+        return parseMaxConn(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--max-conn: {e}") from None
+
+
+def retryBudget(text: str) -> float:
+    """
+    C{--retry-budget}, for when the exchange counts its retries.
+    """
+    try:
+        return parsePercent(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--retry-budget: {e}") from None
 
 
 def parseHeaderName(text: str) -> str:
@@ -321,6 +374,44 @@ class Options(usage.Options):
             seconds("--drain-timeout"),
         ],
         ["max-body-size", None, None, "Largest request body (e.g. 10M); 413 above.", parseSize],
+        # Client limits.
+        [
+            "rate-limit",
+            None,
+            None,
+            "Requests per client key, as 100/s, 6000/min or 1000/h; 429 with Retry-After "
+            "above (off if absent).",
+            rateLimit,
+        ],
+        [
+            "rate-limit-burst",
+            None,
+            None,
+            "Requests a key may send at once (default: one second's worth of --rate-limit).",
+            count("--rate-limit-burst", 1),
+        ],
+        [
+            "rate-limit-key",
+            None,
+            "ip",
+            "What --rate-limit counts by: ip, header:NAME or cookie:NAME.",
+            rateLimitKey,
+        ],
+        [
+            "rate-limit-keys",
+            None,
+            DEFAULT_KEYS,
+            "Keys the rate limit remembers at most (24 bytes each), and client addresses "
+            "--max-client-conns counts; the least recently used are forgotten.",
+            count("--rate-limit-keys", 1),
+        ],
+        [
+            "max-client-conns",
+            None,
+            0,
+            "Connections one client address may have open; more are closed at once (0: no limit).",
+            count("--max-client-conns", 0),
+        ],
         # Algorithms.
         [
             "hash-key",
@@ -535,6 +626,14 @@ class Options(usage.Options):
                 serverFromString(reactor, self[option])
             except Exception as e:
                 raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+        if self["rate-limit-burst"] is not None and self["rate-limit"] is None:
+            raise usage.UsageError("--rate-limit-burst needs --rate-limit")
+        if self["max-client-conns"] and self["listen"].startswith("haproxy:"):
+            # The PROXY header names the client after the connection is
+            # made, when it would already be counted against the proxy.
+            raise usage.UsageError(
+                "--max-client-conns does not work with the PROXY protocol (haproxy: --listen) yet"
+            )
         if self["workers"] > 1:
             if self["demo"]:
                 raise usage.UsageError("--demo runs its backends in one process: drop --workers")
@@ -551,6 +650,25 @@ class Options(usage.Options):
                 f"--admin: {self['admin']!r} is not loopback-only: give --admin-token, "
                 "or listen on 127.0.0.1 (e.g. tcp:9000:interface=127.0.0.1)"
             )
+
+    def clientLimits(self, region: Region, worker: int, clock: Any) -> ClientLimits:
+        """
+        The client limits these options ask for, counted in C{region}.
+        """
+        limits = ClientLimits(region, worker, clock)
+        self.configureLimits(limits)
+        return limits
+
+    def configureLimits(self, limits: ClientLimits) -> None:
+        """
+        Set C{limits} as these options say (at start and on a reload).
+        """
+        limits.configure(
+            self["rate-limit"],
+            self["rate-limit-burst"],
+            self["rate-limit-key"],
+            self["max-client-conns"],
+        )
 
     def settings(self) -> ProxySettings:
         """
@@ -638,6 +756,11 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     )
     resource.useShadow(config["shadow-algo"], config.shadow())
     resource.sticky = config.sticky(reactor)
+    if index is None:
+        region = Region.create(config["rate-limit-keys"])
+    else:
+        region = Region.adopt(KEYTABLES_FD, os.environ.get("PYTHONHASHSEED"))
+    resource.clientLimits = config.clientLimits(region, index or 0, reactor.seconds)
     site = LoadBalancerSite(resource, reactor, http2=not config["no-http2"], h2c=config["h2c"])
     if index is None:
         balancer = LoadBalancerService(config, site, reactor)

@@ -17,7 +17,9 @@ The supervisor restarts a worker that ends (at most once a second per
 worker), forwards SIGHUP, stops every worker gracefully on SIGTERM or
 SIGINT (a second one makes them cut their requests) and exits when all are
 gone.  With C{--admin}, it serves the admin API itself and fans it out to
-each worker's loopback admin socket (L{txlb.workers.workeradmin}).
+each worker's loopback admin socket (L{txlb.workers.workeradmin}).  It makes
+the tables the client limits count in (L{txlb.keytables.Region}) and hands
+them to every worker, and clears a dead worker's connection counts.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
 from txlb.history import INTERVAL as HISTORY_INTERVAL
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV, WorkerLogObserver
+from txlb.keytables import ClientCounts, Region, workerHashSeed
+from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV, WorkerLogObserver
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -162,6 +165,12 @@ class Supervisor(MultiService):
         #: The admin changes every worker made since the last reload, for a
         #: restarted worker to make too.
         self.changes: list[Change] = []
+        #: The client limits' tables, shared with every worker: a limit is
+        #: the whole txlb's.
+        #: The workers' PYTHONHASHSEED, one for all: the tables' key
+        #: fingerprints are Python's hash().
+        self.hashSeed = workerHashSeed(os.environ)
+        self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
         self.recorder = None
         if config["admin"] is not None:
@@ -232,13 +241,15 @@ class Supervisor(MultiService):
         childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
         if self.adminSockets:
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
+        assert self.keyTables.fd is not None
+        childFDs[KEYTABLES_FD] = self.keyTables.fd
         arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logger", _LOGGER, "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index)},
+            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
             childFDs=childFDs,
         )
         worker.pid = process.pid
@@ -250,6 +261,8 @@ class Supervisor(MultiService):
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.pid = worker.pid, None
+        # Its connections died with it.
+        ClientCounts(self.keyTables).forgetWorker(worker.index)
         if self._stopping:
             self._log.info("Worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
             if self._allEnded is not None and not self.runningWorkers():
@@ -338,3 +351,4 @@ class Supervisor(MultiService):
             await self.admin.stopService()
         for listening in self.listenSockets + self.adminSockets:
             listening.close()
+        self.keyTables.close()

@@ -6,8 +6,9 @@ C{--listen} and C{--admin}.
 The supervisor starts each worker as C{twistd -n --pidfile= --logger
 txlb.workers.worker.WorkerLogObserver txlb ARGS --workers 1} with
 C{TXLB_WORKER} set to the worker's index, the listening socket on file
-descriptor 3 and, with C{--admin}, the worker's own loopback admin socket
-on file descriptor 4.
+descriptor 3, with C{--admin}, the worker's own loopback admin socket on
+file descriptor 4, and the client limits' shared tables
+(L{txlb.keytables.Region}) on file descriptor 5.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from zope.interface import implementer
 #: its index (0 to N - 1).
 WORKER_ENV = "TXLB_WORKER"
 
-#: The file descriptors a worker gets its listening and admin sockets on.
-LISTEN_FD, ADMIN_FD = 3, 4
+#: The file descriptors a worker gets its listening and admin sockets on,
+#: and the key tables it shares with the other workers.
+LISTEN_FD, ADMIN_FD, KEYTABLES_FD = 3, 4, 5
 
 #: Seconds between two looks at whether the supervisor is still there.
 PARENT_POLL = 1.0
