@@ -4,6 +4,8 @@ The admin listener: status, metrics and runtime changes over HTTP.
   - C{GET /}: the status page (L{txlb.statuspage}), for people;
   - C{GET /status}: the balancer and each backend, as JSON;
   - C{GET /metrics}: Prometheus' text format;
+  - C{GET /backends}: the backends, as in C{/status}; C{GET
+    /backends/HOST:PORT}: one of them;
   - C{POST /backends} with C{{"address": "host:port", "weight": 2}}: add a
     backend;
   - C{PATCH /backends/HOST:PORT} with C{{"weight": 3}} and/or
@@ -16,13 +18,21 @@ The admin listener: status, metrics and runtime changes over HTTP.
     (C{null} for no shadow): switch the algorithm or the shadow policy
     (requests in flight keep their backends).
 
+A change to a backend holds until the next reload, by address: while the
+backend is out of the pool, and whatever DNS says (L{txlb.adminstate}).
+One to an address that is not a backend is refused with 404, unless it
+carries C{Txlb-Replay: 1}, as the supervisor of C{--workers} sends the
+changes it makes again on a restarted worker (which may not have resolved
+DNS yet): then it is kept, and applied when the backend appears (202).
+
 C{GET /status?since=T} adds the samples of the last five minutes taken
 after C{T} (L{txlb.history}), which the status page charts.
 
-A change a browser sends for another site's page is refused (L{refuseChange}),
-and so is, without a token, any change a browser sends.  With a token,
-every change needs C{Authorization: Bearer TOKEN}; reads never do.  Errors
-are JSON too: C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
+C{HEAD} is answered wherever C{GET} is.  A change a browser sends for
+another site's page is refused (L{refuseChange}), and so is, without a
+token, any change a browser sends.  With a token, every change needs
+C{Authorization: Bearer TOKEN}; reads never do.  Errors are JSON too:
+C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
 from __future__ import annotations
@@ -38,11 +48,16 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import __version__
+from txlb.adminstate import AdminState
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
 from txlb.history import History
 from txlb.metrics import BUCKETS
 from txlb.proxy import LoadBalancerResource
 from txlb.statuspage import StatusPage
+
+#: The request header that asks to keep a change to an address that is not
+#: a backend (yet), instead of refusing it.
+REPLAY_HEADER = b"Txlb-Replay"
 
 
 class _Options(Protocol):
@@ -83,6 +98,12 @@ class Balancer(Protocol):
     def config(self) -> _Options:
         """
         The configuration in use, which a reload replaces.
+        """
+
+    @property
+    def adminState(self) -> AdminState:
+        """
+        What the admin API changed, until the next reload.
         """
 
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
@@ -141,12 +162,13 @@ class AdminAPI(Resource):
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
         path = [unquote(part.decode("ascii", "replace")) for part in parts]
+        method = b"GET" if request.method == b"HEAD" else request.method
         try:
-            if request.method not in (b"GET", b"HEAD"):
+            if method != b"GET":
                 refused = refuseChange(request, self.token)
                 if refused is not None:
                     raise _AdminError(*refused)
-            answer, code = self._route(request.method, [p for p in path if p], request)
+            answer, code = self._route(method, [p for p in path if p], request)
         except _AdminError as e:
             answer, code = {"error": str(e)}, e.code
             if code == http.UNAUTHORIZED:
@@ -154,10 +176,15 @@ class AdminAPI(Resource):
         request.setResponseCode(code)
         if isinstance(answer, bytes):
             request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-            return answer
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(answer, indent=1).encode() + b"\n"
+            body = answer
+        else:
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Cache-Control", b"no-store")
+            body = json.dumps(answer, indent=1).encode() + b"\n"
+        if request.method == b"HEAD":
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            return b""
+        return body
 
     def _route(self, method: bytes, path: list[str], request: server.Request) -> tuple[Any, int]:
         if path == ["status"] and method == b"GET":
@@ -171,16 +198,24 @@ class AdminAPI(Resource):
             return status, http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
+        if path == ["backends"] and method == b"GET":
+            now = self.balancer.reactor.seconds()
+            backends = self.balancer.resource.pool.backends
+            return {"backends": [_backendStatus(b, now) for b in backends]}, http.OK
         if path == ["backends"] and method == b"POST":
             return self._add(_body(request)), http.CREATED
+        replay = request.getHeader(REPLAY_HEADER) is not None
         if len(path) == 2 and path[0] == "backends":
-            backend = self._find(path[1])
+            if method == b"GET":
+                _, backend = self._find(path[1], replay=False)
+                assert backend is not None
+                return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
             if method == b"PATCH":
-                return self._change(backend, _body(request)), http.OK
+                return self._change(path[1], _body(request), replay)
             if method == b"DELETE":
-                return self._remove(backend), http.OK
+                return self._remove(path[1], replay)
         if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
-            return self._change(self._find(path[1]), {"draining": True}), http.OK
+            return self._change(path[1], {"draining": True}, replay)
         if path == ["algorithm"] and method == b"PUT":
             return self._switch(_body(request)), http.OK
         if path in (["status"], ["metrics"], ["algorithm"]) or path[:1] == ["backends"]:
@@ -229,15 +264,33 @@ class AdminAPI(Resource):
         config = self.balancer.config
         return {"algorithm": config["algo"], "shadow": config["shadow-algo"]}
 
-    def _find(self, address: str) -> Backend:
+    def _find(self, address: str, replay: bool) -> tuple[tuple[str, int], Backend | None]:
+        """
+        The key of C{address}, and the backend of the pool it names: none
+        only for a replayed change.
+        """
         try:
             wanted = parseBackend(address).key
         except ValueError as e:
             raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
         for backend in self.balancer.resource.pool.backends:
             if backend.key == wanted:
-                return backend
+                return wanted, backend
+        if replay:
+            return wanted, None
         raise _AdminError(http.NOT_FOUND, f"no backend {address}")
+
+    def _kept(self, address: str, change: str) -> tuple[dict[str, Any], int]:
+        """
+        The answer to a replayed C{change} of C{address}, which is not a
+        backend yet.
+        """
+        self._log.info(
+            "Admin API: {change} {backend} kept until it is a backend",
+            change=change,
+            backend=address,
+        )
+        return {"address": address, "kept": f"{change}, until it is a backend"}, http.ACCEPTED
 
     def _add(self, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")
@@ -252,11 +305,14 @@ class AdminAPI(Resource):
         resource = self.balancer.resource
         if any(b.key == backend.key for b in resource.pool.backends):
             raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
+        self.balancer.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
         return _backendStatus(backend, self.balancer.reactor.seconds())
 
-    def _change(self, backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    def _change(
+        self, address: str, body: dict[str, Any], replay: bool
+    ) -> tuple[dict[str, Any], int]:
         unknown = set(body) - {"weight", "draining"}
         if unknown or not body:
             raise _AdminError(http.BAD_REQUEST, 'expected {"weight": N} and/or {"draining": B}')
@@ -264,6 +320,10 @@ class AdminAPI(Resource):
             _checkWeight(body["weight"])
         if "draining" in body and not isinstance(body["draining"], bool):
             raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
+        key, backend = self._find(address, replay)
+        self.balancer.adminState.change(key, body.get("weight"), body.get("draining"))
+        if backend is None:
+            return self._kept(address, _describe(body))
         if "weight" in body:
             backend.weight = body["weight"]
             resource = self.balancer.resource
@@ -275,16 +335,21 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
 
-    def _remove(self, backend: Backend) -> dict[str, Any]:
+    def _remove(self, address: str, replay: bool) -> tuple[dict[str, Any], int]:
+        key, backend = self._find(address, replay)
+        if backend is None:
+            self.balancer.adminState.remove(key)
+            return self._kept(address, "removal")
         resource = self.balancer.resource
         remaining = [b for b in resource.pool.backends if b is not backend]
         if not remaining:
             raise _AdminError(http.CONFLICT, "cannot remove the last backend")
+        self.balancer.adminState.remove(key)
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
 
 
 def refuseChange(request: server.Request, token: str | None) -> tuple[int, str] | None:
@@ -366,6 +431,16 @@ def _body(request: server.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _AdminError(http.BAD_REQUEST, "the body must be a JSON object")
     return body
+
+
+def _describe(body: dict[str, Any]) -> str:
+    """
+    What a change of a backend does, in words: C{weight 3, drain}.
+    """
+    words = [f"weight {body['weight']}"] if "weight" in body else []
+    if "draining" in body:
+        words.append("drain" if body["draining"] else "end of drain")
+    return ", ".join(words)
 
 
 def _checkWeight(weight: object) -> None:
