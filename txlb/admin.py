@@ -355,7 +355,7 @@ class AdminAPI(Resource):
 def refuseChange(request: server.Request, token: str | None) -> tuple[int, str] | None:
     """
     Why the change C{request} (not a C{GET} or C{HEAD}) must be refused,
-    as a status and a reason, or L{None} to make it.
+    as a status and a reason, or C{None} to make it.
 
     Against cross-site request forgery, two checks, as Go's
     C{CrossOriginProtection} makes them: a browser's C{Sec-Fetch-Site}
@@ -406,7 +406,7 @@ def adminAccess(request: server.Request, token: str | None) -> dict[str, bool]:
 def sinceOf(request: server.Request) -> float | None:
     """
     The time after which C{/status} sends the history's samples
-    (C{?since=T}), or L{None} when the request asks for none.
+    (C{?since=T}), or C{None} when the request asks for none.
 
     @raise ValueError: With one line, when C{T} is not a number.
     """

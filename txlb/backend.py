@@ -47,7 +47,7 @@ class Backend:
         been fully relayed, failed or been abandoned by the client.  The proxy
         increments it when it sends a request and decrements it exactly once
         when that request is over; least connections reads it.
-    @ivar healthy: The verdict of the active health checks (always L{True}
+    @ivar healthy: The verdict of the active health checks (always C{True}
         when they are off).
     @ivar failures: Connection failures, resets and timeouts in a row (the
         passive check).
@@ -57,7 +57,7 @@ class Backend:
     @ivar draining: Whether the backend is being drained: it takes no new
         requests, and those in flight finish.
     @ivar health: The last active check's verdict (C{"passed"} or
-        C{"failed: ..."}), or L{None} when there are no active checks.
+        C{"failed: ..."}), or C{None} when there are no active checks.
     @ivar requests: Requests that ended on this backend.
     @ivar errors: Those that ended in an error of the backend's (a 5xx, a
         failure to connect, a reset, a timeout).
@@ -65,11 +65,11 @@ class Backend:
     @ivar lastError: What the last of those errors or failed checks was (a
         check's as C{"health check: ..."}), so that a backend the checks
         took down says why where its errors are.
-    @ivar lastErrorTime: When that was, or L{None}.
+    @ivar lastErrorTime: When that was, or C{None}.
     @ivar latencyMs: A moving average of the time requests took, in
-        milliseconds, or L{None} before the first one.
+        milliseconds, or C{None} before the first one.
     @ivar load: The last load the backend reported (0 to 1, see
-        L{txlb.loadreport}), or L{None}; L{reportedLoad} is what is left of
+        L{txlb.loadreport}), or C{None}; L{reportedLoad} is what is left of
         it now.
     @ivar loadReported: When it reported it.
     @ivar upSince: When it was added or came back up (minus infinity for a
@@ -147,7 +147,7 @@ class Backend:
     def checked(self, now: float, failed: str | None) -> None:
         """
         An active health check ended at C{now}: it passed if C{failed} is
-        L{None}, else C{failed} says why not.  (Whether that takes the
+        C{None}, else C{failed} says why not.  (Whether that takes the
         backend down or brings it up is the checker's rise and fall.)
         """
         if failed is None:

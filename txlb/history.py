@@ -26,7 +26,7 @@ INTERVAL = 2.0
 SPAN = 300.0
 
 #: A sample of one backend: requests/s, p99 in ms, requests in flight,
-#: reported load; each L{None} when unknown.
+#: reported load; each C{None} when unknown.
 _Values = tuple[Any, Any, Any, Any]
 
 
@@ -34,7 +34,7 @@ def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float 
     """
     The C{q} quantile of a histogram, interpolated within its bucket as
     Prometheus' C{histogram_quantile} does: at most the highest finite
-    bound, and L{None} when the histogram is empty.
+    bound, and C{None} when the histogram is empty.
 
     @param bounds: The buckets' upper bounds, ascending.
     @param counts: Cumulative counts for each of C{bounds}, then the count

@@ -95,7 +95,8 @@ def ask(
     Ask the worker whose admin socket is on C{port}, waiting C{timeout}
     seconds at most.
 
-    @return: A L{Deferred} firing with the answer's code and content.
+    @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+        answer's code and content.
     """
     return treq.request(
         method.decode("ascii"),
@@ -148,7 +149,7 @@ class Workers(Protocol):
 
     def describe(self) -> list[dict[str, Any]]:
         """
-        Each worker's process id (L{None} while it is restarted) and restarts.
+        Each worker's process id (C{None} while it is restarted) and restarts.
         """
 
     def changed(self, change: Change) -> None:
@@ -474,7 +475,7 @@ class WorkersAPI(Resource):
 def _answered(results: list[tuple[bool, Any]]) -> list[tuple[bool, tuple[int | None, Any]]]:
     """
     Whether each worker answered 200, and its answer's code and content,
-    from a L{DeferredList}'s C{results} of L{ask}s (a code of L{None} and
+    from a L{DeferredList}'s C{results} of L{ask}s (a code of C{None} and
     why, for a worker that did not answer).
     """
     answers: list[tuple[bool, tuple[int | None, Any]]] = []
