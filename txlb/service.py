@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -30,6 +30,7 @@ from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend
 from txlb.clientlimits import ClientLimits
+from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.poolservice import PoolConfiguration, PoolService, makePool
 from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.routing import RoutingResource
@@ -145,7 +146,11 @@ class LoadBalancerService(MultiService):
         self._waitingForBackends = self._waiting()
         self._bound = False
         if config["admin"] is not None:
-            admin = AdminSite(AdminResource(self, config["admin-token"]))
+            adminResource = AdminResource(self, config["admin-token"])
+            admin = AdminSite(adminResource)
+            recorder = TimerService(HISTORY_INTERVAL, adminResource.api.record)
+            recorder.clock = reactor
+            recorder.setServiceParent(self)
         #: Where the admin API listens, to say at start; a worker's is its
         #: supervisor's business.
         self._admin = config["admin"] if endpoints is None else None

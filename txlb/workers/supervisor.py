@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ProcessDone
@@ -40,9 +41,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
+from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.keytables import ClientCounts, Region, workerHashSeed
 from txlb.service import StartupError, logAdmin
-from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, WORKER_ENV, listenFDs
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    WORKER_ENV,
+    WorkerLogObserver,
+    listenFDs,
+)
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -54,6 +62,9 @@ EXIT_GRACE = 5.0
 
 #: What the twistd console script runs (it has no C{""} on C{sys.path}).
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: The log observer of a worker, which says which worker wrote each line.
+_LOGGER = f"{WorkerLogObserver.__module__}.{WorkerLogObserver.__name__}"
 
 #: Twisted's default listen backlog.
 _BACKLOG = 50
@@ -168,9 +179,15 @@ class Supervisor(MultiService):
         self.hashSeed = workerHashSeed(os.environ)
         self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
+        self.recorder = None
         if config["admin"] is not None:
-            site = AdminSite(WorkersAdmin(self, reactor))
-            self.admin = strports.service(config["admin"], site, reactor=reactor)
+            admin = WorkersAdmin(self, reactor)
+            self.admin = strports.service(config["admin"], AdminSite(admin), reactor=reactor)
+            # The status page's history, sampled from the workers.
+            self.recorder = TimerService(
+                HISTORY_INTERVAL, lambda: Deferred.fromCoroutine(admin.api.record())
+            )
+            self.recorder.clock = reactor
 
     def adminPorts(self) -> list[int]:
         """
@@ -250,6 +267,8 @@ class Supervisor(MultiService):
             self._start(worker)
         if self.admin is not None:
             self.admin.startService()
+        if self.recorder is not None:
+            self.recorder.startService()
         self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
 
     def _start(self, worker: _Worker) -> None:
@@ -262,7 +281,7 @@ class Supervisor(MultiService):
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
         assert self.keyTables.fd is not None
         childFDs[KEYTABLES_FD] = self.keyTables.fd
-        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
+        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logger", _LOGGER, "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
@@ -348,6 +367,10 @@ class Supervisor(MultiService):
         drain timeout and some grace; then the admin listener.
         """
         self._stopping = True
+        if self.recorder is not None and self.recorder.running:
+            # First: once the workers are gone, a sample would wait for
+            # them until it timed out.
+            await self.recorder.stopService()
         for worker in self.workers:
             if worker.pending is not None:
                 worker.pending.cancel()
