@@ -1024,7 +1024,8 @@ class MetricsDocumentedTests(SynchronousTestCase):
         harness = Harness(self)
         harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
         limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
-        limited = Metrics(harness.pool, harness.reactor, clientLimits=lambda: limits)
+        limited = Metrics(harness.reactor, lambda: ())
+        limited.clientLimits = limits  # type: ignore[assignment]
         exposed = {
             line.split()[2]
             for line in (
