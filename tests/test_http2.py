@@ -66,6 +66,7 @@ from txlb.http2 import (
 from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
 from txlb.ratelimit import Rate
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.settings import ProxySettings
 
@@ -472,7 +473,9 @@ class RefusalTests(SynchronousTestCase):
         harness = Harness(self, clientTimeout=600)
         region = Region.create(8)
         self.addCleanup(region.close)
-        limits = harness.resource.clientLimits = ClientLimits(region, 0, harness.reactor.seconds)
+        limits = harness.site.resource.clientLimits = ClientLimits(
+            region, 0, harness.reactor.seconds
+        )
         limits.configure(Rate(1, 60.0), 1, "ip", 0)
         client = MemoryH2Client(harness)
         first = client.request()
@@ -1095,7 +1098,7 @@ class LoopbackTestCase(IntegrationTestCase):
         self.resource = LoadBalancerResource(
             RoundRobin([Backend("127.0.0.1", backendPort)]), client, reactor
         )
-        self.site = LoadBalancerSite(self.resource, http2=http2, h2c=h2c)
+        self.site = LoadBalancerSite(RoutingResource.single(self.resource), http2=http2, h2c=h2c)
         return self.site
 
     def listenTLS(self, site: LoadBalancerSite) -> tuple[int, str]:
@@ -1159,7 +1162,7 @@ class TLSTests(LoopbackTestCase):
         """
         _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
         site = self.makeSite(backendPort, h2c=False)
-        self.resource.settings = ProxySettings(clientTimeout=0.2)
+        site.resource.settings = ProxySettings(clientTimeout=0.2)
         client = await self.connectTLS(site, [b"h2"], LoopbackH2Client())
         response = await client.responses[client.request()].done
         self.assertEqual(response.body, b"ok")

@@ -92,6 +92,8 @@ class Forwarder(Protocol):
     (L{txlb.proxy.LoadBalancerResource} provides it.)
     """
 
+    #: The pool's name.
+    name: str
     pool: BackendPool
     settings: ProxySettings
     sticky: StickyCookie | None
@@ -282,7 +284,7 @@ class Exchange:
         forwarder.pool.failed(backend, why)
         if self._mayRetry(failure):
             forwarder.pool.done(backend)
-            forwarder.metrics.retries.inc()
+            forwarder.metrics.retries.labels(forwarder.name).inc()
             retry = forwarder.pick(self.request, self.tried)
             forwarder.log.info(
                 "Retrying {method} {path} on {retry}: {backend} failed ({why})",
@@ -377,9 +379,12 @@ class Exchange:
         fields = headers.toClient(
             response.fields, response.connection, forwarder.settings.toClientDrop
         )
+        request = self.request
+        match = request.routing.match  # type: ignore[attr-defined]
+        if match is not None:
+            fields = match.route.responseFields(fields)
         if not any(name.lower() == b"date" for name, value in fields):
             fields.append((b"Date", forwarder.date()))
-        request = self.request
         sticky = forwarder.sticky
         if sticky is not None:
             cookie = sticky.setCookie(request, self.backend)  # type: ignore[arg-type]
