@@ -11,19 +11,37 @@ mirror with the process's memory measured.
 
 from __future__ import annotations
 
+import gc
+import os
+import re
+import socket
+import struct
 from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import ResponseReceived
+from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import OK, ServiceHarness, TCPTransport
+from tests.helpers import (
+    OK,
+    Flood,
+    IntegrationTestCase,
+    RawClient,
+    ServiceHarness,
+    TCPTransport,
+    freePort,
+    waitFor,
+)
 from txlb.flow import HIGH_WATER
 from txlb.mirror import MAX_IN_FLIGHT
 from txlb.service import DRAIN_POLL
+from txlb.tap import Options, makeService
 
 #: A pool for the requests, and a mirror pool of two backends.
 SITE = """
@@ -616,3 +634,302 @@ class ReloadTests(SynchronousTestCase):
         self.assertIn('txlb_mirror_requests_in_flight{pool="shadow"} 0.0', exposition)
         self.assertNotIn('txlb_mirror_requests_total{pool="api"', exposition)
         self.assertNotIn('txlb_mirror_requests_in_flight{pool="api"', exposition)
+
+
+class LoopbackBackend(Protocol):
+    """
+    A backend over loopback: it reads requests one after another on its
+    connection (their bodies, of a C{Content-Length}, counted and dropped)
+    and answers each as its factory says.
+    """
+
+    factory: BackendFactory
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.remaining: int | None = None
+        self.factory.connections.append(self)
+        if self.factory.readSize:
+            self.transport.bufferSize = self.factory.readSize  # type: ignore[union-attr]
+        if self.factory.mode == "slow reader":
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self._reading = LoopingCall(self._readALittle)
+            self._reading.start(SLOW_READ_EVERY, now=False)
+
+    def _readALittle(self) -> None:
+        """
+        Read one socket's worth, then stop again: a mirror that takes its
+        body slowly.
+        """
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        factory = self.factory
+        if factory.mode == "slow reader":
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        while data:
+            if self.remaining is None:
+                self.buffer += data
+                head, found, data = self.buffer.partition(b"\r\n\r\n")
+                if not found:
+                    return
+                self.buffer = b""
+                factory.heads.append(head)
+                if factory.mode == "reset":
+                    # An RST, not a FIN.
+                    self.transport.getHandle().setsockopt(  # type: ignore[union-attr]
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.transport.abortConnection()  # type: ignore[union-attr]
+                    return
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                self.remaining = int(length.group(1)) if length else 0
+            taken = min(len(data), self.remaining)
+            self.remaining -= taken
+            factory.bodyBytes += taken
+            data = data[taken:]
+            if self.remaining == 0:
+                self.remaining = None
+                if factory.delay:
+                    reactor.callLater(factory.delay, self._answer)
+                else:
+                    self._answer()
+
+    def _answer(self) -> None:
+        if self.transport.connected:  # type: ignore[union-attr]
+            self.transport.write(self.factory.response)  # type: ignore[union-attr]
+            self.factory.answeredAt.append(reactor.seconds())
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        reading = getattr(self, "_reading", None)
+        if reading is not None and reading.running:
+            reading.stop()
+        self.factory.lost.append(reason)
+
+
+class BackendFactory(Factory):
+    """
+    Makes L{LoopbackBackend}s, and keeps what they saw.
+
+    @ivar mode: C{"answer"}: answer each request (after C{delay} seconds);
+        C{"reset"}: reset the connection once a head is in; C{"slow
+        reader"}: take the body a socket read every L{SLOW_READ_EVERY}
+        seconds.
+    @ivar readSize: The most a socket read takes, if not Twisted's 64 KiB.
+    """
+
+    protocol = LoopbackBackend
+
+    def __init__(
+        self, mode: str = "answer", delay: float = 0.0, response: bytes = OK, readSize: int = 0
+    ) -> None:
+        self.mode = mode
+        self.delay = delay
+        self.response = response
+        self.readSize = readSize
+        self.connections: list[LoopbackBackend] = []
+        self.heads: list[bytes] = []
+        self.bodyBytes = 0
+        self.answeredAt: list[float] = []
+        self.lost: list[Failure] = []
+
+
+#: Seconds between two reads of a slow-reading mirror: at most 64 KiB
+#: each, about 1 MiB/s.
+SLOW_READ_EVERY = 0.05
+
+#: The upload mirrored over loopback, and how much the process (client,
+#: txlb and backends) may grow meanwhile.
+UPLOAD_SIZE = 1024 * 1024 * 1024
+UPLOAD_GROWTH = 64 * 1024 * 1024
+
+
+def residentBytes() -> int:
+    """
+    This process's resident memory, in bytes.
+    """
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class LoopbackTests(IntegrationTestCase):
+    """
+    Mirrors over real sockets, that answer late, are down, reset, or read
+    slowly: the client's answer is the same, as soon.
+    """
+
+    def start(self, mirror: BackendFactory | None, main: BackendFactory | None = None) -> int:
+        """
+        Start txlb in front of C{main} (answering at once, if not given),
+        mirroring every request to C{mirror} (to a port nobody listens on,
+        if C{None}).
+
+        @return: txlb's port.
+        """
+        self.main = main or BackendFactory()
+        mainPort = self.listen(self.main)
+        mirrorPort = freePort() if mirror is None else self.listen(mirror)
+        port = freePort()
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write(
+                f'listen = "tcp:{port}:interface=127.0.0.1"\n'
+                f'[pools.api]\nbackends = ["127.0.0.1:{mainPort}"]\n'
+                f'[pools.shadow]\nbackends = ["127.0.0.1:{mirrorPort}"]\n'
+                '[[routes]]\npool = "api"\nmirror = "shadow"\n'
+            )
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.service = makeService(options, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        return port
+
+    def results(self) -> dict[str, float]:
+        site = MirrorSite.__new__(MirrorSite)
+        site.metrics = self.service.resource.metrics
+        return site.results()
+
+    async def answered(self, client: RawClient, count: int = 1) -> float:
+        """
+        Wait for C{count} whole answers to C{client}; when the last came.
+        """
+        await waitFor(lambda: client.received.count(OK) >= count, what="the client's answers")
+        return reactor.seconds()
+
+    async def test_slowMirror(self) -> None:
+        """
+        A mirror that answers 2 s late does not hold the client's answer
+        back: it comes before the mirror's, as soon as without a mirror.
+        """
+        mirror = BackendFactory(delay=2.0)
+        port = self.start(mirror)
+        sent = reactor.seconds()
+        client = await self.client(port, POST + b"0123456789")
+        answered = await self.answered(client)
+        self.assertEqual(client.received, OK)
+        self.assertEqual(mirror.answeredAt, [])
+        self.assertLess(answered - sent, 1.0)
+        await waitFor(lambda: self.results()["answered"] == 1, what="the copy's end")
+        self.assertEqual(mirror.heads, self.main.heads)
+        self.assertEqual(mirror.bodyBytes, 10)
+        self.assertLess(answered, mirror.answeredAt[0])
+
+    async def test_keptAliveClientNotHeldBack(self) -> None:
+        """
+        A kept-alive client's next request is forwarded and answered while
+        the slow mirror still has the copy of the one before (where nginx's
+        mirror holds it back).
+        """
+        mirror = BackendFactory(delay=2.0)
+        port = self.start(mirror)
+        client = await self.client(port, GET)
+        await self.answered(client)
+        client.transport.write(GET)
+        answered = await self.answered(client, 2)
+        self.assertEqual(client.received, OK + OK)
+        self.assertEqual(mirror.answeredAt, [])
+        self.assertEqual(len(mirror.heads), 2)
+        await waitFor(lambda: self.results()["answered"] == 2, what="the copies' end")
+        self.assertLess(answered, min(mirror.answeredAt))
+
+    async def test_mirrorDown(self) -> None:
+        """
+        A mirror that refuses connections changes nothing for the client;
+        the copy is counted as failed.
+        """
+        port = self.start(None)
+        client = await self.client(port, POST + b"0123456789")
+        await self.answered(client)
+        self.assertEqual(client.received, OK)
+        await waitFor(lambda: self.results()["failed"] == 1, what="the copy's failure")
+        self.assertEqual(self.main.bodyBytes, 10)
+
+    async def test_mirrorResets(self) -> None:
+        """
+        A mirror that resets the connection changes nothing for the client;
+        the copy is counted as failed.
+        """
+        mirror = BackendFactory("reset")
+        port = self.start(mirror)
+        client = await self.client(port, POST + b"0123456789")
+        await self.answered(client)
+        await waitFor(lambda: self.results()["failed"] == 1, what="the copy's failure")
+        self.assertEqual(client.received, OK)
+        self.assertEqual(len(mirror.heads), 1)
+
+    async def test_bodyMirroredWhileItStreams(self) -> None:
+        """
+        The mirror has the start of the body before the client has sent
+        the rest of it.
+        """
+        mirror = BackendFactory()
+        port = self.start(mirror)
+        client = await self.client(port, POST + b"01234")
+        await waitFor(lambda: mirror.bodyBytes == 5, what="the first half at the mirror")
+        client.transport.write(b"56789")
+        await self.answered(client)
+        await waitFor(lambda: mirror.bodyBytes == 10, what="the second half at the mirror")
+
+    async def upload(self, mirror: BackendFactory) -> tuple[float, int]:
+        """
+        Upload L{UPLOAD_SIZE} bytes through txlb, mirrored to C{mirror}, as
+        fast as txlb takes them, and check its backend had them all.
+
+        @return: How long it took, and how much this process grew
+            meanwhile (the peak of its resident memory, sampled every
+            50 ms, over the one before).
+        """
+        port = self.start(mirror)
+        gc.collect()
+        before = peak = residentBytes()
+
+        def sample() -> None:
+            nonlocal peak
+            peak = max(peak, residentBytes())
+
+        sampling = LoopingCall(sample)
+        sampling.start(0.05)
+        started = reactor.seconds()
+        client = await self.client(
+            port, b"PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % UPLOAD_SIZE
+        )
+        Flood(client.transport, UPLOAD_SIZE)
+        await waitFor(lambda: OK in client.received, 300, "the upload's answer")
+        took = reactor.seconds() - started
+        sampling.stop()
+        sample()
+        self.assertEqual(client.received, OK)
+        self.assertEqual(self.main.bodyBytes, UPLOAD_SIZE)
+        return took, peak - before
+
+    async def test_uploadToSlowMirrorInBoundedMemory(self) -> None:
+        """
+        An upload of L{UPLOAD_SIZE} mirrored to a mirror that reads about
+        1 MiB/s grows the process by less than L{UPLOAD_GROWTH}: the copy
+        is cut once the mirror is a high mark behind, and the upload goes
+        on at its backend's pace.
+        """
+        mirror = BackendFactory("slow reader")
+        took, growth = await self.upload(mirror)
+        self.assertLess(growth, UPLOAD_GROWTH)
+        self.assertEqual(self.results()["cut"], 1)
+        self.assertLess(mirror.bodyBytes, UPLOAD_SIZE // 8)
+        print(f"{UPLOAD_SIZE >> 20} MiB in {took:.1f} s, growth {growth / 2**20:.1f} MiB")
+
+    async def test_uploadMirroredWhole(self) -> None:
+        """
+        A mirror that keeps up gets the whole upload as it streams, in
+        bounded memory, and its answer ends the copy.
+
+        (Keeping up, here in the process that sends the upload, is reading
+        more at each turn of the reactor than the client sends: a mirror
+        that can never take more than it is sent never makes up a lag, and
+        is cut at the first.)
+        """
+        mirror = BackendFactory(readSize=1024 * 1024)
+        took, growth = await self.upload(mirror)
+        await waitFor(lambda: self.results()["answered"] == 1, what="the copy's end")
+        self.assertEqual(mirror.bodyBytes, UPLOAD_SIZE)
+        self.assertLess(growth, UPLOAD_GROWTH)
+        print(f"{UPLOAD_SIZE >> 20} MiB in {took:.1f} s, growth {growth / 2**20:.1f} MiB")
