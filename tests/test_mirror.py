@@ -17,6 +17,7 @@ import platform
 import re
 import socket
 import struct
+import weakref
 from typing import Any
 
 from h2.config import H2Configuration
@@ -572,6 +573,27 @@ class IndependenceTests(SynchronousTestCase):
         self.assertTrue(toMirror.disconnected)
         self.assertEqual(site.results()["cut"], 1)
         self.assertEqual(site.mirrorLog(), [])
+
+    def test_copyHoldsNoClientRequest(self) -> None:
+        """
+        A copy still in flight once its client's exchange is over holds
+        nothing of the client: neither its request nor its body, with the
+        bytes kept of it for a retry.
+        """
+        site = self.site
+        channel, _ = site.send(POST + b"01234")
+        request = weakref.ref(channel.requests[0])
+        body = weakref.ref(channel.requests[0].stream)
+        backend, _ = site.accept()
+        site.accept()
+        channel.dataReceived(b"56789")
+        site.answer(backend)
+        site.leave(channel)
+        del channel
+        gc.collect()
+        self.assertEqual(site.sample("txlb_mirror_requests_in_flight", pool="shadow"), 1.0)
+        self.assertIsNone(body())
+        self.assertIsNone(request())
 
     def test_mirrorAnswersEarly(self) -> None:
         """

@@ -411,7 +411,9 @@ class MirrorBody:
     def __init__(self, source: StreamingBody, limit: int, mirror: Mirror) -> None:
         self.length = source.length
         self.trailers: Sequence[tuple[bytes, bytes]] = ()
-        self._source = source
+        #: The client's body, until it is all in (its bytes kept for a
+        #: retry are not the copy's to hold).
+        self._source: StreamingBody | None = source
         self._limit = limit
         self._mirror = mirror
         self._waiting: deque[bytes] = deque()
@@ -434,12 +436,14 @@ class MirrorBody:
             self._mirror.cut(SLOW)
 
     def finished(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
+        self._source = None
         self.trailers = trailers
         self._complete = True
         self._mirror.bodyComplete()
         self._flush()
 
     def abandoned(self) -> None:
+        self._source = None
         self._mirror.cut(ABANDONED)
 
     def detach(self) -> None:
@@ -447,8 +451,9 @@ class MirrorBody:
         The copy is over: take no more of the body, drop what waits, and
         close the connection if the body was still being sent on it.
         """
-        if self._source.copy is self:
-            self._source.copy = None
+        source, self._source = self._source, None
+        if source is not None and source.copy is self:
+            source.copy = None
         self._waiting.clear()
         self._waitingBytes = 0
         consumer, self._consumer, self._done = self._consumer, None, None
