@@ -796,7 +796,7 @@ class TLSTests(HTTP2TestCase):
         """
         _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
         site = self.tlsSite(backendPort)
-        self.resource.settings = ProxySettings(clientTimeout=0.2)
+        site.resource.settings = ProxySettings(clientTimeout=0.2)
         client = await self.connectTLS(site, [b"h2"], H2Client())
         self.assertEqual((await client.response(client.request())).body, b"ok")
         await waitFor(lambda: client.goaway is not None)

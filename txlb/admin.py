@@ -30,10 +30,13 @@ carries C{Txlb-Replay: 1}, as the supervisor of C{--workers} sends the
 changes it makes again on a restarted worker (which may not have resolved
 DNS yet): then it is kept, and applied when the backend appears (202).
 
-C{HEAD} is answered wherever C{GET} is.  With a token, every change needs
-C{Authorization: Bearer TOKEN}; reads never do.  Without one, a change
-that carries C{Origin} (a browser's, perhaps for another site's page) is
-refused.  Errors are JSON too:
+C{GET /status?since=T} adds the samples of the last five minutes taken
+after C{T} (L{txlb.history}), which the status page charts.
+
+C{HEAD} is answered wherever C{GET} is.  A change a browser sends for
+another site's page is refused (L{refuseChange}), and so is, without a
+token, any change a browser sends.  With a token, every change needs
+C{Authorization: Bearer TOKEN}; reads never do.  Errors are JSON too:
 C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
@@ -53,6 +56,7 @@ from twisted.web.resource import Resource
 from txlb import __version__
 from txlb.adminstate import AdminState
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
+from txlb.history import History
 from txlb.metrics import BUCKETS
 from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.routing import RoutingResource
@@ -177,6 +181,14 @@ class AdminAPI(Resource):
         super().__init__()
         self.balancer = balancer
         self.token = token
+        self.history = History(BUCKETS)
+
+    def record(self) -> None:
+        """
+        Add a sample of every backend to the history.
+        """
+        status = self.status()
+        self.history.record(self.balancer.reactor.seconds(), status["backends"])
 
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
@@ -184,7 +196,9 @@ class AdminAPI(Resource):
         method = b"GET" if request.method == b"HEAD" else request.method
         try:
             if method != b"GET":
-                self._authorize(request)
+                refused = refuseChange(request, self.token)
+                if refused is not None:
+                    raise _AdminError(*refused)
             answer, code = self._route(method, [p for p in path if p], request)
         except _AdminError as e:
             answer, code = {"error": str(e)}, e.code
@@ -203,25 +217,16 @@ class AdminAPI(Resource):
             return b""
         return body
 
-    def _authorize(self, request: server.Request) -> None:
-        """
-        Let a change through only with the token, if there is one.  Without
-        a token (a loopback-only listener), refuse changes a browser makes
-        for another site's page: browsers send C{Origin} with them, command
-        line clients do not.
-        """
-        if self.token is None:
-            if request.getHeader(b"origin") is not None:
-                raise _AdminError(http.FORBIDDEN, "changes from a web page need --admin-token")
-            return
-        given = request.getHeader(b"authorization") or b""
-        expected = b"Bearer " + self.token.encode()
-        if not hmac.compare_digest(given, expected):
-            raise _AdminError(http.UNAUTHORIZED, "changes need Authorization: Bearer TOKEN")
-
     def _route(self, method: bytes, path: list[str], request: server.Request) -> tuple[Any, int]:
         if path == ["status"] and method == b"GET":
-            return self.status(), http.OK
+            try:
+                since = sinceOf(request)
+            except ValueError as e:
+                raise _AdminError(http.BAD_REQUEST, str(e)) from None
+            status = {**self.status(), "admin": adminAccess(request, self.token)}
+            if since is not None:
+                status["history"] = self.history.answer(since)
+            return status, http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
         if path == ["routes"] and method == b"GET":
@@ -299,6 +304,7 @@ class AdminAPI(Resource):
             "uptime": round(now - balancer.started, 1),
             "listen": balancer.config["listen"],
             "algorithm": None if main is None else main["algorithm"],
+            "usesWeights": True if main is None else main["usesWeights"],
             "backendTLS": None if main is None else main["backendTLS"],
             "shadow": None if main is None else main["shadow"],
             "latencyBounds": list(BUCKETS),
@@ -315,6 +321,7 @@ class AdminAPI(Resource):
         return {
             "name": name,
             "algorithm": pool.options["algo"],
+            "usesWeights": getattr(resource.algorithm, "usesWeights", True),
             "backendTLS": "insecure" if resource.client.tls.insecure else "verified",
             "shadow": None if shadow is None else shadow.status(),
             "backends": [
@@ -434,6 +441,73 @@ class AdminAPI(Resource):
         return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
 
 
+def refuseChange(request: server.Request, token: str | None) -> tuple[int, str] | None:
+    """
+    Why the change C{request} (not a C{GET} or C{HEAD}) must be refused,
+    as a status and a reason, or C{None} to make it.
+
+    Against cross-site request forgery, two checks, as Go's
+    C{CrossOriginProtection} makes them: a browser's C{Sec-Fetch-Site}
+    must say the request comes from a page of this origin (or from the
+    user), and without it (older browsers), an C{Origin} must name the host
+    the request was sent to.  Command-line clients send neither, and pass.
+    Then, without a token (a loopback-only listener), a browser's change is
+    refused all the same: a page of another site could be served from this
+    origin's name by DNS rebinding, and only a secret it cannot know tells
+    the operator's page from it.  With a token, the change needs
+    C{Authorization: Bearer TOKEN}, a header a form cannot send and a page
+    of another origin cannot send without a CORS preflight, which this API
+    never allows.
+    """
+    site = request.getHeader(b"sec-fetch-site")
+    origin = request.getHeader(b"origin")
+    if site is not None:
+        if site not in (b"same-origin", b"none"):
+            return http.FORBIDDEN, "changes from another site's page are refused"
+    elif origin is not None and origin.partition(b"://")[2] != request.getHeader(b"host"):
+        return http.FORBIDDEN, "changes from another site's page are refused"
+    if token is None:
+        if site is not None or origin is not None:
+            return http.FORBIDDEN, "changes from a web page need --admin-token"
+        return None
+    if not _hasToken(request, token):
+        return http.UNAUTHORIZED, "changes need Authorization: Bearer TOKEN"
+    return None
+
+
+def _hasToken(request: server.Request, token: str) -> bool:
+    given = request.getHeader(b"authorization") or b""
+    return hmac.compare_digest(given, b"Bearer " + token.encode())
+
+
+def adminAccess(request: server.Request, token: str | None) -> dict[str, bool]:
+    """
+    What C{/status} says of changes, for the status page: whether they
+    need a token, and whether C{request} carried it (the page then offers
+    them).
+    """
+    return {
+        "token": token is not None,
+        "authorized": token is not None and _hasToken(request, token),
+    }
+
+
+def sinceOf(request: server.Request) -> float | None:
+    """
+    The time after which C{/status} sends the history's samples
+    (C{?since=T}), or C{None} when the request asks for none.
+
+    @raise ValueError: With one line, when C{T} is not a number.
+    """
+    values = (request.args or {}).get(b"since")
+    if not values:
+        return None
+    try:
+        return float(values[0])
+    except ValueError:
+        raise ValueError("since must be a number of seconds") from None
+
+
 def _body(request: server.Request) -> dict[str, Any]:
     """
     The JSON object a change request carries.
@@ -476,6 +550,10 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
         "requests": backend.requests,
         "failures": backend.failures,
         "lastError": backend.lastError,
+        "lastErrorAge": None
+        if backend.lastErrorTime is None
+        else round(now - backend.lastErrorTime, 1),
+        "checkFailures": backend.checkFailures,
         "health": backend.health,
         "requestsPerSecond": round(backend.requestsPerSecond(now), 2),
         "errors": backend.errors,

@@ -178,7 +178,7 @@ class HealthChecker(Service):
         if not self.running:
             return
         passed = failed is None
-        backend.health = "passed" if passed else f"failed: {failed}"
+        backend.checked(self._reactor.seconds(), failed)
         if self._metrics is not None:
             result = "passed" if passed else "failed"
             self._metrics.healthChecks.labels(self._poolName, backend.address, result).inc()

@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ProcessDone
@@ -40,9 +41,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
+from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.keytables import ClientCounts, Region, workerHashSeed
 from txlb.service import StartupError, logAdmin
-from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, WORKER_ENV, listenFDs
+from txlb.signals import Signals
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    WORKER_ENV,
+    WorkerLogObserver,
+    listenFDs,
+)
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -54,6 +63,9 @@ EXIT_GRACE = 5.0
 
 #: What the twistd console script runs (it has no C{""} on C{sys.path}).
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: The log observer of a worker, which says which worker wrote each line.
+_LOGGER = f"{WorkerLogObserver.__module__}.{WorkerLogObserver.__name__}"
 
 #: Twisted's default listen backlog.
 _BACKLOG = 50
@@ -168,9 +180,15 @@ class Supervisor(MultiService):
         self.hashSeed = workerHashSeed(os.environ)
         self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
+        self.recorder = None
         if config["admin"] is not None:
-            site = AdminSite(WorkersAdmin(self, reactor))
-            self.admin = strports.service(config["admin"], site, reactor=reactor)
+            admin = WorkersAdmin(self, reactor)
+            self.admin = strports.service(config["admin"], AdminSite(admin), reactor=reactor)
+            # The status page's history, sampled from the workers.
+            self.recorder = TimerService(
+                HISTORY_INTERVAL, lambda: Deferred.fromCoroutine(admin.api.record())
+            )
+            self.recorder.clock = reactor
 
     def adminPorts(self) -> list[int]:
         """
@@ -250,7 +268,17 @@ class Supervisor(MultiService):
             self._start(worker)
         if self.admin is not None:
             self.admin.startService()
-        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+        if self.recorder is not None:
+            self.recorder.startService()
+        signals = Signals(
+            self.reactor,
+            self._log,
+            "Received {signal}: stopping the workers gracefully",
+            "Received {signal} again: workers cut their requests",
+            lambda: self._signalWorkers(signal.SIGTERM),
+            self.reload,
+        )
+        self.reactor.addSystemEventTrigger("after", "startup", signals.install)
 
     def _start(self, worker: _Worker) -> None:
         worker.pending = None
@@ -262,7 +290,7 @@ class Supervisor(MultiService):
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
         assert self.keyTables.fd is not None
         childFDs[KEYTABLES_FD] = self.keyTables.fd
-        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
+        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logger", _LOGGER, "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
@@ -313,14 +341,6 @@ class Supervisor(MultiService):
             except ProcessLookupError:
                 pass
 
-    def _catchSignals(self) -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._stopSignal)
-        signal.signal(signal.SIGHUP, self._reloadSignal)
-
-    def _reloadSignal(self, number: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reload)
-
     def reload(self) -> None:
         """
         Have every worker reload its configuration.
@@ -328,16 +348,6 @@ class Supervisor(MultiService):
         self._log.info("Received SIGHUP: passing it to the workers")
         self.changes.clear()
         self._signalWorkers(signal.SIGHUP)
-
-    def _stopSignal(self, number: int, frame: object) -> None:
-        name = signal.Signals(number).name
-        if self._stopping:
-            self._log.warn("Received {signal} again: workers cut their requests", signal=name)
-            self.reactor.callFromThread(self._signalWorkers, signal.SIGTERM)
-            return
-        self._stopping = True
-        self._log.info("Received {signal}: stopping the workers gracefully", signal=name)
-        self.reactor.callFromThread(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -348,6 +358,10 @@ class Supervisor(MultiService):
         drain timeout and some grace; then the admin listener.
         """
         self._stopping = True
+        if self.recorder is not None and self.recorder.running:
+            # First: once the workers are gone, a sample would wait for
+            # them until it timed out.
+            await self.recorder.stopService()
         for worker in self.workers:
             if worker.pending is not None:
                 worker.pending.cancel()
