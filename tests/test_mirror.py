@@ -635,6 +635,30 @@ class IndependenceTests(SynchronousTestCase):
         [entry] = site.mirrorLog()
         self.assertIn("copy failed (internal error)", entry)
 
+    def test_bugOnTheAnswer(self) -> None:
+        """
+        A bug met when the mirror's answer comes (here, in the mirror
+        pool's algorithm learning its latency) fails the copy alone: its
+        connection is closed, and it is counted and logged.
+        """
+        site = self.site
+        assert site.shadow is not None
+
+        def broken(backend: object, seconds: float) -> None:
+            raise ZeroDivisionError("a bug")
+
+        site.shadow.answered = broken
+        _, client = site.send(GET)
+        backend, _ = site.accept()
+        mirror, toMirror = site.accept()
+        site.answer(mirror)
+        self.assertEqual(toMirror.producerState, "stopped")
+        site.answer(backend)
+        self.assertEqual(client.value(), OK)
+        self.assertEqual(site.results()["failed"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(site.sample("txlb_mirror_requests_in_flight", pool="shadow"), 0.0)
+
 
 class ReloadTests(SynchronousTestCase):
     def test_copyKeepsItsPoolAcrossAReload(self) -> None:

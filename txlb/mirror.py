@@ -10,7 +10,7 @@ client's connection.
   - The copy is the request the route's pool is sent: the method, the
     request-target (as the route's rewrites left it), the header fields in
     order with their repeats, less the hop-by-hop ones, plus the forwarding
-    fields the mirror pool adds, if any; and the body.  Nothing marks it as
+    fields txlb is set to add; and the body.  Nothing marks it as
     a copy: txlb forwards transparently, and a mirror pool knows its
     traffic is mirrored.
   - The body goes to the mirror as the client sends it: the client's
@@ -163,37 +163,23 @@ class Mirrors:
         except Exception:
             mirror.internalError(Failure())
 
-    def ended(
-        self,
-        mirror: Mirror,
-        result: str,
-        why: str | None,
-        code: int | None = None,
-        failure: Failure | None = None,
-    ) -> None:
+    def ended(self, mirror: Mirror, result: str, why: str | None, code: int | None) -> None:
         """
         C{mirror} is over with C{result}; C{why} says what went wrong, if
-        it is worth a log entry, and C{failure} is a bug's; C{code} is the
-        status of an answered one.
+        it is worth a log entry; C{code} is the status of an answered one.
         """
         self.copies.discard(mirror)
-        self._count(result, why, code, failure)
+        self._count(result, why, code)
 
-    def _count(
-        self,
-        result: str,
-        why: str | None,
-        code: int | None = None,
-        failure: Failure | None = None,
-    ) -> None:
+    def _count(self, result: str, why: str | None, code: int | None = None) -> None:
         """
-        Count a copy that ended with C{result}, and log C{why} (or
-        C{failure}) if nothing was logged this last minute.
+        Count a copy that ended with C{result}, and log C{why} if nothing
+        was logged this last minute.
         """
         pool = self.pool
         pool.metrics.countMirror(pool.name, result, code)
         if why is not None:
-            self.report(result, why, failure)
+            self.report(result, why)
 
     def report(self, result: str, why: str, failure: Failure | None = None) -> None:
         """
@@ -368,16 +354,15 @@ class Mirror:
 
     def internalError(self, failure: Failure) -> None:
         """
-        A bug in txlb: log it (at most once a minute), and end the copy,
-        which is all it touches.
+        A bug in txlb: end the copy, which is all it touches, and log it
+        (at most once a minute).
         """
-        if self.state == OVER:
-            self.mirrors.report(OVER, "internal error", failure)
-            return
-        self._stop()
-        self._over(FAILED, "internal error", failure)
+        if self.state != OVER:
+            self._stop()
+            self._over(FAILED, None)
+        self.mirrors.report(FAILED, "internal error", failure)
 
-    def _over(self, result: str, why: str | None, failure: Failure | None = None) -> None:
+    def _over(self, result: str, why: str | None) -> None:
         """
         The copy has ended with C{result}: release its backend and count it
         (and log C{why}, see L{Mirrors.ended}).
@@ -391,7 +376,7 @@ class Mirror:
             self.body.detach()
         if self.backend is not None:
             self.mirrors.pool.pool.done(self.backend)
-        self.mirrors.ended(self, result, why, self.code if result == ANSWERED else None, failure)
+        self.mirrors.ended(self, result, why, self.code if result == ANSWERED else None)
 
 
 @implementer(IBodyProducer)
