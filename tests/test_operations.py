@@ -1017,12 +1017,13 @@ class MetricsDocumentedTests(SynchronousTestCase):
 
     def test_everyMetric(self) -> None:
         """
-        Every metric txlb exposes (a shadow policy's, the client limits',
-        and the supervisor's under C{--workers}, too) has its row, and every
-        row is one txlb exposes.
+        Every metric txlb exposes (a shadow policy's, a mirror pool's, the
+        client limits', and the supervisor's under C{--workers}, too) has
+        its row, and every row is one txlb exposes.
         """
         harness = Harness(self)
         harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
+        harness.resource.metrics.addMirror(harness.resource.name)
         limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
         limited = Metrics(harness.reactor, lambda: ())
         limited.clientLimits = limits  # type: ignore[assignment]

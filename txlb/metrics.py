@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import BackendPool
 from txlb.clientlimits import ClientLimits
+from txlb.mirror import RESULTS, Mirrors
 from txlb.refusals import REASONS
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
@@ -39,6 +40,9 @@ class PoolView(Protocol):
     @property
     def shadow(self) -> Shadow | None: ...
 
+    @property
+    def mirrors(self) -> Mirrors: ...
+
 
 Pools = Callable[[], Iterable[PoolView]]
 
@@ -48,12 +52,18 @@ class _PoolCollector:
     The per-backend gauges, read from the pools at each scrape.
     """
 
-    def __init__(self, pools: Pools, clock: Any) -> None:
+    def __init__(self, pools: Pools, clock: Any, mirrored: set[str]) -> None:
         self._pools = pools
         self._clock = clock
+        self._mirrored = mirrored
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock.seconds()
+        mirrors = GaugeMetricFamily(
+            "txlb_mirror_requests_in_flight",
+            "Copies of requests in flight to a mirror pool.",
+            labels=["pool"],
+        )
         labels = ["pool", "backend"]
         active = GaugeMetricFamily(
             "txlb_backend_active_requests", "Requests in flight to a backend.", labels=labels
@@ -67,8 +77,12 @@ class _PoolCollector:
             for backend in pool.pool.backends:
                 active.add_metric([pool.name, backend.address], backend.active)
                 up.add_metric([pool.name, backend.address], 1 if backend.available(now) else 0)
+            if pool.name in self._mirrored:
+                mirrors.add_metric([pool.name], pool.mirrors.inFlight())
         yield active
         yield up
+        if self._mirrored:
+            yield mirrors
 
 
 class _ShadowCollector:
@@ -225,7 +239,24 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
-        self.registry.register(_PoolCollector(pools, clock))
+        self.mirrorRequests = Counter(
+            "txlb_mirror_requests",
+            "Copies of requests for a mirror pool, by pool and result: answered (the"
+            " response read whole), failed (no connection, a reset, a timeout, a malformed"
+            " response), cut (the mirror took the body more slowly than the client sent it,"
+            " or the client's request ended first) or dropped (too many in flight).",
+            ["pool", "result"],
+            registry=self.registry,
+        )
+        self.mirrorResponses = Counter(
+            "txlb_mirror_responses",
+            "Responses of mirror pools, read whole and thrown away, by pool and status code.",
+            ["pool", "code"],
+            registry=self.registry,
+        )
+        #: The pools routes mirror to.
+        self._mirrored: set[str] = set()
+        self.registry.register(_PoolCollector(pools, clock, self._mirrored))
         self.registry.register(_ShadowCollector(pools))
         self.registry.register(_ClientLimitsCollector(self))
         # The labelled children, looked up once each: labels() takes a lock
@@ -241,6 +272,27 @@ class Metrics:
         """
         self.retries.labels(pool)
         self.fallbacks.labels(pool)
+
+    def addMirror(self, pool: str) -> None:
+        """
+        C{pool} is a mirror pool: show its mirror series from the start, at
+        0, so a rate over them works.
+        """
+        if pool not in self._mirrored:
+            self._mirrored.add(pool)
+            for result in RESULTS:
+                self.mirrorRequests.labels(pool, result)
+
+    def countMirror(self, pool: str, result: str, code: int | None) -> None:
+        """
+        Count a copy for the mirror pool C{pool} that ended with C{result}
+        (one of L{txlb.mirror.RESULTS}), and C{code}, the status of its
+        response, if it was answered.
+        """
+        self.addMirror(pool)
+        self.mirrorRequests.labels(pool, result).inc()
+        if code is not None:
+            self.mirrorResponses.labels(pool, str(code)).inc()
 
     def countRequest(self, pool: str, backend: str, code: str) -> None:
         """

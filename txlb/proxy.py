@@ -28,6 +28,7 @@ from txlb.client import BackendClient
 from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
+from txlb.mirror import Mirror, Mirrors
 from txlb.outcome import Outcome
 from txlb.request import forwardTarget
 from txlb.settings import ProxySettings
@@ -63,6 +64,7 @@ class LoadBalancerResource(Resource):
     @ivar accessLog: The L{AccessLog} each outcome is logged to, which every
         pool shares.
     @ivar clock: The reactor, for the time and timers.
+    @ivar mirrors: The copies of requests that routes mirror to this pool.
     """
 
     isLeaf = True
@@ -103,6 +105,7 @@ class LoadBalancerResource(Resource):
         self.accessLog = accessLog or AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
         self._exchanges: set[Exchange] = set()
+        self.mirrors = Mirrors(self)
         self._date = b""
         self._dateSecond = -1
 
@@ -241,9 +244,10 @@ class LoadBalancerResource(Resource):
             self._fallback = RoundRobin(self.pool.backends)
         return self._fallback.pick(request, candidates)
 
-    def send(self, exchange: Exchange, backend: Backend) -> Any:
+    def send(self, exchange: Exchange | Mirror, backend: Backend) -> Any:
         """
-        Send the request of C{exchange} to C{backend}.
+        Send the request of C{exchange} (or of a mirror's copy) to
+        C{backend}.
 
         @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
             L{ResponseHead}.
@@ -293,9 +297,10 @@ class LoadBalancerResource(Resource):
 
     def inFlight(self) -> int:
         """
-        How many requests are being forwarded.
+        How many requests are being forwarded, copies mirrored to this pool
+        included: a pool drains them too.
         """
-        return len(self._exchanges)
+        return len(self._exchanges) + len(self.mirrors.copies)
 
     def date(self) -> bytes:
         """
