@@ -159,5 +159,6 @@ class History:
                 }
                 for name, backends in sample.items()
             }
-            answer.append({"time": when, "backends": pools.get(main, {}), "pools": pools})
+            backends = {} if main is None else pools.get(main, {})
+            answer.append({"time": when, "backends": backends, "pools": pools})
         return answer
