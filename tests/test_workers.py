@@ -996,6 +996,33 @@ class SupervisorTests(SynchronousTestCase):
         backends = ",".join(f"127.0.0.1:{port}" for port in ports)
         self.config.write_text(f'backends = "{backends}"\n')
 
+    def writePools(self) -> tuple[str, str]:
+        """
+        A site of two pools: C{api} (the first backend), for paths under
+        C{/api}, and C{web} (both backends) for the rest; the addresses of
+        the backends.
+        """
+        first, second = (f"127.0.0.1:{port}" for port in self.backendPorts)
+        self.config.write_text(
+            f"""
+[pools.api]
+backends = ["{first}"]
+
+[pools.web]
+backends = ["{first}", "{second}"]
+
+[[routes]]
+name = "api"
+path-prefix = "/api"
+pool = "api"
+
+[[routes]]
+name = "web"
+pool = "web"
+"""
+        )
+        return first, second
+
     def spawn(self, arguments: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         """
         Start a process in a session of its own, killed with every process
@@ -1466,3 +1493,100 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(second(), [[], []])
         code, body = get(self.adminPort, "/backends/nowhere:1", "DELETE")
         self.assertEqual((code, json.loads(body)), (404, {"error": "no backend nowhere:1"}))
+
+    def test_statusByPool(self) -> None:
+        """
+        With pools and routes, the supervisor's status has each pool with
+        its backends' requests added up over the workers (one address in
+        two pools counted in each apart), and each route's; so do C{GET
+        /pools/NAME/backends} and C{GET /routes}.
+        """
+        first, second = self.writePools()
+        self.start()
+        for _ in range(10):
+            self.assertEqual(get(self.port, "/api/ping")[0], 200)
+        for _ in range(30):
+            self.assertEqual(get(self.port, "/ping")[0], 200)
+        status = self.status()
+        counts = {
+            p["name"]: {b["address"]: b["requests"] for b in p["backends"]} for p in status["pools"]
+        }
+        # Each worker goes round web's two backends on its own: the first
+        # may have one more request of each.
+        web = counts.pop("web")
+        self.assertEqual((list(web), sum(web.values())), ([first, second], 30))
+        self.assertLessEqual(abs(web[first] - web[second]), 2)
+        self.assertEqual(counts, {"api": {first: 10}})
+        self.assertEqual(
+            [(r["label"], r["requests"]) for r in status["routes"]], [("api", 10), ("web", 30)]
+        )
+        perWorker = [sum(r["requests"] for r in w["routes"]) for w in status["workers"]]
+        self.assertNotIn(0, perWorker)
+        # Without a pool default, the top level is the first pool's.
+        self.assertEqual([b["address"] for b in status["backends"]], [first])
+        code, body = get(self.adminPort, "/pools/web/backends")
+        self.assertEqual(
+            (code, [b["requests"] for b in json.loads(body)["backends"]]),
+            (200, [web[first], web[second]]),
+        )
+        code, body = get(self.adminPort, f"/pools/api/backends/{first}")
+        self.assertEqual((code, json.loads(body)["requests"]), (200, 10))
+        code, body = get(self.adminPort, "/routes")
+        self.assertEqual(
+            (code, [r["requests"] for r in json.loads(body)["routes"]]), (200, [10, 30])
+        )
+
+    def test_routeMetrics(self) -> None:
+        """
+        C{/metrics} gives each worker's requests per route and per pool
+        once, labelled with the worker: their sums are the requests made.
+        """
+        first, _ = self.writePools()
+        self.start()
+        for _ in range(12):
+            get(self.port, "/api/ping")
+        code, body = get(self.adminPort, "/metrics")
+        self.assertEqual(code, 200)
+        routes: dict[str, float] = {}
+        pools: dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "txlb_route_requests_total":
+                    self.assertIn("worker", sample.labels)
+                    label = sample.labels["route"]
+                    routes[label] = routes.get(label, 0) + sample.value
+                if sample.name == "txlb_requests_total" and sample.labels["backend"] == first:
+                    label = sample.labels["pool"]
+                    pools[label] = pools.get(label, 0) + sample.value
+        self.assertEqual(routes, {"api": 12})
+        self.assertEqual(pools, {"api": 12})
+
+    def test_restartedWorkerMakesPoolChanges(self) -> None:
+        """
+        A backend drained in one pool through the API stays drained in
+        that pool, and only there, in a worker restarted after the change:
+        the supervisor replays the change with its pool.
+        """
+        first, _ = self.writePools()
+        self.start()
+        code, _ = get(self.adminPort, f"/pools/web/backends/{first}/drain", "POST")
+        self.assertEqual(code, 200)
+        victim = self.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+
+        def states() -> list[dict[str, str]]:
+            return [
+                {
+                    pool["name"]: b["state"]
+                    for pool in w.get("pools", [])
+                    for b in pool["backends"]
+                    if b["address"] == first
+                }
+                for w in self.status()["workers"]
+            ]
+
+        self.waitFor(
+            lambda: states() == [{"api": "up", "web": "draining"}] * 2, "the change replayed"
+        )
+        self.assertNotIn("Replaying", self.log.read_text())
