@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -185,10 +185,10 @@ class AdminAPI(Resource):
 
     def record(self) -> None:
         """
-        Add a sample of every backend to the history.
+        Add a sample of every backend of every pool to the history.
         """
-        status = self.status()
-        self.history.record(self.balancer.reactor.seconds(), status["backends"])
+        pools = {pool["name"]: pool["backends"] for pool in self.status()["pools"]}
+        self.history.record(self.balancer.reactor.seconds(), pools)
 
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
@@ -225,7 +225,7 @@ class AdminAPI(Resource):
                 raise _AdminError(http.BAD_REQUEST, str(e)) from None
             status = {**self.status(), "admin": adminAccess(request, self.token)}
             if since is not None:
-                status["history"] = self.history.answer(since)
+                status["history"] = self.history.answer(since, mainPool(self.balancer.pools))
             return status, http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
@@ -298,7 +298,8 @@ class AdminAPI(Resource):
         pools = [
             self._poolStatus(name, pool, now, buckets) for name, pool in balancer.pools.items()
         ]
-        main = next((p for p in pools if p["name"] == DEFAULT_POOL), pools[0] if pools else None)
+        name = mainPool(balancer.pools)
+        main = next((p for p in pools if p["name"] == name), None)
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
@@ -439,6 +440,16 @@ class AdminAPI(Resource):
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
         return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+
+
+def mainPool(names: Iterable[str]) -> str | None:
+    """
+    The pool whose algorithm and backends C{/status} shows at its top
+    level, as it did before there were pools: C{default}, else the first
+    of C{names}; C{None} without pools.
+    """
+    names = list(names)
+    return DEFAULT_POOL if DEFAULT_POOL in names else next(iter(names), None)
 
 
 def refuseChange(request: server.Request, token: str | None) -> tuple[int, str] | None:
