@@ -1,9 +1,11 @@
 # Test backends for trying out txlb: twistd -ny backend_server.tac
 # Ports come from BACKEND_PORTS (default 8081,8082,8083), delays from
-# BACKEND_DELAY_MS (e.g. 8083:10) and reported loads from BACKEND_LOAD (e.g.
-# 8083:0.9).  With BACKEND_ETCD=http://127.0.0.1:2379 each port registers
-# itself in etcd under a lease (BACKEND_ETCD_POOL, BACKEND_ETCD_WEIGHT,
-# BACKEND_ETCD_TTL, BACKEND_ETCD_PREFIX); see txlb/testbackend.py.
+# BACKEND_DELAY_MS (e.g. 8083:10), reported loads from BACKEND_LOAD (e.g.
+# 8083:0.9) and capacities from BACKEND_CAPACITY (e.g. 10, or 8083:4: that
+# many requests at a time at the usual speed, slower past it).  With
+# BACKEND_ETCD=http://127.0.0.1:2379 each port registers itself in etcd
+# under a lease (BACKEND_ETCD_POOL, BACKEND_ETCD_WEIGHT, BACKEND_ETCD_TTL,
+# BACKEND_ETCD_PREFIX); see txlb/testbackend.py.
 import os
 import sys
 

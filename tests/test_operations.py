@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
+from twisted.web.test.requesthelper import DummyRequest
 
 from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
-from txlb.admin import AdminResource
+from txlb.admin import AdminResource, AdminSite, refuseChange
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.metrics import Metrics
+from txlb.refusals import REASONS
+from txlb.service import adminURL
 from txlb.tap import Options, makeService
+from txlb.workers.workeradmin import mergeMetrics, workerMetrics
 
 
 class ConfigArgumentsTests(SynchronousTestCase):
@@ -78,7 +87,7 @@ class ConfigFileTests(SynchronousTestCase):
         The file's settings are used.
         """
         options = self.parse(CONFIG)
-        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["listen"], ["tcp:8080"])
         self.assertEqual(
             [(b.address, b.weight) for b in options["backends"]],
             [("127.0.0.1:8081", 1), ("127.0.0.1:8082", 2)],
@@ -103,6 +112,30 @@ class ConfigFileTests(SynchronousTestCase):
             caught.exception.code,
             "txlb: --backends: 'a:0': bad port '0' (expected 1-65535) (see twistd txlb --help)",
         )
+
+    def test_unknownSetting(self) -> None:
+        """
+        An unknown setting is answered with the nearest known one, if one is
+        near; the command line's own options (C{config}, C{demo}) are not
+        suggested.
+        """
+        table = [
+            ('helth-path = "/h"', "unknown setting 'helth-path': did you mean health-path?"),
+            ("retry = 2", "unknown setting 'retry': did you mean retries?"),
+            ("colour = 1", "unknown setting 'colour'"),
+            ("demos = true", "unknown setting 'demos'"),
+        ]
+        for text, reason in table:
+            path = self.mktemp()
+            with open(path, "w", encoding="utf-8") as file:
+                file.write('backends = ["a:1"]\n' + text)
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["--config", path])
+            self.assertEqual(
+                caught.exception.code,
+                f"txlb: --config {path}: {reason} (see twistd txlb --help)",
+                text,
+            )
 
     def test_missingFile(self) -> None:
         """
@@ -166,6 +199,60 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(resource.algorithm.kind, "header")
         self.assertEqual(resource.settings.loadField, b"x-load")
         self.assertEqual([b.upSince for b in resource.pool.backends], [float("-inf"), 5])
+
+    def test_logsChanges(self) -> None:
+        """
+        A reload's log line says what it changed: the algorithm, the
+        backends added, removed, reweighted and no longer drained (the
+        admin API's changes undone too), and each option, old -> new.
+        """
+        harness = ServiceHarness(
+            self,
+            'algo = "roundrobin"\n'
+            'backends = ["127.0.0.1:8081", "127.0.0.1:8082=2", "127.0.0.1:8084"]\n'
+            "retries = 1\n",
+        )
+        harness.backends[2].draining = True
+        harness.write(
+            'algo = "weighted"\n'
+            'shadow-algo = "p2c"\n'
+            'backends = ["127.0.0.1:8082=3", "127.0.0.1:8084", "https://127.0.0.1:8083=4"]\n'
+            "retries = 0\n"
+            "forwarded-for = true\n"
+            'health-path = "/health"\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: algorithm roundrobin -> weighted; shadow none -> p2c;"
+            " forwarded-for off -> on; health-path none -> /health; retries 1 -> 0;"
+            " 127.0.0.1:8082 weight 2 -> 3; 127.0.0.1:8084 no longer draining;"
+            " added https://127.0.0.1:8083 (weight 4); removed 127.0.0.1:8081",
+            harness.messages(),
+        )
+
+    def test_logsRepeatableOptions(self) -> None:
+        """
+        DNS names and servers show as written.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG + 'backends-dns = ["_http._tcp.web.test", "api.test:80"]\n'
+            'dns-server = ["127.0.0.1:5353", "[::1]"]\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: backends-dns none -> _http._tcp.web.test, api.test:80;"
+            " dns-server none -> 127.0.0.1:5353, [::1]:53",
+            harness.messages(),
+        )
+
+    def test_logsNothingChanged(self) -> None:
+        """
+        A reload that changes nothing says so.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        self.assertTrue(harness.service.reload())
+        self.assertIn(f"Reloaded {harness.path}: nothing changed", harness.messages())
 
     def test_invalid(self) -> None:
         """
@@ -240,7 +327,7 @@ class ReloadTests(SynchronousTestCase):
             CONFIG + 'health-path = "/h"\nmax-fails = 7\nfail-timeout = 3\nconnect-timeout = 1.5\n'
         )
         harness.service.reload()
-        self.assertEqual(harness.service._health.path, "/h")  # type: ignore[union-attr]
+        self.assertEqual(harness.service.pools["default"]._health.path, "/h")  # type: ignore[union-attr]
         self.assertEqual((harness.pool.maxFails, harness.pool.failTimeout), (7, 3.0))
         self.assertEqual(harness.resource.client.connectTimeout, 1.5)
 
@@ -270,7 +357,7 @@ class ReloadTests(SynchronousTestCase):
         harness = ServiceHarness(self, CONFIG)
         harness.write(CONFIG.replace("tcp:8080", "tcp:9090"))
         harness.service.reload()
-        self.assertEqual(harness.service.config["listen"], "tcp:8080")
+        self.assertEqual(harness.service.config["listen"], ["tcp:8080"])
         self.assertIn("--listen changes need a restart; it stays 'tcp:8080'", harness.messages())
 
     def test_withoutConfig(self) -> None:
@@ -318,7 +405,7 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(code, 200)
         self.assertEqual(
             (status["algorithm"], status["listen"], status["version"]),
-            ("roundrobin", "tcp:8080", "0.1.0"),
+            ("roundrobin", ["tcp:8080"], "0.1.0"),
         )
         first = status["backends"][0]
         self.assertEqual(
@@ -336,6 +423,42 @@ class AdminTests(SynchronousTestCase):
                 "latencyMs": None,
             },
         )
+
+    def test_backends(self) -> None:
+        """
+        C{GET /backends} lists the backends as C{/status} does, and C{GET
+        /backends/HOST:PORT} gives one; neither needs the token.
+        """
+        self.harness.client(GET)
+        _, status = self.call("GET", "/status")
+        listed = [
+            {k: v for k, v in backend.items() if k != "latencyBuckets"}
+            for backend in status["backends"]
+        ]
+        self.assertEqual(self.call("GET", "/backends", token=None), (200, {"backends": listed}))
+        self.assertEqual(self.call("GET", "/backends/127.0.0.1:8082", token=None), (200, listed[1]))
+        self.assertEqual(
+            self.call("GET", "/backends/127.0.0.1:9999"),
+            (404, {"error": "no backend 127.0.0.1:9999"}),
+        )
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, without the token, with the
+        status and length C{GET} has and no body; elsewhere, 405.
+        """
+        for path in ("/", "/status", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            get = self.successResultOf(self.admin.get(f"http://admin{path}"))
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual((get.code, head.code), (200, 200), path)
+            body = self.successResultOf(get.content())
+            self.assertEqual(self.successResultOf(head.content()), b"", path)
+            self.assertEqual(
+                head.headers.getRawHeaders(b"content-length"), [b"%d" % len(body)], path
+            )
+        for path, code in (("/algorithm", 405), ("/nothing", 404)):
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual(head.code, code, path)
 
     def test_statusLoadAndLatencies(self) -> None:
         """
@@ -371,12 +494,12 @@ class AdminTests(SynchronousTestCase):
         code, text = self.call("GET", "/metrics", token=None)
         self.assertEqual(code, 200)
         for line in [
-            b'txlb_requests_total{backend="127.0.0.1:8081",code="200"} 1.0',
-            b'txlb_requests_total{backend="127.0.0.1:8082",code="200"} 1.0',
-            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081"} 1.0',
-            b'txlb_backend_active_requests{backend="127.0.0.1:8081"} 1.0',
-            b'txlb_backend_up{backend="127.0.0.1:8082"} 1.0',
-            b"txlb_retries_total 0.0",
+            b'txlb_requests_total{backend="127.0.0.1:8081",code="200",pool="default"} 1.0',
+            b'txlb_requests_total{backend="127.0.0.1:8082",code="200",pool="default"} 1.0',
+            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081",pool="default"} 1.0',
+            b'txlb_backend_active_requests{backend="127.0.0.1:8081",pool="default"} 1.0',
+            b'txlb_backend_up{backend="127.0.0.1:8082",pool="default"} 1.0',
+            b'txlb_retries_total{pool="default"} 0.0',
         ]:
             self.assertIn(line, text)
 
@@ -481,7 +604,7 @@ class AdminTests(SynchronousTestCase):
         """
         code, page = self.call("GET", "/", token=None)
         self.assertEqual(code, 200)
-        self.assertIn(b'fetch("status"', page)
+        self.assertIn(b'fetch("status?since="', page)
 
     def test_crossSiteWithoutToken(self) -> None:
         """
@@ -505,6 +628,158 @@ class AdminTests(SynchronousTestCase):
         """
         self.assertEqual(self.call("GET", "/nothing")[0], 404)
         self.assertEqual(self.call("DELETE", "/status")[0], 405)
+
+
+class AdminStatusTests(SynchronousTestCase):
+    """
+    What C{/status} gives the status page: the history, whether changes
+    need a token and the request carries it, whether the algorithm uses
+    weights, and each backend's failed checks.
+    """
+
+    def setUp(self) -> None:
+        self.harness = ServiceHarness(
+            self, CONFIG + 'admin = "tcp:9000:interface=127.0.0.1"\nadmin-token = "s3cret"\n'
+        )
+        [admin] = [
+            listener
+            for listener in self.harness.service.listeners
+            if isinstance(getattr(listener, "factory", None), AdminSite)
+        ]
+        self.admin = StubTreq(admin.factory.resource)
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = Headers()
+        if token is not None:
+            headers.addRawHeader(b"Authorization", b"Bearer " + token.encode())
+        response = self.successResultOf(self.admin.get(f"http://admin{path}", headers=headers))
+        return response.code, json.loads(self.successResultOf(response.content()))
+
+    def test_history(self) -> None:
+        """
+        The service samples every backend every 2 seconds from its start;
+        C{?since=T} sends the samples taken after C{T}, and the status
+        without it none.
+        """
+        harness = self.harness
+        start = harness.reactor.seconds()
+        harness.client(GET)
+        harness.backend()[0].dataReceived(OK)
+        for _ in range(3):
+            harness.reactor.advance(2)
+        # (The memory reactor's clock starts at 0.)
+        _, status = self.get("/status?since=-1")
+        history = status["history"]
+        self.assertEqual((history["interval"], history["span"]), (2.0, 300.0))
+        self.assertEqual(
+            [sample["time"] - start for sample in history["samples"]], [0.0, 2.0, 4.0, 6.0]
+        )
+        self.assertEqual(
+            history["samples"][1]["backends"]["127.0.0.1:8081"],
+            {"rps": 0.1, "p99": 0.99, "active": 0, "load": None},
+        )
+        _, status = self.get(f"/status?since={start + 4}")
+        self.assertEqual([s["time"] - start for s in status["history"]["samples"]], [6.0])
+        self.assertNotIn("history", self.get("/status")[1])
+
+    def test_badSince(self) -> None:
+        """
+        A C{since} that is not a number gets 400 and one line.
+        """
+        self.assertEqual(
+            self.get("/status?since=yesterday"),
+            (400, {"error": "since must be a number of seconds"}),
+        )
+
+    def test_adminAccess(self) -> None:
+        """
+        The status says whether changes need a token, and whether this
+        request carried it (a wrong one is no error: reads need none).
+        """
+        for token, authorized in [(None, False), ("wrong", False), ("s3cret", True)]:
+            code, status = self.get("/status", token)
+            self.assertEqual(
+                (code, status["admin"]), (200, {"token": True, "authorized": authorized})
+            )
+        admin = StubTreq(AdminResource(self.harness.service, None))
+        response = self.successResultOf(admin.get("http://admin/status"))
+        status = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(status["admin"], {"token": False, "authorized": False})
+
+    def test_usesWeights(self) -> None:
+        """
+        The status says whether the algorithm in use reads the weights.
+        """
+        self.assertIs(self.get("/status")[1]["usesWeights"], False)
+        self.harness.service.switchAlgorithm({"algo": "weighted"})
+        self.assertIs(self.get("/status")[1]["usesWeights"], True)
+
+    def test_lastError(self) -> None:
+        """
+        Each backend's failed checks are counted, and its last error comes
+        with its age in seconds.
+        """
+        backend = self.harness.backends[0]
+        backend.checked(self.harness.reactor.seconds(), "status 503")
+        self.harness.reactor.advance(1.5)
+        first = self.get("/status")[1]["backends"][0]
+        self.assertEqual(
+            {key: first[key] for key in ("checkFailures", "lastError", "lastErrorAge", "errors")},
+            {
+                "checkFailures": 1,
+                "lastError": "health check: status 503",
+                "lastErrorAge": 1.5,
+                "errors": 0,
+            },
+        )
+
+
+class RefuseChangeTests(SynchronousTestCase):
+    """
+    Which changes a browser may make (cross-site request forgery), as a
+    table.
+    """
+
+    def request(self, headers: dict[bytes, bytes]) -> Any:
+        request = DummyRequest([b"backends"])
+        request.method = b"POST"
+        request.requestHeaders.setRawHeaders(b"host", [b"127.0.0.1:9000"])
+        for name, value in headers.items():
+            request.requestHeaders.setRawHeaders(name, [value])
+        return request
+
+    def test_table(self) -> None:
+        """
+        With a token, the token decides, unless a browser says the change
+        comes from another site's page (C{Sec-Fetch-Site}, or else an
+        C{Origin} that is not the host asked); without a token, no change
+        from a browser passes, and one from a command-line client does.
+        """
+        bearer = {b"authorization": b"Bearer s3cret"}
+        crossSite = "changes from another site's page are refused"
+        page = "changes from a web page need --admin-token"
+        noToken = "changes need Authorization: Bearer TOKEN"
+        table: list[tuple[str | None, dict[bytes, bytes], Any]] = [
+            ("s3cret", bearer, None),
+            ("s3cret", {}, (401, noToken)),
+            ("s3cret", {b"authorization": b"Bearer wrong"}, (401, noToken)),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"same-origin"}, None),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"none"}, None),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"cross-site"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"same-site"}, (403, crossSite)),
+            ("s3cret", {b"sec-fetch-site": b"cross-site"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"origin": b"http://127.0.0.1:9000"}, None),
+            ("s3cret", {**bearer, b"origin": b"http://evil.example"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"origin": b"http://127.0.0.1:9001"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"origin": b"null"}, (403, crossSite)),
+            (None, {}, None),
+            (None, {b"origin": b"http://evil.example"}, (403, crossSite)),
+            (None, {b"origin": b"http://127.0.0.1:9000"}, (403, page)),
+            (None, {b"sec-fetch-site": b"same-origin"}, (403, page)),
+            (None, {b"sec-fetch-site": b"cross-site"}, (403, crossSite)),
+        ]
+        for token, headers, expected in table:
+            self.assertEqual(refuseChange(self.request(headers), token), expected, (token, headers))
 
 
 class AdminOptionTests(SynchronousTestCase):
@@ -543,6 +818,40 @@ class AdminOptionTests(SynchronousTestCase):
             (9000, "127.0.0.1"), [(port, interface) for port, _, _, interface in reactor.tcpServers]
         )
 
+    def test_adminLogged(self) -> None:
+        """
+        The start says where the admin API and status page are, with the
+        URL to open.
+        """
+        options = Options()
+        options.parseOptions(["--demo", "--admin", "tcp:9000:interface=127.0.0.1"])
+        service = makeService(options, MemoryReactorClock())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(
+            "Admin API and status page on tcp:9000:interface=127.0.0.1 (http://127.0.0.1:9000/)",
+            [formatEvent(event) for event in events],
+        )
+
+    def test_adminURL(self) -> None:
+        """
+        The admin listener's URL, from its description: on this machine for
+        every address; none for a UNIX socket, systemd's or port 0.
+        """
+        table = [
+            ("tcp:9000:interface=127.0.0.1", "http://127.0.0.1:9000/"),
+            ("tcp:port=9000:interface=10.0.0.5", "http://10.0.0.5:9000/"),
+            ("tcp:9000", "http://127.0.0.1:9000/"),
+            ("tcp6:9000:interface=\\:\\:1", "http://[::1]:9000/"),
+            ("tcp6:9000", "http://[::1]:9000/"),
+            ("ssl:9443:privateKey=k.pem:interface=127.0.0.1", "https://127.0.0.1:9443/"),
+            ("tcp:0:interface=127.0.0.1", None),
+            ("unix:/run/txlb-admin.sock", None),
+            ("systemd:domain=INET:index=1", None),
+        ]
+        self.assertEqual([(d, adminURL(d)) for d, _ in table], table)
+
 
 class MetricsTests(SynchronousTestCase):
     """
@@ -559,7 +868,9 @@ class MetricsTests(SynchronousTestCase):
         harness.client(GET)
         harness.refuse(ConnectionRefusedError())
         harness.backend()[0].dataReceived(OK)
-        self.assertIn(b"txlb_retries_total 1.0", harness.resource.metrics.exposition())
+        self.assertIn(
+            b'txlb_retries_total{pool="default"} 1.0', harness.resource.metrics.exposition()
+        )
 
     def test_healthChecks(self) -> None:
         """
@@ -590,7 +901,8 @@ class MetricsTests(SynchronousTestCase):
         self.addCleanup(checker.stopService)
         text = harness.resource.metrics.exposition()
         self.assertIn(
-            b'txlb_health_checks_total{backend="127.0.0.1:8081",result="failed"} 1.0', text
+            b'txlb_health_checks_total{backend="127.0.0.1:8081",pool="default",result="failed"} 1.0',
+            text,
         )
         self.assertEqual(harness.backends[0].health, "failed: status 503")
 
@@ -613,11 +925,13 @@ class MetricsTests(SynchronousTestCase):
         self.assertAlmostEqual(stats.latencyMs, 0.9 * 10 + 0.1 * 30)  # type: ignore[arg-type]
         self.assertAlmostEqual(stats.requestsPerSecond(harness.reactor.seconds()), 0.2)
         self.assertIn(
-            b'txlb_backend_up{backend="127.0.0.1:8081"} 1.0', harness.resource.metrics.exposition()
+            b'txlb_backend_up{backend="127.0.0.1:8081",pool="default"} 1.0',
+            harness.resource.metrics.exposition(),
         )
         harness.backends[0].healthy = False
         self.assertIn(
-            b'txlb_backend_up{backend="127.0.0.1:8081"} 0.0', harness.resource.metrics.exposition()
+            b'txlb_backend_up{backend="127.0.0.1:8081",pool="default"} 0.0',
+            harness.resource.metrics.exposition(),
         )
 
 
@@ -650,6 +964,8 @@ class JSONAccessLogTests(SynchronousTestCase):
                 "retries": 0,
                 "flag": "-",
                 "error": None,
+                "route": None,
+                "pool": "default",
             },
         )
 
@@ -683,3 +999,59 @@ class JSONAccessLogTests(SynchronousTestCase):
         harness.refuse(ConnectionRefusedError())
         cases.append("UH")
         self.assertEqual([json.loads(line)["flag"] for line in harness.accessLog()], cases)
+
+
+#: Where the metrics are documented.
+METRICS_DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+
+
+class MetricsDocumentedTests(SynchronousTestCase):
+    """
+    The documentation's table of metrics against the metrics themselves.
+    """
+
+    def table(self) -> str:
+        text = METRICS_DOCS.read_text(encoding="utf-8")
+        section = text[text.index("\n## Metrics\n") :]
+        return section[: section.index("\n## ", 1)]
+
+    def test_everyMetric(self) -> None:
+        """
+        Every metric txlb exposes (a shadow policy's, a mirror pool's, the
+        client limits', and the supervisor's under C{--workers}, too) has
+        its row, and every row is one txlb exposes.
+        """
+        harness = Harness(self)
+        harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
+        harness.resource.metrics.addMirror(harness.resource.name)
+        limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
+        limited = Metrics(harness.reactor, lambda: ())
+        limited.clientLimits = limits  # type: ignore[assignment]
+        exposed = {
+            line.split()[2]
+            for line in (
+                harness.resource.metrics.exposition().decode()
+                + limited.exposition().decode()
+                + mergeMetrics([], workerMetrics([True], [0])).decode()
+            ).splitlines()
+            if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")
+        }
+        documented = {
+            name
+            for line in self.table().splitlines()
+            if line.startswith("| `txlb_")
+            for name in re.findall(r"`(txlb_\w+)`", line.split("|")[1])
+        }
+        self.assertEqual(documented, exposed)
+
+    def test_everyRefusalReason(self) -> None:
+        """
+        The row of C{txlb_client_refusals_total} names each of its reasons.
+        """
+        [row] = [
+            line
+            for line in self.table().splitlines()
+            if line.startswith("| `txlb_client_refusals_total`")
+        ]
+        named = re.findall(r"`(\w+)`", row.split("|")[3])
+        self.assertEqual(sorted(named), sorted(REASONS))

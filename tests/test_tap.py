@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,14 +15,18 @@ from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend, parseBackend
 from txlb.server import LoadBalancerSite
+from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
-from txlb.tap import Options, makeService
+from txlb.tap import Options, makeService, pidLocked
 
 
 def parse(*args: str) -> Options:
     options = Options()
     options.parseOptions(list(args))
     return options
+
+
+LIMIT = "the limit of requests in flight (after /) must be a whole number from 1 to 1000000"
 
 
 class ParseBackendTests(SynchronousTestCase):
@@ -38,11 +43,32 @@ class ParseBackendTests(SynchronousTestCase):
             ("[::1]:8081=2", ("::1", 8081, 2, False)),
             ("https://api.internal:443", ("api.internal", 443, 1, True)),
             ("HTTPS://[::1]:8443=4/", ("::1", 8443, 4, True)),
+            ("https://[::1]:8443", ("::1", 8443, 1, True)),
+            ("https://[::1]:8443/", ("::1", 8443, 1, True)),
         ]
         for spec, expected in table:
             backend = parseBackend(spec)
             self.assertEqual(
                 (backend.host, backend.port, backend.weight, backend.tls), expected, spec
+            )
+            self.assertEqual(backend.maxConn, 0, spec)
+
+    def test_maxConn(self) -> None:
+        """
+        C{=WEIGHT/MAXCONN} gives a backend its own limit of requests in
+        flight.
+        """
+        table = [
+            ("localhost:8081=1/10", ("localhost", 8081, 1, False, 10)),
+            ("https://[::1]:8443=3/1/", ("::1", 8443, 3, True, 1)),
+            ("a.internal:80=1000/1000000", ("a.internal", 80, 1000, False, 1_000_000)),
+        ]
+        for spec, expected in table:
+            backend = parseBackend(spec)
+            self.assertEqual(
+                (backend.host, backend.port, backend.weight, backend.tls, backend.maxConn),
+                expected,
+                spec,
             )
 
     def test_invalid(self) -> None:
@@ -65,6 +91,14 @@ class ParseBackendTests(SynchronousTestCase):
             ("bad host:80", "bad host 'bad host'"),
             ("[::1]", "missing port"),
             ("[nothex]:80", "bad host 'nothex'"),
+            ("localhost:80=1/0", LIMIT),
+            ("localhost:80=1/", LIMIT),
+            ("localhost:80=1/x", LIMIT),
+            ("localhost:80=1/1.5", LIMIT),
+            ("localhost:80=1/-1", LIMIT),
+            ("localhost:80=1/\N{SUPERSCRIPT TWO}", LIMIT),
+            ("localhost:80=1/1000001", LIMIT),
+            ("localhost:80=/5", "the weight must be a whole number from 1 to 1000"),
         ]
         for spec, reason in table:
             with self.assertRaises(SystemExit) as caught:
@@ -73,6 +107,18 @@ class ParseBackendTests(SynchronousTestCase):
             self.assertIn(f"--backends: {spec!r}: {reason}", message)
             self.assertNotIn("\n", message)
 
+    def test_maxConnNotYet(self) -> None:
+        """
+        C{--backends} refuses a limit it cannot enforce yet, in one line.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            parse("--backends", "a:1,b:2=1/5")
+        self.assertEqual(
+            caught.exception.code,
+            "txlb: --backends: b:2: per-backend limits (/MAXCONN) are not enforced yet"
+            " (see twistd txlb --help)",
+        )
+
 
 class OptionsTests(SynchronousTestCase):
     def assertUsageError(self, args: list[str], message: str) -> None:
@@ -80,13 +126,81 @@ class OptionsTests(SynchronousTestCase):
             parse(*args)
         self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
 
+    def test_unknownOption(self) -> None:
+        """
+        An unknown long option is answered with the nearest known one, if
+        one is near.
+        """
+        table = [
+            (
+                ["--helth-path", "/h"],
+                "option --helth-path not recognized: did you mean --health-path?",
+            ),
+            (
+                ["--backends-dnss", "a.test:80"],
+                "option --backends-dnss not recognized: did you mean --backends-dns?",
+            ),
+            (["--retrys=2"], "option --retrys not recognized: did you mean --retries?"),
+            (["--colour"], "option --colour not recognized"),
+            (["-x"], "option -x not recognized"),
+        ]
+        for args, message in table:
+            self.assertUsageError(["--backends", "a:1", *args], message)
+
+    def test_helpOneLinePerOption(self) -> None:
+        """
+        Each option's help is one run of words: the docstrings of opt_
+        methods, which become help, lose their line ends and indentation.
+        """
+        options = Options()
+        self.assertEqual(
+            options.docs["backends-dns"],
+            "Backends from DNS: _service._proto.NAME (SRV records) or NAME:PORT"
+            " (A and AAAA records). Repeatable.",
+        )
+        for name, doc in options.docs.items():
+            self.assertEqual(doc, " ".join(doc.split()), name)
+
+    def test_endpointHint(self) -> None:
+        """
+        A port, or an IPv4 address or localhost and a port, where an
+        endpoint description is expected, is answered with the description
+        meant.
+        """
+        table = [
+            (
+                ["--listen", "8090"],
+                "--listen: '8090': Unknown endpoint type: '8090': did you mean tcp:8090?",
+            ),
+            (
+                ["--listen", "127.0.0.1:8090"],
+                "--listen: '127.0.0.1:8090': Unknown endpoint type: '127.0.0.1':"
+                " did you mean tcp:8090:interface=127.0.0.1?",
+            ),
+            (
+                ["--admin", "localhost:9000"],
+                "--admin: 'localhost:9000': Unknown endpoint type: 'localhost':"
+                " did you mean tcp:9000:interface=127.0.0.1?",
+            ),
+            (
+                ["--listen", "example.com:80"],
+                "--listen: 'example.com:80': Unknown endpoint type: 'example.com'",
+            ),
+            (
+                ["--listen", "tcp:http"],
+                "--listen: 'tcp:http': invalid literal for int() with base 10: 'http'",
+            ),
+        ]
+        for args, message in table:
+            self.assertUsageError(["--backends", "a:1", *args], message)
+
     def test_defaults(self) -> None:
         """
         Without options but backends: listen on TCP 8080, round robin, 5 s
         connect timeout.
         """
         options = parse("--backends", "a:1,b:2")
-        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["listen"], ["tcp:8080"])
         self.assertEqual(options["algo"], "roundrobin")
         self.assertEqual(options["connect-timeout"], 5.0)
         self.assertEqual([b.address for b in options["backends"]], ["a:1", "b:2"])
@@ -376,7 +490,7 @@ class MakeServiceTests(SynchronousTestCase):
         ((port, factory, _, interface),) = memory.tcpServers
         self.assertEqual((port, interface), (9090, "127.0.0.1"))
         self.assertIsInstance(factory, LoadBalancerSite)
-        algorithm = factory.resource.algorithm
+        algorithm = factory.resource.pools["default"].algorithm
         self.assertIsInstance(algorithm, IPHash)
         self.assertEqual([b.address for b in algorithm.backends], ["a:1", "b:2"])
 
@@ -385,7 +499,8 @@ class MakeServiceTests(SynchronousTestCase):
         By default it listens on 8080 with round robin.
         """
         memory = self.start("--backends", "a:1")
-        self.assertIsInstance(self.listeners(memory)[8080].resource.algorithm, RoundRobin)
+        site = self.listeners(memory)[8080]
+        self.assertIsInstance(site.resource.pools["default"].algorithm, RoundRobin)
 
     def test_demo(self) -> None:
         """
@@ -395,7 +510,9 @@ class MakeServiceTests(SynchronousTestCase):
         memory = self.start("--demo")
         listeners = self.listeners(memory)
         self.assertEqual(sorted(listeners), [8080, 8081, 8082, 8083])
-        self.assertIsInstance(listeners[8080].resource.algorithm, WeightedRoundRobin)
+        self.assertIsInstance(
+            listeners[8080].resource.pools["default"].algorithm, WeightedRoundRobin
+        )
 
     def test_slowStart(self) -> None:
         """
@@ -406,7 +523,7 @@ class MakeServiceTests(SynchronousTestCase):
         memory = self.start(
             "--backends", "a:1", "--slow-start", "30", "--algo", "hash", "--hash-key", "path"
         )
-        resource = self.listeners(memory)[8080].resource
+        resource = self.listeners(memory)[8080].resource.pools["default"]
         self.assertEqual(resource.pool.slowStart, 30.0)
         resource.setBackends([Backend("b", 2)])
         self.assertEqual(resource.algorithm.kind, "path")
@@ -428,18 +545,71 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_portInUse(self) -> None:
         """
-        A port that cannot be bound ends start-up with one line.
+        A port that cannot be bound ends start-up with one line as the
+        service is made, before twistd daemonizes (C{tests/test_startup.py}
+        runs twistd).
         """
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        service = makeService(
-            parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
-        )
         with self.assertRaises(SystemExit) as caught:
+            makeService(parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"))
+        self.assertEqual(
+            caught.exception.code,
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
+            " [Errno 98] Address already in use.",
+        )
+
+    def test_pidLocked(self) -> None:
+        """
+        UNIX sockets have a lock file naming the process that bound them,
+        unless C{lockfile=0}; other endpoints have none.
+        """
+        table = [
+            ("unix:/run/txlb.sock", True),
+            ("unix:/run/txlb.sock:mode=660:lockfile=1", True),
+            ("unix:/run/txlb.sock:lockfile=0", False),
+            ("unix:/run/a\\:lockfile=0.sock", True),
+            ("tcp:8080", False),
+            ("systemd:domain=INET:index=0", False),
+        ]
+        self.assertEqual([(d, pidLocked(d)) for d, _ in table], table)
+
+    def test_boundOnce(self) -> None:
+        """
+        The ports C{makeService} bound are not bound again when twistd
+        starts the service.
+        """
+        memory = MemoryReactorClock()
+        service = makeService(parse("--demo"), memory)
+        self.assertEqual(len(memory.tcpServers), 4)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(memory.tcpServers), 4)
+
+    def test_startupErrorIsAnException(self) -> None:
+        """
+        Started by other means than C{makeService}, the service reports a
+        port it cannot bind with an ordinary exception, which twistd
+        reports through its start-up pipe when daemonized; L{SystemExit}
+        would leave twistd's parent process waiting on that pipe forever.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        options = parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
+        resource = makeService(parse("--backends", "a:1"), MemoryReactorClock()).resource
+        service = LoadBalancerService(options, LoadBalancerSite(resource), reactor)
+        with self.assertRaises(StartupError) as caught:
             service.privilegedStartService()
-        self.assertIn(
-            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}", caught.exception.code
+        self.assertNotIsInstance(caught.exception, SystemExit)
+        self.assertEqual(
+            str(caught.exception),
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
+            " [Errno 98] Address already in use.",
         )

@@ -485,6 +485,122 @@ class DelayAndLoadTests(SynchronousTestCase):
             self.assertEqual(str(e), message)
 
 
+class CapacityTests(SynchronousTestCase):
+    """
+    A port with a capacity serves that many requests at a time at its
+    usual speed, and slows down past it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.agent = RequestTraversalAgent(
+            BackendResource({8081: 0.1}, reactor=self.clock, capacities={8081: 2, 8082: 1})
+        )
+        self.answered: list[tuple[str, float]] = []
+
+    def get(self, name: str, port: int = 8081) -> Deferred[Any]:
+        """
+        Send a request; when its answer comes, C{name} and the time are
+        listed in L{answered}.
+        """
+        d = self.agent.request(b"GET", b"http://b.example:%d/ping" % port)
+        d.addCallback(lambda _: self.answered.append((name, self.clock.seconds())))
+        self.agent.flush()
+        return d
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.agent.flush()
+
+    def test_slowerPastCapacity(self) -> None:
+        """
+        Within the capacity, a request takes the port's delay; each request
+        in flight beyond it, itself included, adds one delay more.
+        """
+        for name in "abcd":
+            self.get(name)
+        resource = self.agent._rootResource
+        self.assertEqual(resource.inFlight[8081], 4)
+        for _ in range(3):
+            self.advance(0.1)
+        self.assertEqual(
+            sorted((name, round(moment, 6)) for name, moment in self.answered),
+            [("a", 0.1), ("b", 0.1), ("c", 0.2), ("d", 0.3)],
+        )
+        self.assertEqual((resource.inFlight[8081], resource.mostInFlight[8081]), (0, 4))
+
+    def test_backToSpeed(self) -> None:
+        """
+        Once the requests in flight are answered, the port is at its usual
+        speed again.
+        """
+        for name in "abc":
+            self.get(name)
+        for _ in range(2):
+            self.advance(0.1)
+        self.get("later")
+        self.advance(0.1)
+        self.assertEqual(self.answered[-1][0], "later")
+        self.assertAlmostEqual(self.answered[-1][1], 0.3)
+
+    def test_clientGone(self) -> None:
+        """
+        A request whose client left is no longer in flight.
+        """
+        gone = self.get("gone")
+        gone.cancel()
+        self.failureResultOf(gone)
+        self.agent.flush()
+        self.assertEqual(self.agent._rootResource.inFlight[8081], 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_defaultDelay(self) -> None:
+        """
+        A port with a capacity and no delay takes 10 ms a request.
+        """
+        self.get("a", 8082)
+        self.get("b", 8082)
+        self.advance(0.010)
+        self.advance(0.010)
+        self.assertEqual(
+            [(name, round(moment, 6)) for name, moment in self.answered], [("a", 0.01), ("b", 0.02)]
+        )
+
+    def test_fromEnvironment(self) -> None:
+        """
+        C{BACKEND_CAPACITY} is a number for every port, or C{PORT:N}
+        pairs; unset or empty, no port has one.
+        """
+        ports = [8081, 8082]
+        for value, capacities in [
+            ("10", {8081: 10, 8082: 10}),
+            (" 3 ", {8081: 3, 8082: 3}),
+            ("8082:4", {8082: 4}),
+            ("8081:1, 8082:100000", {8081: 1, 8082: 100_000}),
+            ("", {}),
+        ]:
+            resource = resourceFromEnvironment(ports, {"BACKEND_CAPACITY": value})
+            self.assertEqual(resource.capacities, capacities, value)
+        self.assertEqual(resourceFromEnvironment(ports, {}).capacities, {})
+
+    def test_badEnvironment(self) -> None:
+        """
+        Bad values are named in one line.
+        """
+        for value, message in [
+            ("0", "BACKEND_CAPACITY: '0' is not a number of requests (1-100000)"),
+            ("x", "BACKEND_CAPACITY: 'x' is not a number of requests (1-100000)"),
+            ("1.5", "BACKEND_CAPACITY: '1.5' is not a number of requests (1-100000)"),
+            ("100001", "BACKEND_CAPACITY: '100001' is not a number of requests (1-100000)"),
+            ("8081:-1", "BACKEND_CAPACITY: '-1' is not a number of requests (1-100000)"),
+            ("9999:4", "BACKEND_CAPACITY: '9999:4' is not PORT:VALUE for one of [8081]"),
+        ]:
+            e = self.assertRaises(
+                ValueError, resourceFromEnvironment, [8081], {"BACKEND_CAPACITY": value}
+            )
+            self.assertEqual(str(e), message)
+
+
 class ServiceTests(TestCase):
     """
     L{makeBackendService} and L{makeBackendSite}, the latter over real
@@ -698,6 +814,16 @@ class TacTests(SynchronousTestCase):
         """
         self.assertOneLine(
             "BACKEND_PORTS", "abc", "backend_server.tac: BACKEND_PORTS: 'abc' is not a port number"
+        )
+
+    def test_badCapacityOneLine(self) -> None:
+        """
+        So does a bad C{BACKEND_CAPACITY}.
+        """
+        self.assertOneLine(
+            "BACKEND_CAPACITY",
+            "many",
+            "backend_server.tac: BACKEND_CAPACITY: 'many' is not a number of requests (1-100000)",
         )
 
     def test_badDelayOneLine(self) -> None:

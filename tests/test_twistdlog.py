@@ -65,15 +65,16 @@ def events() -> list[dict[str, Any]]:
     class Request:
         method, uri, bodyBytes, sentLength = b"GET", b"/p?q=1", 0, 5
 
-    access.record(Outcome(Request(), "10.0.0.7", None, 200, 0.0), "b:1", "200", 0.0013, False)
+    access.record(Outcome(Request(), "10.0.0.7", None, 200, 0.0), "-", "b:1", "200", 0.0013, False)
     access.record(
         Outcome(Request(), "10.0.0.7", None, 502, 0.0, "down\nhard", LogLevel.warn),
+        "-",
         "b:1",
         "502",
         0.25,
         False,
     )
-    access.record(Outcome(Request(), "10.0.0.7", None, 200, 0.0), "b:1", "200", 0.001, True)
+    access.record(Outcome(Request(), "10.0.0.7", None, 200, 0.0), "-", "b:1", "200", 0.001, True)
     log.info("Backend {backend} is up", backend="b:1")
     log.warn("twice: {a} {a!r}", a="x")
     captured.append({"log_format": "plain", "log_system": "-", "log_time": 1.5})

@@ -17,6 +17,7 @@ L{AccessLogFile.reopen} (on SIGHUP), so logrotate can move it away.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, BinaryIO
 
@@ -108,11 +109,13 @@ class AccessLog:
     to twistd's log, or to an L{AccessLogFile} when there is one (failures
     go to twistd's log too).
 
-    @ivar file: The L{AccessLogFile} lines go to, or L{None} for twistd's
+    @ivar file: The L{AccessLogFile} lines go to, or C{None} for twistd's
         log.
     """
 
     file: AccessLogFile | None = None
+    #: Whether the site has routes: the text line names them then.
+    routes = False
 
     def __init__(self, log: Logger) -> None:
         """
@@ -121,12 +124,22 @@ class AccessLog:
         self._log = log
 
     def record(
-        self, outcome: Outcome, address: str, status: str, seconds: float, asJSON: bool
+        self,
+        outcome: Outcome,
+        pool: str,
+        address: str,
+        status: str,
+        seconds: float,
+        asJSON: bool,
     ) -> None:
         """
-        Log the line of a request that ended with C{outcome}, on C{address}
-        (C{-} for none) with C{status} (C{-} for none), C{seconds} after it
-        arrived.
+        Log the line of a request that ended with C{outcome}, in C{pool}
+        (C{-} for none) on C{address} (C{-} for none) with C{status} (C{-}
+        for none), C{seconds} after it arrived.
+
+        With routes, the text line also names the request's route (its
+        name, or its place in the list; C{-} for none) and pool; JSON always
+        does (C{null} for none).
 
         The line is formatted here, once, with an f-string; the event
         carries it pre-formatted (as a flattened event, so no observer runs
@@ -144,6 +157,8 @@ class AccessLog:
                 f"client={outcome.clientHost} method={method} path={target} "
                 f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
             )
+            if self.routes:
+                line += f" route={_routeLabel(request) or '-'} pool={pool}"
             if outcome.error is not None:
                 line += f' error="{outcome.error}"'
             if file is not None:
@@ -165,6 +180,8 @@ class AccessLog:
             "retries": outcome.retries,
             "flag": outcome.flag,
             "error": outcome.error,
+            "route": _routeLabel(request),
+            "pool": None if pool == "-" else pool,
         }
         if asJSON:
             line = json.dumps(fields)
@@ -187,6 +204,27 @@ class AccessLog:
             log_time=time.time(),
         )
         log.observer(fields)
+
+
+def _routeLabel(request: Any) -> str | None:
+    """
+    The label of the route C{request} took, or C{None}.
+    """
+    match = getattr(request, "routing", None)
+    match = None if match is None else match.match
+    return None if match is None else match.route.label
+
+
+#: A text line as L{AccessLog.record} writes it, after its time, for those
+#: who read the log (C{txlb-replay}): the client, method, target, backend,
+#: status, total milliseconds, the route and pool when there are routes,
+#: and the error in quotes when there was one.
+TEXT_LINE = re.compile(
+    r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
+    r" → backend=(?P<backend>\S+) status=(?P<status>\S+)"
+    r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: route=(?P<route>\S+) pool=(?P<pool>\S+))?"
+    r"(?: error=\".*\")?$"
+)
 
 
 def _text(value: bytes | str | None) -> str:

@@ -17,6 +17,9 @@ from txlb.loadreport import parseLoad
 #: sum of the weights.
 MAX_WEIGHT = 1000
 
+#: The largest limit of requests in flight a backend may be given.
+MAX_CONN = 1_000_000
+
 #: Seconds in which a reported load fades to 1/e of its value when the
 #: backend stops reporting (Finagle's and Linkerd's decay time for latency).
 LOAD_DECAY = 10.0
@@ -38,11 +41,13 @@ class Backend:
     @ivar address: C{host:port} (C{[v6]:port}), for logs, error pages and
         the IP hash.
     @ivar tls: Whether it is an C{https://} backend.
+    @ivar maxConn: Its own limit of requests in flight (C{=WEIGHT/MAXCONN}
+        in C{--backends}), or 0 for the pool's (see L{txlb.admission}).
     @ivar active: Requests sent to this backend whose response has not yet
         been fully relayed, failed or been abandoned by the client.  The proxy
         increments it when it sends a request and decrements it exactly once
         when that request is over; least connections reads it.
-    @ivar healthy: The verdict of the active health checks (always L{True}
+    @ivar healthy: The verdict of the active health checks (always C{True}
         when they are off).
     @ivar failures: Connection failures, resets and timeouts in a row (the
         passive check).
@@ -52,15 +57,19 @@ class Backend:
     @ivar draining: Whether the backend is being drained: it takes no new
         requests, and those in flight finish.
     @ivar health: The last active check's verdict (C{"passed"} or
-        C{"failed: ..."}), or L{None} when there are no active checks.
+        C{"failed: ..."}), or C{None} when there are no active checks.
     @ivar requests: Requests that ended on this backend.
     @ivar errors: Those that ended in an error of the backend's (a 5xx, a
         failure to connect, a reset, a timeout).
-    @ivar lastError: What the last of those errors was.
+    @ivar checkFailures: Active health checks that failed.
+    @ivar lastError: What the last of those errors or failed checks was (a
+        check's as C{"health check: ..."}), so that a backend the checks
+        took down says why where its errors are.
+    @ivar lastErrorTime: When that was, or C{None}.
     @ivar latencyMs: A moving average of the time requests took, in
-        milliseconds, or L{None} before the first one.
+        milliseconds, or C{None} before the first one.
     @ivar load: The last load the backend reported (0 to 1, see
-        L{txlb.loadreport}), or L{None}; L{reportedLoad} is what is left of
+        L{txlb.loadreport}), or C{None}; L{reportedLoad} is what is left of
         it now.
     @ivar loadReported: When it reported it.
     @ivar upSince: When it was added or came back up (minus infinity for a
@@ -69,11 +78,14 @@ class Backend:
         L{BackendPool.candidates}.
     """
 
-    def __init__(self, host: str, port: int, weight: int = 1, tls: bool = False) -> None:
+    def __init__(
+        self, host: str, port: int, weight: int = 1, tls: bool = False, maxConn: int = 0
+    ) -> None:
         self.host = host
         self.port = port
         self.weight = weight
         self.tls = tls
+        self.maxConn = maxConn
         self.active = 0
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.healthy = True
@@ -84,7 +96,9 @@ class Backend:
         self.health: str | None = None
         self.requests = 0
         self.errors = 0
+        self.checkFailures = 0
         self.lastError: str | None = None
+        self.lastErrorTime: float | None = None
         self.latencyMs: float | None = None
         self.load: float | None = None
         self.loadReported = 0.0
@@ -123,12 +137,25 @@ class Backend:
         self.requests += 1
         if error is not None:
             self.errors += 1
-            self.lastError = error
+            self.lastError, self.lastErrorTime = error, now
         self.latencyMs = (
             milliseconds if self.latencyMs is None else 0.9 * self.latencyMs + 0.1 * milliseconds
         )
         self._advance(now)
         self._rate[int(now) % RATE_WINDOW] += 1
+
+    def checked(self, now: float, failed: str | None) -> None:
+        """
+        An active health check ended at C{now}: it passed if C{failed} is
+        C{None}, else C{failed} says why not.  (Whether that takes the
+        backend down or brings it up is the checker's rise and fall.)
+        """
+        if failed is None:
+            self.health = "passed"
+            return
+        self.health = f"failed: {failed}"
+        self.checkFailures += 1
+        self.lastError, self.lastErrorTime = f"health check: {failed}", now
 
     def reportLoad(self, value: bytes, now: float) -> None:
         """
@@ -322,22 +349,33 @@ HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 def parseBackend(spec: str) -> Backend:
     """
-    Parse one C{[http://|https://]HOST:PORT[=WEIGHT]}.
+    Parse one C{[http://|https://]HOST:PORT[=WEIGHT[/MAXCONN]]}.
 
     @raise ValueError: With a one-line reason.
     """
     text = spec.strip()
-    scheme, sep, rest = text.partition("://")
-    if sep:
+    scheme, hasScheme, rest = text.partition("://")
+    if hasScheme:
         if scheme.lower() not in ("http", "https"):
             raise ValueError(f"unknown scheme {scheme!r} (use http://, https:// or none)")
         text = rest.removesuffix("/")
     address, sep, weightText = text.partition("=")
     weight = 1
+    maxConn = 0
     if sep:
+        weightText, slash, maxConnText = weightText.partition("/")
         if not weightText.isdigit() or not 1 <= int(weightText) <= MAX_WEIGHT:
             raise ValueError(f"the weight must be a whole number from 1 to {MAX_WEIGHT}")
         weight = int(weightText)
+        if slash:
+            if not (maxConnText.isascii() and maxConnText.isdigit()) or not (
+                1 <= int(maxConnText) <= MAX_CONN
+            ):
+                raise ValueError(
+                    f"the limit of requests in flight (after /) must be a whole number "
+                    f"from 1 to {MAX_CONN}"
+                )
+            maxConn = int(maxConnText)
     if address.startswith("["):
         host, _, portText = address[1:].partition("]")
         if not portText.startswith(":"):
@@ -345,15 +383,16 @@ def parseBackend(spec: str) -> Backend:
         portText = portText[1:]
         valid = ":" in host
     else:
-        host, sep, portText = address.rpartition(":")
-        if not sep:
+        host, colon, portText = address.rpartition(":")
+        if not colon:
             raise ValueError("missing port (expected HOST:PORT)")
         valid = HOSTNAME.fullmatch(host) is not None
     if not valid:
         raise ValueError(f"bad host {host!r}")
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:
         raise ValueError(f"bad port {portText!r} (expected 1-65535)")
-    return Backend(host, int(portText), weight, tls=bool(sep) and scheme.lower() == "https")
+    tls = bool(hasScheme) and scheme.lower() == "https"
+    return Backend(host, int(portText), weight, tls=tls, maxConn=maxConn)
 
 
 def parseBackends(specs: str) -> list[Backend]:

@@ -11,7 +11,7 @@ by a L{DeferredQueue}.
     and headers, each chunk, then finishes the response or, if the body was
     cut short, aborts the client connection so the truncation shows.
 
-Its life is one explicit state:
+Its life is one explicit state::
 
     HEAD ----> BODY ----> OVER
       |  \\       |          ^
@@ -92,6 +92,8 @@ class Forwarder(Protocol):
     (L{txlb.proxy.LoadBalancerResource} provides it.)
     """
 
+    #: The pool's name.
+    name: str
     pool: BackendPool
     settings: ProxySettings
     sticky: StickyCookie | None
@@ -105,8 +107,9 @@ class Forwarder(Protocol):
 
     def send(self, exchange: Exchange, backend: Backend) -> Any:
         """
-        Send the request of C{exchange} to C{backend}: a L{Deferred} firing
-        with the L{ResponseHead}.
+        Send the request of C{exchange} to C{backend}: a
+        L{Deferred<twisted.internet.defer.Deferred>} firing with the
+        L{ResponseHead}.
         """
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields: ...
@@ -290,7 +293,7 @@ class Exchange:
             forwarder.pool.failed(backend, why)
             if self._mayRetry(failure):
                 forwarder.pool.done(backend)
-                forwarder.metrics.retries.inc()
+                forwarder.metrics.retries.labels(forwarder.name).inc()
                 retry = forwarder.pick(self.request, self.tried)
                 forwarder.log.info(
                     "Retrying {method} {path} on {retry}: {backend} failed ({why})",
@@ -388,9 +391,17 @@ class Exchange:
     def _writeHead(self, response: ResponseHead) -> None:
         forwarder = self.forwarder
         fields = self.clientFields
-        if not self.dated:
-            fields.append((b"Date", forwarder.date()))
+        dated = self.dated
         request = self.request
+        match = request.routing.match  # type: ignore[attr-defined]
+        if match is not None:
+            rewritten = match.route.responseFields(fields)
+            if rewritten is not fields:
+                # The route may have removed or added a Date.
+                fields = rewritten
+                dated = any(name.lower() == b"date" for name, value in fields)
+        if not dated:
+            fields.append((b"Date", forwarder.date()))
         sticky = forwarder.sticky
         if sticky is not None:
             cookie = sticky.setCookie(request, self.backend)  # type: ignore[arg-type]
@@ -595,7 +606,7 @@ def abort(request: server.Request) -> None:
 
 class _EndOfBody:
     """
-    The last item of a response: why the backend's body ended, L{None} if
+    The last item of a response: why the backend's body ended, C{None} if
     it arrived whole, and the last bytes of the body when they came with
     its end (one queue item, not two, for most responses).
     """

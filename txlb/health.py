@@ -89,8 +89,13 @@ class HealthChecker(Service):
         agent: Any = None,
         metrics: Metrics | None = None,
         tls: BackendTLS | None = None,
+        poolName: str = "default",
     ) -> None:
+        """
+        @param poolName: The name of the pool, for the metrics.
+        """
         self.pool = pool
+        self._poolName = poolName
         self.path = path
         self.interval = interval
         self.timeout = timeout
@@ -146,7 +151,7 @@ class HealthChecker(Service):
     def _answered(self, response: Any) -> Deferred[str | None]:
         """
         Read and drop the body (so the connection ends cleanly), then say
-        why the check failed, or L{None} if it passed.
+        why the check failed, or C{None} if it passed.
         """
         verdict = None if 200 <= response.code < 400 else f"status {response.code}"
         return treq.collect(response, lambda data: None).addCallback(lambda _: verdict)
@@ -166,17 +171,17 @@ class HealthChecker(Service):
 
     def _result(self, backend: Backend, failed: str | None) -> None:
         """
-        Count a passed (C{failed} is L{None}) or failed check towards the
+        Count a passed (C{failed} is C{None}) or failed check towards the
         backend's rise or fall.
         """
         self._inFlight.pop(backend, None)
         if not self.running:
             return
         passed = failed is None
-        backend.health = "passed" if passed else f"failed: {failed}"
+        backend.checked(self._reactor.seconds(), failed)
         if self._metrics is not None:
             result = "passed" if passed else "failed"
-            self._metrics.healthChecks.labels(backend.address, result).inc()
+            self._metrics.healthChecks.labels(self._poolName, backend.address, result).inc()
         if passed == backend.healthy:
             self._streak[backend] = 0
             return

@@ -4,7 +4,7 @@ cleartext with prior knowledge (h2c) when C{--h2c} is given.
 
 Each stream is one L{HTTP2Request}, handed to the same resource as an
 HTTP/1.1 request and forwarded to the HTTP/1.1 backend the same way.  The
-frames are hyper-h2's (L{h2.connection.H2Connection}); the connection is
+frames are hyper-h2's (C{h2.connection.H2Connection}); the connection is
 txlb's own rather than Twisted's L{twisted.web._http2.H2Connection}, which
 reads a request's whole body before rendering it, pauses a response only
 when the client's flow-control window is shut (not when TCP is), and cannot
@@ -248,7 +248,7 @@ class HTTP2Stream:
         else:
             self.connection.acknowledge(self, flowControlled)
         request.bodyBytes += len(data)
-        limit = self.connection.resource.settings.maxBodySize
+        limit = request.bodyLimit
         if limit is not None and request.bodyBytes > limit:
             self.connection.refuse(self, refusals.bodyTooLarge(limit))
             return
@@ -392,7 +392,8 @@ class HTTP2Channel(Protocol):
         refusal = _toHTTP11(request.method, path, authority, fields, received)
         length = None if stream.requestEnded or refusal else _contentLength(received)
         if refusal is None and not stream.requestEnded:
-            limit = self.resource.settings.maxBodySize
+            # The limit of the pool the request is routed to.
+            limit = request.bodyLimit = self.resource.bodyLimit(request)
             if limit is not None and (length or 0) > limit:
                 refusal = refusals.bodyTooLarge(limit)
         if refusal is not None:
@@ -514,21 +515,23 @@ class HTTP2Channel(Protocol):
         except ProtocolError:
             pass
 
-    def sendData(self, stream: HTTP2Stream) -> None:
+    def sendData(self, stream: HTTP2Stream) -> int:
         """
         Send what waits on C{stream} as far as its window, the connection's
         window and the socket allow, ending the stream with its last frame
         once the response is complete.
+
+        @return: How many bytes of data were sent.
         """
         streamID = stream.streamID
         if streamID not in self.streams:
             stream.waiting.clear()
             stream.valve.waiting = 0
-            return
+            return 0
         if self.socketFull:
             if stream.waiting or stream.ending:
                 self._blocked[stream] = None
-            return
+            return 0
         conn = self.conn
         waiting = stream.waiting
         sent = 0
@@ -557,17 +560,19 @@ class HTTP2Channel(Protocol):
                 stream.timer.reset(self.resource.settings.clientTimeout)
             # Let the exchange go on if little waits now.
             stream.valve.drain(sent)
+        return sent
 
     def _sendAll(self) -> None:
         """
-        Send what waits on every stream, in turn: a stream served goes to
-        the end of the line, so one stream cannot take all of the
-        connection's window every time it reopens.
+        Send what waits on every stream, in turn: a stream that sent data
+        goes to the end of the line, so one stream cannot take all of the
+        connection's window every time it reopens.  (The streams that sent
+        nothing keep their place: were they moved too, those still waiting
+        would stay behind the one served.)
         """
         streams = self.streams
         for stream in list(streams.values()):
-            if stream.waiting or stream.ending:
-                self.sendData(stream)
+            if (stream.waiting or stream.ending) and self.sendData(stream):
                 if stream.streamID in streams:
                     streams[stream.streamID] = streams.pop(stream.streamID)
 
@@ -818,7 +823,7 @@ def _toHTTP11(
     which Twisted's L{Headers} refuses to hold); a C{content-length} that
     is not 1 to 19 digits up to 2^63 - 1 (L{refusals.contentLength}).
 
-    @return: Why the request cannot be forwarded, or L{None}.
+    @return: Why the request cannot be forwarded, or C{None}.
     """
     if method == b"CONNECT":
         return refusals.Refusal(501, "CONNECT over HTTP/2", refusals.REQUEST_LINE)

@@ -24,9 +24,15 @@ class IAlgorithm(Interface):
     An algorithm that wants to learn how each backend answers also provides
     L{IResponseObserver}; the proxy checks that once per algorithm, so the
     others pay nothing for it.
+
+    An algorithm whose picks never depend on the weights (round robin,
+    least connections) says so with a class attribute C{usesWeights =
+    False}, and the status page then leaves the weights out.  Without the
+    attribute, weights are taken to matter: it is optional, so that
+    policies written before it still verify.
     """
 
-    name = Attribute("The C{--algo} name of this algorithm, as L{str}.")
+    name = Attribute("The C{--algo} name of this algorithm, as C{str}.")
 
     backends = Attribute("The L{txlb.backend.Backend}s it picks from, in order.")
 
@@ -96,7 +102,35 @@ class IExchange(Interface):
 
     def bodyEnded(reason, data=b""):
         """
-        The body ended: whole if C{reason} is L{None}, else cut short (a
-        L{Failure}); C{data} is its last bytes, if they came with the end.
-        L{producer} is no longer the exchange's.
+        The body ended: whole if C{reason} is C{None}, else cut short (a
+        L{Failure<twisted.python.failure.Failure>}); C{data} is its last
+        bytes, if they came with the end.  L{producer} is no longer the
+        exchange's.
+        """
+
+
+class IRouter(Interface):
+    """
+    A route's choice of pool, in Python: a C{[[routes]]} entry with
+    C{router = "package.module:Name"} makes C{Name()} (with no arguments)
+    when the routes are loaded, checks it with C{verifyObject}, and asks it
+    for each request that meets the route's conditions.
+    """
+
+    def route(request):
+        """
+        The pool for a request, or C{None} to let the next route decide.
+
+        Called on the request's path: it must be quick, must not block, and
+        should change nothing.  An exception, or an answer that is not the
+        name of a pool, is counted and logged (at most once a minute) and
+        the request falls through to the next route, as for C{None}.
+
+        @param request: The L{twisted.web.iweb.IRequest} being routed (a
+            L{twisted.web.server.Request}), as L{IAlgorithm.pick} gets it:
+            read its C{method}, C{uri} (the raw request-target),
+            C{requestHeaders}, C{getClientAddress()} and
+            C{getCookie(name)}; not C{path} or C{args}, which are set only
+            once the body is all in.
+        @return: The name of a pool (C{str}), or C{None}.
         """

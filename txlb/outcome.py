@@ -20,7 +20,9 @@ from txlb.backend import Backend
 #: response flags: normal, backend connection failure, backend timeout, no
 #: healthy backend, backend reset, backend protocol error (a malformed
 #: response), client disconnected, client protocol error (a request that
-#: broke HTTP/1.1's syntax or framing, or the head's size limits).
+#: broke HTTP/1.1's syntax or framing, or the head's size limits), rate
+#: limited (429, C{--rate-limit}), no route (404: no route matched, and
+#: there is no C{default} pool).
 (
     NORMAL,
     CONNECT_FAILURE,
@@ -30,7 +32,9 @@ from txlb.backend import Backend
     PROTOCOL_ERROR,
     CLIENT_GONE,
     CLIENT_PROTOCOL_ERROR,
-) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE")
+    RATE_LIMITED,
+    NO_ROUTE,
+) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL", "NR")
 
 #: The flags that blame the backend.
 _BACKEND_FLAGS = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY, PROTOCOL_ERROR})
@@ -42,12 +46,12 @@ class Outcome:
     How a request ended, for the access log, the backend's counts and the
     metrics.
 
-    @ivar backend: The backend that had the request last, or L{None}.
-    @ivar status: The status sent to the client, or L{None} if none was.
+    @ivar backend: The backend that had the request last, or C{None}.
+    @ivar status: The status sent to the client, or C{None} if none was.
     @ivar flag: What ended it (see L{NORMAL} and the flags after it).
-    @ivar connected: When the last backend connection was made, or L{None}
+    @ivar connected: When the last backend connection was made, or C{None}
         if a pooled one was reused (or none was made).
-    @ivar firstByte: When the backend's response head arrived, or L{None}.
+    @ivar firstByte: When the backend's response head arrived, or C{None}.
     """
 
     request: Any
@@ -75,12 +79,18 @@ class Outcome:
         return None
 
 
+#: Status codes txlb answers with that Twisted has no reason phrase for.
+TOO_MANY_REQUESTS = 429
+_PHRASES = {TOO_MANY_REQUESTS: b"Too Many Requests"}
+
+
 def answer(request: Any, code: int, text: str) -> None:
     """
     Answer C{request} with a short plain-text error of txlb's own.
     """
-    body = f"{code} {http.RESPONSES[code].decode()}: {text}\n".encode()
-    request.setResponseCode(code)
+    phrase = http.RESPONSES.get(code) or _PHRASES[code]
+    body = f"{code} {phrase.decode()}: {text}\n".encode()
+    request.setResponseCode(code, phrase)
     request.responseHeaders.setRawHeaders(b"Date", [http.datetimeToString()])
     request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
     request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])

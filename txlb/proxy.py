@@ -1,11 +1,13 @@
 """
-The Resource that forwards each request to a backend and relays the answer.
+A pool: the Resource that forwards each request to one of its backends and
+relays the answer.
 
-L{LoadBalancerResource} holds the backends, the algorithm that picks among
-them and the client that reaches them; each request it renders is an
+L{LoadBalancerResource} holds a pool's backends, the algorithm that picks
+among them and the client that reaches them; each request it forwards is an
 L{txlb.exchange.Exchange} (or, for an upgrade, a L{txlb.tunnel.Tunnel}),
 and each outcome is counted in the metrics and logged in the access log
-(L{txlb.accesslog}).
+(L{txlb.accesslog}).  The site's own resource, L{txlb.routing}'s, chooses
+the pool of each request.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from txlb import headers, refusals, tunnel
+from txlb import headers, tunnel
 from txlb.accesslog import AccessLog
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.shadow import Shadow
@@ -26,33 +28,43 @@ from txlb.client import BackendClient
 from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
-from txlb.outcome import CLIENT_PROTOCOL_ERROR, Outcome, answer
+from txlb.mirror import Mirror, Mirrors
+from txlb.outcome import Outcome
+from txlb.request import forwardTarget
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.throttle import Throttle
 
+#: The pool the command line's backends form, and that takes the requests
+#: no route matches.
+DEFAULT_POOL = "default"
+
 
 class LoadBalancerResource(Resource):
     """
-    Forwards every request, whatever its path or method, to the backend the
-    algorithm picks among those that are up.
+    A pool of backends: forwards every request, whatever its path or
+    method, to the backend the algorithm picks among those that are up.
+
+    @ivar name: The pool's name.
 
     @ivar algorithm: The L{IAlgorithm} provider that picks backends; change
         it with L{useAlgorithm}.
     @ivar makeAlgorithm: What makes a new one when the backends change.
     @ivar answered: What learns from each response: the algorithm's
-        L{IResponseObserver.answered} and the shadow's, or L{None} if
+        L{IResponseObserver.answered} and the shadow's, or C{None} if
         neither provides it.
     @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
-        L{None}; change it with L{useShadow}.
+        C{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
-        L{None}.
+        C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar settings: The L{ProxySettings}.
     @ivar client: The L{BackendClient} requests are sent with.
-    @ivar metrics: The balancer's L{Metrics}.
-    @ivar accessLog: The L{AccessLog} each outcome is logged to.
+    @ivar metrics: The balancer's L{Metrics}, which every pool shares.
+    @ivar accessLog: The L{AccessLog} each outcome is logged to, which every
+        pool shares.
     @ivar clock: The reactor, for the time and timers.
+    @ivar mirrors: The copies of requests that routes mirror to this pool.
     """
 
     isLeaf = True
@@ -66,10 +78,20 @@ class LoadBalancerResource(Resource):
         pool: BackendPool | None = None,
         settings: ProxySettings = ProxySettings(),
         makeAlgorithm: Callable[[Sequence[Backend]], IAlgorithm] | None = None,
+        name: str = DEFAULT_POOL,
+        metrics: Metrics | None = None,
+        accessLog: AccessLog | None = None,
     ) -> None:
+        """
+        @param metrics: The balancer's metrics, or C{None} for metrics of
+            this pool alone.
+        @param accessLog: The balancer's access log, or C{None} for one of
+            this pool alone.
+        """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
+        self.name = name
         self.shadow: Shadow | None = None
         self.sticky: StickyCookie | None = None
         self.useAlgorithm(algorithm)
@@ -77,33 +99,27 @@ class LoadBalancerResource(Resource):
         self.pool = pool or BackendPool(algorithm.backends, reactor)
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
-        self.metrics = Metrics(self.pool, reactor, lambda: self.shadow)
+        self.metrics = metrics or Metrics(reactor, lambda: (self,))
+        self.metrics.addPool(name)
         self.client = client
-        self.accessLog = AccessLog(Logger(namespace=self.log.namespace, source=self))
+        self.accessLog = accessLog or AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
         self._exchanges: set[Exchange] = set()
+        self.mirrors = Mirrors(self)
         self._date = b""
         self._dateSecond = -1
 
     def render(self, request: server.Request) -> bytes | int:
-        started = self.clock.seconds()
+        """
+        Forward C{request}, as a pool on its own (a leaf of any site).
+        """
         clientHost = getattr(request.getClientAddress(), "host", "")
-        problem = _badRequest(request)
-        if problem is not None:
-            answer(request, http.BAD_REQUEST, problem)
-            self.metrics.countRefusal(refusals.HEADER)
-            self.ended(
-                Outcome(
-                    request,
-                    clientHost,
-                    None,
-                    http.BAD_REQUEST,
-                    started,
-                    problem,
-                    flag=CLIENT_PROTOCOL_ERROR,
-                )
-            )
-            return server.NOT_DONE_YET
+        return self.forward(request, clientHost, self.clock.seconds())
+
+    def forward(self, request: server.Request, clientHost: str, started: float) -> int:
+        """
+        Forward C{request}, from C{clientHost}, which arrived at C{started}.
+        """
         if tunnel.wantsUpgrade(request):
             backend = self.pick(request)
             upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
@@ -129,7 +145,7 @@ class LoadBalancerResource(Resource):
     ) -> None:
         """
         Ask the algorithm C{makeAlgorithm} makes, C{name}d so, beside the
-        live one from now on, without routing by it; none if L{None}.
+        live one from now on, without routing by it; none if C{None}.
         Its counts start again.
         """
         if name is None or makeAlgorithm is None:
@@ -215,7 +231,7 @@ class LoadBalancerResource(Resource):
         The algorithm failed to pick (the exception is being handled):
         round robin picks for this request.
         """
-        self.metrics.fallbacks.inc()
+        self.metrics.fallbacks.labels(self.name).inc()
         throttle = self._fallbackLog
         if throttle.allow():
             self.log.failure(
@@ -228,11 +244,13 @@ class LoadBalancerResource(Resource):
             self._fallback = RoundRobin(self.pool.backends)
         return self._fallback.pick(request, candidates)
 
-    def send(self, exchange: Exchange, backend: Backend) -> Any:
+    def send(self, exchange: Exchange | Mirror, backend: Backend) -> Any:
         """
-        Send the request of C{exchange} to C{backend}.
+        Send the request of C{exchange} (or of a mirror's copy) to
+        C{backend}.
 
-        @return: A L{Deferred} firing with the L{ResponseHead}.
+        @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{ResponseHead}.
         """
         request = exchange.request
         outgoing = exchange.outgoing
@@ -240,7 +258,7 @@ class LoadBalancerResource(Resource):
             # An HTTP/1.0 request; HTTP/1.1 needs a Host.
             outgoing = [*outgoing, (b"Host", backend.address.encode("ascii"))]
         return self.client.request(
-            backend, request.method, request.uri, outgoing, exchange.body, exchange
+            backend, request.method, forwardTarget(request), outgoing, exchange.body, exchange
         )
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields:
@@ -254,6 +272,10 @@ class LoadBalancerResource(Resource):
         outgoing = headers.toBackend(received)
         if self.sticky is not None:
             outgoing = self.sticky.strip(outgoing)
+        match = request.routing.match  # type: ignore[attr-defined]
+        if match is not None:
+            # Before the forwarding fields: a route cannot remove txlb's.
+            outgoing = match.route.requestFields(outgoing)
         settings = self.settings
         if not (settings.forwardedFor or settings.forwarded or settings.via):
             return outgoing
@@ -275,26 +297,10 @@ class LoadBalancerResource(Resource):
 
     def inFlight(self) -> int:
         """
-        How many requests are being forwarded.
+        How many requests are being forwarded, copies mirrored to this pool
+        included: a pool drains them too.
         """
-        return len(self._exchanges)
-
-    def refused(
-        self,
-        channel: Any,
-        request: server.Request | None,
-        code: int,
-        why: str,
-        flag: str,
-    ) -> None:
-        """
-        The client connection answered C{code} itself (a malformed request,
-        a head too slow or too large, a body too large) and closed; C{flag}
-        says which kind of refusal it was.
-        """
-        clientHost = getattr(channel.transport.getPeer(), "host", "")
-        now = self.clock.seconds()
-        self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info, flag))
+        return len(self._exchanges) + len(self.mirrors.copies)
 
     def date(self) -> bytes:
         """
@@ -308,11 +314,6 @@ class LoadBalancerResource(Resource):
     def ended(self, outcome: Outcome) -> None:
         """
         A request is over: count it, and log the one line it gets.
-
-        The line is formatted here, once, with an f-string; the event
-        carries it pre-formatted (as a flattened event, so no observer runs
-        C{string.Formatter} on it) beside every field, for JSON and other
-        structured observers.
         """
         refused = getattr(outcome.request, "refused", None)
         if refused is not None and (outcome.status, outcome.error) == refused[:2]:
@@ -320,27 +321,28 @@ class LoadBalancerResource(Resource):
             # forwarded (txlb.server.ProxyChannel.refuse), and the exchange
             # reports that: the refusal's flag says how the request ended.
             outcome.flag = refused[2]
-        now = self.clock.seconds()
-        seconds = now - outcome.started
-        backend = outcome.backend
-        address = "-" if backend is None else backend.address
-        if backend is not None:
-            backend.ended(now, seconds * 1000, outcome.backendError)
-            self.metrics.observeDuration(address, seconds)
-        status = "-" if outcome.status is None else str(outcome.status)
-        self.metrics.countRequest(address, status)
-        self.accessLog.record(outcome, address, status, seconds, self.settings.accessLog == "json")
+        record(outcome, self.name, self.metrics, self.accessLog, self.clock, self.settings)
 
 
-def _badRequest(request: server.Request) -> str | None:
+def record(
+    outcome: Outcome,
+    pool: str,
+    metrics: Metrics,
+    accessLog: AccessLog,
+    clock: Any,
+    settings: ProxySettings,
+) -> None:
     """
-    Why C{request} cannot be forwarded, or L{None} if it can.  (The
-    channel has refused what breaks HTTP/1.1's syntax; these are the rules
-    about C{Host}, RFC 9112 section 3.2.)
+    Count a request that ended with C{outcome} in C{pool} (C{-} for none)
+    in its backend's statistics and the metrics, and log its line.
     """
-    hosts = request.requestHeaders.getRawHeaders(b"host", ())
-    if len(hosts) > 1:
-        return "more than one Host header"
-    if not hosts and request.clientproto == b"HTTP/1.1":
-        return "no Host header"
-    return None
+    now = clock.seconds()
+    seconds = now - outcome.started
+    backend = outcome.backend
+    address = "-" if backend is None else backend.address
+    if backend is not None:
+        backend.ended(now, seconds * 1000, outcome.backendError)
+        metrics.observeDuration(pool, address, seconds)
+    status = "-" if outcome.status is None else str(outcome.status)
+    metrics.countRequest(pool, address, status)
+    accessLog.record(outcome, pool, address, status, seconds, settings.accessLog == "json")

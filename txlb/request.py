@@ -7,7 +7,7 @@ it: HTTP/1.x (L{txlb.server.TransparentRequest}) or HTTP/2
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -31,6 +31,38 @@ class Refused(NamedTuple):
     flag: str
 
 
+class Routing(NamedTuple):
+    """
+    Where a request goes, decided once (see L{txlb.routing}).
+
+    @ivar match: The route it matched and what that route makes of it (a
+        L{txlb.routes.Match}), or C{None} if no route did.
+    @ivar pool: The pool (a L{txlb.proxy.LoadBalancerResource}) that
+        forwards it, or C{None} if txlb answers it itself.
+    @ivar mirror: The pool a copy of it goes to, or C{None}.
+    """
+
+    match: Any
+    pool: Any
+    mirror: Any = None
+
+
+#: The routing of a request not routed (yet): no route, no pool.
+UNROUTED = Routing(None, None)
+
+
+def forwardTarget(request: server.Request) -> bytes:
+    """
+    The request-target C{request} goes to its backend with: the one it
+    came with, unless its route rewrote it.
+    """
+    match = request.routing.match  # type: ignore[attr-defined]
+    if match is not None and match.target is not None:
+        target: bytes = match.target
+        return target
+    return request.uri
+
+
 class ClientRequest(server.Request):
     """
     A request the proxy forwards: it adds nothing to the response the
@@ -44,7 +76,7 @@ class ClientRequest(server.Request):
     that one that cannot be finished does not pass for a whole one.
 
     @ivar stream: The L{StreamingBody} of a request with a body, else
-        L{None}.
+        C{None}.
     """
 
     defaultContentType = None
@@ -54,10 +86,16 @@ class ClientRequest(server.Request):
     stream: StreamingBody | None = None
     #: How txlb refused this request, once forwarded.
     refused: Refused | None = None
+    #: Where it goes.
+    routing = UNROUTED
+    #: The largest body it may have: its pool's C{--max-body-size}.
+    bodyLimit: int | None = None
     bodyBytes = 0
     #: Called with the reason if the client connection closes before the
-    #: response is finished: what L{notifyFinish}'s errback would be, without
-    #: a L{Deferred} per request.  The exchange relaying the response sets it.
+    #: response is finished: what
+    #: L{notifyFinish<twisted.web.http.Request.notifyFinish>}'s errback would
+    #: be, without a L{Deferred<twisted.internet.defer.Deferred>} per request.
+    #: The exchange relaying the response sets it.
     whenLost: Callable[[Failure], object] | None = None
 
     def connectionLost(self, reason: Failure) -> None:

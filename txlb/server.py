@@ -26,19 +26,27 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, IPushProducer, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IPushProducer,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 
 from txlb import headers, refusals, tunnel
+from txlb.clientlimits import ClientLimits
 from txlb.http1 import BadResponseError, ChunkedDecoder, isToken
 from txlb.http2 import PREFACE, HTTP2Channel
-from txlb.proxy import LoadBalancerResource
 from txlb.refusals import FIELD_BYTES, Refusal
 from txlb.request import ClientRequest, Refused
+from txlb.routing import RoutingResource
 from txlb.upload import StreamingBody
 from txlb.writes import WriteBatcher
 
@@ -174,10 +182,10 @@ class TransparentRequest(ClientRequest):
         HTTP/1.1.
 
         This is what L{http.Request.write} does on its first call, without
-        copying every field into a L{Headers} and out again; it also keeps
-        the order of fields of different names as the backend sent it,
-        where L{Headers} groups them by name.  The body is then written as
-        Twisted writes it.
+        copying every field into a L{Headers<twisted.web.http_headers.Headers>}
+        and out again; it also keeps the order of fields of different names as
+        the backend sent it, where L{Headers<twisted.web.http_headers.Headers>}
+        groups them by name.  The body is then written as Twisted writes it.
         """
         self.code, self.code_message = code, phrase
         self.startedWriting = 1
@@ -234,7 +242,7 @@ class TransparentRequest(ClientRequest):
         channel = self.channel
         if channel.refused:  # type: ignore[attr-defined]
             return True
-        limit = channel.site.resource.settings.maxBodySize  # type: ignore[attr-defined]
+        limit = self.bodyLimit
         if limit is None or size <= limit:
             return False
         channel.refuse(refusals.bodyTooLarge(limit))  # type: ignore[attr-defined]
@@ -296,6 +304,10 @@ class ProxyChannel(Protocol):
     _host: Any = None
     #: The transport, while this channel is its producer.
     _network: Any = None
+    # The client limits that counted this connection, and what they gave
+    # for it.
+    _clientLimits: ClientLimits | None = None
+    _clientToken = 0
 
     def __init__(self, site: LoadBalancerSite) -> None:
         self.site = self.factory = site
@@ -316,6 +328,18 @@ class ProxyChannel(Protocol):
             transport.setTcpNoDelay(True)
         self.peer = transport.getPeer()
         site = self.site
+        limits = site.resource.clientLimits
+        if limits is not None and limits.maxConnections:
+            token = limits.opened(getattr(self.peer, "host", ""))
+            if token == -1:
+                # Over --max-client-conns: closed at once, as nginx's
+                # limit_conn does; anything the client sends is ignored.
+                self.refused = True
+                self.state = CLOSED
+                transport.abortConnection()
+                return
+            if token is not None:
+                self._clientLimits, self._clientToken = limits, token
         site.channels.add(self)
         site.writes.adopt(transport)
         if IPushProducer.providedBy(transport):
@@ -383,6 +407,9 @@ class ProxyChannel(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.state = CLOSED
         self.site.channels.discard(self)
+        if self._clientLimits is not None:
+            self._clientLimits.closed(self._clientToken)
+            self._clientLimits = None
         self._cancelHeadDeadline()
         for call in (self._idleTimer, self._abortCall):
             if call is not None and call.active():
@@ -645,6 +672,8 @@ class ProxyChannel(Protocol):
                 received.addRawHeader(name, value)
         request.parseCookies()
         self.persistent = self.persistent and self._persists(request)
+        # The limit of the pool the request is routed to.
+        request.bodyLimit = self.site.resource.bodyLimit(request)
         if request._tooLarge(length or 0):
             return
         if length is None:
@@ -1037,7 +1066,7 @@ class LoadBalancerSite(server.Site):
 
     def __init__(
         self,
-        resource: LoadBalancerResource,
+        resource: RoutingResource,
         reactor: Any = None,
         http2: bool = True,
         h2c: bool = False,
@@ -1082,3 +1111,95 @@ class LoadBalancerSite(server.Site):
         """
         for channel in list(self.channels):
             channel.transport.abortConnection()
+
+
+#: What a request sent in the clear to a TLS listener gets, in the clear:
+#: nginx's words, which users search for.
+_PLAIN_HTTP_ANSWER = b"The plain HTTP request was sent to HTTPS port\n"
+
+
+class _FirstBytes:
+    """
+    The check of what a client sends first to a TLS listener, below TLS:
+    C{dataReceived} of the connection's TLS protocol until it can tell.
+    """
+
+    def __init__(self, protocol: TLSMemoryBIOProtocol, site: LoadBalancerSite) -> None:
+        self.protocol = protocol
+        self.site = site
+        self.received = b""
+        # An instance attribute: the class's method takes over once the
+        # first bytes are told apart.
+        protocol.dataReceived = self.dataReceived  # type: ignore[method-assign]
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self.received + data
+        plain = refusals.plainHTTP(data)
+        if plain is None:
+            self.received = data
+            return
+        self.received = b""
+        protocol = self.protocol
+        if not plain:
+            del protocol.dataReceived
+            protocol.dataReceived(data)
+            return
+        # Nothing more is read.
+        protocol.dataReceived = lambda data: None  # type: ignore[method-assign]
+        refusal = refusals.PLAIN_HTTP_REFUSAL
+        resource = self.site.resource
+        resource.metrics.countRefusal(refusal.reason)
+        # The TLS protocol's transport is the TCP connection, whose peer is
+        # the client.
+        resource.refused(protocol, None, refusal.code, refusal.error, refusal.flag)
+        transport = protocol.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (refusal.status, len(_PLAIN_HTTP_ANSWER), _PLAIN_HTTP_ANSWER)
+        )
+        transport.loseConnection()
+
+
+class _TLSListenerFactory(TLSMemoryBIOFactory):
+    """
+    TLS toward clients, as Twisted's C{listenSSL} serves it, with the first
+    bytes of each connection looked at below TLS: a client that speaks HTTP
+    in the clear gets a 400 it can read, as nginx answers it, and the
+    refusal is logged and counted.  TLS alone would close the connection
+    without a word (its error comes after the connection is gone).
+    """
+
+    wrappedFactory: LoadBalancerSite
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol:
+        protocol = super().buildProtocol(addr)
+        _FirstBytes(protocol, self.wrappedFactory)
+        return protocol
+
+
+class TLSListeningReactor:
+    """
+    A reactor for the endpoint of a TLS C{--listen} (C{ssl:}): its
+    C{listenSSL} serves the site with TLS as Twisted's reactors do (a
+    L{TLSMemoryBIOFactory} over TCP), but through L{_TLSListenerFactory};
+    everything else is the reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: LoadBalancerSite,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> Any:
+        tlsFactory = _TLSListenerFactory(contextFactory, False, factory)
+        return self._reactor.listenTCP(port, tlsFactory, backlog, interface)

@@ -5,6 +5,7 @@ the balancer (L{txlb.service.LoadBalancerService}) they describe.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -15,24 +16,41 @@ from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
-from txlb import config, dns, tls
+from txlb import config, dns, tls, versionLine
+from txlb.accesslog import AccessLog
+from txlb.admission import parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
-from txlb.backend import Backend, BackendPool, parseBackends
-from txlb.client import BackendClient
+from txlb.backend import Backend, parseBackends
+from txlb.clientlimits import ClientLimits
 from txlb.http1 import isToken
-from txlb.proxy import LoadBalancerResource
+from txlb.keytables import Region
+from txlb.metrics import Metrics
+from txlb.poolservice import makePool
+from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
+from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
+from txlb.retrybudget import parsePercent
+from txlb.routeconfig import RoutesError, parseRoutes
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
-from txlb.service import LoadBalancerService
+from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
 from txlb.twistdlog import twistdLog
 from txlb.workers.supervisor import Supervisor, parseListen
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, ParentWatch, adoptedEndpoint, workerIndex
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    ParentWatch,
+    adoptedEndpoint,
+    listenFDs,
+    workerIndex,
+)
 
 #: The backends C{--demo} starts: the seed's three, weighted 1:3:2.
 DEMO_BACKENDS = "127.0.0.1:8081=1,127.0.0.1:8082=3,127.0.0.1:8083=2"
@@ -43,13 +61,55 @@ def backendList(specs: str) -> list[Backend]:
     Parse C{--backends} (see L{parseBackends}).
     """
     try:
-        return parseBackends(specs)
+        backends = parseBackends(specs)
     except ValueError as e:
         raise usage.UsageError(f"--backends: {e}") from None
+    for backend in backends:
+        if backend.maxConn:
+            # Parsed, but the request path does not queue yet.
+            raise usage.UsageError(
+                f"--backends: {backend.address}: per-backend limits (/MAXCONN) are not enforced yet"
+            )
+    return backends
 
 
 #: Options that may be given several times, each adding to a list.
-REPEATABLE = frozenset({"backends-dns", "dns-server"})
+REPEATABLE = frozenset({"listen", "backends-dns", "dns-server"})
+
+#: The options that belong to a pool of backends: what a C{[pools.NAME]}
+#: table may hold.  The command line's are those of the pool C{default}; a
+#: pool's table takes the rest from the top level.
+POOL_KEYS = frozenset(
+    {
+        "backends",
+        "backends-dns",
+        "algo",
+        "shadow-algo",
+        "hash-key",
+        "hash-balance-factor",
+        "sticky-cookie",
+        "slow-start",
+        "load-header",
+        "health-path",
+        "health-interval",
+        "health-timeout",
+        "health-rise",
+        "health-fall",
+        "max-fails",
+        "fail-timeout",
+        "retries",
+        "retry-non-idempotent",
+        "connect-timeout",
+        "response-timeout",
+        "idle-timeout",
+        "max-body-size",
+        "backend-ca",
+        "backend-cert",
+        "backend-key",
+        "backend-sni",
+        "backend-insecure",
+    }
+)
 
 
 def algorithmName(option: str) -> Callable[[str], str]:
@@ -108,6 +168,40 @@ def parseBalanceFactor(text: str) -> float:
             f"--hash-balance-factor: {text!r} is not 0 (off) or a number of at least 1"
         )
     return value
+
+
+def rateLimit(text: str) -> Rate:
+    try:
+        return parseRate(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--rate-limit: {e}") from None
+
+
+def rateLimitKey(text: str) -> str:
+    try:
+        return parseRateKey(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--rate-limit-key: {e}") from None
+
+
+def maxConn(text: str) -> int | str:
+    """
+    C{--max-conn}, for when the request path queues.
+    """
+    try:
+        return parseMaxConn(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--max-conn: {e}") from None
+
+
+def retryBudget(text: str) -> float:
+    """
+    C{--retry-budget}, for when the exchange counts its retries.
+    """
+    try:
+        return parsePercent(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--retry-budget: {e}") from None
 
 
 def parseHeaderName(text: str) -> str:
@@ -183,6 +277,43 @@ def loopbackOnly(description: str) -> bool:
     return False
 
 
+def endpointHint(description: str) -> str:
+    """
+    For a listening address given as a port or C{HOST:PORT} (as other
+    servers take it), a hint naming the endpoint description meant; else
+    nothing.
+    """
+    host, colon, port = description.rpartition(":")
+    if not port.isdigit():
+        return ""
+    if not colon:
+        return f": did you mean tcp:{port}?"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return ""
+    return f": did you mean tcp:{port}:interface={address}?"
+
+
+def pidLocked(description: str) -> bool:
+    """
+    Whether an endpoint description is a UNIX socket with a lock file
+    (Twisted's default, unless C{lockfile=0}), which records the process id
+    of the process that binds it: a daemon must bind it itself, after
+    twistd forks, or the lock would name a process that is gone.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "unix":
+        return False
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if equals and name == "lockfile":
+            return value != "0"
+    return True
+
+
 def countCPUList(text: str) -> int:
     """
     The number of CPUs in a Linux CPU list such as C{0-3,8,10-11}.
@@ -231,7 +362,112 @@ def parsePath(text: str) -> str:
     return text
 
 
-class Options(usage.Options):
+class PoolSettings(dict[str, Any]):
+    """
+    What follows from the options of one pool: its proxy settings, its
+    algorithms and its sticky cookie.  Both the top level's L{Options} (the
+    pool C{default}) and each L{PoolOptions} are such.
+
+    @ivar name: The pool's name.
+    """
+
+    name = DEFAULT_POOL
+    optParameters: Any
+    optFlags: Any
+
+    def settings(self) -> ProxySettings:
+        """
+        The proxy's settings from these options.
+        """
+        return ProxySettings(
+            connectTimeout=self["connect-timeout"],
+            responseTimeout=self["response-timeout"],
+            idleTimeout=self["idle-timeout"],
+            clientTimeout=self["client-timeout"],
+            retries=self["retries"],
+            retryNonIdempotent=self["retry-non-idempotent"],
+            maxBodySize=self["max-body-size"],
+            forwardedFor=self["forwarded-for"],
+            forwarded=self["forwarded"],
+            via=self["via"],
+            accessLog=self["access-log"],
+            loadHeader=self["load-header"],
+        )
+
+    def algorithm(self) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{--algo} names, with its options, from
+        the backends.
+        """
+        return self.algorithmNamed(self["algo"])
+
+    def shadow(self) -> MakeAlgorithm | None:
+        """
+        What makes the algorithm C{--shadow-algo} names, if it names one.
+        """
+        spec = self["shadow-algo"]
+        return None if spec is None else self.algorithmNamed(spec)
+
+    def sticky(self, clock: Any) -> StickyCookie | None:
+        """
+        The sticky cookie C{--sticky-cookie} asks for, if any.
+        """
+        name = self["sticky-cookie"]
+        return None if name is None else StickyCookie(name, clock)
+
+    def algorithmNamed(self, spec: str) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, with these options.
+
+        @raise ValueError: With one line, if C{spec} names none.
+        """
+        return algorithmNamed(spec, self["hash-key"], self["hash-balance-factor"])
+
+    def checkedAlgorithm(
+        self, option: str, spec: str, backends: Sequence[Backend]
+    ) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, after checking that it makes
+        an L{IAlgorithm} provider from C{backends}.
+
+        @raise usage.UsageError: With one line naming C{--option} and what
+            is wrong.
+        """
+        try:
+            make = self.algorithmNamed(spec)
+            makeChecked(make, backends, spec)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option}: {e}") from None
+        return make
+
+
+def checkPool(options: PoolSettings, checkBackends: bool = True) -> None:
+    """
+    Check what the options of a pool need together, and fill in what
+    follows from them: the algorithm (round robin if none is named), the
+    backend TLS settings, and, if C{checkBackends}, that the algorithms
+    work on the backends.
+
+    @raise usage.UsageError: With one line saying what is wrong.
+    """
+    options["algo"] = options["algo"] or "roundrobin"
+    try:
+        options["backend-tls"] = tls.fromOptions(
+            options["backend-ca"],
+            options["backend-cert"],
+            options["backend-key"],
+            options["backend-sni"],
+            options["backend-insecure"],
+        )
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    if checkBackends:
+        for option in ("algo", "shadow-algo"):
+            if options[option] is not None:
+                options.checkedAlgorithm(option, options[option], options["backends"])
+
+
+class Options(PoolSettings, usage.Options):
     synopsis = "[--listen DESCRIPTION] (--backends LIST | --demo) [--algo NAME] [options]"
     longdesc = (
         "A transparent HTTP load balancer: every request is forwarded as the "
@@ -240,7 +476,6 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["listen", "l", "tcp:8080", "Endpoint description to listen on."],
         [
             "backends",
             "b",
@@ -322,6 +557,44 @@ class Options(usage.Options):
             seconds("--drain-timeout"),
         ],
         ["max-body-size", None, None, "Largest request body (e.g. 10M); 413 above.", parseSize],
+        # Client limits.
+        [
+            "rate-limit",
+            None,
+            None,
+            "Requests per client key, as 100/s, 6000/min or 1000/h; 429 with Retry-After "
+            "above (off if absent).",
+            rateLimit,
+        ],
+        [
+            "rate-limit-burst",
+            None,
+            None,
+            "Requests a key may send at once (default: one second's worth of --rate-limit).",
+            count("--rate-limit-burst", 1),
+        ],
+        [
+            "rate-limit-key",
+            None,
+            "ip",
+            "What --rate-limit counts by: ip, header:NAME or cookie:NAME.",
+            rateLimitKey,
+        ],
+        [
+            "rate-limit-keys",
+            None,
+            DEFAULT_KEYS,
+            "Keys the rate limit remembers at most (24 bytes each), and client addresses "
+            "--max-client-conns counts; the least recently used are forgotten.",
+            count("--rate-limit-keys", 1),
+        ],
+        [
+            "max-client-conns",
+            None,
+            0,
+            "Connections one client address may have open; more are closed at once (0: no limit).",
+            count("--max-client-conns", 0),
+        ],
         # Algorithms.
         [
             "hash-key",
@@ -437,8 +710,33 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self["listen"] = []
         self["backends-dns"] = []
         self["dns-server"] = []
+        #: The pools of the configuration file, by name: their options.
+        self.namedPools: dict[str, PoolOptions] = {}
+        self["routes"] = []
+        #: What the routes' check warns of (logged at start and reload).
+        self.routeWarnings: list[str] = []
+        # An opt_ method's docstring is its help, indentation and line ends
+        # included: make it one line, as the others are.
+        self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
+
+    def opt_listen(self, text: str) -> None:
+        """
+        Endpoint description to listen on (default tcp:8080). Repeatable:
+        every listener serves the same routes.
+        """
+        self["listen"].append(text)
+
+    opt_l = opt_listen
+
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_backends_dns(self, text: str) -> None:
         """
@@ -463,6 +761,8 @@ class Options(usage.Options):
     #: The command line given, which overrides the configuration file.
     commandLine: list[str] = []
     _fromFile = False
+    #: The configuration file's pools and routes, checked in postOptions.
+    _document: config.Document | None = None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -473,76 +773,115 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"txlb: {e} (see twistd txlb --help)") from None
+            message = str(e)
+            unknown = re.fullmatch(r"option --(\S+) not recognized", message)
+            if unknown is not None:
+                longNames = (name.rstrip("=") for name in self.longOpt)
+                message += config.didYouMean(unknown.group(1), longNames, "--")
+            raise SystemExit(f"txlb: {message} (see twistd txlb --help)") from None
 
     @classmethod
     def fromFile(cls, path: str, commandLine: list[str]) -> Options:
         """
         The options of the configuration file at C{path}, overridden by
-        C{commandLine}, checked as a command line is.
+        C{commandLine}, checked as a command line is; with its pools and
+        routes.
 
-        @raise usage.UsageError: With one line saying what is wrong.
+        @raise usage.UsageError: With one line saying what is wrong, or
+            one line per problem of the routes.
         """
         try:
             with open(path, encoding="utf-8") as file:
                 text = file.read()
             parameters = {row[0] for row in cast(list[list[str]], cls.optParameters)}
             flags = {row[0] for row in cast(list[list[str]], cls.optFlags)}
-            fileArguments = config.arguments(text, parameters, flags, REPEATABLE)
+            document = config.read(text, parameters, flags, REPEATABLE, POOL_KEYS)
         except (OSError, UnicodeDecodeError, config.ConfigError) as e:
             raise usage.UsageError(f"--config {path}: {e}") from None
         options = cls()
         options._fromFile = True
+        options._document = document
         options.commandLine = commandLine
-        usage.Options.parseOptions(options, fileArguments + commandLine)
+        try:
+            usage.Options.parseOptions(options, document.arguments + commandLine)
+        except usage.UsageError as e:
+            if not document.pools and document.routes is None:
+                raise
+            # Perhaps a pool's or a route's: say where.
+            raise usage.UsageError(
+                "\n".join(f"--config {path}: {line}" for line in str(e).splitlines())
+            ) from None
         return options
 
     def postOptions(self) -> None:
         if self["config"] is not None and not self._fromFile:
-            self.update(self.fromFile(self["config"], self.commandLine))
+            loaded = self.fromFile(self["config"], self.commandLine)
+            self.update(loaded)
+            self.namedPools, self.routeWarnings = loaded.namedPools, loaded.routeWarnings
             return
+        self["listen"] = self["listen"] or ["tcp:8080"]
         if self["demo"]:
             if self["backends"] is not None:
                 raise usage.UsageError("--demo starts its own backends: drop --backends")
             self["backends"] = parseBackends(DEMO_BACKENDS)
             self["algo"] = self["algo"] or "weighted"
-        if self["backends"] is None and not self["backends-dns"]:
+        document = self._document
+        poolTables = {} if document is None else document.pools
+        default = self["backends"] is not None or bool(self["backends-dns"])
+        if not default and not poolTables:
             raise usage.UsageError(
                 "no backends: give --backends HOST:PORT[,...], --backends-dns NAME or --demo"
+            )
+        if default and DEFAULT_POOL in poolTables:
+            raise usage.UsageError(
+                f"backends given twice: at the top level and in [pools.{DEFAULT_POOL}]"
             )
         self["backends"] = self["backends"] or []
         if self["dns-min-ttl"] > self["dns-max-ttl"]:
             raise usage.UsageError("--dns-min-ttl must not be above --dns-max-ttl")
-        self["algo"] = self["algo"] or "roundrobin"
-        try:
-            self["backend-tls"] = tls.fromOptions(
-                self["backend-ca"],
-                self["backend-cert"],
-                self["backend-key"],
-                self["backend-sni"],
-                self["backend-insecure"],
-            )
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-        for option in ("algo", "shadow-algo"):
-            if self[option] is not None:
-                self.checkedAlgorithm(option, self[option], self["backends"])
+        checkPool(self, checkBackends=default)
+        self.namedPools = {
+            name: PoolOptions.within(self, name, arguments)
+            for name, arguments in poolTables.items()
+        }
+        if document is not None and document.routes is not None:
+            names = self.pools()
+            try:
+                self["routes"], self.routeWarnings = parseRoutes(
+                    document.routes, names, DEFAULT_POOL if DEFAULT_POOL in names else None
+                )
+            except RoutesError as e:
+                raise usage.UsageError("\n".join(e.problems)) from None
         from twisted.internet import reactor
 
-        for option in ("listen", "admin"):
-            if self[option] is None:
-                continue
+        for description in self["listen"]:
             try:
-                serverFromString(reactor, self[option])
+                serverFromString(reactor, description)
             except Exception as e:
-                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+                hint = endpointHint(description)
+                raise usage.UsageError(f"--listen: {description!r}: {e}{hint}") from None
+        if self["admin"] is not None:
+            try:
+                serverFromString(reactor, self["admin"])
+            except Exception as e:
+                hint = endpointHint(self["admin"])
+                raise usage.UsageError(f"--admin: {self['admin']!r}: {e}{hint}") from None
+        if self["rate-limit-burst"] is not None and self["rate-limit"] is None:
+            raise usage.UsageError("--rate-limit-burst needs --rate-limit")
+        if self["max-client-conns"] and any(d.startswith("haproxy:") for d in self["listen"]):
+            # The PROXY header names the client after the connection is
+            # made, when it would already be counted against the proxy.
+            raise usage.UsageError(
+                "--max-client-conns does not work with the PROXY protocol (haproxy: --listen) yet"
+            )
         if self["workers"] > 1:
             if self["demo"]:
                 raise usage.UsageError("--demo runs its backends in one process: drop --workers")
-            try:
-                parseListen(self["listen"])
-            except ValueError as e:
-                raise usage.UsageError(f"--workers: --listen {self['listen']!r}: {e}") from None
+            for description in self["listen"]:
+                try:
+                    parseListen(description)
+                except ValueError as e:
+                    raise usage.UsageError(f"--workers: --listen {description!r}: {e}") from None
         if (
             self["admin"] is not None
             and not self["admin-token"]
@@ -553,105 +892,153 @@ class Options(usage.Options):
                 "or listen on 127.0.0.1 (e.g. tcp:9000:interface=127.0.0.1)"
             )
 
-    def settings(self) -> ProxySettings:
+    def pools(self) -> dict[str, PoolSettings]:
         """
-        The proxy's settings from these options.
+        The options of each pool, by name: C{default} (these options, if
+        they name backends), then the configuration file's, in its order.
         """
-        return ProxySettings(
-            connectTimeout=self["connect-timeout"],
-            responseTimeout=self["response-timeout"],
-            idleTimeout=self["idle-timeout"],
-            clientTimeout=self["client-timeout"],
-            retries=self["retries"],
-            retryNonIdempotent=self["retry-non-idempotent"],
-            maxBodySize=self["max-body-size"],
-            forwardedFor=self["forwarded-for"],
-            forwarded=self["forwarded"],
-            via=self["via"],
-            accessLog=self["access-log"],
-            loadHeader=self["load-header"],
+        pools: dict[str, PoolSettings] = {}
+        if self["backends"] or self["backends-dns"]:
+            pools[DEFAULT_POOL] = self
+        pools.update(self.namedPools)
+        return pools
+
+    def clientLimits(self, region: Region, worker: int, clock: Any) -> ClientLimits:
+        """
+        The client limits these options ask for, counted in C{region}.
+        """
+        limits = ClientLimits(region, worker, clock)
+        self.configureLimits(limits)
+        return limits
+
+    def configureLimits(self, limits: ClientLimits) -> None:
+        """
+        Set C{limits} as these options say (at start and on a reload).
+        """
+        limits.configure(
+            self["rate-limit"],
+            self["rate-limit-burst"],
+            self["rate-limit-key"],
+            self["max-client-conns"],
         )
 
-    def algorithm(self) -> MakeAlgorithm:
-        """
-        What makes the algorithm C{--algo} names, with its options, from
-        the backends.
-        """
-        return self.algorithmNamed(self["algo"])
 
-    def shadow(self) -> MakeAlgorithm | None:
-        """
-        What makes the algorithm C{--shadow-algo} names, if it names one.
-        """
-        spec = self["shadow-algo"]
-        return None if spec is None else self.algorithmNamed(spec)
+class PoolOptions(PoolSettings, usage.Options):
+    """
+    The options of one pool of the configuration file: those of
+    L{POOL_KEYS} from its C{[pools.NAME]} table, checked as the command
+    line's are; what the table leaves out, as the top level has it (but
+    its backends, which are the pool's own).
+    """
 
-    def sticky(self, clock: Any) -> StickyCookie | None:
-        """
-        The sticky cookie C{--sticky-cookie} asks for, if any.
-        """
-        name = self["sticky-cookie"]
-        return None if name is None else StickyCookie(name, clock)
+    optParameters = [row for row in Options.optParameters if row[0] in POOL_KEYS]
+    optFlags = [row for row in Options.optFlags if row[0] in POOL_KEYS]
+    opt_backends_dns = Options.opt_backends_dns
 
-    def algorithmNamed(self, spec: str) -> MakeAlgorithm:
+    @classmethod
+    def within(cls, top: Options, name: str, arguments: list[str]) -> PoolOptions:
         """
-        What makes the algorithm C{spec} names, with these options.
+        The pool C{name} of the options C{top}, from its table's
+        C{arguments}.
 
-        @raise ValueError: With one line, if C{spec} names none.
+        @raise usage.UsageError: With one line naming the pool and what is
+            wrong.
         """
-        return algorithmNamed(spec, self["hash-key"], self["hash-balance-factor"])
-
-    def checkedAlgorithm(
-        self, option: str, spec: str, backends: Sequence[Backend]
-    ) -> MakeAlgorithm:
-        """
-        What makes the algorithm C{spec} names, after checking that it makes
-        an L{IAlgorithm} provider from C{backends}.
-
-        @raise usage.UsageError: With one line naming C{--option} and what
-            is wrong.
-        """
+        pool = cls()
+        pool.name = name
+        for key, value in top.items():
+            if key not in pool or key in ("backends", "backends-dns"):
+                continue
+            pool[key] = value
+        pool["backends-dns"] = []
+        # The top level's own, not what its algorithm check made of them.
+        for key, value in top.items():
+            if key not in POOL_KEYS and key not in pool:
+                pool[key] = value
         try:
-            make = self.algorithmNamed(spec)
-            makeChecked(make, backends, spec)
-        except ValueError as e:
-            raise usage.UsageError(f"--{option}: {e}") from None
-        return make
+            usage.Options.parseOptions(pool, arguments)
+        except usage.UsageError as e:
+            raise usage.UsageError(f"[pools.{name}]: {e}") from None
+        return pool
+
+    def postOptions(self) -> None:
+        if self["backends"] is None and not self["backends-dns"]:
+            raise usage.UsageError("no backends: give backends or backends-dns")
+        self["backends"] = self["backends"] or []
+        checkPool(self)
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """
-    The balancer described by C{config}, with the demo backends if asked.
+    The balancer described by C{config}, with the demo backends if asked,
+    its ports bound and its access log open.
+
+    twistd calls this before it daemonizes and before its log takes over
+    the standard streams, so a failure to bind or open ends here with one
+    line on stderr and status 1, daemonized or not.  A daemon listening on
+    a UNIX socket with a lock file (L{pidLocked}) is the exception: it binds
+    everything when twistd starts the service, after forking, and twistd
+    reports a failure then through its start-up pipe, in its own words.
     """
+    service = _build(config, reactor)
+    parent = config.parent
+    daemonizing = parent is not None and not (parent.get("nodaemon") or parent.get("debug"))
+    if daemonizing:
+        # twistd's parent process reports a failure of the daemon's start
+        # on sys.__stderr__, then leaves with os._exit, which flushes
+        # nothing: under PyPy, whose stderr is not line-buffered as
+        # CPython's is, the report was lost.
+        stderr = sys.__stderr__
+        if isinstance(stderr, io.TextIOWrapper):
+            stderr.reconfigure(line_buffering=True)
+        if any(
+            pidLocked(description) for description in [*config["listen"], config["admin"] or ""]
+        ):
+            # Bound once twistd has forked, in privilegedStartService.
+            return service
+    try:
+        service.bind()
+    except StartupError as e:
+        raise SystemExit(str(e)) from None
+    return service
+
+
+def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     if reactor is None:
         from twisted.internet import reactor
     index = workerIndex(os.environ)
     if index is None and config["workers"] > 1:
         return Supervisor(config, reactor)
-    backends = config["backends"]
-    pool = BackendPool(
-        backends, reactor, config["max-fails"], config["fail-timeout"], config["slow-start"]
+    metrics = Metrics(reactor, lambda: resource.pools.values())
+    accessLog = AccessLog(Logger(namespace=LoadBalancerResource.log.namespace))
+    pools = {
+        name: makePool(options, reactor, metrics, accessLog)
+        for name, options in config.pools().items()
+    }
+    resource = RoutingResource(
+        pools, config["routes"], config.settings(), metrics, accessLog, reactor
     )
-    makeAlgorithm = config.algorithm()
-    client = BackendClient(reactor, config["connect-timeout"], tls=config["backend-tls"])
-    resource = LoadBalancerResource(
-        makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
-    )
-    resource.useShadow(config["shadow-algo"], config.shadow())
-    resource.sticky = config.sticky(reactor)
+    if index is None:
+        region = Region.create(config["rate-limit-keys"])
+    else:
+        region = Region.adopt(KEYTABLES_FD, os.environ.get("PYTHONHASHSEED"))
+    resource.clientLimits = config.clientLimits(region, index or 0, reactor.seconds)
     site = LoadBalancerSite(resource, reactor, http2=not config["no-http2"], h2c=config["h2c"])
     if index is None:
         balancer = LoadBalancerService(config, site, reactor)
     else:
         admin = None if config["admin"] is None else adoptedEndpoint(reactor, ADMIN_FD)
         balancer = LoadBalancerService(
-            config, site, reactor, (adoptedEndpoint(reactor, LISTEN_FD), admin)
+            config,
+            site,
+            reactor,
+            ([adoptedEndpoint(reactor, fd) for fd in listenFDs(len(config["listen"]))], admin),
         )
         balancer.stopSignals = (signal.SIGTERM,)
         ParentWatch(reactor).setServiceParent(balancer)
     # Under twistd, its log: once per reactor turn.
     balancer.mainLog = twistdLog(config.parent, reactor)
     if config["demo"]:
-        demo = makeBackendService([b.port for b in backends], reactor=reactor)
+        demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
         demo.setServiceParent(balancer)
     return balancer

@@ -9,7 +9,12 @@ process on loopback, one port each.
 
 For trying the algorithms, a port can answer after a delay
 (C{BACKEND_DELAY_MS}) and report a load in C{X-Txlb-Load}
-(C{BACKEND_LOAD}), as a slow or busy server would.
+(C{BACKEND_LOAD}), as a slow or busy server would.  For trying overload,
+a port can have a capacity (C{BACKEND_CAPACITY}): it serves that many
+requests at a time at its usual speed, and a request that finds more in
+flight (itself included) takes one delay more for each one beyond it, as
+a server whose threads are all busy does, so that latency climbs with
+the load, for everyone.
 
 For trying a fleet, each port can register itself in etcd
 (C{BACKEND_ETCD}), under a lease it keeps alive, as a backend of a pool
@@ -36,8 +41,10 @@ from txlb.etcd import DEFAULT_PREFIX, DEFAULT_TTL, EtcdClient, Registration
 from txlb.etcd.layout import memberKey, memberValue
 
 __all__ = [
+    "CAPACITY_DELAY",
     "DEFAULT_BACKEND_PORTS",
     "BackendResource",
+    "capacitiesFromEnvironment",
     "makeBackendService",
     "makeBackendSite",
     "perPortFromEnvironment",
@@ -47,6 +54,12 @@ __all__ = [
 ]
 
 DEFAULT_BACKEND_PORTS = "8081,8082,8083"
+
+#: Seconds a request takes on a port with a capacity and no delay.
+CAPACITY_DELAY = 0.010
+
+#: The largest capacity a port may be given.
+MAX_CAPACITY = 100_000
 
 _log = Logger()
 
@@ -68,34 +81,55 @@ class BackendResource(Resource):
         delays: Mapping[int, float] | None = None,
         loads: Mapping[int, str] | None = None,
         reactor: Any = None,
+        capacities: Mapping[int, int] | None = None,
     ) -> None:
         """
         @param delays: Seconds each port waits before it answers (none if
             absent); read at each request, so a change takes effect at
             once.
         @param loads: The C{X-Txlb-Load} value each port reports, if any.
+        @param capacities: The requests each port serves at a time at its
+            usual speed, if it has a limit; such a port without a delay
+            takes L{CAPACITY_DELAY}.
         """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.delays = {} if delays is None else delays
         self.loads = {} if loads is None else loads
+        self.capacities = {} if capacities is None else capacities
+        #: The requests each port has in flight, and the most it had.
+        self.inFlight: dict[int, int] = {}
+        self.mostInFlight: dict[int, int] = {}
         self._reactor = reactor
 
     def render(self, request: Request) -> bytes | int:
         """
-        Answer, after the port's delay if it has one.
+        Answer, after the port's delay if it has one, longer if the port is
+        over its capacity.
         """
         port = request.getHost().port
         load = self.loads.get(port)
         if load is not None:
             request.setHeader(b"X-Txlb-Load", load.encode("ascii"))
         delay = self.delays.get(port)
+        capacity = self.capacities.get(port)
+        if capacity is not None:
+            inFlight = self.inFlight[port] = self.inFlight.get(port, 0) + 1
+            self.mostInFlight[port] = max(self.mostInFlight.get(port, 0), inFlight)
+            request.notifyFinish().addBoth(self._over, port)
+            delay = (delay or CAPACITY_DELAY) * (1 + max(0, inFlight - capacity))
         if not delay:
             return self._answer(request)
         call = self._reactor.callLater(delay, self._answerLater, request)
         request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
         return NOT_DONE_YET
+
+    def _over(self, result: object, port: int) -> None:
+        """
+        A request to C{port} is answered, or its client left.
+        """
+        self.inFlight[port] -= 1
 
     def _answerLater(self, request: Request) -> None:
         body = self._answer(request)
@@ -265,13 +299,40 @@ def perPortFromEnvironment(
     return values
 
 
+def capacitiesFromEnvironment(
+    ports: list[int], environ: Mapping[str, str] | None = None
+) -> dict[int, int]:
+    """
+    Read C{BACKEND_CAPACITY}: a number of requests for every port (C{10}),
+    or C{PORT:N} pairs (C{8081:10,8083:4}); none if unset or empty.
+
+    @raise ValueError: With a one-line message naming the offending value.
+    """
+    if environ is None:
+        environ = os.environ
+    text = environ.get("BACKEND_CAPACITY", "").strip()
+    if text and ":" not in text:
+        values = {port: text for port in ports}
+    else:
+        values = perPortFromEnvironment("BACKEND_CAPACITY", ports, environ)
+    capacities = {}
+    for port, value in values.items():
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_CAPACITY:
+            raise ValueError(
+                f"BACKEND_CAPACITY: {value!r} is not a number of requests (1-{MAX_CAPACITY})"
+            )
+        capacities[port] = int(value)
+    return capacities
+
+
 def resourceFromEnvironment(
     ports: list[int], environ: Mapping[str, str] | None = None
 ) -> BackendResource:
     """
     A L{BackendResource} with the delays in C{BACKEND_DELAY_MS}
-    (milliseconds, C{8083:10}) and the loads in C{BACKEND_LOAD} (a number
-    from 0 to 1, C{8083:0.9}).
+    (milliseconds, C{8083:10}), the loads in C{BACKEND_LOAD} (a number
+    from 0 to 1, C{8083:0.9}) and the capacities in C{BACKEND_CAPACITY}
+    (see L{capacitiesFromEnvironment}).
 
     @raise ValueError: With a one-line message naming the offending value.
     """
@@ -292,7 +353,8 @@ def resourceFromEnvironment(
             load = -1
         if not 0 <= load <= 1:
             raise ValueError(f"BACKEND_LOAD: {text!r} is not a load from 0 to 1")
-    return BackendResource(delays, loads)
+    capacities = capacitiesFromEnvironment(ports, environ)
+    return BackendResource(delays, loads, capacities=capacities)
 
 
 def registrationsFromEnvironment(
@@ -311,7 +373,7 @@ def registrationsFromEnvironment(
     C{BACKEND_ETCD_WEIGHT} gives weights per port (C{8083:3}; 1 for the
     others).
 
-    @return: The registrations, or L{None} without C{BACKEND_ETCD}.
+    @return: The registrations, or C{None} without C{BACKEND_ETCD}.
     @raise ValueError: With a one-line message naming the offending value.
     """
     if environ is None:

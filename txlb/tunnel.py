@@ -58,6 +58,7 @@ from zope.interface import implementer
 from txlb import headers, tls
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, parseHead
 from txlb.outcome import Outcome, answer, describe
+from txlb.request import forwardTarget
 
 if TYPE_CHECKING:
     from txlb.backend import Backend, BackendPool
@@ -128,7 +129,7 @@ def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
     L{wantsUpgrade}); a C{Content-Length: 0} the client sent goes too.
     """
     received = request.requestHeaders
-    lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
+    lines = [b"%s %s HTTP/1.1" % (request.method, forwardTarget(request))]
     if received.hasHeader(b"content-length"):
         lines.append(b"Content-Length: 0")
     lines.extend(name + b": " + value for name, value in outgoing)

@@ -17,7 +17,9 @@ The supervisor restarts a worker that ends (at most once a second per
 worker), forwards SIGHUP, stops every worker gracefully on SIGTERM or
 SIGINT (a second one makes them cut their requests) and exits when all are
 gone.  With C{--admin}, it serves the admin API itself and fans it out to
-each worker's loopback admin socket (L{txlb.workers.workeradmin}).
+each worker's loopback admin socket (L{txlb.workers.workeradmin}).  It makes
+the tables the client limits count in (L{txlb.keytables.Region}) and hands
+them to every worker, and clears a dead worker's connection counts.
 """
 
 from __future__ import annotations
@@ -30,15 +32,26 @@ import sys
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import CannotListenError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
-from txlb.workers.worker import ADMIN_FD, LISTEN_FD, WORKER_ENV
+from txlb.history import INTERVAL as HISTORY_INTERVAL
+from txlb.keytables import ClientCounts, Region, workerHashSeed
+from txlb.service import StartupError, logAdmin
+from txlb.signals import Signals
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    WORKER_ENV,
+    WorkerLogObserver,
+    listenFDs,
+)
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -50,6 +63,9 @@ EXIT_GRACE = 5.0
 
 #: What the twistd console script runs (it has no C{""} on C{sys.path}).
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: The log observer of a worker, which says which worker wrote each line.
+_LOGGER = f"{WorkerLogObserver.__module__}.{WorkerLogObserver.__name__}"
 
 #: Twisted's default listen backlog.
 _BACKLOG = 50
@@ -137,7 +153,7 @@ class Supervisor(MultiService):
     """
     The supervisor of C{--workers N} worker processes.
 
-    @ivar listenSockets: Each worker's listening socket.
+    @ivar listenSockets: Each worker's listening sockets, by listener.
     @ivar adminSockets: Each worker's loopback admin socket (none without
         C{--admin}).
     """
@@ -150,17 +166,29 @@ class Supervisor(MultiService):
         self.reactor = reactor
         self.started = reactor.seconds()
         self.workers = [_Worker(self, index) for index in range(config["workers"])]
-        self.listenSockets: list[socket.socket] = []
+        self.listenSockets: list[list[socket.socket]] = []
         self.adminSockets: list[socket.socket] = []
         self._stopping = False
         self._allEnded: Deferred[None] | None = None
         #: The admin changes every worker made since the last reload, for a
         #: restarted worker to make too.
         self.changes: list[Change] = []
+        #: The client limits' tables, shared with every worker: a limit is
+        #: the whole txlb's.
+        #: The workers' PYTHONHASHSEED, one for all: the tables' key
+        #: fingerprints are Python's hash().
+        self.hashSeed = workerHashSeed(os.environ)
+        self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
+        self.recorder = None
         if config["admin"] is not None:
-            site = AdminSite(WorkersAdmin(self, reactor))
-            self.admin = strports.service(config["admin"], site, reactor=reactor)
+            admin = WorkersAdmin(self, reactor)
+            self.admin = strports.service(config["admin"], AdminSite(admin), reactor=reactor)
+            # The status page's history, sampled from the workers.
+            self.recorder = TimerService(
+                HISTORY_INTERVAL, lambda: Deferred.fromCoroutine(admin.api.record())
+            )
+            self.recorder.clock = reactor
 
     def adminPorts(self) -> list[int]:
         """
@@ -170,7 +198,7 @@ class Supervisor(MultiService):
 
     def describe(self) -> list[dict[str, Any]]:
         """
-        Each worker's process id (L{None} while it is restarted) and restarts.
+        Each worker's process id (C{None} while it is restarted) and restarts.
         """
         return [{"pid": worker.pid, "restarts": worker.restarts} for worker in self.workers]
 
@@ -182,50 +210,93 @@ class Supervisor(MultiService):
         """
         self.changes.append(change)
 
-    def privilegedStartService(self) -> None:
+    def bind(self) -> None:
         """
-        Bind every socket, ending with one line if one cannot be bound.
+        Bind every socket, and check that the workers can open the access
+        log, before twistd daemonizes (see L{LoadBalancerService.bind}): a
+        worker that cannot start would be restarted forever.
+
+        @raise StartupError: With one line, if something cannot be had.
         """
+        if self.listenSockets:
+            return
+        path = self.config["access-log-file"]
+        if path is not None:
+            try:
+                open(path, "ab").close()
+            except OSError as e:
+                raise StartupError(f"txlb: --access-log-file: {e}") from None
         count = len(self.workers)
         try:
-            self.listenSockets = reusePortSockets(self.config["listen"], count)
+            for description in self.config["listen"]:
+                self.listenSockets.append(reusePortSockets(description, count))
             if self.admin is not None:
                 self.adminSockets = [
                     reusePortSockets("tcp:0:interface=127.0.0.1", 1)[0] for _ in range(count)
                 ]
                 self.admin.privilegedStartService()
-        except OSError as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
+        except (CannotListenError, OSError) as e:
+            for listening in self._sockets():
+                listening.close()
+            self.listenSockets, self.adminSockets = [], []
+            raise StartupError(f"txlb: cannot listen: {e}") from None
         super().privilegedStartService()
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind (see L{bind}) unless that is done.
+        """
+        self.bind()
+
+    def _sockets(self) -> list[socket.socket]:
+        """
+        Every socket it bound for the workers.
+        """
+        return [*(s for sockets in self.listenSockets for s in sockets), *self.adminSockets]
 
     def startService(self) -> None:
         self._log.info(
             "txlb supervising {count} workers on {listen}",
             count=len(self.workers),
-            listen=self.config["listen"],
+            listen=", ".join(self.config["listen"]),
         )
+        if self.config["admin"] is not None:
+            logAdmin(self._log, self.config["admin"])
         self.started = self.reactor.seconds()
         super().startService()
         for worker in self.workers:
             self._start(worker)
         if self.admin is not None:
             self.admin.startService()
-        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+        if self.recorder is not None:
+            self.recorder.startService()
+        signals = Signals(
+            self.reactor,
+            self._log,
+            "Received {signal}: stopping the workers gracefully",
+            "Received {signal} again: workers cut their requests",
+            lambda: self._signalWorkers(signal.SIGTERM),
+            self.reload,
+        )
+        self.reactor.addSystemEventTrigger("after", "startup", signals.install)
 
     def _start(self, worker: _Worker) -> None:
         worker.pending = None
         worker.started = self.reactor.seconds()
         childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
-        childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
+        for fd, sockets in zip(listenFDs(len(self.listenSockets)), self.listenSockets):
+            childFDs[fd] = sockets[worker.index].fileno()
         if self.adminSockets:
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
-        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
+        assert self.keyTables.fd is not None
+        childFDs[KEYTABLES_FD] = self.keyTables.fd
+        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logger", _LOGGER, "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index)},
+            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
             childFDs=childFDs,
         )
         worker.pid = process.pid
@@ -237,6 +308,8 @@ class Supervisor(MultiService):
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.pid = worker.pid, None
+        # Its connections died with it.
+        ClientCounts(self.keyTables).forgetWorker(worker.index)
         if self._stopping:
             self._log.info("Worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
             if self._allEnded is not None and not self.runningWorkers():
@@ -268,14 +341,6 @@ class Supervisor(MultiService):
             except ProcessLookupError:
                 pass
 
-    def _catchSignals(self) -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._stopSignal)
-        signal.signal(signal.SIGHUP, self._reloadSignal)
-
-    def _reloadSignal(self, number: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reload)
-
     def reload(self) -> None:
         """
         Have every worker reload its configuration.
@@ -283,16 +348,6 @@ class Supervisor(MultiService):
         self._log.info("Received SIGHUP: passing it to the workers")
         self.changes.clear()
         self._signalWorkers(signal.SIGHUP)
-
-    def _stopSignal(self, number: int, frame: object) -> None:
-        name = signal.Signals(number).name
-        if self._stopping:
-            self._log.warn("Received {signal} again: workers cut their requests", signal=name)
-            self.reactor.callFromThread(self._signalWorkers, signal.SIGTERM)
-            return
-        self._stopping = True
-        self._log.info("Received {signal}: stopping the workers gracefully", signal=name)
-        self.reactor.callFromThread(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -303,6 +358,10 @@ class Supervisor(MultiService):
         drain timeout and some grace; then the admin listener.
         """
         self._stopping = True
+        if self.recorder is not None and self.recorder.running:
+            # First: once the workers are gone, a sample would wait for
+            # them until it timed out.
+            await self.recorder.stopService()
         for worker in self.workers:
             if worker.pending is not None:
                 worker.pending.cancel()
@@ -319,5 +378,6 @@ class Supervisor(MultiService):
         await super().stopService()
         if self.admin is not None:
             await self.admin.stopService()
-        for listening in self.listenSockets + self.adminSockets:
+        for listening in self._sockets():
             listening.close()
+        self.keyTables.close()
