@@ -647,6 +647,7 @@ class JSONAccessLogTests(SynchronousTestCase):
                 "connectMs": 2.0,
                 "firstByteMs": 5.0,
                 "totalMs": 5.0,
+                "queueMs": None,
                 "retries": 0,
                 "flag": "-",
                 "error": None,

@@ -144,6 +144,9 @@ class AccessLog:
                 f"client={outcome.clientHost} method={method} path={target} "
                 f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
             )
+            if outcome.queued is not None:
+                # Only when it waited: the seed's line stays as it was.
+                line += f" queued={outcome.queued * 1000:.1f}ms"
             if outcome.error is not None:
                 line += f' error="{outcome.error}"'
             if file is not None:
@@ -162,6 +165,7 @@ class AccessLog:
             "connectMs": _milliseconds(outcome.connected, outcome.started),
             "firstByteMs": _milliseconds(outcome.firstByte, outcome.started),
             "totalMs": _tenths(seconds * 1000),
+            "queueMs": None if outcome.queued is None else _tenths(outcome.queued * 1000),
             "retries": outcome.retries,
             "flag": outcome.flag,
             "error": outcome.error,

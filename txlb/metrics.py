@@ -14,10 +14,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from txlb.admission import Admission
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import BackendPool
 from txlb.clientlimits import ClientLimits
 from txlb.refusals import REASONS
+from txlb.retrybudget import RetryBudget
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
 #: millisecond to the 30 s response timeout.
@@ -124,6 +126,47 @@ class _ClientLimitsCollector:
         )
 
 
+class _OverloadCollector:
+    """
+    The backends' limits, the queue and the retry budget, read from them
+    at each scrape.
+    """
+
+    def __init__(self, pool: BackendPool, admission: Admission, budget: RetryBudget) -> None:
+        self._pool = pool
+        self._admission = admission
+        self._budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        admission = self._admission
+        limit = GaugeMetricFamily(
+            "txlb_backend_max_requests",
+            "The most requests in flight a backend may have (--max-conn; 0: no limit).",
+            labels=["backend"],
+        )
+        for backend in self._pool.backends:
+            limit.add_metric([backend.address], admission.limitOf(backend))
+        yield limit
+        yield GaugeMetricFamily(
+            "txlb_queue_length",
+            "Requests waiting for a backend below its limit.",
+            value=admission.queued,
+        )
+        refused = CounterMetricFamily(
+            "txlb_queue_refused",
+            "Requests answered 503 by the queue: full (QF) or timed out (QT).",
+            labels=["reason"],
+        )
+        refused.add_metric(["full"], admission.full)
+        refused.add_metric(["timeout"], admission.timedOut)
+        yield refused
+        yield CounterMetricFamily(
+            "txlb_retries_refused",
+            "Retries not made because the retry budget (--retry-budget) was spent.",
+            value=self._budget.refused,
+        )
+
+
 class Metrics:
     """
     The metrics, in a registry of their own (several balancers can run in
@@ -136,6 +179,7 @@ class Metrics:
         clock: Any,
         shadow: Callable[[], Shadow | None] = lambda: None,
         clientLimits: Callable[[], ClientLimits | None] = lambda: None,
+        overload: tuple[Admission, RetryBudget] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -182,6 +226,12 @@ class Metrics:
         for reason in REASONS:
             # Every class shows from the start, at 0, so a rate over it works.
             self.refusals.labels(reason)
+        self.queueTime = Histogram(
+            "txlb_queue_duration_seconds",
+            "Time requests waited for a backend below its limit, of those that waited.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "txlb_algorithm_fallbacks",
             "Picks where the algorithm raised and round robin picked instead.",
@@ -190,6 +240,8 @@ class Metrics:
         self.registry.register(_PoolCollector(pool, clock))
         self.registry.register(_ShadowCollector(shadow))
         self.registry.register(_ClientLimitsCollector(clientLimits))
+        if overload is not None:
+            self.registry.register(_OverloadCollector(pool, *overload))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
         self._requestChildren: dict[tuple[str, str], Any] = {}
@@ -213,6 +265,12 @@ class Metrics:
         if child is None:
             child = self._durationChildren[backend] = self.duration.labels(backend)
         child.observe(seconds)
+
+    def observeQueued(self, seconds: float) -> None:
+        """
+        Record how long a request waited in the queue.
+        """
+        self.queueTime.observe(seconds)
 
     def countRefusal(self, reason: str) -> None:
         """

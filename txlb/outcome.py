@@ -21,7 +21,8 @@ from txlb.backend import Backend
 #: healthy backend, backend reset, backend protocol error (a malformed
 #: response), client disconnected, client protocol error (a request that
 #: broke HTTP/1.1's syntax or framing, or the head's size limits), rate
-#: limited (429, C{--rate-limit}).
+#: limited (429, C{--rate-limit}), queue full and queue time-out (503,
+#: every backend at its C{--max-conn}; L{txlb.admission}).
 (
     NORMAL,
     CONNECT_FAILURE,
@@ -32,7 +33,9 @@ from txlb.backend import Backend
     CLIENT_GONE,
     CLIENT_PROTOCOL_ERROR,
     RATE_LIMITED,
-) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL")
+    QUEUE_FULL,
+    QUEUE_TIMEOUT,
+) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL", "QF", "QT")
 
 #: The flags that blame the backend.
 _BACKEND_FLAGS = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY, PROTOCOL_ERROR})
@@ -50,6 +53,8 @@ class Outcome:
     @ivar connected: When the last backend connection was made, or L{None}
         if a pooled one was reused (or none was made).
     @ivar firstByte: When the backend's response head arrived, or L{None}.
+    @ivar queued: Seconds the request waited in the queue for a backend
+        below its limit, or L{None} if it never waited there.
     """
 
     request: Any
@@ -63,6 +68,7 @@ class Outcome:
     retries: int = 0
     connected: float | None = None
     firstByte: float | None = None
+    queued: float | None = None
 
     @property
     def backendError(self) -> str | None:
