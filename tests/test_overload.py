@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import CONFIG, Harness, ServiceHarness, TCPTransport
 from tests.test_http2 import MemoryH2
+from txlb.admin import AdminAPI
 from txlb.backend import Backend
 from txlb.flow import HIGH_WATER
 from txlb.sticky import StickyCookie
@@ -688,3 +689,28 @@ class ServiceTests(SynchronousTestCase):
         while backends.pending:
             backends.answer()
         self.assertEqual(budget.requests, 0)
+
+    def test_status(self) -> None:
+        """
+        C{/status} shows the pool's queue and each backend's limit beside
+        its requests in flight; C{/metrics} the queue's length.
+        """
+        harness = ServiceHarness(self, CONFIG + "max-conn = 1\nmax-queue = 5\n")
+        for n in range(4):
+            harness.client(get(b"/%d" % n))
+        status = AdminAPI(harness.service, None).status()
+        self.assertEqual(status["maxConn"], 1)
+        self.assertEqual(
+            status["queue"],
+            {
+                "length": 2,
+                "max": 5,
+                "timeout": 5.0,
+                "full": 0,
+                "timedOut": 0,
+                "retriesRefused": 0,
+            },
+        )
+        self.assertEqual([(b["active"], b["limit"]) for b in status["backends"]], [(1, 1)] * 2)
+        metrics = harness.resource.metrics.exposition().decode()
+        self.assertIn("txlb_queue_length 2.0\n", metrics)

@@ -91,6 +91,14 @@ class ReadLogTests(SynchronousTestCase):
             [(e.arrival, e.seconds) for e in entries], [(0, 0.01), (1, 0.101), (2, 0.01)]
         )
 
+    def test_queued(self) -> None:
+        """
+        The time a request waited in txlb's queue is not the backend's: it
+        is taken off the latency.
+        """
+        (queued,) = readLog([entry(0, queueMs=4.0, firstByteMs=14.0)])
+        self.assertAlmostEqual(queued.seconds, 0.01)
+
     def test_bad(self) -> None:
         """
         A line whose object is not an access-log entry is refused with its

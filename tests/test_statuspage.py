@@ -422,6 +422,18 @@ class BrowserTests(TestCase):
         self.assertNotIn("stale", page.attributes["table"].get("class") or "")
         self.assertGreaterEqual(status.requests, 2, "the page did not refresh")
 
+    async def test_limitsAndQueue(self) -> None:
+        """
+        A backend with a limit (C{--max-conn}) shows its slots in use out of
+        it; the top line shows the queue.
+        """
+        payload = copy.deepcopy(EXAMPLE)
+        payload["queue"] = {"length": 3, "max": 1000}
+        payload["backends"][1]["limit"] = 10
+        page, _ = await self.render(FakeStatus(payload))
+        self.assertEqual([row[3] for row in page.rows], ["0", "2 / 10"])
+        self.assertEqual(page.text["queue"], "3 waiting (at most 1000)")
+
     async def test_insecureTLS(self) -> None:
         """
         With C{--backend-insecure}, a warning shows above the table; an

@@ -28,7 +28,14 @@ from twisted.web.http_headers import Headers
 import txlb
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
-from txlb.workers.workeradmin import SUMMED, Change, WorkersAPI, mergeBackends, mergeMetrics
+from txlb.workers.workeradmin import (
+    SUMMED,
+    Change,
+    WorkersAPI,
+    mergeBackends,
+    mergeMetrics,
+    mergeQueues,
+)
 
 #: What the twistd console script runs.
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
@@ -216,6 +223,7 @@ class MergeTests(SynchronousTestCase):
                 "failures": 0,
                 "errors": requests // 2,
                 "requestsPerSecond": 0.5,
+                "limit": 3,
                 "latencyMs": latency,
                 "lastError": None,
                 "health": None,
@@ -228,11 +236,26 @@ class MergeTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            [(b["address"], b["state"], b["requests"], b["active"], b["errors"]) for b in merged],
-            [("a:1", "up", 10, 2, 5), ("b:1", "mixed", 4, 2, 2)],
+            [
+                (b["address"], b["state"], b["requests"], b["active"], b["errors"], b["limit"])
+                for b in merged
+            ],
+            [("a:1", "up", 10, 2, 5, 6), ("b:1", "mixed", 4, 2, 2, 6)],
         )
         self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])
         self.assertEqual([b["requestsPerSecond"] for b in merged], [1.0, 1.0])
+
+    def test_mergeQueues(self) -> None:
+        """
+        Each worker's queue adds to the whole: lengths, sizes and counts.
+        """
+        queue = {"length": 2, "max": 10, "timeout": 5.0, "full": 1, "timedOut": 0}
+        queue["retriesRefused"] = 3
+        self.assertEqual(
+            mergeQueues([queue, {**queue, "length": 1, "timedOut": 4}]),
+            {"length": 3, "max": 20, "timeout": 5.0, "full": 2, "timedOut": 4, "retriesRefused": 6},
+        )
+        self.assertIsNone(mergeQueues([]))
 
     def test_mergeMetrics(self) -> None:
         """
@@ -684,6 +707,34 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(sum(perWorker), len(results))
         self.assertGreater(min(perWorker), 0.2 * len(results), perWorker)
         self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
+
+    def test_maxConnShared(self) -> None:
+        """
+        C{--max-conn 4} is the whole txlb's: each of two workers admits 2
+        to a backend, and eight slow requests at once, however the kernel
+        spreads them, never have more than 4 in flight there; the others
+        wait, and all are served.
+        """
+        self.start("--max-conn", "4", "--queue-timeout", "25")
+        (backend,) = self.status()["backends"]
+        self.assertEqual(backend["limit"], 4)
+        self.assertEqual([w["backends"][0]["limit"] for w in self.status()["workers"]], [2, 2])
+        codes: list[int] = []
+
+        def slow() -> None:
+            codes.append(get(self.port, "/slow")[0])
+
+        clients = [threading.Thread(target=slow) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        busiest = 0
+        while any(thread.is_alive() for thread in clients):
+            status = self.status()
+            busiest = max(busiest, status["backends"][0]["active"])
+            time.sleep(0.05)
+        self.assertEqual(codes, [200] * 8)
+        self.assertLessEqual(busiest, 4)
+        self.assertGreaterEqual(busiest, 2)
 
     def test_maxClientConnectionsShared(self) -> None:
         """

@@ -190,6 +190,7 @@ class AdminAPI(Resource):
         now = balancer.reactor.seconds()
         shadow = balancer.resource.shadow
         buckets = balancer.resource.metrics.latencyBuckets()
+        admission = balancer.resource.admission
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
@@ -198,8 +199,14 @@ class AdminAPI(Resource):
             "backendTLS": "insecure" if balancer.resource.client.tls.insecure else "verified",
             "shadow": None if shadow is None else shadow.status(),
             "latencyBounds": list(BUCKETS),
+            "maxConn": admission.maxConn,
+            "queue": _queueStatus(balancer.resource),
             "backends": [
-                {**_backendStatus(backend, now), "latencyBuckets": buckets.get(backend.address)}
+                {
+                    **_backendStatus(backend, now),
+                    "limit": admission.limitOf(backend),
+                    "latencyBuckets": buckets.get(backend.address),
+                }
                 for backend in balancer.resource.pool.backends
             ],
         }
@@ -298,6 +305,22 @@ def _body(request: server.Request) -> dict[str, Any]:
 def _checkWeight(weight: object) -> None:
     if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
         raise _AdminError(http.BAD_REQUEST, f"weight must be a whole number from 1 to {MAX_WEIGHT}")
+
+
+def _queueStatus(resource: LoadBalancerResource) -> dict[str, Any]:
+    """
+    The pool's queue and retry budget as C{/status} shows them: the
+    requests waiting now, the bounds, what was refused.
+    """
+    admission, budget = resource.admission, resource.retryBudget
+    return {
+        "length": admission.queued,
+        "max": admission.maxQueue,
+        "timeout": admission.timeout,
+        "full": admission.full,
+        "timedOut": admission.timedOut,
+        "retriesRefused": budget.refused,
+    }
 
 
 def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:

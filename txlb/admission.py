@@ -17,6 +17,11 @@ cannot use the backend that came free (it already tried it, say).
 The limit of a backend is its own (C{HOST:PORT=WEIGHT/MAXCONN}), else the
 pool's C{--max-conn}: a number (0: none), or C{auto}, a limit each
 backend learns from its latency (L{txlb.adaptive.AdaptiveLimit}).
+
+With C{--workers N}, each worker admits its share of a number, C{limit //
+N} (at least 1), so that the backend sees no more than the limit from
+the whole txlb (when the limit is at least N); a learnt limit is each
+worker's own, since each learns from the latency all of them cause.
 """
 
 from __future__ import annotations
@@ -139,6 +144,7 @@ class Admission:
         number (0: none) or L{AUTO}.
     @ivar maxQueue: The most requests waiting.
     @ivar timeout: The most seconds one waits.
+    @ivar workers: The processes that share each limit (C{--workers}).
     @ivar full: Requests refused because the queue was full.
     @ivar timedOut: Requests that waited the whole timeout.
     """
@@ -157,6 +163,7 @@ class Admission:
         self._queue: list[_Waiter] = []
         self.full = 0
         self.timedOut = 0
+        self.workers = 1
         #: Whether a backend may have a limit of its own: unknown (so yes)
         #: until L{setBackends} tells.
         self._ownLimits = True
@@ -194,11 +201,14 @@ class Admission:
         """
         The most requests C{backend} may have in flight (0: no limit).
         """
-        if backend.maxConn:
-            return backend.maxConn
-        if self.maxConn == AUTO:
-            return self.adaptive(backend).limit
-        return int(self.maxConn)
+        limit = backend.maxConn
+        if not limit:
+            if self.maxConn == AUTO:
+                return self.adaptive(backend).limit
+            limit = int(self.maxConn)
+        if self.workers > 1 and limit:
+            return max(limit // self.workers, 1)
+        return limit
 
     def adaptive(self, backend: Backend) -> AdaptiveLimit:
         """

@@ -108,6 +108,9 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
             latency = record.get("firstByteMs")
             if latency is None:
                 latency = record["totalMs"]
+            if latency is not None:
+                # The time it waited in txlb's queue was not the backend's.
+                latency -= record.get("queueMs") or 0.0
             fields = (record["client"], record["method"], record["target"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"line {number}: not a JSON access-log entry ({e})") from None

@@ -152,7 +152,8 @@ function render(status) {
     badge.textContent = show(b.state);
     row.insertCell().append(badge);
     cell(row, show(b.weight), "num");
-    cell(row, show(b.active), "num");
+    // Slots in use, out of the backend's limit (--max-conn) when it has one.
+    cell(row, show(b.active) + (b.limit ? " / " + b.limit : ""), "num");
     cell(row, show(b.requestsPerSecond, oneDecimal), "num");
     cell(row, show(b.requests), "num");
     cell(row, show(b.errors), "num");
@@ -174,6 +175,8 @@ function render(status) {
   $("listen").textContent = show(status.listen);
   $("insecure").hidden = status.backendTLS !== "insecure";
   $("uptime").textContent = show(status.uptime, duration);
+  const queue = status.queue;
+  $("queue").textContent = queue ? queue.length + " waiting (at most " + queue.max + ")" : "\u2013";
   $("version").textContent = show(status.version);
   const total = status.backends.length;
   $("health").textContent =
@@ -346,6 +349,7 @@ _BODY = """
   <span>up for <b id="uptime">\u2013</b></span>
   <span>version <b id="version">\u2013</b></span>
   <span>backends <b id="health">\u2013</b></span>
+  <span>queue <b id="queue">\u2013</b></span>
   <span>updated <b id="updated">never</b></span>
 </p>
 <p id="error" role="alert" hidden></p>
@@ -356,7 +360,7 @@ _BODY = """
 <table id="table">
   <thead><tr>
     <th>Backend</th><th>State</th><th class="num">Weight</th>
-    <th class="num" title="requests in flight">Active</th>
+    <th class="num" title="requests in flight, out of the limit (--max-conn)">Active</th>
     <th class="num">Req/s</th><th class="num" title="since start">Requests</th>
     <th class="num" title="since start">Errors</th>
     <th class="num" title="failures in a row, on real traffic">Fails</th>

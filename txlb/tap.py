@@ -42,6 +42,7 @@ from txlb.workers.worker import (
     LISTEN_FD,
     ParentWatch,
     adoptedEndpoint,
+    workerCount,
     workerIndex,
 )
 
@@ -785,6 +786,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     )
     resource.useShadow(config["shadow-algo"], config.shadow())
     resource.sticky = config.sticky(reactor)
+    resource.admission.workers = workerCount(os.environ)
     if index is None:
         region = Region.create(config["rate-limit-keys"])
     else:

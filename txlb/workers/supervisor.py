@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
 from txlb.keytables import ClientCounts, Region, workerHashSeed
-from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV
+from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV, WORKERS_ENV
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -236,7 +236,12 @@ class Supervisor(MultiService):
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
+            env={
+                **os.environ,
+                WORKER_ENV: str(worker.index),
+                WORKERS_ENV: str(len(self.workers)),
+                "PYTHONHASHSEED": self.hashSeed,
+            },
             childFDs=childFDs,
         )
         worker.pid = process.pid

@@ -38,8 +38,9 @@ from txlb.statuspage import StatusPage
 #: Seconds a worker gets to answer the supervisor's admin request.
 WORKER_TIMEOUT = 5.0
 
-#: Per-backend status fields that are counts, added up over workers.
-SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond")
+#: Per-backend status fields that are counts, added up over workers (each
+#: worker's share of a limit, too).
+SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond", "limit")
 
 #: Request headers passed on to the workers.
 _PASSED = (b"authorization", b"origin", b"content-type")
@@ -150,6 +151,20 @@ def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str
         total["latencyMs"] = round(sum(values) / len(values), 2) if values else None
         total["requestsPerSecond"] = round(total["requestsPerSecond"], 2)
     return list(merged.values())
+
+
+def mergeQueues(queues: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """
+    The workers' queues (each worker has its own) as one: their lengths,
+    sizes and counts added up, the time-out as the first worker says.
+    """
+    if not queues:
+        return None
+    merged = dict(queues[0])
+    for queue in queues[1:]:
+        for field in ("length", "max", "full", "timedOut", "retriesRefused"):
+            merged[field] += queue[field]
+    return merged
 
 
 class _Families:
@@ -296,6 +311,7 @@ class WorkersAPI(Resource):
             "algorithm": config["algo"],
             "listen": config["listen"],
             "backends": mergeBackends([w["backends"] for w in workers if "backends" in w]),
+            "queue": mergeQueues([w["queue"] for w in workers if "queue" in w]),
             "workers": workers,
         }
 
