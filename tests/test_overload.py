@@ -10,18 +10,24 @@ import json
 import re
 from typing import Any
 
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.protocol import Protocol
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import CONFIG, Harness, ServiceHarness, TCPTransport
+from tests.helpers import CONFIG, Harness, IntegrationTestCase, ServiceHarness, TCPTransport
 from tests.test_http2 import MemoryH2
 from txlb.admin import AdminAPI
 from txlb.backend import Backend
 from txlb.flow import HIGH_WATER
+from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.tap import Options, maxConn, retryBudget
+from txlb.testbackend import BackendResource, makeBackendSite
 
 #: What a request refused by the queue gets (Date aside).
 REFUSED = (
@@ -213,6 +219,50 @@ class LimitTests(SynchronousTestCase):
         lines = [json.loads(line) for line in harness.accessLog()]
         self.assertEqual([line["queueMs"] for line in lines], [None, 500.0])
         self.assertEqual([line["firstByteMs"] for line in lines], [500.0, 500.0])
+
+
+class AutoTests(SynchronousTestCase):
+    """
+    C{--max-conn auto} in the request path.
+    """
+
+    def test_observed(self) -> None:
+        """
+        Each response head teaches the learnt limit its latency, from the
+        request sent to the head (the time it waited in the queue left
+        out), and the backend's requests in flight when it was sent.  A
+        backend starts at a limit of 1.
+        """
+        harness = Harness(self, count=1, maxConn="auto")
+        admission = harness.resource.admission
+        observed: list[tuple[int, float, int]] = []
+        self.patch(
+            admission,
+            "observe",
+            lambda backend, latency, inflight: observed.append(
+                (backend.port, round(latency, 6), inflight)
+            ),
+        )
+        backends = Backends(harness)
+        harness.client(get(b"/first"))
+        harness.client(get(b"/second"))
+        self.assertEqual(admission.queued, 1)
+        harness.reactor.advance(0.3)
+        backends.answer()
+        harness.reactor.advance(0.01)
+        backends.answer()
+        self.assertEqual(observed, [(8081, 0.3, 1), (8081, 0.01, 1)])
+        self.assertIn("queued=300.0ms", harness.accessLog()[-1])
+
+    def test_notObservedWithFixedLimit(self) -> None:
+        """
+        With a fixed limit, nothing is learnt.
+        """
+        harness = Harness(self, count=1, maxConn=4)
+        self.patch(harness.resource.admission, "observe", lambda *a: self.fail("observed"))
+        Backends(harness)
+        harness.client(get())
+        Backends(harness).answer()
 
 
 class QueueRefusalTests(SynchronousTestCase):
@@ -714,3 +764,114 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual([(b["active"], b["limit"]) for b in status["backends"]], [(1, 1)] * 2)
         metrics = harness.resource.metrics.exposition().decode()
         self.assertIn("txlb_queue_length 2.0\n", metrics)
+
+
+class KeepAliveClient(Protocol):
+    """
+    Sends C{GET /ping} on one kept-alive connection, the next as soon as
+    the last is answered, until C{stop[0]} (a reactor time); records each
+    status and latency.
+    """
+
+    def __init__(self, stop: list[float], results: list[tuple[int, float]]) -> None:
+        self.stop = stop
+        self.results = results
+        self.buffer = b""
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.send()
+
+    def send(self) -> None:
+        self.sent = reactor.seconds()
+        self.transport.write(b"GET /ping HTTP/1.1\r\nHost: lb\r\n\r\n")  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            size = int(length.group(1)) if length else 0
+            if len(rest) < size:
+                return
+            self.buffer = rest[size:]
+            now = reactor.seconds()
+            self.results.append((int(head[9:12]), now - self.sent))
+            if now < self.stop[0]:
+                self.send()
+            else:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(None)
+
+
+class LoopbackTests(IntegrationTestCase):
+    """
+    Over loopback, against the test backend (L{BackendResource}, which
+    counts the requests it has in flight): the limits hold, and C{auto}
+    finds a backend's capacity.
+    """
+
+    def backends(self, count: int, resource: BackendResource) -> list[Backend]:
+        site = makeBackendSite(resource)
+        return [Backend("127.0.0.1", self.listen(site)) for _ in range(count)]
+
+    async def load(self, port: int, clients: int, seconds: float) -> list[tuple[int, float]]:
+        """
+        C{clients} kept-alive connections sending requests one after the
+        other for C{seconds}: each answer's status and latency.
+        """
+        stop = [reactor.seconds() + seconds]
+        results: list[tuple[int, float]] = []
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        connected = [
+            await connectProtocol(endpoint, KeepAliveClient(stop, results)) for _ in range(clients)
+        ]
+        for client in connected:
+            await client.done
+        return results
+
+    async def test_backendNeverOverLimit(self) -> None:
+        """
+        Twenty clients in front of two backends with C{--max-conn 3}: the
+        backends count at most three requests in flight each, and every
+        request is answered 200.
+        """
+        resource = BackendResource(delays={}, capacities={})
+        backends = self.backends(2, resource)
+        resource.delays = {b.port: 0.02 for b in backends}
+        resource.capacities = {b.port: 1000 for b in backends}
+        port = self.balancer(backends)
+        self.resource.settings = ProxySettings(maxConn=3)
+        results = await self.load(port, 20, 1.0)
+        self.assertEqual({status for status, _ in results}, {200})
+        self.assertGreater(len(results), 100)
+        self.assertEqual(resource.mostInFlight, {b.port: 3 for b in backends})
+
+    async def test_adaptiveConverges(self) -> None:
+        """
+        With C{--max-conn auto}, forty clients in front of a backend that
+        serves 8 requests at a time in 50 ms and slows down past that: the
+        limit txlb learns is between 6 and 12 from 10 s on.
+        """
+        resource = BackendResource(delays={}, capacities={})
+        (backend,) = self.backends(1, resource)
+        resource.delays = {backend.port: 0.05}
+        resource.capacities = {backend.port: 8}
+        port = self.balancer([backend])
+        self.resource.settings = ProxySettings(maxConn="auto", queueTimeout=30)
+        admission = self.resource.admission
+        limits: list[tuple[float, int]] = []
+        started = reactor.seconds()
+        sampling = task.LoopingCall(
+            lambda: limits.append((reactor.seconds() - started, admission.limitOf(backend)))
+        )
+        sampling.start(0.1)
+        self.addCleanup(lambda: sampling.running and sampling.stop())
+        results = await self.load(port, 40, 12.0)
+        sampling.stop()
+        settled = [limit for moment, limit in limits if moment >= 10]
+        self.assertTrue(settled)
+        self.assertTrue(all(6 <= limit <= 12 for limit in settled), limits)
+        self.assertEqual({status for status, _ in results}, {200})
