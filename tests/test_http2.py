@@ -55,7 +55,7 @@ from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, 
 from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
 from txlb.ratelimit import Rate
-from txlb.server import LoadBalancerSite
+from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.settings import ProxySettings
 
 ARROW = "\N{RIGHTWARDS ARROW}"
@@ -272,7 +272,10 @@ class HTTP2TestCase(IntegrationTestCase):
         certKey = pki.leaf("localhost", ["localhost"])
         with open(certKey[0], "rb") as c, open(certKey[1], "rb") as k:
             certificate = PrivateCertificate.loadPEM(c.read() + k.read())
-        port = reactor.listenSSL(0, site, certificate.options(), interface="127.0.0.1")
+        # As a TLS --listen listens (txlb.service).
+        port = TLSListeningReactor(reactor).listenSSL(
+            0, site, certificate.options(), interface="127.0.0.1"
+        )
         self.addCleanup(port.stopListening)
         return port.getHost().port, pki.caPath
 
@@ -821,6 +824,70 @@ class TLSTests(HTTP2TestCase):
         self.assertEqual(raw.transport.negotiatedProtocol, b"http/1.1")
         self.assertTrue(raw.received.startswith(b"HTTP/1.1 200 OK\r\n"))
 
+    async def plainClient(self, site: LoadBalancerSite) -> RawClient:
+        """
+        A client connected in the clear to C{site}'s TLS port.
+        """
+        port, _ = self.listenTLS(site)
+        raw = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        return raw
+
+    async def test_plainHTTP(self) -> None:
+        """
+        HTTP in the clear sent to a TLS port gets nginx's 400 in the clear,
+        whether its first bytes come at once or in pieces; the refusal is
+        logged and counted, and no backend hears of it.
+        """
+        backendFactory, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        site = self.tlsSite(backendPort)
+        answer = (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: 46\r\nConnection: close\r\n\r\n"
+            b"The plain HTTP request was sent to HTTPS port\n"
+        )
+        raw = await self.plainClient(site)
+        raw.transport.write(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(await raw.closed, answer)
+        raw = await self.plainClient(site)
+        raw.transport.write(b"DEL")
+        await deferLater(reactor, 0.05)
+        raw.transport.write(b"ETE /x HTTP/1.1\r\n")
+        self.assertEqual(await raw.closed, answer)
+        self.assertEqual(backendFactory.connections, [])
+        lines = [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_namespace") == "txlb.proxy.LoadBalancerResource" and "flag" in e
+        ]
+        self.assertEqual(len(lines), 2, lines)
+        for line in lines:
+            self.assertTrue(
+                line.startswith(
+                    "client=127.0.0.1 method=- path=- \N{RIGHTWARDS ARROW} backend=- status=400 ms="
+                )
+                and line.endswith(' error="plain HTTP sent to a TLS port"'),
+                line,
+            )
+        self.assertIn(
+            b'txlb_client_refusals_total{reason="plain_http"} 2.0',
+            self.resource.metrics.exposition(),
+        )
+
+    async def test_notHTTPLeftToTLS(self) -> None:
+        """
+        Bytes that are neither TLS nor a request line are left to TLS, which
+        closes the connection; they are no plain-HTTP refusal.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        raw = await self.plainClient(self.tlsSite(backendPort))
+        raw.transport.write(b"\x00\x01\x02\x03 hello\r\n")
+        self.assertFalse((await raw.closed).startswith(b"HTTP/1.1 400"))
+        self.assertIn(
+            b'txlb_client_refusals_total{reason="plain_http"} 0.0',
+            self.resource.metrics.exposition(),
+        )
+
 
 class ReviewedTests(HTTP2TestCase):
     async def test_forwardedFor(self) -> None:
@@ -1084,6 +1151,17 @@ class CurlTests(HTTP2TestCase):
             f"https://localhost:{port}/",
         )
         self.assertEqual(output, b"ok 2")
+
+    async def test_plainHTTPToTLS(self) -> None:
+        """
+        curl sending http:// to a TLS port reads nginx's 400, not an empty
+        reply.
+        """
+        _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
+        site = self.makeSite([Backend("127.0.0.1", backendPort)], h2c=False)
+        port, _ = self.listenTLS(site)
+        output = await self.curl("-w", " %{http_code}", f"http://127.0.0.1:{port}/")
+        self.assertEqual(output, b"The plain HTTP request was sent to HTTPS port\n 400")
 
 
 class SecondReviewTests(HTTP2TestCase):

@@ -11,13 +11,14 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
 from txlb.admin import AdminResource
+from txlb.service import adminURL
 from txlb.tap import Options, makeService
 
 
@@ -104,6 +105,30 @@ class ConfigFileTests(SynchronousTestCase):
             "txlb: --backends: 'a:0': bad port '0' (expected 1-65535) (see twistd txlb --help)",
         )
 
+    def test_unknownSetting(self) -> None:
+        """
+        An unknown setting is answered with the nearest known one, if one is
+        near; the command line's own options (C{config}, C{demo}) are not
+        suggested.
+        """
+        table = [
+            ('helth-path = "/h"', "unknown setting 'helth-path': did you mean health-path?"),
+            ("retry = 2", "unknown setting 'retry': did you mean retries?"),
+            ("colour = 1", "unknown setting 'colour'"),
+            ("demos = true", "unknown setting 'demos'"),
+        ]
+        for text, reason in table:
+            path = self.mktemp()
+            with open(path, "w", encoding="utf-8") as file:
+                file.write('backends = ["a:1"]\n' + text)
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["--config", path])
+            self.assertEqual(
+                caught.exception.code,
+                f"txlb: --config {path}: {reason} (see twistd txlb --help)",
+                text,
+            )
+
     def test_missingFile(self) -> None:
         """
         A file that cannot be read is refused in one line.
@@ -166,6 +191,60 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(resource.algorithm.kind, "header")
         self.assertEqual(resource.settings.loadField, b"x-load")
         self.assertEqual([b.upSince for b in resource.pool.backends], [float("-inf"), 5])
+
+    def test_logsChanges(self) -> None:
+        """
+        A reload's log line says what it changed: the algorithm, the
+        backends added, removed, reweighted and no longer drained (the
+        admin API's changes undone too), and each option, old -> new.
+        """
+        harness = ServiceHarness(
+            self,
+            'algo = "roundrobin"\n'
+            'backends = ["127.0.0.1:8081", "127.0.0.1:8082=2", "127.0.0.1:8084"]\n'
+            "retries = 1\n",
+        )
+        harness.backends[2].draining = True
+        harness.write(
+            'algo = "weighted"\n'
+            'shadow-algo = "p2c"\n'
+            'backends = ["127.0.0.1:8082=3", "127.0.0.1:8084", "https://127.0.0.1:8083=4"]\n'
+            "retries = 0\n"
+            "forwarded-for = true\n"
+            'health-path = "/health"\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: algorithm roundrobin -> weighted; shadow none -> p2c;"
+            " forwarded-for off -> on; health-path none -> /health; retries 1 -> 0;"
+            " 127.0.0.1:8082 weight 2 -> 3; 127.0.0.1:8084 no longer draining;"
+            " added https://127.0.0.1:8083 (weight 4); removed 127.0.0.1:8081",
+            harness.messages(),
+        )
+
+    def test_logsRepeatableOptions(self) -> None:
+        """
+        DNS names and servers show as written.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        harness.write(
+            CONFIG + 'backends-dns = ["_http._tcp.web.test", "api.test:80"]\n'
+            'dns-server = ["127.0.0.1:5353", "[::1]"]\n'
+        )
+        self.assertTrue(harness.service.reload())
+        self.assertIn(
+            f"Reloaded {harness.path}: backends-dns none -> _http._tcp.web.test, api.test:80;"
+            " dns-server none -> 127.0.0.1:5353, [::1]:53",
+            harness.messages(),
+        )
+
+    def test_logsNothingChanged(self) -> None:
+        """
+        A reload that changes nothing says so.
+        """
+        harness = ServiceHarness(self, CONFIG)
+        self.assertTrue(harness.service.reload())
+        self.assertIn(f"Reloaded {harness.path}: nothing changed", harness.messages())
 
     def test_invalid(self) -> None:
         """
@@ -336,6 +415,42 @@ class AdminTests(SynchronousTestCase):
                 "latencyMs": None,
             },
         )
+
+    def test_backends(self) -> None:
+        """
+        C{GET /backends} lists the backends as C{/status} does, and C{GET
+        /backends/HOST:PORT} gives one; neither needs the token.
+        """
+        self.harness.client(GET)
+        _, status = self.call("GET", "/status")
+        listed = [
+            {k: v for k, v in backend.items() if k != "latencyBuckets"}
+            for backend in status["backends"]
+        ]
+        self.assertEqual(self.call("GET", "/backends", token=None), (200, {"backends": listed}))
+        self.assertEqual(self.call("GET", "/backends/127.0.0.1:8082", token=None), (200, listed[1]))
+        self.assertEqual(
+            self.call("GET", "/backends/127.0.0.1:9999"),
+            (404, {"error": "no backend 127.0.0.1:9999"}),
+        )
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, without the token, with the
+        status and length C{GET} has and no body; elsewhere, 405.
+        """
+        for path in ("/", "/status", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            get = self.successResultOf(self.admin.get(f"http://admin{path}"))
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual((get.code, head.code), (200, 200), path)
+            body = self.successResultOf(get.content())
+            self.assertEqual(self.successResultOf(head.content()), b"", path)
+            self.assertEqual(
+                head.headers.getRawHeaders(b"content-length"), [b"%d" % len(body)], path
+            )
+        for path, code in (("/algorithm", 405), ("/nothing", 404)):
+            head = self.successResultOf(self.admin.head(f"http://admin{path}"))
+            self.assertEqual(head.code, code, path)
 
     def test_statusLoadAndLatencies(self) -> None:
         """
@@ -542,6 +657,40 @@ class AdminOptionTests(SynchronousTestCase):
         self.assertIn(
             (9000, "127.0.0.1"), [(port, interface) for port, _, _, interface in reactor.tcpServers]
         )
+
+    def test_adminLogged(self) -> None:
+        """
+        The start says where the admin API and status page are, with the
+        URL to open.
+        """
+        options = Options()
+        options.parseOptions(["--demo", "--admin", "tcp:9000:interface=127.0.0.1"])
+        service = makeService(options, MemoryReactorClock())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(
+            "Admin API and status page on tcp:9000:interface=127.0.0.1 (http://127.0.0.1:9000/)",
+            [formatEvent(event) for event in events],
+        )
+
+    def test_adminURL(self) -> None:
+        """
+        The admin listener's URL, from its description: on this machine for
+        every address; none for a UNIX socket, systemd's or port 0.
+        """
+        table = [
+            ("tcp:9000:interface=127.0.0.1", "http://127.0.0.1:9000/"),
+            ("tcp:port=9000:interface=10.0.0.5", "http://10.0.0.5:9000/"),
+            ("tcp:9000", "http://127.0.0.1:9000/"),
+            ("tcp6:9000:interface=\\:\\:1", "http://[::1]:9000/"),
+            ("tcp6:9000", "http://[::1]:9000/"),
+            ("ssl:9443:privateKey=k.pem:interface=127.0.0.1", "https://127.0.0.1:9443/"),
+            ("tcp:0:interface=127.0.0.1", None),
+            ("unix:/run/txlb-admin.sock", None),
+            ("systemd:domain=INET:index=1", None),
+        ]
+        self.assertEqual([(d, adminURL(d)) for d, _ in table], table)
 
 
 class MetricsTests(SynchronousTestCase):

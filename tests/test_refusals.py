@@ -1493,3 +1493,30 @@ class H11RequestTests(SynchronousTestCase):
             if request[5]:
                 self.assertGreater(len(reference), index, (data, forwarded))
                 self.assertEqual(request, reference[index], (data, index))
+
+
+class PlainHTTPTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        A TLS listener's first bytes are plain HTTP when they start a
+        request line (a method, then a space), TLS when they start a
+        handshake record, and undecided while a method may still be coming.
+        """
+        clientHello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+        table = [
+            (b"GET / HTTP/1.1\r\n", True),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", True),
+            (b"M-SEARCH * HTTP/1.1\r\n", True),
+            (b"G", None),
+            (b"OPTIONS", None),
+            (b"", None),
+            (clientHello, False),
+            (b"\x16", False),
+            (b"\x00\x01 hello", False),
+            (b" GET / HTTP/1.1", False),
+            (b"GET\r\n", False),
+            (b"A" * 21, False),
+            (b"A" * 20, None),
+            (b"A" * 20 + b" /", True),
+        ]
+        self.assertEqual([(data, refusals.plainHTTP(data)) for data, _ in table], table)

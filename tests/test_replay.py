@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from txlb.replay import Entry, main, readLog
+from tests.helpers import GET, OK, Harness
+from txlb.accesslog import AccessLogFile
+from txlb.replay import Entry, NotAnAccessLogError, main, readLog
 
 STAMP = "2026-11-29T08:00:00+0000"
 
@@ -98,6 +102,115 @@ class ReadLogTests(SynchronousTestCase):
         """
         (queued,) = readLog([entry(0, queueMs=4.0, firstByteMs=14.0)])
         self.assertAlmostEqual(queued.seconds, 0.01)
+        line = (
+            "2025-11-29T08:00:00+0000 client=10.0.0.7 method=GET path=/item "
+            "\N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=14.0 queued=4.0ms"
+        )
+        (queued,) = readLog([line])
+        self.assertAlmostEqual(queued.seconds, 0.01)
+
+    def written(self, accessLog: str) -> list[str]:
+        """
+        The access-log file the balancer writes in format C{accessLog} for
+        a request answered after 250 ms, a request whose backend refused the
+        connection and that the next one answered at once, and a request
+        refused with no backend (a bad request line).
+        """
+        harness = Harness(self, accessLog=accessLog)
+        path = self.mktemp()
+        file = harness.resource.accessLog.file = AccessLogFile(path, harness.reactor)
+        harness.reactor.advance(1764403200)  # 2025-11-29T08:00:00Z
+        harness.client(GET)
+        backend, _ = harness.backend()
+        harness.reactor.advance(0.25)
+        backend.dataReceived(OK)
+        harness.client(GET)
+        harness.refuse(ConnectionRefusedError())
+        # The retry goes to the first backend, on the connection kept alive.
+        backend.dataReceived(OK)
+        harness.client(b"GET /a b HTTP/1.1\r\n\r\n")
+        file.close()
+        return Path(path).read_text().splitlines()
+
+    def test_textFile(self) -> None:
+        """
+        A text access-log file, as the balancer writes it, is read: each
+        request that reached a backend, at the total time its line gives
+        (it has no other), and marked as read from a text line.
+        """
+        lines = self.written("text")
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(
+            readLog(lines),
+            [
+                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.0, 0.25, text=True),
+                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.5, 0.0, text=True),
+            ],
+        )
+
+    def test_jsonFile(self) -> None:
+        """
+        A JSON access-log file, as the balancer writes it, is read alike, at
+        the times to the response head.
+        """
+        lines = self.written("json")
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(
+            readLog(lines),
+            [
+                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.0, 0.25),
+                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.5, 0.0),
+            ],
+        )
+
+    def test_twistdLog(self) -> None:
+        """
+        In twistd's log, a line's time is twistd's stamp before it: for
+        text lines, and for JSON ones, which have no C{time} there.
+        """
+        prefix = "[txlb.proxy.LoadBalancerResource#info]"
+        jsonEntry = json.loads(entry(1))
+        del jsonEntry["time"]
+        entries = readLog(
+            [
+                "2026-11-29T08:00:00+0000 [-] Log opened.",
+                f"2026-11-29T08:00:00+0000 {prefix} client=10.0.0.1 method=GET"
+                " path=/item/0 \N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=10.5",
+                f"2026-11-29T08:00:01+0000 {prefix} {json.dumps(jsonEntry)}",
+                f"2026-11-29T08:00:02+0000 {prefix} client=10.0.0.2 method=POST path=/a"
+                " \N{RIGHTWARDS ARROW} backend=127.0.0.1:8082 status=502 ms=3.0"
+                ' error="connection refused"',
+                f"2026-11-29T08:00:02+0000 {prefix} client=10.0.0.2 method=GET path=/b"
+                ' \N{RIGHTWARDS ARROW} backend=- status=503 ms=0.1 error="no backend"',
+            ]
+        )
+        self.assertEqual(
+            entries,
+            [
+                Entry("10.0.0.1", "GET", "/item/0", "127.0.0.1:8081", 0, 0.0105, text=True),
+                Entry("10.0.0.2", "GET", "/item/1", "127.0.0.1:8082", 1, 0.1),
+                Entry("10.0.0.2", "POST", "/a", "127.0.0.1:8082", 2, 0.003, text=True),
+            ],
+        )
+
+    def test_noTime(self) -> None:
+        """
+        An entry with no time is refused with its line's number.
+        """
+        with self.assertRaises(ValueError) as caught:
+            readLog(
+                [
+                    "client=10.0.0.1 method=GET path=/ \N{RIGHTWARDS ARROW}"
+                    " backend=127.0.0.1:8081 status=200 ms=1.0"
+                ]
+            )
+        self.assertEqual(str(caught.exception), "line 1: an access-log entry without a time")
+
+    def test_notAnAccessLog(self) -> None:
+        """
+        A file with no access-log line at all says so.
+        """
+        self.assertRaises(NotAnAccessLogError, readLog, ["hello", "2026-11-29T08:00:00+0000 [-] x"])
 
     def test_bad(self) -> None:
         """
@@ -115,9 +228,165 @@ class ReplayTests(SynchronousTestCase):
         Path(self.path).write_text("\n".join(LOG) + "\n")
 
     def replay(self, *args: str) -> tuple[int, str]:
+        """
+        Run C{txlb-replay ARGS}: its status and output; what it wrote on
+        stderr is in C{self.stderr}.
+        """
         out = io.StringIO()
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
         code = main([*args], out)
         return code, out.getvalue()
+
+    def config(self, text: str) -> str:
+        """
+        The path of a configuration file of C{text}.
+        """
+        path = self.mktemp()
+        Path(path).write_text(text)
+        return path
+
+    def test_textLog(self) -> None:
+        """
+        A text access log is replayed, at the total times of its lines, and
+        a note says so.
+        """
+        path = self.mktemp()
+        prefix = "2026-11-29T08:00:00+0000 [txlb.proxy.LoadBalancerResource#info]"
+        Path(path).write_text(
+            "".join(
+                f"{prefix} client={e.client} method={e.method} path={e.target}"
+                f" \N{RIGHTWARDS ARROW} backend={e.backend} status=200"
+                f" ms={e.seconds * 1000:.1f}\n"
+                for e in readLog(LOG)
+            )
+        )
+        text = self.replay("--speed", "2", "--concurrency", "1", path, "roundrobin", "leastconn")
+        self.assertEqual(
+            text,
+            self.replay("--speed", "2", "--concurrency", "1", self.path, "roundrobin", "leastconn"),
+        )
+        self.assertEqual(text[0], 0)
+        self.replay("--speed", "2", path, "roundrobin")
+        self.assertIn(
+            "txlb-replay: note: a text line has no time to the response head: backends serve"
+            " at the requests' total times (ms=); --access-log json logs both\n",
+            self.stderr.getvalue(),
+        )
+
+    def test_optionsAnywhere(self) -> None:
+        """
+        Options may follow the log and the policies, or sit between them;
+        after C{--}, everything is a policy.
+        """
+        first = self.replay("-s", "2", "-c", "1", self.path, "roundrobin", "leastconn")
+        self.assertEqual(first[0], 0)
+        self.assertEqual(
+            self.replay(self.path, "roundrobin", "--speed=2", "leastconn", "-c", "1"), first
+        )
+        self.assertEqual(self.replay(self.path, "-c1", "roundrobin", "-s", "2", "leastconn"), first)
+        self.assertEqual(self.replay(self.path, "--", "-c")[0], 2)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "txlb-replay: unknown algorithm '-c' (choose from roundrobin, weighted, leastconn, iphash, swrr, p2c, ewma, hash, a name in the txlb.algorithms entry points, or package.module:Name)\n",
+        )
+
+    def test_usage(self) -> None:
+        """
+        The usage line names the program.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit):
+            main(["--help"])
+        self.assertEqual(
+            out.getvalue().splitlines()[0],
+            "Usage: txlb-replay [options] ACCESS_LOG POLICY [POLICY ...]",
+        )
+
+    def test_weightsNoted(self) -> None:
+        """
+        Without C{--backends} or C{--config}, every backend weighs 1, and a
+        note says so.
+        """
+        code, out = self.replay(self.path, "weighted")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[1],
+            "weighted    1.00    10.0   100.0           50.0%           50.0%",
+        )
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "txlb-replay: note: the log keeps no weights: every backend weighs 1 (give them"
+            " with --backends HOST:PORT=WEIGHT,... or --config FILE)\n",
+        )
+
+    def test_weightsFromConfig(self) -> None:
+        """
+        C{--config} takes the backends, their weights and the hash key from
+        the balancer's configuration file; C{--backends} and C{--hash-key}
+        win over it.
+        """
+        path = self.config(
+            'backends = ["127.0.0.1:8081=3", "127.0.0.1:8082"]\nhash-key = "path"\nretries = 1\n'
+        )
+        code, out = self.replay("--config", path, self.path, "weighted")
+        self.assertEqual((code, self.stderr.getvalue()), (0, ""))
+        self.assertEqual(
+            out.splitlines()[1],
+            "weighted    1.00    10.0   100.0           75.0%           25.0%",
+        )
+        weighted = ("-b", "127.0.0.1:8081=3,127.0.0.1:8082")
+        self.assertEqual(
+            self.replay("--config", path, self.path, "hash"),
+            self.replay(*weighted, "--hash-key", "path", self.path, "hash"),
+        )
+        self.assertNotEqual(
+            self.replay(*weighted, "--hash-key", "path", self.path, "hash"),
+            self.replay(*weighted, self.path, "hash"),
+        )
+        self.assertEqual(
+            self.replay("--config", path, "--hash-key", "ip", self.path, "hash"),
+            self.replay(*weighted, self.path, "hash"),
+        )
+        code, out = self.replay(
+            "--config", path, "-b", "127.0.0.1:8081,127.0.0.1:8082=3", self.path, "weighted"
+        )
+        self.assertEqual(
+            out.splitlines()[1],
+            "weighted    1.00   100.0   100.0           25.0%           75.0%",
+        )
+
+    def test_configErrors(self) -> None:
+        """
+        A configuration file that cannot be used ends with one line.
+        """
+        table = [
+            ("/nonexistent/txlb.toml", "[Errno 2] No such file or directory"),
+            (self.config("backends = "), "Invalid value"),
+            (self.config("backends = [1]"), 'backends: expected a list of "HOST:PORT[=WEIGHT]"'),
+            (self.config('backends = ["a:0"]'), "'a:0': bad port '0'"),
+            (self.config("hash-key = 1"), "hash-key: expected a string"),
+        ]
+        for path, reason in table:
+            code, out = self.replay("--config", path, self.path, "weighted")
+            self.assertEqual((code, out), (2, ""), path)
+            self.assertTrue(
+                self.stderr.getvalue().startswith(f"txlb-replay: --config {path}: {reason}"),
+                self.stderr.getvalue(),
+            )
+
+    def test_plotNeedsMatplotlib(self) -> None:
+        """
+        Without matplotlib, C{--plot} ends at once with one line, before
+        the log is even read.
+        """
+        self.patch(sys, "modules", {**sys.modules, "matplotlib": None})
+        code, out = self.replay("--plot", "out.png", "/nonexistent/log", "roundrobin")
+        self.assertEqual(
+            (code, out, self.stderr.getvalue()),
+            (2, "", "txlb-replay: --plot needs matplotlib (pip install txlb[bench])\n"),
+        )
 
     def test_table(self) -> None:
         """
@@ -216,6 +485,8 @@ class ReplayTests(SynchronousTestCase):
         Path(bad).write_text('{"nope": 1}\n')
         empty = self.mktemp()
         Path(empty).write_text(entry(0, backend="-") + "\n")
+        notLog = self.mktemp()
+        Path(notLog).write_text("2026-11-29T08:00:00+0000 [-] Log opened.\n")
         table = [
             ([self.path], "txlb-replay: name at least one policy"),
             ([self.path, "random"], "txlb-replay: unknown algorithm 'random'"),
@@ -224,19 +495,25 @@ class ReplayTests(SynchronousTestCase):
                 "txlb-replay: 'tests.policyexamples:Unmakeable' raised when made:"
                 " RuntimeError: needs a config file",
             ),
-            ([bad, "roundrobin"], "txlb-replay: line 1: not a JSON access-log entry ('time')"),
+            (
+                [bad, "roundrobin"],
+                "txlb-replay: line 1: not a JSON access-log entry ('backend')",
+            ),
             ([empty, "roundrobin"], f"txlb-replay: {empty}: no request reached a backend"),
+            (
+                [notLog, "roundrobin"],
+                f"txlb-replay: {notLog}: not txlb's access log (no line is a text or JSON"
+                " access-log line)",
+            ),
             (["nosuchfile", "roundrobin"], "txlb-replay: [Errno 2] No such file or directory"),
             (["-c", "0", self.path, "p2c"], "txlb-replay: --concurrency: must be at least 1"),
             (["-s", "0", self.path, "p2c"], "txlb-replay: --speed: '0' is not a positive number"),
             (["--hash-key", "body", self.path, "hash"], "txlb-replay: --hash-key: "),
         ]
         for args, start in table:
-            stderr = io.StringIO()
-            self.patch(__import__("sys"), "stderr", stderr)
             code, out = self.replay(*args)
             self.assertEqual((code, out), (2, ""), args)
-            message = stderr.getvalue()
+            message = self.stderr.getvalue()
             self.assertTrue(message.startswith(start), (args, message))
             self.assertEqual(message.count("\n"), 1, message)
 

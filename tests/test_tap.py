@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,8 +15,9 @@ from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.weighted import WeightedRoundRobin
 from txlb.backend import Backend, parseBackend
 from txlb.server import LoadBalancerSite
+from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
-from txlb.tap import Options, makeService
+from txlb.tap import Options, makeService, pidLocked
 
 
 def parse(*args: str) -> Options:
@@ -121,6 +123,74 @@ class OptionsTests(SynchronousTestCase):
         with self.assertRaises(SystemExit) as caught:
             parse(*args)
         self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
+
+    def test_unknownOption(self) -> None:
+        """
+        An unknown long option is answered with the nearest known one, if
+        one is near.
+        """
+        table = [
+            (
+                ["--helth-path", "/h"],
+                "option --helth-path not recognized: did you mean --health-path?",
+            ),
+            (
+                ["--backends-dnss", "a.test:80"],
+                "option --backends-dnss not recognized: did you mean --backends-dns?",
+            ),
+            (["--retrys=2"], "option --retrys not recognized: did you mean --retries?"),
+            (["--colour"], "option --colour not recognized"),
+            (["-x"], "option -x not recognized"),
+        ]
+        for args, message in table:
+            self.assertUsageError(["--backends", "a:1", *args], message)
+
+    def test_helpOneLinePerOption(self) -> None:
+        """
+        Each option's help is one run of words: the docstrings of opt_
+        methods, which become help, lose their line ends and indentation.
+        """
+        options = Options()
+        self.assertEqual(
+            options.docs["backends-dns"],
+            "Backends from DNS: _service._proto.NAME (SRV records) or NAME:PORT"
+            " (A and AAAA records). Repeatable.",
+        )
+        for name, doc in options.docs.items():
+            self.assertEqual(doc, " ".join(doc.split()), name)
+
+    def test_endpointHint(self) -> None:
+        """
+        A port, or an IPv4 address or localhost and a port, where an
+        endpoint description is expected, is answered with the description
+        meant.
+        """
+        table = [
+            (
+                ["--listen", "8090"],
+                "--listen: '8090': Unknown endpoint type: '8090': did you mean tcp:8090?",
+            ),
+            (
+                ["--listen", "127.0.0.1:8090"],
+                "--listen: '127.0.0.1:8090': Unknown endpoint type: '127.0.0.1':"
+                " did you mean tcp:8090:interface=127.0.0.1?",
+            ),
+            (
+                ["--admin", "localhost:9000"],
+                "--admin: 'localhost:9000': Unknown endpoint type: 'localhost':"
+                " did you mean tcp:9000:interface=127.0.0.1?",
+            ),
+            (
+                ["--listen", "example.com:80"],
+                "--listen: 'example.com:80': Unknown endpoint type: 'example.com'",
+            ),
+            (
+                ["--listen", "tcp:http"],
+                "--listen: 'tcp:http': invalid literal for int() with base 10: 'http'",
+            ),
+        ]
+        for args, message in table:
+            self.assertUsageError(["--backends", "a:1", *args], message)
 
     def test_defaults(self) -> None:
         """
@@ -470,18 +540,71 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_portInUse(self) -> None:
         """
-        A port that cannot be bound ends start-up with one line.
+        A port that cannot be bound ends start-up with one line as the
+        service is made, before twistd daemonizes (C{tests/test_startup.py}
+        runs twistd).
         """
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        service = makeService(
-            parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
-        )
         with self.assertRaises(SystemExit) as caught:
+            makeService(parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1"))
+        self.assertEqual(
+            caught.exception.code,
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
+            " [Errno 98] Address already in use.",
+        )
+
+    def test_pidLocked(self) -> None:
+        """
+        UNIX sockets have a lock file naming the process that bound them,
+        unless C{lockfile=0}; other endpoints have none.
+        """
+        table = [
+            ("unix:/run/txlb.sock", True),
+            ("unix:/run/txlb.sock:mode=660:lockfile=1", True),
+            ("unix:/run/txlb.sock:lockfile=0", False),
+            ("unix:/run/a\\:lockfile=0.sock", True),
+            ("tcp:8080", False),
+            ("systemd:domain=INET:index=0", False),
+        ]
+        self.assertEqual([(d, pidLocked(d)) for d, _ in table], table)
+
+    def test_boundOnce(self) -> None:
+        """
+        The ports C{makeService} bound are not bound again when twistd
+        starts the service.
+        """
+        memory = MemoryReactorClock()
+        service = makeService(parse("--demo"), memory)
+        self.assertEqual(len(memory.tcpServers), 4)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(memory.tcpServers), 4)
+
+    def test_startupErrorIsAnException(self) -> None:
+        """
+        Started by other means than C{makeService}, the service reports a
+        port it cannot bind with an ordinary exception, which twistd
+        reports through its start-up pipe when daemonized; L{SystemExit}
+        would leave twistd's parent process waiting on that pipe forever.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        options = parse("--listen", f"tcp:{port}:interface=127.0.0.1", "--backends", "a:1")
+        resource = makeService(parse("--backends", "a:1"), MemoryReactorClock()).resource
+        service = LoadBalancerService(options, LoadBalancerSite(resource), reactor)
+        with self.assertRaises(StartupError) as caught:
             service.privilegedStartService()
-        self.assertIn(
-            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}", caught.exception.code
+        self.assertNotIsInstance(caught.exception, SystemExit)
+        self.assertEqual(
+            str(caught.exception),
+            f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
+            " [Errno 98] Address already in use.",
         )

@@ -19,18 +19,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import treq
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 import txlb
+from tests.helpers import CONFIG, Dnsmasq, ServiceHarness
+from txlb.admin import REPLAY_HEADER, AdminResource, AdminSite
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
-from txlb.workers.supervisor import Supervisor, parseListen, reusePortSockets
+from txlb.workers import workeradmin
+from txlb.workers.supervisor import parseListen, reusePortSockets
 from txlb.workers.workeradmin import (
     SUMMED,
     Change,
+    WorkersAdmin,
     WorkersAPI,
     mergeBackends,
     mergeMetrics,
@@ -179,8 +186,9 @@ class ParseTests(SynchronousTestCase):
 
     def test_busyPort(self) -> None:
         """
-        The supervisor binds the workers' sockets before it starts them, and
-        a port already taken ends it with one line.
+        The supervisor binds the workers' sockets as it is made, before it
+        starts them (and before twistd daemonizes), and a port already taken
+        ends it with one line.
         """
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
@@ -197,10 +205,8 @@ class ParseTests(SynchronousTestCase):
                     f"tcp:{port}:interface=127.0.0.1",
                 ]
             )
-            supervisor = makeService(options, MemoryReactorClock())
-            self.assertIsInstance(supervisor, Supervisor)
             with self.assertRaises(SystemExit) as caught:
-                supervisor.privilegedStartService()
+                makeService(options, MemoryReactorClock())
         self.assertEqual(
             caught.exception.code, "txlb: cannot listen: [Errno 98] Address already in use"
         )
@@ -344,8 +350,38 @@ class CombineTests(SynchronousTestCase):
         made = change(b"POST", b"/backends/a:1/drain")
         answer = (200, b'{"state": "draining"}')
         self.api._combine([(True, answer), (True, answer)], made)
-        self.api._combine([(True, answer), (True, answer)], change(b"GET", b"/backends"))
+        listed = (200, b'{"backends": []}')
+        self.api._combine([(True, listed), (True, listed)], change(b"GET", b"/backends"))
         self.assertEqual(self.workers.changes, [made])
+
+    def test_unknownAskedAgainAsReplay(self) -> None:
+        """
+        A change of a backend that one worker made and another does not
+        know yet (a restarted worker that has not resolved DNS) is asked
+        again of that one as a replay, which it keeps: the change is made,
+        and remembered.
+        """
+        asked: list[tuple[int, bool]] = []
+
+        def ask(port: int, method: bytes, uri: bytes, headers: Headers, *rest: Any) -> Any:
+            replayed = headers.hasHeader(REPLAY_HEADER)
+            asked.append((port, replayed, *rest[2:]))
+            if replayed:
+                return defer.succeed((202, b'{"kept": "drain, until it is a backend"}'))
+            if port == 1:
+                return defer.succeed((200, b'{"state": "draining"}'))
+            return defer.succeed((404, b'{"error": "no backend a:1"}'))
+
+        self.patch(workeradmin, "ask", ask)
+        made = change(b"POST", b"/backends/a:1/drain")
+        answer = self.successResultOf(defer.Deferred.fromCoroutine(self.api._askAll(made)))
+        self.assertEqual(answer, (200, {"state": "draining"}))
+        self.assertEqual(asked, [(1, False), (2, False), (2, True)])
+        self.assertEqual(self.workers.changes, [made])
+        del asked[:]
+        self.successResultOf(defer.Deferred.fromCoroutine(workeradmin.replay(2, [made], Clock())))
+        # A restarted worker may take seconds to start: its replay waits.
+        self.assertEqual(asked, [(2, True, workeradmin.REPLAY_TIMEOUT)])
 
     def test_different(self) -> None:
         """
@@ -388,6 +424,66 @@ class CombineTests(SynchronousTestCase):
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+
+class WorkersAdminTests(TestCase):
+    """
+    The supervisor's admin API over two workers' admin APIs, on loopback.
+    """
+
+    def setUp(self) -> None:
+        self.harnesses = [ServiceHarness(self, CONFIG) for _ in range(2)]
+        workers = _Workers()
+        ports = [
+            reactor.listenTCP(0, AdminSite(AdminResource(h.service, None)), interface="127.0.0.1")
+            for h in self.harnesses
+        ]
+        ports.append(
+            reactor.listenTCP(0, AdminSite(WorkersAdmin(workers, reactor)), interface="127.0.0.1")
+        )
+        for port in ports:
+            self.addCleanup(port.stopListening)
+        workers.adminPorts = lambda: [p.getHost().port for p in ports[:2]]  # type: ignore[method-assign]
+        self.url = f"http://127.0.0.1:{ports[2].getHost().port}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    async def request(self, method: str, path: str) -> tuple[int, list[bytes] | None, bytes]:
+        """
+        The code, C{Content-Length} (which Twisted's client shows for HEAD
+        only) and body of the answer to C{method path}.
+        """
+        response = await treq.request(method, self.url + path, pool=self.pool)
+        content = await treq.content(response)
+        return response.code, response.headers.getRawHeaders(b"content-length"), content
+
+    async def test_backends(self) -> None:
+        """
+        C{GET /backends} adds up the workers' counts, as C{/status} does;
+        C{GET /backends/HOST:PORT} too, for one.
+        """
+        self.harnesses[0].backends[0].requests = 2
+        self.harnesses[1].backends[0].requests = 3
+        code, _, content = await self.request("GET", "/backends")
+        self.assertEqual(code, 200)
+        backends = json.loads(content)["backends"]
+        self.assertEqual([b["requests"] for b in backends], [5, 0])
+        code, _, content = await self.request("GET", "/backends/127.0.0.1:8081")
+        self.assertEqual((code, json.loads(content)), (200, backends[0]))
+
+    async def test_head(self) -> None:
+        """
+        C{HEAD} is answered wherever C{GET} is, with C{GET}'s status and
+        length and no body.
+        """
+        for path in ("/", "/metrics", "/backends", "/backends/127.0.0.1:8081"):
+            code, _, content = await self.request("GET", path)
+            self.assertEqual(code, 200, path)
+            expected = (200, [b"%d" % len(content)], b"")
+            self.assertEqual(await self.request("HEAD", path), expected, path)
+        # The uptime in the status moves, and its length with it.
+        code, length, content = await self.request("HEAD", "/status")
+        self.assertEqual((code, content), (200, b""))
+        self.assertIsNotNone(length)
 
 
 def readLine(process: subprocess.Popen[str], deadline: float) -> str:
@@ -510,6 +606,27 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(sum(perWorker), 40)
         self.assertNotIn(0, perWorker)
         self.assertEqual(status["backends"][0]["requests"], 40)
+
+    def test_adminLogged(self) -> None:
+        """
+        The supervisor says where the admin API and status page are, and
+        its workers, whose admin sockets are the supervisor's business, do
+        not.
+        """
+        self.start()
+        lines = [
+            line
+            for line in self.log.read_text().splitlines()
+            if "Admin API and status page" in line
+        ]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].endswith(
+                f"Admin API and status page on tcp:{self.adminPort}:interface=127.0.0.1"
+                f" (http://127.0.0.1:{self.adminPort}/)"
+            ),
+            lines,
+        )
 
     def test_killedWorker(self) -> None:
         """
@@ -787,6 +904,41 @@ class SupervisorTests(SynchronousTestCase):
             ]
 
         self.waitFor(lambda: states() == [["draining"], ["draining"]], "the changes replayed")
+
+    def test_drainedDNSBackendAfterRestart(self) -> None:
+        """
+        A backend from DNS (a real dnsmasq) drained through the API stays
+        drained in a worker restarted after a SIGKILL, although the
+        supervisor replays the drain before that worker has resolved DNS:
+        no new connection reaches it.
+        """
+        dnsmasq = Dnsmasq(self).start(
+            "--local=/test/",
+            "--host-record=backends.test,127.0.0.1",
+            *(f"--srv-host=_http._tcp.api.test,backends.test,{p},0,1" for p in self.backendPorts),
+        )
+        self.config.write_text(
+            f'backends-dns = ["_http._tcp.api.test"]\ndns-server = ["127.0.0.1:{dnsmasq.port}"]\n'
+        )
+        self.start()
+        drained, kept = (f"127.0.0.1:{port}" for port in self.backendPorts)
+
+        def states() -> list[dict[str, str]]:
+            return [
+                {b["address"]: b["state"] for b in w.get("backends", [])}
+                for w in self.status()["workers"]
+            ]
+
+        self.waitFor(lambda: all(len(s) == 2 for s in states()), "DNS backends")
+        self.assertEqual(get(self.adminPort, f"/backends/{drained}/drain", "POST")[0], 200)
+        victim = self.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+        self.waitFor(lambda: all(len(s) == 2 for s in states()), "DNS backends in the new worker")
+        answers = [get(self.port, "/ping") for _ in range(200)]
+        self.assertEqual(answers.count((200, b"pong %d" % self.backendPorts[1])), 200)
+        self.assertEqual(states(), [{drained: "draining", kept: "up"}] * 2)
+        self.assertNotIn("Replaying", self.log.read_text())
 
     def test_adminChange(self) -> None:
         """

@@ -17,6 +17,7 @@ L{AccessLogFile.reopen} (on SIGHUP), so logrotate can move it away.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, BinaryIO
 
@@ -191,6 +192,17 @@ class AccessLog:
             log_time=time.time(),
         )
         log.observer(fields)
+
+
+#: A text line as L{AccessLog.record} writes it, after its time, for those
+#: who read the log (C{txlb-replay}): the client, method, target, backend,
+#: status, total milliseconds, and the error in quotes when there was one.
+TEXT_LINE = re.compile(
+    r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
+    r" \N{RIGHTWARDS ARROW} backend=(?P<backend>\S+) status=(?P<status>\S+)"
+    r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: queued=(?P<queued>[0-9]+(?:\.[0-9]+)?)ms)?"
+    r"(?: error=\".*\")?$"
+)
 
 
 def _text(value: bytes | str | None) -> str:

@@ -4,6 +4,8 @@ The admin listener: status, metrics and runtime changes over HTTP.
   - C{GET /}: the status page (L{txlb.statuspage}), for people;
   - C{GET /status}: the balancer and each backend, as JSON;
   - C{GET /metrics}: Prometheus' text format;
+  - C{GET /backends}: the backends, as in C{/status}; C{GET
+    /backends/HOST:PORT}: one of them;
   - C{POST /backends} with C{{"address": "host:port", "weight": 2}}: add a
     backend;
   - C{PATCH /backends/HOST:PORT} with C{{"weight": 3}} and/or
@@ -16,9 +18,17 @@ The admin listener: status, metrics and runtime changes over HTTP.
     (C{null} for no shadow): switch the algorithm or the shadow policy
     (requests in flight keep their backends).
 
-With a token, every change needs C{Authorization: Bearer TOKEN}; reads
-never do.  Without one, a change that carries C{Origin} (a browser's,
-perhaps for another site's page) is refused.  Errors are JSON too:
+A change to a backend holds until the next reload, by address: while the
+backend is out of the pool, and whatever DNS says (L{txlb.adminstate}).
+One to an address that is not a backend is refused with 404, unless it
+carries C{Txlb-Replay: 1}, as the supervisor of C{--workers} sends the
+changes it makes again on a restarted worker (which may not have resolved
+DNS yet): then it is kept, and applied when the backend appears (202).
+
+C{HEAD} is answered wherever C{GET} is.  With a token, every change needs
+C{Authorization: Bearer TOKEN}; reads never do.  Without one, a change
+that carries C{Origin} (a browser's, perhaps for another site's page) is
+refused.  Errors are JSON too:
 C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
@@ -35,10 +45,15 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import __version__
+from txlb.adminstate import AdminState
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
 from txlb.metrics import BUCKETS
 from txlb.proxy import LoadBalancerResource
 from txlb.statuspage import StatusPage
+
+#: The request header that asks to keep a change to an address that is not
+#: a backend (yet), instead of refusing it.
+REPLAY_HEADER = b"Txlb-Replay"
 
 
 class _Options(Protocol):
@@ -79,6 +94,12 @@ class Balancer(Protocol):
     def config(self) -> _Options:
         """
         The configuration in use, which a reload replaces.
+        """
+
+    @property
+    def adminState(self) -> AdminState:
+        """
+        What the admin API changed, until the next reload.
         """
 
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
@@ -129,10 +150,11 @@ class AdminAPI(Resource):
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
         path = [unquote(part.decode("ascii", "replace")) for part in parts]
+        method = b"GET" if request.method == b"HEAD" else request.method
         try:
-            if request.method != b"GET":
+            if method != b"GET":
                 self._authorize(request)
-            answer, code = self._route(request.method, [p for p in path if p], request)
+            answer, code = self._route(method, [p for p in path if p], request)
         except _AdminError as e:
             answer, code = {"error": str(e)}, e.code
             if code == http.UNAUTHORIZED:
@@ -140,10 +162,15 @@ class AdminAPI(Resource):
         request.setResponseCode(code)
         if isinstance(answer, bytes):
             request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-            return answer
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(answer, indent=1).encode() + b"\n"
+            body = answer
+        else:
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Cache-Control", b"no-store")
+            body = json.dumps(answer, indent=1).encode() + b"\n"
+        if request.method == b"HEAD":
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            return b""
+        return body
 
     def _authorize(self, request: server.Request) -> None:
         """
@@ -166,16 +193,23 @@ class AdminAPI(Resource):
             return self.status(), http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
+        if path == ["backends"] and method == b"GET":
+            backends = self.balancer.resource.pool.backends
+            return {"backends": [self._backendStatus(b) for b in backends]}, http.OK
         if path == ["backends"] and method == b"POST":
             return self._add(_body(request)), http.CREATED
+        replay = request.getHeader(REPLAY_HEADER) is not None
         if len(path) == 2 and path[0] == "backends":
-            backend = self._find(path[1])
+            if method == b"GET":
+                _, backend = self._find(path[1], replay=False)
+                assert backend is not None
+                return self._backendStatus(backend), http.OK
             if method == b"PATCH":
-                return self._change(backend, _body(request)), http.OK
+                return self._change(path[1], _body(request), replay)
             if method == b"DELETE":
-                return self._remove(backend), http.OK
+                return self._remove(path[1], replay)
         if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
-            return self._change(self._find(path[1]), {"draining": True}), http.OK
+            return self._change(path[1], {"draining": True}, replay)
         if path == ["algorithm"] and method == b"PUT":
             return self._switch(_body(request)), http.OK
         if path in (["status"], ["metrics"], ["algorithm"]) or path[:1] == ["backends"]:
@@ -203,13 +237,19 @@ class AdminAPI(Resource):
             "queue": _queueStatus(balancer.resource),
             "backends": [
                 {
-                    **_backendStatus(backend, now),
-                    "limit": admission.limitOf(backend),
+                    **_backendStatus(backend, now, admission.limitOf(backend)),
                     "latencyBuckets": buckets.get(backend.address),
                 }
                 for backend in balancer.resource.pool.backends
             ],
         }
+
+    def _backendStatus(self, backend: Backend) -> dict[str, Any]:
+        """
+        C{backend} as C{/status} shows it now.
+        """
+        now = self.balancer.reactor.seconds()
+        return _backendStatus(backend, now, self.balancer.resource.admission.limitOf(backend))
 
     def _switch(self, body: dict[str, Any]) -> dict[str, Any]:
         expected = 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'
@@ -230,15 +270,33 @@ class AdminAPI(Resource):
         config = self.balancer.config
         return {"algorithm": config["algo"], "shadow": config["shadow-algo"]}
 
-    def _find(self, address: str) -> Backend:
+    def _find(self, address: str, replay: bool) -> tuple[tuple[str, int], Backend | None]:
+        """
+        The key of C{address}, and the backend of the pool it names: none
+        only for a replayed change.
+        """
         try:
             wanted = parseBackend(address).key
         except ValueError as e:
             raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
         for backend in self.balancer.resource.pool.backends:
             if backend.key == wanted:
-                return backend
+                return wanted, backend
+        if replay:
+            return wanted, None
         raise _AdminError(http.NOT_FOUND, f"no backend {address}")
+
+    def _kept(self, address: str, change: str) -> tuple[dict[str, Any], int]:
+        """
+        The answer to a replayed C{change} of C{address}, which is not a
+        backend yet.
+        """
+        self._log.info(
+            "Admin API: {change} {backend} kept until it is a backend",
+            change=change,
+            backend=address,
+        )
+        return {"address": address, "kept": f"{change}, until it is a backend"}, http.ACCEPTED
 
     def _add(self, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")
@@ -253,11 +311,14 @@ class AdminAPI(Resource):
         resource = self.balancer.resource
         if any(b.key == backend.key for b in resource.pool.backends):
             raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
+        self.balancer.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return self._backendStatus(backend)
 
-    def _change(self, backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
+    def _change(
+        self, address: str, body: dict[str, Any], replay: bool
+    ) -> tuple[dict[str, Any], int]:
         unknown = set(body) - {"weight", "draining"}
         if unknown or not body:
             raise _AdminError(http.BAD_REQUEST, 'expected {"weight": N} and/or {"draining": B}')
@@ -265,6 +326,10 @@ class AdminAPI(Resource):
             _checkWeight(body["weight"])
         if "draining" in body and not isinstance(body["draining"], bool):
             raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
+        key, backend = self._find(address, replay)
+        self.balancer.adminState.change(key, body.get("weight"), body.get("draining"))
+        if backend is None:
+            return self._kept(address, _describe(body))
         if "weight" in body:
             backend.weight = body["weight"]
             resource = self.balancer.resource
@@ -276,16 +341,21 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return self._backendStatus(backend), http.OK
 
-    def _remove(self, backend: Backend) -> dict[str, Any]:
+    def _remove(self, address: str, replay: bool) -> tuple[dict[str, Any], int]:
+        key, backend = self._find(address, replay)
+        if backend is None:
+            self.balancer.adminState.remove(key)
+            return self._kept(address, "removal")
         resource = self.balancer.resource
         remaining = [b for b in resource.pool.backends if b is not backend]
         if not remaining:
             raise _AdminError(http.CONFLICT, "cannot remove the last backend")
+        self.balancer.adminState.remove(key)
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return self._backendStatus(backend), http.OK
 
 
 def _body(request: server.Request) -> dict[str, Any]:
@@ -300,6 +370,16 @@ def _body(request: server.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _AdminError(http.BAD_REQUEST, "the body must be a JSON object")
     return body
+
+
+def _describe(body: dict[str, Any]) -> str:
+    """
+    What a change of a backend does, in words: C{weight 3, drain}.
+    """
+    words = [f"weight {body['weight']}"] if "weight" in body else []
+    if "draining" in body:
+        words.append("drain" if body["draining"] else "end of drain")
+    return ", ".join(words)
 
 
 def _checkWeight(weight: object) -> None:
@@ -323,9 +403,10 @@ def _queueStatus(resource: LoadBalancerResource) -> dict[str, Any]:
     }
 
 
-def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
+def _backendStatus(backend: Backend, now: float, limit: int) -> dict[str, Any]:
     """
-    One backend as C{/status} shows it.
+    One backend as C{/status} shows it, with C{limit}, its limit of requests
+    in flight (0: none).
     """
     return {
         "address": backend.address,
@@ -341,6 +422,7 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
         "errors": backend.errors,
         "latencyMs": None if backend.latencyMs is None else round(backend.latencyMs, 2),
         "load": None if backend.load is None else round(backend.reportedLoad(now), 3),
+        "limit": limit,
     }
 
 

@@ -11,7 +11,9 @@ takes a list of strings, or one string.
 
 from __future__ import annotations
 
+import difflib
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -49,9 +51,10 @@ def arguments(
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
     args: list[str] = []
+    known = (parameters | flags | repeatable) - NOT_IN_FILE
     for key, value in settings.items():
-        if key in NOT_IN_FILE or key not in parameters | flags | repeatable:
-            raise ConfigError(f"unknown setting {key!r}")
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}{didYouMean(key, known)}")
         if key in flags:
             if not isinstance(value, bool):
                 raise ConfigError(f"{key}: expected true or false, not {value!r}")
@@ -66,6 +69,17 @@ def arguments(
             continue
         args += [f"--{key}", _text(key, value)]
     return args
+
+
+def didYouMean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """
+    A hint naming the choice nearest C{word} (a misspelt option or setting),
+    to end an error message with, or nothing if none is near.
+
+    @param prefix: What to write before the choice (C{--} for an option).
+    """
+    nearest = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f": did you mean {prefix}{nearest[0]}?" if nearest else ""
 
 
 def _text(key: str, value: Any) -> str:

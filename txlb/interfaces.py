@@ -100,3 +100,30 @@ class IExchange(Interface):
         L{Failure}); C{data} is its last bytes, if they came with the end.
         L{producer} is no longer the exchange's.
         """
+
+
+class IRouter(Interface):
+    """
+    A route's choice of pool, in Python: a C{[[routes]]} entry with
+    C{router = "package.module:Name"} makes C{Name()} (with no arguments)
+    when the routes are loaded, checks it with C{verifyObject}, and asks it
+    for each request that meets the route's conditions.
+    """
+
+    def route(request):
+        """
+        The pool for a request, or L{None} to let the next route decide.
+
+        Called on the request's path: it must be quick, must not block, and
+        should change nothing.  An exception, or an answer that is not the
+        name of a pool, is counted and logged (at most once a minute) and
+        the request falls through to the next route, as for L{None}.
+
+        @param request: The L{twisted.web.iweb.IRequest} being routed (a
+            L{twisted.web.server.Request}), as L{IAlgorithm.pick} gets it:
+            read its C{method}, C{uri} (the raw request-target),
+            C{requestHeaders}, C{getClientAddress()} and
+            C{getCookie(name)}; not C{path} or C{args}, which are set only
+            once the body is all in.
+        @return: The name of a pool (L{str}), or L{None}.
+        """

@@ -54,6 +54,9 @@ TIMEOUT = "timeout"
 #: A connection that broke HTTP/2 (RFC 9113): a malformed frame or request
 #: head, or a flow-control or stream-state error.  It ends with GOAWAY.
 HTTP2 = "http2"
+#: HTTP in the clear sent to a TLS listener (an C{http://} URL for an
+#: C{https://} site).
+PLAIN_HTTP = "plain_http"
 
 REASONS = (
     REQUEST_LINE,
@@ -65,6 +68,7 @@ REASONS = (
     BODY_TOO_LARGE,
     TIMEOUT,
     HTTP2,
+    PLAIN_HTTP,
 )
 
 
@@ -377,3 +381,35 @@ def bodyTooLarge(limit: int) -> Refusal:
     A request body over C{limit} bytes.
     """
     return Refusal(413, f"a body over {limit} bytes", BODY_TOO_LARGE)
+
+
+#: The request a client sent in the clear to a TLS listener.
+PLAIN_HTTP_REFUSAL = Refusal(400, "plain HTTP sent to a TLS port", PLAIN_HTTP)
+
+#: The first byte of a TLS record that carries a handshake, as a
+#: ClientHello does (RFC 8446 section 5.1).
+_HANDSHAKE = 0x16
+
+#: The longest method L{plainHTTP} waits for: longer than any registered.
+_LONGEST_METHOD = 20
+
+
+def plainHTTP(first: bytes) -> bool | None:
+    """
+    Whether the first bytes a client sent to a TLS listener are an HTTP
+    request in the clear: a method (a token) and a space, as a request line
+    starts.  L{None} while too few have come to tell.
+
+    A TLS client starts with a handshake record, whose first byte is no
+    token character; anything else that is not a request line is left to
+    TLS, which refuses it.
+    """
+    if not first:
+        return None
+    if first[0] == _HANDSHAKE:
+        return False
+    space = first.find(b" ", 0, _LONGEST_METHOD + 1)
+    if space < 0:
+        # Still a method so far: wait for the rest of it.
+        return None if len(first) <= _LONGEST_METHOD and isToken(first) else False
+    return space > 0 and isToken(first[:space])

@@ -1,6 +1,11 @@
 """
-C{txlb-replay}: replay a JSON access log (C{--access-log json}) through one
-or more policies offline, and compare what each would have done.
+C{txlb-replay}: replay an access log through one or more policies offline,
+and compare what each would have done.
+
+It reads txlb's access log in either format, from C{--access-log-file} or
+from twistd's log: JSON (C{--access-log json}) or text (the default).  A
+text line has no time to the response head, so a backend serves at the
+total times the log recorded for it instead.
 
 The model is a simple queue per backend, on a simulated clock:
 
@@ -8,7 +13,8 @@ The model is a simple queue per backend, on a simulated clock:
     seconds, so the requests logged in one second arrive evenly spread over
     it (C{--speed} divides every arrival time, to try a heavier load);
   - each backend serves at the latencies the log recorded for it (time to
-    the response head, C{firstByteMs}, else C{totalMs}), taken in turn in
+    the response head, C{firstByteMs}, else C{totalMs}; a text line's
+    C{ms}), taken in turn in
     log order, whatever request it serves (one the log never used, at the
     latencies of all);
   - each backend serves C{--concurrency} requests at once; the others wait
@@ -19,18 +25,24 @@ The model is a simple queue per backend, on a simulated clock:
     provides L{IResponseObserver} hears of each modelled response.
 
 Requests the log records with no backend (refused, no backend up) are left
-out.  The backends are those of the log, in order of first appearance,
-weight 1, unless C{--backends} gives them.
+out.  The backends and their weights are those C{--backends} gives, else
+those of the balancer's configuration file (C{--config}), else those of the
+log, in order of first appearance, weight 1: the log keeps no weights,
+which are configuration (and a log cannot say which of several a backend
+had over its time).
 """
 
 from __future__ import annotations
 
 import calendar
+import getopt
 import heapq
+import importlib.util
 import inspect
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections import deque
@@ -43,10 +55,12 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
+from txlb.accesslog import TEXT_LINE
 from txlb.algorithms import algorithmNamed
 from txlb.algorithms.keyhash import parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
 from txlb.backend import Backend, parseBackend, parseBackends
+from txlb.config import tomllib
 from txlb.interfaces import IAlgorithm, IResponseObserver
 
 
@@ -57,6 +71,8 @@ class Entry:
 
     @ivar arrival: When it arrives in the model, in seconds from the start.
     @ivar seconds: The latency its backend recorded for it.
+    @ivar text: Whether it comes from a text line, which has only the
+        request's total time, not the time to the response head.
     """
 
     client: str
@@ -65,6 +81,7 @@ class Entry:
     backend: str
     arrival: float
     seconds: float
+    text: bool = False
 
 
 class ReplayRequest:
@@ -86,38 +103,69 @@ class ReplayRequest:
         return None
 
 
+#: The time twistd's log and the access-log file start a line with.
+_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[+-][0-9:]{4,5})?")
+
+
+class NotAnAccessLogError(ValueError):
+    """
+    No line of the file is an access-log line.
+    """
+
+
 def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
     """
-    The requests of a JSON access log that reached a backend.  A line may
-    carry a prefix before its object (twistd's timestamp and source);
-    lines with no object are skipped.
+    The requests of an access log that reached a backend.
+
+    A text line's time is the stamp before it; a JSON line's is its
+    C{time}, or else the stamp before its object (in twistd's log, with
+    the line's source).  Other lines are skipped.
 
     @raise ValueError: For a line whose object is not an access-log entry,
-        with its number.
+        or an entry without a time, with its number.
+    @raise NotAnAccessLogError: When no line is an access-log line.
     """
     seconds: list[float] = []
     found: list[dict[str, Any]] = []
+    read = False
     for number, line in enumerate(lines, 1):
-        start = line.find("{")
-        if start < 0:
-            continue
-        try:
-            record = json.loads(line[start:])
-            stamp = _seconds(record["time"])
+        text = TEXT_LINE.search(line.rstrip("\r\n"))
+        latency: float | None
+        stamp: float | None
+        if text is not None:
+            record: dict[str, Any] = text.groupdict()
+            stamp = _stampBefore(line[: text.start()], number)
+            # The time it waited in txlb's queue was not the backend's.
+            latency = float(record["ms"]) - float(record["queued"] or 0)
             backend = record["backend"]
-            latency = record.get("firstByteMs")
-            if latency is None:
-                latency = record["totalMs"]
-            if latency is not None:
-                # The time it waited in txlb's queue was not the backend's.
-                latency -= record.get("queueMs") or 0.0
             fields = (record["client"], record["method"], record["target"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"line {number}: not a JSON access-log entry ({e})") from None
+        else:
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                record = json.loads(line[start:])
+                backend = record["backend"]
+                latency = record.get("firstByteMs")
+                if latency is None:
+                    latency = record["totalMs"]
+                if latency is not None:
+                    latency -= record.get("queueMs") or 0.0
+                fields = (record["client"], record["method"], record["target"])
+                stamp = _seconds(record["time"]) if "time" in record else None
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"line {number}: not a JSON access-log entry ({e})") from None
+            if stamp is None:
+                stamp = _stampBefore(line[:start], number)
+        read = True
         if backend == "-" or latency is None:
             continue
         seconds.append(stamp)
-        found.append({"fields": fields, "backend": backend, "latency": latency / 1000})
+        found.append(
+            {"fields": fields, "backend": backend, "latency": latency / 1000, "text": bool(text)}
+        )
+    if not read:
+        raise NotAnAccessLogError("no line is an access-log line")
     entries = []
     first = min(seconds, default=0.0)
     perSecond: dict[float, int] = {}
@@ -128,8 +176,31 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
         index = seen[stamp] = seen.get(stamp, 0) + 1
         arrival = (stamp - first + (index - 1) / perSecond[stamp]) / speed
         client, method, target = record["fields"]
-        entries.append(Entry(client, method, target, record["backend"], arrival, record["latency"]))
+        entries.append(
+            Entry(
+                client,
+                method,
+                target,
+                record["backend"],
+                arrival,
+                record["latency"],
+                record["text"],
+            )
+        )
     return entries
+
+
+def _stampBefore(prefix: str, number: int) -> float:
+    """
+    Seconds since the epoch of the time in C{prefix}, what comes before a
+    line's entry.
+
+    @raise ValueError: If it has none.
+    """
+    stamp = _STAMP.search(prefix)
+    if stamp is None:
+        raise ValueError(f"line {number}: an access-log entry without a time")
+    return _seconds(stamp.group())
 
 
 def _seconds(stamp: str) -> float:
@@ -346,21 +417,57 @@ def positive(option: str) -> Any:
 
 
 class ReplayOptions(usage.Options):
-    synopsis = "[options] ACCESS_LOG POLICY [POLICY ...]"
+    synopsis = "Usage: txlb-replay [options] ACCESS_LOG POLICY [POLICY ...]"
     longdesc = (
-        "Replay a JSON access log (--access-log json) through each policy (any "
-        "--algo name) in a queueing model where backends serve at the latencies "
-        "the log recorded, and print each policy's load spread, backend shares "
-        "and modelled p50/p99."
+        "Replay txlb's access log (text or JSON, from --access-log-file or twistd's "
+        "log) through each policy (any --algo name) in a queueing model where "
+        "backends serve at the latencies the log recorded, and print each policy's "
+        "load spread, backend shares and modelled p50/p99. Options may come anywhere."
     )
     optParameters = [
-        ["backends", "b", None, "HOST:PORT[=WEIGHT],... (default: those of the log)."],
+        [
+            "backends",
+            "b",
+            None,
+            "HOST:PORT[=WEIGHT],... (default: those of --config, else of the log, weight 1).",
+        ],
+        [
+            "config",
+            None,
+            None,
+            "txlb's configuration file: its backends, weights and hash-key.",
+        ],
         ["concurrency", "c", 4, "Requests each backend serves at once.", int],
         ["speed", "s", 1.0, "Arrivals this many times faster than logged.", positive("speed")],
         ["seed", None, 1, "Seed of the policies' random generators.", int],
-        ["hash-key", None, "ip", "What hash hashes: ip, path, uri or query:NAME."],
+        [
+            "hash-key",
+            None,
+            None,
+            "What hash hashes: ip, path, uri or query:NAME (default: that of --config, else ip).",
+        ],
         ["plot", None, None, "Draw the results into this PNG (needs matplotlib)."],
     ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse as usual, but with options anywhere, before, between or after
+        the log and the policies (as GNU's C{getopt} does); after C{--},
+        everything is an argument.
+        """
+        arguments = list(sys.argv[1:] if options is None else options)
+        try:
+            found, rest = getopt.gnu_getopt(arguments, self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e)) from None
+        ordered: list[str] = []
+        for option, value in found:
+            if option.startswith("--"):
+                takesValue = option[2:] + "=" in self.longOpt
+                ordered.append(f"{option}={value}" if takesValue else option)
+            else:
+                ordered += [option, value] if option[1] + ":" in self.shortOpt else [option]
+        super().parseOptions([*ordered, "--", *rest])
 
     def parseArgs(self, log: str, *policies: str) -> None:  # type: ignore[override]
         if not policies:
@@ -371,6 +478,34 @@ class ReplayOptions(usage.Options):
     def postOptions(self) -> None:
         if self["concurrency"] < 1:
             raise usage.UsageError("--concurrency: must be at least 1")
+        if self["plot"] is not None and importlib.util.find_spec("matplotlib") is None:
+            raise usage.UsageError("--plot needs matplotlib (pip install txlb[bench])")
+
+
+def fromConfig(path: str) -> tuple[list[Backend] | None, str | None]:
+    """
+    The backends (with their weights) and the hash key of the balancer's
+    configuration file at C{path}, each L{None} if the file does not set
+    it.
+
+    @raise usage.UsageError: With one line, if the file cannot be read or
+        its C{backends} or C{hash-key} are not what txlb takes.
+    """
+    try:
+        with open(path, "rb") as file:
+            settings = tomllib.load(file)
+        backends = settings.get("backends")
+        if isinstance(backends, list) and all(isinstance(b, str) for b in backends):
+            backends = ",".join(backends)
+        if not (backends is None or isinstance(backends, str)):
+            raise ValueError('backends: expected a list of "HOST:PORT[=WEIGHT]" strings')
+        hashKey = settings.get("hash-key")
+        if not (hashKey is None or isinstance(hashKey, str)):
+            raise ValueError("hash-key: expected a string")
+        return (None if backends is None else parseBackends(backends)), hashKey
+    except (OSError, ValueError) as e:
+        # tomllib's TOMLDecodeError is a ValueError.
+        raise usage.UsageError(f"--config {path}: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
@@ -379,20 +514,42 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     """
     out = out or sys.stdout
     options = ReplayOptions()
+    # What the numbers depend on, for the user to know.
+    notes: list[str] = []
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
-        with open(options["log"], encoding="utf-8") as file:
-            entries = readLog(file, options["speed"])
+        configured, hashKey = None, None
+        if options["config"] is not None:
+            configured, hashKey = fromConfig(options["config"])
+        try:
+            with open(options["log"], encoding="utf-8", errors="replace") as file:
+                entries = readLog(file, options["speed"])
+        except NotAnAccessLogError:
+            raise usage.UsageError(
+                f"{options['log']}: not txlb's access log (no line is a text or JSON"
+                " access-log line)"
+            ) from None
         if options["backends"] is not None:
             try:
                 specs = parseBackends(options["backends"])
             except ValueError as e:
                 raise usage.UsageError(f"--backends: {e}") from None
+        elif configured is not None:
+            specs = configured
         else:
             specs = [parseBackend(a) for a in dict.fromkeys(e.backend for e in entries)]
-        if not specs:
+            notes.append(
+                "the log keeps no weights: every backend weighs 1 (give them with"
+                " --backends HOST:PORT=WEIGHT,... or --config FILE)"
+            )
+        if not entries:
             raise usage.UsageError(f"{options['log']}: no request reached a backend")
-        hashKey = options["hash-key"]
+        if any(entry.text for entry in entries):
+            notes.append(
+                "a text line has no time to the response head: backends serve at the"
+                " requests' total times (ms=); --access-log json logs both"
+            )
+        hashKey = options["hash-key"] or hashKey or "ip"
         try:
             parseKey(hashKey)
         except ValueError as e:
@@ -413,11 +570,9 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     except (usage.UsageError, OSError, ValueError) as e:
         print(f"txlb-replay: {e}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"txlb-replay: note: {note}", file=sys.stderr)
     out.write(table(results, specs))
     if options["plot"] is not None:
-        try:
-            plot(results, specs, options["plot"])
-        except ImportError:
-            print("txlb-replay: --plot needs matplotlib (pip install txlb[bench])", file=sys.stderr)
-            return 2
+        plot(results, specs, options["plot"])
     return 0

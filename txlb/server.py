@@ -9,8 +9,9 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, ISSLTransport
+from twisted.internet.interfaces import IAddress, IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
@@ -711,3 +712,95 @@ class LoadBalancerSite(server.Site):
         """
         for channel in list(self.channels):
             channel.transport.abortConnection()  # type: ignore[union-attr]
+
+
+#: What a request sent in the clear to a TLS listener gets, in the clear:
+#: nginx's words, which users search for.
+_PLAIN_HTTP_ANSWER = b"The plain HTTP request was sent to HTTPS port\n"
+
+
+class _FirstBytes:
+    """
+    The check of what a client sends first to a TLS listener, below TLS:
+    C{dataReceived} of the connection's TLS protocol until it can tell.
+    """
+
+    def __init__(self, protocol: TLSMemoryBIOProtocol, site: LoadBalancerSite) -> None:
+        self.protocol = protocol
+        self.site = site
+        self.received = b""
+        # An instance attribute: the class's method takes over once the
+        # first bytes are told apart.
+        protocol.dataReceived = self.dataReceived  # type: ignore[method-assign]
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self.received + data
+        plain = refusals.plainHTTP(data)
+        if plain is None:
+            self.received = data
+            return
+        self.received = b""
+        protocol = self.protocol
+        if not plain:
+            del protocol.dataReceived
+            protocol.dataReceived(data)
+            return
+        # Nothing more is read.
+        protocol.dataReceived = lambda data: None  # type: ignore[method-assign]
+        refusal = refusals.PLAIN_HTTP_REFUSAL
+        resource = self.site.resource
+        resource.metrics.countRefusal(refusal.reason)
+        # The TLS protocol's transport is the TCP connection, whose peer is
+        # the client.
+        resource.refused(protocol, None, refusal.code, refusal.error, refusal.flag)
+        transport = protocol.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (refusal.status, len(_PLAIN_HTTP_ANSWER), _PLAIN_HTTP_ANSWER)
+        )
+        transport.loseConnection()
+
+
+class _TLSListenerFactory(TLSMemoryBIOFactory):
+    """
+    TLS toward clients, as Twisted's C{listenSSL} serves it, with the first
+    bytes of each connection looked at below TLS: a client that speaks HTTP
+    in the clear gets a 400 it can read, as nginx answers it, and the
+    refusal is logged and counted.  TLS alone would close the connection
+    without a word (its error comes after the connection is gone).
+    """
+
+    wrappedFactory: LoadBalancerSite
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol:
+        protocol = super().buildProtocol(addr)
+        _FirstBytes(protocol, self.wrappedFactory)
+        return protocol
+
+
+class TLSListeningReactor:
+    """
+    A reactor for the endpoint of a TLS C{--listen} (C{ssl:}): its
+    C{listenSSL} serves the site with TLS as Twisted's reactors do (a
+    L{TLSMemoryBIOFactory} over TCP), but through L{_TLSListenerFactory};
+    everything else is the reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: LoadBalancerSite,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> Any:
+        tlsFactory = _TLSListenerFactory(contextFactory, False, factory)
+        return self._reactor.listenTCP(port, tlsFactory, backlog, interface)

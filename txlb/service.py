@@ -9,8 +9,10 @@ L{Configuration}, so that it need not import the module that imports it.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from twisted.application import strports
@@ -25,13 +27,14 @@ from twisted.python import usage
 
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
+from txlb.adminstate import AdminState
 from txlb.backend import Backend
 from txlb.clientlimits import ClientLimits
 from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
 from txlb.health import HealthChecker
 from txlb.interfaces import IAlgorithm
 from txlb.proxy import LoadBalancerResource
-from txlb.server import LoadBalancerSite
+from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 
@@ -47,10 +50,17 @@ class Configuration(Protocol):
     """
 
     commandLine: list[str]
+    #: The options that take no value, as L{usage.Options} lists them.
+    optFlags: list[list[str | None]]
 
     def __getitem__(self, option: str) -> Any: ...
 
     def __setitem__(self, option: str, value: Any) -> None: ...
+
+    def keys(self) -> Iterable[str]:
+        """
+        The long names of the options.
+        """
 
     def fromFile(self, path: str, commandLine: list[str]) -> Configuration:
         """
@@ -93,6 +103,13 @@ class Configuration(Protocol):
         """
         Set the client limits as these options say.
         """
+
+
+class StartupError(Exception):
+    """
+    Something the balancer needs to start cannot be had; the message says
+    what, in one line.
+    """
 
 
 #: Seconds between two looks at whether requests are still in flight during
@@ -164,12 +181,21 @@ class LoadBalancerService(MultiService):
         self._fromDNS: set[tuple[str, int]] = set()
         #: Those DNS no longer gives, draining until their requests are over.
         self._leaving: set[Backend] = set()
+        #: What the admin API changed, until the next reload.
+        self.adminState = AdminState()
         self._sweeping: Any = None
         self._waitingForBackends = not config["backends"]
+        self._bound = False
         if config["admin"] is not None:
             admin = AdminSite(AdminResource(self, config["admin-token"]))
+        #: Where the admin API listens, to say at start; a worker's is its
+        #: supervisor's business.
+        self._admin = config["admin"] if endpoints is None else None
         if endpoints is None:
-            self.listeners = [strports.service(config["listen"], site, reactor=reactor)]
+            listenReactor: Any = (
+                TLSListeningReactor(reactor) if config["listen"].startswith("ssl:") else reactor
+            )
+            self.listeners = [strports.service(config["listen"], site, reactor=listenReactor)]
             if config["admin"] is not None:
                 self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
         else:
@@ -177,20 +203,48 @@ class LoadBalancerService(MultiService):
             if endpoints[1] is not None:
                 self.listeners.append(StreamServerEndpointService(endpoints[1], admin))
 
-    def privilegedStartService(self) -> None:
+    def bind(self) -> None:
         """
-        Bind the listening ports, ending with one line if one cannot be
-        bound (busy, out of range, not permitted).
+        Open the access log and bind the listening ports (the demo
+        backends' too): everything at start-up that can fail.
+
+        L{txlb.tap.makeService} calls this, so that twistd reports a
+        failure before it daemonizes and redirects the standard streams:
+        once daemonized, a failure could only reach the user through
+        twistd's start-up pipe, in its own words.
+
+        @raise StartupError: With one line, if something cannot be had (a
+            port busy, out of range or not permitted, an access log that
+            cannot be opened for appending).
         """
-        self._openAccessLog(self.config["access-log-file"], failHard=True)
+        if self._bound:
+            return
+        path = self.config["access-log-file"]
+        if path is not None:
+            try:
+                # Absolute: twistd changes to --rundir after this, and the
+                # file is opened again on SIGHUP.
+                self.resource.accessLog.file = AccessLogFile(os.path.abspath(path), self.reactor)
+            except OSError as e:
+                raise StartupError(f"txlb: --access-log-file: {e}") from None
         try:
             super().privilegedStartService()
             for listener in self.listeners[self._waitingForBackends :]:
                 listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
+            raise StartupError(f"txlb: cannot listen: {e}") from None
+        self._bound = True
 
-    def _openAccessLog(self, path: str | None, failHard: bool = False) -> None:
+    def privilegedStartService(self) -> None:
+        """
+        Bind (see L{bind}) unless that is done.  A failure here raises
+        L{StartupError}, an ordinary exception, which twistd reports
+        through its start-up pipe when daemonized (a L{SystemExit} would
+        leave it waiting on that pipe forever).
+        """
+        self.bind()
+
+    def _openAccessLog(self, path: str | None) -> None:
         """
         Write the access log to C{path} from now on (to the main log if
         L{None}), closing the file it went to.
@@ -201,8 +255,6 @@ class LoadBalancerService(MultiService):
                 None if path is None else AccessLogFile(path, self.reactor)
             )
         except OSError as e:
-            if failHard:
-                raise SystemExit(f"txlb: --access-log-file: {e}") from None
             self._log.error("Cannot open the access log, it stays as it was: {why}", why=e)
             return
         if old is not None:
@@ -226,6 +278,8 @@ class LoadBalancerService(MultiService):
                 ]
             ),
         )
+        if self._admin is not None:
+            logAdmin(self._log, self._admin)
         self._warnInsecure(self.config)
         self.started = self.reactor.seconds()
         self._checkHealth(self.config)
@@ -306,10 +360,15 @@ class LoadBalancerService(MultiService):
     def _dnsChanged(self, backends: list[Backend]) -> None:
         """
         Balance over C{backends}, the backends DNS gives now, and the
-        others: the ones DNS gave before and no longer does drain.
+        others: the ones DNS gave before and no longer does drain.  What the
+        admin API changed about an address holds (L{AdminState}).
         """
         static = {b.key for b in self.config["backends"]}
-        wanted = {b.key: b for b in backends if b.key not in static}
+        wanted = {}
+        for backend in backends:
+            changed = self.adminState.applied(backend)
+            if changed is not None and changed.key not in static:
+                wanted[changed.key] = changed
         fromDNS = set(wanted)
         merged = []
         for backend in self.resource.pool.backends:
@@ -317,8 +376,9 @@ class LoadBalancerService(MultiService):
             if new is not None:
                 if backend in self._leaving:
                     self._leaving.discard(backend)
-                    backend.draining = False
-                # setBackends keeps the object, with the weight DNS gives.
+                    backend.draining = new.draining
+                # setBackends keeps the object, with the weight DNS (or the
+                # admin API) gives.
                 merged.append(new)
             elif backend in self._leaving:
                 # Still draining: the sweep removes it.
@@ -407,9 +467,19 @@ class LoadBalancerService(MultiService):
             self.resource.metrics.reloads.labels("failure").inc()
             self._log.error("Reload failed, the configuration stays as it was: {why}", why=e)
             return False
+        old, before = self.config, _poolState(self.resource.pool.backends)
         self.apply(new)
         self.resource.metrics.reloads.labels("success").inc()
-        self._log.info("Reloaded {path}", path=path)
+        changes = [
+            *_optionChanges(old, new),
+            *_backendChanges(before, _poolState(self.resource.pool.backends)),
+        ]
+        self._log.info(
+            "Reloaded {path}: {summary}",
+            path=path,
+            summary="; ".join(changes) or "nothing changed",
+            changes=changes,
+        )
         return True
 
     def apply(self, new: Configuration) -> None:
@@ -419,7 +489,8 @@ class LoadBalancerService(MultiService):
         counts of backends that stay are kept.  The TLS files are read again,
         and idle connections to C{https://} backends closed, so new ones use
         them.  Listening addresses, the admin token and the size of the
-        client limits' tables only change with a restart.
+        client limits' tables only change with a restart.  What the admin
+        API changed is forgotten: the file says what the backends are.
         """
         for option in ("listen", "admin", "admin-token", "rate-limit-keys"):
             if new[option] != self.config[option]:
@@ -429,6 +500,7 @@ class LoadBalancerService(MultiService):
                     value=self.config[option],
                 )
                 new[option] = self.config[option]
+        self.adminState.clear()
         resource = self.resource
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
@@ -556,3 +628,120 @@ class LoadBalancerService(MultiService):
             await listener.stopService()
         await resource.client.closeCachedConnections()
         self._openAccessLog(None)
+
+
+def logAdmin(log: Logger, description: str) -> None:
+    """
+    Log where the admin API and the status page are: their endpoint, and
+    the URL to open when it can be told from it.
+    """
+    url = adminURL(description)
+    log.info(
+        "Admin API and status page on {admin}{url}",
+        admin=description,
+        url="" if url is None else f" ({url})",
+    )
+
+
+def adminURL(description: str) -> str | None:
+    """
+    The URL of the admin listener described by the endpoint description
+    C{description}: on this machine, for one listening on every address.
+    L{None} for one no URL reaches (a UNIX socket, a socket from systemd)
+    or whose port the system picks (0).
+    """
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    port, interface = None, ""
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if not equals and port is None:
+            port = name
+        elif name == "port":
+            port = value
+        elif name == "interface":
+            interface = value.replace("\\", "")
+    if port is None or not port.isdigit() or int(port) == 0:
+        return None
+    if interface in ("", "0.0.0.0", "::"):
+        interface = "::1" if kind == "tcp6" else "127.0.0.1"
+    host = f"[{interface}]" if ":" in interface else interface
+    return f"{'https' if kind == 'ssl' else 'http'}://{host}:{int(port)}/"
+
+
+#: Options a reload does not report among the others: the backends (the
+#: pool's changes are reported), the algorithm and shadow (reported first),
+#: what a reload cannot change, and what follows from other options.  The
+#: listening addresses and the admin token stay as they are
+#: (L{LoadBalancerService.apply} warns), so they never differ.
+_UNREPORTED = frozenset(
+    {"backends", "algo", "shadow-algo", "config", "demo", "workers", "backend-tls"}
+)
+
+
+def _optionChanges(old: Configuration, new: Configuration) -> list[str]:
+    """
+    What a reload changed in the options, as C{NAME OLD -> NEW}, the
+    algorithm and shadow first.
+    """
+    flags = {row[0] for row in new.optFlags}
+
+    def shown(option: str, value: Any) -> str:
+        if option in flags:
+            return "on" if value else "off"
+        if value is None:
+            return "none"
+        if isinstance(value, list):
+            return ", ".join(map(_shownItem, value)) or "none"
+        return str(value)
+
+    changes = []
+    for option, label in (("algo", "algorithm"), ("shadow-algo", "shadow")):
+        if old[option] != new[option]:
+            changes.append(f"{label} {shown(option, old[option])} -> {shown(option, new[option])}")
+    for option in sorted(set(new.keys()) - _UNREPORTED):
+        if old[option] != new[option]:
+            changes.append(f"{option} {shown(option, old[option])} -> {shown(option, new[option])}")
+    return changes
+
+
+def _shownItem(item: Any) -> str:
+    """
+    An item of a repeatable option as a log line shows it: a DNS name, or a
+    DNS server's C{(IP, port)}.
+    """
+    if type(item) is tuple:
+        host, port = item
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(item)
+
+
+def _poolState(backends: Sequence[Backend]) -> dict[str, tuple[int, bool]]:
+    """
+    Each backend's weight and whether it drains, by the name a log line
+    gives it.
+    """
+    return {f"{'https://' if b.tls else ''}{b.address}": (b.weight, b.draining) for b in backends}
+
+
+def _backendChanges(
+    before: dict[str, tuple[int, bool]], after: dict[str, tuple[int, bool]]
+) -> list[str]:
+    """
+    What a reload did to the pool: backends added, removed, reweighted,
+    drained or no longer drained (the admin API's changes undone
+    included).
+    """
+    changes = []
+    for name, (weight, draining) in after.items():
+        if name not in before:
+            changes.append(f"added {name} (weight {weight})")
+            continue
+        oldWeight, wasDraining = before[name]
+        if weight != oldWeight:
+            changes.append(f"{name} weight {oldWeight} -> {weight}")
+        if draining != wasDraining:
+            changes.append(f"{name} {'draining' if draining else 'no longer draining'}")
+    changes += [f"removed {name}" for name in before if name not in after]
+    return changes

@@ -5,6 +5,7 @@ the balancer (L{txlb.service.LoadBalancerService}) they describe.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -31,7 +32,7 @@ from txlb.proxy import LoadBalancerResource
 from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
 from txlb.retrybudget import DEFAULT_PERCENT, parsePercent
 from txlb.server import LoadBalancerSite
-from txlb.service import LoadBalancerService
+from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
@@ -227,6 +228,43 @@ def loopbackOnly(description: str) -> bool:
             except ValueError:
                 return False
     return False
+
+
+def endpointHint(description: str) -> str:
+    """
+    For a listening address given as a port or C{HOST:PORT} (as other
+    servers take it), a hint naming the endpoint description meant; else
+    nothing.
+    """
+    host, colon, port = description.rpartition(":")
+    if not port.isdigit():
+        return ""
+    if not colon:
+        return f": did you mean tcp:{port}?"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return ""
+    return f": did you mean tcp:{port}:interface={address}?"
+
+
+def pidLocked(description: str) -> bool:
+    """
+    Whether an endpoint description is a UNIX socket with a lock file
+    (Twisted's default, unless C{lockfile=0}), which records the process id
+    of the process that binds it: a daemon must bind it itself, after
+    twistd forks, or the lock would name a process that is gone.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "unix":
+        return False
+    for argument in re.split(r"(?<!\\):", rest):  # colons escaped as \: are in values
+        name, equals, value = argument.partition("=")
+        if equals and name == "lockfile":
+            return value != "0"
+    return True
 
 
 def countCPUList(text: str) -> int:
@@ -555,6 +593,9 @@ class Options(usage.Options):
         super().__init__()
         self["backends-dns"] = []
         self["dns-server"] = []
+        # An opt_ method's docstring is its help, indentation and line ends
+        # included: make it one line, as the others are.
+        self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
 
     def opt_backends_dns(self, text: str) -> None:
         """
@@ -589,7 +630,12 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"txlb: {e} (see twistd txlb --help)") from None
+            message = str(e)
+            unknown = re.fullmatch(r"option --(\S+) not recognized", message)
+            if unknown is not None:
+                longNames = (name.rstrip("=") for name in self.longOpt)
+                message += config.didYouMean(unknown.group(1), longNames, "--")
+            raise SystemExit(f"txlb: {message} (see twistd txlb --help)") from None
 
     @classmethod
     def fromFile(cls, path: str, commandLine: list[str]) -> Options:
@@ -651,7 +697,8 @@ class Options(usage.Options):
             try:
                 serverFromString(reactor, self[option])
             except Exception as e:
-                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}") from None
+                hint = endpointHint(self[option])
+                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}{hint}") from None
         if self["rate-limit-burst"] is not None and self["rate-limit"] is None:
             raise usage.UsageError("--rate-limit-burst needs --rate-limit")
         if self["max-client-conns"] and self["listen"].startswith("haproxy:"):
@@ -768,8 +815,38 @@ class Options(usage.Options):
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """
-    The balancer described by C{config}, with the demo backends if asked.
+    The balancer described by C{config}, with the demo backends if asked,
+    its ports bound and its access log open.
+
+    twistd calls this before it daemonizes and before its log takes over
+    the standard streams, so a failure to bind or open ends here with one
+    line on stderr and status 1, daemonized or not.  A daemon listening on
+    a UNIX socket with a lock file (L{pidLocked}) is the exception: it binds
+    everything when twistd starts the service, after forking, and twistd
+    reports a failure then through its start-up pipe, in its own words.
     """
+    service = _build(config, reactor)
+    parent = config.parent
+    daemonizing = parent is not None and not (parent.get("nodaemon") or parent.get("debug"))
+    if daemonizing:
+        # twistd's parent process reports a failure of the daemon's start
+        # on sys.__stderr__, then leaves with os._exit, which flushes
+        # nothing: under PyPy, whose stderr is not line-buffered as
+        # CPython's is, the report was lost.
+        stderr = sys.__stderr__
+        if isinstance(stderr, io.TextIOWrapper):
+            stderr.reconfigure(line_buffering=True)
+        if any(pidLocked(config[option] or "") for option in ("listen", "admin")):
+            # Bound once twistd has forked, in privilegedStartService.
+            return service
+    try:
+        service.bind()
+    except StartupError as e:
+        raise SystemExit(str(e)) from None
+    return service
+
+
+def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     if reactor is None:
         from twisted.internet import reactor
     index = workerIndex(os.environ)

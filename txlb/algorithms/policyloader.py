@@ -18,7 +18,6 @@ request.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from txlb.backend import Backend
+from txlb.importing import importName, oneLine
 from txlb.interfaces import IAlgorithm
 
 #: The entry-point group installed packages list their algorithms in.
@@ -54,10 +54,12 @@ def findAlgorithm(spec: str, builtin: Mapping[str, MakeAlgorithm]) -> MakeAlgori
 
     @raise ValueError: With one line saying why there is none.
     """
+    made: MakeAlgorithm
     if spec in builtin:
         return builtin[spec]
     if ":" in spec:
-        return _importName(spec)
+        made = importName(spec)
+        return made
     entry = installed().get(spec)
     if entry is None:
         raise ValueError(
@@ -65,32 +67,9 @@ def findAlgorithm(spec: str, builtin: Mapping[str, MakeAlgorithm]) -> MakeAlgori
             f"a name in the {ENTRY_POINTS} entry points, or package.module:Name)"
         )
     try:
-        made: MakeAlgorithm = entry.load()
+        made = entry.load()
     except Exception as e:
-        raise ValueError(f"{spec!r} (entry point {entry.value}): {_oneLine(e)}") from None
-    return made
-
-
-def _importName(spec: str) -> MakeAlgorithm:
-    """
-    The object C{package.module:Name} names.
-    """
-    moduleName, _, name = spec.partition(":")
-    if not moduleName or not name or ":" in name:
-        raise ValueError(f"{spec!r} is not package.module:Name")
-    try:
-        found: Any = importlib.import_module(moduleName)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"{spec!r}: no module named {e.name!r}") from None
-    except Exception as e:
-        raise ValueError(f"{spec!r}: importing {moduleName} failed: {_oneLine(e)}") from None
-    for part in name.split("."):
-        if not hasattr(found, part):
-            raise ValueError(f"{spec!r}: {moduleName} has no {name!r}")
-        found = getattr(found, part)
-    if not callable(found):
-        raise ValueError(f"{spec!r} is not a class")
-    made: MakeAlgorithm = found
+        raise ValueError(f"{spec!r} (entry point {entry.value}): {oneLine(e)}") from None
     return made
 
 
@@ -104,17 +83,9 @@ def makeChecked(make: MakeAlgorithm, backends: Sequence[Backend], spec: str) -> 
     try:
         algorithm = make(backends)
     except Exception as e:
-        raise ValueError(f"{spec!r} raised when made: {_oneLine(e)}") from None
+        raise ValueError(f"{spec!r} raised when made: {oneLine(e)}") from None
     try:
         verifyObject(IAlgorithm, algorithm)
     except Invalid as e:
-        raise ValueError(f"{spec!r} is not an IAlgorithm provider: {_oneLine(e)}") from None
+        raise ValueError(f"{spec!r} is not an IAlgorithm provider: {oneLine(e)}") from None
     return algorithm
-
-
-def _oneLine(error: Exception) -> str:
-    """
-    C{error} as C{Type: message}, on one line.
-    """
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -34,13 +34,14 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import CannotListenError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
 from txlb.keytables import ClientCounts, Region, workerHashSeed
+from txlb.service import StartupError, logAdmin
 from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV, WORKERS_ENV
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
@@ -191,10 +192,22 @@ class Supervisor(MultiService):
         """
         self.changes.append(change)
 
-    def privilegedStartService(self) -> None:
+    def bind(self) -> None:
         """
-        Bind every socket, ending with one line if one cannot be bound.
+        Bind every socket, and check that the workers can open the access
+        log, before twistd daemonizes (see L{LoadBalancerService.bind}): a
+        worker that cannot start would be restarted forever.
+
+        @raise StartupError: With one line, if something cannot be had.
         """
+        if self.listenSockets:
+            return
+        path = self.config["access-log-file"]
+        if path is not None:
+            try:
+                open(path, "ab").close()
+            except OSError as e:
+                raise StartupError(f"txlb: --access-log-file: {e}") from None
         count = len(self.workers)
         try:
             self.listenSockets = reusePortSockets(self.config["listen"], count)
@@ -203,9 +216,18 @@ class Supervisor(MultiService):
                     reusePortSockets("tcp:0:interface=127.0.0.1", 1)[0] for _ in range(count)
                 ]
                 self.admin.privilegedStartService()
-        except OSError as e:
-            raise SystemExit(f"txlb: cannot listen: {e}") from None
+        except (CannotListenError, OSError) as e:
+            for listening in self.listenSockets + self.adminSockets:
+                listening.close()
+            self.listenSockets, self.adminSockets = [], []
+            raise StartupError(f"txlb: cannot listen: {e}") from None
         super().privilegedStartService()
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind (see L{bind}) unless that is done.
+        """
+        self.bind()
 
     def startService(self) -> None:
         self._log.info(
@@ -213,6 +235,8 @@ class Supervisor(MultiService):
             count=len(self.workers),
             listen=self.config["listen"],
         )
+        if self.config["admin"] is not None:
+            logAdmin(self._log, self.config["admin"])
         self.started = self.reactor.seconds()
         super().startService()
         for worker in self.workers:

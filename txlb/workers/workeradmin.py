@@ -8,9 +8,15 @@ answer.
     C{workers} each worker's own status;
   - C{GET /metrics}: each worker's series with a C{worker} label, and their
     sums without one (L{mergeMetrics});
+  - C{GET /backends} and C{GET /backends/HOST:PORT}: the backends as in
+    C{/status};
+  - C{HEAD} wherever C{GET} is: the workers are asked with C{GET};
   - a change (C{POST}, C{PATCH}, C{DELETE}) goes to every worker, token and
     all; when they all answer alike, that is the answer, otherwise 502
-    with each worker's.
+    with each worker's.  A change of a backend that some workers made and
+    the others do not know (yet: a restarted worker that has not resolved
+    DNS, or one that has not seen DNS's last change) is asked again of
+    those as a replay, which they keep for when the backend appears.
 
 Costs one loopback request per worker per admin request.
 """
@@ -25,18 +31,24 @@ import treq
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from txlb import __version__
+from txlb.admin import REPLAY_HEADER
 from txlb.health import quietPool
 from txlb.statuspage import StatusPage
 
 #: Seconds a worker gets to answer the supervisor's admin request.
 WORKER_TIMEOUT = 5.0
+
+#: Seconds a restarted worker gets to answer a replayed change: it may still
+#: be starting (PyPy on a busy machine takes seconds), its admin socket
+#: queueing the request meanwhile.
+REPLAY_TIMEOUT = 60.0
 
 #: Per-backend status fields that are counts, added up over workers (each
 #: worker's share of a limit, too).
@@ -56,10 +68,28 @@ class Change(NamedTuple):
     headers: Headers
     body: bytes
 
+    def replayed(self) -> Change:
+        """
+        This change, as made again on a worker: kept if the backend it
+        changes is not one of that worker's yet.
+        """
+        headers = self.headers.copy()
+        headers.setRawHeaders(REPLAY_HEADER, [b"1"])
+        return self._replace(headers=headers)
 
-def ask(port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, reactor: Any) -> Any:
+
+def ask(
+    port: int,
+    method: bytes,
+    uri: bytes,
+    headers: Headers,
+    body: bytes,
+    reactor: Any,
+    timeout: float = WORKER_TIMEOUT,
+) -> Any:
     """
-    Ask the worker whose admin socket is on C{port}.
+    Ask the worker whose admin socket is on C{port}, waiting C{timeout}
+    seconds at most.
 
     @return: A L{Deferred} firing with the answer's code and content.
     """
@@ -70,7 +100,7 @@ def ask(port: int, method: bytes, uri: bytes, headers: Headers, body: bytes, rea
         headers=headers,
         pool=quietPool(reactor),
         reactor=reactor,
-        timeout=WORKER_TIMEOUT,
+        timeout=timeout,
     ).addCallback(_read)
 
 
@@ -86,7 +116,7 @@ async def replay(port: int, changes: Sequence[Change], reactor: Any) -> None:
     """
     for change in changes:
         try:
-            code, content = await ask(port, *change, reactor)
+            code, content = await ask(port, *change.replayed(), reactor, REPLAY_TIMEOUT)
         except Exception as e:
             code, content = None, str(e).encode()
         if code is None or not 200 <= code < 300:
@@ -251,7 +281,7 @@ class WorkersAPI(Resource):
         self._log.failure("The workers' admin API failed", failure)
         return http.BAD_GATEWAY, {"error": failure.getErrorMessage()}
 
-    def _answer(self, request: server.Request) -> Any:
+    def _answer(self, request: server.Request) -> Deferred[tuple[int, Any]]:
         assert request.content is not None
         body = request.content.read()
         headers = Headers()
@@ -259,9 +289,32 @@ class WorkersAPI(Resource):
             value = request.getHeader(name)
             if value is not None:
                 headers.addRawHeader(name, value)
-        change = Change(request.method, request.uri, headers, body)
-        asks = [ask(port, *change, self.reactor) for port in self.workers.adminPorts()]
-        return DeferredList(asks, consumeErrors=True).addCallback(self._combine, change)
+        method = b"GET" if request.method == b"HEAD" else request.method
+        change = Change(method, request.uri, headers, body)
+        return Deferred.fromCoroutine(self._askAll(change))
+
+    async def _askAll(self, change: Change) -> tuple[int, Any]:
+        """
+        The answer to C{change}, from every worker.
+        """
+        ports = self.workers.adminPorts()
+        results = await DeferredList(
+            [ask(port, *change, self.reactor) for port in ports], consumeErrors=True
+        )
+        codes = [result[0] if ok else None for ok, result in results]
+        unknown = [index for index, code in enumerate(codes) if code == http.NOT_FOUND]
+        if (
+            change.method not in (b"GET", b"HEAD")
+            and unknown
+            and any(code is not None and 200 <= code < 300 for code in codes)
+        ):
+            again = await DeferredList(
+                [ask(ports[index], *change.replayed(), self.reactor) for index in unknown],
+                consumeErrors=True,
+            )
+            for index, result in zip(unknown, again):
+                results[index] = result
+        return self._combine(results, change)
 
     def _combine(self, results: list[tuple[bool, Any]], change: Change) -> tuple[int, Any]:
         """
@@ -278,11 +331,21 @@ class WorkersAPI(Resource):
             return http.OK, mergeMetrics(texts)
         if method == b"GET" and path == b"/status":
             return http.OK, self._status(answers)
+        if method == b"GET" and path.startswith(b"/backends") and answers[0][0] == http.OK:
+            contents = [json.loads(content) for code, content in answers if code == http.OK]
+            if path == b"/backends":
+                return http.OK, {"backends": mergeBackends([c["backends"] for c in contents])}
+            return http.OK, mergeBackends([[c] for c in contents])[0]
+        made = [(code, content) for code, content in answers if code and 200 <= code < 300]
+        if method not in (b"GET", b"HEAD") and made and len(made) == len(answers):
+            # Made by every worker, or kept by some for when the backend
+            # appears: the answer of one that made it.
+            self.workers.changed(change)
+            first = next((a for a in made if a[0] != http.ACCEPTED), made[0])
+            return first[0], _decoded(first[1])
         codes = {code for code, _ in answers}
         code, content = answers[0]
         if len(codes) == 1 and code is not None:
-            if method not in (b"GET", b"HEAD") and 200 <= code < 300:
-                self.workers.changed(change)
             return code, _decoded(content)
         return (
             http.BAD_GATEWAY,
@@ -338,9 +401,13 @@ def _finish(request: server.Request, code: int, answer: Any) -> None:
         request.setHeader(b"WWW-Authenticate", b'Bearer realm="txlb"')
     if isinstance(answer, bytes):
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-        request.write(answer)
+        body = answer
     else:
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
-        request.write(json.dumps(answer, indent=1).encode() + b"\n")
+        body = json.dumps(answer, indent=1).encode() + b"\n"
+    # A HEAD request's answer has the length GET's has, and no body (Twisted
+    # drops what is written).
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
     request.finish()
