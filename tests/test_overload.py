@@ -620,6 +620,54 @@ class HTTP2Tests(SynchronousTestCase):
         backends.answer()
         self.assertEqual(backends.attempts, 1)
 
+    def test_queuedBody(self) -> None:
+        """
+        A queued stream's body is read up to the high mark and its window
+        then stays closed; once a backend is free, the whole body reaches
+        it and the window opens again.
+        """
+        h2 = MemoryH2(self, count=1, maxConn=1)
+        backends = Backends(h2.harness)
+        h2.request(path=b"/first")
+        size = 4 * HIGH_WATER
+        body = bytes(range(256)) * (size // 256)
+        stream = h2.request(
+            [(b"content-length", b"%d" % size)], method=b"POST", path=b"/upload", end=False
+        )
+
+        done = [0]
+
+        def send() -> int:
+            """
+            Send as much of the body as the window lets; return how much.
+            """
+            sent = 0
+            h2._read()
+            while done[0] < size:
+                window = h2.conn.local_flow_control_window(stream)
+                if not window:
+                    break
+                chunk = body[done[0] : done[0] + min(window, 16384)]
+                h2.conn.send_data(stream, chunk, end_stream=done[0] + len(chunk) == size)
+                done[0] += len(chunk)
+                sent += len(chunk)
+                h2.channel.dataReceived(h2.conn.data_to_send())
+                h2._read()
+            return sent
+
+        send()
+        self.assertEqual(h2.harness.resource.admission.queued, 1)
+        self.assertGreaterEqual(done[0], HIGH_WATER)
+        self.assertLessEqual(done[0], HIGH_WATER + 65535)
+        self.assertEqual(send(), 0)
+        backends.answer()
+        while done[0] < size:
+            self.assertGreater(send(), 0)
+        backends.accept()
+        (_, _, toBackend, line) = backends.pending[0]
+        self.assertEqual(line, b"POST /upload HTTP/1.1")
+        self.assertTrue(toBackend.value().endswith(b"\r\n\r\n" + body))
+
     def test_streamRefused(self) -> None:
         """
         A stream refused by a full queue gets 503 with C{retry-after}.
