@@ -229,15 +229,9 @@ class Exchange:
         Send the request to a backend below its limit, waiting in the queue
         for one if need be.
         """
-        self.forwarder.retryBudget.requestStarted()
-        self._admit()
-
-    def _admit(self) -> None:
-        """
-        Send the request (again) to a backend not yet tried, below its
-        limit; if every one is at its limit, wait in the queue.
-        """
-        backend = self.forwarder.admit(self.request, self.tried)
+        forwarder = self.forwarder
+        forwarder.retryBudget.requestStarted()
+        backend = forwarder.admit(self.request)
         if backend is None:
             self._wait()
         else:
@@ -688,7 +682,7 @@ class Exchange:
                 error,
                 level,
                 flag,
-                retries=max(len(self.tried) - 1, 0),
+                retries=len(self.tried) - 1 if self.tried else 0,
                 connected=self.connectedAt,
                 firstByte=self.firstByte,
                 queued=self.queued,
