@@ -11,6 +11,8 @@ beyond 10), with each of these settings in turn:
     the rest waiting in txlb's queue;
   - C{--max-conn auto}: 200 connections, each backend's limit learnt from
     its latency;
+  - C{--max-conn 10 --max-queue 50}: the same with a queue too small for
+    the connections, for the 503s;
   - C{--max-conn 10 --rate-limit R}: the same with a rate limit (every wrk
     connection comes from 127.0.0.1: one key), for the 429s.
 
@@ -94,6 +96,11 @@ def settings(args):
         Setting("no limits", args.connections, []),
         Setting("--max-conn 10", args.connections, ["--max-conn", "10"]),
         Setting("--max-conn auto", args.connections, ["--max-conn", "auto"]),
+        Setting(
+            "--max-conn 10 --max-queue 50",
+            args.connections,
+            ["--max-conn", "10", "--max-queue", "50"],
+        ),
         Setting(
             f"--max-conn 10 --rate-limit {args.rate}",
             args.connections,
@@ -221,7 +228,7 @@ def chart(rows, samples, path, footer):
         3, 1, figsize=(10, 11), gridspec_kw={"height_ratios": [1, 1, 1.2]}
     )
     names = [row["name"] for row in rows]
-    colours = ["#8C8C8C", "#C44E52", "#4C72B0", "#55A868", "#DD8452"][: len(rows)]
+    colours = ["#8C8C8C", "#C44E52", "#4C72B0", "#55A868", "#8172B3", "#DD8452"][: len(rows)]
     bars.barh(names, [row["rps"] for row in rows], color=colours)
     bars.invert_yaxis()
     bars.set_xlabel("requests/s (higher is better)")

@@ -526,6 +526,21 @@ class BrowserTests(TestCase):
         # Newest at the right edge; the largest value at the top.
         self.assertTrue(lines[0].endswith(" 300.0,2.0"), lines[0])
 
+    async def test_limitChart(self) -> None:
+        """
+        A backend with a limit (C{--max-conn}, learnt with C{auto}) gets a
+        chart of it over the polls too; one without, none.
+        """
+        answers = polls(6)
+        for k, payload in enumerate(answers, 1):
+            payload["backends"][1]["limit"] = min(2**k, 10)
+        status = ChangingStatus(answers)
+        _, dom = await self.render(status)
+        last = f"limit {min(2 ** min(status.requests, 6), 10)}"
+        labels = re.findall(r'<span class="chart-label">([^<]*)</span>', dom)
+        self.assertEqual([label for label in labels if label.startswith("limit")], [last])
+        self.assertEqual(labels[-1], last)
+
     async def test_shadow(self) -> None:
         """
         With a shadow policy, the page shows its agreement and the requests

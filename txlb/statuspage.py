@@ -213,6 +213,7 @@ function remember(status) {
       rps: b.requestsPerSecond,
       p99: p99(status.latencyBounds || [], previous.get(address), b.latencyBuckets),
       active: b.active,
+      limit: b.limit,
       load: b.load,
     });
     history.set(address, samples.slice(-HISTORY));
@@ -271,6 +272,8 @@ function renderCharts() {
       chart("in flight", samples, "active"),
       chart("load", samples, "load", percent),
     );
+    // With --max-conn, the limit (learnt, with auto) over time.
+    if (samples.some((s) => s.limit)) card.append(chart("limit", samples, "limit"));
     cards.push(card);
   }
   $("charts").replaceChildren(...cards);
