@@ -6,7 +6,19 @@ C{twisted.plugins} is listed by hand: it must not have an C{__init__.py}
 see it.
 """
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+#: The version is written once, in txlb/__init__.py (read, not imported:
+#: txlb's dependencies may not be installed yet).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (HERE / "txlb" / "__init__.py").read_text(encoding="utf-8"),
+    re.MULTILINE,
+).group(1)
 
 #: Debian's pypy3 (PyPy 7.3.11): Python 3.9.
 PYPY39 = 'platform_python_implementation == "PyPy" and python_version < "3.10"'
@@ -14,12 +26,12 @@ NOT_PYPY39 = 'platform_python_implementation != "PyPy" or python_version >= "3.1
 
 setup(
     name="txlb",
-    version="0.1.0",
+    version=VERSION,
     description="A transparent Layer 7 (HTTP) load balancer built on Twisted",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",  # Debian's pypy3; see "Running on PyPy" in the README
+    python_requires=">=3.9",  # Debian's pypy3; see docs/deploying.md, "PyPy"
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     install_requires=[
         # tls: for --listen ssl:...; http2: hyper-h2, which txlb's HTTP/2

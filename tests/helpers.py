@@ -1,7 +1,8 @@
 """
 What several test modules share: the in-memory balancer (L{Harness}) and its
 service (L{ServiceHarness}), the raw loopback clients and backends of the
-integration tests, and their canned messages; a real dnsmasq (L{Dnsmasq}).
+integration tests, and their canned messages; a real dnsmasq (L{Dnsmasq});
+and how to start the installed C{twistd txlb} as a user does (L{startTxlb}).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ipaddress
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -459,6 +461,61 @@ class PKI:
             ),
         )
         return certPath, keyPath
+
+
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def runIn(directory: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """
+    Run a command from C{directory} with this Python's environment, minus any
+    C{PYTHONPATH} that could point at the checkout.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        args, cwd=directory, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def portsFree(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            # As Twisted does: connections in TIME_WAIT do not hold the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def startTxlb(
+    testCase: SynchronousTestCase, port: int, *args: str, directory: str | None = None
+) -> subprocess.Popen[str]:
+    """
+    Start C{twistd -n --pidfile= txlb ARGS} from C{directory} (by default an
+    empty folder), as a user would, and wait until it listens on C{port}
+    (without sending a request, which would take a pick).
+    """
+    if directory is None:
+        directory = testCase.mktemp()
+        os.mkdir(directory)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "txlb", *args],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    testCase.addCleanup(process.kill)
+    deadline = time.monotonic() + 20
+    while portsFree(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            testCase.fail(f"txlb {' '.join(args)} did not start listening")
+        time.sleep(0.1)
+    return process
 
 
 # A real dnsmasq for the tests: Debian's dnsmasq-base, started on a free

@@ -8,7 +8,6 @@ import http.server
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,18 +19,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-TWISTD = str(Path(sys.executable).parent / "twistd")
-
-
-def runIn(directory: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """
-    Run a command from C{directory} with this Python's environment, minus any
-    C{PYTHONPATH} that could point at the checkout.
-    """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(
-        args, cwd=directory, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+from tests.helpers import TWISTD, freePort, portsFree, runIn, startTxlb
 
 
 class PluginTests(SynchronousTestCase):
@@ -91,44 +79,6 @@ class PluginTests(SynchronousTestCase):
         )
 
 
-def portsFree(*ports: int) -> bool:
-    for port in ports:
-        with socket.socket() as s:
-            # As Twisted does: connections in TIME_WAIT do not hold the port.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def startTxlb(testCase: SynchronousTestCase, port: int, *args: str) -> subprocess.Popen[str]:
-    """
-    Start C{twistd -n --pidfile= txlb ARGS} from an empty folder, as a user
-    would, and wait until it listens on C{port} (without sending a request,
-    which would take a pick).
-    """
-    directory = testCase.mktemp()
-    os.mkdir(directory)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "txlb", *args],
-        cwd=directory,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    testCase.addCleanup(process.kill)
-    deadline = time.monotonic() + 20
-    while portsFree(port):
-        if time.monotonic() > deadline or process.poll() is not None:
-            testCase.fail(f"txlb {' '.join(args)} did not start listening")
-        time.sleep(0.1)
-    return process
-
-
 class QuickStartTests(SynchronousTestCase):
     def test_demo(self) -> None:
         """
@@ -175,12 +125,6 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GracefulStopTests(SynchronousTestCase):

@@ -109,7 +109,7 @@ class AccessLog:
     to twistd's log, or to an L{AccessLogFile} when there is one (failures
     go to twistd's log too).
 
-    @ivar file: The L{AccessLogFile} lines go to, or L{None} for twistd's
+    @ivar file: The L{AccessLogFile} lines go to, or C{None} for twistd's
         log.
     """
 
@@ -199,7 +199,7 @@ class AccessLog:
 #: status, total milliseconds, and the error in quotes when there was one.
 TEXT_LINE = re.compile(
     r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
-    r" \N{RIGHTWARDS ARROW} backend=(?P<backend>\S+) status=(?P<status>\S+)"
+    r" → backend=(?P<backend>\S+) status=(?P<status>\S+)"
     r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: queued=(?P<queued>[0-9]+(?:\.[0-9]+)?)ms)?"
     r"(?: error=\".*\")?$"
 )

@@ -80,7 +80,7 @@ class AdaptiveLimit:
     One backend's learnt limit of requests in flight.
 
     @ivar limit: The limit now, a whole number.
-    @ivar base: The base latency, in seconds, or L{None} before the first
+    @ivar base: The base latency, in seconds, or C{None} before the first
         window.
     """
 

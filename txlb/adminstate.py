@@ -60,7 +60,7 @@ class AdminState:
     def applied(self, backend: Backend) -> Backend | None:
         """
         A new backend like C{backend}, which DNS gives, with the admin API's
-        changes: L{None} if it removed its address.
+        changes: C{None} if it removed its address.
         """
         if backend.key in self.removed:
             return None

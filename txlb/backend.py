@@ -47,7 +47,7 @@ class Backend:
         been fully relayed, failed or been abandoned by the client.  The proxy
         increments it when it sends a request and decrements it exactly once
         when that request is over; least connections reads it.
-    @ivar healthy: The verdict of the active health checks (always L{True}
+    @ivar healthy: The verdict of the active health checks (always C{True}
         when they are off).
     @ivar failures: Connection failures, resets and timeouts in a row (the
         passive check).
@@ -57,15 +57,15 @@ class Backend:
     @ivar draining: Whether the backend is being drained: it takes no new
         requests, and those in flight finish.
     @ivar health: The last active check's verdict (C{"passed"} or
-        C{"failed: ..."}), or L{None} when there are no active checks.
+        C{"failed: ..."}), or C{None} when there are no active checks.
     @ivar requests: Requests that ended on this backend.
     @ivar errors: Those that ended in an error of the backend's (a 5xx, a
         failure to connect, a reset, a timeout).
     @ivar lastError: What the last of those errors was.
     @ivar latencyMs: A moving average of the time requests took, in
-        milliseconds, or L{None} before the first one.
+        milliseconds, or C{None} before the first one.
     @ivar load: The last load the backend reported (0 to 1, see
-        L{txlb.loadreport}), or L{None}; L{reportedLoad} is what is left of
+        L{txlb.loadreport}), or C{None}; L{reportedLoad} is what is left of
         it now.
     @ivar loadReported: When it reported it.
     @ivar upSince: When it was added or came back up (minus infinity for a

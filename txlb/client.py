@@ -99,7 +99,7 @@ class _Request:
         self.head = head
         self.body = body
         self.exchange = exchange
-        #: Fired with the final head, or failed; L{None} once it has been.
+        #: Fired with the final head, or failed; C{None} once it has been.
         self.result: Deferred[ResponseHead] | None = None
         #: The connection (or the Deferred of the connection being made).
         self.connection: Any = None
@@ -450,8 +450,9 @@ class BackendClient:
     ) -> Deferred[ResponseHead]:
         """
         Send C{method target} with C{fields} to C{backend}, and C{body} (an
-        L{IBodyProducer}, a L{txlb.upload.StreamingBody}) if not L{None},
-        framed by its length, or chunked and followed by its C{trailers}.
+        L{IBodyProducer<twisted.web.iweb.IBodyProducer>}, a
+        L{txlb.upload.StreamingBody}) if not C{None}, framed by its length, or
+        chunked and followed by its C{trailers}.
 
         @return: A L{Deferred} that fires with the final L{ResponseHead},
             or fails: with L{BadResponseError} for a malformed answer, with the

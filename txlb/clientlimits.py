@@ -22,7 +22,7 @@ class ClientLimits:
     The client limits of one balancer (one worker): the request path asks
     L{checkRequest}, the client channel L{opened} and L{closed}.
 
-    @ivar rateLimit: The rate limit, or L{None}.
+    @ivar rateLimit: The rate limit, or C{None}.
     @ivar maxConnections: The most connections a client address may have
         open (0: no limit).
     @ivar rateLimited: Requests refused by the rate limit.
@@ -52,7 +52,7 @@ class ClientLimits:
         self, rate: Rate | None, burst: int | None, key: str, maxConnections: int
     ) -> None:
         """
-        Limit from now on to C{rate} (none if L{None}) with C{burst} and
+        Limit from now on to C{rate} (none if C{None}) with C{burst} and
         C{key} (see L{RateLimit}), and to C{maxConnections} per address.
         The buckets keep their tokens (at most the new burst).
         """
@@ -80,7 +80,7 @@ class ClientLimits:
         """
         A connection from C{host} was accepted.
 
-        @return: What to give L{closed} when it closes (L{None} if nothing
+        @return: What to give L{closed} when it closes (C{None} if nothing
             need be), or -1 if it must be closed at once: C{host} already
             has C{maxConnections} open.
         """

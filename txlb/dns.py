@@ -86,7 +86,7 @@ _CODES = (
 
 class DNSName(NamedTuple):
     """
-    One C{--backends-dns} name: C{port} is L{None} for an SRV name.
+    One C{--backends-dns} name: C{port} is C{None} for an SRV name.
     """
 
     name: str

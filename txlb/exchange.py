@@ -13,7 +13,7 @@ by a L{DeferredQueue}.
     and headers, each chunk, then finishes the response or, if the body was
     cut short, aborts the client connection so the truncation shows.
 
-Its life is one explicit state:
+Its life is one explicit state::
 
     QUEUED ---> HEAD ----> BODY ----> OVER
        |  ^      |  \\       |          ^
@@ -136,8 +136,9 @@ class Forwarder(Protocol):
 
     def send(self, exchange: Exchange, backend: Backend) -> Any:
         """
-        Send the request of C{exchange} to C{backend}: a L{Deferred} firing
-        with the L{ResponseHead}.
+        Send the request of C{exchange} to C{backend}: a
+        L{Deferred<twisted.internet.defer.Deferred>} firing with the
+        L{ResponseHead}.
         """
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields: ...
@@ -709,7 +710,7 @@ def abort(request: server.Request) -> None:
 
 class _EndOfBody:
     """
-    The last item of a response: why the backend's body ended, L{None} if
+    The last item of a response: why the backend's body ended, C{None} if
     it arrived whole, and the last bytes of the body when they came with
     its end (one queue item, not two, for most responses).
     """

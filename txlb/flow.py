@@ -33,7 +33,7 @@ class Valve:
     @ivar low: The low mark: a quarter of C{high}.
     @ivar waiting: The bytes waiting now.
     @ivar paused: Whether this valve has paused the producer.
-    @ivar producer: The producer to pause and resume, or L{None} while there
+    @ivar producer: The producer to pause and resume, or C{None} while there
         is none (the valve still counts).
     """
 

@@ -146,7 +146,7 @@ class HealthChecker(Service):
     def _answered(self, response: Any) -> Deferred[str | None]:
         """
         Read and drop the body (so the connection ends cleanly), then say
-        why the check failed, or L{None} if it passed.
+        why the check failed, or C{None} if it passed.
         """
         verdict = None if 200 <= response.code < 400 else f"status {response.code}"
         return treq.collect(response, lambda data: None).addCallback(lambda _: verdict)
@@ -166,7 +166,7 @@ class HealthChecker(Service):
 
     def _result(self, backend: Backend, failed: str | None) -> None:
         """
-        Count a passed (C{failed} is L{None}) or failed check towards the
+        Count a passed (C{failed} is C{None}) or failed check towards the
         backend's rise or fall.
         """
         self._inFlight.pop(backend, None)

@@ -67,7 +67,7 @@ class ResponseHead:
     @ivar phrase: The reason phrase, as sent (possibly empty).
     @ivar fields: Every field line as C{(name, value)}, in order, the names
         as sent and the values without surrounding whitespace.
-    @ivar contentLength: The C{Content-Length}, or L{None} without one.
+    @ivar contentLength: The C{Content-Length}, or C{None} without one.
     @ivar chunked: Whether the body is chunked.
     @ivar connection: The lower-cased tokens of C{Connection}.
     """
@@ -95,7 +95,7 @@ class ResponseHead:
     def bodyLength(self, method: bytes) -> int | None:
         """
         How long the body of this response to C{method} is: a byte count,
-        or L{None} for a chunked body or one ended by the backend closing
+        or C{None} for a chunked body or one ended by the backend closing
         (RFC 9112 section 6.3).
         """
         if method == b"HEAD" or self.code < 200 or self.code in (204, 304):

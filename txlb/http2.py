@@ -4,7 +4,7 @@ cleartext with prior knowledge (h2c) when C{--h2c} is given.
 
 Each stream is one L{HTTP2Request}, handed to the same resource as an
 HTTP/1.1 request and forwarded to the HTTP/1.1 backend the same way.  The
-frames are hyper-h2's (L{h2.connection.H2Connection}); the connection is
+frames are hyper-h2's (C{h2.connection.H2Connection}); the connection is
 txlb's own rather than Twisted's L{twisted.web._http2.H2Connection}, which
 reads a request's whole body before rendering it, pauses a response only
 when the client's flow-control window is shut (not when TCP is), and cannot
@@ -819,7 +819,7 @@ def _toHTTP11(
     which Twisted's L{Headers} refuses to hold); a C{content-length} that
     is not 1 to 19 digits up to 2^63 - 1 (L{refusals.contentLength}).
 
-    @return: Why the request cannot be forwarded, or L{None}.
+    @return: Why the request cannot be forwarded, or C{None}.
     """
     if method == b"CONNECT":
         return refusals.Refusal(501, "CONNECT over HTTP/2", refusals.REQUEST_LINE)

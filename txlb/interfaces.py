@@ -26,7 +26,7 @@ class IAlgorithm(Interface):
     others pay nothing for it.
     """
 
-    name = Attribute("The C{--algo} name of this algorithm, as L{str}.")
+    name = Attribute("The C{--algo} name of this algorithm, as C{str}.")
 
     backends = Attribute("The L{txlb.backend.Backend}s it picks from, in order.")
 
@@ -96,9 +96,10 @@ class IExchange(Interface):
 
     def bodyEnded(reason, data=b""):
         """
-        The body ended: whole if C{reason} is L{None}, else cut short (a
-        L{Failure}); C{data} is its last bytes, if they came with the end.
-        L{producer} is no longer the exchange's.
+        The body ended: whole if C{reason} is C{None}, else cut short (a
+        L{Failure<twisted.python.failure.Failure>}); C{data} is its last
+        bytes, if they came with the end.  L{producer} is no longer the
+        exchange's.
         """
 
 
@@ -112,12 +113,12 @@ class IRouter(Interface):
 
     def route(request):
         """
-        The pool for a request, or L{None} to let the next route decide.
+        The pool for a request, or C{None} to let the next route decide.
 
         Called on the request's path: it must be quick, must not block, and
         should change nothing.  An exception, or an answer that is not the
         name of a pool, is counted and logged (at most once a minute) and
-        the request falls through to the next route, as for L{None}.
+        the request falls through to the next route, as for C{None}.
 
         @param request: The L{twisted.web.iweb.IRequest} being routed (a
             L{twisted.web.server.Request}), as L{IAlgorithm.pick} gets it:
@@ -125,5 +126,5 @@ class IRouter(Interface):
             C{requestHeaders}, C{getClientAddress()} and
             C{getCookie(name)}; not C{path} or C{args}, which are set only
             once the body is all in.
-        @return: The name of a pool (L{str}), or L{None}.
+        @return: The name of a pool (C{str}), or C{None}.
         """

@@ -83,7 +83,7 @@ class Region:
     """
     The memory the tables live in, with their locks.
 
-    @ivar fd: The C{memfd} shared with the workers, or L{None} when the
+    @ivar fd: The C{memfd} shared with the workers, or C{None} when the
         region is private to this process.
     @ivar buckets: How many records L{Buckets} has.
     @ivar clients: How many records L{ClientCounts} has.
@@ -122,7 +122,7 @@ class Region:
         A new region with room for C{keys} rate-limit buckets and C{keys}
         connected client addresses (each rounded up to whole sets).
 
-        @param hashSeed: L{None} for a region private to this process; else
+        @param hashSeed: C{None} for a region private to this process; else
             it is a C{memfd} to share with C{workers} processes started
             with this C{PYTHONHASHSEED} (see L{workerHashSeed}).
         """
@@ -327,9 +327,9 @@ class ClientCounts:
         A connection from the address of C{fingerprint} was accepted: count
         it if the address has fewer than C{limit} open in all workers.
 
-        @return: L{True} if it was counted, L{False} if the address is at
+        @return: C{True} if it was counted, C{False} if the address is at
             its limit (the connection must be closed, and not reported as
-            closed), L{None} if there was no room to count it (the table is
+            closed), C{None} if there was no room to count it (the table is
             full: it may stay, uncounted, and must not be reported as
             closed).
         """

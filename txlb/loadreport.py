@@ -24,7 +24,7 @@ import math
 
 def parseLoad(value: bytes) -> float | None:
     """
-    The load C{value} reports, from 0 to 1, or L{None} if it reports none.
+    The load C{value} reports, from 0 to 1, or C{None} if it reports none.
     """
     text = value.strip()
     number = _number(text)
@@ -43,7 +43,7 @@ def parseLoad(value: bytes) -> float | None:
 
 def _number(text: bytes) -> float | None:
     """
-    C{text} as a finite number of at least 0, or L{None}.
+    C{text} as a finite number of at least 0, or C{None}.
     """
     try:
         number = float(text)

@@ -47,14 +47,14 @@ class Outcome:
     How a request ended, for the access log, the backend's counts and the
     metrics.
 
-    @ivar backend: The backend that had the request last, or L{None}.
-    @ivar status: The status sent to the client, or L{None} if none was.
+    @ivar backend: The backend that had the request last, or C{None}.
+    @ivar status: The status sent to the client, or C{None} if none was.
     @ivar flag: What ended it (see L{NORMAL} and the flags after it).
-    @ivar connected: When the last backend connection was made, or L{None}
+    @ivar connected: When the last backend connection was made, or C{None}
         if a pooled one was reused (or none was made).
-    @ivar firstByte: When the backend's response head arrived, or L{None}.
+    @ivar firstByte: When the backend's response head arrived, or C{None}.
     @ivar queued: Seconds the request waited in the queue for a backend
-        below its limit, or L{None} if it never waited there.
+        below its limit, or C{None} if it never waited there.
     """
 
     request: Any

@@ -62,13 +62,13 @@ class Target(NamedTuple):
     A request-target's parts (RFC 9112 section 3.2), raw.
 
     @ivar authority: The C{host[:port]} of an absolute-form or
-        authority-form target, else L{None}.
+        authority-form target, else C{None}.
     @ivar path: The path: from the start (origin-form) or the end of the
         authority (absolute-form) to the first C{?} or C{#}; C{b""} for an
         absolute-form target without one; C{b"*"} for the asterisk form;
-        L{None} for the authority form (C{CONNECT host:port}).
+        C{None} for the authority form (C{CONNECT host:port}).
     @ivar query: What is between the C{?} and the first C{#} after it, or
-        L{None} if there is no C{?}.
+        C{None} if there is no C{?}.
     @ivar start: Where the path starts in the target.
     @ivar end: Where it ends.
     """
@@ -261,7 +261,7 @@ def normalizeHost(host: bytes) -> bytes | None:
     """
     A host as routes compare it: lower case, without userinfo, port or
     trailing dots, an IPv6 literal compressed inside its brackets
-    (C{[0:0::1]:8080} is C{[::1]}); L{None} for an empty one.  Letters are
+    (C{[0:0::1]:8080} is C{[::1]}); C{None} for an empty one.  Letters are
     lower-cased in ASCII only, and nothing is percent-decoded.
     """
     if b"@" in host:

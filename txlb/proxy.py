@@ -54,14 +54,14 @@ class LoadBalancerResource(Resource):
         it with L{useAlgorithm}.
     @ivar makeAlgorithm: What makes a new one when the backends change.
     @ivar answered: What learns from each response: the algorithm's
-        L{IResponseObserver.answered} and the shadow's, or L{None} if
+        L{IResponseObserver.answered} and the shadow's, or C{None} if
         neither provides it.
     @ivar shadow: The L{Shadow} policy asked beside the algorithm, or
-        L{None}; change it with L{useShadow}.
+        C{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
-        L{None}.
+        C{None}.
     @ivar clientLimits: The L{ClientLimits} each request is checked
-        against (its rate limit answers 429), or L{None}.
+        against (its rate limit answers 429), or C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar admission: The L{Admission} that keeps each backend within its
         limit of requests in flight, with the queue of those waiting.
@@ -189,7 +189,7 @@ class LoadBalancerResource(Resource):
     ) -> None:
         """
         Ask the algorithm C{makeAlgorithm} makes, C{name}d so, beside the
-        live one from now on, without routing by it; none if L{None}.
+        live one from now on, without routing by it; none if C{None}.
         Its counts start again.
         """
         if name is None or makeAlgorithm is None:
@@ -356,7 +356,8 @@ class LoadBalancerResource(Resource):
         """
         Send the request of C{exchange} to C{backend}.
 
-        @return: A L{Deferred} firing with the L{ResponseHead}.
+        @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{ResponseHead}.
         """
         request = exchange.request
         outgoing = exchange.outgoing
@@ -464,7 +465,7 @@ class LoadBalancerResource(Resource):
 
 def _badRequest(request: server.Request) -> str | None:
     """
-    Why C{request} cannot be forwarded, or L{None} if it can.  (The
+    Why C{request} cannot be forwarded, or C{None} if it can.  (The
     channel has refused what breaks HTTP/1.1's syntax; these are the rules
     about C{Host}, RFC 9112 section 3.2.)
     """

@@ -118,7 +118,7 @@ class RateLimit:
         @param fingerprint: L{txlb.keytables.Region.fingerprint} of the
             buckets' region.
         @param burst: The most tokens a bucket holds, the requests let
-            through at once; L{defaultBurst} if L{None}.
+            through at once; L{defaultBurst} if C{None}.
         """
         self.rate = rate
         self.burst = defaultBurst(rate) if burst is None else burst

@@ -220,7 +220,7 @@ def trailerLine(line: bytes) -> Refusal | None:
     place after it (RFC 9110 section 6.5.1).
 
     Twisted's decoder took any line for a trailer, even a request line with
-    no colon (C{0\r\nGET /admin HTTP/1.1\r\n\r\n}), where h11 and llhttp
+    no colon (C{0\\r\\nGET /admin HTTP/1.1\\r\\n\\r\\n}), where h11 and llhttp
     refuse it: a proxy in front could take that for a second request that
     txlb never saw.
     """
@@ -398,7 +398,7 @@ def plainHTTP(first: bytes) -> bool | None:
     """
     Whether the first bytes a client sent to a TLS listener are an HTTP
     request in the clear: a method (a token) and a space, as a request line
-    starts.  L{None} while too few have come to tell.
+    starts.  C{None} while too few have come to tell.
 
     A TLS client starts with a handshake record, whose first byte is no
     token character; anything else that is not a request line is left to

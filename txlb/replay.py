@@ -55,6 +55,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.http_headers import Headers
 
+from txlb import versionLine
 from txlb.accesslog import TEXT_LINE
 from txlb.algorithms import algorithmNamed
 from txlb.algorithms.keyhash import parseKey
@@ -449,6 +450,13 @@ class ReplayOptions(usage.Options):
         ["plot", None, None, "Draw the results into this PNG (needs matplotlib)."],
     ]
 
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse as usual, but with options anywhere, before, between or after
@@ -485,7 +493,7 @@ class ReplayOptions(usage.Options):
 def fromConfig(path: str) -> tuple[list[Backend] | None, str | None]:
     """
     The backends (with their weights) and the hash key of the balancer's
-    configuration file at C{path}, each L{None} if the file does not set
+    configuration file at C{path}, each C{None} if the file does not set
     it.
 
     @raise usage.UsageError: With one line, if the file cannot be read or

@@ -44,7 +44,7 @@ class ClientRequest(server.Request):
     that one that cannot be finished does not pass for a whole one.
 
     @ivar stream: The L{StreamingBody} of a request with a body, else
-        L{None}.
+        C{None}.
     """
 
     defaultContentType = None
@@ -56,8 +56,10 @@ class ClientRequest(server.Request):
     refused: Refused | None = None
     bodyBytes = 0
     #: Called with the reason if the client connection closes before the
-    #: response is finished: what L{notifyFinish}'s errback would be, without
-    #: a L{Deferred} per request.  The exchange relaying the response sets it.
+    #: response is finished: what
+    #: L{notifyFinish<twisted.web.http.Request.notifyFinish>}'s errback would
+    #: be, without a L{Deferred<twisted.internet.defer.Deferred>} per request.
+    #: The exchange relaying the response sets it.
     whenLost: Callable[[Failure], object] | None = None
 
     def connectionLost(self, reason: Failure) -> None:

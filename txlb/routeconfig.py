@@ -114,7 +114,7 @@ def parseRoutes(
     @param entries: The C{routes} value, as C{tomllib} gives it.
     @param pools: The names of the pools there are.
     @param fallback: The pool that takes requests no route matches
-        (C{"default"} if there is one), or L{None} (they get 404).
+        (C{"default"} if there is one), or C{None} (they get 404).
     @return: The routes, and one warning per line: a route that can never
         match, a pool no request can reach.
     @raise RoutesError: With one line per problem.

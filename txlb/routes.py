@@ -58,7 +58,7 @@ class Response(NamedTuple):
     What a C{respond} route answers.
 
     @ivar body: Empty if the route gives none.
-    @ivar contentType: L{None} without a body.
+    @ivar contentType: C{None} without a body.
     """
 
     status: int
@@ -72,13 +72,13 @@ class Match(NamedTuple):
 
     @ivar route: The route that took it.
     @ivar pool: The pool to forward to (a C{pool} route's, the pick of a
-        C{split}, a router's answer), or L{None} if txlb answers itself
+        C{split}, a router's answer), or C{None} if txlb answers itself
         (C{respond}, C{redirect}).
-    @ivar mirror: The pool a copy of the request goes to, or L{None} (no
+    @ivar mirror: The pool a copy of the request goes to, or C{None} (no
         C{mirror}, or not this time, under C{mirror-percent}).
     @ivar target: The request-target to forward if C{strip-prefix} or
-        C{set-host} rewrote it, else L{None}: forward the one received.
-    @ivar location: The C{Location} of a C{redirect}, else L{None}.
+        C{set-host} rewrote it, else C{None}: forward the one received.
+    @ivar location: The C{Location} of a C{redirect}, else C{None}.
     """
 
     route: Route
@@ -122,7 +122,7 @@ class Facts:
 def _address(client: str) -> Address | None:
     """
     The client's address, an IPv4-mapped IPv6 one as IPv4 (a dual-stack
-    listener's), or L{None} (a UNIX socket's C{""}).
+    listener's), or C{None} (a UNIX socket's C{""}).
     """
     try:
         address = ipaddress.ip_address(client)
@@ -205,7 +205,7 @@ class Methods:
 
 class Header:
     """
-    One field of C{header}: a line of the field has the value, or (L{None})
+    One field of C{header}: a line of the field has the value, or (C{None})
     the field is there.
     """
 
@@ -230,7 +230,7 @@ class Header:
 class QueryParameter:
     """
     One parameter of C{query}: one of its decoded values is the value, or
-    (L{None}) the parameter is there.
+    (C{None}) the parameter is there.
     """
 
     def __init__(self, name: bytes, value: bytes | None) -> None:
@@ -283,7 +283,8 @@ Condition = Union[PathPrefix, ExactPath, PathRegex, Methods, Header, QueryParame
 class Template:
     """
     A C{redirect} template, split once into literal text and placeholders
-    (C{{host}} and C{{uri}}; C{{{}} and C{}}} for braces).
+    (C{{host}} and C{{uri}}; a brace is written twice, as C{str.format}
+    takes it).
 
     @raise ValueError: For a template C{str.format} would not take, or a
         placeholder with a conversion or a format.
@@ -323,16 +324,16 @@ class Route:
     One route, checked.
 
     @ivar index: Its place in the list, from 1.
-    @ivar name: Its C{name}, or L{None}.
+    @ivar name: Its C{name}, or C{None}.
     @ivar label: What logs and metrics call it: its name, or its index.
     @ivar config: The table it was read from, as given.
     @ivar hosts: The exact hosts of its C{host} condition, normalized, or
-        L{None} if it has none.
+        C{None} if it has none.
     @ivar wildcards: The suffixes of its wildcard hosts (C{example.com} for
         C{*.example.com}).
     @ivar conditions: Every other condition.
-    @ivar prefix: Its C{path-prefix}, or L{None}.
-    @ivar exact: Its C{path}, or L{None}.
+    @ivar prefix: Its C{path-prefix}, or C{None}.
+    @ivar exact: Its C{path}, or C{None}.
     @ivar residual: The conditions a L{Table}'s index does not answer for:
         all but the exact path if there is one, else all but the prefix.
     @ivar action: C{"pool"}, C{"split"}, C{"respond"}, C{"redirect"} or
@@ -340,15 +341,15 @@ class Route:
     @ivar pool: A C{pool} route's pool.
     @ivar split: A C{split} route's pools and weights, in order.
     @ivar splitKey: C{(kind, name)} of its C{split-key} (C{"cookie"},
-        C{"header"} or C{"ip"}, a name for the first two), or L{None}.
+        C{"header"} or C{"ip"}, a name for the first two), or C{None}.
     @ivar response: A C{respond} route's answer.
     @ivar redirect: A C{redirect} route's template.
     @ivar redirectStatus: A C{redirect} route's status.
     @ivar router: A C{router} route's L{txlb.interfaces.IRouter}.
-    @ivar mirror: The pool copies go to, or L{None}.
+    @ivar mirror: The pool copies go to, or C{None}.
     @ivar mirrorPercent: The share of requests copied, from 0 to 100.
     @ivar stripPrefix: Whether the matched prefix is taken off the target.
-    @ivar setHost: The C{Host} the backend gets instead, or L{None}.
+    @ivar setHost: The C{Host} the backend gets instead, or C{None}.
     @ivar requestRemove: The request fields removed, lower-cased.
     @ivar requestAdd: The request fields added.
     @ivar responseRemove: The response fields removed, lower-cased.
@@ -731,14 +732,14 @@ class Table:
         request: object = None,
     ) -> Match | None:
         """
-        The route a request takes, and where it goes; L{None} if no route
+        The route a request takes, and where it goes; C{None} if no route
         matches (the C{default} pool takes it if there is one, else txlb
         answers 404, flag C{NR}).
 
         @param method: The request's method.
         @param target: The request-target, raw.
         @param host: The C{Host} field's value (HTTP/1.x) or C{:authority}
-            (HTTP/2), raw, or L{None}.  An absolute-form target's authority
+            (HTTP/2), raw, or C{None}.  An absolute-form target's authority
             takes its place (RFC 9112 section 3.2.2).
         @param headers: The request's fields: a
             L{twisted.web.http_headers.Headers} (only C{getRawHeaders} is
@@ -861,7 +862,7 @@ class Table:
 
     def _ask(self, route: Route, request: object) -> str | None:
         """
-        A router's answer: a pool, or L{None} to fall through to the next
+        A router's answer: a pool, or C{None} to fall through to the next
         route (reported if the router raised or answered no pool).
         """
         try:
@@ -926,7 +927,7 @@ def _uri(target: bytes) -> bytes:
 
 def _splitKey(route: Route, headers: Headers, client: str) -> bytes | None:
     """
-    The value of a split's key in a request, or L{None}.
+    The value of a split's key in a request, or C{None}.
     """
     if route.splitKey is None:
         return None

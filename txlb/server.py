@@ -112,10 +112,10 @@ class TransparentRequest(ClientRequest):
         the body has no length and the client speaks HTTP/1.1.
 
         This is what L{http.Request.write} does on its first call, without
-        copying every field into a L{Headers} and out again; it also keeps
-        the order of fields of different names as the backend sent it,
-        where L{Headers} groups them by name.  The body is then written as
-        Twisted writes it.
+        copying every field into a L{Headers<twisted.web.http_headers.Headers>}
+        and out again; it also keeps the order of fields of different names as
+        the backend sent it, where L{Headers<twisted.web.http_headers.Headers>}
+        groups them by name.  The body is then written as Twisted writes it.
         """
         self.code, self.code_message = code, phrase
         self.startedWriting = 1

@@ -145,7 +145,7 @@ class LoadBalancerService(MultiService):
 
     @ivar started: When the service started, for the uptime.
     @ivar resolver: The twisted.names resolver DNS names are resolved with,
-        or L{None} for one asking C{--dns-server} (or the system's servers).
+        or C{None} for one asking C{--dns-server} (or the system's servers).
     @ivar stopSignals: The signals that stop it gracefully; a worker of
         C{--workers} ignores SIGINT, which a terminal's Ctrl-C sends to its
         supervisor too, and stops on the SIGTERM the supervisor sends.
@@ -239,7 +239,7 @@ class LoadBalancerService(MultiService):
         """
         Bind (see L{bind}) unless that is done.  A failure here raises
         L{StartupError}, an ordinary exception, which twistd reports
-        through its start-up pipe when daemonized (a L{SystemExit} would
+        through its start-up pipe when daemonized (a C{SystemExit} would
         leave it waiting on that pipe forever).
         """
         self.bind()
@@ -247,7 +247,7 @@ class LoadBalancerService(MultiService):
     def _openAccessLog(self, path: str | None) -> None:
         """
         Write the access log to C{path} from now on (to the main log if
-        L{None}), closing the file it went to.
+        C{None}), closing the file it went to.
         """
         old = self.resource.accessLog.file
         try:
@@ -553,7 +553,7 @@ class LoadBalancerService(MultiService):
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
         """
         Switch the algorithm (C{changes["algo"]}) and/or the shadow
-        (C{changes["shadow-algo"]}, L{None} for none) at once, after
+        (C{changes["shadow-algo"]}, C{None} for none) at once, after
         checking every one: requests in flight keep their backends, new
         ones (and retries) are picked by the new algorithm.  A reload sets
         them to the file's again.
@@ -647,7 +647,7 @@ def adminURL(description: str) -> str | None:
     """
     The URL of the admin listener described by the endpoint description
     C{description}: on this machine, for one listening on every address.
-    L{None} for one no URL reaches (a UNIX socket, a socket from systemd)
+    C{None} for one no URL reaches (a UNIX socket, a socket from systemd)
     or whose port the system picks (0).
     """
     kind, _, rest = description.partition(":")

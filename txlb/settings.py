@@ -27,7 +27,7 @@ class ProxySettings:
     @ivar retries: How many more backends to try for one request.
     @ivar retryNonIdempotent: Whether a request the backend may have
         received is retried whatever its method.
-    @ivar maxBodySize: The largest request body accepted, or L{None}.
+    @ivar maxBodySize: The largest request body accepted, or C{None}.
     @ivar forwardedFor: Append the client to C{X-Forwarded-For} and set
         C{X-Forwarded-Proto} and C{X-Forwarded-Host}.
     @ivar forwarded: Append an RFC 7239 C{Forwarded} element.

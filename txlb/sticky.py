@@ -56,7 +56,7 @@ def withoutCookie(value: bytes, name: bytes) -> bytes:
 def cookieValue(values: Sequence[bytes], name: bytes) -> bytes | None:
     """
     The value of the first cookie C{name} in the C{Cookie} field values
-    C{values}, or L{None}.
+    C{values}, or C{None}.
     """
     for value in values:
         for part in value.split(b";"):
@@ -102,7 +102,7 @@ class StickyCookie:
     ) -> Backend | None:
         """
         The backend C{request}'s cookie names, if it is up, not draining
-        and not yet C{tried} for it; else L{None}, and the algorithm picks.
+        and not yet C{tried} for it; else C{None}, and the algorithm picks.
         """
         token = self.sent(request)
         if token is None:
@@ -131,7 +131,7 @@ class StickyCookie:
 
     def setCookie(self, request: IRequest, backend: Backend) -> bytes | None:
         """
-        The C{Set-Cookie} value for a response from C{backend}, or L{None}
+        The C{Set-Cookie} value for a response from C{backend}, or C{None}
         if the client sent the cookie that names it already.
         """
         token = self.token(backend)

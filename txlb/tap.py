@@ -18,7 +18,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from txlb import config, dns, tls
+from txlb import config, dns, tls, versionLine
 from txlb.admission import DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
@@ -596,6 +596,13 @@ class Options(usage.Options):
         # An opt_ method's docstring is its help, indentation and line ends
         # included: make it one line, as the others are.
         self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
+
+    def opt_version(self) -> None:
+        """
+        Display txlb's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_backends_dns(self, text: str) -> None:
         """

@@ -373,7 +373,7 @@ def registrationsFromEnvironment(
     C{BACKEND_ETCD_WEIGHT} gives weights per port (C{8083:3}; 1 for the
     others).
 
-    @return: The registrations, or L{None} without C{BACKEND_ETCD}.
+    @return: The registrations, or C{None} without C{BACKEND_ETCD}.
     @raise ValueError: With a one-line message naming the offending value.
     """
     if environ is None:

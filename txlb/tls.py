@@ -222,7 +222,7 @@ def isFailure(failure: Failure) -> bool:
 def failureReason(failure: Failure) -> str | None:
     """
     Why a TLS handshake failed, as the 502 and the log say it (C{"TLS:
-    certificate name mismatch"}), or L{None} if C{failure} is not a TLS
+    certificate name mismatch"}), or C{None} if C{failure} is not a TLS
     failure.
     """
     error = failure.value

@@ -76,7 +76,7 @@ def parseKey(text: str) -> tuple[str, str]:
 
 def requestKey(request: IRequest, kind: str, name: str) -> bytes | None:
     """
-    The key of C{request}, or L{None} if it has none (or an empty one).
+    The key of C{request}, or C{None} if it has none (or an empty one).
     """
     if kind == "ip":
         key: bytes | None = clientHost(request).encode()

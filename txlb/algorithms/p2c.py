@@ -12,7 +12,7 @@ load about a tenth of its share.  Ties go to the first one drawn.
 Two draws instead of a scan of every backend: the busiest backend never
 gets a new request while it is the busiest, and balancers (or processes)
 that do not share counts do not all pile onto the same least-loaded backend
-at once.  The randomness is a L{random.Random}, injected for tests.
+at once.  The randomness is a C{random.Random}, injected for tests.
 
 Cost: two random draws and two loads per pick.  State: the random
 generator, per process.

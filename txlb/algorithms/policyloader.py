@@ -76,7 +76,7 @@ def findAlgorithm(spec: str, builtin: Mapping[str, MakeAlgorithm]) -> MakeAlgori
 def makeChecked(make: MakeAlgorithm, backends: Sequence[Backend], spec: str) -> IAlgorithm:
     """
     An algorithm made by C{make} from C{backends}, checked with
-    L{verifyObject} to provide L{IAlgorithm}.
+    C{zope.interface.verify.verifyObject} to provide L{IAlgorithm}.
 
     @raise ValueError: With one line saying what is wrong.
     """

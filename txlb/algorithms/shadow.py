@@ -105,7 +105,7 @@ class Shadow:
     def agreement(self) -> float | None:
         """
         The share of picks where the shadow chose what the live policy
-        chose, or L{None} before the first.
+        chose, or C{None} before the first.
         """
         return self.agreed / self.compared if self.compared else None
 

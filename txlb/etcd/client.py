@@ -186,7 +186,8 @@ class _UnreachableError(Exception):
 @implementer(IBodyProducer)
 class _Body:
     """
-    A request body written at once (treq's L{FileBodyProducer} would wait
+    A request body written at once (treq's
+    L{FileBodyProducer<twisted.web.client.FileBodyProducer>} would wait
     on the global cooperator): the default client's C{data_to_body_producer}.
     """
 
@@ -253,7 +254,7 @@ class WatchStream(Protocol):
     it arrives.
 
     Each message after the creation goes to C{onResult}.  The stream ends
-    with C{done}: it fires L{None} when L{stop} ended it, and fails with the
+    with C{done}: it fires C{None} when L{stop} ended it, and fails with the
     reason otherwise: L{WatchCompactedError} (the start revision was compacted
     away), L{WatchCanceledError}, L{WatchEndedError} (an error line after the 200,
     end of stream, lost connection), L{EtcdProtocolError} (a line that is
@@ -275,7 +276,7 @@ class WatchStream(Protocol):
 
     def stop(self, reason: Exception | None = None) -> None:
         """
-        Close the stream; C{done} fires with L{None}, or fails with
+        Close the stream; C{done} fires with C{None}, or fails with
         C{reason} if one is given.
         """
         self._end(reason)
@@ -503,7 +504,7 @@ class EtcdClient:
         """
         Renew C{lease} for its TTL.
 
-        @return: The TTL, or L{None} if the lease is gone (expired or
+        @return: The TTL, or C{None} if the lease is gone (expired or
             revoked): etcd then answers 200 with no TTL.
         """
         answer = await self._call("/v3/lease/keepalive", {"ID": str(lease)})
@@ -514,7 +515,7 @@ class EtcdClient:
         """
         Revoke C{lease}: the keys attached to it are deleted.
 
-        @return: L{False} if there was no such lease any more.
+        @return: C{False} if there was no such lease any more.
         """
         try:
             await self._call("/v3/lease/revoke", {"ID": str(lease)})

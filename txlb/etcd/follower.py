@@ -226,7 +226,7 @@ class EtcdFollower(Service):
 
     def _relative(self, key: bytes) -> str | None:
         """
-        C{key} without the prefix, or L{None} (and a warning) if it is not
+        C{key} without the prefix, or C{None} (and a warning) if it is not
         UTF-8: txlb's keys are text.
         """
         try:

@@ -259,7 +259,7 @@ def streamError(message: dict[str, Any]) -> tuple[str, int] | None:
     """
     The one-line reason and HTTP status of an error line in a stream
     (C{{"error": {"grpc_code": 14, "http_code": 503, "message": "transport
-    is closing", ...}}}, sent after the 200 when etcd stops), or L{None} if
+    is closing", ...}}}, sent after the 200 when etcd stops), or C{None} if
     C{message} is not one (a lease grant's C{"error"} is a string, and an
     answer of its own).
     """

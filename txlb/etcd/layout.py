@@ -42,7 +42,7 @@ def memberValue(weight: int) -> bytes:
 
 def parseMember(key: str, value: bytes) -> tuple[str, Backend] | None:
     """
-    The pool and backend a member key and value describe, or L{None} if
+    The pool and backend a member key and value describe, or C{None} if
     C{key} is not a member key.
 
     @raise ValueError: With a one-line reason, for a member key or value

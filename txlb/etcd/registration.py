@@ -162,7 +162,8 @@ class Registration(Service):
         """
         Only L{stopService} should end L{_keep}, by cancelling what it
         waits on (which may then fail with another error than
-        L{CancelledError}, such as a connection attempt's).
+        L{CancelledError<twisted.internet.defer.CancelledError>}, such as a
+        connection attempt's).
         """
         if self.running:
             self._log.failure("etcd: keeping {key} registered failed", failure, key=self._name)

@@ -180,7 +180,7 @@ class Supervisor(MultiService):
 
     def describe(self) -> list[dict[str, Any]]:
         """
-        Each worker's process id (L{None} while it is restarted) and restarts.
+        Each worker's process id (C{None} while it is restarted) and restarts.
         """
         return [{"pid": worker.pid, "restarts": worker.restarts} for worker in self.workers]
 

@@ -40,7 +40,7 @@ PARENT_POLL = 1.0
 
 def workerIndex(environ: Mapping[str, str]) -> int | None:
     """
-    The index of this worker, or L{None} when this process is no worker.
+    The index of this worker, or C{None} when this process is no worker.
     """
     value = environ.get(WORKER_ENV)
     return None if value is None else int(value)

@@ -91,7 +91,8 @@ def ask(
     Ask the worker whose admin socket is on C{port}, waiting C{timeout}
     seconds at most.
 
-    @return: A L{Deferred} firing with the answer's code and content.
+    @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
+        answer's code and content.
     """
     return treq.request(
         method.decode("ascii"),
@@ -144,7 +145,7 @@ class Workers(Protocol):
 
     def describe(self) -> list[dict[str, Any]]:
         """
-        Each worker's process id (L{None} while it is restarted) and restarts.
+        Each worker's process id (C{None} while it is restarted) and restarts.
         """
 
     def changed(self, change: Change) -> None:
