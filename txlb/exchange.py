@@ -117,7 +117,7 @@ class Forwarder(Protocol):
 
     def admit(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend | None:
         """
-        The backend to send C{request} to now, or L{None} if it must
+        The backend to send C{request} to now, or C{None} if it must
         L{queue}.
         """
 
@@ -161,10 +161,10 @@ class Exchange:
 
     @ivar state: One of L{QUEUED}, L{HEAD}, L{TIMED_OUT}, L{BODY}, L{GONE},
         L{OVER}.
-    @ivar backend: The backend of the last attempt, or L{None} before the
+    @ivar backend: The backend of the last attempt, or C{None} before the
         first.
     @ivar holding: Whether the exchange counts as in flight on L{backend}.
-    @ivar queued: The seconds spent in the queue, or L{None} if it never
+    @ivar queued: The seconds spent in the queue, or C{None} if it never
         waited there.
     @ivar valve: Pauses the backend while too much of its answer is queued.
     @ivar producer: The backend connection the body comes from (see

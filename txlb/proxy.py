@@ -268,7 +268,7 @@ class LoadBalancerResource(Resource):
     def admit(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend | None:
         """
         The backend for C{request} now (see L{candidates} and L{pick}), one
-        below its limit that no request waiting could take; or L{None} when
+        below its limit that no request waiting could take; or C{None} when
         there is none, and the request must L{queue}.
         """
         free = self.admission.admitNow(self.candidates(request, tried))
@@ -313,7 +313,7 @@ class LoadBalancerResource(Resource):
         """
         The backend for C{request} among C{free} (those of its
         L{candidates} below their limits), or among all its candidates if
-        L{None}: the one the sticky cookie names, if it is there, else the
+        C{None}: the one the sticky cookie names, if it is there, else the
         algorithm's pick.  If the algorithm raises or picks no candidate,
         round robin picks instead (logged at most once a minute); a shadow,
         if there is one, is asked too.

@@ -86,7 +86,7 @@ class Relay(typing.Protocol):
 
     def admit(self, request: server.Request) -> Backend | None:
         """
-        The backend to send C{request} to now, or L{None} if it must
+        The backend to send C{request} to now, or C{None} if it must
         L{queue}.
         """
 
@@ -289,7 +289,7 @@ class Tunnel:
     @ivar state: One of L{QUEUED}, L{CONNECTING}, L{HEAD}, L{REFUSED},
         L{OPEN}, L{OVER}.
     @ivar backend: The backend, once one was below its limit.
-    @ivar queued: Seconds waited in the queue, or L{None} if it did not
+    @ivar queued: Seconds waited in the queue, or C{None} if it did not
         wait.
     """
 
