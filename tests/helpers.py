@@ -42,6 +42,7 @@ from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
 from txlb.proxy import LoadBalancerResource
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService
 from txlb.settings import ProxySettings
@@ -81,7 +82,7 @@ class Harness:
             self.pool,
             ProxySettings(**settings),
         )
-        self.site = LoadBalancerSite(self.resource, self.reactor)
+        self.site = LoadBalancerSite(RoutingResource.single(self.resource), self.reactor)
         self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
 
     def client(self, data: bytes = b"") -> tuple[Any, TCPTransport]:
@@ -276,7 +277,7 @@ class IntegrationTestCase(TestCase):
         client = BackendClient(reactor, connectTimeout=2)
         self.addCleanup(client.closeCachedConnections)
         self.resource = LoadBalancerResource(algorithm(backends), client, reactor)
-        return self.listen(LoadBalancerSite(self.resource))
+        return self.listen(LoadBalancerSite(RoutingResource.single(self.resource)))
 
     async def client(self, port: int, request: bytes) -> RawClient:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
@@ -308,7 +309,9 @@ class ServiceHarness(Harness):
         self.service.startService()
         testCase.addCleanup(self.service.stopService)
         self.site = self.service.site
-        self.resource = self.service.resource
+        #: The pool C{default} (or the first pool, without one).
+        pools = self.service.pools
+        self.resource = (pools.get("default") or next(iter(pools.values()))).resource
         self.pool = self.resource.pool
         self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
 

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.algorithmrequest import makeRequest
+from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.ewma import PENALTY, PeakEWMA
 from txlb.algorithms.iphash import IPHash
 from txlb.algorithms.keyhash import KeyHash, requestKey
@@ -727,3 +728,48 @@ class KeyHashTests(AlgorithmTestsMixin, SynchronousTestCase):
         backends = [Backend("h", port) for port in (1, 2, 3)]
         algorithm = KeyHash(backends, key="path", balanceFactor=0)
         self.assertEqual(loadUp(algorithm, 30), [30, 0, 0])
+
+
+class UsesWeightsTests(SynchronousTestCase):
+    """
+    Each built-in algorithm's C{usesWeights}, which the status page reads,
+    says truly whether its picks depend on the weights.
+    """
+
+    def picks(self, name: str, weights: tuple[int, ...]) -> list[int]:
+        """
+        The ports of 300 picks of algorithm C{name} over backends of
+        C{weights}, for clients from 50 addresses, with about a third of the
+        requests in flight at any time and the backends answering at
+        different speeds.
+        """
+        clock = Clock()
+        backends = [Backend("h", port, weight) for port, weight in enumerate(weights, 1)]
+        make = algorithmNamed(name)
+        if name in ("p2c", "ewma"):
+            algorithm = make(backends, random=random.Random(1), reactor=clock)
+        else:
+            algorithm = make(backends)
+        sequence, inFlight = [], []
+        for i in range(300):
+            backend = algorithm.pick(makeRequest(f"10.0.{i % 7}.{i % 50}"), algorithm.backends)
+            backend.active += 1
+            inFlight.append(backend)
+            sequence.append(backend.port)
+            clock.advance(0.01)
+            if i % 3:
+                done = inFlight.pop(0)
+                done.active -= 1
+                if IResponseObserver.providedBy(algorithm):
+                    algorithm.answered(done, 0.01 * done.port)
+        return sequence
+
+    def test_usesWeights(self) -> None:
+        """
+        Changing one weight changes the picks of exactly the algorithms that
+        say they use weights.
+        """
+        for name, make in ALGORITHMS.items():
+            changed = self.picks(name, (1, 1, 1)) != self.picks(name, (1, 5, 1))
+            self.assertEqual(changed, make.usesWeights, name)
+            self.assertEqual(sorted(set(self.picks(name, (1, 1, 1)))), [1, 2, 3], name)

@@ -47,7 +47,7 @@ def limited(
     testCase.addCleanup(region.close)
     limits = ClientLimits(region, 0, harness.reactor.seconds)
     limits.configure(rate, burst, key, maxConnections)
-    harness.resource.clientLimits = limits
+    harness.site.resource.clientLimits = limits
     return harness
 
 
@@ -103,7 +103,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(harness.events[-1]["flag"], "RL")
         metrics = harness.resource.metrics.exposition().decode()
         self.assertIn("txlb_rate_limited_requests_total 1.0\n", metrics)
-        self.assertIn('txlb_requests_total{backend="-",code="429"} 1.0\n', metrics)
+        self.assertIn('txlb_requests_total{backend="-",code="429",pool="-"} 1.0\n', metrics)
 
     def test_bodyDiscarded(self) -> None:
         """
@@ -187,7 +187,7 @@ class MaxClientConnectionsTests(SynchronousTestCase):
         self.assertEqual(refusedTransport.value(), b"")
         _, other = self.connect(harness, "10.0.0.8")
         self.assertFalse(other.disconnecting)
-        limits = harness.resource.clientLimits
+        limits = harness.site.resource.clientLimits
         assert limits is not None
         self.assertEqual(limits.refusedConnections, 1)
         metrics = harness.resource.metrics.exposition().decode()
@@ -319,7 +319,7 @@ class ServiceTests(SynchronousTestCase):
         limit, at once; a new C{--rate-limit-keys} waits for a restart.
         """
         harness = ServiceHarness(self, CONFIG + 'rate-limit = "1/min"\n')
-        limits = harness.resource.clientLimits
+        limits = harness.site.resource.clientLimits
         assert limits is not None and limits.rateLimit is not None
         self.assertEqual((limits.rateLimit.rate, limits.rateLimit.burst), (Rate(1, 60.0), 1))
         self.assertEqual(limits.region.buckets, 100_000)
@@ -329,7 +329,7 @@ class ServiceTests(SynchronousTestCase):
             + "max-client-conns = 4\nrate-limit-keys = 50\n"
         )
         self.assertTrue(harness.service.reload())
-        self.assertIs(harness.resource.clientLimits, limits)
+        self.assertIs(harness.site.resource.clientLimits, limits)
         assert limits.rateLimit is not None
         self.assertEqual(
             (limits.rateLimit.rate, limits.rateLimit.burst, limits.rateLimit.key),

@@ -36,7 +36,7 @@ from twisted.web.http_headers import Headers
 
 from tests.helpers import Dnsmasq, freeLoopbackPort
 from txlb.admin import AdminAPI, AdminResource
-from txlb.backend import Backend, BackendPool
+from txlb.backend import Backend
 from txlb.dns import (
     CONNECT_TIMEOUT,
     QUERY_TIMEOUT,
@@ -578,7 +578,7 @@ class DiscoveryTests(SynchronousTestCase):
         self.zone.set("web.example.test", records.Record_A("127.0.0.21", ttl=30))
         self.clock = Clock()
         self.changes: list[list[tuple[str, int]]] = []
-        self.metrics = Metrics(BackendPool([], self.clock), self.clock)
+        self.metrics = Metrics(self.clock, lambda: ())
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def discover(self, *names: str, **kwargs: Any) -> DNSDiscovery:
@@ -793,7 +793,7 @@ class ServiceTests(SynchronousTestCase):
 
     def pool(self, service: LoadBalancerService) -> list[tuple[str, str]]:
         now = self.reactor.seconds()
-        return [(b.address, b.state(now)) for b in service.resource.pool.backends]
+        return [(b.address, b.state(now)) for b in service.pools["default"].resource.pool.backends]
 
     def test_joinAndDrain(self) -> None:
         """
@@ -803,7 +803,7 @@ class ServiceTests(SynchronousTestCase):
         service = self.start("--backends-dns", "web.example.test:80", "--algo", "iphash")
         self.assertEqual(self.pool(service), [("127.0.0.21:80", "up"), ("127.0.0.22:80", "up")])
         self.assertEqual(len(self.reactor.tcpServers), 1)
-        busy = service.resource.pool.backends[0]
+        busy = service.pools["default"].resource.pool.backends[0]
         busy.active = 1
         self.zone.set("web.example.test", records.Record_A("127.0.0.23", ttl=10))
         self.reactor.advance(10)
@@ -811,7 +811,7 @@ class ServiceTests(SynchronousTestCase):
             self.pool(service), [("127.0.0.21:80", "draining"), ("127.0.0.23:80", "up")]
         )
         self.assertEqual(
-            [b.address for b in service.resource.algorithm.backends],  # type: ignore[attr-defined]
+            [b.address for b in service.pools["default"].resource.algorithm.backends],  # type: ignore[attr-defined]
             ["127.0.0.21:80", "127.0.0.23:80"],
         )
         self.reactor.advance(1)
@@ -826,7 +826,7 @@ class ServiceTests(SynchronousTestCase):
         if DNS gives it back before it is removed.
         """
         service = self.start("--backends-dns", "web.example.test:80")
-        busy = service.resource.pool.backends[0]
+        busy = service.pools["default"].resource.pool.backends[0]
         busy.active, busy.requests = 1, 7
         self.zone.set("web.example.test", records.Record_A("127.0.0.22", ttl=10))
         self.reactor.advance(10)
@@ -842,7 +842,7 @@ class ServiceTests(SynchronousTestCase):
         busy.active = 0
         self.reactor.advance(1)
         self.assertEqual(self.pool(service), [("127.0.0.21:80", "up"), ("127.0.0.22:80", "up")])
-        self.assertIs(service.resource.pool.backends[0], busy)
+        self.assertIs(service.pools["default"].resource.pool.backends[0], busy)
 
     def admin(
         self,
@@ -869,7 +869,10 @@ class ServiceTests(SynchronousTestCase):
 
     def weights(self, service: LoadBalancerService) -> list[tuple[str, int, str]]:
         now = self.reactor.seconds()
-        return [(b.address, b.weight, b.state(now)) for b in service.resource.pool.backends]
+        return [
+            (b.address, b.weight, b.state(now))
+            for b in service.pools["default"].resource.pool.backends
+        ]
 
     def test_adminChangesHold(self) -> None:
         """
@@ -963,7 +966,8 @@ class ServiceTests(SynchronousTestCase):
         for address in ("127.0.0.21:80", "127.0.0.22:80"):
             self.assertEqual(
                 registry.get_sample_value(
-                    "txlb_health_checks_total", {"backend": address, "result": "failed"}
+                    "txlb_health_checks_total",
+                    {"backend": address, "pool": "default", "result": "failed"},
                 ),
                 1,
             )
@@ -987,7 +991,7 @@ class ServiceTests(SynchronousTestCase):
         )
         self.reactor.advance(10)
         self.assertEqual(
-            [(b.address, b.upSince) for b in service.resource.pool.backends],
+            [(b.address, b.upSince) for b in service.pools["default"].resource.pool.backends],
             [("127.0.0.21:80", 0), ("127.0.0.23:80", 10)],
         )
 
@@ -1000,7 +1004,7 @@ class ServiceTests(SynchronousTestCase):
             "--backends", "127.0.0.21:80=5", "--backends-dns", "web.example.test:80"
         )
         self.assertEqual(
-            [(b.address, b.weight) for b in service.resource.pool.backends],
+            [(b.address, b.weight) for b in service.pools["default"].resource.pool.backends],
             [("127.0.0.21:80", 5), ("127.0.0.22:80", 1)],
         )
         self.zone.set("web.example.test", records.Record_A("127.0.0.23", ttl=10))
@@ -1055,7 +1059,7 @@ class ServiceTests(SynchronousTestCase):
             file.write('backends = ["127.0.0.8:80"]\nbackends-dns = ["web.example.test:80"]\n')
         self.assertTrue(service.reload())
         self.assertEqual(
-            [b.address for b in service.resource.pool.backends],
+            [b.address for b in service.pools["default"].resource.pool.backends],
             ["127.0.0.8:80", "127.0.0.21:80", "127.0.0.22:80"],
         )
         with open(path, "w", encoding="utf-8") as file:
@@ -1076,7 +1080,7 @@ class ServiceTests(SynchronousTestCase):
             file.write('backends = ["127.0.0.8:80"]\nbackends-dns = ["web.example.test:80"]\n')
         self.assertTrue(service.reload())
         self.assertEqual(
-            [(b.address, b.weight) for b in service.resource.pool.backends],
+            [(b.address, b.weight) for b in service.pools["default"].resource.pool.backends],
             [("127.0.0.8:80", 1), ("127.0.0.22:80", 1), ("127.0.0.21:80", 1)],
         )
 
@@ -1112,10 +1116,12 @@ class LoopbackTests(TestCase):
         @defer.inlineCallbacks
         def poolBecomes(expected: list[tuple[str, int]]) -> Any:
             for _ in range(50):
-                if addresses(list(service.resource.pool.backends)) == expected:
+                if addresses(list(service.pools["default"].resource.pool.backends)) == expected:
                     return
                 yield deferLater(reactor, 0.05)
-            self.fail(f"{addresses(list(service.resource.pool.backends))} != {expected}")
+            self.fail(
+                f"{addresses(list(service.pools['default'].resource.pool.backends))} != {expected}"
+            )
 
         yield poolBecomes([("127.0.0.11:8081", 2)])
         self.assertTrue(service.listeners[0].running)
@@ -1131,7 +1137,7 @@ class LoopbackTests(TestCase):
         self.assertGreater(zone.queries, queries)
         self.flushLoggedErrors(RuntimeError)
         self.assertEqual(
-            addresses(list(service.resource.pool.backends)),
+            addresses(list(service.pools["default"].resource.pool.backends)),
             [("127.0.0.11:8081", 2), ("127.0.0.12:8082", 3)],
         )
         zone.mode = "answer"
@@ -1208,7 +1214,7 @@ class DnsmasqTests(TestCase):
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
-        pool = service.resource.pool
+        pool = service.pools["default"].resource.pool
         await self.until(lambda: len(pool.backends) == 5, "backends")
         admin = StubTreq(AdminResource(service, None))
         response = await admin.patch(
@@ -1217,7 +1223,7 @@ class DnsmasqTests(TestCase):
         self.assertEqual(response.code, 200)
         response = await admin.delete("http://admin/backends/127.0.0.21:80")
         self.assertEqual(response.code, 200)
-        algorithm = service.resource.algorithm
+        algorithm = service.pools["default"].resource.algorithm
 
         def resolutions() -> float:
             return service.resource.metrics.registry.get_sample_value(  # type: ignore[no-any-return]
@@ -1226,7 +1232,7 @@ class DnsmasqTests(TestCase):
 
         seen = resolutions()
         await self.until(lambda: resolutions() >= seen + 20, "resolutions")
-        self.assertIs(service.resource.algorithm, algorithm)
+        self.assertIs(service.pools["default"].resource.algorithm, algorithm)
         expected = [
             ("127.0.0.11:8081", 1),
             ("127.0.0.12:8082", 7),

@@ -11,6 +11,7 @@ fenced examples), so a document and its test cannot drift apart.
 from __future__ import annotations
 
 import http.server
+import importlib
 import os
 import re
 import shlex
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import TWISTD, freePort, runIn, startTxlb
+from tests.helpers import PKI, TWISTD, freePort, runIn, startTxlb
 from txlb import __version__, config, tap
 
 ROOT = Path(__file__).parent.parent
@@ -123,21 +124,34 @@ class ConfigurationExampleTests(SynchronousTestCase):
     def test_examplesParse(self) -> None:
         """
         Every TOML example of the README and the docs, and
-        C{txlb.example.toml}, is a configuration file txlb accepts; but for
-        the C{routes} and C{pools} tables of docs/routing.md, which the
-        command line's options do not read.
+        C{txlb.example.toml}, is a configuration file txlb accepts, run from
+        a folder holding the C{key.pem} and C{cert.pem} the examples name.
+        An example of routes that names pools it does not define (a part
+        of a file) is checked with stand-ins for them.
         """
         examples = [
             (path.name, text)
             for path in markdownFiles()
             for info, text in fences(path)
-            if info == "toml" and not re.search(r"^\[+(routes|pools)\b", text, re.MULTILINE)
+            if info == "toml"
         ]
+        code = [text for path in markdownFiles() for info, text in fences(path) if info == "python"]
         examples.append(("txlb.example.toml", (ROOT / "txlb.example.toml").read_text()))
         self.assertGreater(len(examples), 4)
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        cert, key = PKI(folder).leaf("site", names=["localhost"])
+        os.rename(cert, os.path.join(folder, "cert.pem"))
+        os.rename(key, os.path.join(folder, "key.pem"))
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(folder)
+        self.addCleanup(sys.path.remove, folder)
+        sys.path.insert(0, folder)
         for name, text in examples:
-            path = self.mktemp()
-            Path(path).write_text(text, encoding="utf-8")
+            path = os.path.abspath(f"example-{len(text)}.toml")
+            before, after = _standIns(text)
+            Path(path).write_text(before + text + after, encoding="utf-8")
+            _installRouters(text, code)
             try:
                 tap.Options.fromFile(path, [])
             except Exception as e:
@@ -166,6 +180,49 @@ class ConfigurationExampleTests(SynchronousTestCase):
                     continue
             keys.add(name)
         self.assertEqual(keys - named, set())
+
+
+def _installRouters(text: str, code: list[str]) -> None:
+    """
+    Write, as a module of the current folder, the example code (of
+    C{code}) that defines each router the routes of C{text} name: the
+    users' module a part of a file refers to.
+    """
+    for route in config.tomllib.loads(text).get("routes", []):
+        spec = route.get("router")
+        if spec is None:
+            continue
+        module, _, name = spec.partition(":")
+        [source] = [block for block in code if re.search(rf"^class {name}\b", block, re.M)]
+        parts = module.split(".")
+        for depth in range(1, len(parts)):
+            package = Path(*parts[:depth])
+            package.mkdir(exist_ok=True)
+            (package / "__init__.py").touch()
+        Path(*parts[:-1], f"{parts[-1]}.py").write_text(source, encoding="utf-8")
+        importlib.invalidate_caches()
+
+
+def _standIns(text: str) -> tuple[str, str]:
+    """
+    What makes C{text}, a part of a file, a whole one: backends for it
+    when it has none at all (to put before it), and pools for the pool
+    names its routes use but it does not define (after it).
+    """
+    document = config.tomllib.loads(text)
+    defined = set(document.get("pools", {}))
+    used: set[str] = set()
+    for route in document.get("routes", []):
+        used |= {route[key] for key in ("pool", "mirror") if key in route}
+        used |= set(route.get("split", {}))
+    missing = sorted(used - defined - {"default"})
+    after = "".join(f'\n[pools.{name}]\nbackends = ["127.0.0.1:9"]\n' for name in missing)
+    hasDefault = "backends" in document or "backends-dns" in document
+    if hasDefault or defined or missing or "default" in used:
+        before = "" if hasDefault or "default" not in used else 'backends = ["127.0.0.1:9"]\n'
+    else:
+        before = 'backends = ["127.0.0.1:9"]\n'
+    return before, after
 
 
 class Backend(http.server.BaseHTTPRequestHandler):

@@ -101,6 +101,27 @@ class HealthCheckerTests(SynchronousTestCase):
         self.assertTrue(self.a.healthy)
         self.assertIn("Backend 127.0.0.1:8082 is down (health check: status 500)", self.messages())
 
+    def test_failureRecorded(self) -> None:
+        """
+        Each failed check is counted on the backend and becomes its last
+        error, with its time, so that a backend the checks took down says
+        why where its errors are shown; a passed check leaves both.
+        """
+        self.backends.status[8082] = 500
+        self.start()
+        self.rounds(2)
+        self.assertEqual(
+            (self.b.checkFailures, self.b.lastError, self.b.lastErrorTime, self.b.errors),
+            (3, "health check: status 500", 10.0, 0),
+        )
+        self.backends.status[8082] = 200
+        self.rounds(1)
+        self.assertEqual(
+            (self.b.checkFailures, self.b.lastError, self.b.health),
+            (3, "health check: status 500", "passed"),
+        )
+        self.assertEqual((self.a.checkFailures, self.a.lastError), (0, None))
+
     def test_upAfterRise(self) -> None:
         """
         A down backend comes back after C{rise} passed checks in a row.

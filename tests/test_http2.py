@@ -55,6 +55,7 @@ from txlb.http2 import CLOSE_TIMEOUT, PREFACE, STREAM_HIGH_WATER, HTTP2Channel, 
 from txlb.keytables import Region
 from txlb.proxy import LoadBalancerResource
 from txlb.ratelimit import Rate
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.settings import ProxySettings
 
@@ -252,7 +253,7 @@ class HTTP2TestCase(IntegrationTestCase):
         self.resource = LoadBalancerResource(
             RoundRobin(backends), client, reactor, settings=ProxySettings(**settings)
         )
-        self.site = LoadBalancerSite(self.resource, http2=http2, h2c=h2c)
+        self.site = LoadBalancerSite(RoutingResource.single(self.resource), http2=http2, h2c=h2c)
         return self.site
 
     def balancerH2(self, backends: list[Backend], **settings: Any) -> int:
@@ -492,7 +493,7 @@ class RefusalTests(HTTP2TestCase):
         lb = self.balancerH2([Backend("127.0.0.1", backendPort)])
         region = Region.create(8)
         self.addCleanup(region.close)
-        limits = self.resource.clientLimits = ClientLimits(region, 0, reactor.seconds)
+        limits = self.site.resource.clientLimits = ClientLimits(region, 0, reactor.seconds)
         limits.configure(Rate(1, 60.0), 1, "ip", 0)
         client = await self.h2client(lb)
         first = await client.response(client.request())
@@ -795,7 +796,7 @@ class TLSTests(HTTP2TestCase):
         """
         _, backendPort = self.rawBackend(lambda c: c.transport.write(OK))
         site = self.tlsSite(backendPort)
-        self.resource.settings = ProxySettings(clientTimeout=0.2)
+        site.resource.settings = ProxySettings(clientTimeout=0.2)
         client = await self.connectTLS(site, [b"h2"], H2Client())
         self.assertEqual((await client.response(client.request())).body, b"ok")
         await waitFor(lambda: client.goaway is not None)

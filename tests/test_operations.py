@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from treq.testing import StubTreq
@@ -14,12 +17,17 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
+from twisted.web.test.requesthelper import DummyRequest
 
 from tests.helpers import CONFIG, GET, OK, Harness, ServiceHarness
 from txlb import config
-from txlb.admin import AdminResource
+from txlb.admin import AdminResource, AdminSite, refuseChange
+from txlb.algorithms.roundrobin import RoundRobin
+from txlb.metrics import Metrics
+from txlb.refusals import REASONS
 from txlb.service import adminURL
 from txlb.tap import Options, makeService
+from txlb.workers.workeradmin import mergeMetrics, workerMetrics
 
 
 class ConfigArgumentsTests(SynchronousTestCase):
@@ -79,7 +87,7 @@ class ConfigFileTests(SynchronousTestCase):
         The file's settings are used.
         """
         options = self.parse(CONFIG)
-        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["listen"], ["tcp:8080"])
         self.assertEqual(
             [(b.address, b.weight) for b in options["backends"]],
             [("127.0.0.1:8081", 1), ("127.0.0.1:8082", 2)],
@@ -319,7 +327,7 @@ class ReloadTests(SynchronousTestCase):
             CONFIG + 'health-path = "/h"\nmax-fails = 7\nfail-timeout = 3\nconnect-timeout = 1.5\n'
         )
         harness.service.reload()
-        self.assertEqual(harness.service._health.path, "/h")  # type: ignore[union-attr]
+        self.assertEqual(harness.service.pools["default"]._health.path, "/h")  # type: ignore[union-attr]
         self.assertEqual((harness.pool.maxFails, harness.pool.failTimeout), (7, 3.0))
         self.assertEqual(harness.resource.client.connectTimeout, 1.5)
 
@@ -349,7 +357,7 @@ class ReloadTests(SynchronousTestCase):
         harness = ServiceHarness(self, CONFIG)
         harness.write(CONFIG.replace("tcp:8080", "tcp:9090"))
         harness.service.reload()
-        self.assertEqual(harness.service.config["listen"], "tcp:8080")
+        self.assertEqual(harness.service.config["listen"], ["tcp:8080"])
         self.assertIn("--listen changes need a restart; it stays 'tcp:8080'", harness.messages())
 
     def test_withoutConfig(self) -> None:
@@ -397,7 +405,7 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(code, 200)
         self.assertEqual(
             (status["algorithm"], status["listen"], status["version"]),
-            ("roundrobin", "tcp:8080", "0.1.0"),
+            ("roundrobin", ["tcp:8080"], "0.1.0"),
         )
         first = status["backends"][0]
         self.assertEqual(
@@ -486,12 +494,12 @@ class AdminTests(SynchronousTestCase):
         code, text = self.call("GET", "/metrics", token=None)
         self.assertEqual(code, 200)
         for line in [
-            b'txlb_requests_total{backend="127.0.0.1:8081",code="200"} 1.0',
-            b'txlb_requests_total{backend="127.0.0.1:8082",code="200"} 1.0',
-            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081"} 1.0',
-            b'txlb_backend_active_requests{backend="127.0.0.1:8081"} 1.0',
-            b'txlb_backend_up{backend="127.0.0.1:8082"} 1.0',
-            b"txlb_retries_total 0.0",
+            b'txlb_requests_total{backend="127.0.0.1:8081",code="200",pool="default"} 1.0',
+            b'txlb_requests_total{backend="127.0.0.1:8082",code="200",pool="default"} 1.0',
+            b'txlb_request_duration_seconds_count{backend="127.0.0.1:8081",pool="default"} 1.0',
+            b'txlb_backend_active_requests{backend="127.0.0.1:8081",pool="default"} 1.0',
+            b'txlb_backend_up{backend="127.0.0.1:8082",pool="default"} 1.0',
+            b'txlb_retries_total{pool="default"} 0.0',
         ]:
             self.assertIn(line, text)
 
@@ -596,7 +604,7 @@ class AdminTests(SynchronousTestCase):
         """
         code, page = self.call("GET", "/", token=None)
         self.assertEqual(code, 200)
-        self.assertIn(b'fetch("status"', page)
+        self.assertIn(b'fetch("status?since="', page)
 
     def test_crossSiteWithoutToken(self) -> None:
         """
@@ -620,6 +628,158 @@ class AdminTests(SynchronousTestCase):
         """
         self.assertEqual(self.call("GET", "/nothing")[0], 404)
         self.assertEqual(self.call("DELETE", "/status")[0], 405)
+
+
+class AdminStatusTests(SynchronousTestCase):
+    """
+    What C{/status} gives the status page: the history, whether changes
+    need a token and the request carries it, whether the algorithm uses
+    weights, and each backend's failed checks.
+    """
+
+    def setUp(self) -> None:
+        self.harness = ServiceHarness(
+            self, CONFIG + 'admin = "tcp:9000:interface=127.0.0.1"\nadmin-token = "s3cret"\n'
+        )
+        [admin] = [
+            listener
+            for listener in self.harness.service.listeners
+            if isinstance(getattr(listener, "factory", None), AdminSite)
+        ]
+        self.admin = StubTreq(admin.factory.resource)
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = Headers()
+        if token is not None:
+            headers.addRawHeader(b"Authorization", b"Bearer " + token.encode())
+        response = self.successResultOf(self.admin.get(f"http://admin{path}", headers=headers))
+        return response.code, json.loads(self.successResultOf(response.content()))
+
+    def test_history(self) -> None:
+        """
+        The service samples every backend every 2 seconds from its start;
+        C{?since=T} sends the samples taken after C{T}, and the status
+        without it none.
+        """
+        harness = self.harness
+        start = harness.reactor.seconds()
+        harness.client(GET)
+        harness.backend()[0].dataReceived(OK)
+        for _ in range(3):
+            harness.reactor.advance(2)
+        # (The memory reactor's clock starts at 0.)
+        _, status = self.get("/status?since=-1")
+        history = status["history"]
+        self.assertEqual((history["interval"], history["span"]), (2.0, 300.0))
+        self.assertEqual(
+            [sample["time"] - start for sample in history["samples"]], [0.0, 2.0, 4.0, 6.0]
+        )
+        self.assertEqual(
+            history["samples"][1]["backends"]["127.0.0.1:8081"],
+            {"rps": 0.1, "p99": 0.99, "active": 0, "load": None},
+        )
+        _, status = self.get(f"/status?since={start + 4}")
+        self.assertEqual([s["time"] - start for s in status["history"]["samples"]], [6.0])
+        self.assertNotIn("history", self.get("/status")[1])
+
+    def test_badSince(self) -> None:
+        """
+        A C{since} that is not a number gets 400 and one line.
+        """
+        self.assertEqual(
+            self.get("/status?since=yesterday"),
+            (400, {"error": "since must be a number of seconds"}),
+        )
+
+    def test_adminAccess(self) -> None:
+        """
+        The status says whether changes need a token, and whether this
+        request carried it (a wrong one is no error: reads need none).
+        """
+        for token, authorized in [(None, False), ("wrong", False), ("s3cret", True)]:
+            code, status = self.get("/status", token)
+            self.assertEqual(
+                (code, status["admin"]), (200, {"token": True, "authorized": authorized})
+            )
+        admin = StubTreq(AdminResource(self.harness.service, None))
+        response = self.successResultOf(admin.get("http://admin/status"))
+        status = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(status["admin"], {"token": False, "authorized": False})
+
+    def test_usesWeights(self) -> None:
+        """
+        The status says whether the algorithm in use reads the weights.
+        """
+        self.assertIs(self.get("/status")[1]["usesWeights"], False)
+        self.harness.service.switchAlgorithm({"algo": "weighted"})
+        self.assertIs(self.get("/status")[1]["usesWeights"], True)
+
+    def test_lastError(self) -> None:
+        """
+        Each backend's failed checks are counted, and its last error comes
+        with its age in seconds.
+        """
+        backend = self.harness.backends[0]
+        backend.checked(self.harness.reactor.seconds(), "status 503")
+        self.harness.reactor.advance(1.5)
+        first = self.get("/status")[1]["backends"][0]
+        self.assertEqual(
+            {key: first[key] for key in ("checkFailures", "lastError", "lastErrorAge", "errors")},
+            {
+                "checkFailures": 1,
+                "lastError": "health check: status 503",
+                "lastErrorAge": 1.5,
+                "errors": 0,
+            },
+        )
+
+
+class RefuseChangeTests(SynchronousTestCase):
+    """
+    Which changes a browser may make (cross-site request forgery), as a
+    table.
+    """
+
+    def request(self, headers: dict[bytes, bytes]) -> Any:
+        request = DummyRequest([b"backends"])
+        request.method = b"POST"
+        request.requestHeaders.setRawHeaders(b"host", [b"127.0.0.1:9000"])
+        for name, value in headers.items():
+            request.requestHeaders.setRawHeaders(name, [value])
+        return request
+
+    def test_table(self) -> None:
+        """
+        With a token, the token decides, unless a browser says the change
+        comes from another site's page (C{Sec-Fetch-Site}, or else an
+        C{Origin} that is not the host asked); without a token, no change
+        from a browser passes, and one from a command-line client does.
+        """
+        bearer = {b"authorization": b"Bearer s3cret"}
+        crossSite = "changes from another site's page are refused"
+        page = "changes from a web page need --admin-token"
+        noToken = "changes need Authorization: Bearer TOKEN"
+        table: list[tuple[str | None, dict[bytes, bytes], Any]] = [
+            ("s3cret", bearer, None),
+            ("s3cret", {}, (401, noToken)),
+            ("s3cret", {b"authorization": b"Bearer wrong"}, (401, noToken)),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"same-origin"}, None),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"none"}, None),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"cross-site"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"sec-fetch-site": b"same-site"}, (403, crossSite)),
+            ("s3cret", {b"sec-fetch-site": b"cross-site"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"origin": b"http://127.0.0.1:9000"}, None),
+            ("s3cret", {**bearer, b"origin": b"http://evil.example"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"origin": b"http://127.0.0.1:9001"}, (403, crossSite)),
+            ("s3cret", {**bearer, b"origin": b"null"}, (403, crossSite)),
+            (None, {}, None),
+            (None, {b"origin": b"http://evil.example"}, (403, crossSite)),
+            (None, {b"origin": b"http://127.0.0.1:9000"}, (403, page)),
+            (None, {b"sec-fetch-site": b"same-origin"}, (403, page)),
+            (None, {b"sec-fetch-site": b"cross-site"}, (403, crossSite)),
+        ]
+        for token, headers, expected in table:
+            self.assertEqual(refuseChange(self.request(headers), token), expected, (token, headers))
 
 
 class AdminOptionTests(SynchronousTestCase):
@@ -708,7 +868,9 @@ class MetricsTests(SynchronousTestCase):
         harness.client(GET)
         harness.refuse(ConnectionRefusedError())
         harness.backend()[0].dataReceived(OK)
-        self.assertIn(b"txlb_retries_total 1.0", harness.resource.metrics.exposition())
+        self.assertIn(
+            b'txlb_retries_total{pool="default"} 1.0', harness.resource.metrics.exposition()
+        )
 
     def test_healthChecks(self) -> None:
         """
@@ -739,7 +901,8 @@ class MetricsTests(SynchronousTestCase):
         self.addCleanup(checker.stopService)
         text = harness.resource.metrics.exposition()
         self.assertIn(
-            b'txlb_health_checks_total{backend="127.0.0.1:8081",result="failed"} 1.0', text
+            b'txlb_health_checks_total{backend="127.0.0.1:8081",pool="default",result="failed"} 1.0',
+            text,
         )
         self.assertEqual(harness.backends[0].health, "failed: status 503")
 
@@ -762,11 +925,13 @@ class MetricsTests(SynchronousTestCase):
         self.assertAlmostEqual(stats.latencyMs, 0.9 * 10 + 0.1 * 30)  # type: ignore[arg-type]
         self.assertAlmostEqual(stats.requestsPerSecond(harness.reactor.seconds()), 0.2)
         self.assertIn(
-            b'txlb_backend_up{backend="127.0.0.1:8081"} 1.0', harness.resource.metrics.exposition()
+            b'txlb_backend_up{backend="127.0.0.1:8081",pool="default"} 1.0',
+            harness.resource.metrics.exposition(),
         )
         harness.backends[0].healthy = False
         self.assertIn(
-            b'txlb_backend_up{backend="127.0.0.1:8081"} 0.0', harness.resource.metrics.exposition()
+            b'txlb_backend_up{backend="127.0.0.1:8081",pool="default"} 0.0',
+            harness.resource.metrics.exposition(),
         )
 
 
@@ -800,6 +965,8 @@ class JSONAccessLogTests(SynchronousTestCase):
                 "retries": 0,
                 "flag": "-",
                 "error": None,
+                "route": None,
+                "pool": "default",
             },
         )
 
@@ -833,3 +1000,58 @@ class JSONAccessLogTests(SynchronousTestCase):
         harness.refuse(ConnectionRefusedError())
         cases.append("UH")
         self.assertEqual([json.loads(line)["flag"] for line in harness.accessLog()], cases)
+
+
+#: Where the metrics are documented.
+METRICS_DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+
+
+class MetricsDocumentedTests(SynchronousTestCase):
+    """
+    The documentation's table of metrics against the metrics themselves.
+    """
+
+    def table(self) -> str:
+        text = METRICS_DOCS.read_text(encoding="utf-8")
+        section = text[text.index("\n## Metrics\n") :]
+        return section[: section.index("\n## ", 1)]
+
+    def test_everyMetric(self) -> None:
+        """
+        Every metric txlb exposes (a shadow policy's, the client limits',
+        and the supervisor's under C{--workers}, too) has its row, and every
+        row is one txlb exposes.
+        """
+        harness = Harness(self)
+        harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
+        limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
+        limited = Metrics(harness.reactor, lambda: ())
+        limited.clientLimits = limits  # type: ignore[assignment]
+        exposed = {
+            line.split()[2]
+            for line in (
+                harness.resource.metrics.exposition().decode()
+                + limited.exposition().decode()
+                + mergeMetrics([], workerMetrics([True], [0])).decode()
+            ).splitlines()
+            if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")
+        }
+        documented = {
+            name
+            for line in self.table().splitlines()
+            if line.startswith("| `txlb_")
+            for name in re.findall(r"`(txlb_\w+)`", line.split("|")[1])
+        }
+        self.assertEqual(documented, exposed)
+
+    def test_everyRefusalReason(self) -> None:
+        """
+        The row of C{txlb_client_refusals_total} names each of its reasons.
+        """
+        [row] = [
+            line
+            for line in self.table().splitlines()
+            if line.startswith("| `txlb_client_refusals_total`")
+        ]
+        named = re.findall(r"`(\w+)`", row.split("|")[3])
+        self.assertEqual(sorted(named), sorted(REASONS))

@@ -200,10 +200,12 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(first.endswith("status=200 ms=250.0"), first)
         self.assertTrue(second.endswith("status=200 ms=375.0 queued=250.0ms"), second)
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn("txlb_queue_duration_seconds_count 1.0\n", metrics)
-        self.assertIn('txlb_queue_duration_seconds_bucket{le="0.25"} 1.0\n', metrics)
-        self.assertIn('txlb_queue_duration_seconds_bucket{le="0.1"} 0.0\n', metrics)
-        self.assertIn('txlb_backend_max_requests{backend="127.0.0.1:8081"} 1.0\n', metrics)
+        self.assertIn('txlb_queue_duration_seconds_count{pool="default"} 1.0\n', metrics)
+        self.assertIn('txlb_queue_duration_seconds_bucket{le="0.25",pool="default"} 1.0\n', metrics)
+        self.assertIn('txlb_queue_duration_seconds_bucket{le="0.1",pool="default"} 0.0\n', metrics)
+        self.assertIn(
+            'txlb_backend_max_requests{backend="127.0.0.1:8081",pool="default"} 1.0\n', metrics
+        )
 
     def test_queueMsInJSON(self) -> None:
         """
@@ -296,10 +298,10 @@ class QueueRefusalTests(SynchronousTestCase):
         )
         self.assertEqual(harness.events[-1]["flag"], "QF")
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn('txlb_queue_refused_total{reason="full"} 1.0\n', metrics)
-        self.assertIn('txlb_queue_refused_total{reason="timeout"} 0.0\n', metrics)
-        self.assertIn('txlb_requests_total{backend="-",code="503"} 1.0\n', metrics)
-        self.assertIn("txlb_queue_length 1.0\n", metrics)
+        self.assertIn('txlb_queue_refused_total{pool="default",reason="full"} 1.0\n', metrics)
+        self.assertIn('txlb_queue_refused_total{pool="default",reason="timeout"} 0.0\n', metrics)
+        self.assertIn('txlb_requests_total{backend="-",code="503",pool="default"} 1.0\n', metrics)
+        self.assertIn('txlb_queue_length{pool="default"} 1.0\n', metrics)
 
     def test_timeout(self) -> None:
         """
@@ -321,7 +323,7 @@ class QueueRefusalTests(SynchronousTestCase):
             harness.accessLog()[-1],
         )
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn('txlb_queue_refused_total{reason="timeout"} 1.0\n', metrics)
+        self.assertIn('txlb_queue_refused_total{pool="default",reason="timeout"} 1.0\n', metrics)
         self.assertEqual(harness.resource.admission.queued, 0)
         backends.answer()
         self.assertEqual(backends.attempts, 1)
@@ -475,8 +477,8 @@ class RetryTests(SynchronousTestCase):
         # the budget is down to its floor, 3: 3 second retries.
         self.assertEqual(attempts[20.0], 123)
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn("txlb_retries_total 23.0\n", metrics)
-        self.assertIn("txlb_retries_refused_total 97.0\n", metrics)
+        self.assertIn('txlb_retries_total{pool="default"} 23.0\n', metrics)
+        self.assertIn('txlb_retries_refused_total{pool="default"} 97.0\n', metrics)
         self.assertIn("(not retried: the retry budget was spent)", harness.accessLog()[0])
 
 
@@ -811,7 +813,7 @@ class ServiceTests(SynchronousTestCase):
         )
         self.assertEqual([(b["active"], b["limit"]) for b in status["backends"]], [(1, 1)] * 2)
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn("txlb_queue_length 2.0\n", metrics)
+        self.assertIn('txlb_queue_length{pool="default"} 2.0\n', metrics)
 
 
 class KeepAliveClient(Protocol):

@@ -377,7 +377,8 @@ class FallbackTests(SynchronousTestCase):
         )
         self.assertTrue(messages[0].startswith("Algorithm first failed to pick; round robin"))
         self.assertIn(
-            b"txlb_algorithm_fallbacks_total 5.0", self.harness.resource.metrics.exposition()
+            b'txlb_algorithm_fallbacks_total{pool="default"} 5.0',
+            self.harness.resource.metrics.exposition(),
         )
 
     def test_request(self) -> None:
@@ -442,11 +443,11 @@ class ShadowTests(SynchronousTestCase):
         self.picks(4)
         text = self.resource.metrics.exposition().decode()
         for line in (
-            'txlb_shadow_picks_total{policy="first"} 4.0',
-            'txlb_shadow_agreed_total{policy="first"} 2.0',
-            'txlb_shadow_errors_total{policy="first"} 0.0',
-            'txlb_shadow_agreement_ratio{policy="first"} 0.5',
-            'txlb_shadow_backend_picks_total{backend="127.0.0.1:8081",policy="first"} 4.0',
+            'txlb_shadow_picks_total{policy="first",pool="default"} 4.0',
+            'txlb_shadow_agreed_total{policy="first",pool="default"} 2.0',
+            'txlb_shadow_errors_total{policy="first",pool="default"} 0.0',
+            'txlb_shadow_agreement_ratio{policy="first",pool="default"} 0.5',
+            'txlb_shadow_backend_picks_total{backend="127.0.0.1:8081",policy="first",pool="default"} 4.0',
         ):
             self.assertIn(line, text)
 
@@ -752,7 +753,7 @@ class SwitchUnderLoadTests(TestCase):
             {body for _, body in results},
             {b"pong from backend :%d\n" % port for port in backendPorts},
         )
-        self.assertEqual(service.resource.algorithm.name, "swrr")
+        self.assertEqual(service.pools["default"].resource.algorithm.name, "swrr")
 
 
 class Jitter(dict):  # type: ignore[type-arg]

@@ -76,7 +76,7 @@ class RefusedTestCase(SynchronousTestCase):
         metrics = harness.resource.metrics.exposition()
         self.assertIn(b'txlb_client_refusals_total{reason="%s"} 1.0\n' % reason.encode(), metrics)
         self.assertIn(
-            b'txlb_requests_total{backend="-",code="%s"} 1.0\n' % status[:3],
+            b'txlb_requests_total{backend="-",code="%s",pool="-"} 1.0\n' % status[:3],
             metrics,
         )
         return harness
@@ -366,7 +366,10 @@ class ChunkedBodyTests(SynchronousTestCase):
         self.assertEqual(events[0]["flag"], CLIENT_PROTOCOL_ERROR)
         metrics = harness.resource.metrics.exposition()
         self.assertIn(b'txlb_client_refusals_total{reason="chunked_body"} 1.0\n', metrics)
-        self.assertIn(b'txlb_requests_total{backend="127.0.0.1:8081",code="400"} 1.0\n', metrics)
+        self.assertIn(
+            b'txlb_requests_total{backend="127.0.0.1:8081",code="400",pool="default"} 1.0\n',
+            metrics,
+        )
 
     def test_malformedChunks(self) -> None:
         """
@@ -1018,6 +1021,8 @@ class AccessLogTests(SynchronousTestCase):
                 "retries": 0,
                 "flag": "DPE",
                 "error": "a line ended by a bare LF",
+                "route": None,
+                "pool": None,
             },
         )
 

@@ -391,7 +391,7 @@ class LimitTests(SynchronousTestCase):
         self.assertIn("method=POST path=/order \N{RIGHTWARDS ARROW} backend=- status=413", lines[0])
         self.assertIn('status=413 ms=0.0 error="a body over 4 bytes"', lines[1])
         self.assertIn(
-            b'txlb_requests_total{backend="-",code="413"} 1.0',
+            b'txlb_requests_total{backend="-",code="413",pool="-"} 1.0',
             harness.resource.metrics.exposition(),
         )
 

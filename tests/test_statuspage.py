@@ -1,7 +1,10 @@
 """
-The HTML status page: its HTTP response in memory with C{treq.testing}, and
-the page itself rendered by a real headless Chromium (Debian's C{chromium})
-against a loopback listener that serves a fake of the admin API's JSON.
+The HTML status page: its HTTP response in memory with C{treq.testing}; the
+page itself rendered by a real headless Chromium (Debian's C{chromium})
+against a loopback listener that serves a fake of the admin API's JSON; and
+the page used as an operator uses it (the token typed, buttons clicked)
+against the real admin API, through the DevTools protocol
+(L{tests.devtools}).
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import base64
 import copy
 import hashlib
 import json
+import math
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -21,11 +24,18 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from tests.devtools import CHROMIUM, HEADLESS, SETSID, Browser
+from tests.helpers import CONFIG, GET, OK, ServiceHarness
+from txlb.admin import AdminResource, AdminSite
 from txlb.statuspage import StatusPage
 
 # The JSON the admin API's GET status returns (txlb/admin.py).
@@ -33,7 +43,9 @@ EXAMPLE: dict[str, Any] = {
     "version": "0.1.0",
     "uptime": 12.5,
     "algorithm": "weighted",
+    "usesWeights": True,
     "listen": "tcp:8080",
+    "admin": {"token": False, "authorized": False},
     "backends": [
         {
             "address": "localhost:8081",
@@ -43,9 +55,11 @@ EXAMPLE: dict[str, Any] = {
             "requests": 120,
             "failures": 0,
             "lastError": None,
+            "lastErrorAge": None,
             "health": "passed",
             "requestsPerSecond": 3.2,
             "errors": 1,
+            "checkFailures": 0,
             "latencyMs": 1.4,
         },
         {
@@ -56,16 +70,31 @@ EXAMPLE: dict[str, Any] = {
             "requests": 340,
             "failures": 2,
             "lastError": "Connection was refused",
+            "lastErrorAge": 75.2,
             "health": "failed: status 500",
             "requestsPerSecond": 0.0,
             "errors": 7,
+            "checkFailures": 0,
             "latencyMs": None,
         },
     ],
 }
 
-# The two rows EXAMPLE renders as, column by column: backend, state, weight,
-# active, req/s, requests, errors, fails, latency, load, health, last error.
+# The header and the two rows EXAMPLE renders as, column by column.
+EXAMPLE_HEADER = [
+    "Backend",
+    "State",
+    "Weight",
+    "Active",
+    "Req/s",
+    "Requests",
+    "Errors",
+    "Fails",
+    "Latency",
+    "Load",
+    "Health",
+    "Last error",
+]
 EXAMPLE_ROWS = [
     ["localhost:8081", "up", "1", "0", "3.2", "120", "1", "0", "1.4 ms", "–", "passed", "–"],
     [
@@ -80,17 +109,47 @@ EXAMPLE_ROWS = [
         "–",
         "–",
         "failed: status 500",
-        "Connection was refused",
+        "Connection was refused (1m 15s ago)",
     ],
 ]
 
 SCRIPT = "<script>alert(1)</script>"
 
+#: When the newest sample of the fake histories was taken.
+NOW = 1_800_000_000.0
+
+
+def history(count: int, **values: Any) -> dict[str, Any]:
+    """
+    A history of C{count} samples 2 s apart, the newest at L{NOW}: the
+    first backend's are C{values}, each a function of the sample's index
+    (from 0, the oldest) or a constant; the second backend's none.
+    """
+    samples = []
+    for k in range(count):
+        first = {
+            key: (value(k) if callable(value) else value)
+            for key, value in {"rps": 0.0, "p99": None, "active": 0, "load": None, **values}.items()
+        }
+        samples.append(
+            {
+                "time": NOW - 2 * (count - 1 - k),
+                "backends": {
+                    "localhost:8081": first,
+                    "localhost:8082": {"rps": 0.0, "p99": None, "active": 2, "load": None},
+                },
+            }
+        )
+    return {"interval": 2.0, "span": 300.0, "samples": samples}
+
 
 class FakeStatus(Resource):
     """
     The admin API's C{status}: a fixed JSON answer, then, after
-    C{failAfter} answers, C{503}.
+    C{failAfter} answers, C{503}.  A C{history} in it is the whole ring:
+    each answer has the samples after the C{since} asked for.
+
+    @ivar since: The C{since} of each request, in order.
     """
 
     isLeaf = True
@@ -100,59 +159,31 @@ class FakeStatus(Resource):
         self.payload = payload
         self.failAfter = failAfter
         self.requests = 0
+        self.since: list[float] = []
 
     def render_GET(self, request: server.Request) -> bytes:
         self.requests += 1
         if self.failAfter is not None and self.requests > self.failAfter:
             request.setResponseCode(503)
             return b"admin API is down\n"
+        since = float(request.args[b"since"][0])
+        self.since.append(since)
+        answer = dict(self.payload)
+        if "history" in answer:
+            whole = answer["history"]
+            answer["history"] = {
+                **whole,
+                "samples": [s for s in whole["samples"] if s["time"] > since],
+            }
         request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps(self.payload).encode()
+        return json.dumps(answer).encode()
 
 
-class ChangingStatus(FakeStatus):
+def withHistory(count: int, **values: Any) -> dict[str, Any]:
     """
-    The admin API's C{status} answering each of C{payloads} in turn, then
-    the last again and again.
+    L{EXAMPLE} with a L{history} of C{count} samples of C{values}.
     """
-
-    def __init__(self, payloads: list[dict[str, Any]]) -> None:
-        super().__init__(payloads[0])
-        self.payloads = payloads
-
-    def render_GET(self, request: server.Request) -> bytes:
-        self.payload = self.payloads[min(self.requests, len(self.payloads) - 1)]
-        return super().render_GET(request)
-
-
-def polls(count: int) -> list[dict[str, Any]]:
-    """
-    C{count} answers of a balancer whose first backend, reporting a load of
-    0.25, ends 100 requests between two polls, all in 2.5 to 5 ms (so
-    their p99 is 2.5 + 0.99 * 2.5 = 4.975 ms), at k requests/s by the kth
-    poll; and a shadow policy.
-    """
-    answers = []
-    for k in range(1, count + 1):
-        payload = copy.deepcopy(EXAMPLE)
-        payload["latencyBounds"] = [0.001, 0.0025, 0.005, 0.01]
-        first, second = payload["backends"]
-        first.update(
-            requestsPerSecond=float(k),
-            active=k,
-            load=0.25,
-            latencyBuckets=[0, 0, 100 * (k - 1), 100 * (k - 1), 100 * (k - 1)],
-        )
-        second.update(latencyBuckets=None)
-        payload["shadow"] = {
-            "algorithm": "ewma",
-            "compared": 200,
-            "agreement": 0.4,
-            "picks": {"localhost:8081": 150, "localhost:8082": 50},
-            "errors": 0,
-        }
-        answers.append(payload)
-    return answers
+    return {**copy.deepcopy(EXAMPLE), "history": history(count, **values)}
 
 
 def adminTree(status: Resource) -> Resource:
@@ -209,18 +240,29 @@ class ResponseTests(SynchronousTestCase):
         self.assertNotIn(b"@import", body)
         self.assertNotIn(b"url(", body)
 
-    def test_relativeStatusURL(self) -> None:
+    def test_relativeURLs(self) -> None:
         """
-        The script fetches C{status} relative to the page, with no-store,
-        so the page works under any prefix.
+        The script fetches C{status} and changes C{backends/...} relative
+        to the page, with no-store, so the page works under any prefix.
         """
         script = self.script(self.get()[1])
         self.assertEqual(
-            re.findall(r"fetch\(([^,]*), \{([^}]*)\}", script),
-            [('"status"', 'cache: "no-store", signal: controller.signal')],
+            re.findall(r"fetch\(([^,]*), \{\s*([^}]*)\}", script),
+            [
+                (
+                    '"backends/" + encodeURIComponent(address) + suffix',
+                    'method: method, cache: "no-store", headers: headers,\n      '
+                    "body: body === undefined ? undefined : JSON.stringify(body),\n    ",
+                ),
+                (
+                    '"status?since=" + since',
+                    'cache: "no-store", signal: controller.signal, headers: authorization()',
+                ),
+            ],
         )
         self.assertNotIn("/status", script)
-        self.assertIn("setTimeout(refresh, REFRESH_MS)", script)
+        self.assertNotIn('"/backends', script)
+        self.assertIn("timer = setTimeout(refresh, REFRESH_MS)", script)
         self.assertIn("const REFRESH_MS = 2000;", script)
 
     def test_textOnly(self) -> None:
@@ -285,20 +327,19 @@ class ResponseTests(SynchronousTestCase):
         self.successResultOf(deeper.content())
 
 
-CHROMIUM = shutil.which("chromium")
-
-
 class RenderedPage(HTMLParser):
     """
-    The parts of a dumped DOM the tests check: the table's rows as cell
-    texts, the text of each element with an C{id}, the classes of the
-    table, the tags inside the table body, and how many scripts there are.
+    The parts of a dumped DOM the tests check: the backends table's
+    headings and rows as cell texts, the text of each element with an
+    C{id}, the attributes of those, the tags inside the table's body, and
+    how many scripts there are.
     """
 
     VOID = frozenset({"area", "base", "br", "col", "hr", "img", "input", "link", "meta", "wbr"})
 
     def __init__(self, dom: str) -> None:
         super().__init__()
+        self.header: list[str] = []
         self.rows: list[list[str]] = []
         self.text: dict[str, str] = {}
         self.attributes: dict[str, dict[str, str | None]] = {}
@@ -311,15 +352,21 @@ class RenderedPage(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         self.scripts += tag == "script"
-        if "backends" in self._open:
+        if "backends-body" in self._open:
             self.tagsInBody.add(tag)
             if tag == "tr":
                 self.rows.append([])
             elif tag == "td":
                 self.rows[-1].append("")
+        elif "backends" in self._open and tag == "th":
+            self.header.append("")
         if tag in self.VOID:
             return
         identifier = attributes.get("id")
+        if tag == "table" and attributes.get("class") == "backends":
+            identifier = "backends"
+        elif tag == "tbody" and "backends" in self._open:
+            identifier = "backends-body"
         if identifier is not None:
             self.text[identifier] = ""
             self.attributes[identifier] = attributes
@@ -333,8 +380,11 @@ class RenderedPage(HTMLParser):
         for identifier in self._open:
             if identifier is not None:
                 self.text[identifier] += data
-        if "backends" in self._open and self.rows and self.rows[-1]:
-            self.rows[-1][-1] += data
+        if "backends-body" in self._open:
+            if self.rows and self.rows[-1]:
+                self.rows[-1][-1] += data
+        elif "backends" in self._open and self.header:
+            self.header[-1] += data
 
 
 def runChromium(arguments: list[str]) -> subprocess.CompletedProcess[str]:
@@ -357,6 +407,24 @@ def runChromium(arguments: list[str]) -> subprocess.CompletedProcess[str]:
         stdout, stderr = process.communicate()
         raise AssertionError(f"chromium ran for over 60 s:\n{stderr[-2000:]}") from None
     return subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr)
+
+
+def charts(dom: str) -> dict[str, dict[str, Any]]:
+    """
+    Each chart of the first backend's card, by its key: its label, the top
+    of its scale, and the points of each of its lines as (x, y) pairs.
+    """
+    card = dom.split('<div class="card"')[1]
+    found = {}
+    for key, chart in re.findall(r'<div class="chart chart-(\w+)">(.*?)</svg>', card, re.DOTALL):
+        [label] = re.findall(r'<span class="chart-label">([^<]*)</span>', chart)
+        [top] = re.findall(r'<span class="chart-top">([^<]*)</span>', chart)
+        lines = [
+            [tuple(float(n) for n in point.split(",")) for point in points.split()]
+            for points in re.findall(r'<polyline points="([^"]*)"', chart)
+        ]
+        found[key] = {"label": label, "top": top, "lines": lines}
+    return found
 
 
 class BrowserTests(TestCase):
@@ -382,14 +450,7 @@ class BrowserTests(TestCase):
         assert CHROMIUM is not None
         arguments = [
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",  # root cannot use Chromium's sandbox
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS,
             f"--user-data-dir={profile}",
             "--virtual-time-budget=5000",
             *options,
@@ -406,11 +467,13 @@ class BrowserTests(TestCase):
     async def test_table(self) -> None:
         """
         The example status renders as one row per backend, with the state
-        as a word, the weights, and a dash for null; the top line names the
-        algorithm, the listen address, the uptime and the version.
+        as a word, the weights, a dash for null, and the last error's age;
+        the top line names the algorithm, the listen address, the uptime
+        and the version.
         """
         status = FakeStatus(EXAMPLE)
         page, _ = await self.render(status)
+        self.assertEqual(page.header, EXAMPLE_HEADER)
         self.assertEqual(page.rows, EXAMPLE_ROWS)
         self.assertEqual(page.text["algorithm"], "weighted")
         self.assertEqual(page.text["listen"], "tcp:8080")
@@ -419,7 +482,7 @@ class BrowserTests(TestCase):
         self.assertEqual(page.text["health"], "1 up, 0 down, 1 draining")
         self.assertIn("hidden", page.attributes["error"])
         self.assertIn("hidden", page.attributes["insecure"])
-        self.assertNotIn("stale", page.attributes["table"].get("class") or "")
+        self.assertNotIn("stale", page.attributes["pools"].get("class") or "")
         self.assertGreaterEqual(status.requests, 2, "the page did not refresh")
 
     async def test_limitsAndQueue(self) -> None:
@@ -433,6 +496,62 @@ class BrowserTests(TestCase):
         page, _ = await self.render(FakeStatus(payload))
         self.assertEqual([row[3] for row in page.rows], ["0", "2 / 10"])
         self.assertEqual(page.text["queue"], "3 waiting (at most 1000)")
+
+    async def test_weightHidden(self) -> None:
+        """
+        Under an algorithm that ignores weights (round robin, least
+        connections), the weight column is left out.
+        """
+        payload = {**copy.deepcopy(EXAMPLE), "algorithm": "roundrobin", "usesWeights": False}
+        page, _ = await self.render(FakeStatus(payload))
+        self.assertEqual(page.header, [h for h in EXAMPLE_HEADER if h != "Weight"])
+        self.assertEqual(page.rows, [row[:2] + row[3:] for row in EXAMPLE_ROWS])
+
+    async def test_healthCheckFailure(self) -> None:
+        """
+        A backend the health checks took down shows its failed checks with
+        its errors, and the check's failure as its last error.
+        """
+        payload = copy.deepcopy(EXAMPLE)
+        payload["backends"][0].update(
+            state="down",
+            errors=0,
+            checkFailures=3,
+            health="failed: status 500",
+            lastError="health check: status 500",
+            lastErrorAge=4.2,
+        )
+        page, _ = await self.render(FakeStatus(payload))
+        self.assertEqual(
+            page.rows[0],
+            [
+                "localhost:8081",
+                "down",
+                "1",
+                "0",
+                "3.2",
+                "120",
+                "0 + 3 checks",
+                "0",
+                "1.4 ms",
+                "–",
+                "failed: status 500",
+                "health check: status 500 (4s ago)",
+            ],
+        )
+
+    async def test_readOnly(self) -> None:
+        """
+        Without a token configured, the page says changes need one, and
+        offers none.
+        """
+        page, dom = await self.render(FakeStatus(EXAMPLE))
+        self.assertEqual(
+            page.text["admin-state"],
+            "Read-only: changes from this page need txlb started with --admin-token.",
+        )
+        self.assertIn("hidden", page.attributes["unlock"])
+        self.assertNotIn("<button", dom.split('id="pools"')[1].split("</table>")[0])
 
     async def test_insecureTLS(self) -> None:
         """
@@ -481,7 +600,7 @@ class BrowserTests(TestCase):
             page.text["error"],
         )
         self.assertNotIn("hidden", page.attributes["error"])
-        self.assertIn("stale", page.attributes["table"]["class"] or "")
+        self.assertIn("stale", page.attributes["pools"]["class"] or "")
         self.assertEqual(page.rows, EXAMPLE_ROWS)
 
     async def test_neverAvailable(self) -> None:
@@ -490,63 +609,125 @@ class BrowserTests(TestCase):
         """
         page, _ = await self.render(FakeStatus(EXAMPLE, failAfter=0))
         self.assertEqual(page.text["error"], "status unavailable: HTTP 503 Service Unavailable")
-        self.assertEqual(page.rows, [["loading…"]])
+        self.assertEqual((page.rows, page.text["pools"]), ([], "loading…"))
 
-    async def test_charts(self) -> None:
+    async def test_historyOnFirstLoad(self) -> None:
         """
-        Each backend gets a card of line charts over the polls: requests/s,
-        the p99 of the requests that ended between two polls (none before
-        the second, so that line starts there), requests in flight and the
-        reported load, each labelled with its last value.
+        The first poll asks for the whole history and the charts draw it at
+        once: five minutes of samples, the oldest near the left edge, the
+        newest at the right, each labelled with its newest value; later
+        polls ask only for what is newer.
         """
-        status = ChangingStatus(polls(10))
+        status = FakeStatus(
+            withHistory(150, rps=lambda k: float(k % 10), active=3, load=0.25, p99=4.0)
+        )
         _, dom = await self.render(status)
-        count = status.requests
-        self.assertGreaterEqual(count, 2, "the page did not refresh")
+        self.assertEqual(status.since[:2], [0.0, NOW])
+        drawn = charts(dom)
         self.assertEqual(
-            re.findall(r'<span class="chart-label">([^<]*)</span>', dom),
+            [(key, chart["label"]) for key, chart in drawn.items()],
             [
-                f"req/s {count}.0",
-                "p99 5.0 ms",
-                f"in flight {count}",
-                "load 25.0 %",
-                "req/s 0.0",
-                "p99 –",
-                "in flight 2",
-                "load –",
+                ("rps", "req/s 9.0"),
+                ("p99", "p99 4.0 ms"),
+                ("active", "in flight 3"),
+                ("load", "load 25.0 %"),
             ],
         )
-        lines = re.findall(r'<polyline points="([^"]*)"></polyline>', dom)
-        # The first backend's four lines (p99's a point short), then the
-        # second's two (it has no p99 and no load).
+        [line] = drawn["rps"]["lines"]
+        self.assertEqual(len(line), 150)
+        self.assertEqual((line[0][0], line[-1][0]), (2.0, 300.0))
+        # The rps line: 0, 1, ..., 9 again and again, on a scale of 10.
+        self.assertEqual([y for _, y in line[:10]], [round(58 - k / 10 * 56, 1) for k in range(10)])
+
+    async def test_axisAndScale(self) -> None:
+        """
+        Each card has a time axis from five minutes ago to now, and each
+        chart a scale from 0 to its top.
+        """
+        _, dom = await self.render(FakeStatus(withHistory(150, rps=40.0, active=12)))
+        card = dom.split('<div class="card"')[1]
         self.assertEqual(
-            [len(points.split()) for points in lines],
-            [count, count - 1, count, count, count, count],
+            re.findall(r'<div class="axis-ticks">(.*?)</div>', card),
+            [
+                "".join(
+                    f'<span style="left: {left}%;">{text}</span>'
+                    for left, text in [
+                        (0, "−5 min"),
+                        (20, "−4 min"),
+                        (40, "−3 min"),
+                        (60, "−2 min"),
+                        (80, "−1 min"),
+                        (100, "now"),
+                    ]
+                )
+            ],
         )
-        # Newest at the right edge; the largest value at the top.
-        self.assertTrue(lines[0].endswith(" 300.0,2.0"), lines[0])
+        self.assertEqual(re.findall(r'<span class="chart-zero">([^<]*)</span>', card), ["0"] * 4)
+        self.assertEqual(
+            [chart["top"] for chart in charts(dom).values()], ["50", "50 ms", "20", "100 %"]
+        )
+
+    async def test_floor(self) -> None:
+        """
+        A scale never goes below its floor, so that 3 to 7 ms of p99 noise
+        stays a flat line at the bottom of a 50 ms scale; a real rise
+        raises the scale to a round number above it.
+        """
+        noise = withHistory(150, p99=lambda k: 3.0 + k % 5)
+        drawn = charts((await self.render(FakeStatus(noise)))[1])
+        self.assertEqual(drawn["p99"]["top"], "50 ms")
+        ys = [y for _, y in drawn["p99"]["lines"][0]]
+        self.assertEqual(
+            (min(ys), max(ys)), (round(58 - 7 / 50 * 56, 1), round(58 - 3 / 50 * 56, 1))
+        )
+        self.assertEqual(drawn["rps"]["top"], "10")
+        self.assertEqual(drawn["active"]["top"], "10")
+        spike = withHistory(150, p99=lambda k: 180.0 if k == 100 else 4.0)
+        drawn = charts((await self.render(FakeStatus(spike)))[1])
+        self.assertEqual(drawn["p99"]["top"], "200 ms")
+        self.assertEqual(min(y for _, y in drawn["p99"]["lines"][0]), round(58 - 180 / 200 * 56, 1))
+
+    async def test_gap(self) -> None:
+        """
+        Samples missing (the admin API did not answer) or a value unknown
+        (no request ended) break the line rather than bridge the gap.
+        """
+        payload = withHistory(20, rps=1.0, p99=lambda k: None if k == 5 else 2.0)
+        del payload["history"]["samples"][10:13]
+        drawn = charts((await self.render(FakeStatus(payload)))[1])
+        self.assertEqual([len(line) for line in drawn["rps"]["lines"]], [10, 7])
+        self.assertEqual([len(line) for line in drawn["p99"]["lines"]], [5, 4, 7])
 
     async def test_limitChart(self) -> None:
         """
         A backend with a limit (C{--max-conn}, learnt with C{auto}) gets a
-        chart of it over the polls too; one without, none.
+        chart of it from the history too; one without, none.
         """
-        answers = polls(6)
-        for k, payload in enumerate(answers, 1):
-            payload["backends"][1]["limit"] = min(2**k, 10)
-        status = ChangingStatus(answers)
-        _, dom = await self.render(status)
-        last = f"limit {min(2 ** min(status.requests, 6), 10)}"
-        labels = re.findall(r'<span class="chart-label">([^<]*)</span>', dom)
-        self.assertEqual([label for label in labels if label.startswith("limit")], [last])
-        self.assertEqual(labels[-1], last)
+        payload = withHistory(150, limit=lambda k: min(2 ** (k // 10), 10))
+        payload["backends"][0]["limit"] = 10
+        _, dom = await self.render(FakeStatus(payload))
+        drawn = charts(dom)
+        self.assertEqual(drawn["limit"]["label"], "limit 10")
+        self.assertEqual(drawn["limit"]["top"], "10")
+        [line] = drawn["limit"]["lines"]
+        self.assertEqual(len(line), 150)
+        second = dom.split('<div class="card"')[2]
+        self.assertNotIn("chart-limit", second)
 
     async def test_shadow(self) -> None:
         """
         With a shadow policy, the page shows its agreement and the requests
         it would have sent to each backend; without one, nothing of it.
         """
-        page, dom = await self.render(ChangingStatus(polls(1)))
+        payload = copy.deepcopy(EXAMPLE)
+        payload["shadow"] = {
+            "algorithm": "ewma",
+            "compared": 200,
+            "agreement": 0.4,
+            "picks": {"localhost:8081": 150, "localhost:8082": 50},
+            "errors": 0,
+        }
+        page, dom = await self.render(FakeStatus(payload))
         self.assertEqual(page.text["shadow-name"], "ewma")
         self.assertEqual(page.text["shadow-agreement"], "40.0 % of 200 picks")
         self.assertEqual(page.text["shadow-errors"], "0")
@@ -563,14 +744,22 @@ class BrowserTests(TestCase):
         Chromium paints the page into a PNG of the window's size (kept as
         C{_trial_temp/.../status.png} to look at).
         """
-        payload = copy.deepcopy(EXAMPLE)
+        payload = withHistory(
+            150,
+            rps=lambda k: 30.0 + 10 * math.sin(k / 8),
+            p99=lambda k: 4.0 + k % 3 if k < 100 else 120.0 + k % 7,
+            active=lambda k: k % 4,
+            load=lambda k: 0.2 + k / 300,
+        )
         payload["backends"].append(
             {
                 **EXAMPLE["backends"][0],
                 "address": "localhost:8083",
                 "state": "down",
                 "health": "failed: timeout",
-                "lastError": "Connection was refused by other side: 111: Connection refused.",
+                "checkFailures": 4,
+                "lastError": "health check: timeout",
+                "lastErrorAge": 3.0,
                 "latencyMs": 2003.25,
             }
         )
@@ -578,9 +767,259 @@ class BrowserTests(TestCase):
         os.makedirs(directory)
         path = os.path.join(directory, "status.png")
         await self.chromium(
-            self.serve(FakeStatus(payload)), f"--screenshot={path}", "--window-size=1200,700"
+            self.serve(FakeStatus(payload)), f"--screenshot={path}", "--window-size=1200,900"
         )
         with open(path, "rb") as png:
             data = png.read()
         self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
-        self.assertEqual(struct.unpack(">II", data[16:24]), (1200, 700))
+        self.assertEqual(struct.unpack(">II", data[16:24]), (1200, 900))
+
+
+class RecordingSite(AdminSite):
+    """
+    The admin site, remembering each request it answered: its method, path,
+    status, and the headers a browser says where it comes from with.
+    """
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)
+        self.seen: list[tuple[bytes, bytes, int, bytes | None, bytes | None]] = []
+
+    def log(self, request: Any) -> None:
+        self.seen.append(
+            (
+                request.method,
+                request.uri,
+                request.code,
+                request.getHeader(b"sec-fetch-site"),
+                request.getHeader(b"authorization"),
+            )
+        )
+
+    def changes(self) -> list[tuple[bytes, bytes, int, bytes | None, bytes | None]]:
+        return [seen for seen in self.seen if seen[0] not in (b"GET", b"HEAD")]
+
+
+#: A page of another site that tries to drain a backend through the
+#: operator's browser: a form (in a frame, so the page stays), a no-cors
+#: fetch, and a fetch with a guessed token (which needs a CORS preflight).
+ATTACK = """<!doctype html>
+<html><body>
+<iframe name="sink"></iframe>
+<form id="form" method="post" target="sink" action="{url}">
+  <input name="draining" value="true">
+</form>
+<script>
+document.getElementById("form").submit();
+fetch("{url}", {{method: "POST", mode: "no-cors", body: '{{"draining": true}}'}}).catch(() => 0);
+fetch("{url}", {{method: "POST", headers: {{"Authorization": "Bearer s3cret"}}}}).catch(() => 0);
+</script>
+</body></html>
+"""
+
+
+class Page(Resource):
+    """
+    One fixed HTML page.
+    """
+
+    isLeaf = True
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.html = html.encode()
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return self.html
+
+
+class OperatorTests(TestCase):
+    """
+    The page as an operator uses it, in headless Chromium driven over the
+    DevTools protocol, against the real admin API of a balancer (in memory)
+    served over loopback.
+    """
+
+    skip = (
+        None
+        if CHROMIUM and SETSID
+        else "Debian's chromium (and util-linux's setsid) are needed; .ci/run installs them"
+    )
+
+    def setUp(self) -> None:
+        self.harness = ServiceHarness(
+            self, CONFIG.replace('"roundrobin"', '"weighted"') + 'admin-token = "s3cret"\n'
+        )
+
+    def serve(self, token: str | None = "s3cret") -> str:
+        self.site = RecordingSite(AdminResource(self.harness.service, token))
+        port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}/"
+
+    async def browser(self, url: str) -> Browser:
+        profile = self.mktemp()
+        os.makedirs(profile)
+        browser = Browser(profile, "--window-size=1400,900")
+        self.addCleanup(lambda: Deferred.fromCoroutine(browser.close()))
+        await browser.open(url)
+        await browser.waitFor("document.querySelectorAll('table.backends tbody tr').length === 2")
+        return browser
+
+    async def unlock(self, browser: Browser, token: str) -> None:
+        await browser.waitFor("!document.getElementById('unlock').hidden")
+        await browser.type("#token", token)
+        await browser.click("#unlock button")
+
+    async def test_readOnlyWithoutToken(self) -> None:
+        """
+        Until the token is entered, the page offers no change: only the
+        field for the token.
+        """
+        browser = await self.browser(self.serve())
+        await browser.waitFor("!document.getElementById('unlock').hidden")
+        self.assertEqual(
+            await browser.evaluate(
+                "document.querySelectorAll('button.drain, button.restore, input.weight').length"
+            ),
+            0,
+        )
+        self.assertEqual(
+            await browser.evaluate("document.getElementById('admin-state').textContent"),
+            "Read-only. Enter the admin token to drain, restore and reweight.",
+        )
+        self.assertEqual(self.site.changes(), [])
+
+    async def test_drainRestoreWeight(self) -> None:
+        """
+        With the token, each backend has drain (then restore) and a weight
+        to set, which change the balancer through the admin API; the page
+        sends the token as a bearer header from its own origin.
+        """
+        browser = await self.browser(self.serve())
+        await self.unlock(browser, "s3cret")
+        await browser.waitFor("document.querySelectorAll('button.drain').length === 2")
+        first, second = self.harness.backends
+        await browser.click("tr:first-child button.drain")
+        await browser.waitFor("document.querySelector('tr:first-child button.restore')")
+        self.assertEqual(
+            await browser.evaluate("document.getElementById('admin-message').textContent"),
+            "drain 127.0.0.1:8081: done",
+        )
+        self.assertTrue(first.draining)
+        await browser.click("tr:first-child button.restore")
+        await browser.waitFor("document.querySelector('tr:first-child button.drain')")
+        self.assertFalse(first.draining)
+        await browser.click("tr:last-child input.weight")
+        await browser.evaluate("document.activeElement.select()")
+        await browser.send("Input.insertText", {"text": "7"})
+        await browser.click("tr:last-child button.set-weight")
+        await browser.waitFor(
+            "document.getElementById('admin-message').textContent"
+            " === 'weight 7 for 127.0.0.1:8082: done'"
+        )
+        self.assertEqual((first.weight, second.weight), (1, 7))
+        self.assertEqual(
+            self.site.changes(),
+            [
+                (
+                    b"POST",
+                    b"/backends/127.0.0.1%3A8081/drain",
+                    200,
+                    b"same-origin",
+                    b"Bearer s3cret",
+                ),
+                (b"PATCH", b"/backends/127.0.0.1%3A8081", 200, b"same-origin", b"Bearer s3cret"),
+                (b"PATCH", b"/backends/127.0.0.1%3A8082", 200, b"same-origin", b"Bearer s3cret"),
+            ],
+        )
+
+    async def test_wrongToken(self) -> None:
+        """
+        A wrong token is refused at once, and the page stays read-only.
+        """
+        browser = await self.browser(self.serve())
+        await self.unlock(browser, "guess")
+        await browser.waitFor(
+            "document.getElementById('admin-message').textContent === 'the admin token was refused'"
+        )
+        self.assertEqual(
+            await browser.evaluate("document.querySelectorAll('button.drain').length"), 0
+        )
+        self.assertEqual(await browser.evaluate("document.getElementById('unlock').hidden"), False)
+
+    async def test_lock(self) -> None:
+        """
+        Lock forgets the token: the changes go, the field comes back.
+        """
+        browser = await self.browser(self.serve())
+        await self.unlock(browser, "s3cret")
+        await browser.waitFor("document.querySelectorAll('button.drain').length === 2")
+        await browser.click("#lock")
+        await browser.waitFor(
+            "document.querySelectorAll('button.drain').length === 0"
+            " && !document.getElementById('unlock').hidden"
+        )
+        self.assertIsNone(await browser.evaluate("sessionStorage.getItem('txlb-admin-token')"))
+
+    async def test_realHistory(self) -> None:
+        """
+        The real admin API's history fills the real page's charts on its
+        first load: the page and the JSON agree on its shape.
+        """
+        harness = ServiceHarness(self, CONFIG + 'admin = "tcp:9000:interface=127.0.0.1"\n')
+        for _ in range(20):
+            # One request to each backend between two samples.
+            for _ in range(2):
+                channel, _ = harness.client(GET)
+                harness.backend()[0].dataReceived(OK)
+                channel.connectionLost(Failure(ConnectionDone()))
+            harness.reactor.advance(2)
+        [admin] = [
+            listener.factory.resource
+            for listener in harness.service.listeners
+            if isinstance(getattr(listener, "factory", None), AdminSite)
+        ]
+        port = reactor.listenTCP(0, AdminSite(admin), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        browser = await self.browser(f"http://127.0.0.1:{port.getHost().port}/")
+        lengths = await browser.waitFor(
+            "[...document.querySelectorAll('.card:first-child polyline')]"
+            ".map((line) => line.getAttribute('points').split(' ').length)"
+        )
+        # The samples of the 20 steps (the memory clock's start is 0, which
+        # the first poll's since=0 leaves out); no load was reported.
+        self.assertEqual(lengths, [20, 20, 20])
+
+    async def test_crossSiteRefused(self) -> None:
+        """
+        Another site's page cannot drain a backend through the operator's
+        browser: its form and its no-cors fetch are refused with 403 (the
+        browser says they are cross-site), and its fetch with a token never
+        gets past the CORS preflight, which the admin API refuses.
+        """
+        admin = self.serve()
+        target = admin + "backends/127.0.0.1:8081/drain"
+        attacker = server.Site(Page(ATTACK.format(url=target)))
+        port = reactor.listenTCP(0, attacker, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        profile = self.mktemp()
+        os.makedirs(profile)
+        browser = Browser(profile)
+        self.addCleanup(lambda: Deferred.fromCoroutine(browser.close()))
+        # localhost and 127.0.0.1 are different sites.
+        await browser.open(f"http://localhost:{port.getHost().port}/")
+        for _ in range(200):
+            if len(self.site.changes()) >= 3:
+                break
+            await deferLater(reactor, 0.05)
+        self.assertEqual(
+            sorted((method, code, site) for method, _, code, site, _ in self.site.changes()),
+            [
+                (b"OPTIONS", 403, b"cross-site"),
+                (b"POST", 403, b"cross-site"),
+                (b"POST", 403, b"cross-site"),
+            ],
+        )
+        self.assertFalse(self.harness.backends[0].draining)

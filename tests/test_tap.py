@@ -198,7 +198,7 @@ class OptionsTests(SynchronousTestCase):
         connect timeout.
         """
         options = parse("--backends", "a:1,b:2")
-        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["listen"], ["tcp:8080"])
         self.assertEqual(options["algo"], "roundrobin")
         self.assertEqual(options["connect-timeout"], 5.0)
         self.assertEqual([b.address for b in options["backends"]], ["a:1", "b:2"])
@@ -488,7 +488,7 @@ class MakeServiceTests(SynchronousTestCase):
         ((port, factory, _, interface),) = memory.tcpServers
         self.assertEqual((port, interface), (9090, "127.0.0.1"))
         self.assertIsInstance(factory, LoadBalancerSite)
-        algorithm = factory.resource.algorithm
+        algorithm = factory.resource.pools["default"].algorithm
         self.assertIsInstance(algorithm, IPHash)
         self.assertEqual([b.address for b in algorithm.backends], ["a:1", "b:2"])
 
@@ -497,7 +497,8 @@ class MakeServiceTests(SynchronousTestCase):
         By default it listens on 8080 with round robin.
         """
         memory = self.start("--backends", "a:1")
-        self.assertIsInstance(self.listeners(memory)[8080].resource.algorithm, RoundRobin)
+        site = self.listeners(memory)[8080]
+        self.assertIsInstance(site.resource.pools["default"].algorithm, RoundRobin)
 
     def test_demo(self) -> None:
         """
@@ -507,7 +508,9 @@ class MakeServiceTests(SynchronousTestCase):
         memory = self.start("--demo")
         listeners = self.listeners(memory)
         self.assertEqual(sorted(listeners), [8080, 8081, 8082, 8083])
-        self.assertIsInstance(listeners[8080].resource.algorithm, WeightedRoundRobin)
+        self.assertIsInstance(
+            listeners[8080].resource.pools["default"].algorithm, WeightedRoundRobin
+        )
 
     def test_slowStart(self) -> None:
         """
@@ -518,7 +521,7 @@ class MakeServiceTests(SynchronousTestCase):
         memory = self.start(
             "--backends", "a:1", "--slow-start", "30", "--algo", "hash", "--hash-key", "path"
         )
-        resource = self.listeners(memory)[8080].resource
+        resource = self.listeners(memory)[8080].resource.pools["default"]
         self.assertEqual(resource.pool.slowStart, 30.0)
         resource.setBackends([Backend("b", 2)])
         self.assertEqual(resource.algorithm.kind, "path")

@@ -45,6 +45,7 @@ from txlb.client import BackendClient
 from txlb.health import HealthChecker
 from txlb.outcome import CONNECT_FAILURE
 from txlb.proxy import LoadBalancerResource
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
 from txlb.settings import ProxySettings
 from txlb.tap import Options
@@ -125,7 +126,7 @@ class TLSTestCase(IntegrationTestCase):
         client = BackendClient(reactor, connectTimeout=2, tls=parsed["backend-tls"])
         self.addCleanup(client.closeCachedConnections)
         self.resource = LoadBalancerResource(RoundRobin(backends), client, reactor)
-        return self.listen(LoadBalancerSite(self.resource))
+        return self.listen(LoadBalancerSite(RoutingResource.single(self.resource)))
 
     async def get(self, lb: int, path: bytes = b"/", host: bytes = b"client.example") -> bytes:
         client = await self.client(

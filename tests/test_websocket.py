@@ -39,6 +39,7 @@ from tests.helpers import (
 from txlb import tunnel
 from txlb.algorithms.leastconn import LeastConnections
 from txlb.backend import Backend
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
 from txlb.testbackend import makeBackendSite
 
@@ -117,7 +118,7 @@ class EchoTests(WebSocketTestCase):
         self.balancer([backend])
         pem = FilePath(twisted.test.__file__).sibling("server.pem").path
         endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
-        port = await endpoint.listen(LoadBalancerSite(self.resource))
+        port = await endpoint.listen(LoadBalancerSite(RoutingResource.single(self.resource)))
         self.addCleanup(port.stopListening)
         lb = port.getHost().port
         factory = clientFactory(f"wss://127.0.0.1:{lb}/chat")
@@ -346,7 +347,7 @@ class LingeringCloseTests(WebSocketTestCase):
         self.balancer([Backend("127.0.0.1", port)])
         pem = FilePath(twisted.test.__file__).sibling("server.pem").path
         endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
-        site = LoadBalancerSite(self.resource)
+        site = LoadBalancerSite(RoutingResource.single(self.resource))
         listening = await endpoint.listen(site)
         self.addCleanup(listening.stopListening)
         lb = listening.getHost().port

@@ -6,12 +6,14 @@ with two real worker processes, real signals and loopback sockets.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import platform
 import select
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -20,9 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import treq
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
 from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, formatTime
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -31,9 +37,11 @@ from twisted.web.http_headers import Headers
 import txlb
 from tests.helpers import CONFIG, Dnsmasq, ServiceHarness
 from txlb.admin import REPLAY_HEADER, AdminResource, AdminSite
+from txlb.metrics import BUCKETS
 from txlb.tap import Options, countCPUList, makeService, parseWorkers, usableCPUs
 from txlb.workers import workeradmin
 from txlb.workers.supervisor import parseListen, reusePortSockets
+from txlb.workers.worker import WORKER_ENV, WorkerLogObserver
 from txlb.workers.workeradmin import (
     SUMMED,
     Change,
@@ -42,6 +50,7 @@ from txlb.workers.workeradmin import (
     mergeBackends,
     mergeMetrics,
     mergeQueues,
+    workerMetrics,
 )
 
 #: What the twistd console script runs.
@@ -212,14 +221,49 @@ class ParseTests(SynchronousTestCase):
         )
 
 
+class WorkerLogTests(SynchronousTestCase):
+    def test_labelled(self) -> None:
+        """
+        A worker's lines are twistd's, with the worker after the time, and
+        its events carry the worker's index.
+        """
+        output = io.StringIO()
+        observer = WorkerLogObserver(output, 1)
+        event = {
+            "log_format": "txlb listening on {listen}",
+            "listen": "tcp:8080",
+            "log_level": LogLevel.info,
+            "log_namespace": "txlb.service.LoadBalancerService",
+            "log_time": 0.0,
+        }
+        observer(event)
+        stamp = formatTime(0.0)
+        self.assertEqual(
+            output.getvalue(),
+            f"{stamp} [worker 1] [txlb.service.LoadBalancerService#info] txlb listening on tcp:8080\n",
+        )
+        self.assertEqual(event["worker"], 1)
+
+    def test_fromEnvironment(self) -> None:
+        """
+        twistd makes it with no arguments (C{--logger}): the index comes
+        from the environment the supervisor gives the worker.
+        """
+        self.patch(os, "environ", {WORKER_ENV: "3"})
+        self.assertEqual(WorkerLogObserver().index, 3)
+
+
 class MergeTests(SynchronousTestCase):
     def test_mergeBackends(self) -> None:
         """
-        Counts add up, latency is the mean, and a state the workers disagree
-        on is C{mixed}.
+        Counts add up (the latency buckets too), latency is the mean, the
+        last error is the most recent of any worker's, and a state the
+        workers disagree on is C{mixed}.
         """
 
-        def backend(address: str, state: str, requests: int, latency: Any) -> dict[str, Any]:
+        def backend(
+            address: str, state: str, requests: int, latency: Any, error: Any = (None, None)
+        ) -> dict[str, Any]:
             return {
                 "address": address,
                 "weight": 2,
@@ -228,17 +272,27 @@ class MergeTests(SynchronousTestCase):
                 "requests": requests,
                 "failures": 0,
                 "errors": requests // 2,
+                "checkFailures": 1,
                 "requestsPerSecond": 0.5,
                 "limit": 3,
                 "latencyMs": latency,
-                "lastError": None,
+                "latencyBuckets": None if latency is None else [requests // 2, requests],
+                "lastError": error[0],
+                "lastErrorAge": error[1],
                 "health": None,
             }
 
         merged = mergeBackends(
             [
-                [backend("a:1", "up", 4, 1.0), backend("b:1", "up", 2, None)],
-                [backend("a:1", "up", 6, 3.0), backend("b:1", "down", 2, None)],
+                [
+                    backend("a:1", "up", 4, 1.0, ("status 502", 30.0)),
+                    backend("b:1", "up", 2, None),
+                ],
+                [
+                    backend("a:1", "up", 6, 3.0, ("health check: timeout", 2.5)),
+                    backend("b:1", "down", 2, None, ("reset", 9.0)),
+                ],
+                [backend("a:1", "up", 2, 2.0, ("status 500", 60.0))],
             ]
         )
         self.assertEqual(
@@ -246,10 +300,16 @@ class MergeTests(SynchronousTestCase):
                 (b["address"], b["state"], b["requests"], b["active"], b["errors"], b["limit"])
                 for b in merged
             ],
-            [("a:1", "up", 10, 2, 5, 6), ("b:1", "mixed", 4, 2, 2, 6)],
+            [("a:1", "up", 12, 3, 6, 9), ("b:1", "mixed", 4, 2, 2, 6)],
         )
         self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])
-        self.assertEqual([b["requestsPerSecond"] for b in merged], [1.0, 1.0])
+        self.assertEqual([b["requestsPerSecond"] for b in merged], [1.5, 1.0])
+        self.assertEqual([b["checkFailures"] for b in merged], [3, 2])
+        self.assertEqual([b["latencyBuckets"] for b in merged], [[6, 12], None])
+        self.assertEqual(
+            [(b["lastError"], b["lastErrorAge"]) for b in merged],
+            [("health check: timeout", 2.5), ("reset", 9.0)],
+        )
 
     def test_mergeQueues(self) -> None:
         """
@@ -265,28 +325,94 @@ class MergeTests(SynchronousTestCase):
 
     def test_mergeMetrics(self) -> None:
         """
-        Each series appears once summed over the workers, without a
-        C{worker} label, and once per worker with one.
+        Every sample of every worker appears once, with a C{worker} label
+        (the worker's own index, even when another did not answer): counters,
+        histograms (buckets, sum, count), gauges and creation times alike;
+        nothing is summed under the same name, so PromQL's C{sum()} is right.
         """
         worker = (
             "# HELP txlb_retries_total Requests sent again.\n"
             "# TYPE txlb_retries_total counter\n"
-            "txlb_retries_total {}\n"
+            "txlb_retries_total {retries}\n"
+            "# HELP txlb_retries_created Requests sent again.\n"
+            "# TYPE txlb_retries_created gauge\n"
+            "txlb_retries_created 1.5e+09\n"
+            "# HELP txlb_request_duration_seconds Time.\n"
+            "# TYPE txlb_request_duration_seconds histogram\n"
+            'txlb_request_duration_seconds_bucket{{backend="a:1",le="0.01"}} {fast}\n'
+            'txlb_request_duration_seconds_bucket{{backend="a:1",le="+Inf"}} 3.0\n'
+            'txlb_request_duration_seconds_count{{backend="a:1"}} 3.0\n'
+            'txlb_request_duration_seconds_sum{{backend="a:1"}} 0.5\n'
             "# HELP txlb_backend_up Up.\n"
             "# TYPE txlb_backend_up gauge\n"
-            'txlb_backend_up{{backend="a:1"}} 1.0\n'
+            'txlb_backend_up{{backend="a:1"}} {up}\n'
         )
-        merged = mergeMetrics([worker.format(2.0), worker.format(5.0)]).decode()
+        merged = mergeMetrics(
+            [
+                (0, worker.format(retries=2.0, fast=1.0, up=1.0)),
+                (2, worker.format(retries=5.0, fast=2.0, up=0.0)),
+            ]
+        ).decode()
         lines = [line for line in merged.splitlines() if not line.startswith("#")]
         self.assertEqual(
             lines,
             [
-                "txlb_retries_total 7.0",
                 'txlb_retries_total{worker="0"} 2.0',
-                'txlb_retries_total{worker="1"} 5.0',
-                'txlb_backend_up{backend="a:1"} 2.0',
+                'txlb_retries_total{worker="2"} 5.0',
+                'txlb_retries_created{worker="0"} 1.5e+09',
+                'txlb_retries_created{worker="2"} 1.5e+09',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="0.01",worker="0"} 1.0',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="+Inf",worker="0"} 3.0',
+                'txlb_request_duration_seconds_count{backend="a:1",worker="0"} 3.0',
+                'txlb_request_duration_seconds_sum{backend="a:1",worker="0"} 0.5',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="0.01",worker="2"} 2.0',
+                'txlb_request_duration_seconds_bucket{backend="a:1",le="+Inf",worker="2"} 3.0',
+                'txlb_request_duration_seconds_count{backend="a:1",worker="2"} 3.0',
+                'txlb_request_duration_seconds_sum{backend="a:1",worker="2"} 0.5',
                 'txlb_backend_up{backend="a:1",worker="0"} 1.0',
-                'txlb_backend_up{backend="a:1",worker="1"} 1.0',
+                'txlb_backend_up{backend="a:1",worker="2"} 0.0',
+            ],
+        )
+        self.assertEqual(
+            [line for line in merged.splitlines() if line.startswith("# TYPE")],
+            [
+                "# TYPE txlb_retries_total counter",
+                "# TYPE txlb_retries_created gauge",
+                "# TYPE txlb_request_duration_seconds histogram",
+                "# TYPE txlb_backend_up gauge",
+            ],
+        )
+
+    def test_mergeMetricsSumsRight(self) -> None:
+        """
+        Summed as PromQL's C{sum()} sums, the merged exposition gives each
+        worker's count once: 2 + 5 retries are 7, not 14.
+        """
+        worker = "# TYPE txlb_retries_total counter\ntxlb_retries_total {}\n"
+        merged = mergeMetrics([(0, worker.format(2.0)), (1, worker.format(5.0))]).decode()
+        total = sum(
+            sample.value
+            for family in text_string_to_metric_families(merged)
+            for sample in family.samples
+            if sample.name == "txlb_retries_total"
+        )
+        self.assertEqual(total, 7.0)
+
+    def test_workerMetrics(self) -> None:
+        """
+        The supervisor adds whether each worker answered the scrape and how
+        often it was restarted, after the workers' series.
+        """
+        worker = "# TYPE txlb_retries_total counter\ntxlb_retries_total 1.0\n"
+        merged = mergeMetrics([(0, worker)], workerMetrics([True, False], [0, 3])).decode()
+        self.assertEqual(
+            [line for line in merged.splitlines() if not line.startswith("#")],
+            [
+                'txlb_retries_total{worker="0"} 1.0',
+                'txlb_worker_up{worker="0"} 1.0',
+                'txlb_worker_up{worker="1"} 0.0',
+                'txlb_worker_restarts_total{worker="0"} 0.0',
+                'txlb_worker_restarts_total{worker="1"} 3.0',
             ],
         )
 
@@ -296,7 +422,7 @@ class _Workers:
     What the admin API needs of a supervisor, for two workers.
     """
 
-    config = {"algo": "roundrobin", "listen": "tcp:8080"}
+    config = {"algo": "roundrobin", "listen": "tcp:8080", "admin-token": None}
     started = 0.0
 
     def adminPorts(self) -> list[int]:
@@ -406,6 +532,26 @@ class CombineTests(SynchronousTestCase):
             ),
         )
 
+    def test_metricsWithoutAWorker(self) -> None:
+        """
+        When a worker does not answer a scrape, the others keep their own
+        index, and C{txlb_worker_up} says which one is missing.
+        """
+        exposition = b"# TYPE txlb_retries_total counter\ntxlb_retries_total 4.0\n"
+        results = [(False, Failure(ConnectionRefusedError("refused"))), (True, (200, exposition))]
+        code, answer = self.api._combine(results, change(b"GET", b"/metrics"))
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            [line for line in answer.decode().splitlines() if not line.startswith("#")],
+            [
+                'txlb_retries_total{worker="1"} 4.0',
+                'txlb_worker_up{worker="0"} 0.0',
+                'txlb_worker_up{worker="1"} 1.0',
+                'txlb_worker_restarts_total{worker="0"} 0.0',
+                'txlb_worker_restarts_total{worker="1"} 3.0',
+            ],
+        )
+
     def test_statusWithoutAWorker(self) -> None:
         """
         The status adds up the workers that answered, and says why another
@@ -424,6 +570,125 @@ class CombineTests(SynchronousTestCase):
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+
+class WorkersAPITests(SynchronousTestCase):
+    """
+    The supervisor's admin API in memory, its workers' answers faked.
+    """
+
+    def setUp(self) -> None:
+        self.workers = _Workers()
+        self.workers.config = {**_Workers.config, "admin-token": "s3cret"}
+        self.clock = Clock()
+        self.api = WorkersAPI(self.workers, self.clock)
+        self.asked: list[tuple[int, bytes, bytes]] = []
+        self.answers: dict[int, list[dict[str, Any]]] = {}
+        self.patch(workeradmin, "ask", self.ask)
+
+    def ask(
+        self,
+        port: int,
+        method: bytes,
+        uri: bytes,
+        headers: Headers,
+        body: bytes,
+        reactor: Any,
+        timeout: float = 5.0,
+    ) -> Any:
+        self.asked.append((port, method, uri))
+        status = {"algorithm": "weighted", "usesWeights": True, "backends": self.answers[port]}
+        return succeed((200, json.dumps(status).encode()))
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
+        response = self.successResultOf(
+            StubTreq(self.api).request(method, f"http://admin{path}", headers=headers or {})
+        )
+        return response.code, json.loads(self.successResultOf(response.content()))
+
+    def backend(self, buckets: list[int], rps: float) -> dict[str, Any]:
+        return {
+            "address": "a:1",
+            "state": "up",
+            "active": 1,
+            "requests": buckets[-1],
+            "failures": 0,
+            "errors": 0,
+            "checkFailures": 0,
+            "requestsPerSecond": rps,
+            "latencyMs": 1.0,
+            "latencyBuckets": buckets,
+            "load": None,
+        }
+
+    def test_record(self) -> None:
+        """
+        The supervisor samples its workers' status for the history: their
+        counts added up, and the p99 of what ended in each worker since
+        the last sample.
+        """
+        buckets = [0] * (len(BUCKETS) + 1)
+        self.answers = {1: [self.backend(buckets, 1.0)], 2: [self.backend(buckets, 2.0)]}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.clock.advance(2)
+        # 100 requests under 1 ms in worker 1, 100 in (5, 10] ms in worker 2.
+        self.answers = {
+            1: [self.backend([100] * (len(BUCKETS) + 1), 1.0)],
+            2: [self.backend([0, 0, 0, 100, *[100] * (len(BUCKETS) - 3)], 2.0)],
+        }
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.assertEqual(
+            [sample["backends"] for sample in self.api.history.since(-1)],
+            [
+                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None}},
+                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None}},
+            ],
+        )
+        self.assertEqual(self.asked, [(port, b"GET", b"/status") for port in (1, 2, 1, 2)])
+
+    def test_recordSurvivesNonsense(self) -> None:
+        """
+        A worker whose status makes no sense costs one sample, logged, not
+        the sampling: the next one is taken.
+        """
+        self.answers = {1: [{"address": "a:1"}], 2: []}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.answers = {1: [self.backend([0] * 15, 1.0)], 2: [self.backend([0] * 15, 1.0)]}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.assertEqual(len(self.api.history.since(-1)), 1)
+
+    def test_statusForThePage(self) -> None:
+        """
+        C{/status?since=T} asks the workers for their status alone, and
+        adds the supervisor's history, whether changes need a token and
+        whether the request carries it, and the workers' algorithm.
+        """
+        self.answers = {1: [self.backend([0] * 15, 1.0)], 2: [self.backend([0] * 15, 1.0)]}
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.asked.clear()
+        code, status = self.request("GET", "/status?since=-1", {"Authorization": "Bearer s3cret"})
+        self.assertEqual(code, 200)
+        self.assertEqual(self.asked, [(1, b"GET", b"/status"), (2, b"GET", b"/status")])
+        self.assertEqual(status["admin"], {"token": True, "authorized": True})
+        self.assertEqual([s["time"] for s in status["history"]["samples"]], [0.0])
+        self.assertEqual((status["algorithm"], status["usesWeights"]), ("weighted", True))
+        self.assertEqual(self.request("GET", "/status?since=x")[0], 400)
+
+    def test_crossSiteRefused(self) -> None:
+        """
+        The supervisor refuses a change from another site's page itself,
+        token or not, and asks no worker.
+        """
+        for headers in [
+            {"Authorization": "Bearer s3cret", "Sec-Fetch-Site": "cross-site"},
+            {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"},
+        ]:
+            code, answer = self.request("POST", "/backends/a:1/drain", headers)
+            self.assertEqual(
+                (code, answer), (403, {"error": "changes from another site's page are refused"})
+            )
+        self.assertEqual(self.asked, [])
 
 
 class WorkersAdminTests(TestCase):
@@ -741,7 +1006,8 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_metrics(self) -> None:
         """
-        C{/metrics} gives each worker's counts and their total.
+        C{/metrics} gives each worker's counts once, labelled with the
+        worker, and no total beside them: their sum is the requests made.
         """
         self.start()
         for _ in range(30):
@@ -754,10 +1020,58 @@ class SupervisorTests(SynchronousTestCase):
             for line in body.decode().splitlines()
             if line.startswith(name)
         }
-        self.assertEqual(len(values), 3)
-        total = values[name + "}"]
-        self.assertEqual(total, 30)
-        self.assertEqual(sum(values.values()), 60)
+        self.assertEqual(
+            sorted(values),
+            [name + ',pool="default",worker="0"}', name + ',pool="default",worker="1"}'],
+        )
+        self.assertEqual(sum(values.values()), 30)
+        self.assertIn('txlb_worker_up{worker="1"} 1.0', body.decode())
+
+    def test_history(self) -> None:
+        """
+        The supervisor samples its workers every 2 seconds for the status
+        page: C{/status?since=0} has the samples, with the p99 of the
+        requests both workers served between two of them.
+        """
+        self.start()
+        address = f"127.0.0.1:{self.backendPorts[0]}"
+
+        def samples() -> list[dict[str, Any]]:
+            code, body = get(self.adminPort, "/status?since=0")
+            self.assertEqual(code, 200)
+            return list(json.loads(body)["history"]["samples"])
+
+        self.waitFor(lambda: len(samples()) >= 1, "a first sample")
+        for _ in range(20):
+            get(self.port, "/ping")
+        self.waitFor(
+            lambda: any(s["backends"][address]["p99"] is not None for s in samples()),
+            "a sample with a p99",
+        )
+        self.waitFor(lambda: len(samples()) >= 4, "four samples")
+        # A sample is timed when the workers answered, and the first waits
+        # for them to start, so the gaps vary a little.
+        times = [s["time"] for s in samples()]
+        self.assertEqual(round(statistics.median(b - a for a, b in zip(times, times[1:]))), 2)
+
+    def test_logSaysWhichWorker(self) -> None:
+        """
+        Each worker's log lines say which worker wrote them.
+        """
+        self.start()
+        lines = self.log.read_text().splitlines()
+        for index in (0, 1):
+            self.assertEqual(
+                len(
+                    [
+                        line
+                        for line in lines
+                        if f" [worker {index}] " in line and "txlb listening on" in line
+                    ]
+                ),
+                1,
+                self.log.read_text(),
+            )
 
     def workerMetric(self, name: str) -> list[float]:
         """

@@ -114,6 +114,8 @@ class AccessLog:
     """
 
     file: AccessLogFile | None = None
+    #: Whether the site has routes: the text line names them then.
+    routes = False
 
     def __init__(self, log: Logger) -> None:
         """
@@ -122,12 +124,22 @@ class AccessLog:
         self._log = log
 
     def record(
-        self, outcome: Outcome, address: str, status: str, seconds: float, asJSON: bool
+        self,
+        outcome: Outcome,
+        pool: str,
+        address: str,
+        status: str,
+        seconds: float,
+        asJSON: bool,
     ) -> None:
         """
-        Log the line of a request that ended with C{outcome}, on C{address}
-        (C{-} for none) with C{status} (C{-} for none), C{seconds} after it
-        arrived.
+        Log the line of a request that ended with C{outcome}, in C{pool}
+        (C{-} for none) on C{address} (C{-} for none) with C{status} (C{-}
+        for none), C{seconds} after it arrived.
+
+        With routes, the text line also names the request's route (its
+        name, or its place in the list; C{-} for none) and pool; JSON always
+        does (C{null} for none).
 
         The line is formatted here, once, with an f-string; the event
         carries it pre-formatted (as a flattened event, so no observer runs
@@ -148,6 +160,8 @@ class AccessLog:
             if outcome.queued is not None:
                 # Only when it waited: the seed's line stays as it was.
                 line += f" queued={outcome.queued * 1000:.1f}ms"
+            if self.routes:
+                line += f" route={_routeLabel(request) or '-'} pool={pool}"
             if outcome.error is not None:
                 line += f' error="{outcome.error}"'
             if file is not None:
@@ -170,6 +184,8 @@ class AccessLog:
             "retries": outcome.retries,
             "flag": outcome.flag,
             "error": outcome.error,
+            "route": _routeLabel(request),
+            "pool": None if pool == "-" else pool,
         }
         if asJSON:
             line = json.dumps(fields)
@@ -194,13 +210,24 @@ class AccessLog:
         log.observer(fields)
 
 
+def _routeLabel(request: Any) -> str | None:
+    """
+    The label of the route C{request} took, or C{None}.
+    """
+    match = getattr(request, "routing", None)
+    match = None if match is None else match.match
+    return None if match is None else match.route.label
+
+
 #: A text line as L{AccessLog.record} writes it, after its time, for those
 #: who read the log (C{txlb-replay}): the client, method, target, backend,
-#: status, total milliseconds, and the error in quotes when there was one.
+#: status, total milliseconds, the route and pool when there are routes,
+#: and the error in quotes when there was one.
 TEXT_LINE = re.compile(
     r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
     r" → backend=(?P<backend>\S+) status=(?P<status>\S+)"
     r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: queued=(?P<queued>[0-9]+(?:\.[0-9]+)?)ms)?"
+    r"(?: route=(?P<route>\S+) pool=(?P<pool>\S+))?"
     r"(?: error=\".*\")?$"
 )
 

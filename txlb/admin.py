@@ -16,7 +16,12 @@ The admin listener: status, metrics and runtime changes over HTTP.
     it);
   - C{PUT /algorithm} with C{{"algo": "p2c"}} and/or C{{"shadow": "ewma"}}
     (C{null} for no shadow): switch the algorithm or the shadow policy
-    (requests in flight keep their backends).
+    (requests in flight keep their backends);
+  - C{GET /routes}: the routes, in order, as the file gives them, with the
+    requests each has matched;
+  - C{/pools/NAME/backends...} and C{PUT /pools/NAME/algorithm}: the same
+    for the pool C{NAME}; without C{/pools/NAME}, they act on the pool
+    C{default}.
 
 A change to a backend holds until the next reload, by address: while the
 backend is out of the pool, and whatever DNS says (L{txlb.adminstate}).
@@ -25,10 +30,13 @@ carries C{Txlb-Replay: 1}, as the supervisor of C{--workers} sends the
 changes it makes again on a restarted worker (which may not have resolved
 DNS yet): then it is kept, and applied when the backend appears (202).
 
-C{HEAD} is answered wherever C{GET} is.  With a token, every change needs
-C{Authorization: Bearer TOKEN}; reads never do.  Without one, a change
-that carries C{Origin} (a browser's, perhaps for another site's page) is
-refused.  Errors are JSON too:
+C{GET /status?since=T} adds the samples of the last five minutes taken
+after C{T} (L{txlb.history}), which the status page charts.
+
+C{HEAD} is answered wherever C{GET} is.  A change a browser sends for
+another site's page is refused (L{refuseChange}), and so is, without a
+token, any change a browser sends.  With a token, every change needs
+C{Authorization: Bearer TOKEN}; reads never do.  Errors are JSON too:
 C{{"error": "..."}}, with 400, 401, 403, 404, 405 or 409.
 """
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -47,8 +56,10 @@ from twisted.web.resource import Resource
 from txlb import __version__
 from txlb.adminstate import AdminState
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
+from txlb.history import History
 from txlb.metrics import BUCKETS
-from txlb.proxy import LoadBalancerResource
+from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
+from txlb.routing import RoutingResource
 from txlb.statuspage import StatusPage
 
 #: The request header that asks to keep a change to an address that is not
@@ -64,6 +75,38 @@ class _Options(Protocol):
     def __getitem__(self, option: str) -> Any: ...
 
 
+class Pool(Protocol):
+    """
+    What the admin API needs of a pool, a L{txlb.poolservice.PoolService}.
+    """
+
+    @property
+    def resource(self) -> LoadBalancerResource:
+        """
+        The resource that forwards the pool's requests: its backends and
+        its algorithm.
+        """
+
+    @property
+    def options(self) -> _Options:
+        """
+        The pool's options, which a reload replaces.
+        """
+
+    @property
+    def adminState(self) -> AdminState:
+        """
+        What the admin API changed, until the next reload.
+        """
+
+    def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
+        """
+        Switch C{--algo} and/or C{--shadow-algo} to what C{changes} names.
+
+        @raise usage.UsageError: With one line, changing nothing.
+        """
+
+
 class Balancer(Protocol):
     """
     What the admin API needs of the balancer it serves, a
@@ -72,10 +115,15 @@ class Balancer(Protocol):
     """
 
     @property
-    def resource(self) -> LoadBalancerResource:
+    def resource(self) -> RoutingResource:
         """
-        The resource that forwards requests, with the backend pool, the
-        algorithm and the metrics.
+        The site's resource: the routes and the metrics.
+        """
+
+    @property
+    def pools(self) -> Mapping[str, Pool]:
+        """
+        The pools, by name.
         """
 
     @property
@@ -94,19 +142,6 @@ class Balancer(Protocol):
     def config(self) -> _Options:
         """
         The configuration in use, which a reload replaces.
-        """
-
-    @property
-    def adminState(self) -> AdminState:
-        """
-        What the admin API changed, until the next reload.
-        """
-
-    def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
-        """
-        Switch C{--algo} and/or C{--shadow-algo} to what C{changes} names.
-
-        @raise usage.UsageError: With one line, changing nothing.
         """
 
 
@@ -146,6 +181,14 @@ class AdminAPI(Resource):
         super().__init__()
         self.balancer = balancer
         self.token = token
+        self.history = History(BUCKETS)
+
+    def record(self) -> None:
+        """
+        Add a sample of every backend to the history.
+        """
+        status = self.status()
+        self.history.record(self.balancer.reactor.seconds(), status["backends"])
 
     def render(self, request: server.Request) -> bytes:
         parts = (request.prepath or []) + (request.postpath or [])
@@ -153,7 +196,9 @@ class AdminAPI(Resource):
         method = b"GET" if request.method == b"HEAD" else request.method
         try:
             if method != b"GET":
-                self._authorize(request)
+                refused = refuseChange(request, self.token)
+                if refused is not None:
+                    raise _AdminError(*refused)
             answer, code = self._route(method, [p for p in path if p], request)
         except _AdminError as e:
             answer, code = {"error": str(e)}, e.code
@@ -172,86 +217,134 @@ class AdminAPI(Resource):
             return b""
         return body
 
-    def _authorize(self, request: server.Request) -> None:
-        """
-        Let a change through only with the token, if there is one.  Without
-        a token (a loopback-only listener), refuse changes a browser makes
-        for another site's page: browsers send C{Origin} with them, command
-        line clients do not.
-        """
-        if self.token is None:
-            if request.getHeader(b"origin") is not None:
-                raise _AdminError(http.FORBIDDEN, "changes from a web page need --admin-token")
-            return
-        given = request.getHeader(b"authorization") or b""
-        expected = b"Bearer " + self.token.encode()
-        if not hmac.compare_digest(given, expected):
-            raise _AdminError(http.UNAUTHORIZED, "changes need Authorization: Bearer TOKEN")
-
     def _route(self, method: bytes, path: list[str], request: server.Request) -> tuple[Any, int]:
         if path == ["status"] and method == b"GET":
-            return self.status(), http.OK
+            try:
+                since = sinceOf(request)
+            except ValueError as e:
+                raise _AdminError(http.BAD_REQUEST, str(e)) from None
+            status = {**self.status(), "admin": adminAccess(request, self.token)}
+            if since is not None:
+                status["history"] = self.history.answer(since)
+            return status, http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
-        if path == ["backends"] and method == b"GET":
-            backends = self.balancer.resource.pool.backends
-            return {"backends": [self._backendStatus(b) for b in backends]}, http.OK
-        if path == ["backends"] and method == b"POST":
-            return self._add(_body(request)), http.CREATED
-        replay = request.getHeader(REPLAY_HEADER) is not None
-        if len(path) == 2 and path[0] == "backends":
-            if method == b"GET":
-                _, backend = self._find(path[1], replay=False)
-                assert backend is not None
-                return self._backendStatus(backend), http.OK
-            if method == b"PATCH":
-                return self._change(path[1], _body(request), replay)
-            if method == b"DELETE":
-                return self._remove(path[1], replay)
-        if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
-            return self._change(path[1], {"draining": True}, replay)
-        if path == ["algorithm"] and method == b"PUT":
-            return self._switch(_body(request)), http.OK
-        if path in (["status"], ["metrics"], ["algorithm"]) or path[:1] == ["backends"]:
+        if path == ["routes"] and method == b"GET":
+            return {"routes": self._routes()}, http.OK
+        if path[:1] == ["pools"] and len(path) >= 2:
+            return self._poolRoute(self._pool(path[1]), method, path[2:], request)
+        if path[:1] in (["backends"], ["algorithm"]):
+            return self._poolRoute(self._pool(DEFAULT_POOL), method, path, request)
+        if path in (["status"], ["metrics"], ["routes"]):
             raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
         raise _AdminError(http.NOT_FOUND, "no such resource")
 
+    def _pool(self, name: str) -> Pool:
+        pool = self.balancer.pools.get(name)
+        if pool is None:
+            raise _AdminError(http.NOT_FOUND, f"no pool {name!r}")
+        return pool
+
+    def _poolRoute(
+        self, pool: Pool, method: bytes, path: list[str], request: server.Request
+    ) -> tuple[Any, int]:
+        """
+        Answer a request about C{pool}'s backends or algorithm.
+        """
+        if path == ["backends"] and method == b"GET":
+            backends = pool.resource.pool.backends
+            return {"backends": [self._backendOf(pool, b) for b in backends]}, http.OK
+        if path == ["backends"] and method == b"POST":
+            return self._add(pool, _body(request)), http.CREATED
+        replay = request.getHeader(REPLAY_HEADER) is not None
+        if len(path) == 2 and path[0] == "backends":
+            if method == b"GET":
+                _, backend = self._find(pool, path[1], replay=False)
+                assert backend is not None
+                return self._backendOf(pool, backend), http.OK
+            if method == b"PATCH":
+                return self._change(pool, path[1], _body(request), replay)
+            if method == b"DELETE":
+                return self._remove(pool, path[1], replay)
+        if len(path) == 3 and path[0] == "backends" and path[2] == "drain" and method == b"POST":
+            return self._change(pool, path[1], {"draining": True}, replay)
+        if path == ["algorithm"] and method == b"PUT":
+            return self._switch(pool, _body(request)), http.OK
+        if path == ["algorithm"] or path[:1] == ["backends"]:
+            raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
+        raise _AdminError(http.NOT_FOUND, "no such resource")
+
+    def _routes(self) -> list[dict[str, Any]]:
+        """
+        The routes, as the file gives them, with their labels and the
+        requests each has matched.
+        """
+        counts = self.balancer.resource.metrics.routeCounts()
+        return [
+            {"label": route.label, "config": route.config, "requests": counts.get(route.label, 0)}
+            for route in self.balancer.resource.routes
+        ]
+
     def status(self) -> dict[str, Any]:
         """
-        The balancer's state, as C{GET /status} gives it.
+        The balancer's state, as C{GET /status} gives it: each pool with its
+        algorithm and backends, the routes, and, at the top, the pool
+        C{default}'s (or the first pool's) as before there were pools.
         """
         balancer = self.balancer
         now = balancer.reactor.seconds()
-        shadow = balancer.resource.shadow
         buckets = balancer.resource.metrics.latencyBuckets()
-        admission = balancer.resource.admission
+        pools = [
+            self._poolStatus(name, pool, now, buckets) for name, pool in balancer.pools.items()
+        ]
+        main = next((p for p in pools if p["name"] == DEFAULT_POOL), pools[0] if pools else None)
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
-            "algorithm": balancer.config["algo"],
             "listen": balancer.config["listen"],
-            "backendTLS": "insecure" if balancer.resource.client.tls.insecure else "verified",
-            "shadow": None if shadow is None else shadow.status(),
+            "algorithm": None if main is None else main["algorithm"],
+            "usesWeights": True if main is None else main["usesWeights"],
+            "backendTLS": None if main is None else main["backendTLS"],
+            "shadow": None if main is None else main["shadow"],
             "latencyBounds": list(BUCKETS),
+            "maxConn": None if main is None else main["maxConn"],
+            "queue": None if main is None else main["queue"],
+            "backends": [] if main is None else main["backends"],
+            "pools": pools,
+            "routes": self._routes(),
+        }
+
+    def _poolStatus(
+        self, name: str, pool: Pool, now: float, buckets: dict[tuple[str, str], list[int]]
+    ) -> dict[str, Any]:
+        resource = pool.resource
+        shadow = resource.shadow
+        admission = resource.admission
+        return {
+            "name": name,
+            "algorithm": pool.options["algo"],
+            "usesWeights": getattr(resource.algorithm, "usesWeights", True),
+            "backendTLS": "insecure" if resource.client.tls.insecure else "verified",
+            "shadow": None if shadow is None else shadow.status(),
             "maxConn": admission.maxConn,
-            "queue": _queueStatus(balancer.resource),
+            "queue": _queueStatus(resource),
             "backends": [
                 {
                     **_backendStatus(backend, now, admission.limitOf(backend)),
-                    "latencyBuckets": buckets.get(backend.address),
+                    "latencyBuckets": buckets.get((name, backend.address)),
                 }
-                for backend in balancer.resource.pool.backends
+                for backend in resource.pool.backends
             ],
         }
 
-    def _backendStatus(self, backend: Backend) -> dict[str, Any]:
+    def _backendOf(self, pool: Pool, backend: Backend) -> dict[str, Any]:
         """
-        C{backend} as C{/status} shows it now.
+        C{backend} of C{pool} as C{/status} shows it now.
         """
         now = self.balancer.reactor.seconds()
-        return _backendStatus(backend, now, self.balancer.resource.admission.limitOf(backend))
+        return _backendStatus(backend, now, pool.resource.admission.limitOf(backend))
 
-    def _switch(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _switch(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
         expected = 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'
         if not body or set(body) - {"algo", "shadow"}:
             raise _AdminError(http.BAD_REQUEST, expected)
@@ -264,13 +357,15 @@ class AdminAPI(Resource):
                 raise _AdminError(http.BAD_REQUEST, expected)
             changes[option] = spec
         try:
-            self.balancer.switchAlgorithm(changes)
+            pool.switchAlgorithm(changes)
         except usage.UsageError as e:
             raise _AdminError(http.BAD_REQUEST, str(e)) from None
-        config = self.balancer.config
-        return {"algorithm": config["algo"], "shadow": config["shadow-algo"]}
+        options = pool.options
+        return {"algorithm": options["algo"], "shadow": options["shadow-algo"]}
 
-    def _find(self, address: str, replay: bool) -> tuple[tuple[str, int], Backend | None]:
+    def _find(
+        self, pool: Pool, address: str, replay: bool
+    ) -> tuple[tuple[str, int], Backend | None]:
         """
         The key of C{address}, and the backend of the pool it names: none
         only for a replayed change.
@@ -279,7 +374,7 @@ class AdminAPI(Resource):
             wanted = parseBackend(address).key
         except ValueError as e:
             raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
-        for backend in self.balancer.resource.pool.backends:
+        for backend in pool.resource.pool.backends:
             if backend.key == wanted:
                 return wanted, backend
         if replay:
@@ -298,7 +393,7 @@ class AdminAPI(Resource):
         )
         return {"address": address, "kept": f"{change}, until it is a backend"}, http.ACCEPTED
 
-    def _add(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _add(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")
         weight = body.get("weight", 1)
         if not isinstance(address, str) or "=" in address:
@@ -308,16 +403,16 @@ class AdminAPI(Resource):
             backend = parseBackend(f"{address}={weight}")
         except ValueError as e:
             raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
-        resource = self.balancer.resource
+        resource = pool.resource
         if any(b.key == backend.key for b in resource.pool.backends):
             raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
-        self.balancer.adminState.add(backend)
+        pool.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
-        return self._backendStatus(backend)
+        return self._backendOf(pool, backend)
 
     def _change(
-        self, address: str, body: dict[str, Any], replay: bool
+        self, pool: Pool, address: str, body: dict[str, Any], replay: bool
     ) -> tuple[dict[str, Any], int]:
         unknown = set(body) - {"weight", "draining"}
         if unknown or not body:
@@ -326,14 +421,13 @@ class AdminAPI(Resource):
             _checkWeight(body["weight"])
         if "draining" in body and not isinstance(body["draining"], bool):
             raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
-        key, backend = self._find(address, replay)
-        self.balancer.adminState.change(key, body.get("weight"), body.get("draining"))
+        key, backend = self._find(pool, address, replay)
+        pool.adminState.change(key, body.get("weight"), body.get("draining"))
         if backend is None:
             return self._kept(address, _describe(body))
         if "weight" in body:
             backend.weight = body["weight"]
-            resource = self.balancer.resource
-            resource.setBackends(resource.pool.backends)
+            pool.resource.setBackends(pool.resource.pool.backends)
         backend.draining = body.get("draining", backend.draining)
         self._log.info(
             "Admin API: backend {backend} now weight {weight}{draining}",
@@ -341,21 +435,88 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return self._backendStatus(backend), http.OK
+        return self._backendOf(pool, backend), http.OK
 
-    def _remove(self, address: str, replay: bool) -> tuple[dict[str, Any], int]:
-        key, backend = self._find(address, replay)
+    def _remove(self, pool: Pool, address: str, replay: bool) -> tuple[dict[str, Any], int]:
+        key, backend = self._find(pool, address, replay)
         if backend is None:
-            self.balancer.adminState.remove(key)
+            pool.adminState.remove(key)
             return self._kept(address, "removal")
-        resource = self.balancer.resource
+        resource = pool.resource
         remaining = [b for b in resource.pool.backends if b is not backend]
         if not remaining:
             raise _AdminError(http.CONFLICT, "cannot remove the last backend")
-        self.balancer.adminState.remove(key)
+        pool.adminState.remove(key)
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return self._backendStatus(backend), http.OK
+        return self._backendOf(pool, backend), http.OK
+
+
+def refuseChange(request: server.Request, token: str | None) -> tuple[int, str] | None:
+    """
+    Why the change C{request} (not a C{GET} or C{HEAD}) must be refused,
+    as a status and a reason, or C{None} to make it.
+
+    Against cross-site request forgery, two checks, as Go's
+    C{CrossOriginProtection} makes them: a browser's C{Sec-Fetch-Site}
+    must say the request comes from a page of this origin (or from the
+    user), and without it (older browsers), an C{Origin} must name the host
+    the request was sent to.  Command-line clients send neither, and pass.
+    Then, without a token (a loopback-only listener), a browser's change is
+    refused all the same: a page of another site could be served from this
+    origin's name by DNS rebinding, and only a secret it cannot know tells
+    the operator's page from it.  With a token, the change needs
+    C{Authorization: Bearer TOKEN}, a header a form cannot send and a page
+    of another origin cannot send without a CORS preflight, which this API
+    never allows.
+    """
+    site = request.getHeader(b"sec-fetch-site")
+    origin = request.getHeader(b"origin")
+    if site is not None:
+        if site not in (b"same-origin", b"none"):
+            return http.FORBIDDEN, "changes from another site's page are refused"
+    elif origin is not None and origin.partition(b"://")[2] != request.getHeader(b"host"):
+        return http.FORBIDDEN, "changes from another site's page are refused"
+    if token is None:
+        if site is not None or origin is not None:
+            return http.FORBIDDEN, "changes from a web page need --admin-token"
+        return None
+    if not _hasToken(request, token):
+        return http.UNAUTHORIZED, "changes need Authorization: Bearer TOKEN"
+    return None
+
+
+def _hasToken(request: server.Request, token: str) -> bool:
+    given = request.getHeader(b"authorization") or b""
+    return hmac.compare_digest(given, b"Bearer " + token.encode())
+
+
+def adminAccess(request: server.Request, token: str | None) -> dict[str, bool]:
+    """
+    What C{/status} says of changes, for the status page: whether they
+    need a token, and whether C{request} carried it (the page then offers
+    them).
+    """
+    return {
+        "token": token is not None,
+        "authorized": token is not None and _hasToken(request, token),
+    }
+
+
+def sinceOf(request: server.Request) -> float | None:
+    """
+    The time after which C{/status} sends the history's samples
+    (C{?since=T}), or C{None} when the request asks for none.
+
+    @raise ValueError: With one line, when C{T} is not a number.
+    """
+    values = (request.args or {}).get(b"since")
+    if not values:
+        return None
+    try:
+        return float(values[0])
+    except ValueError:
+        raise ValueError("since must be a number of seconds") from None
 
 
 def _body(request: server.Request) -> dict[str, Any]:
@@ -417,6 +578,10 @@ def _backendStatus(backend: Backend, now: float, limit: int) -> dict[str, Any]:
         "requests": backend.requests,
         "failures": backend.failures,
         "lastError": backend.lastError,
+        "lastErrorAge": None
+        if backend.lastErrorTime is None
+        else round(now - backend.lastErrorTime, 1),
+        "checkFailures": backend.checkFailures,
         "health": backend.health,
         "requestsPerSecond": round(backend.requestsPerSecond(now), 2),
         "errors": backend.errors,

@@ -61,7 +61,11 @@ class Backend:
     @ivar requests: Requests that ended on this backend.
     @ivar errors: Those that ended in an error of the backend's (a 5xx, a
         failure to connect, a reset, a timeout).
-    @ivar lastError: What the last of those errors was.
+    @ivar checkFailures: Active health checks that failed.
+    @ivar lastError: What the last of those errors or failed checks was (a
+        check's as C{"health check: ..."}), so that a backend the checks
+        took down says why where its errors are.
+    @ivar lastErrorTime: When that was, or C{None}.
     @ivar latencyMs: A moving average of the time requests took, in
         milliseconds, or C{None} before the first one.
     @ivar load: The last load the backend reported (0 to 1, see
@@ -92,7 +96,9 @@ class Backend:
         self.health: str | None = None
         self.requests = 0
         self.errors = 0
+        self.checkFailures = 0
         self.lastError: str | None = None
+        self.lastErrorTime: float | None = None
         self.latencyMs: float | None = None
         self.load: float | None = None
         self.loadReported = 0.0
@@ -131,12 +137,25 @@ class Backend:
         self.requests += 1
         if error is not None:
             self.errors += 1
-            self.lastError = error
+            self.lastError, self.lastErrorTime = error, now
         self.latencyMs = (
             milliseconds if self.latencyMs is None else 0.9 * self.latencyMs + 0.1 * milliseconds
         )
         self._advance(now)
         self._rate[int(now) % RATE_WINDOW] += 1
+
+    def checked(self, now: float, failed: str | None) -> None:
+        """
+        An active health check ended at C{now}: it passed if C{failed} is
+        C{None}, else C{failed} says why not.  (Whether that takes the
+        backend down or brings it up is the checker's rise and fall.)
+        """
+        if failed is None:
+            self.health = "passed"
+            return
+        self.health = f"failed: {failed}"
+        self.checkFailures += 1
+        self.lastError, self.lastErrorTime = f"health check: {failed}", now
 
     def reportLoad(self, value: bytes, now: float) -> None:
         """

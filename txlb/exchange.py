@@ -104,6 +104,8 @@ class Forwarder(Protocol):
     (L{txlb.proxy.LoadBalancerResource} provides it.)
     """
 
+    #: The pool's name.
+    name: str
     pool: BackendPool
     admission: Admission
     retryBudget: RetryBudget
@@ -386,7 +388,7 @@ class Exchange:
             self.retrying = True
             self.holding = False
             forwarder.release(backend)
-            forwarder.metrics.retries.inc()
+            forwarder.metrics.retries.labels(forwarder.name).inc()
             retry = forwarder.admit(self.request, self.tried)
             forwarder.log.info(
                 "Retrying {method} {path} on {retry}: {backend} failed ({why})",
@@ -486,9 +488,12 @@ class Exchange:
         fields = headers.toClient(
             response.fields, response.connection, forwarder.settings.toClientDrop
         )
+        request = self.request
+        match = request.routing.match  # type: ignore[attr-defined]
+        if match is not None:
+            fields = match.route.responseFields(fields)
         if not any(name.lower() == b"date" for name, value in fields):
             fields.append((b"Date", forwarder.date()))
-        request = self.request
         sticky = forwarder.sticky
         if sticky is not None:
             cookie = sticky.setCookie(request, self.backend)  # type: ignore[arg-type]

@@ -89,8 +89,13 @@ class HealthChecker(Service):
         agent: Any = None,
         metrics: Metrics | None = None,
         tls: BackendTLS | None = None,
+        poolName: str = "default",
     ) -> None:
+        """
+        @param poolName: The name of the pool, for the metrics.
+        """
         self.pool = pool
+        self._poolName = poolName
         self.path = path
         self.interval = interval
         self.timeout = timeout
@@ -173,10 +178,10 @@ class HealthChecker(Service):
         if not self.running:
             return
         passed = failed is None
-        backend.health = "passed" if passed else f"failed: {failed}"
+        backend.checked(self._reactor.seconds(), failed)
         if self._metrics is not None:
             result = "passed" if passed else "failed"
-            self._metrics.healthChecks.labels(backend.address, result).inc()
+            self._metrics.healthChecks.labels(self._poolName, backend.address, result).inc()
         if passed == backend.healthy:
             self._streak[backend] = 0
             return

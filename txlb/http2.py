@@ -248,7 +248,7 @@ class HTTP2Stream:
         else:
             self.connection.acknowledge(self, flowControlled)
         request.bodyBytes += len(data)
-        limit = self.connection.resource.settings.maxBodySize
+        limit = request.bodyLimit
         if limit is not None and request.bodyBytes > limit:
             self.connection.refuse(self, refusals.bodyTooLarge(limit))
             return
@@ -393,7 +393,8 @@ class HTTP2Channel(Protocol):
         refusal = _toHTTP11(request.method, path, authority, fields, received)
         length = None if stream.requestEnded or refusal else _contentLength(received)
         if refusal is None and not stream.requestEnded:
-            limit = self.resource.settings.maxBodySize
+            # The limit of the pool the request is routed to.
+            limit = request.bodyLimit = self.resource.bodyLimit(request)
             if limit is not None and (length or 0) > limit:
                 refusal = refusals.bodyTooLarge(limit)
         if refusal is not None:

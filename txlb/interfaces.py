@@ -24,6 +24,12 @@ class IAlgorithm(Interface):
     An algorithm that wants to learn how each backend answers also provides
     L{IResponseObserver}; the proxy checks that once per algorithm, so the
     others pay nothing for it.
+
+    An algorithm whose picks never depend on the weights (round robin,
+    least connections) says so with a class attribute C{usesWeights =
+    False}, and the status page then leaves the weights out.  Without the
+    attribute, weights are taken to matter: it is optional, so that
+    policies written before it still verify.
     """
 
     name = Attribute("The C{--algo} name of this algorithm, as C{str}.")

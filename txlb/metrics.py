@@ -2,14 +2,15 @@
 Prometheus metrics of one balancer, with the C{prometheus-client} library.
 
 Counters and the latency histogram are updated as requests end; the
-per-backend gauges (active requests, up) are read from the pool when
-Prometheus scrapes, so they are never stale.
+per-backend gauges (active requests, up) are read from the pools when
+Prometheus scrapes, so they are never stale.  Every per-backend series has
+a C{pool} label, the pool's name (a backend may be in several pools).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,74 +27,142 @@ from txlb.retrybudget import RetryBudget
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class _PoolCollector:
+class PoolView(Protocol):
     """
-    The per-backend gauges, read from the pool at each scrape.
+    What the metrics read of a pool (a L{txlb.proxy.LoadBalancerResource}).
     """
 
-    def __init__(self, pool: BackendPool, clock: Any) -> None:
-        self._pool = pool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pool(self) -> BackendPool: ...
+
+    @property
+    def shadow(self) -> Shadow | None: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def retryBudget(self) -> RetryBudget: ...
+
+
+Pools = Callable[[], Iterable[PoolView]]
+
+
+class _PoolCollector:
+    """
+    The per-backend gauges, read from the pools at each scrape.
+    """
+
+    def __init__(self, pools: Pools, clock: Any) -> None:
+        self._pools = pools
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock.seconds()
+        labels = ["pool", "backend"]
         active = GaugeMetricFamily(
-            "txlb_backend_active_requests", "Requests in flight to a backend.", labels=["backend"]
+            "txlb_backend_active_requests", "Requests in flight to a backend.", labels=labels
         )
         up = GaugeMetricFamily(
             "txlb_backend_up",
             "Whether a backend takes new requests (1) or not (0).",
-            labels=["backend"],
+            labels=labels,
         )
-        for backend in self._pool.backends:
-            active.add_metric([backend.address], backend.active)
-            up.add_metric([backend.address], 1 if backend.available(now) else 0)
+        for pool in self._pools():
+            for backend in pool.pool.backends:
+                active.add_metric([pool.name, backend.address], backend.active)
+                up.add_metric([pool.name, backend.address], 1 if backend.available(now) else 0)
         yield active
         yield up
 
 
 class _ShadowCollector:
     """
-    The shadow policy's counts, read from it at each scrape; nothing when
-    there is none.
+    The shadow policies' counts, read from them at each scrape; nothing for
+    a pool without one.
     """
 
-    def __init__(self, shadow: Callable[[], Shadow | None]) -> None:
-        self._shadow = shadow
+    def __init__(self, pools: Pools) -> None:
+        self._pools = pools
 
     def collect(self) -> Iterator[Metric]:
-        shadow = self._shadow()
-        if shadow is None:
+        shadows = [(pool.name, pool.shadow) for pool in self._pools() if pool.shadow is not None]
+        if not shadows:
             return
-        labels = ["policy"]
+        labels = ["pool", "policy"]
         compared = CounterMetricFamily(
             "txlb_shadow_picks", "Picks the shadow policy made.", labels=labels
         )
-        compared.add_metric([shadow.name], shadow.compared)
         agreed = CounterMetricFamily(
             "txlb_shadow_agreed",
             "Picks where the shadow policy chose the live policy's backend.",
             labels=labels,
         )
-        agreed.add_metric([shadow.name], shadow.agreed)
         errors = CounterMetricFamily(
             "txlb_shadow_errors", "Times the shadow policy raised.", labels=labels
         )
-        errors.add_metric([shadow.name], shadow.errors)
         agreement = GaugeMetricFamily(
             "txlb_shadow_agreement_ratio",
             "Share of picks where the shadow policy agreed with the live one.",
             labels=labels,
         )
-        agreement.add_metric([shadow.name], shadow.agreement() or 0.0)
         backends = CounterMetricFamily(
             "txlb_shadow_backend_picks",
             "Requests the shadow policy would have sent to each backend.",
-            labels=["policy", "backend"],
+            labels=["pool", "policy", "backend"],
         )
-        for address, count in shadow.picks.items():
-            backends.add_metric([shadow.name, address], count)
+        for pool, shadow in shadows:
+            compared.add_metric([pool, shadow.name], shadow.compared)
+            agreed.add_metric([pool, shadow.name], shadow.agreed)
+            errors.add_metric([pool, shadow.name], shadow.errors)
+            agreement.add_metric([pool, shadow.name], shadow.agreement() or 0.0)
+            for address, count in shadow.picks.items():
+                backends.add_metric([pool, shadow.name, address], count)
         yield from (compared, agreed, errors, agreement, backends)
+
+
+class _OverloadCollector:
+    """
+    Each pool's backend limits, queue and retry budget, read from them at
+    each scrape.
+    """
+
+    def __init__(self, pools: Pools) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(
+            "txlb_backend_max_requests",
+            "The most requests in flight a backend may have (--max-conn; 0: no limit).",
+            labels=["pool", "backend"],
+        )
+        queued = GaugeMetricFamily(
+            "txlb_queue_length",
+            "Requests waiting for a backend below its limit, by pool.",
+            labels=["pool"],
+        )
+        refused = CounterMetricFamily(
+            "txlb_queue_refused",
+            "Requests answered 503 by a pool's queue: full (QF) or timed out (QT).",
+            labels=["pool", "reason"],
+        )
+        retries = CounterMetricFamily(
+            "txlb_retries_refused",
+            "Retries not made because the pool's retry budget (--retry-budget) was spent.",
+            labels=["pool"],
+        )
+        for pool in self._pools():
+            admission = pool.admission
+            for backend in pool.pool.backends:
+                limit.add_metric([pool.name, backend.address], admission.limitOf(backend))
+            queued.add_metric([pool.name], admission.queued)
+            refused.add_metric([pool.name, "full"], admission.full)
+            refused.add_metric([pool.name, "timeout"], admission.timedOut)
+            retries.add_metric([pool.name], pool.retryBudget.refused)
+        yield from (limit, queued, refused, retries)
 
 
 class _ClientLimitsCollector:
@@ -101,11 +170,11 @@ class _ClientLimitsCollector:
     What the client limits refused, read from them at each scrape.
     """
 
-    def __init__(self, limits: Callable[[], ClientLimits | None]) -> None:
-        self._limits = limits
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        limits = self._limits()
+        limits = self._metrics.clientLimits
         if limits is None:
             return
         yield CounterMetricFamily(
@@ -126,82 +195,43 @@ class _ClientLimitsCollector:
         )
 
 
-class _OverloadCollector:
-    """
-    The backends' limits, the queue and the retry budget, read from them
-    at each scrape.
-    """
-
-    def __init__(self, pool: BackendPool, admission: Admission, budget: RetryBudget) -> None:
-        self._pool = pool
-        self._admission = admission
-        self._budget = budget
-
-    def collect(self) -> Iterator[Metric]:
-        admission = self._admission
-        limit = GaugeMetricFamily(
-            "txlb_backend_max_requests",
-            "The most requests in flight a backend may have (--max-conn; 0: no limit).",
-            labels=["backend"],
-        )
-        for backend in self._pool.backends:
-            limit.add_metric([backend.address], admission.limitOf(backend))
-        yield limit
-        yield GaugeMetricFamily(
-            "txlb_queue_length",
-            "Requests waiting for a backend below its limit.",
-            value=admission.queued,
-        )
-        refused = CounterMetricFamily(
-            "txlb_queue_refused",
-            "Requests answered 503 by the queue: full (QF) or timed out (QT).",
-            labels=["reason"],
-        )
-        refused.add_metric(["full"], admission.full)
-        refused.add_metric(["timeout"], admission.timedOut)
-        yield refused
-        yield CounterMetricFamily(
-            "txlb_retries_refused",
-            "Retries not made because the retry budget (--retry-budget) was spent.",
-            value=self._budget.refused,
-        )
-
-
 class Metrics:
     """
     The metrics, in a registry of their own (several balancers can run in
     one process, and tests need fresh ones).
     """
 
-    def __init__(
-        self,
-        pool: BackendPool,
-        clock: Any,
-        shadow: Callable[[], Shadow | None] = lambda: None,
-        clientLimits: Callable[[], ClientLimits | None] = lambda: None,
-        overload: tuple[Admission, RetryBudget] | None = None,
-    ) -> None:
+    #: The client limits whose refusals are counted, if any.
+    clientLimits: ClientLimits | None = None
+
+    def __init__(self, clock: Any, pools: Pools) -> None:
+        """
+        @param pools: The pools there are now.
+        """
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "txlb_requests",
-            "Requests that ended, by backend and status code (- when none was sent).",
-            ["backend", "code"],
+            "Requests that ended, by pool, backend and status code (- when none).",
+            ["pool", "backend", "code"],
             registry=self.registry,
         )
         self.duration = Histogram(
             "txlb_request_duration_seconds",
             "Time from a request's arrival to the end of its response.",
-            ["backend"],
+            ["pool", "backend"],
             buckets=BUCKETS,
             registry=self.registry,
         )
         self.retries = Counter(
-            "txlb_retries", "Requests sent again to another backend.", registry=self.registry
+            "txlb_retries",
+            "Requests sent again to another backend, by pool.",
+            ["pool"],
+            registry=self.registry,
         )
         self.healthChecks = Counter(
             "txlb_health_checks",
-            "Active health checks, by backend and result.",
-            ["backend", "result"],
+            "Active health checks, by pool, backend and result.",
+            ["pool", "backend", "result"],
             registry=self.registry,
         )
         self.reloads = Counter(
@@ -228,49 +258,99 @@ class Metrics:
             self.refusals.labels(reason)
         self.queueTime = Histogram(
             "txlb_queue_duration_seconds",
-            "Time requests waited for a backend below its limit, of those that waited.",
+            "Time requests waited for a backend below its limit, of those that waited, by pool.",
+            ["pool"],
             buckets=BUCKETS,
             registry=self.registry,
         )
         self.fallbacks = Counter(
             "txlb_algorithm_fallbacks",
-            "Picks where the algorithm raised and round robin picked instead.",
+            "Picks where the algorithm raised and round robin picked instead, by pool.",
+            ["pool"],
             registry=self.registry,
         )
-        self.registry.register(_PoolCollector(pool, clock))
-        self.registry.register(_ShadowCollector(shadow))
-        self.registry.register(_ClientLimitsCollector(clientLimits))
-        if overload is not None:
-            self.registry.register(_OverloadCollector(pool, *overload))
+        self.routes = Counter(
+            "txlb_route_requests",
+            "Requests that matched each route (by its name, or its place in the list).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.routerErrors = Counter(
+            "txlb_router_errors",
+            "Times a route's router raised or answered no pool (the request went on).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.registry.register(_PoolCollector(pools, clock))
+        self.registry.register(_ShadowCollector(pools))
+        self.registry.register(_ClientLimitsCollector(self))
+        self.registry.register(_OverloadCollector(pools))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
-        self._requestChildren: dict[tuple[str, str], Any] = {}
-        self._durationChildren: dict[str, Any] = {}
+        self._requestChildren: dict[tuple[str, str, str], Any] = {}
+        self._durationChildren: dict[tuple[str, str], Any] = {}
+        self._routeChildren: dict[str, Any] = {}
 
-    def countRequest(self, backend: str, code: str) -> None:
+    def addPool(self, pool: str) -> None:
         """
-        Count a request that ended on C{backend} (C{-} for none) with
-        status C{code} (C{-} for none).
+        Show the per-pool counters of C{pool} from the start, at 0, so a
+        rate over them works.
         """
-        child = self._requestChildren.get((backend, code))
+        self.retries.labels(pool)
+        self.fallbacks.labels(pool)
+
+    def countRequest(self, pool: str, backend: str, code: str) -> None:
+        """
+        Count a request that ended in C{pool} on C{backend} (C{-} for
+        none) with status C{code} (C{-} for none).
+        """
+        key = (pool, backend, code)
+        child = self._requestChildren.get(key)
         if child is None:
-            child = self._requestChildren[backend, code] = self.requests.labels(backend, code)
+            child = self._requestChildren[key] = self.requests.labels(*key)
         child.inc()
 
-    def observeDuration(self, backend: str, seconds: float) -> None:
+    def observeDuration(self, pool: str, backend: str, seconds: float) -> None:
         """
-        Record how long a request on C{backend} took.
+        Record how long a request on C{backend} of C{pool} took.
         """
-        child = self._durationChildren.get(backend)
+        key = (pool, backend)
+        child = self._durationChildren.get(key)
         if child is None:
-            child = self._durationChildren[backend] = self.duration.labels(backend)
+            child = self._durationChildren[key] = self.duration.labels(*key)
         child.observe(seconds)
 
-    def observeQueued(self, seconds: float) -> None:
+    def observeQueued(self, pool: str, seconds: float) -> None:
         """
-        Record how long a request waited in the queue.
+        Record how long a request of C{pool} waited in its queue.
         """
-        self.queueTime.observe(seconds)
+        self.queueTime.labels(pool).observe(seconds)
+
+    def countRoute(self, route: str) -> None:
+        """
+        Count a request that matched C{route} (its label: never the path).
+        """
+        child = self._routeChildren.get(route)
+        if child is None:
+            child = self._routeChildren[route] = self.routes.labels(route)
+        child.inc()
+
+    def routeCounts(self) -> dict[str, int]:
+        """
+        The requests each route matched, by its label.
+        """
+        return {
+            sample.labels["route"]: int(sample.value)
+            for metric in self.routes.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+
+    def countRouterError(self, route: str) -> None:
+        """
+        Count a router that raised or answered no pool.
+        """
+        self.routerErrors.labels(route).inc()
 
     def countRefusal(self, reason: str) -> None:
         """
@@ -284,18 +364,19 @@ class Metrics:
             raise ValueError(f"not a refusal reason: {reason!r}")
         self.refusals.labels(reason).inc()
 
-    def latencyBuckets(self) -> dict[str, list[int]]:
+    def latencyBuckets(self) -> dict[tuple[str, str], list[int]]:
         """
-        Each backend's requests so far by duration: cumulative counts for
-        each of L{BUCKETS}, then all of them, as the histogram keeps them
-        (the status page takes the p99 of what changed between two polls).
+        Each backend's requests so far by duration, by pool and backend:
+        cumulative counts for each of L{BUCKETS}, then all of them, as the
+        histogram keeps them (the status page takes the p99 of what changed
+        between two polls).
         """
-        buckets: dict[str, list[int]] = {}
+        buckets: dict[tuple[str, str], list[int]] = {}
         for metric in self.duration.collect():
             for sample in metric.samples:
                 if sample.name.endswith("_bucket"):
-                    counts = buckets.setdefault(sample.labels["backend"], [])
-                    counts.append(int(sample.value))
+                    key = (sample.labels["pool"], sample.labels["backend"])
+                    buckets.setdefault(key, []).append(int(sample.value))
         return buckets
 
     def exposition(self) -> bytes:

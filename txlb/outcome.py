@@ -21,7 +21,8 @@ from txlb.backend import Backend
 #: healthy backend, backend reset, backend protocol error (a malformed
 #: response), client disconnected, client protocol error (a request that
 #: broke HTTP/1.1's syntax or framing, or the head's size limits), rate
-#: limited (429, C{--rate-limit}), queue full and queue time-out (503,
+#: limited (429, C{--rate-limit}), no route (404: no route matched, and
+#: there is no C{default} pool), queue full and queue time-out (503,
 #: every backend at its C{--max-conn}; L{txlb.admission}).
 (
     NORMAL,
@@ -33,9 +34,10 @@ from txlb.backend import Backend
     CLIENT_GONE,
     CLIENT_PROTOCOL_ERROR,
     RATE_LIMITED,
+    NO_ROUTE,
     QUEUE_FULL,
     QUEUE_TIMEOUT,
-) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL", "QF", "QT")
+) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL", "NR", "QF", "QT")
 
 #: The flags that blame the backend.
 _BACKEND_FLAGS = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY, PROTOCOL_ERROR})

@@ -1,13 +1,16 @@
 """
-The Resource that forwards each request to a backend and relays the answer.
+A pool: the Resource that forwards each request to one of its backends and
+relays the answer.
 
-L{LoadBalancerResource} holds the backends, the algorithm that picks among
-them and the client that reaches them, and the limits that keep the
+L{LoadBalancerResource} holds a pool's backends, the algorithm that picks
+among them and the client that reaches them, and the limits that keep the
 backends from overload: requests in flight per backend and the queue above
 them (L{txlb.admission}), and the retry budget (L{txlb.retrybudget}).  Each
-request it renders is an L{txlb.exchange.Exchange} (or, for an upgrade, a
-L{txlb.tunnel.Tunnel}), and each outcome is counted in the metrics and
-logged in the access log (L{txlb.accesslog}).
+request it forwards is an L{txlb.exchange.Exchange} (or, for an upgrade, a
+L{txlb.tunnel.Tunnel}),
+and each outcome is counted in the metrics and logged in the access log
+(L{txlb.accesslog}).  The site's own resource, L{txlb.routing}'s, chooses
+the pool of each request.
 """
 
 from __future__ import annotations
@@ -17,38 +20,38 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from txlb import headers, refusals, tunnel
+from txlb import headers, tunnel
 from txlb.accesslog import AccessLog
 from txlb.admission import Admission, Admitted
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
-from txlb.clientlimits import ClientLimits
 from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
-from txlb.outcome import (
-    CLIENT_PROTOCOL_ERROR,
-    RATE_LIMITED,
-    TOO_MANY_REQUESTS,
-    Outcome,
-    answer,
-)
+from txlb.outcome import Outcome
+from txlb.request import forwardTarget
 from txlb.retrybudget import RetryBudget
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.throttle import Throttle
 
+#: The pool the command line's backends form, and that takes the requests
+#: no route matches.
+DEFAULT_POOL = "default"
+
 
 class LoadBalancerResource(Resource):
     """
-    Forwards every request, whatever its path or method, to the backend the
-    algorithm picks among those that are up.
+    A pool of backends: forwards every request, whatever its path or
+    method, to the backend the algorithm picks among those that are up.
+
+    @ivar name: The pool's name.
 
     @ivar algorithm: The L{IAlgorithm} provider that picks backends; change
         it with L{useAlgorithm}.
@@ -60,17 +63,16 @@ class LoadBalancerResource(Resource):
         C{None}; change it with L{useShadow}.
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
         C{None}.
-    @ivar clientLimits: The L{ClientLimits} each request is checked
-        against (its rate limit answers 429), or C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
     @ivar admission: The L{Admission} that keeps each backend within its
-        limit of requests in flight, with the queue of those waiting.
-    @ivar retryBudget: The L{RetryBudget} of the requests forwarded.
+        limit of requests in flight, with the pool's queue of those waiting.
+    @ivar retryBudget: The pool's L{RetryBudget}.
     @ivar settings: The L{ProxySettings}; setting them configures the
         admission and the retry budget too.
     @ivar client: The L{BackendClient} requests are sent with.
-    @ivar metrics: The balancer's L{Metrics}.
-    @ivar accessLog: The L{AccessLog} each outcome is logged to.
+    @ivar metrics: The balancer's L{Metrics}, which every pool shares.
+    @ivar accessLog: The L{AccessLog} each outcome is logged to, which every
+        pool shares.
     @ivar clock: The reactor, for the time and timers.
     """
 
@@ -85,13 +87,22 @@ class LoadBalancerResource(Resource):
         pool: BackendPool | None = None,
         settings: ProxySettings = ProxySettings(),
         makeAlgorithm: Callable[[Sequence[Backend]], IAlgorithm] | None = None,
+        name: str = DEFAULT_POOL,
+        metrics: Metrics | None = None,
+        accessLog: AccessLog | None = None,
     ) -> None:
+        """
+        @param metrics: The balancer's metrics, or C{None} for metrics of
+            this pool alone.
+        @param accessLog: The balancer's access log, or C{None} for one of
+            this pool alone.
+        """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
+        self.name = name
         self.shadow: Shadow | None = None
         self.sticky: StickyCookie | None = None
-        self.clientLimits: ClientLimits | None = None
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
@@ -101,57 +112,26 @@ class LoadBalancerResource(Resource):
         self.retryBudget = RetryBudget()
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
-        self.metrics = Metrics(
-            self.pool,
-            reactor,
-            lambda: self.shadow,
-            lambda: self.clientLimits,
-            (self.admission, self.retryBudget),
-        )
+        self.metrics = metrics or Metrics(reactor, lambda: (self,))
+        self.metrics.addPool(name)
         self.client = client
-        self.accessLog = AccessLog(Logger(namespace=self.log.namespace, source=self))
+        self.accessLog = accessLog or AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
         self._exchanges: set[Exchange] = set()
         self._date = b""
         self._dateSecond = -1
 
     def render(self, request: server.Request) -> bytes | int:
-        started = self.clock.seconds()
+        """
+        Forward C{request}, as a pool on its own (a leaf of any site).
+        """
         clientHost = getattr(request.getClientAddress(), "host", "")
-        problem = _badRequest(request)
-        if problem is not None:
-            answer(request, http.BAD_REQUEST, problem)
-            self.metrics.countRefusal(refusals.HEADER)
-            self.ended(
-                Outcome(
-                    request,
-                    clientHost,
-                    None,
-                    http.BAD_REQUEST,
-                    started,
-                    problem,
-                    flag=CLIENT_PROTOCOL_ERROR,
-                )
-            )
-            return server.NOT_DONE_YET
-        limits = self.clientLimits
-        if limits is not None:
-            wait = limits.checkRequest(request)
-            if wait:
-                request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % wait])
-                answer(request, TOO_MANY_REQUESTS, "over the rate limit")
-                self.ended(
-                    Outcome(
-                        request,
-                        clientHost,
-                        None,
-                        TOO_MANY_REQUESTS,
-                        started,
-                        "rate limited",
-                        flag=RATE_LIMITED,
-                    )
-                )
-                return server.NOT_DONE_YET
+        return self.forward(request, clientHost, self.clock.seconds())
+
+    def forward(self, request: server.Request, clientHost: str, started: float) -> int:
+        """
+        Forward C{request}, from C{clientHost}, which arrived at C{started}.
+        """
         if tunnel.wantsUpgrade(request):
             tunnel.Tunnel(self, request, clientHost, started).start()
             return server.NOT_DONE_YET
@@ -172,6 +152,7 @@ class LoadBalancerResource(Resource):
         retry budget's among them (see L{Admission.configure}).
         """
         self._settings = settings
+        self.admission.workers = settings.workers
         self.admission.configure(settings.maxConn, settings.maxQueue, settings.queueTimeout)
         self.retryBudget.setPercent(settings.retryBudget)
 
@@ -339,7 +320,7 @@ class LoadBalancerResource(Resource):
         The algorithm failed to pick (the exception is being handled):
         round robin picks for this request.
         """
-        self.metrics.fallbacks.inc()
+        self.metrics.fallbacks.labels(self.name).inc()
         throttle = self._fallbackLog
         if throttle.allow():
             self.log.failure(
@@ -365,7 +346,7 @@ class LoadBalancerResource(Resource):
             # An HTTP/1.0 request; HTTP/1.1 needs a Host.
             outgoing = [*outgoing, (b"Host", backend.address.encode("ascii"))]
         return self.client.request(
-            backend, request.method, request.uri, outgoing, exchange.body, exchange
+            backend, request.method, forwardTarget(request), outgoing, exchange.body, exchange
         )
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields:
@@ -379,6 +360,10 @@ class LoadBalancerResource(Resource):
         outgoing = headers.toBackend(received)
         if self.sticky is not None:
             outgoing = self.sticky.strip(outgoing)
+        match = request.routing.match  # type: ignore[attr-defined]
+        if match is not None:
+            # Before the forwarding fields: a route cannot remove txlb's.
+            outgoing = match.route.requestFields(outgoing)
         settings = self.settings
         if not (settings.forwardedFor or settings.forwarded or settings.via):
             return outgoing
@@ -404,27 +389,6 @@ class LoadBalancerResource(Resource):
         """
         return len(self._exchanges)
 
-    def refused(
-        self,
-        channel: Any,
-        request: server.Request | None,
-        code: int,
-        why: str,
-        flag: str,
-    ) -> None:
-        """
-        The client connection answered C{code} itself (a malformed request,
-        a head too slow or too large, a body too large) and closed; C{flag}
-        says which kind of refusal it was.
-        """
-        clientHost = getattr(channel.transport.getPeer(), "host", "")
-        if request is not None and hasattr(channel, "_command"):
-            # Twisted sets these when the whole request is in; the request
-            # line was read, though.
-            request.method, request.uri = channel._command, channel._path
-        now = self.clock.seconds()
-        self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info, flag))
-
     def date(self) -> bytes:
         """
         The C{Date} field of a response sent now, made once a second.
@@ -437,11 +401,6 @@ class LoadBalancerResource(Resource):
     def ended(self, outcome: Outcome) -> None:
         """
         A request is over: count it, and log the one line it gets.
-
-        The line is formatted here, once, with an f-string; the event
-        carries it pre-formatted (as a flattened event, so no observer runs
-        C{string.Formatter} on it) beside every field, for JSON and other
-        structured observers.
         """
         refused = getattr(outcome.request, "refused", None)
         if refused is not None and (outcome.status, outcome.error) == refused[:2]:
@@ -449,29 +408,30 @@ class LoadBalancerResource(Resource):
             # forwarded (txlb.server.ProxyChannel.refuse), and the exchange
             # reports that: the refusal's flag says how the request ended.
             outcome.flag = refused[2]
-        now = self.clock.seconds()
-        seconds = now - outcome.started
-        backend = outcome.backend
-        address = "-" if backend is None else backend.address
-        if backend is not None:
-            backend.ended(now, seconds * 1000, outcome.backendError)
-            self.metrics.observeDuration(address, seconds)
-        if outcome.queued is not None:
-            self.metrics.observeQueued(outcome.queued)
-        status = "-" if outcome.status is None else str(outcome.status)
-        self.metrics.countRequest(address, status)
-        self.accessLog.record(outcome, address, status, seconds, self.settings.accessLog == "json")
+        record(outcome, self.name, self.metrics, self.accessLog, self.clock, self.settings)
 
 
-def _badRequest(request: server.Request) -> str | None:
+def record(
+    outcome: Outcome,
+    pool: str,
+    metrics: Metrics,
+    accessLog: AccessLog,
+    clock: Any,
+    settings: ProxySettings,
+) -> None:
     """
-    Why C{request} cannot be forwarded, or C{None} if it can.  (The
-    channel has refused what breaks HTTP/1.1's syntax; these are the rules
-    about C{Host}, RFC 9112 section 3.2.)
+    Count a request that ended with C{outcome} in C{pool} (C{-} for none)
+    in its backend's statistics and the metrics, and log its line.
     """
-    hosts = request.requestHeaders.getRawHeaders(b"host", ())
-    if len(hosts) > 1:
-        return "more than one Host header"
-    if not hosts and request.clientproto == b"HTTP/1.1":
-        return "no Host header"
-    return None
+    now = clock.seconds()
+    seconds = now - outcome.started
+    backend = outcome.backend
+    address = "-" if backend is None else backend.address
+    if backend is not None:
+        backend.ended(now, seconds * 1000, outcome.backendError)
+        metrics.observeDuration(pool, address, seconds)
+    if outcome.queued is not None:
+        metrics.observeQueued(pool, outcome.queued)
+    status = "-" if outcome.status is None else str(outcome.status)
+    metrics.countRequest(pool, address, status)
+    accessLog.record(outcome, pool, address, status, seconds, settings.accessLog == "json")

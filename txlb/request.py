@@ -7,7 +7,7 @@ it: HTTP/1.x (L{txlb.server.TransparentRequest}) or HTTP/2
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -29,6 +29,36 @@ class Refused(NamedTuple):
     code: int
     error: str
     flag: str
+
+
+class Routing(NamedTuple):
+    """
+    Where a request goes, decided once (see L{txlb.routing}).
+
+    @ivar match: The route it matched and what that route makes of it (a
+        L{txlb.routes.Match}), or C{None} if no route did.
+    @ivar pool: The pool (a L{txlb.proxy.LoadBalancerResource}) that
+        forwards it, or C{None} if txlb answers it itself.
+    """
+
+    match: Any
+    pool: Any
+
+
+#: The routing of a request not routed (yet): no route, no pool.
+UNROUTED = Routing(None, None)
+
+
+def forwardTarget(request: server.Request) -> bytes:
+    """
+    The request-target C{request} goes to its backend with: the one it
+    came with, unless its route rewrote it.
+    """
+    match = request.routing.match  # type: ignore[attr-defined]
+    if match is not None and match.target is not None:
+        target: bytes = match.target
+        return target
+    return request.uri
 
 
 class ClientRequest(server.Request):
@@ -54,6 +84,10 @@ class ClientRequest(server.Request):
     stream: StreamingBody | None = None
     #: How txlb refused this request, once forwarded.
     refused: Refused | None = None
+    #: Where it goes.
+    routing = UNROUTED
+    #: The largest body it may have: its pool's C{--max-body-size}.
+    bodyLimit: int | None = None
     bodyBytes = 0
     #: Called with the reason if the client connection closes before the
     #: response is finished: what

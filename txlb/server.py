@@ -19,9 +19,9 @@ from txlb import headers, refusals, tunnel
 from txlb.clientlimits import ClientLimits
 from txlb.http1 import BadResponseError, ChunkedDecoder
 from txlb.http2 import PREFACE, HTTP2Channel
-from txlb.proxy import LoadBalancerResource
 from txlb.refusals import FIELD_BYTES, Refusal
 from txlb.request import ClientRequest, Refused
+from txlb.routing import RoutingResource
 from txlb.upload import StreamingBody
 from txlb.writes import WriteBatcher
 
@@ -44,14 +44,16 @@ class TransparentRequest(ClientRequest):
     _finishWhenReceived = False
 
     def gotLength(self, length: int | None) -> None:
-        if self._tooLarge(length or 0):
-            return
         channel = self.channel
         # The channel keeps these until the body is in; the resource needs
         # them now.
         self.method = channel._command
         self.uri = channel._path
         self.clientproto = channel._version
+        # The limit of the pool the request is routed to.
+        self.bodyLimit = channel.site.resource.bodyLimit(self)  # type: ignore[attr-defined]
+        if self._tooLarge(length or 0):
+            return
         bodyless = length == 0 and not self.requestHeaders.hasHeader(b"content-length")
         if bodyless or tunnel.wantsUpgrade(self):
             # Nothing to stream: an upgrade has no body (see
@@ -172,7 +174,7 @@ class TransparentRequest(ClientRequest):
         channel = self.channel
         if channel._refused:  # type: ignore[attr-defined]
             return True
-        limit = channel.site.resource.settings.maxBodySize  # type: ignore[attr-defined]
+        limit = self.bodyLimit
         if limit is None or size <= limit:
             return False
         channel.refuse(refusals.bodyTooLarge(limit))  # type: ignore[attr-defined]
@@ -670,7 +672,7 @@ class LoadBalancerSite(server.Site):
 
     def __init__(
         self,
-        resource: LoadBalancerResource,
+        resource: RoutingResource,
         reactor: Any = None,
         http2: bool = True,
         h2c: bool = False,

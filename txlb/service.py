@@ -1,6 +1,7 @@
 """
-The balancer as a twistd service: its listeners, health checks, admin API,
-configuration reloads and graceful stop.
+The balancer as a twistd service: its listeners, its pools (each a
+L{txlb.poolservice.PoolService}, with its health checks and DNS
+discovery), the admin API, configuration reloads and the graceful stop.
 
 L{txlb.tap} builds it from the command line, as Twisted's own C{tap}
 modules build theirs; this module knows the options only through
@@ -12,11 +13,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -27,40 +28,31 @@ from twisted.python import usage
 
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
-from txlb.adminstate import AdminState
 from txlb.backend import Backend
 from txlb.clientlimits import ClientLimits
-from txlb.dns import DNSDiscovery, DNSName, TCPResolver, makeResolver
-from txlb.health import HealthChecker
-from txlb.interfaces import IAlgorithm
-from txlb.proxy import LoadBalancerResource
+from txlb.history import INTERVAL as HISTORY_INTERVAL
+from txlb.poolservice import PoolConfiguration, PoolService, makePool
+from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
-from txlb.settings import ProxySettings
-from txlb.sticky import StickyCookie
 
 
-class Configuration(Protocol):
+class Configuration(PoolConfiguration, Protocol):
     """
     What the service needs of its configuration: the options of
     C{twistd txlb} by long name, and what follows from them, as
-    L{txlb.tap.Options} provides them.
+    L{txlb.tap.Options} provides them; they are also the pool C{default}'s
+    (when the command line or the file's top level names backends).
 
     @ivar commandLine: The command line given, which overrides the
         configuration file on a reload.
+    @ivar routeWarnings: What the check of the routes warns of.
+    @ivar optFlags: The options that take no value.
     """
 
     commandLine: list[str]
-    #: The options that take no value, as L{usage.Options} lists them.
-    optFlags: list[list[str | None]]
-
-    def __getitem__(self, option: str) -> Any: ...
-
-    def __setitem__(self, option: str, value: Any) -> None: ...
-
-    def keys(self) -> Iterable[str]:
-        """
-        The long names of the options.
-        """
+    routeWarnings: list[str]
+    optFlags: Any
 
     def fromFile(self, path: str, commandLine: list[str]) -> Configuration:
         """
@@ -70,34 +62,12 @@ class Configuration(Protocol):
         @raise usage.UsageError: With one line saying what is wrong.
         """
 
-    def settings(self) -> ProxySettings:
+    def pools(self) -> Mapping[str, PoolConfiguration]:
         """
-        The proxy's settings.
-        """
-
-    def algorithm(self) -> Callable[[Sequence[Backend]], IAlgorithm]:
-        """
-        What makes the algorithm these options name, from the backends.
+        The options of each pool, by name.
         """
 
-    def shadow(self) -> Callable[[Sequence[Backend]], IAlgorithm] | None:
-        """
-        What makes the shadow algorithm these options name, if any.
-        """
-
-    def sticky(self, clock: Any) -> StickyCookie | None:
-        """
-        The sticky cookie these options ask for, if any.
-        """
-
-    def checkedAlgorithm(
-        self, option: str, spec: str, backends: Sequence[Backend]
-    ) -> Callable[[Sequence[Backend]], IAlgorithm]:
-        """
-        What makes the algorithm C{spec} names, checked on C{backends}.
-
-        @raise usage.UsageError: With one line saying what is wrong.
-        """
+    def keys(self) -> Iterable[str]: ...
 
     def configureLimits(self, limits: ClientLimits) -> None:
         """
@@ -113,22 +83,15 @@ class StartupError(Exception):
 
 
 #: Seconds between two looks at whether requests are still in flight during
-#: a graceful stop.
+#: a graceful stop, or in a pool a reload removed.
 DRAIN_POLL = 0.05
-
-#: Seconds between two looks at whether a backend that left DNS has
-#: finished its requests, and can go.
-LEAVING_POLL = 1.0
-
-#: The options whose change on a reload starts DNS discovery afresh.
-DNS_OPTIONS = ("backends-dns", "dns-server", "dns-min-ttl", "dns-max-ttl")
 
 
 class LoadBalancerService(MultiService):
     """
-    The balancer: its listener, its health checks, its admin listener, the
-    backend connections it keeps, the demo backends if it runs them, its
-    configuration reloads and its graceful stop.
+    The balancer: its listeners, its pools, its admin listener, the demo
+    backends if it runs them, its configuration reloads and its graceful
+    stop.
 
     On SIGHUP it re-reads C{--config}: an invalid file is logged and the
     running configuration stays; a valid one is applied at once (see
@@ -137,12 +100,12 @@ class LoadBalancerService(MultiService):
     C{--drain-timeout} seconds, then cuts them) and exits 0.  A second signal
     cuts them at once.
 
-    With C{--backends-dns}, the backends DNS gives join the pool, and those
-    it no longer gives are drained, then removed once their requests are
-    over.  A backend that C{--backends} lists is never touched by DNS.
-    Without static backends, the main listener starts only once DNS gave
-    some: until then there is nothing to forward to.
+    A pool without static backends has none until DNS gives some: the
+    listeners start only once every pool has backends, since until then
+    some requests would have nothing to go to.
 
+    @ivar resource: The site's L{RoutingResource}.
+    @ivar pools: The L{PoolService} of each pool, by name.
     @ivar started: When the service started, for the uptime.
     @ivar resolver: The twisted.names resolver DNS names are resolved with,
         or C{None} for one asking C{--dns-server} (or the system's servers).
@@ -161,47 +124,70 @@ class LoadBalancerService(MultiService):
         config: Configuration,
         site: LoadBalancerSite,
         reactor: Any,
-        endpoints: tuple[IStreamServerEndpoint, IStreamServerEndpoint | None] | None = None,
+        endpoints: tuple[list[IStreamServerEndpoint], IStreamServerEndpoint | None] | None = None,
     ) -> None:
         """
-        @param endpoints: The listening and admin endpoints, instead of
-            those C{--listen} and C{--admin} describe (a worker's inherited
-            sockets).
+        @param endpoints: The listening endpoints and the admin one, instead
+            of those C{--listen} and C{--admin} describe (a worker's
+            inherited sockets).
         """
         super().__init__()
         self.config = config
         self.site = site
-        self.resource: LoadBalancerResource = site.resource
+        self.resource: RoutingResource = site.resource
         self.started = reactor.seconds()
         self.reactor = reactor
         self._stopping = False
-        self._health: HealthChecker | None = None
-        self._dns: DNSDiscovery | None = None
-        #: The backends in the pool because DNS gives them.
-        self._fromDNS: set[tuple[str, int]] = set()
-        #: Those DNS no longer gives, draining until their requests are over.
-        self._leaving: set[Backend] = set()
-        #: What the admin API changed, until the next reload.
-        self.adminState = AdminState()
-        self._sweeping: Any = None
-        self._waitingForBackends = not config["backends"]
+        self.pools: dict[str, PoolService] = {}
+        for name, options in config.pools().items():
+            self._addPool(options, self.resource.pools[name])
+        #: Pools a reload removed, until their requests are over.
+        self._retired: set[PoolService] = set()
+        self._waitingForBackends = self._waiting()
         self._bound = False
         if config["admin"] is not None:
-            admin = AdminSite(AdminResource(self, config["admin-token"]))
+            adminResource = AdminResource(self, config["admin-token"])
+            admin = AdminSite(adminResource)
+            recorder = TimerService(HISTORY_INTERVAL, adminResource.api.record)
+            recorder.clock = reactor
+            recorder.setServiceParent(self)
         #: Where the admin API listens, to say at start; a worker's is its
         #: supervisor's business.
         self._admin = config["admin"] if endpoints is None else None
         if endpoints is None:
-            listenReactor: Any = (
-                TLSListeningReactor(reactor) if config["listen"].startswith("ssl:") else reactor
-            )
-            self.listeners = [strports.service(config["listen"], site, reactor=listenReactor)]
+            self.listeners = [
+                strports.service(description, site, reactor=_listening(description, reactor))
+                for description in config["listen"]
+            ]
             if config["admin"] is not None:
                 self.listeners.append(strports.service(config["admin"], admin, reactor=reactor))
         else:
-            self.listeners = [StreamServerEndpointService(endpoints[0], site)]
+            self.listeners = [StreamServerEndpointService(e, site) for e in endpoints[0]]
             if endpoints[1] is not None:
                 self.listeners.append(StreamServerEndpointService(endpoints[1], admin))
+        #: How many of the listeners serve the site (the admin one follows).
+        self._siteListeners = len(config["listen"]) if endpoints is None else len(endpoints[0])
+
+    def _addPool(self, options: PoolConfiguration, resource: LoadBalancerResource) -> None:
+        pool = self.pools[options.name] = PoolService(
+            options, resource, self.reactor, self._listenOnceBackends
+        )
+        pool.setServiceParent(self)
+
+    def _waiting(self) -> list[str]:
+        """
+        The pools that have no backends yet.
+        """
+        return [name for name, pool in self.pools.items() if pool.waiting]
+
+    def _startingListeners(self) -> list[Any]:
+        """
+        The listeners to start now: the site's wait for every pool to have
+        backends.
+        """
+        if self._waitingForBackends:
+            return self.listeners[self._siteListeners :]
+        return self.listeners
 
     def bind(self) -> None:
         """
@@ -229,7 +215,7 @@ class LoadBalancerService(MultiService):
                 raise StartupError(f"txlb: --access-log-file: {e}") from None
         try:
             super().privilegedStartService()
-            for listener in self.listeners[self._waitingForBackends :]:
+            for listener in self._startingListeners():
                 listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
             raise StartupError(f"txlb: cannot listen: {e}") from None
@@ -261,181 +247,72 @@ class LoadBalancerService(MultiService):
             old.close()
 
     def startService(self) -> None:
-        self._log.info(
-            "txlb {listening} {listen}, algorithm {algo}, backends {backends}",
-            listening="waiting for DNS to listen on"
-            if self._waitingForBackends
-            else "listening on",
-            listen=self.config["listen"],
-            algo=self.config["algo"],
-            backends=", ".join(
-                [
-                    *(
-                        f"{'https://' if b.tls else ''}{b.address} (weight {b.weight})"
-                        for b in self.config["backends"]
-                    ),
-                    *(f"DNS {name}" for name in self.config["backends-dns"]),
-                ]
-            ),
-        )
+        waiting = self._waitingForBackends
+        listen = ", ".join(self.config["listen"])
+        if list(self.pools) == [DEFAULT_POOL]:
+            self._log.info(
+                "txlb {listening} {listen}, algorithm {algo}, backends {backends}",
+                listening="waiting for DNS to listen on" if waiting else "listening on",
+                listen=listen,
+                algo=self.config["algo"],
+                backends=_describeBackends(self.config),
+            )
+        else:
+            self._log.info(
+                "txlb {listening} {listen}, {routes} routes, pools {pools}",
+                listening="waiting for DNS to listen on" if waiting else "listening on",
+                listen=listen,
+                routes=len(self.resource.routes),
+                pools="; ".join(
+                    f"{name} ({pool.options['algo']}: {_describeBackends(pool.options)})"
+                    for name, pool in self.pools.items()
+                ),
+            )
+        self._logRouteWarnings(self.config)
         if self._admin is not None:
             logAdmin(self._log, self._admin)
         self._warnInsecure(self.config)
         self.started = self.reactor.seconds()
-        self._checkHealth(self.config)
         super().startService()
-        for listener in self.listeners[self._waitingForBackends :]:
+        for listener in self._startingListeners():
             listener.startService()
-        self._discover(self.config, {})
         # After twistd's own handlers are in place, which would stop at once
         # and exit with the signal's status.
         self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
 
+    def _logRouteWarnings(self, config: Configuration) -> None:
+        for warning in config.routeWarnings:
+            self._log.warn("Routes: {text}", text=warning)
+
     def _warnInsecure(self, config: Configuration) -> None:
-        if config["backend-insecure"]:
+        insecure = [name for name, options in config.pools().items() if options["backend-insecure"]]
+        if insecure:
             self._log.warn(
-                "TLS to backends is NOT VERIFIED (--backend-insecure): any certificate is"
-                " accepted, so anyone on the path to an https:// backend can read and"
-                " change its traffic"
+                "TLS to backends is NOT VERIFIED (--backend-insecure){where}: any certificate"
+                " is accepted, so anyone on the path to an https:// backend can read and change"
+                " its traffic",
+                where="" if insecure == [DEFAULT_POOL] else f" in pool {', '.join(insecure)}",
             )
-
-    def _checkHealth(self, config: Configuration) -> None:
-        """
-        Run the active health checks C{config} asks for, instead of the
-        current ones.
-        """
-        if self._health is not None:
-            self._health.disownServiceParent()
-            self._health = None
-            for backend in self.resource.pool.backends:
-                # Only new checks may say a backend is down now.
-                backend.healthy, backend.health = True, None
-        if config["health-path"] is not None:
-            self._health = HealthChecker(
-                self.resource.pool,
-                config["health-path"],
-                self.reactor,
-                interval=config["health-interval"],
-                timeout=config["health-timeout"],
-                rise=config["health-rise"],
-                fall=config["health-fall"],
-                metrics=self.resource.metrics,
-                tls=self.resource.client.tls,
-            )
-            self._health.setServiceParent(self)
-
-    def _discover(self, config: Configuration, lastGood: dict[DNSName, list[Backend]]) -> None:
-        """
-        Follow the DNS names C{config} gives, instead of the current ones,
-        starting from C{lastGood}.
-        """
-        self._stopDiscovery()
-        if not config["backends-dns"]:
-            if self._fromDNS:
-                self._dnsChanged([])
-            return
-        self._dns = DNSDiscovery(
-            config["backends-dns"],
-            self.resolver or makeResolver(config["dns-server"], self.reactor),
-            self.reactor,
-            self._dnsChanged,
-            minTTL=config["dns-min-ttl"],
-            maxTTL=config["dns-max-ttl"],
-            metrics=self.resource.metrics,
-            lastGood=lastGood,
-        )
-        self._dns.setServiceParent(self)
-
-    def _stopDiscovery(self) -> None:
-        """
-        Stop following DNS, and close the connections to its servers.
-        """
-        if self._dns is None:
-            return
-        self._dns.disownServiceParent()
-        if isinstance(self._dns.resolver, TCPResolver):
-            self._dns.resolver.close()
-        self._dns = None
-
-    def _dnsChanged(self, backends: list[Backend]) -> None:
-        """
-        Balance over C{backends}, the backends DNS gives now, and the
-        others: the ones DNS gave before and no longer does drain.  What the
-        admin API changed about an address holds (L{AdminState}).
-        """
-        static = {b.key for b in self.config["backends"]}
-        wanted = {}
-        for backend in backends:
-            changed = self.adminState.applied(backend)
-            if changed is not None and changed.key not in static:
-                wanted[changed.key] = changed
-        fromDNS = set(wanted)
-        merged = []
-        for backend in self.resource.pool.backends:
-            new = wanted.pop(backend.key, None)
-            if new is not None:
-                if backend in self._leaving:
-                    self._leaving.discard(backend)
-                    backend.draining = new.draining
-                # setBackends keeps the object, with the weight DNS (or the
-                # admin API) gives.
-                merged.append(new)
-            elif backend in self._leaving:
-                # Still draining: the sweep removes it.
-                merged.append(backend)
-            elif backend.key in self._fromDNS:
-                if backend.active:
-                    self._log.info(
-                        "Backend {backend} left DNS: draining its {count} requests",
-                        backend=backend.address,
-                        count=backend.active,
-                    )
-                    backend.draining = True
-                    self._leaving.add(backend)
-                    merged.append(backend)
-                else:
-                    self._log.info("Backend {backend} left DNS: removed", backend=backend.address)
-            else:
-                merged.append(backend)
-        merged += wanted.values()
-        if not merged:
-            return
-        self._fromDNS = fromDNS
-        self.resource.setBackends(merged)
-        if self._leaving and self._sweeping is None:
-            self._sweeping = self.reactor.callLater(LEAVING_POLL, self._sweep)
-        self._listenOnceBackends()
 
     def _listenOnceBackends(self) -> None:
         """
-        Start the main listener if it waited for backends and there are some
-        now.
+        Start the site's listeners if they waited for backends and every
+        pool has some now.
         """
-        if not self._waitingForBackends or not self.resource.pool.backends:
+        if not self._waitingForBackends or self._waiting():
             return
-        self._waitingForBackends = False
+        self._waitingForBackends = []
+        listeners = self.listeners[: self._siteListeners]
         try:
-            self.listeners[0].privilegedStartService()
+            for listener in listeners:
+                listener.privilegedStartService()
         except (CannotListenError, OverflowError, OSError) as e:
             self._log.error("txlb: cannot listen: {why}", why=e)
             self.reactor.stop()
             return
-        self.listeners[0].startService()
-        self._log.info("txlb listening on {listen}", listen=self.config["listen"])
-
-    def _sweep(self) -> None:
-        """
-        Remove the backends that left DNS and have finished their requests.
-        """
-        self._sweeping = None
-        done = {b for b in self._leaving if not b.active}
-        if done:
-            self._leaving -= done
-            self.resource.setBackends([b for b in self.resource.pool.backends if b not in done])
-            for backend in done:
-                self._log.info("Removed backend {backend}, drained", backend=backend.address)
-        if self._leaving:
-            self._sweeping = self.reactor.callLater(LEAVING_POLL, self._sweep)
+        for listener in listeners:
+            listener.startService()
+        self._log.info("txlb listening on {listen}", listen=", ".join(self.config["listen"]))
 
     def _catchSignals(self) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -465,15 +342,16 @@ class LoadBalancerService(MultiService):
             new = self.config.fromFile(path, self.config.commandLine)
         except usage.UsageError as e:
             self.resource.metrics.reloads.labels("failure").inc()
-            self._log.error("Reload failed, the configuration stays as it was: {why}", why=e)
+            for line in str(e).splitlines():
+                self._log.error("Reload failed, the configuration stays as it was: {why}", why=line)
             return False
-        old, before = self.config, _poolState(self.resource.pool.backends)
+        old = self.config
+        before = {
+            name: _poolState(pool.resource.pool.backends) for name, pool in self.pools.items()
+        }
         self.apply(new)
         self.resource.metrics.reloads.labels("success").inc()
-        changes = [
-            *_optionChanges(old, new),
-            *_backendChanges(before, _poolState(self.resource.pool.backends)),
-        ]
+        changes = _changes(old, new, before, self.pools)
         self._log.info(
             "Reloaded {path}: {summary}",
             path=path,
@@ -484,54 +362,40 @@ class LoadBalancerService(MultiService):
 
     def apply(self, new: Configuration) -> None:
         """
-        Switch to C{new} at once: new requests use it, requests in flight
-        finish on their backends, client connections stay open, and the
-        counts of backends that stay are kept.  The TLS files are read again,
-        and idle connections to C{https://} backends closed, so new ones use
-        them.  Listening addresses, the admin token and the size of the
-        client limits' tables only change with a restart.  What the admin
-        API changed is forgotten: the file says what the backends are.
+        Switch to C{new} at once: new requests use its pools and routes,
+        requests in flight finish in theirs, client connections stay open.
+        A pool that stays keeps its backends' counts and health, and its
+        algorithm's state when its backends and algorithm are the same
+        (L{PoolService.apply}); a new pool starts; a pool the file no longer
+        has takes no new requests, and its connections close once its
+        requests are over.  Listening addresses, the admin listener and
+        token, and the size of the client limits' tables only change with a
+        restart.  What the admin API changed is forgotten: the file says
+        what the backends are.
         """
         for option in ("listen", "admin", "admin-token", "rate-limit-keys"):
             if new[option] != self.config[option]:
+                value = self.config[option]
                 self._log.warn(
                     "--{option} changes need a restart; it stays {value!r}",
                     option=option,
-                    value=self.config[option],
+                    value=", ".join(value) if isinstance(value, list) else value,
                 )
                 new[option] = self.config[option]
-        self.adminState.clear()
         resource = self.resource
-        resource.pool.maxFails = new["max-fails"]
-        resource.pool.failTimeout = new["fail-timeout"]
-        resource.pool.slowStart = new["slow-start"]
-        resource.client.connectTimeout = new["connect-timeout"]
-        # Read again: the files may have changed under the same names.
-        resource.client.setTLS(new["backend-tls"])
-        if not self.config["backend-insecure"]:
-            self._warnInsecure(new)
-        static = {b.key for b in new["backends"]}
-        self._fromDNS -= static
-        self._leaving = {b for b in self._leaving if b.key not in static}
-        fromDNS = [
-            b
-            for b in resource.pool.backends
-            if b.key not in static and (b.key in self._fromDNS or b in self._leaving)
-        ]
-        shadow = resource.shadow
-        if shadow is not None and shadow.name == new["shadow-algo"]:
-            # The same shadow, perhaps with new options: its counts go on,
-            # and setBackends makes it again.
-            shadow.makeAlgorithm = new.shadow()  # type: ignore[assignment]
-        else:
-            resource.useShadow(new["shadow-algo"], new.shadow())
-        resource.setBackends([*new["backends"], *fromDNS], new.algorithm())
-        if new["sticky-cookie"] != self.config["sticky-cookie"]:
-            resource.sticky = new.sticky(self.reactor)
-        for backend in resource.pool.backends:
-            if backend not in self._leaving:
-                # The file or DNS lists it: it serves, whatever the admin API said.
-                backend.draining = False
+        wanted = new.pools()
+        for name in list(self.pools):
+            if name not in wanted:
+                self._retire(self.pools.pop(name))
+        for name, options in wanted.items():
+            pool = self.pools.get(name)
+            if pool is None:
+                self._addPool(
+                    options, makePool(options, self.reactor, resource.metrics, resource.accessLog)
+                )
+            else:
+                pool.apply(options)
+        resource.use({name: pool.resource for name, pool in self.pools.items()}, new["routes"])
         resource.settings = new.settings()
         if resource.clientLimits is not None:
             new.configureLimits(resource.clientLimits)
@@ -541,42 +405,45 @@ class LoadBalancerService(MultiService):
         # on.
         self.site.timeOut = new["client-timeout"]
         self.site.http2, self.site.h2c = not new["no-http2"], new["h2c"]
-        self._checkHealth(new)
-        old, self.config = self.config, new
-        if any(new[option] != old[option] for option in DNS_OPTIONS):
-            self._discover(new, self._dns.lastGood if self._dns is not None else {})
-        elif self._dns is not None:
-            # A backend the file no longer lists may still be in DNS.
-            self._dnsChanged(self._dns.backends)
+        self._warnInsecure(new)
+        self._logRouteWarnings(new)
+        self.config = new
         self._listenOnceBackends()
 
-    def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
+    def _retire(self, pool: PoolService) -> None:
         """
-        Switch the algorithm (C{changes["algo"]}) and/or the shadow
-        (C{changes["shadow-algo"]}, C{None} for none) at once, after
-        checking every one: requests in flight keep their backends, new
-        ones (and retries) are picked by the new algorithm.  A reload sets
-        them to the file's again.
+        Stop C{pool}, which a reload removed: no health checks or DNS any
+        more, and its connections closed once its requests are over.
+        """
+        pool.disownServiceParent()
+        self._retired.add(pool)
+        self._log.info("Pool {pool} removed: draining", pool=pool.name)
+
+        async def drain() -> None:
+            while pool.resource.inFlight():
+                await deferLater(self.reactor, DRAIN_POLL)
+            self._retired.discard(pool)
+            await pool.resource.client.closeCachedConnections()
+            self._log.info("Pool {pool} removed: drained", pool=pool.name)
+
+        Deferred.fromCoroutine(drain())
+
+    def inFlight(self) -> int:
+        """
+        How many requests are being forwarded, in every pool (those a
+        reload removed included).
+        """
+        return self.resource.inFlight() + sum(p.resource.inFlight() for p in self._retired)
+
+    def switchAlgorithm(self, changes: dict[str, str | None], pool: str = DEFAULT_POOL) -> None:
+        """
+        Switch the algorithm and/or the shadow of C{pool} (see
+        L{PoolService.switchAlgorithm}).
 
         @raise usage.UsageError: With one line, changing nothing.
+        @raise KeyError: If there is no such pool.
         """
-        resource = self.resource
-        backends = resource.pool.backends
-        made = {
-            option: None if spec is None else self.config.checkedAlgorithm(option, spec, backends)
-            for option, spec in changes.items()
-        }
-        if "shadow-algo" in changes:
-            resource.useShadow(changes["shadow-algo"], made["shadow-algo"])
-        if made.get("algo") is not None:
-            resource.setBackends(backends, made["algo"])
-        for option, spec in changes.items():
-            self.config[option] = spec
-        self._log.info(
-            "Algorithm now {algo}, shadow {shadow}",
-            algo=self.config["algo"],
-            shadow=self.config["shadow-algo"] or "none",
-        )
+        self.pools[pool].switchAlgorithm(changes)
 
     def _stopSignal(self, number: int, frame: object) -> None:
         name = signal.Signals(number).name
@@ -597,37 +464,57 @@ class LoadBalancerService(MultiService):
         flight (cutting them after the drain timeout), then stop the rest;
         the admin listener last, so the drain can be watched.
         """
-        self._stopDiscovery()
-        if self._sweeping is not None:
-            self._sweeping.cancel()
-            self._sweeping = None
-        if self.listeners[0].running:
-            await self.listeners[0].stopService()
+        for listener in self.listeners[: self._siteListeners]:
+            if listener.running:
+                await listener.stopService()
         self.site.closeIdleConnections()
-        resource = self.resource
         timeout = self.config["drain-timeout"]
-        if resource.inFlight():
+        if self.inFlight():
             self._log.info(
                 "Waiting for {count} requests in flight (at most {timeout} s)",
-                count=resource.inFlight(),
+                count=self.inFlight(),
                 timeout=timeout,
             )
         deadline = self.reactor.seconds() + timeout
-        while resource.inFlight() or self.site.busy():
+        while self.inFlight() or self.site.busy():
             if self.reactor.seconds() >= deadline:
                 self._log.warn(
                     "Cutting {count} requests still in flight after {timeout} s",
-                    count=resource.inFlight(),
+                    count=self.inFlight(),
                     timeout=timeout,
                 )
                 self.site.abortConnections()
                 break
             await deferLater(self.reactor, DRAIN_POLL)
         await super().stopService()
-        for listener in self.listeners[1:]:
+        for listener in self.listeners[self._siteListeners :]:
             await listener.stopService()
-        await resource.client.closeCachedConnections()
+        for pool in [*self.pools.values(), *self._retired]:
+            await pool.resource.client.closeCachedConnections()
         self._openAccessLog(None)
+
+
+def _listening(description: str, reactor: Any) -> Any:
+    """
+    The reactor a listener of C{description} listens with: one that answers
+    plain HTTP on a TLS port (L{TLSListeningReactor}) for C{ssl:}.
+    """
+    return TLSListeningReactor(reactor) if description.startswith("ssl:") else reactor
+
+
+def _describeBackends(options: PoolConfiguration) -> str:
+    """
+    A pool's backends, as the start-up line names them.
+    """
+    return ", ".join(
+        [
+            *(
+                f"{'https://' if b.tls else ''}{b.address} (weight {b.weight})"
+                for b in options["backends"]
+            ),
+            *(f"DNS {name}" for name in options["backends-dns"]),
+        ]
+    )
 
 
 def logAdmin(log: Logger, description: str) -> None:
@@ -676,14 +563,44 @@ def adminURL(description: str) -> str | None:
 #: listening addresses and the admin token stay as they are
 #: (L{LoadBalancerService.apply} warns), so they never differ.
 _UNREPORTED = frozenset(
-    {"backends", "algo", "shadow-algo", "config", "demo", "workers", "backend-tls"}
+    {"backends", "algo", "shadow-algo", "config", "demo", "workers", "backend-tls", "routes"}
 )
 
 
-def _optionChanges(old: Configuration, new: Configuration) -> list[str]:
+def _changes(
+    old: Configuration,
+    new: Configuration,
+    before: dict[str, dict[str, tuple[int, bool]]],
+    pools: dict[str, PoolService],
+) -> list[str]:
     """
-    What a reload changed in the options, as C{NAME OLD -> NEW}, the
-    algorithm and shadow first.
+    What a reload from C{old} to C{new} changed: the options, the routes,
+    the pools added and removed, and each pool's options and backends
+    (C{before}: each pool's backends before the reload, as L{_poolState}
+    gives them).  The pool C{default}'s are said without its name.
+    """
+    changes = _optionChanges(old, new)
+    if [route.config for route in old["routes"]] != [route.config for route in new["routes"]]:
+        changes.append(f"routes changed ({len(new['routes'])} now)")
+    oldPools, newPools = old.pools(), new.pools()
+    changes += [f"pool {name} removed" for name in oldPools if name not in newPools]
+    for name, options in newPools.items():
+        if name not in oldPools:
+            changes.append(f"pool {name} added")
+            continue
+        prefix = "" if name == DEFAULT_POOL else f"pool {name}: "
+        if name != DEFAULT_POOL:
+            own = {row[0] for row in [*options.optParameters, *options.optFlags]}
+            changes += [prefix + c for c in _optionChanges(oldPools[name], options, own)]
+        after = _poolState(pools[name].resource.pool.backends)
+        changes += [prefix + c for c in _backendChanges(before[name], after)]
+    return changes
+
+
+def _optionChanges(old: Any, new: Any, only: Iterable[str] | None = None) -> list[str]:
+    """
+    What a reload changed in the options (or in C{only} these), as
+    C{NAME OLD -> NEW}, the algorithm and shadow first.
     """
     flags = {row[0] for row in new.optFlags}
 
@@ -700,7 +617,7 @@ def _optionChanges(old: Configuration, new: Configuration) -> list[str]:
     for option, label in (("algo", "algorithm"), ("shadow-algo", "shadow")):
         if old[option] != new[option]:
             changes.append(f"{label} {shown(option, old[option])} -> {shown(option, new[option])}")
-    for option in sorted(set(new.keys()) - _UNREPORTED):
+    for option in sorted(set(new.keys() if only is None else only) - _UNREPORTED):
         if old[option] != new[option]:
             changes.append(f"{option} {shown(option, old[option])} -> {shown(option, new[option])}")
     return changes

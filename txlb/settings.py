@@ -44,6 +44,8 @@ class ProxySettings:
     @ivar queueTimeout: Seconds a request waits there at most.
     @ivar retryBudget: Retries in flight, in percent of the requests in
         flight (at least 3; L{txlb.retrybudget}).
+    @ivar workers: The processes that share each limit (C{--workers}): each
+        admits its share of a fixed C{maxConn}.
     @ivar loadField: C{loadHeader} lower-cased, derived.
     @ivar toClientDrop: The response fields the client never sees, derived.
     """
@@ -64,6 +66,7 @@ class ProxySettings:
     maxQueue: int = DEFAULT_MAX_QUEUE
     queueTimeout: float = DEFAULT_QUEUE_TIMEOUT
     retryBudget: float = DEFAULT_PERCENT
+    workers: int = 1
     loadField: bytes = field(init=False, repr=False, compare=False)
     toClientDrop: frozenset[bytes] = field(init=False, repr=False, compare=False)
 

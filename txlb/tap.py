@@ -16,21 +16,26 @@ from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
 from txlb import config, dns, tls, versionLine
+from txlb.accesslog import AccessLog
 from txlb.admission import DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
-from txlb.backend import Backend, BackendPool, parseBackends
-from txlb.client import BackendClient
+from txlb.backend import Backend, parseBackends
 from txlb.clientlimits import ClientLimits
 from txlb.http1 import isToken
 from txlb.keytables import Region
-from txlb.proxy import LoadBalancerResource
+from txlb.metrics import Metrics
+from txlb.poolservice import makePool
+from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
 from txlb.retrybudget import DEFAULT_PERCENT, parsePercent
+from txlb.routeconfig import RoutesError, parseRoutes
+from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
 from txlb.service import LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
@@ -40,9 +45,9 @@ from txlb.workers.supervisor import Supervisor, parseListen
 from txlb.workers.worker import (
     ADMIN_FD,
     KEYTABLES_FD,
-    LISTEN_FD,
     ParentWatch,
     adoptedEndpoint,
+    listenFDs,
     workerCount,
     workerIndex,
 )
@@ -62,7 +67,46 @@ def backendList(specs: str) -> list[Backend]:
 
 
 #: Options that may be given several times, each adding to a list.
-REPEATABLE = frozenset({"backends-dns", "dns-server"})
+REPEATABLE = frozenset({"listen", "backends-dns", "dns-server"})
+
+#: The options that belong to a pool of backends: what a C{[pools.NAME]}
+#: table may hold.  The command line's are those of the pool C{default}; a
+#: pool's table takes the rest from the top level.
+POOL_KEYS = frozenset(
+    {
+        "backends",
+        "backends-dns",
+        "algo",
+        "shadow-algo",
+        "hash-key",
+        "hash-balance-factor",
+        "sticky-cookie",
+        "slow-start",
+        "load-header",
+        "health-path",
+        "health-interval",
+        "health-timeout",
+        "health-rise",
+        "health-fall",
+        "max-fails",
+        "fail-timeout",
+        "retries",
+        "retry-non-idempotent",
+        "retry-budget",
+        "max-conn",
+        "max-queue",
+        "queue-timeout",
+        "connect-timeout",
+        "response-timeout",
+        "idle-timeout",
+        "max-body-size",
+        "backend-ca",
+        "backend-cert",
+        "backend-key",
+        "backend-sni",
+        "backend-insecure",
+    }
+)
 
 
 def algorithmName(option: str) -> Callable[[str], str]:
@@ -315,7 +359,117 @@ def parsePath(text: str) -> str:
     return text
 
 
-class Options(usage.Options):
+class PoolSettings(dict[str, Any]):
+    """
+    What follows from the options of one pool: its proxy settings, its
+    algorithms and its sticky cookie.  Both the top level's L{Options} (the
+    pool C{default}) and each L{PoolOptions} are such.
+
+    @ivar name: The pool's name.
+    """
+
+    name = DEFAULT_POOL
+    optParameters: Any
+    optFlags: Any
+
+    def settings(self) -> ProxySettings:
+        """
+        The proxy's settings from these options.
+        """
+        return ProxySettings(
+            connectTimeout=self["connect-timeout"],
+            responseTimeout=self["response-timeout"],
+            idleTimeout=self["idle-timeout"],
+            clientTimeout=self["client-timeout"],
+            retries=self["retries"],
+            retryNonIdempotent=self["retry-non-idempotent"],
+            maxBodySize=self["max-body-size"],
+            forwardedFor=self["forwarded-for"],
+            forwarded=self["forwarded"],
+            via=self["via"],
+            accessLog=self["access-log"],
+            loadHeader=self["load-header"],
+            maxConn=self["max-conn"],
+            maxQueue=self["max-queue"],
+            queueTimeout=self["queue-timeout"],
+            retryBudget=self["retry-budget"],
+            workers=workerCount(os.environ),
+        )
+
+    def algorithm(self) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{--algo} names, with its options, from
+        the backends.
+        """
+        return self.algorithmNamed(self["algo"])
+
+    def shadow(self) -> MakeAlgorithm | None:
+        """
+        What makes the algorithm C{--shadow-algo} names, if it names one.
+        """
+        spec = self["shadow-algo"]
+        return None if spec is None else self.algorithmNamed(spec)
+
+    def sticky(self, clock: Any) -> StickyCookie | None:
+        """
+        The sticky cookie C{--sticky-cookie} asks for, if any.
+        """
+        name = self["sticky-cookie"]
+        return None if name is None else StickyCookie(name, clock)
+
+    def algorithmNamed(self, spec: str) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, with these options.
+
+        @raise ValueError: With one line, if C{spec} names none.
+        """
+        return algorithmNamed(spec, self["hash-key"], self["hash-balance-factor"])
+
+    def checkedAlgorithm(
+        self, option: str, spec: str, backends: Sequence[Backend]
+    ) -> MakeAlgorithm:
+        """
+        What makes the algorithm C{spec} names, after checking that it makes
+        an L{IAlgorithm} provider from C{backends}.
+
+        @raise usage.UsageError: With one line naming C{--option} and what
+            is wrong.
+        """
+        try:
+            make = self.algorithmNamed(spec)
+            makeChecked(make, backends, spec)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option}: {e}") from None
+        return make
+
+
+def checkPool(options: PoolSettings, checkBackends: bool = True) -> None:
+    """
+    Check what the options of a pool need together, and fill in what
+    follows from them: the algorithm (round robin if none is named), the
+    backend TLS settings, and, if C{checkBackends}, that the algorithms
+    work on the backends.
+
+    @raise usage.UsageError: With one line saying what is wrong.
+    """
+    options["algo"] = options["algo"] or "roundrobin"
+    try:
+        options["backend-tls"] = tls.fromOptions(
+            options["backend-ca"],
+            options["backend-cert"],
+            options["backend-key"],
+            options["backend-sni"],
+            options["backend-insecure"],
+        )
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    if checkBackends:
+        for option in ("algo", "shadow-algo"):
+            if options[option] is not None:
+                options.checkedAlgorithm(option, options[option], options["backends"])
+
+
+class Options(PoolSettings, usage.Options):
     synopsis = "[--listen DESCRIPTION] (--backends LIST | --demo) [--algo NAME] [options]"
     longdesc = (
         "A transparent HTTP load balancer: every request is forwarded as the "
@@ -324,7 +478,6 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["listen", "l", "tcp:8080", "Endpoint description to listen on."],
         [
             "backends",
             "b",
@@ -591,11 +744,26 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self["listen"] = []
         self["backends-dns"] = []
         self["dns-server"] = []
+        #: The pools of the configuration file, by name: their options.
+        self.namedPools: dict[str, PoolOptions] = {}
+        self["routes"] = []
+        #: What the routes' check warns of (logged at start and reload).
+        self.routeWarnings: list[str] = []
         # An opt_ method's docstring is its help, indentation and line ends
         # included: make it one line, as the others are.
         self.docs = {name: doc and " ".join(doc.split()) for name, doc in self.docs.items()}
+
+    def opt_listen(self, text: str) -> None:
+        """
+        Endpoint description to listen on (default tcp:8080). Repeatable:
+        every listener serves the same routes.
+        """
+        self["listen"].append(text)
+
+    opt_l = opt_listen
 
     def opt_version(self) -> None:
         """
@@ -627,6 +795,8 @@ class Options(usage.Options):
     #: The command line given, which overrides the configuration file.
     commandLine: list[str] = []
     _fromFile = False
+    #: The configuration file's pools and routes, checked in postOptions.
+    _document: config.Document | None = None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -648,67 +818,91 @@ class Options(usage.Options):
     def fromFile(cls, path: str, commandLine: list[str]) -> Options:
         """
         The options of the configuration file at C{path}, overridden by
-        C{commandLine}, checked as a command line is.
+        C{commandLine}, checked as a command line is; with its pools and
+        routes.
 
-        @raise usage.UsageError: With one line saying what is wrong.
+        @raise usage.UsageError: With one line saying what is wrong, or
+            one line per problem of the routes.
         """
         try:
             with open(path, encoding="utf-8") as file:
                 text = file.read()
             parameters = {row[0] for row in cast(list[list[str]], cls.optParameters)}
             flags = {row[0] for row in cast(list[list[str]], cls.optFlags)}
-            fileArguments = config.arguments(text, parameters, flags, REPEATABLE)
+            document = config.read(text, parameters, flags, REPEATABLE, POOL_KEYS)
         except (OSError, UnicodeDecodeError, config.ConfigError) as e:
             raise usage.UsageError(f"--config {path}: {e}") from None
         options = cls()
         options._fromFile = True
+        options._document = document
         options.commandLine = commandLine
-        usage.Options.parseOptions(options, fileArguments + commandLine)
+        try:
+            usage.Options.parseOptions(options, document.arguments + commandLine)
+        except usage.UsageError as e:
+            if not document.pools and document.routes is None:
+                raise
+            # Perhaps a pool's or a route's: say where.
+            raise usage.UsageError(
+                "\n".join(f"--config {path}: {line}" for line in str(e).splitlines())
+            ) from None
         return options
 
     def postOptions(self) -> None:
         if self["config"] is not None and not self._fromFile:
-            self.update(self.fromFile(self["config"], self.commandLine))
+            loaded = self.fromFile(self["config"], self.commandLine)
+            self.update(loaded)
+            self.namedPools, self.routeWarnings = loaded.namedPools, loaded.routeWarnings
             return
+        self["listen"] = self["listen"] or ["tcp:8080"]
         if self["demo"]:
             if self["backends"] is not None:
                 raise usage.UsageError("--demo starts its own backends: drop --backends")
             self["backends"] = parseBackends(DEMO_BACKENDS)
             self["algo"] = self["algo"] or "weighted"
-        if self["backends"] is None and not self["backends-dns"]:
+        document = self._document
+        poolTables = {} if document is None else document.pools
+        default = self["backends"] is not None or bool(self["backends-dns"])
+        if not default and not poolTables:
             raise usage.UsageError(
                 "no backends: give --backends HOST:PORT[,...], --backends-dns NAME or --demo"
+            )
+        if default and DEFAULT_POOL in poolTables:
+            raise usage.UsageError(
+                f"backends given twice: at the top level and in [pools.{DEFAULT_POOL}]"
             )
         self["backends"] = self["backends"] or []
         if self["dns-min-ttl"] > self["dns-max-ttl"]:
             raise usage.UsageError("--dns-min-ttl must not be above --dns-max-ttl")
-        self["algo"] = self["algo"] or "roundrobin"
-        try:
-            self["backend-tls"] = tls.fromOptions(
-                self["backend-ca"],
-                self["backend-cert"],
-                self["backend-key"],
-                self["backend-sni"],
-                self["backend-insecure"],
-            )
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-        for option in ("algo", "shadow-algo"):
-            if self[option] is not None:
-                self.checkedAlgorithm(option, self[option], self["backends"])
+        checkPool(self, checkBackends=default)
+        self.namedPools = {
+            name: PoolOptions.within(self, name, arguments)
+            for name, arguments in poolTables.items()
+        }
+        if document is not None and document.routes is not None:
+            names = self.pools()
+            try:
+                self["routes"], self.routeWarnings = parseRoutes(
+                    document.routes, names, DEFAULT_POOL if DEFAULT_POOL in names else None
+                )
+            except RoutesError as e:
+                raise usage.UsageError("\n".join(e.problems)) from None
         from twisted.internet import reactor
 
-        for option in ("listen", "admin"):
-            if self[option] is None:
-                continue
+        for description in self["listen"]:
             try:
-                serverFromString(reactor, self[option])
+                serverFromString(reactor, description)
             except Exception as e:
-                hint = endpointHint(self[option])
-                raise usage.UsageError(f"--{option}: {self[option]!r}: {e}{hint}") from None
+                hint = endpointHint(description)
+                raise usage.UsageError(f"--listen: {description!r}: {e}{hint}") from None
+        if self["admin"] is not None:
+            try:
+                serverFromString(reactor, self["admin"])
+            except Exception as e:
+                hint = endpointHint(self["admin"])
+                raise usage.UsageError(f"--admin: {self['admin']!r}: {e}{hint}") from None
         if self["rate-limit-burst"] is not None and self["rate-limit"] is None:
             raise usage.UsageError("--rate-limit-burst needs --rate-limit")
-        if self["max-client-conns"] and self["listen"].startswith("haproxy:"):
+        if self["max-client-conns"] and any(d.startswith("haproxy:") for d in self["listen"]):
             # The PROXY header names the client after the connection is
             # made, when it would already be counted against the proxy.
             raise usage.UsageError(
@@ -717,10 +911,11 @@ class Options(usage.Options):
         if self["workers"] > 1:
             if self["demo"]:
                 raise usage.UsageError("--demo runs its backends in one process: drop --workers")
-            try:
-                parseListen(self["listen"])
-            except ValueError as e:
-                raise usage.UsageError(f"--workers: --listen {self['listen']!r}: {e}") from None
+            for description in self["listen"]:
+                try:
+                    parseListen(description)
+                except ValueError as e:
+                    raise usage.UsageError(f"--workers: --listen {description!r}: {e}") from None
         if (
             self["admin"] is not None
             and not self["admin-token"]
@@ -730,6 +925,17 @@ class Options(usage.Options):
                 f"--admin: {self['admin']!r} is not loopback-only: give --admin-token, "
                 "or listen on 127.0.0.1 (e.g. tcp:9000:interface=127.0.0.1)"
             )
+
+    def pools(self) -> dict[str, PoolSettings]:
+        """
+        The options of each pool, by name: C{default} (these options, if
+        they name backends), then the configuration file's, in its order.
+        """
+        pools: dict[str, PoolSettings] = {}
+        if self["backends"] or self["backends-dns"]:
+            pools[DEFAULT_POOL] = self
+        pools.update(self.namedPools)
+        return pools
 
     def clientLimits(self, region: Region, worker: int, clock: Any) -> ClientLimits:
         """
@@ -750,74 +956,50 @@ class Options(usage.Options):
             self["max-client-conns"],
         )
 
-    def settings(self) -> ProxySettings:
-        """
-        The proxy's settings from these options.
-        """
-        return ProxySettings(
-            connectTimeout=self["connect-timeout"],
-            responseTimeout=self["response-timeout"],
-            idleTimeout=self["idle-timeout"],
-            clientTimeout=self["client-timeout"],
-            retries=self["retries"],
-            retryNonIdempotent=self["retry-non-idempotent"],
-            maxBodySize=self["max-body-size"],
-            forwardedFor=self["forwarded-for"],
-            forwarded=self["forwarded"],
-            via=self["via"],
-            accessLog=self["access-log"],
-            loadHeader=self["load-header"],
-            maxConn=self["max-conn"],
-            maxQueue=self["max-queue"],
-            queueTimeout=self["queue-timeout"],
-            retryBudget=self["retry-budget"],
-        )
 
-    def algorithm(self) -> MakeAlgorithm:
-        """
-        What makes the algorithm C{--algo} names, with its options, from
-        the backends.
-        """
-        return self.algorithmNamed(self["algo"])
+class PoolOptions(PoolSettings, usage.Options):
+    """
+    The options of one pool of the configuration file: those of
+    L{POOL_KEYS} from its C{[pools.NAME]} table, checked as the command
+    line's are; what the table leaves out, as the top level has it (but
+    its backends, which are the pool's own).
+    """
 
-    def shadow(self) -> MakeAlgorithm | None:
-        """
-        What makes the algorithm C{--shadow-algo} names, if it names one.
-        """
-        spec = self["shadow-algo"]
-        return None if spec is None else self.algorithmNamed(spec)
+    optParameters = [row for row in Options.optParameters if row[0] in POOL_KEYS]
+    optFlags = [row for row in Options.optFlags if row[0] in POOL_KEYS]
+    opt_backends_dns = Options.opt_backends_dns
 
-    def sticky(self, clock: Any) -> StickyCookie | None:
+    @classmethod
+    def within(cls, top: Options, name: str, arguments: list[str]) -> PoolOptions:
         """
-        The sticky cookie C{--sticky-cookie} asks for, if any.
-        """
-        name = self["sticky-cookie"]
-        return None if name is None else StickyCookie(name, clock)
+        The pool C{name} of the options C{top}, from its table's
+        C{arguments}.
 
-    def algorithmNamed(self, spec: str) -> MakeAlgorithm:
+        @raise usage.UsageError: With one line naming the pool and what is
+            wrong.
         """
-        What makes the algorithm C{spec} names, with these options.
-
-        @raise ValueError: With one line, if C{spec} names none.
-        """
-        return algorithmNamed(spec, self["hash-key"], self["hash-balance-factor"])
-
-    def checkedAlgorithm(
-        self, option: str, spec: str, backends: Sequence[Backend]
-    ) -> MakeAlgorithm:
-        """
-        What makes the algorithm C{spec} names, after checking that it makes
-        an L{IAlgorithm} provider from C{backends}.
-
-        @raise usage.UsageError: With one line naming C{--option} and what
-            is wrong.
-        """
+        pool = cls()
+        pool.name = name
+        for key, value in top.items():
+            if key not in pool or key in ("backends", "backends-dns"):
+                continue
+            pool[key] = value
+        pool["backends-dns"] = []
+        # The top level's own, not what its algorithm check made of them.
+        for key, value in top.items():
+            if key not in POOL_KEYS and key not in pool:
+                pool[key] = value
         try:
-            make = self.algorithmNamed(spec)
-            makeChecked(make, backends, spec)
-        except ValueError as e:
-            raise usage.UsageError(f"--{option}: {e}") from None
-        return make
+            usage.Options.parseOptions(pool, arguments)
+        except usage.UsageError as e:
+            raise usage.UsageError(f"[pools.{name}]: {e}") from None
+        return pool
+
+    def postOptions(self) -> None:
+        if self["backends"] is None and not self["backends-dns"]:
+            raise usage.UsageError("no backends: give backends or backends-dns")
+        self["backends"] = self["backends"] or []
+        checkPool(self)
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -843,7 +1025,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         stderr = sys.__stderr__
         if isinstance(stderr, io.TextIOWrapper):
             stderr.reconfigure(line_buffering=True)
-        if any(pidLocked(config[option] or "") for option in ("listen", "admin")):
+        if any(
+            pidLocked(description) for description in [*config["listen"], config["admin"] or ""]
+        ):
             # Bound once twistd has forked, in privilegedStartService.
             return service
     try:
@@ -859,18 +1043,15 @@ def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     index = workerIndex(os.environ)
     if index is None and config["workers"] > 1:
         return Supervisor(config, reactor)
-    backends = config["backends"]
-    pool = BackendPool(
-        backends, reactor, config["max-fails"], config["fail-timeout"], config["slow-start"]
+    metrics = Metrics(reactor, lambda: resource.pools.values())
+    accessLog = AccessLog(Logger(namespace=LoadBalancerResource.log.namespace))
+    pools = {
+        name: makePool(options, reactor, metrics, accessLog)
+        for name, options in config.pools().items()
+    }
+    resource = RoutingResource(
+        pools, config["routes"], config.settings(), metrics, accessLog, reactor
     )
-    makeAlgorithm = config.algorithm()
-    client = BackendClient(reactor, config["connect-timeout"], tls=config["backend-tls"])
-    resource = LoadBalancerResource(
-        makeAlgorithm(backends), client, reactor, pool, config.settings(), makeAlgorithm
-    )
-    resource.useShadow(config["shadow-algo"], config.shadow())
-    resource.sticky = config.sticky(reactor)
-    resource.admission.workers = workerCount(os.environ)
     if index is None:
         region = Region.create(config["rate-limit-keys"])
     else:
@@ -882,11 +1063,14 @@ def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     else:
         admin = None if config["admin"] is None else adoptedEndpoint(reactor, ADMIN_FD)
         balancer = LoadBalancerService(
-            config, site, reactor, (adoptedEndpoint(reactor, LISTEN_FD), admin)
+            config,
+            site,
+            reactor,
+            ([adoptedEndpoint(reactor, fd) for fd in listenFDs(len(config["listen"]))], admin),
         )
         balancer.stopSignals = (signal.SIGTERM,)
         ParentWatch(reactor).setServiceParent(balancer)
     if config["demo"]:
-        demo = makeBackendService([b.port for b in backends], reactor=reactor)
+        demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
         demo.setServiceParent(balancer)
     return balancer

@@ -67,6 +67,7 @@ from txlb import headers, tls
 from txlb.admission import RETRY_AFTER, QueueError, QueueFullError
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, parseHead
 from txlb.outcome import NORMAL, Outcome, answer, describe
+from txlb.request import forwardTarget
 
 if TYPE_CHECKING:
     from txlb.backend import Backend, BackendPool
@@ -157,7 +158,7 @@ def upgradeRequest(request: server.Request, outgoing: headers.Fields) -> bytes:
     L{wantsUpgrade}); a C{Content-Length: 0} the client sent goes too.
     """
     received = request.requestHeaders
-    lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
+    lines = [b"%s %s HTTP/1.1" % (request.method, forwardTarget(request))]
     if received.hasHeader(b"content-length"):
         lines.append(b"Content-Length: 0")
     lines.extend(name + b": " + value for name, value in outgoing)

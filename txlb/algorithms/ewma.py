@@ -52,6 +52,7 @@ PENALTY = 1e6
 @implementer(IAlgorithm, IResponseObserver)
 class PeakEWMA:
     name = "ewma"
+    usesWeights = True
 
     def __init__(
         self,

@@ -60,6 +60,7 @@ def score(key: str | bytes, backend: Backend) -> float:
 @implementer(IAlgorithm)
 class IPHash:
     name = "iphash"
+    usesWeights = True
 
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)

@@ -98,6 +98,7 @@ def requestKey(request: IRequest, kind: str, name: str) -> bytes | None:
 @implementer(IAlgorithm)
 class KeyHash:
     name = "hash"
+    usesWeights = True
 
     def __init__(
         self,

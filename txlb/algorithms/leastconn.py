@@ -24,6 +24,7 @@ from txlb.interfaces import IAlgorithm
 @implementer(IAlgorithm)
 class LeastConnections:
     name = "leastconn"
+    usesWeights = False
 
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)

@@ -51,6 +51,7 @@ def drawTwo(generator: _random.Random, candidates: Sequence[Backend]) -> tuple[B
 @implementer(IAlgorithm)
 class PowerOfTwoChoices:
     name = "p2c"
+    usesWeights = True
 
     def __init__(
         self,

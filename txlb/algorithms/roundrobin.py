@@ -17,6 +17,7 @@ from txlb.backend import Backend
 
 class RoundRobin(WeightedRoundRobin):
     name = "roundrobin"
+    usesWeights = False
 
     @staticmethod
     def _share(backend: Backend) -> int:

@@ -31,6 +31,7 @@ from txlb.interfaces import IAlgorithm
 @implementer(IAlgorithm)
 class SmoothWeightedRoundRobin:
     name = "swrr"
+    usesWeights = True
 
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)

@@ -26,6 +26,7 @@ from txlb.interfaces import IAlgorithm
 @implementer(IAlgorithm)
 class WeightedRoundRobin:
     name = "weighted"
+    usesWeights = True
 
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = tuple(backends)

@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ProcessDone
@@ -40,9 +41,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txlb.admin import AdminSite
+from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.keytables import ClientCounts, Region, workerHashSeed
 from txlb.service import StartupError, logAdmin
-from txlb.workers.worker import ADMIN_FD, KEYTABLES_FD, LISTEN_FD, WORKER_ENV, WORKERS_ENV
+from txlb.workers.worker import (
+    ADMIN_FD,
+    KEYTABLES_FD,
+    WORKER_ENV,
+    WORKERS_ENV,
+    WorkerLogObserver,
+    listenFDs,
+)
 from txlb.workers.workeradmin import Change, WorkersAdmin, replay
 
 #: Seconds that must pass between two starts of one worker.
@@ -54,6 +63,9 @@ EXIT_GRACE = 5.0
 
 #: What the twistd console script runs (it has no C{""} on C{sys.path}).
 _TWISTD = "import sys; sys.path.remove(''); from twisted.scripts.twistd import run; run()"
+
+#: The log observer of a worker, which says which worker wrote each line.
+_LOGGER = f"{WorkerLogObserver.__module__}.{WorkerLogObserver.__name__}"
 
 #: Twisted's default listen backlog.
 _BACKLOG = 50
@@ -141,7 +153,7 @@ class Supervisor(MultiService):
     """
     The supervisor of C{--workers N} worker processes.
 
-    @ivar listenSockets: Each worker's listening socket.
+    @ivar listenSockets: Each worker's listening sockets, by listener.
     @ivar adminSockets: Each worker's loopback admin socket (none without
         C{--admin}).
     """
@@ -154,7 +166,7 @@ class Supervisor(MultiService):
         self.reactor = reactor
         self.started = reactor.seconds()
         self.workers = [_Worker(self, index) for index in range(config["workers"])]
-        self.listenSockets: list[socket.socket] = []
+        self.listenSockets: list[list[socket.socket]] = []
         self.adminSockets: list[socket.socket] = []
         self._stopping = False
         self._allEnded: Deferred[None] | None = None
@@ -168,9 +180,15 @@ class Supervisor(MultiService):
         self.hashSeed = workerHashSeed(os.environ)
         self.keyTables = Region.create(config["rate-limit-keys"], len(self.workers), self.hashSeed)
         self.admin = None
+        self.recorder = None
         if config["admin"] is not None:
-            site = AdminSite(WorkersAdmin(self, reactor))
-            self.admin = strports.service(config["admin"], site, reactor=reactor)
+            admin = WorkersAdmin(self, reactor)
+            self.admin = strports.service(config["admin"], AdminSite(admin), reactor=reactor)
+            # The status page's history, sampled from the workers.
+            self.recorder = TimerService(
+                HISTORY_INTERVAL, lambda: Deferred.fromCoroutine(admin.api.record())
+            )
+            self.recorder.clock = reactor
 
     def adminPorts(self) -> list[int]:
         """
@@ -210,14 +228,15 @@ class Supervisor(MultiService):
                 raise StartupError(f"txlb: --access-log-file: {e}") from None
         count = len(self.workers)
         try:
-            self.listenSockets = reusePortSockets(self.config["listen"], count)
+            for description in self.config["listen"]:
+                self.listenSockets.append(reusePortSockets(description, count))
             if self.admin is not None:
                 self.adminSockets = [
                     reusePortSockets("tcp:0:interface=127.0.0.1", 1)[0] for _ in range(count)
                 ]
                 self.admin.privilegedStartService()
         except (CannotListenError, OSError) as e:
-            for listening in self.listenSockets + self.adminSockets:
+            for listening in self._sockets():
                 listening.close()
             self.listenSockets, self.adminSockets = [], []
             raise StartupError(f"txlb: cannot listen: {e}") from None
@@ -229,11 +248,17 @@ class Supervisor(MultiService):
         """
         self.bind()
 
+    def _sockets(self) -> list[socket.socket]:
+        """
+        Every socket it bound for the workers.
+        """
+        return [*(s for sockets in self.listenSockets for s in sockets), *self.adminSockets]
+
     def startService(self) -> None:
         self._log.info(
             "txlb supervising {count} workers on {listen}",
             count=len(self.workers),
-            listen=self.config["listen"],
+            listen=", ".join(self.config["listen"]),
         )
         if self.config["admin"] is not None:
             logAdmin(self._log, self.config["admin"])
@@ -243,18 +268,21 @@ class Supervisor(MultiService):
             self._start(worker)
         if self.admin is not None:
             self.admin.startService()
+        if self.recorder is not None:
+            self.recorder.startService()
         self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
 
     def _start(self, worker: _Worker) -> None:
         worker.pending = None
         worker.started = self.reactor.seconds()
         childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
-        childFDs[LISTEN_FD] = self.listenSockets[worker.index].fileno()
+        for fd, sockets in zip(listenFDs(len(self.listenSockets)), self.listenSockets):
+            childFDs[fd] = sockets[worker.index].fileno()
         if self.adminSockets:
             childFDs[ADMIN_FD] = self.adminSockets[worker.index].fileno()
         assert self.keyTables.fd is not None
         childFDs[KEYTABLES_FD] = self.keyTables.fd
-        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "txlb"]
+        arguments = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "--logger", _LOGGER, "txlb"]
         arguments += [*self.config.commandLine, "--workers", "1"]
         process = self.reactor.spawnProcess(
             worker,
@@ -345,6 +373,10 @@ class Supervisor(MultiService):
         drain timeout and some grace; then the admin listener.
         """
         self._stopping = True
+        if self.recorder is not None and self.recorder.running:
+            # First: once the workers are gone, a sample would wait for
+            # them until it timed out.
+            await self.recorder.stopService()
         for worker in self.workers:
             if worker.pending is not None:
                 worker.pending.cancel()
@@ -361,6 +393,6 @@ class Supervisor(MultiService):
         await super().stopService()
         if self.admin is not None:
             await self.admin.stopService()
-        for listening in self.listenSockets + self.adminSockets:
+        for listening in self._sockets():
             listening.close()
         self.keyTables.close()

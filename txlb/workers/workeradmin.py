@@ -6,8 +6,9 @@ answer.
   - C{GET /status}: the backends with each worker's counts added up (and
     their states, when the workers disagree, as C{mixed}), and under
     C{workers} each worker's own status;
-  - C{GET /metrics}: each worker's series with a C{worker} label, and their
-    sums without one (L{mergeMetrics});
+  - C{GET /metrics}: each worker's series with a C{worker} label, each
+    sample once (L{mergeMetrics}), and the supervisor's own
+    (L{workerMetrics});
   - C{GET /backends} and C{GET /backends/HOST:PORT}: the backends as in
     C{/status};
   - C{HEAD} wherever C{GET} is: the workers are asked with C{GET};
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple, Protocol
 
 import treq
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -38,8 +39,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from txlb import __version__
-from txlb.admin import REPLAY_HEADER
+from txlb.admin import REPLAY_HEADER, adminAccess, refuseChange, sinceOf
 from txlb.health import quietPool
+from txlb.history import History
+from txlb.metrics import BUCKETS
 from txlb.statuspage import StatusPage
 
 #: Seconds a worker gets to answer the supervisor's admin request.
@@ -52,10 +55,20 @@ REPLAY_TIMEOUT = 60.0
 
 #: Per-backend status fields that are counts, added up over workers (each
 #: worker's share of a limit, too).
-SUMMED = ("active", "requests", "failures", "errors", "requestsPerSecond", "limit")
+SUMMED = (
+    "active",
+    "requests",
+    "failures",
+    "errors",
+    "checkFailures",
+    "requestsPerSecond",
+    "limit",
+)
 
-#: Request headers passed on to the workers.
-_PASSED = (b"authorization", b"origin", b"content-type")
+#: Request headers passed on to the workers.  Not C{Origin} nor
+#: C{Sec-Fetch-Site}: the supervisor checks where a change comes from
+#: (L{refuseChange}), and its origin is not the worker's.
+_PASSED = (b"authorization", b"content-type")
 
 
 class Change(NamedTuple):
@@ -157,9 +170,9 @@ class Workers(Protocol):
 def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
     """
     The backends of several workers' C{/status} as one list: counts added
-    up, the mean latency, and a state that is C{mixed} when the workers
-    disagree; everything else as the first worker that has the backend
-    says.
+    up (the latency buckets too), the mean latency, the most recent last
+    error, and a state that is C{mixed} when the workers disagree;
+    everything else as the first worker that has the backend says.
     """
     merged: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
@@ -177,6 +190,15 @@ def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str
                 total[field] += backend[field]
             if total["state"] != backend["state"]:
                 total["state"] = "mixed"
+            age = backend.get("lastErrorAge")
+            if age is not None and (
+                total.get("lastErrorAge") is None or age < total["lastErrorAge"]
+            ):
+                total["lastError"], total["lastErrorAge"] = backend["lastError"], age
+            buckets = backend.get("latencyBuckets")
+            if buckets is not None:
+                before = total.get("latencyBuckets") or [0] * len(buckets)
+                total["latencyBuckets"] = [a + b for a, b in zip(before, buckets)]
     for address, total in merged.items():
         values = latencies.get(address)
         total["latencyMs"] = round(sum(values) / len(values), 2) if values else None
@@ -210,35 +232,58 @@ class _Families:
         return iter(self._families)
 
 
-def mergeMetrics(expositions: Sequence[str]) -> bytes:
+def mergeMetrics(expositions: Sequence[tuple[int, str]], own: Sequence[Metric] = ()) -> bytes:
     """
-    Several workers' metrics as one exposition: each series once without a
-    C{worker} label, summed over the workers (creation times left out),
-    and once per worker with C{worker="INDEX"}.
+    Several workers' metrics as one exposition, each sample once: each
+    worker's series with a C{worker="INDEX"} label added, and no series
+    summed over the workers, so that PromQL's C{sum()} over any metric
+    counts every request once.
+
+    Gauges too stay per worker, even those most often alike in every
+    worker (C{txlb_backend_up}): each worker has its own passive health
+    checks and its own view, and a copy without the label would be added
+    into a C{sum()} as well.
+
+    @param expositions: Each answering worker's index and its exposition.
+    @param own: The supervisor's own families, added as they are.
     """
     families: dict[str, Metric] = {}
-    totals: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    perWorker: dict[str, list[tuple[str, dict[str, str], float]]] = {}
-    for index, text in enumerate(expositions):
+    for index, text in expositions:
+        worker = str(index)
         for family in text_string_to_metric_families(text):
-            if family.name not in families:
-                families[family.name] = Metric(family.name, family.documentation, family.type)
-                totals[family.name], perWorker[family.name] = {}, []
+            merged = families.get(family.name)
+            if merged is None:
+                merged = Metric(family.name, family.documentation, family.type)
+                families[family.name] = merged
             for sample in family.samples:
-                labels = {**sample.labels, "worker": str(index)}
-                perWorker[family.name].append((sample.name, labels, sample.value))
-                if not sample.name.endswith("_created"):
-                    key = (sample.name, tuple(sample.labels.items()))
-                    sums = totals[family.name]
-                    sums[key] = sums.get(key, 0.0) + sample.value
-    for name, family in families.items():
-        for (sampleName, labelPairs), value in totals[name].items():
-            family.add_sample(sampleName, dict(labelPairs), value)
-        for sampleName, labels, value in perWorker[name]:
-            family.add_sample(sampleName, labels, value)
+                merged.add_sample(
+                    sample.name, {**sample.labels, "worker": worker}, sample.value, sample.timestamp
+                )
     registry = CollectorRegistry()
-    registry.register(_Families(list(families.values())))
+    registry.register(_Families([*families.values(), *own]))
     return generate_latest(registry)
+
+
+def workerMetrics(answered: Sequence[bool], restarts: Sequence[int]) -> list[Metric]:
+    """
+    The supervisor's own metrics: whether each worker answered this scrape
+    (its series are missing when it did not), and how often each was
+    restarted.
+    """
+    up = GaugeMetricFamily(
+        "txlb_worker_up",
+        "Whether a worker answered the supervisor for this scrape (1) or not (0).",
+        labels=["worker"],
+    )
+    restarted = CounterMetricFamily(
+        "txlb_worker_restarts",
+        "Times the supervisor restarted a worker that ended.",
+        labels=["worker"],
+    )
+    for index, (ok, count) in enumerate(zip(answered, restarts)):
+        up.add_metric([str(index)], 1 if ok else 0)
+        restarted.add_metric([str(index)], count)
+    return [up, restarted]
 
 
 class WorkersAdmin(Resource):
@@ -269,20 +314,78 @@ class WorkersAPI(Resource):
         super().__init__()
         self.workers = workers
         self.reactor = reactor
+        self.token: str | None = workers.config["admin-token"]
+        self.history = History(BUCKETS)
+
+    async def record(self) -> None:
+        """
+        Add a sample of every backend to the history, from the workers that
+        answer (none: no sample).
+        """
+        status = b"/status"
+        asks = [
+            ask(port, b"GET", status, Headers(), b"", self.reactor)
+            for port in self.workers.adminPorts()
+        ]
+        results = await DeferredList(asks, consumeErrors=True)
+        try:
+            workers = [
+                json.loads(content)["backends"] for ok, (_, content) in _answered(results) if ok
+            ]
+            if workers:
+                self.history.record(self.reactor.seconds(), mergeBackends(workers), workers)
+        except Exception:
+            # Logged, and the next sample is tried: an exception would end
+            # the sampling for good.
+            self._log.failure("Sampling the workers' status for the history failed")
 
     def render(self, request: server.Request) -> int:
         gone: list[object] = []
         request.notifyFinish().addErrback(gone.append)
+        path = request.uri.split(b"?")[0].rstrip(b"/")
+        since = None
+        try:
+            if request.method not in (b"GET", b"HEAD"):
+                refused = refuseChange(request, self.token)
+                if refused is not None:
+                    code, reason = refused
+                    _finish(request, code, {"error": reason})
+                    return server.NOT_DONE_YET
+            elif path == b"/status":
+                since = sinceOf(request)
+        except ValueError as e:
+            _finish(request, http.BAD_REQUEST, {"error": str(e)})
+            return server.NOT_DONE_YET
         answering = self._answer(request)
+        if path == b"/status" and request.method in (b"GET", b"HEAD"):
+            answering.addCallback(self._forThePage, request, since)
         answering.addErrback(self._failed, request)
         answering.addCallback(lambda answer: None if gone else _finish(request, *answer))
         return server.NOT_DONE_YET
+
+    def _forThePage(
+        self, answer: tuple[int, Any], request: server.Request, since: float | None
+    ) -> tuple[int, Any]:
+        """
+        Add to the status what the status page needs from the supervisor:
+        whether changes need a token and C{request} has it, and the
+        history's samples after C{since}.
+        """
+        code, status = answer
+        status["admin"] = adminAccess(request, self.token)
+        if since is not None:
+            status["history"] = self.history.answer(since)
+        return code, status
 
     def _failed(self, failure: Any, request: server.Request) -> tuple[int, Any]:
         self._log.failure("The workers' admin API failed", failure)
         return http.BAD_GATEWAY, {"error": failure.getErrorMessage()}
 
     def _answer(self, request: server.Request) -> Deferred[tuple[int, Any]]:
+        """
+        Ask every worker, as C{request} asks (C{HEAD} as C{GET}, and a
+        status without its query: the history is the supervisor's).
+        """
         assert request.content is not None
         body = request.content.read()
         headers = Headers()
@@ -291,7 +394,10 @@ class WorkersAPI(Resource):
             if value is not None:
                 headers.addRawHeader(name, value)
         method = b"GET" if request.method == b"HEAD" else request.method
-        change = Change(method, request.uri, headers, body)
+        uri = request.uri
+        if method == b"GET" and uri.split(b"?")[0].rstrip(b"/") == b"/status":
+            uri = b"/status"
+        change = Change(method, uri, headers, body)
         return Deferred.fromCoroutine(self._askAll(change))
 
     async def _askAll(self, change: Change) -> tuple[int, Any]:
@@ -323,13 +429,16 @@ class WorkersAPI(Resource):
         C{results}; a change they all made is remembered.
         """
         method, path = change.method, change.uri.split(b"?")[0].rstrip(b"/")
-        answers: list[tuple[int | None, Any]] = [
-            result if ok else (None, f"no answer: {result.getErrorMessage()}")
-            for ok, result in results
-        ]
+        answers = [answer for _, answer in _answered(results)]
         if method == b"GET" and path == b"/metrics":
-            texts = [content.decode() for code, content in answers if code == http.OK]
-            return http.OK, mergeMetrics(texts)
+            answered = [code == http.OK for code, _ in answers]
+            texts = [
+                (index, content.decode())
+                for index, (ok, (_, content)) in enumerate(zip(answered, answers))
+                if ok
+            ]
+            restarts = [worker["restarts"] for worker in self.workers.describe()]
+            return http.OK, mergeMetrics(texts, workerMetrics(answered, restarts))
         if method == b"GET" and path == b"/status":
             return http.OK, self._status(answers)
         if method == b"GET" and path.startswith(b"/backends") and answers[0][0] == http.OK:
@@ -369,15 +478,37 @@ class WorkersAPI(Resource):
         for worker, process in zip(workers, self.workers.describe()):
             worker.update(process)
         config = self.workers.config
+        answering = [worker for worker in workers if "backends" in worker]
+        # The algorithm as the workers have it: the admin API may have
+        # switched it since the configuration was read.
+        first = answering[0] if answering else {}
         return {
             "version": __version__,
             "uptime": round(self.reactor.seconds() - self.workers.started, 1),
-            "algorithm": config["algo"],
+            "algorithm": first.get("algorithm", config["algo"]),
+            "usesWeights": first.get("usesWeights", True),
             "listen": config["listen"],
-            "backends": mergeBackends([w["backends"] for w in workers if "backends" in w]),
-            "queue": mergeQueues([w["queue"] for w in workers if "queue" in w]),
+            "backendTLS": first.get("backendTLS"),
+            "latencyBounds": list(BUCKETS),
+            "backends": mergeBackends([worker["backends"] for worker in answering]),
+            "queue": mergeQueues([worker["queue"] for worker in answering if "queue" in worker]),
             "workers": workers,
         }
+
+
+def _answered(results: list[tuple[bool, Any]]) -> list[tuple[bool, tuple[int | None, Any]]]:
+    """
+    Whether each worker answered 200, and its answer's code and content,
+    from a L{DeferredList}'s C{results} of L{ask}s (a code of C{None} and
+    why, for a worker that did not answer).
+    """
+    answers: list[tuple[bool, tuple[int | None, Any]]] = []
+    for ok, result in results:
+        if not ok:
+            answers.append((False, (None, f"no answer: {result.getErrorMessage()}")))
+        else:
+            answers.append((result[0] == http.OK, result))
+    return answers
 
 
 def _read(response: Any) -> Any:
