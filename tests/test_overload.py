@@ -815,6 +815,39 @@ class ServiceTests(SynchronousTestCase):
         metrics = harness.resource.metrics.exposition().decode()
         self.assertIn('txlb_queue_length{pool="default"} 2.0\n', metrics)
 
+    def test_perPool(self) -> None:
+        """
+        The limits, the queue and the retry budget are each pool's: a
+        C{[pools.NAME]} table sets its own, the others take the top
+        level's; one pool's full backends leave the other's requests be,
+        and C{/status} shows each pool's queue.
+        """
+        harness = ServiceHarness(
+            self,
+            'max-queue = 7\n[pools.small]\nbackends = ["127.0.0.1:9001"]\nmax-conn = 1\n'
+            "retry-budget = 50\nqueue-timeout = 2\n"
+            '[pools.big]\nbackends = ["127.0.0.1:9002"]\n'
+            '[[routes]]\npath-prefix = "/small"\npool = "small"\n[[routes]]\npool = "big"\n',
+        )
+        small, big = (harness.service.pools[name].resource for name in ("small", "big"))
+        self.assertEqual(
+            [
+                (p.admission.maxConn, p.admission.maxQueue, p.admission.timeout)
+                for p in (small, big)
+            ],
+            [(1, 7, 2.0), (0, 7, 5.0)],
+        )
+        self.assertEqual([p.retryBudget.percent for p in (small, big)], [50.0, 20.0])
+        for path in (b"/small/1", b"/small/2", b"/big/1", b"/big/2"):
+            harness.client(get(path))
+        self.assertEqual((small.admission.queued, big.admission.queued), (1, 0))
+        self.assertEqual(len(Backends(harness).lines()), 3)
+        status = AdminAPI(harness.service, None).status()
+        self.assertEqual(
+            {pool["name"]: (pool["maxConn"], pool["queue"]["length"]) for pool in status["pools"]},
+            {"small": (1, 1), "big": (0, 0)},
+        )
+
 
 class KeepAliveClient(Protocol):
     """

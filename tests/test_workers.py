@@ -616,6 +616,7 @@ class WorkersAPITests(SynchronousTestCase):
             "errors": 0,
             "checkFailures": 0,
             "requestsPerSecond": rps,
+            "limit": 5,
             "latencyMs": 1.0,
             "latencyBuckets": buckets,
             "load": None,
@@ -640,8 +641,8 @@ class WorkersAPITests(SynchronousTestCase):
         self.assertEqual(
             [sample["backends"] for sample in self.api.history.since(-1)],
             [
-                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None}},
-                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None}},
+                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None, "limit": 10}},
+                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None, "limit": 10}},
             ],
         )
         self.assertEqual(self.asked, [(port, b"GET", b"/status") for port in (1, 2, 1, 2)])
