@@ -361,6 +361,8 @@ def main():
         "",
         footer,
         "",
+        f"![requests/s, p99 and learnt limits]({os.path.basename(args.chart)})",
+        "",
         "| setting | connections | requests/s | p50 ms | p99 ms | p99 / unloaded | 503s | 429s "
         "| backend p50 ms | backend p99 ms | backend p99 / unloaded | queued p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
