@@ -19,6 +19,7 @@ def backend(
     rps: float = 1.5,
     active: int = 2,
     load: float | None = 0.25,
+    limit: int | None = 8,
 ) -> dict[str, Any]:
     """
     One backend as C{/status} shows it, with what a sample takes.
@@ -28,6 +29,7 @@ def backend(
         "requestsPerSecond": rps,
         "active": active,
         "load": load,
+        "limit": limit,
         "latencyBuckets": buckets,
     }
 
@@ -68,22 +70,22 @@ class QuantileTests(SynchronousTestCase):
 class HistoryTests(SynchronousTestCase):
     def test_sample(self) -> None:
         """
-        A sample keeps each backend's requests/s, requests in flight and
-        load as the status gives them, and the p99 in milliseconds of the
+        A sample keeps each backend's requests/s, requests in flight, load
+        and limit as the status gives them, and the p99 in milliseconds of the
         requests that ended since the previous sample: none at the first.
         """
         history = History(BOUNDS)
         history.record(
-            10.0, pool(backend(buckets=[0, 0, 0, 0, 0]), backend("b:1", None, 0, 0, None))
+            10.0, pool(backend(buckets=[0, 0, 0, 0, 0]), backend("b:1", None, 0, 0, None, 0))
         )
         history.record(12.0, pool(backend(buckets=[0, 0, 100, 100, 100]), backend("b:1")))
         first = {
-            "a:1": {"rps": 1.5, "p99": None, "active": 2, "load": 0.25},
-            "b:1": {"rps": 0, "p99": None, "active": 0, "load": None},
+            "a:1": {"rps": 1.5, "p99": None, "active": 2, "load": 0.25, "limit": 8},
+            "b:1": {"rps": 0, "p99": None, "active": 0, "load": None, "limit": 0},
         }
         second = {
-            "a:1": {"rps": 1.5, "p99": 4.98, "active": 2, "load": 0.25},
-            "b:1": {"rps": 1.5, "p99": None, "active": 2, "load": 0.25},
+            "a:1": {"rps": 1.5, "p99": 4.98, "active": 2, "load": 0.25, "limit": 8},
+            "b:1": {"rps": 1.5, "p99": None, "active": 2, "load": 0.25, "limit": 8},
         }
         self.assertEqual(
             history.since(0, "p"),
@@ -116,8 +118,8 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(
             sample["pools"],
             {
-                "api": {"a:1": {"rps": 50.0, "p99": 0.99, "active": 2, "load": 0.25}},
-                "web": {"a:1": {"rps": 3.0, "p99": 9.95, "active": 2, "load": 0.25}},
+                "api": {"a:1": {"rps": 50.0, "p99": 0.99, "active": 2, "load": 0.25, "limit": 8}},
+                "web": {"a:1": {"rps": 3.0, "p99": 9.95, "active": 2, "load": 0.25, "limit": 8}},
             },
         )
         self.assertEqual(sample["backends"], sample["pools"]["web"])
@@ -231,5 +233,5 @@ class HistoryTests(SynchronousTestCase):
         history.record(4.0, pool(backend(buckets=[0, 0, 100, 100, 100])))
         self.assertEqual(
             [sample["backends"] for sample in history.since(-1, "p")][1:],
-            [{}, {"a:1": {"rps": 1.5, "p99": None, "active": 2, "load": 0.25}}],
+            [{}, {"a:1": {"rps": 1.5, "p99": None, "active": 2, "load": 0.25, "limit": 8}}],
         )

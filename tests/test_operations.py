@@ -676,7 +676,7 @@ class AdminStatusTests(SynchronousTestCase):
         )
         self.assertEqual(
             history["samples"][1]["backends"]["127.0.0.1:8081"],
-            {"rps": 0.1, "p99": 0.99, "active": 0, "load": None},
+            {"rps": 0.1, "p99": 0.99, "active": 0, "load": None, "limit": 0},
         )
         _, status = self.get(f"/status?since={start + 4}")
         self.assertEqual([s["time"] - start for s in status["history"]["samples"]], [6.0])
@@ -961,6 +961,7 @@ class JSONAccessLogTests(SynchronousTestCase):
                 "connectMs": 2.0,
                 "firstByteMs": 5.0,
                 "totalMs": 5.0,
+                "queueMs": None,
                 "retries": 0,
                 "flag": "-",
                 "error": None,

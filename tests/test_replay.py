@@ -133,6 +133,20 @@ class ReadLogTests(SynchronousTestCase):
             [(e.arrival, e.seconds) for e in entries], [(0, 0.01), (1, 0.101), (2, 0.01)]
         )
 
+    def test_queued(self) -> None:
+        """
+        The time a request waited in txlb's queue is not the backend's: it
+        is taken off the latency.
+        """
+        (queued,) = readLog([entry(0, queueMs=4.0, firstByteMs=14.0)])
+        self.assertAlmostEqual(queued.seconds, 0.01)
+        line = (
+            "2025-11-29T08:00:00+0000 client=10.0.0.7 method=GET path=/item "
+            "\N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=14.0 queued=4.0ms"
+        )
+        (queued,) = readLog([line])
+        self.assertAlmostEqual(queued.seconds, 0.01)
+
     def written(self, accessLog: str) -> list[str]:
         """
         The access-log file the balancer writes in format C{accessLog} for

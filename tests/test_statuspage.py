@@ -634,6 +634,18 @@ class BrowserTests(TestCase):
         self.assertNotIn("stale", page.attributes["pools"].get("class") or "")
         self.assertGreaterEqual(status.requests, 2, "the page did not refresh")
 
+    async def test_limitsAndQueue(self) -> None:
+        """
+        A backend with a limit (C{--max-conn}) shows its slots in use out of
+        it; the top line shows the queue.
+        """
+        payload = copy.deepcopy(EXAMPLE)
+        payload["queue"] = {"length": 3, "max": 1000}
+        payload["backends"][1]["limit"] = 10
+        page, _ = await self.render(FakeStatus(payload))
+        self.assertEqual([row[3] for row in page.rows], ["0", "2 / 10"])
+        self.assertEqual(page.text["queue"], "3 waiting (at most 1000)")
+
     async def test_weightHidden(self) -> None:
         """
         Under an algorithm that ignores weights (round robin, least
@@ -834,6 +846,22 @@ class BrowserTests(TestCase):
         drawn = charts((await self.render(FakeStatus(payload)))[1])
         self.assertEqual([len(line) for line in drawn["rps"]["lines"]], [10, 7])
         self.assertEqual([len(line) for line in drawn["p99"]["lines"]], [5, 4, 7])
+
+    async def test_limitChart(self) -> None:
+        """
+        A backend with a limit (C{--max-conn}, learnt with C{auto}) gets a
+        chart of it from the history too; one without, none.
+        """
+        payload = withHistory(150, limit=lambda k: min(2 ** (k // 10), 10))
+        payload["backends"][0]["limit"] = 10
+        _, dom = await self.render(FakeStatus(payload))
+        drawn = charts(dom)
+        self.assertEqual(drawn["limit"]["label"], "limit 10")
+        self.assertEqual(drawn["limit"]["top"], "10")
+        [line] = drawn["limit"]["lines"]
+        self.assertEqual(len(line), 150)
+        second = dom.split('<div class="card"')[2]
+        self.assertNotIn("chart-limit", second)
 
     async def test_shadow(self) -> None:
         """

@@ -50,6 +50,7 @@ from txlb.workers.workeradmin import (
     mergeBackends,
     mergeMetrics,
     mergePools,
+    mergeQueues,
     mergeRoutes,
     mergeShadows,
     workerMetrics,
@@ -323,6 +324,7 @@ class MergeTests(SynchronousTestCase):
                 "errors": requests // 2,
                 "checkFailures": 1,
                 "requestsPerSecond": 0.5,
+                "limit": 3,
                 "latencyMs": latency,
                 "latencyBuckets": None if latency is None else [requests // 2, requests],
                 "lastError": error[0],
@@ -344,8 +346,11 @@ class MergeTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            [(b["address"], b["state"], b["requests"], b["active"], b["errors"]) for b in merged],
-            [("a:1", "up", 12, 3, 6), ("b:1", "mixed", 4, 2, 2)],
+            [
+                (b["address"], b["state"], b["requests"], b["active"], b["errors"], b["limit"])
+                for b in merged
+            ],
+            [("a:1", "up", 12, 3, 6, 9), ("b:1", "mixed", 4, 2, 2, 6)],
         )
         self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])
         self.assertEqual([b["requestsPerSecond"] for b in merged], [1.5, 1.0])
@@ -432,6 +437,18 @@ class MergeTests(SynchronousTestCase):
                 {"label": "2", "config": {"pool": "2"}, "requests": 1},
             ],
         )
+
+    def test_mergeQueues(self) -> None:
+        """
+        Each worker's queue adds to the whole: lengths, sizes and counts.
+        """
+        queue = {"length": 2, "max": 10, "timeout": 5.0, "full": 1, "timedOut": 0}
+        queue["retriesRefused"] = 3
+        self.assertEqual(
+            mergeQueues([queue, {**queue, "length": 1, "timedOut": 4}]),
+            {"length": 3, "max": 20, "timeout": 5.0, "full": 2, "timedOut": 4, "retriesRefused": 6},
+        )
+        self.assertIsNone(mergeQueues([]))
 
     def test_mergeMetrics(self) -> None:
         """
@@ -790,6 +807,7 @@ class WorkersAPITests(SynchronousTestCase):
             "errors": 0,
             "checkFailures": 0,
             "requestsPerSecond": rps,
+            "limit": 5,
             "latencyMs": 1.0,
             "latencyBuckets": buckets,
             "load": None,
@@ -817,8 +835,8 @@ class WorkersAPITests(SynchronousTestCase):
         self.assertEqual(
             [sample["backends"] for sample in self.api.history.since(-1, "default")],
             [
-                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None}},
-                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None}},
+                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None, "limit": 10}},
+                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None, "limit": 10}},
             ],
         )
         self.assertEqual(self.asked, [(port, b"GET", b"/status") for port in (1, 2, 1, 2)])
@@ -847,7 +865,7 @@ class WorkersAPITests(SynchronousTestCase):
         self.assertEqual(
             last,
             {
-                "api": {"a:1": {"rps": 10.0, "p99": 0.99, "active": 2, "load": None}},
+                "api": {"a:1": {"rps": 10.0, "p99": 0.99, "active": 2, "load": None, "limit": 10}},
                 "web": {"a:1": {"rps": 3.0, "p99": 9.95, "active": 2, "load": None}},
             },
         )
@@ -1377,6 +1395,34 @@ pool = "web"
         self.assertEqual(sum(perWorker), len(results))
         self.assertGreater(min(perWorker), 0.2 * len(results), perWorker)
         self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
+
+    def test_maxConnShared(self) -> None:
+        """
+        C{--max-conn 4} is the whole txlb's: each of two workers admits 2
+        to a backend, and eight slow requests at once, however the kernel
+        spreads them, never have more than 4 in flight there; the others
+        wait, and all are served.
+        """
+        self.start("--max-conn", "4", "--queue-timeout", "25")
+        (backend,) = self.status()["backends"]
+        self.assertEqual(backend["limit"], 4)
+        self.assertEqual([w["backends"][0]["limit"] for w in self.status()["workers"]], [2, 2])
+        codes: list[int] = []
+
+        def slow() -> None:
+            codes.append(get(self.port, "/slow")[0])
+
+        clients = [threading.Thread(target=slow) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        busiest = 0
+        while any(thread.is_alive() for thread in clients):
+            status = self.status()
+            busiest = max(busiest, status["backends"][0]["active"])
+            time.sleep(0.05)
+        self.assertEqual(codes, [200] * 8)
+        self.assertLessEqual(busiest, 4)
+        self.assertGreaterEqual(busiest, 2)
 
     def test_maxClientConnectionsShared(self) -> None:
         """

@@ -252,9 +252,8 @@ class AdminAPI(Resource):
         Answer a request about C{pool}'s backends or algorithm.
         """
         if path == ["backends"] and method == b"GET":
-            now = self.balancer.reactor.seconds()
             backends = pool.resource.pool.backends
-            return {"backends": [_backendStatus(b, now) for b in backends]}, http.OK
+            return {"backends": [self._backendOf(pool, b) for b in backends]}, http.OK
         if path == ["backends"] and method == b"POST":
             return self._add(pool, _body(request)), http.CREATED
         replay = request.getHeader(REPLAY_HEADER) is not None
@@ -262,7 +261,7 @@ class AdminAPI(Resource):
             if method == b"GET":
                 _, backend = self._find(pool, path[1], replay=False)
                 assert backend is not None
-                return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+                return self._backendOf(pool, backend), http.OK
             if method == b"PATCH":
                 return self._change(pool, path[1], _body(request), replay)
             if method == b"DELETE":
@@ -309,6 +308,8 @@ class AdminAPI(Resource):
             "backendTLS": None if main is None else main["backendTLS"],
             "shadow": None if main is None else main["shadow"],
             "latencyBounds": list(BUCKETS),
+            "maxConn": None if main is None else main["maxConn"],
+            "queue": None if main is None else main["queue"],
             "backends": [] if main is None else main["backends"],
             "pools": pools,
             "routes": self._routes(),
@@ -319,20 +320,30 @@ class AdminAPI(Resource):
     ) -> dict[str, Any]:
         resource = pool.resource
         shadow = resource.shadow
+        admission = resource.admission
         return {
             "name": name,
             "algorithm": pool.options["algo"],
             "usesWeights": getattr(resource.algorithm, "usesWeights", True),
             "backendTLS": "insecure" if resource.client.tls.insecure else "verified",
             "shadow": None if shadow is None else shadow.status(),
+            "maxConn": admission.maxConn,
+            "queue": _queueStatus(resource),
             "backends": [
                 {
-                    **_backendStatus(backend, now),
+                    **_backendStatus(backend, now, admission.limitOf(backend)),
                     "latencyBuckets": buckets.get((name, backend.address)),
                 }
                 for backend in resource.pool.backends
             ],
         }
+
+    def _backendOf(self, pool: Pool, backend: Backend) -> dict[str, Any]:
+        """
+        C{backend} of C{pool} as C{/status} shows it now.
+        """
+        now = self.balancer.reactor.seconds()
+        return _backendStatus(backend, now, pool.resource.admission.limitOf(backend))
 
     def _switch(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
         expected = 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'
@@ -399,7 +410,7 @@ class AdminAPI(Resource):
         pool.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return self._backendOf(pool, backend)
 
     def _change(
         self, pool: Pool, address: str, body: dict[str, Any], replay: bool
@@ -425,7 +436,7 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+        return self._backendOf(pool, backend), http.OK
 
     def _remove(self, pool: Pool, address: str, replay: bool) -> tuple[dict[str, Any], int]:
         key, backend = self._find(pool, address, replay)
@@ -439,7 +450,7 @@ class AdminAPI(Resource):
         pool.adminState.remove(key)
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+        return self._backendOf(pool, backend), http.OK
 
 
 def mainPool(names: Iterable[str]) -> str | None:
@@ -548,9 +559,26 @@ def _checkWeight(weight: object) -> None:
         raise _AdminError(http.BAD_REQUEST, f"weight must be a whole number from 1 to {MAX_WEIGHT}")
 
 
-def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
+def _queueStatus(resource: LoadBalancerResource) -> dict[str, Any]:
     """
-    One backend as C{/status} shows it.
+    The pool's queue and retry budget as C{/status} shows them: the
+    requests waiting now, the bounds, what was refused.
+    """
+    admission, budget = resource.admission, resource.retryBudget
+    return {
+        "length": admission.queued,
+        "max": admission.maxQueue,
+        "timeout": admission.timeout,
+        "full": admission.full,
+        "timedOut": admission.timedOut,
+        "retriesRefused": budget.refused,
+    }
+
+
+def _backendStatus(backend: Backend, now: float, limit: int) -> dict[str, Any]:
+    """
+    One backend as C{/status} shows it, with C{limit}, its limit of requests
+    in flight (0: none).
     """
     return {
         "address": backend.address,
@@ -570,6 +598,7 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
         "errors": backend.errors,
         "latencyMs": None if backend.latencyMs is None else round(backend.latencyMs, 2),
         "load": None if backend.load is None else round(backend.reportedLoad(now), 3),
+        "limit": limit,
     }
 
 

@@ -6,9 +6,10 @@ empty.
 
 Every L{INTERVAL} seconds the admin API records a sample of each backend
 of each pool: its requests per second, the p99 latency of the requests
-that ended since the previous sample, its requests in flight and the load
-it reports.  Samples are kept by pool and address, since one address may
-be a backend of two pools.  A ring of L{SPAN} / L{INTERVAL} samples keeps
+that ended since the previous sample, its requests in flight, the load it
+reports and its limit of requests in flight (C{--max-conn}, learnt with
+C{auto}).  Samples are kept by pool and address, since one address may be
+a backend of two pools.  A ring of L{SPAN} / L{INTERVAL} samples keeps
 them: memory is bounded by the number of backends, whoever looks.  C{GET
 /status?since=T} sends the samples taken after C{T}: all of them on a
 page's first poll, then only the new ones.
@@ -27,8 +28,8 @@ INTERVAL = 2.0
 SPAN = 300.0
 
 #: A sample of one backend: requests/s, p99 in ms, requests in flight,
-#: reported load; each C{None} when unknown.
-_Values = tuple[Any, Any, Any, Any]
+#: reported load, limit; each C{None} when unknown.
+_Values = tuple[Any, Any, Any, Any, Any]
 
 
 def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
@@ -125,6 +126,7 @@ class History:
                     None if p99 is None else round(p99 * 1000, 2),
                     backend.get("active"),
                     backend.get("load"),
+                    backend.get("limit"),
                 )
         self._samples.append((now, sample))
 
@@ -154,8 +156,14 @@ class History:
                 continue
             pools = {
                 name: {
-                    address: {"rps": rps, "p99": p99, "active": active, "load": load}
-                    for address, (rps, p99, active, load) in backends.items()
+                    address: {
+                        "rps": rps,
+                        "p99": p99,
+                        "active": active,
+                        "load": load,
+                        "limit": limit,
+                    }
+                    for address, (rps, p99, active, load, limit) in backends.items()
                 }
                 for name, backends in sample.items()
             }

@@ -15,11 +15,13 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from txlb.admission import Admission
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import BackendPool
 from txlb.clientlimits import ClientLimits
 from txlb.mirror import RESULTS, Mirrors
 from txlb.refusals import REASONS
+from txlb.retrybudget import RetryBudget
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
 #: millisecond to the 30 s response timeout.
@@ -42,6 +44,12 @@ class PoolView(Protocol):
 
     @property
     def mirrors(self) -> Mirrors: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def retryBudget(self) -> RetryBudget: ...
 
 
 Pools = Callable[[], Iterable[PoolView]]
@@ -128,6 +136,47 @@ class _ShadowCollector:
             for address, count in shadow.picks.items():
                 backends.add_metric([pool, shadow.name, address], count)
         yield from (compared, agreed, errors, agreement, backends)
+
+
+class _OverloadCollector:
+    """
+    Each pool's backend limits, queue and retry budget, read from them at
+    each scrape.
+    """
+
+    def __init__(self, pools: Pools) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(
+            "txlb_backend_max_requests",
+            "The most requests in flight a backend may have (--max-conn; 0: no limit).",
+            labels=["pool", "backend"],
+        )
+        queued = GaugeMetricFamily(
+            "txlb_queue_length",
+            "Requests waiting for a backend below its limit, by pool.",
+            labels=["pool"],
+        )
+        refused = CounterMetricFamily(
+            "txlb_queue_refused",
+            "Requests answered 503 by a pool's queue: full (QF) or timed out (QT).",
+            labels=["pool", "reason"],
+        )
+        retries = CounterMetricFamily(
+            "txlb_retries_refused",
+            "Retries not made because the pool's retry budget (--retry-budget) was spent.",
+            labels=["pool"],
+        )
+        for pool in self._pools():
+            admission = pool.admission
+            for backend in pool.pool.backends:
+                limit.add_metric([pool.name, backend.address], admission.limitOf(backend))
+            queued.add_metric([pool.name], admission.queued)
+            refused.add_metric([pool.name, "full"], admission.full)
+            refused.add_metric([pool.name, "timeout"], admission.timedOut)
+            retries.add_metric([pool.name], pool.retryBudget.refused)
+        yield from (limit, queued, refused, retries)
 
 
 class _ClientLimitsCollector:
@@ -221,6 +270,13 @@ class Metrics:
         for reason in REASONS:
             # Every class shows from the start, at 0, so a rate over it works.
             self.refusals.labels(reason)
+        self.queueTime = Histogram(
+            "txlb_queue_duration_seconds",
+            "Time requests waited for a backend below its limit, of those that waited, by pool.",
+            ["pool"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "txlb_algorithm_fallbacks",
             "Picks where the algorithm raised and round robin picked instead, by pool.",
@@ -259,6 +315,7 @@ class Metrics:
         self.registry.register(_PoolCollector(pools, clock, self._mirrored))
         self.registry.register(_ShadowCollector(pools))
         self.registry.register(_ClientLimitsCollector(self))
+        self.registry.register(_OverloadCollector(pools))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
         self._requestChildren: dict[tuple[str, str, str], Any] = {}
@@ -314,6 +371,12 @@ class Metrics:
         if child is None:
             child = self._durationChildren[key] = self.duration.labels(*key)
         child.observe(seconds)
+
+    def observeQueued(self, pool: str, seconds: float) -> None:
+        """
+        Record how long a request of C{pool} waited in its queue.
+        """
+        self.queueTime.labels(pool).observe(seconds)
 
     def countRoute(self, route: str) -> None:
         """

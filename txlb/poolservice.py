@@ -348,8 +348,11 @@ class PoolService(MultiService):
         if _sameBackends(resource.pool.backends, backends) and all(
             new[option] == old[option] for option in ALGORITHM_OPTIONS
         ):
-            for backend in resource.pool.backends:
+            for backend, wanted in zip(resource.pool.backends, backends):
                 backend.draining = False
+                # Its own limit (=WEIGHT/MAXCONN) may have changed.
+                backend.maxConn = wanted.maxConn
+            resource.admission.setBackends(resource.pool.backends)
         else:
             resource.setBackends(backends, new.algorithm())
         if new["sticky-cookie"] != old["sticky-cookie"]:

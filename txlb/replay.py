@@ -147,7 +147,8 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
         if text is not None:
             record: dict[str, Any] = text.groupdict()
             stamp = _stampBefore(line[: text.start()], number)
-            latency = float(record["ms"])
+            # The time it waited in txlb's queue was not the backend's.
+            latency = float(record["ms"]) - float(record["queued"] or 0)
             backend = record["backend"]
             fields = (record["client"], record["method"], record["target"])
             pool = record["pool"]
@@ -161,6 +162,8 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
                 latency = record.get("firstByteMs")
                 if latency is None:
                     latency = record["totalMs"]
+                if latency is not None:
+                    latency -= record.get("queueMs") or 0.0
                 fields = (record["client"], record["method"], record["target"])
                 pool = record.get("pool")
                 stamp = _seconds(record["time"]) if "time" in record else None

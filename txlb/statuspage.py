@@ -235,8 +235,8 @@ const COLUMNS = [
   {key: "weight", title: "Weight", className: "num", when: (pool) => pool.usesWeights,
    text: (b) => show(b.weight),
    update: (td, b, pool) => access.authorized ? updateWeight(td, b, pool) : false},
-  {key: "active", title: "Active", tip: "requests in flight", className: "num",
-   text: (b) => show(b.active)},
+  {key: "active", title: "Active", tip: "requests in flight, out of the limit (--max-conn)",
+   className: "num", text: (b) => show(b.active) + (b.limit ? " / " + b.limit : "")},
   {key: "rps", title: "Req/s", className: "num",
    text: (b) => show(b.requestsPerSecond, oneDecimal)},
   {key: "requests", title: "Requests", tip: "since start", className: "num",
@@ -351,6 +351,8 @@ const POOL_FACTS = [
   {key: "algorithm", text: (pool) => "algorithm " + show(pool.algorithm)},
   {key: "backends",
    text: (pool) => plural(pool.backends.length, "backend") + ": " + health(counted(pool.backends))},
+  {key: "queue", when: (pool) => pool.maxConn && pool.queue,
+   text: (pool) => "queue " + pool.queue.length + " waiting (at most " + pool.queue.max + ")"},
   {key: "insecure", when: (pool) => pool.backendTLS === "insecure", className: "failed",
    text: () => "TLS to backends NOT VERIFIED"},
 ];
@@ -540,6 +542,8 @@ function render(status) {
       insecure.map((pool) => pool.name).join(", ") + "."
     : "";
   $("uptime").textContent = show(status.uptime, duration);
+  const queue = status.queue;
+  $("queue").textContent = queue ? queue.length + " waiting (at most " + queue.max + ")" : "\u2013";
   $("version").textContent = show(status.version);
   $("health").textContent = health(counts);
   document.title = "txlb: " + counts.up + "/" + backends.length + " up";
@@ -622,6 +626,8 @@ const CHARTS = [
   {key: "p99", title: "p99", format: milliseconds, floor: 50, scale: (n) => n + " ms"},
   {key: "active", title: "in flight", floor: 10, scale: String},
   {key: "load", title: "load", format: percent, floor: 1, scale: (n) => n * 100 + " %"},
+  // With --max-conn: the backend's limit (learnt, with auto).
+  {key: "limit", title: "limit", floor: 10, scale: String, when: (b) => b.limit},
 ];
 
 // The smallest 1, 2 or 5 times a power of ten at least value.
@@ -722,7 +728,8 @@ function renderCharts(status) {
       const card = element("div", "card");
       card.dataset.address = String(b.address);
       card.append(element("h3", "", String(b.address)),
-                  ...CHARTS.map((spec) => chart(spec, pool.name, String(b.address), newest)),
+                  ...CHARTS.filter((spec) => !spec.when || spec.when(b))
+                    .map((spec) => chart(spec, pool.name, String(b.address), newest)),
                   axis());
       return card;
     }));
@@ -853,6 +860,7 @@ _BODY = """
   <span>up for <b id="uptime">\u2013</b></span>
   <span>version <b id="version">\u2013</b></span>
   <span>backends <b id="health">\u2013</b></span>
+  <span>queue <b id="queue">\u2013</b></span>
   <span>updated <b id="updated">never</b></span>
 </p>
 <p id="error" role="alert" hidden></p>

@@ -49,6 +49,7 @@ from txlb.workers.worker import (
     ADMIN_FD,
     KEYTABLES_FD,
     WORKER_ENV,
+    WORKERS_ENV,
     WorkerLogObserver,
     listenFDs,
 )
@@ -296,7 +297,12 @@ class Supervisor(MultiService):
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
+            env={
+                **os.environ,
+                WORKER_ENV: str(worker.index),
+                WORKERS_ENV: str(len(self.workers)),
+                "PYTHONHASHSEED": self.hashSeed,
+            },
             childFDs=childFDs,
         )
         worker.pid = process.pid

@@ -57,8 +57,17 @@ WORKER_TIMEOUT = 5.0
 #: queueing the request meanwhile.
 REPLAY_TIMEOUT = 60.0
 
-#: Per-backend status fields that are counts, added up over workers.
-SUMMED = ("active", "requests", "failures", "errors", "checkFailures", "requestsPerSecond")
+#: Per-backend status fields that are counts, added up over workers (each
+#: worker's share of a limit, too).
+SUMMED = (
+    "active",
+    "requests",
+    "failures",
+    "errors",
+    "checkFailures",
+    "requestsPerSecond",
+    "limit",
+)
 
 #: Request headers passed on to the workers.  Not C{Origin} nor
 #: C{Sec-Fetch-Site}: the supervisor checks where a change comes from
@@ -205,13 +214,14 @@ def mergePools(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, A
     """
     The pools of several workers' C{/status} as one list, by name, in the
     order the workers give them: each pool's backends merged as
-    L{mergeBackends} does, and its shadow's counts added up; everything
+    L{mergeBackends} does, its shadow's counts and its queue added up; everything
     else (the algorithm, which the admin API may have switched) as the
     first worker that has the pool says.
     """
     merged: dict[str, dict[str, Any]] = {}
     backends: dict[str, list[Sequence[dict[str, Any]]]] = {}
     shadows: dict[str, list[dict[str, Any]]] = {}
+    queues: dict[str, list[dict[str, Any]]] = {}
     for pools in statuses:
         for pool in pools:
             name = pool["name"]
@@ -219,9 +229,12 @@ def mergePools(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, A
             backends.setdefault(name, []).append(pool["backends"])
             if pool.get("shadow") is not None:
                 shadows.setdefault(name, []).append(pool["shadow"])
+            if pool.get("queue") is not None:
+                queues.setdefault(name, []).append(pool["queue"])
     for name, pool in merged.items():
         pool["backends"] = mergeBackends(backends[name])
         pool["shadow"] = mergeShadows(shadows[name]) if name in shadows else None
+        pool["queue"] = mergeQueues(queues.get(name, []))
     return list(merged.values())
 
 
@@ -261,6 +274,20 @@ def mergeRoutes(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
             else:
                 total["requests"] += route["requests"]
     return list(merged.values())
+
+
+def mergeQueues(queues: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """
+    The workers' queues (each worker has its own) as one: their lengths,
+    sizes and counts added up, the time-out as the first worker says.
+    """
+    if not queues:
+        return None
+    merged = dict(queues[0])
+    for queue in queues[1:]:
+        for field in ("length", "max", "full", "timedOut", "retriesRefused"):
+            merged[field] += queue[field]
+    return merged
 
 
 class _Families:
@@ -543,6 +570,8 @@ class WorkersAPI(Resource):
             "backendTLS": main.get("backendTLS"),
             "shadow": main.get("shadow"),
             "latencyBounds": list(BUCKETS),
+            "maxConn": main.get("maxConn"),
+            "queue": main.get("queue"),
             "backends": main.get("backends", []),
             "pools": pools,
             "routes": mergeRoutes([worker["routes"] for worker in answering]),
