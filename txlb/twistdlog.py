@@ -45,11 +45,10 @@ from twisted.python.logfile import LogFile
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
+from txlb import _twisted
+
 #: Characters of text waiting that make a write happen at once.
 BUFFER_SIZE = 64 * 1024
-
-#: The key under which L{twisted.logger} flattens a C{{line}} field.
-_LINE = "line!s:"
 
 
 @implementer(ILogObserver)
@@ -103,7 +102,7 @@ class TurnLog:
         ):
             # A line formatted already (txlb.accesslog): what Twisted's
             # formatter would make of it, without parsing "{line}" again.
-            text = str(flattened[_LINE])
+            text = str(flattened[_twisted.FLATTENED_LINE])
             if not text:
                 return None
             level = event.get("log_level")

@@ -27,6 +27,8 @@ from typing import Any
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import Logger
 
+from txlb import _twisted
+
 
 class WriteBatcher:
     """
@@ -49,7 +51,7 @@ class WriteBatcher:
         if isinstance(transport, FileDescriptor):
             # FileDescriptor.write calls self.startWriting() after
             # buffering: the instance attribute takes that call.
-            transport.startWriting = lambda: self._schedule(transport)  # type: ignore[method-assign]
+            _twisted.takeStartWriting(transport, lambda: self._schedule(transport))
 
     def _schedule(self, transport: FileDescriptor) -> None:
         self._pending[transport] = None
@@ -84,10 +86,10 @@ class WriteBatcher:
             return
         if transport.disconnecting or not transport.connected:
             # Let the reactor close it as it would have.
-            FileDescriptor.startWriting(transport)
+            _twisted.startWriting(transport)
             return
         try:
-            more = transport.doWrite() is not None or transport.dataBuffer
+            more = _twisted.sendBuffered(transport)
         except Exception:
             self._log.failure("Sending on {transport}", transport=transport)
             more = True
@@ -95,4 +97,4 @@ class WriteBatcher:
             # An error (the reactor's next doWrite finds it again and
             # closes the connection), or more than the socket took: wait
             # for the socket, as Twisted does.
-            FileDescriptor.startWriting(transport)
+            _twisted.startWriting(transport)
