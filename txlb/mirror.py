@@ -40,7 +40,7 @@ carry, whether the pool also takes requests of its own or only copies.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -109,7 +109,7 @@ class MirrorPool(Protocol):
     log: Logger
     answered: Callable[[Backend, float], None] | None
 
-    def pick(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend: ...
+    def pick(self, request: server.Request, free: Sequence[Backend] | None = None) -> Backend: ...
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields: ...
 
