@@ -866,7 +866,7 @@ class WorkersAPITests(SynchronousTestCase):
             last,
             {
                 "api": {"a:1": {"rps": 10.0, "p99": 0.99, "active": 2, "load": None, "limit": 10}},
-                "web": {"a:1": {"rps": 3.0, "p99": 9.95, "active": 2, "load": None}},
+                "web": {"a:1": {"rps": 3.0, "p99": 9.95, "active": 2, "load": None, "limit": 10}},
             },
         )
 
