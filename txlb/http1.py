@@ -189,7 +189,9 @@ def parseHead(head: bytes) -> ResponseHead:
     @raise BadResponseError: If it is malformed.
     """
     ends = head.translate(None, _HEAD_TEXT)
-    if len(ends) != 2 * ends.count(b"\r\n"):
+    # CRLFs counted in the head itself: in what translate leaves, a bare CR
+    # and a later bare LF would meet.
+    if len(ends) != 2 * head.count(b"\r\n"):
         # A bare CR or LF, or a control character.
         return _parseHeadStrictly(head)
     lines = head.split(b"\r\n")
