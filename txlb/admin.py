@@ -501,6 +501,7 @@ class AdminAPI(Resource):
             "backends": [] if main is None else main["backends"],
             "pools": pools,
             "routes": self._routes(),
+            **({} if balancer.fleet is None else {"etcd": balancer.fleet.status()}),
         }
 
     def _poolStatus(

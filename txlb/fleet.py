@@ -60,7 +60,7 @@ from txlb.poolservice import PoolService
 #: Seconds the admin API waits for this instance to apply a change it wrote
 #: to etcd (its watch brings it back, usually within milliseconds), before
 #: answering that it was written but not applied yet.
-APPLY_TIMEOUT = 5.0
+APPLY_TIMEOUT = 3.0
 
 #: Times a change is tried again when another was written to the same key
 #: between its read and its write.

@@ -176,7 +176,7 @@ class PoolService(MultiService):
     @property
     def waiting(self) -> bool:
         """
-        Whether it has no backends yet: DNS has not given any.
+        Whether it has no backends yet: DNS (or etcd) has not given any.
         """
         return not self.resource.pool.backends
 

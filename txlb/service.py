@@ -288,11 +288,14 @@ class LoadBalancerService(MultiService):
 
     def startService(self) -> None:
         waiting = self._waitingForBackends
+        waitingFor = "DNS or etcd" if self.fleet is not None else "DNS"
         listen = ", ".join(self.config["listen"])
         if list(self.pools) == [DEFAULT_POOL]:
             self._log.info(
                 "txlb {listening} {listen}, algorithm {algo}, backends {backends}",
-                listening="waiting for DNS to listen on" if waiting else "listening on",
+                listening=f"waiting for backends ({waitingFor}) to listen on"
+                if waiting
+                else "listening on",
                 listen=listen,
                 algo=self.config["algo"],
                 backends=_describeBackends(self.config),
@@ -300,7 +303,9 @@ class LoadBalancerService(MultiService):
         else:
             self._log.info(
                 "txlb {listening} {listen}, {routes} routes, pools {pools}",
-                listening="waiting for DNS to listen on" if waiting else "listening on",
+                listening=f"waiting for backends ({waitingFor}) to listen on"
+                if waiting
+                else "listening on",
                 listen=listen,
                 routes=len(self.resource.routes),
                 pools="; ".join(

@@ -371,6 +371,12 @@ function render(status) {
   $("insecure").hidden = status.backendTLS !== "insecure";
   $("uptime").textContent = show(status.uptime, duration);
   $("version").textContent = show(status.version);
+  $("etcd-summary").hidden = !status.etcd;
+  if (status.etcd) {
+    $("etcd").textContent =
+      (status.etcd.connected ? "connected" : "NOT CONNECTED") +
+      ", revision " + status.etcd.revision;
+  }
   const total = status.backends.length;
   $("health").textContent =
     counts.up + " up, " + counts.down + " down, " + counts.draining + " draining";
@@ -652,6 +658,7 @@ _BODY = """
   <span>up for <b id="uptime">\u2013</b></span>
   <span>version <b id="version">\u2013</b></span>
   <span>backends <b id="health">\u2013</b></span>
+  <span id="etcd-summary" hidden>etcd <b id="etcd">\u2013</b></span>
   <span>updated <b id="updated">never</b></span>
 </p>
 <p id="error" role="alert" hidden></p>

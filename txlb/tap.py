@@ -490,10 +490,19 @@ def checkPool(options: PoolSettings, checkBackends: bool = True) -> None:
         )
     except ValueError as e:
         raise usage.UsageError(str(e)) from None
-    if checkBackends:
-        for option in ("algo", "shadow-algo"):
-            if options[option] is not None:
-                options.checkedAlgorithm(option, options[option], options["backends"])
+    for option in ("algo", "shadow-algo"):
+        spec = options[option]
+        if spec is None:
+            continue
+        if checkBackends:
+            options.checkedAlgorithm(option, spec, options["backends"] or [])
+        else:
+            # No backends to try it on yet (a fleet's members come from
+            # etcd): the name, at least, must name an algorithm.
+            try:
+                options.algorithmNamed(spec)
+            except ValueError as e:
+                raise usage.UsageError(f"--{option}: {e}") from None
 
 
 class Options(PoolSettings, usage.Options):
