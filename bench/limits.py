@@ -97,10 +97,11 @@ def clientCounts(region: Region) -> Callable[[int], object]:
     return check
 
 
-def admission() -> Callable[[int], object]:
+def admission(maxConn: int = 100) -> Callable[[int], object]:
     clock = Clock()
-    pool = Admission(clock, maxConn=100)
+    pool = Admission(clock, maxConn=maxConn)
     backends = [Backend("127.0.0.1", port) for port in (8081, 8082, 8083)]
+    pool.setBackends(backends)
 
     def check(index: int) -> None:
         free = pool.admitNow(backends)
@@ -184,6 +185,7 @@ def main() -> None:
     row("rate limit, a new key each time, one process", newKeys(Region.create(100_000)))
     row("client connection opened and closed, shared", clientCounts(shared))
     row("admission: admitted and released, free backends", admission())
+    row("admission: admitted and released, no limits (the default)", admission(0))
     row("adaptive limit: one latency observed", adaptive())
     row("retry budget: a request with one retry", retryBudget())
     ask, stop = roundTrip()

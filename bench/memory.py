@@ -8,7 +8,11 @@ PASS or FAIL.
            ((VmRSS with N idle connections - VmRSS before) / N);
   head16,  a backend that sends a 16 MiB, a 64 MiB or an endless response
   head64,  head (header lines that never end) costs at most the head limit,
-  endless  64 KiB, plus a noise allowance (--slack).
+  endless  64 KiB, plus a noise allowance (--slack);
+  mirror   a 1 GiB upload, sent as fast as txlb takes it and mirrored (a
+           route's mirror) to a backend reading 1 MiB/s, grows txlb by at
+           most 8 MiB more than the same upload without a mirror, and its
+           backend gets all of it.
 
 The backend is a small threaded raw-socket server inside this script; the
 clients are plain sockets.  Each case gets a fresh txlb (twistd -n txlb,
@@ -49,11 +53,14 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-CASES = ("big", "idle", "head16", "head64", "endless")
+CASES = ("big", "idle", "head16", "head64", "endless", "mirror")
 HEAD_SIZES = {"head16": 16 * MiB, "head64": 64 * MiB, "endless": None}
 
 #: Targets from the issue.
 BIG_TARGET = 32 * MiB
+#: What a mirror may add to an upload's growth: the request's high mark
+#: (512 KiB) waits for it at most, and its connection's buffer 64 KiB.
+MIRROR_TARGET = 8 * MiB
 IDLE_TARGET = 8 * KiB
 
 STARTUP_TIMEOUT = 20.0  # seconds for txlb to answer after it starts
@@ -207,11 +214,13 @@ class Backend:
       /head?size=N&end=1  the same N bytes of lines, then a proper end
                       (Content-Length: 0): a legal head, for warm-up
       /bad            a line that is not HTTP, then close
+      /sink           (a PUT) reads the Content-Length body, at most
+                      C{readRate} bytes/s if not 0, then 200
 
     Setting C{halt} stops every send and hold; L{close} stops everything.
     """
 
-    def __init__(self, lineSize, distinct):
+    def __init__(self, lineSize, distinct, readRate=0):
         self.listener = socket.socket()
         self.listener.bind((HOST, 0))
         self.listener.listen(512)
@@ -228,6 +237,8 @@ class Backend:
         self.active = 0
         self.requests = {}  # path: count
         self.sentHead = 0  # bytes of head lines sent by /head answers
+        self.readRate = readRate
+        self.sunk = 0  # bytes of /sink bodies read
         self.threads = []
         self.acceptor = threading.Thread(target=self._accept, daemon=True)
         self.acceptor.start()
@@ -257,6 +268,10 @@ class Backend:
                 head, buf = self._readHead(conn, buf)
                 if head is None:
                     return
+                if head.startswith(b"PUT /sink "):
+                    buf = self._sink(conn, head, buf)
+                    if buf is None:
+                        return
                 if not self._answer(conn, head):
                     return
         finally:
@@ -280,6 +295,48 @@ class Backend:
         head, _, rest = buf.partition(b"\r\n\r\n")
         return head, rest
 
+    def _sink(self, conn, head, buf):
+        """
+        Read the body of a C{PUT /sink} (C{buf} holds its start), at most
+        L{readRate} bytes/s if set.
+
+        @return: what follows the body, or C{None} if the connection ended
+            first.
+        """
+        match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        remaining = int(match.group(1)) if match else 0
+        taken = min(len(buf), remaining)
+        remaining -= taken
+        buf = buf[taken:]
+        self._sunk(taken)
+        started, got = time.monotonic(), taken
+        chunk = bytearray(64 * KiB)
+        while remaining:
+            if self.stopping():
+                return None
+            allowed = min(len(chunk), remaining)
+            if self.readRate:
+                allowed = min(allowed, int(self.readRate * (time.monotonic() - started)) - got)
+                if allowed <= 0:
+                    time.sleep(min(0.05, (1 - allowed) / self.readRate))
+                    continue
+            try:
+                n = conn.recv_into(chunk, allowed)
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            if not n:
+                return None
+            remaining -= n
+            got += n
+            self._sunk(n)
+        return buf
+
+    def _sunk(self, n):
+        with self.lock:
+            self.sunk += n
+
     def _answer(self, conn, head):
         """
         Answer one request; return whether the connection stays open.
@@ -292,7 +349,7 @@ class Backend:
         query = parse_qs(url.query)
         with self.lock:
             self.requests[url.path] = self.requests.get(url.path, 0) + 1
-        if url.path == "/small":
+        if url.path in ("/small", "/sink"):
             return sendAll(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n", self.stopping)
         if url.path == "/big":
             size = int(query["size"][0])
@@ -361,6 +418,7 @@ class Backend:
             self.requests.clear()
             self.sentHead = 0
             self.headTook = None
+            self.sunk = 0
 
     def close(self):
         self.closed.set()
@@ -526,16 +584,16 @@ class Run:
                 self.dropped.append(option)
         self.results = []  # (case, target, measured, passed, note)
 
-    def startTxlb(self, name):
+    def startTxlb(self, name, options=()):
         """
-        Start a fresh txlb in front of the backend and wait until
-        C{GET /small} through it answers 200.
+        Start a fresh txlb in front of the backend, with C{options} more,
+        and wait until C{GET /small} through it answers 200.
 
         @return: the process and its port.
         """
         (port,) = freePorts(1)
         log = os.path.join(self.procs.tmp, name + ".log")
-        argv = txlbArgv(self.args.python, log, port, [self.backend.port], self.options)
+        argv = txlbArgv(self.args.python, log, port, [self.backend.port], [*self.options, *options])
         proc = self.procs.start(name, argv, env=self.env)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         last = None
@@ -814,6 +872,110 @@ def caseHead(run, name):
     )
 
 
+def upload(run, name, mirror):
+    """
+    Send a C{--upload-size} upload to the backend through a fresh txlb, as
+    fast as txlb takes it, mirrored to C{mirror} (a L{Backend}) if not
+    C{None}.
+
+    @return: txlb's growth (a L{Sampler}), the seconds it took, what the
+        backend and the mirror read, and what went wrong, if anything.
+    """
+    args = run.args
+    size = args.upload_size
+    config = os.path.join(run.procs.tmp, name + ".toml")
+    with open(config, "w") as f:
+        if mirror is not None:
+            f.write(
+                f'[pools.shadow]\nbackends = ["{HOST}:{mirror.port}"]\n'
+                '[[routes]]\npool = "default"\nmirror = "shadow"\n'
+            )
+    proc, port = run.startTxlb(name, ["--config", config])
+    try:
+        run.warmUp(port)
+        base = run.baseline(proc.pid)
+        run.backend.resetCounts()
+        if mirror is not None:
+            mirror.resetCounts()
+        halt = run.backend.halt
+        sampler = Sampler(proc.pid, base, args.rss_cap, halt)
+        error, sent = None, 0
+        started = time.monotonic()
+        limit = size / (10 * MiB) + 30  # at least 10 MiB/s
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as sock:
+                sock.sendall(
+                    f"PUT /sink HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n\r\n".encode()
+                )
+                nextReport = started + PROGRESS_EVERY
+                while sent < size:
+                    now = time.monotonic()
+                    if halt.is_set() or now - started > limit:
+                        raise BenchError(
+                            "stopped: " + ("RSS cap" if halt.is_set() else "time limit")
+                        )
+                    if now >= nextReport:
+                        print(
+                            f"  {now - started:4.0f} s: {mib(sent)} sent, "
+                            f"txlb VmRSS {mib(sampler.last)} (peak {signedMib(sampler.growth)})"
+                        )
+                        sys.stdout.flush()
+                        nextReport += PROGRESS_EVERY
+                    n = min(len(PATTERN), size - sent)
+                    if not sendAll(sock, PATTERN[:n], halt.is_set):
+                        raise BenchError(f"txlb closed the connection after {sent:,} bytes")
+                    sent += n
+                status, headers, _ = readHead(sock, deadline=started + limit, stop=halt.is_set)
+                if status != 200:
+                    raise BenchError(f"answer: {status} {headers}")
+        except (OSError, BenchError) as e:
+            error = str(e) or repr(e)
+        took = time.monotonic() - started
+        time.sleep(SETTLE)
+        sampler.stop()
+        got = run.backend.sunk
+        copied = None if mirror is None else mirror.sunk
+    finally:
+        run.stopTxlb(proc)
+    if got != size and error is None:
+        error = f"the backend read {got:,} of {size:,} bytes"
+    return sampler, took, copied, error
+
+
+def caseMirror(run):
+    args = run.args
+    size, rate = args.upload_size, args.mirror_rate
+    label = f"{human(size)} upload mirrored to a mirror reading {human(rate)}/s"
+    print(f"[mirror] {human(size)} upload without a mirror")
+    plain, plainTook, _, plainError = upload(run, "txlb-upload", None)
+    print(
+        f"  -> {signedMib(plain.growth)} in {plainTook:.1f} s"
+        + (f"; {plainError}" if plainError else "")
+    )
+    print(f"[mirror] {label}")
+    mirror = Backend(run.backend.lineSize, False, readRate=rate)
+    try:
+        mirrored, took, copied, error = upload(run, "txlb-mirror", mirror)
+    finally:
+        mirror.close()
+    error = error or plainError
+    note = (
+        f"base {mib(mirrored.base)}, peak {mib(mirrored.peak)}; {size:,} bytes in {took:.1f} s"
+        f" ({size / took / MiB:.1f} MiB/s), the mirror read {copied:,}"
+        f" (its copy {'whole' if copied == size else 'cut'}); without a mirror"
+        f" {signedMib(plain.growth)} in {plainTook:.1f} s" + (f"; {error}" if error else "")
+    )
+    if mirrored.capped is not None:
+        note += f"; --rss-cap hit after {mirrored.capped:.1f} s"
+    run.record(
+        label,
+        f"growth <= {human(MIRROR_TARGET)} over the upload's",
+        signedMib(mirrored.growth),
+        error is None and mirrored.growth <= plain.growth + MIRROR_TARGET,
+        note,
+    )
+
+
 # Driver
 
 
@@ -875,7 +1037,7 @@ def parseArgs(argv):
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: --big-size 200M --head-seconds 10 (about 1.5 minutes)",
+        help="smoke test: --big-size 200M --upload-size 200M --head-seconds 10 (about 1.5 minutes)",
     )
     p.add_argument(
         "--big-size", type=size, default=GiB, help="size of the big response (default 1G)"
@@ -885,6 +1047,15 @@ def parseArgs(argv):
     )
     p.add_argument(
         "--idle", type=int, default=2000, help="idle keep-alive connections (default 2000)"
+    )
+    p.add_argument(
+        "--upload-size", type=size, default=GiB, help="size of the mirrored upload (default 1G)"
+    )
+    p.add_argument(
+        "--mirror-rate",
+        type=size,
+        default=MiB,
+        help="bytes/s the mirror reads the mirrored upload (default 1M)",
     )
     p.add_argument(
         "--head-seconds",
@@ -946,6 +1117,7 @@ def parseArgs(argv):
     args = p.parse_args(argv)
     if args.quick:
         args.big_size = 200 * MiB
+        args.upload_size = 200 * MiB
         args.head_seconds = 10.0
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(args.cases) - set(CASES)
@@ -1004,6 +1176,8 @@ def main(argv=None):
                 caseBig(run)
             elif case == "idle":
                 caseIdle(run)
+            elif case == "mirror":
+                caseMirror(run)
             else:
                 caseHead(run, case)
         passed = report(run)

@@ -63,6 +63,9 @@ from common import (
 RPR_SERVER = os.path.join(HERE, "rpr_server.py")
 GAUGES = os.path.normpath(os.path.join(CHECKOUT, os.pardir, "shared", "bench"))
 BACKENDS = 3
+#: The routes of the txlb-routes target: a site's table, the request
+#: matching only the last.
+ROUTES = 50
 
 STARTUP_TRIES = 300  # polls of STARTUP_DELAY seconds each: 30 s at most
 STARTUP_DELAY = 0.1
@@ -119,6 +122,14 @@ def _pythonSpecs(runtime, suffix):
             "txlb-alf" + suffix,
             f"txlb ({BACKENDS} backends), --access-log-file",
             "txlb+alf",
+            "txlb",
+            runtime,
+            tw,
+        ),
+        Spec(
+            "txlb-routes" + suffix,
+            f"txlb ({BACKENDS} backends), {ROUTES} routes",
+            "txlb routes",
             "txlb",
             runtime,
             tw,
@@ -193,6 +204,8 @@ RATIOS = [
     ("txlb-pypy", "pong-pypy"),
     # HTTP/2 (h2c, measured with h2load) against HTTP/1.1 (wrk), and against
     # the native proxies taking h2c.
+    ("txlb-routes", "txlb"),
+    ("txlb-routes-pypy", "txlb-pypy"),
     ("txlb-h2c", "txlb"),
     ("txlb-h2c-pypy", "txlb-pypy"),
     ("nginx-h2c", "nginx"),
@@ -329,6 +342,27 @@ class Result:
         if self.bad:
             return f"{self.errors} errors" if self.errors else "no requests"
         return ""
+
+
+def routeTable(backendPorts, count=ROUTES):
+    """
+    A configuration of C{count} routes, as a site has them: hosts with a
+    prefix each, then prefixes alone, sending to a second pool over the
+    same backends; the last, a catch-all to the command line's pool
+    C{default}, is the one the benchmark's C{GET /ping} (with the
+    benchmark's host) matches.
+    """
+    backends = ", ".join(f'"{HOST}:{p}"' for p in backendPorts)
+    lines = [f"[pools.other]\nbackends = [{backends}]\n"]
+    hosts = (count - 1) // 2
+    for i in range(hosts):
+        lines.append(
+            f'[[routes]]\nhost = "app{i}.example.com"\npath-prefix = "/v{i}"\npool = "other"\n'
+        )
+    for i in range(count - 1 - hosts):
+        lines.append(f'[[routes]]\npath-prefix = "/api{i}"\npool = "other"\n')
+    lines.append('[[routes]]\npool = "default"\n')
+    return "\n".join(lines)
 
 
 def tail(paths, lines=15):
@@ -1010,7 +1044,7 @@ class Bench:
                 log = os.path.join(self.tmp, name + ".log")
                 argv = [python, RPR_SERVER, str(port), backendArgs[0], log]
                 logs = (log,)
-            elif base in ("txlb", "txlb-alf", "txlb-h2c"):
+            elif base in ("txlb", "txlb-alf", "txlb-h2c", "txlb-routes"):
                 # txlb's access log goes to twistd's log file, or (txlb-alf)
                 # to a file of its own, written in batches.
                 log = os.path.join(self.tmp, name + ".log")
@@ -1018,6 +1052,11 @@ class Bench:
                 logs = (log,)
                 if base == "txlb-h2c":
                     options = ("--h2c",)
+                if base == "txlb-routes":
+                    routes = os.path.join(self.tmp, name + ".toml")
+                    with open(routes, "w") as f:
+                        f.write(routeTable(self.backends))
+                    options = ("--config", routes)
                 if base == "txlb-alf":
                     accessLog = os.path.join(self.tmp, name + ".access.log")
                     options = ("--access-log-file", accessLog)

@@ -1,6 +1,8 @@
 """
 What several test modules share: the in-memory balancer (L{Harness}) and its
-service (L{ServiceHarness}), the raw loopback clients and backends of the
+service (L{ServiceHarness}), with sockets that fill (L{TCPTransport}), peers
+that send faster than txlb reads (L{Backlog}) and an HTTP/2 client
+(L{MemoryH2Client}); the raw loopback clients and backends of the
 integration tests, and their canned messages; a real dnsmasq (L{Dnsmasq});
 and how to start the installed C{twistd txlb} as a user does (L{startTxlb}).
 """
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    DataReceived,
+    InformationalResponseReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -41,6 +54,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend, BackendPool
 from txlb.client import BackendClient
+from txlb.http2 import HTTP2Channel
 from txlb.proxy import LoadBalancerResource
 from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
@@ -53,15 +67,117 @@ CLIENT = IPv4Address("TCP", "10.0.0.7", 51234)
 
 class TCPTransport(StringTransport):
     """
-    A L{StringTransport} that can be closed for writing only, as TCP can.
+    A L{StringTransport} that can be closed for writing only, as TCP can,
+    and whose send buffer can fill, as a socket's does.
+
+    With a C{bufferSize}, it pauses its streaming producer once more than
+    that many bytes written wait to be read, as Twisted's
+    L{twisted.internet.abstract.FileDescriptor} does when the kernel takes
+    no more, and resumes it once the test has L{read} them all.
 
     @ivar writeDisconnected: Whether C{loseWriteConnection} was called.
+    @ivar bufferSize: The bytes it holds before it pauses its producer, or
+        L{None} for no limit.
+    @ivar producerPaused: Whether it has paused its producer.
+    @ivar whenResumed: Called when the transport is resumed: the reactor
+        would read from it again.
     """
 
     writeDisconnected = False
+    bufferSize: int | None = None
+    producerPaused = False
+    whenResumed: Callable[[], object] | None = None
 
     def loseWriteConnection(self) -> None:
         self.writeDisconnected = True
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._pauseIfFull()
+
+    def writeSequence(self, data: Any) -> None:
+        super().writeSequence(data)
+        self._pauseIfFull()
+
+    def _pauseIfFull(self) -> None:
+        if (
+            self.bufferSize is not None
+            and self.io.tell() > self.bufferSize
+            and self.streaming
+            and not self.producerPaused
+        ):
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def read(self) -> bytes:
+        """
+        Take what was written, as the peer reading its socket, and resume a
+        producer paused while it waited.
+        """
+        data = self.value()
+        self.clear()
+        if self.producerPaused:
+            self.producerPaused = False
+            if self.producer is not None:
+                self.producer.resumeProducing()
+        return data
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self.whenResumed is not None:
+            self.whenResumed()
+
+
+class Backlog:
+    """
+    What a peer has sent on a connection that txlb has yet to read: it
+    reaches the protocol as Twisted's reactor reads a socket, at most
+    C{readSize} bytes a turn, and only while txlb has not paused the
+    transport.
+
+    @ivar read: How many bytes the protocol has been given.
+    """
+
+    def __init__(
+        self, reactor: Any, protocol: Any, transport: TCPTransport, readSize: int = 65536
+    ) -> None:
+        self._reactor = reactor
+        self._protocol = protocol
+        self._transport = transport
+        self._readSize = readSize
+        self._pending: deque[memoryview] = deque()
+        self._call: Any = None
+        self.read = 0
+        transport.whenResumed = self._schedule
+
+    def send(self, data: bytes) -> None:
+        self._pending.append(memoryview(data))
+        self._schedule()
+
+    @property
+    def waiting(self) -> int:
+        """
+        The bytes sent that txlb has not read.
+        """
+        return sum(len(data) for data in self._pending)
+
+    def _schedule(self) -> None:
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._readOnce)
+
+    def _readOnce(self) -> None:
+        self._call = None
+        transport = self._transport
+        if not self._pending or transport.producerState != "producing" or transport.disconnecting:
+            return
+        data = self._pending.popleft()
+        if len(data) > self._readSize:
+            self._pending.appendleft(data[self._readSize :])
+            data = data[: self._readSize]
+        self.read += len(data)
+        self._protocol.dataReceived(bytes(data))
+        if self._pending:
+            self._schedule()
 
 
 class Harness:
@@ -85,28 +201,32 @@ class Harness:
         self.site = LoadBalancerSite(RoutingResource.single(self.resource), self.reactor)
         self.events = EventLoggingObserver.createWithCleanup(testCase, globalLogPublisher)
 
-    def client(self, data: bytes = b"") -> tuple[Any, TCPTransport]:
+    def client(self, data: bytes = b"", bufferSize: int | None = None) -> tuple[Any, TCPTransport]:
         """
-        Connect a client and send C{data}.
+        Connect a client and send C{data}; the client's socket holds
+        C{bufferSize} bytes (see L{TCPTransport}).
         """
         channel = self.site.buildProtocol(CLIENT)
         transport = TCPTransport(peerAddress=CLIENT)
+        transport.bufferSize = bufferSize
         channel.makeConnection(transport)
         if data:
             channel.dataReceived(data)
         self.reactor.advance(0)
         return channel, transport
 
-    def backend(self) -> tuple[Any, TCPTransport]:
+    def backend(self, bufferSize: int | None = None) -> tuple[Any, TCPTransport]:
         """
         Accept the oldest pending connection to a backend; the request it
-        carries is then in the returned transport.
+        carries is then in the returned transport, whose socket holds
+        C{bufferSize} bytes (see L{TCPTransport}).
         """
         host, port, factory, _, _ = self.reactor.tcpClients.pop(0)
         address = IPv4Address("TCP", host, port)
         factory.doStart()
         protocol = factory.buildProtocol(address)
         transport = TCPTransport(peerAddress=address)
+        transport.bufferSize = bufferSize
         protocol.makeConnection(transport)
         self.reactor.advance(0)
         return protocol, transport
@@ -148,6 +268,243 @@ def exchange(
     backend.dataReceived(response)
     harness.reactor.advance(0)
     return toBackend.value(), client.value(), harness
+
+
+class Response:
+    """
+    What came back on one HTTP/2 stream.
+
+    @ivar interim: The heads of the interim (1xx) responses, in order.
+    @ivar reset: The error code of the RST_STREAM that ended it, if one did.
+    @ivar over: Whether it has ended, or been reset.
+    @ivar done: Fires with it once it is over.
+    """
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.interim: list[list[tuple[bytes, bytes]]] = []
+        self.body = bytearray()
+        self.reset: int | None = None
+        self.over = False
+        self.done: Deferred[Response] = Deferred()
+
+    @property
+    def status(self) -> bytes | None:
+        return dict(self.headers).get(b":status")
+
+    def end(self) -> None:
+        if not self.over:
+            self.over = True
+            self.done.callback(self)
+
+
+class H2Client:
+    """
+    A sans-I/O HTTP/2 client on hyper-h2 that records each stream's
+    response.  A subclass carries its bytes: L{write} sends them, and what
+    comes back goes to L{receive}.
+
+    @ivar acknowledge: Whether to reopen the windows as response data
+        arrives; a client that does not is one that cannot keep up.
+    @ivar responses: What came back, by stream ID.
+    @ivar goaway: The last stream ID and error code of the GOAWAY received.
+    @ivar unacknowledged: The response data not acknowledged yet, as
+        (stream ID, size).
+    """
+
+    def __init__(
+        self,
+        settings: dict[int, int] | None = None,
+        acknowledge: bool = True,
+        validate: bool = True,
+        connectionWindow: int | None = None,
+    ) -> None:
+        """
+        @param settings: The client's SETTINGS, sent first.
+        @param validate: Whether hyper-h2 checks the requests sent, which a
+            test of a malformed one turns off.
+        @param connectionWindow: The connection's receive window the client
+            opens, past hyper-h2's 65535 bytes.
+        """
+        config = H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=validate
+        )
+        self.conn = H2Connection(config)
+        self.acknowledge = acknowledge
+        self.responses: dict[int, Response] = {}
+        self.goaway: tuple[int, int] | None = None
+        self.unacknowledged: list[tuple[int, int]] = []
+        self._buffer = b""
+        self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
+        if connectionWindow is not None:
+            self.conn.increment_flow_control_window(connectionWindow - 65535)
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data} to txlb.
+        """
+        raise NotImplementedError()
+
+    def flush(self) -> None:
+        """
+        Send the frames hyper-h2 has made.
+        """
+        self._send()
+
+    def _send(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.write(data)
+
+    def request(
+        self,
+        path: bytes = b"/",
+        method: bytes = b"GET",
+        fields: Sequence[tuple[bytes, bytes]] = (),
+        body: bytes | None = None,
+        end: bool = True,
+        authority: bytes | None = b"example.com",
+        trailers: Sequence[tuple[bytes, bytes]] | None = None,
+    ) -> int:
+        """
+        Send a request: its head, then C{body} in one DATA frame and
+        C{trailers} after it, if given, ending the stream there if C{end}.
+
+        @return: Its stream ID.
+        """
+        streamID = self.conn.get_next_available_stream_id()
+        head = [(b":method", method), (b":scheme", b"http"), (b":path", path)]
+        if authority is not None:
+            head.append((b":authority", authority))
+        self.responses[streamID] = Response()
+        last = end and body is None and trailers is None
+        self.conn.send_headers(streamID, head + list(fields), end_stream=last)
+        if body is not None:
+            self.conn.send_data(streamID, body, end_stream=end and trailers is None)
+        if trailers is not None:
+            self.conn.send_headers(streamID, list(trailers), end_stream=True)
+        self.flush()
+        return streamID
+
+    def send(self, streamID: int, data: bytes, end: bool = False) -> None:
+        self.conn.send_data(streamID, data, end_stream=end)
+        self.flush()
+
+    def reset(self, streamID: int) -> None:
+        self.conn.reset_stream(streamID, ErrorCodes.CANCEL)
+        self.flush()
+
+    def reopen(self) -> None:
+        """
+        Reopen the windows for all the response data received so far.
+        """
+        for streamID, size in self.unacknowledged:
+            self.conn.acknowledge_received_data(size, streamID)
+        self.unacknowledged = []
+        self.flush()
+
+    def receive(self, data: bytes) -> None:
+        """
+        Hand the frames to hyper-h2, less GOAWAY, which is recorded: after
+        one, hyper-h2 takes no more frames, where RFC 9113 section 6.8 lets
+        the streams it names finish.
+        """
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= 9:
+            end = 9 + int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < end:
+                break
+            frame, self._buffer = self._buffer[:end], self._buffer[end:]
+            if frame[3] == 0x7:
+                self.goaway = (
+                    int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF,
+                    int.from_bytes(frame[13:17], "big"),
+                )
+            else:
+                frames.append(frame)
+        for event in self.conn.receive_data(b"".join(frames)):
+            streamID = getattr(event, "stream_id", 0)
+            if not streamID:
+                continue
+            response = self.responses.setdefault(streamID, Response())
+            if isinstance(event, ResponseReceived):
+                response.headers = list(event.headers)
+            elif isinstance(event, InformationalResponseReceived):
+                response.interim.append(list(event.headers))
+            elif isinstance(event, DataReceived):
+                response.body += event.data
+                if self.acknowledge:
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                else:
+                    self.unacknowledged.append((event.stream_id, event.flow_controlled_length))
+            elif isinstance(event, StreamEnded):
+                response.end()
+            elif isinstance(event, StreamReset):
+                response.reset = event.error_code
+                response.end()
+        self._send()
+
+
+class MemoryH2Client(H2Client):
+    """
+    An L{H2Client} on an in-memory h2c connection to a L{Harness}'s site:
+    its bytes reach txlb's channel at once, and after each send the
+    reactor's pending calls run and the client reads what txlb wrote (see
+    L{pump}).
+
+    @ivar reading: Whether the client reads its socket; one that does not
+        lets the transport's buffer fill (give it a C{bufferSize}).
+    """
+
+    def __init__(self, harness: Harness, bufferSize: int | None = None, **kwargs: Any) -> None:
+        """
+        @param bufferSize: What the client's socket holds before it pushes
+            back on txlb (see L{TCPTransport}).
+        @param kwargs: For L{H2Client}.
+        """
+        super().__init__(**kwargs)
+        self.harness = harness
+        self.reading = True
+        harness.site.h2c = True
+        self.channel, self.transport = harness.client(bufferSize=bufferSize)
+        self.flush()
+
+    @property
+    def h2(self) -> HTTP2Channel:
+        """
+        txlb's HTTP/2 connection for this client.
+        """
+        [channel] = [c for c in self.harness.site.channels if isinstance(c, HTTP2Channel)]
+        return channel
+
+    def write(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def flush(self) -> None:
+        """
+        Send the frames hyper-h2 has made, and L{pump}.
+        """
+        self._send()
+        self.pump()
+
+    def pump(self) -> None:
+        """
+        Let time stand and the reactor turn until nothing moves: its pending
+        calls run, and, while the client reads, what txlb wrote reaches it
+        (and what the client answers reaches txlb).
+        """
+        for _ in range(100_000):
+            self.harness.reactor.advance(0)
+            data = self.transport.read() if self.reading else b""
+            if not data:
+                return
+            self.receive(data)
+        raise AssertionError("txlb and the client never stop talking")
 
 
 OK = b"HTTP/1.1 200 OK\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"

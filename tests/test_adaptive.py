@@ -54,8 +54,8 @@ class ControllerTests(SynchronousTestCase):
         """
         limit = self.controller(initial=initial)
         self.windows(limit, (0.010, 0), (0.020, None))
-        # 0.0125 / 0.020: shrink to 62.5%, a fifth of the way.
-        return limit, initial - initial * (1 - 0.625) * 0.2
+        # 0.0125 / 0.020: shrunk to 62.5% at once, not smoothed.
+        return limit, initial * 0.625
 
     def test_slowStart(self) -> None:
         """
@@ -67,8 +67,12 @@ class ControllerTests(SynchronousTestCase):
         self.assertEqual(limit.limit, 1)
         self.assertEqual(self.windows(limit, *[(0.010, None)] * 5), [2, 4, 8, 16, 32])
         self.assertEqual(limit.base, 0.010)
-        # 64 - 64 * (1 - 0.0125 / 0.020) * 0.2 = 59.2
-        self.assertEqual(self.windows(limit, (0.0125, None), (0.020, None)), [64, 59])
+        # Then, past the target, the whole gradient at once: 64 * 0.0125 /
+        # 0.020 = 40.
+        self.assertEqual(self.windows(limit, (0.0125, None), (0.020, None)), [64, 40])
+        # At most halved.
+        limit = self.controller(initial=64)
+        self.assertEqual(self.windows(limit, (0.010, 0), (0.100, None)), [64, 32])
 
     def test_growsAtBaseLatency(self) -> None:
         """
@@ -116,11 +120,11 @@ class ControllerTests(SynchronousTestCase):
         limit = self.controller(initial=8)
         self.assertEqual(self.windows(limit, (0.010, 7), (0.010, 7)), [8, 8])
         self.assertEqual(self.windows(limit, (0.010, 8)), [16])
-        limit, estimate = self.leaveSlowStart(20)
-        self.assertEqual(limit.limit, 18)
-        self.assertEqual(self.windows(limit, *[(0.010, 8)] * 5), [18] * 5)
+        limit, estimate = self.leaveSlowStart(32)
+        self.assertEqual(limit.limit, 20)
+        self.assertEqual(self.windows(limit, *[(0.010, 9)] * 5), [20] * 5)
         self.assertEqual(
-            self.windows(limit, (0.010, 9)), [int(estimate + math.sqrt(estimate) * 0.2)]
+            self.windows(limit, (0.010, 10)), [int(estimate + math.sqrt(estimate) * 0.2)]
         )
 
     def test_windowNeedsSamples(self) -> None:
@@ -163,13 +167,14 @@ class ControllerTests(SynchronousTestCase):
         latency and the limit starts slowly again.
         """
         limit = self.controller(initial=2, resetAfter=3)
-        # 2 - 2 * 0.5 * 0.2 = 1.8, then 1.62, 1.458: three windows at 1.
+        # Halved to 1 as slow start ends (0.0125 / 0.050 is under a half),
+        # then at its least: three windows at 1.
         self.assertEqual(self.windows(limit, (0.010, 0), *[(0.050, None)] * 2), [2, 1, 1])
         self.assertEqual(limit.base, 0.010)
         self.assertEqual(self.windows(limit, (0.050, None)), [1])
         self.assertEqual(limit.base, 0.050)
-        # Slow start again: 1.458 doubled, twice.
-        self.assertEqual(self.windows(limit, (0.050, None), (0.050, None)), [2, 5])
+        # Slow start again: 1 doubled, twice.
+        self.assertEqual(self.windows(limit, (0.050, None), (0.050, None)), [2, 4])
 
 
 class ModelBackend:

@@ -10,14 +10,13 @@ import re
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import CONFIG, OK, Harness, ServiceHarness
 from txlb.clientlimits import ClientLimits
 from txlb.keytables import Region
 from txlb.ratelimit import Rate
-from txlb.tap import Options, maxConn, retryBudget
+from txlb.tap import Options
 
 GET = b"GET /ping HTTP/1.1\r\nHost: lb.example\r\n\r\n"
 
@@ -307,29 +306,6 @@ class OptionTests(SynchronousTestCase):
             with self.assertRaises(SystemExit) as caught:
                 self.parse(*arguments)
             self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
-
-
-class NotWiredYetOptionTests(SynchronousTestCase):
-    """
-    The coerce functions for the options the request path does not take
-    yet (C{--max-conn}, C{--retry-budget}; C{--max-queue} and
-    C{--queue-timeout} are C{count} and C{seconds}).
-    """
-
-    def test_maxConn(self) -> None:
-        for text, value in [("0", 0), ("10", 10), ("auto", "auto"), ("1000000", 1_000_000)]:
-            self.assertEqual(maxConn(text), value)
-        for text in ["-1", "x", "", "Auto", "1.5", "1000001", "\N{SUPERSCRIPT TWO}"]:
-            e = self.assertRaises(usage.UsageError, maxConn, text)
-            self.assertEqual(
-                str(e),
-                f"--max-conn: {text!r} is not auto or a whole number from 0 (no limit) to 1000000",
-            )
-
-    def test_retryBudget(self) -> None:
-        self.assertEqual(retryBudget("20"), 20.0)
-        e = self.assertRaises(usage.UsageError, retryBudget, "120")
-        self.assertEqual(str(e), "--retry-budget: '120' is not a percentage from 0 to 100")
 
 
 class ServiceTests(SynchronousTestCase):

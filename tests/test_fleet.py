@@ -284,6 +284,7 @@ class MembershipTests(FleetTestCase):
         self.put(f"pools/default/backends/127.0.0.1:{a}", "")
         self.put(f"pools/default/backends/127.0.0.1:{b}", '{"weight": 0}')
         await self.caughtUp(service)
+        await waitFor(lambda: service.fleet.connected, 10, "the watch")
         self.assertEqual(addresses(service), [f"127.0.0.1:{a}"])
         registry = service.resource.metrics.registry
         self.assertEqual(registry.get_sample_value("txlb_etcd_refused_keys"), 1)
@@ -464,24 +465,33 @@ class AgreementTests(FleetTestCase):
         services = [s for s, _, _ in instances]
         sources = [f"127.0.0.{n}" for n in range(2, 26)]
 
-        async def agree(what: str) -> None:
+        def pong(port: int) -> bytes:
+            return f"pong from backend :{port}\n".encode()
+
+        async def agree(what: str, serving: list[int]) -> list[bytes]:
+            """
+            Every instance sends each client to the same backend, one of
+            C{serving}.
+            """
             await self.caughtUp(*services)
             picks = []
             for _, port, _ in instances:
                 picks.append([(await self.get(port, source=s))[1] for s in sources])
             self.assertEqual(picks[0], picks[1], what)
             self.assertEqual(picks[0], picks[2], what)
-            self.assertGreater(len(set(picks[0])), 1, what)
+            self.assertLessEqual(set(picks[0]), {pong(p) for p in serving}, what)
+            return picks[0]
 
-        await agree("at start")
+        # The clients spread (24 clients all on one of 3 backends: 3 / 3**24).
+        self.assertGreater(len(set(await agree("at start", ports[:3]))), 1)
         self.put(f"pools/default/backends/127.0.0.1:{ports[3]}", "")
-        await agree("a member joined")
+        await agree("a member joined", ports)
         self.delete(f"pools/default/backends/127.0.0.1:{ports[0]}")
-        await agree("a member left")
-        self.put(f"pools/default/backends/127.0.0.1:{ports[1]}", '{"weight": 5}')
-        await agree("a weight changed")
+        await agree("a member left", ports[1:])
+        self.put(f"pools/default/backends/127.0.0.1:{ports[1]}", '{"weight": 2}')
+        await agree("a weight changed", ports[1:])
         code, _ = await self.admin(instances[1][2], "POST", f"/backends/127.0.0.1:{ports[2]}/drain")
         self.assertEqual(code, 200)
-        await agree("a drain through one admin API")
+        await agree("a drain through one admin API", [ports[1], ports[3]])
         self.put("config.toml", 'algo = "iphash"\nmax-fails = 5\n')
-        await agree("a new document")
+        await agree("a new document", [ports[1], ports[3]])

@@ -1215,7 +1215,12 @@ class H11ChunkedTests(SynchronousTestCase):
             )
 
 
-class KnownDiscrepancyTests(SynchronousTestCase):
+class FramingAsH11Tests(SynchronousTestCase):
+    """
+    Response framing refused as h11 refuses it, beyond what the differential
+    tests above generate.
+    """
+
     def test_lengthSpelledTwoWays(self) -> None:
         """
         Content-Length fields giving one number spelled two ways (C{5} and

@@ -676,7 +676,7 @@ class AdminStatusTests(SynchronousTestCase):
         )
         self.assertEqual(
             history["samples"][1]["backends"]["127.0.0.1:8081"],
-            {"rps": 0.1, "p99": 0.99, "active": 0, "load": None},
+            {"rps": 0.1, "p99": 0.99, "active": 0, "load": None, "limit": 0},
         )
         _, status = self.get(f"/status?since={start + 4}")
         self.assertEqual([s["time"] - start for s in status["history"]["samples"]], [6.0])
@@ -961,6 +961,7 @@ class JSONAccessLogTests(SynchronousTestCase):
                 "connectMs": 2.0,
                 "firstByteMs": 5.0,
                 "totalMs": 5.0,
+                "queueMs": None,
                 "retries": 0,
                 "flag": "-",
                 "error": None,
@@ -1017,12 +1018,13 @@ class MetricsDocumentedTests(SynchronousTestCase):
 
     def test_everyMetric(self) -> None:
         """
-        Every metric txlb exposes (a shadow policy's, the client limits',
-        a fleet member's, and the supervisor's under C{--workers}, too) has its row, and every
-        row is one txlb exposes.
+        Every metric txlb exposes (a shadow policy's, a mirror pool's, the
+        client limits', a fleet member's, and the supervisor's under
+        C{--workers}, too) has its row, and every row is one txlb exposes.
         """
         harness = Harness(self)
         harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
+        harness.resource.metrics.addMirror(harness.resource.name)
         limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
         limited = Metrics(harness.reactor, lambda: ())
         limited.clientLimits = limits  # type: ignore[assignment]

@@ -1017,6 +1017,7 @@ class AccessLogTests(SynchronousTestCase):
                 "connectMs": None,
                 "firstByteMs": None,
                 "totalMs": 0.0,
+                "queueMs": None,
                 "retries": 0,
                 "flag": "DPE",
                 "error": "a line ended by a bare LF",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from typing import Any
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.helpers import GET, OK, Harness
+from tests.helpers import GET, OK, Harness, ServiceHarness
 from txlb.accesslog import AccessLogFile
-from txlb.replay import Entry, NotAnAccessLogError, main, readLog
+from txlb.replay import Entry, NotAnAccessLogError, byPool, main, readLog
 
 STAMP = "2026-11-29T08:00:00+0000"
 
@@ -60,6 +61,43 @@ LOG = [
 ]
 
 
+#: A site of two pools with 127.0.0.1:8081 in both: api.example.com goes
+#: to C{api}, the rest to C{web}.
+POOLS_CONFIG = """
+[pools.api]
+backends = ["127.0.0.1:8081", "127.0.0.1:8082"]
+
+[pools.web]
+algo = "weighted"
+backends = ["127.0.0.1:8083", "127.0.0.1:8081"]
+
+[[routes]]
+host = "api.example.com"
+pool = "api"
+
+[[routes]]
+pool = "web"
+"""
+
+#: The twenty requests of L{LOG}, to the pool C{api}, and after each odd one
+#: a request to the pool C{web}: ten in all, alternating between 8081 (the
+#: pool C{api}'s fast backend), which answers them in 200 ms, and 8083,
+#: which answers in 1 ms.
+POOLS_LOG: list[str] = []
+for _k in range(20):
+    POOLS_LOG.append(entry(_k, pool="api"))
+    if _k % 2:
+        slow = _k % 4 == 1
+        POOLS_LOG.append(
+            entry(
+                _k,
+                pool="web",
+                backend="127.0.0.1:8081" if slow else "127.0.0.1:8083",
+                firstByteMs=200.0 if slow else 1.0,
+            )
+        )
+
+
 class ReadLogTests(SynchronousTestCase):
     def test_entries(self) -> None:
         """
@@ -94,6 +132,20 @@ class ReadLogTests(SynchronousTestCase):
         self.assertEqual(
             [(e.arrival, e.seconds) for e in entries], [(0, 0.01), (1, 0.101), (2, 0.01)]
         )
+
+    def test_queued(self) -> None:
+        """
+        The time a request waited in txlb's queue is not the backend's: it
+        is taken off the latency.
+        """
+        (queued,) = readLog([entry(0, queueMs=4.0, firstByteMs=14.0)])
+        self.assertAlmostEqual(queued.seconds, 0.01)
+        line = (
+            "2025-11-29T08:00:00+0000 client=10.0.0.7 method=GET path=/item "
+            "\N{RIGHTWARDS ARROW} backend=127.0.0.1:8081 status=200 ms=14.0 queued=4.0ms"
+        )
+        (queued,) = readLog([line])
+        self.assertAlmostEqual(queued.seconds, 0.01)
 
     def written(self, accessLog: str) -> list[str]:
         """
@@ -144,10 +196,60 @@ class ReadLogTests(SynchronousTestCase):
         self.assertEqual(
             readLog(lines),
             [
-                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.0, 0.25),
-                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.5, 0.0),
+                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.0, 0.25, pool="default"),
+                Entry("10.0.0.7", "GET", "/item", "127.0.0.1:8081", 0.5, 0.0, pool="default"),
             ],
         )
+
+    def writtenByPool(self, accessLog: str) -> list[str]:
+        """
+        The access-log file a balancer of two pools and routes writes in
+        format C{accessLog}: a request to the pool C{api}, one to C{web}.
+        """
+        harness = ServiceHarness(self, POOLS_CONFIG, "--access-log", accessLog)
+        path = self.mktemp()
+        file = harness.resource.accessLog.file = AccessLogFile(path, harness.reactor)
+        harness.reactor.advance(1764403200)  # 2025-11-29T08:00:00Z
+        for host in (b"api.example.com", b"www.example.com"):
+            harness.client(b"GET /item HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            backend, _ = harness.backend()
+            backend.dataReceived(OK)
+        file.close()
+        return Path(path).read_text().splitlines()
+
+    def test_poolsOfText(self) -> None:
+        """
+        The text lines of a site with routes name each request's pool,
+        which is read.
+        """
+        entries = readLog(self.writtenByPool("text"))
+        self.assertEqual(
+            [(e.backend, e.pool, e.text) for e in entries],
+            [("127.0.0.1:8081", "api", True), ("127.0.0.1:8083", "web", True)],
+        )
+
+    def test_poolsOfJSON(self) -> None:
+        """
+        The JSON lines name each request's pool, which is read.
+        """
+        entries = readLog(self.writtenByPool("json"))
+        self.assertEqual(
+            [(e.backend, e.pool, e.text) for e in entries],
+            [("127.0.0.1:8081", "api", False), ("127.0.0.1:8083", "web", False)],
+        )
+
+    def test_byPool(self) -> None:
+        """
+        Entries are grouped by pool, in the order the pools first appear,
+        each keeping its arrival in the whole log; an entry that names no
+        pool is the pool C{default}'s.
+        """
+        entries = readLog(
+            [entry(0, pool="web"), entry(1), entry(2, pool="api"), entry(3, pool="web")]
+        )
+        grouped = byPool(entries)
+        self.assertEqual(list(grouped), ["web", "default", "api"])
+        self.assertEqual([e.arrival for e in grouped["web"]], [0.0, 0.75])
 
     def test_twistdLog(self) -> None:
         """
@@ -515,3 +617,133 @@ class ReplayTests(SynchronousTestCase):
         code, _ = self.replay("--plot", png, self.path, "roundrobin", "p2c")
         self.assertEqual(code, 0)
         self.assertEqual(Path(png).read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def test_perPool(self) -> None:
+        """
+        A log of two pools is replayed per pool, each under its name: each
+        pool's requests through the policy over its own backends, each
+        backend serving at the latencies of that pool's requests (8081
+        answered the pool C{api} in 10 ms, C{web} in 200 ms).  With room
+        for every request at once, the latencies are the service times.
+        """
+        path = self.mktemp()
+        Path(path).write_text("\n".join(POOLS_LOG) + "\n")
+        code, out = self.replay("-c", "100", path, "roundrobin")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "pool api: 20 requests, 2 backends",
+                "policy      spread  p50 ms  p99 ms  127.0.0.1:8081  127.0.0.1:8082",
+                "roundrobin    1.00    10.0   100.0           50.0%           50.0%",
+                "",
+                "pool web: 10 requests, 2 backends",
+                "policy      spread  p50 ms  p99 ms  127.0.0.1:8081  127.0.0.1:8083",
+                "roundrobin    1.00     1.0   200.0           50.0%           50.0%",
+            ],
+        )
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "txlb-replay: note: the log keeps no weights: every backend of pools api, web"
+            " weighs 1 (give them with --config FILE)\n",
+        )
+
+    def test_poolsFromConfig(self) -> None:
+        """
+        C{--config} gives each pool its backends, with their weights, and
+        its hash key (its own, else the top level's); a pool it does not
+        have takes the log's backends, and a note says so.  Smooth weighted
+        round robin over 3:1 gives 8083 eight of web's ten requests (two
+        rounds of four, then two more): 1.07 times its share.
+        """
+        path = self.mktemp()
+        Path(path).write_text("\n".join(POOLS_LOG) + "\n")
+        config = self.config(
+            'hash-key = "path"\n[pools.web]\nbackends = ["127.0.0.1:8083=3", "127.0.0.1:8081"]\n'
+        )
+        code, out = self.replay("--config", config, "-c", "100", path, "swrr")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[3:],
+            [
+                "",
+                "pool web: 10 requests, 2 backends",
+                "policy  spread  p50 ms  p99 ms  127.0.0.1:8083  127.0.0.1:8081",
+                "swrr      1.07     1.0   200.0           80.0%           20.0%",
+            ],
+        )
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "txlb-replay: note: the log keeps no weights: every backend of pool api weighs 1"
+            " (give them with --config FILE)\n",
+        )
+        byPath = self.replay("--config", config, "--hash-key", "path", path, "hash")
+        self.assertEqual(self.replay("--config", config, path, "hash"), byPath)
+        self.assertNotEqual(
+            self.replay("--config", config, "--hash-key", "ip", path, "hash"), byPath
+        )
+
+    def test_onePoolAsToday(self) -> None:
+        """
+        A log of one pool, named or not, is replayed as a log without
+        pools: one table, no heading; C{--backends} gives its backends.
+        """
+        path = self.mktemp()
+        Path(path).write_text("\n".join(entry(k, pool="api") for k in range(20)) + "\n")
+        args = ("-s", "2", "-c", "1", "-b", "127.0.0.1:8081,127.0.0.1:8082")
+        self.assertEqual(
+            self.replay(*args, path, "roundrobin", "leastconn"),
+            self.replay(*args, self.path, "roundrobin", "leastconn"),
+        )
+        self.assertEqual(self.replay(*args, path, "roundrobin")[1].splitlines()[0][:6], "policy")
+
+    def test_backendsOfOnePool(self) -> None:
+        """
+        C{--backends} names one pool's backends: with a log of several
+        pools, it is refused with one line.
+        """
+        path = self.mktemp()
+        Path(path).write_text("\n".join(POOLS_LOG) + "\n")
+        code, out = self.replay("-b", "127.0.0.1:8081", path, "roundrobin")
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "txlb-replay: --backends gives the backends of one pool, and the log has 2"
+            " (api, web): give each pool's with --config FILE\n",
+        )
+
+    def test_poolConfigErrors(self) -> None:
+        """
+        A pool's backends or hash key that txlb would not take end with
+        one line naming the pool.
+        """
+        table = [
+            ("[pools.web]\nbackends = [1]\n", 'pools.web.backends: expected a list of "HOST:PORT'),
+            ('[pools.web]\nbackends = ["a:0"]\n', "pools.web.backends: 'a:0': bad port '0'"),
+            ('[pools.web]\nhash-key = "body"\n', "pools.web.hash-key: "),
+            ("pools = 1\n", "pools: expected tables ([pools.NAME])"),
+        ]
+        for text, reason in table:
+            path = self.config(text)
+            code, out = self.replay("--config", path, self.path, "weighted")
+            self.assertEqual((code, out), (2, ""), text)
+            message = self.stderr.getvalue()
+            self.assertTrue(message.startswith(f"txlb-replay: --config {path}: {reason}"), message)
+            self.assertEqual(message.count("\n"), 1, message)
+
+    def test_plotPerPool(self) -> None:
+        """
+        With several pools, C{--plot} draws a row per pool.
+        """
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SkipTest("matplotlib (the bench extra) is not installed") from None
+        path = self.mktemp()
+        Path(path).write_text("\n".join(POOLS_LOG) + "\n")
+        png = self.mktemp() + ".png"
+        code, _ = self.replay("--plot", png, path, "roundrobin", "p2c")
+        self.assertEqual(code, 0)
+        data = Path(png).read_bytes()
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertEqual(struct.unpack(">II", data[16:24]), (1100, 800))

@@ -815,6 +815,18 @@ class MirrorTests(SynchronousTestCase):
         copies = sum(match(table).mirror is not None for _ in range(10_000))  # type: ignore[union-attr]
         self.assertApproximates(copies / 10_000, 0.125, 0.02)
 
+    def test_notToTheRequestsPool(self) -> None:
+        """
+        A request that a split sends to the mirror pool is not copied there
+        as well (nor is a chance drawn for it): the pool has it already.
+        """
+        table = load(
+            {"split": {"web": 1, "canary": 1}, "mirror": "canary", "mirror-percent": 50},
+            random=iter([0.7, 0.2, 0.2]).__next__,
+        )
+        self.assertEqual(match(table)[1:3], ("canary", None))  # type: ignore[index]
+        self.assertEqual(match(table)[1:3], ("web", "canary"))  # type: ignore[index]
+
 
 class RespondTests(SynchronousTestCase):
     def test_table(self) -> None:
@@ -1305,6 +1317,10 @@ class ProblemTests(SynchronousTestCase):
             (
                 {"pool": "api", "mirror-percent": 5},
                 ["route 1: mirror-percent only goes with mirror"],
+            ),
+            (
+                {"pool": "api", "mirror": "api"},
+                ["route 1: mirror: 'api' is the route's pool: every request goes there already"],
             ),
             (
                 {"pool": "api", "mirror": "shadow", "mirror-percent": 0},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import html
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import subprocess
 from html.parser import HTMLParser
 from typing import Any
 
+import treq
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -31,6 +33,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import server
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 
 from tests.devtools import CHROMIUM, HEADLESS, SETSID, Browser
@@ -131,13 +134,15 @@ def history(count: int, **values: Any) -> dict[str, Any]:
             key: (value(k) if callable(value) else value)
             for key, value in {"rps": 0.0, "p99": None, "active": 0, "load": None, **values}.items()
         }
+        backends = {
+            "localhost:8081": first,
+            "localhost:8082": {"rps": 0.0, "p99": None, "active": 2, "load": None},
+        }
         samples.append(
             {
                 "time": NOW - 2 * (count - 1 - k),
-                "backends": {
-                    "localhost:8081": first,
-                    "localhost:8082": {"rps": 0.0, "p99": None, "active": 2, "load": None},
-                },
+                "backends": backends,
+                "pools": {"default": backends},
             }
         )
     return {"interval": 2.0, "span": 300.0, "samples": samples}
@@ -168,7 +173,7 @@ class FakeStatus(Resource):
             return b"admin API is down\n"
         since = float(request.args[b"since"][0])
         self.since.append(since)
-        answer = dict(self.payload)
+        answer = onePool(self.payload)
         if "history" in answer:
             whole = answer["history"]
             answer["history"] = {
@@ -179,11 +184,149 @@ class FakeStatus(Resource):
         return json.dumps(answer).encode()
 
 
+def onePool(payload: dict[str, Any]) -> dict[str, Any]:
+    """
+    C{payload} as the admin API answers for the site of one pool and no
+    routes (the command line's backends), unless it has its own pools:
+    the top level's algorithm, backends and shadow are the pool
+    C{default}'s.
+    """
+    if "pools" in payload:
+        return dict(payload)
+    pool = {
+        "name": "default",
+        "algorithm": payload["algorithm"],
+        "usesWeights": payload["usesWeights"],
+        "backendTLS": payload.get("backendTLS", "verified"),
+        "shadow": payload.get("shadow"),
+        "backends": payload["backends"],
+    }
+    return {**payload, "pools": [pool], "routes": []}
+
+
 def withHistory(count: int, **values: Any) -> dict[str, Any]:
     """
     L{EXAMPLE} with a L{history} of C{count} samples of C{values}.
     """
     return {**copy.deepcopy(EXAMPLE), "history": history(count, **values)}
+
+
+def backendOf(address: str, **changes: Any) -> dict[str, Any]:
+    """
+    The first backend of L{EXAMPLE} at C{address}, with C{changes}.
+    """
+    return {**copy.deepcopy(EXAMPLE["backends"][0]), "address": address, **changes}
+
+
+def poolOf(
+    name: str, algorithm: str, backends: list[dict[str, Any]], **more: Any
+) -> dict[str, Any]:
+    """
+    A pool as C{/status} lists it.
+    """
+    pool = {
+        "name": name,
+        "algorithm": algorithm,
+        "usesWeights": algorithm not in ("roundrobin", "leastconn"),
+        "backendTLS": "verified",
+        "shadow": None,
+        "backends": backends,
+    }
+    return {**pool, **more}
+
+
+#: Routes as C{/status} lists them: their label, their table as the file
+#: gives it, and the requests each matched.
+ROUTES: list[dict[str, Any]] = [
+    {
+        "label": "api",
+        "config": {"name": "api", "host": "api.example.com", "path-prefix": "/v1", "pool": "api"},
+        "requests": 12,
+    },
+    {
+        "label": "2",
+        "config": {"path-prefix": "/internal", "respond": 403, "body": "no"},
+        "requests": 3,
+    },
+    {
+        "label": "3",
+        "config": {
+            "host": ["a.example.com", "*.b.example.com"],
+            "method": ["GET", "HEAD"],
+            "header": {"X-Canary": "1", "X-Debug": "*"},
+            "query": {"debug": "1"},
+            "client": "10.0.0.0/8",
+            "redirect": "https://{host}{uri}",
+            "redirect-status": 301,
+        },
+        "requests": 0,
+    },
+    {
+        "label": "4",
+        "config": {
+            "path": "/login",
+            "split": {"api": 95, "web": 5},
+            "split-key": "cookie:session",
+            "mirror": "web",
+            "mirror-percent": 10,
+            "set-host": "internal",
+            "request-headers": {"remove": ["X-Debug"]},
+        },
+        "requests": 40,
+    },
+    {
+        "label": "5",
+        "config": {"path-regex": "/r/[0-9]+", "router": "mycompany.routing:ByTenant"},
+        "requests": 1,
+    },
+    {"label": "6", "config": {"pool": "web"}, "requests": 100},
+]
+
+#: A site of two pools, C{api} and C{web}, with C{localhost:8081} in both,
+#: and L{ROUTES}; at the top, the first pool's (there is no C{default}).
+TWO_POOLS: dict[str, Any] = {
+    **copy.deepcopy(EXAMPLE),
+    "algorithm": "ewma",
+    "pools": [
+        poolOf(
+            "api",
+            "ewma",
+            [backendOf("localhost:8081"), backendOf("localhost:8082", state="down", weight=2)],
+        ),
+        poolOf(
+            "web",
+            "roundrobin",
+            [backendOf("localhost:8081", requests=7, state="draining")],
+            backendTLS="insecure",
+        ),
+    ],
+    "routes": ROUTES,
+}
+TWO_POOLS["backends"] = TWO_POOLS["pools"][0]["backends"]
+
+
+def sections(dom: str) -> dict[str, tuple[str, RenderedPage]]:
+    """
+    Each pool's section of the page, by the pool's name: its markup, and
+    its backends table's headings and rows.
+    """
+    return {
+        html.unescape(name): (section, RenderedPage(section))
+        for name, section in re.findall(
+            r'<section class="pool" data-pool="([^"]*)">(.*?)</section>', dom, re.DOTALL
+        )
+    }
+
+
+def routeRows(dom: str) -> list[list[str]]:
+    """
+    The route table's rows, as cell texts.
+    """
+    [body] = re.findall(r'<tbody id="routes">(.*?)</tbody>', dom, re.DOTALL)
+    return [
+        [html.unescape(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
 
 
 def adminTree(status: Resource) -> Resource:
@@ -250,7 +393,7 @@ class ResponseTests(SynchronousTestCase):
             re.findall(r"fetch\(([^,]*), \{\s*([^}]*)\}", script),
             [
                 (
-                    '"backends/" + encodeURIComponent(address) + suffix',
+                    "url",
                     'method: method, cache: "no-store", headers: headers,\n      '
                     "body: body === undefined ? undefined : JSON.stringify(body),\n    ",
                 ),
@@ -262,6 +405,12 @@ class ResponseTests(SynchronousTestCase):
         )
         self.assertNotIn("/status", script)
         self.assertNotIn('"/backends', script)
+        self.assertIn(
+            'const url = poolPath(pool) + "backends/" + encodeURIComponent(address) + suffix;',
+            script,
+        )
+        self.assertIn('"pools/" + encodeURIComponent(pool) + "/"', script)
+        self.assertNotIn('"/pools', script)
         self.assertIn("timer = setTimeout(refresh, REFRESH_MS)", script)
         self.assertIn("const REFRESH_MS = 2000;", script)
 
@@ -485,6 +634,18 @@ class BrowserTests(TestCase):
         self.assertNotIn("stale", page.attributes["pools"].get("class") or "")
         self.assertGreaterEqual(status.requests, 2, "the page did not refresh")
 
+    async def test_limitsAndQueue(self) -> None:
+        """
+        A backend with a limit (C{--max-conn}) shows its slots in use out of
+        it; the top line shows the queue.
+        """
+        payload = copy.deepcopy(EXAMPLE)
+        payload["queue"] = {"length": 3, "max": 1000}
+        payload["backends"][1]["limit"] = 10
+        page, _ = await self.render(FakeStatus(payload))
+        self.assertEqual([row[3] for row in page.rows], ["0", "2 / 10"])
+        self.assertEqual(page.text["queue"], "3 waiting (at most 1000)")
+
     async def test_weightHidden(self) -> None:
         """
         Under an algorithm that ignores weights (round robin, least
@@ -686,6 +847,22 @@ class BrowserTests(TestCase):
         self.assertEqual([len(line) for line in drawn["rps"]["lines"]], [10, 7])
         self.assertEqual([len(line) for line in drawn["p99"]["lines"]], [5, 4, 7])
 
+    async def test_limitChart(self) -> None:
+        """
+        A backend with a limit (C{--max-conn}, learnt with C{auto}) gets a
+        chart of it from the history too; one without, none.
+        """
+        payload = withHistory(150, limit=lambda k: min(2 ** (k // 10), 10))
+        payload["backends"][0]["limit"] = 10
+        _, dom = await self.render(FakeStatus(payload))
+        drawn = charts(dom)
+        self.assertEqual(drawn["limit"]["label"], "limit 10")
+        self.assertEqual(drawn["limit"]["top"], "10")
+        [line] = drawn["limit"]["lines"]
+        self.assertEqual(len(line), 150)
+        second = dom.split('<div class="card"')[2]
+        self.assertNotIn("chart-limit", second)
+
     async def test_shadow(self) -> None:
         """
         With a shadow policy, the page shows its agreement and the requests
@@ -699,17 +876,155 @@ class BrowserTests(TestCase):
             "picks": {"localhost:8081": 150, "localhost:8082": 50},
             "errors": 0,
         }
-        page, dom = await self.render(FakeStatus(payload))
-        self.assertEqual(page.text["shadow-name"], "ewma")
-        self.assertEqual(page.text["shadow-agreement"], "40.0 % of 200 picks")
-        self.assertEqual(page.text["shadow-errors"], "0")
-        self.assertNotIn("hidden", page.attributes["shadow-section"])
-        cells = re.findall(r"<td[^>]*>([^<]*)</td>", dom.split('id="shadow-backends"')[1])
+        _, dom = await self.render(FakeStatus(payload))
+        [shadow] = re.findall(r'<div class="shadow">(.*?)</div>', dom, re.DOTALL)
         self.assertEqual(
-            cells[:6], ["localhost:8081", "150", "75.0 %", "localhost:8082", "50", "25.0 %"]
+            re.sub(r"<[^>]*>", "", shadow.split("<table")[0]),
+            "Shadow policy ewma"
+            "agrees with the live policy on 40.0 % of 200 picks; errors 0."
+            " Requests it would have sent:",
         )
-        page, _ = await self.render(FakeStatus(EXAMPLE))
-        self.assertIn("hidden", page.attributes["shadow-section"])
+        self.assertIn('<h2 class="shadow-title">', shadow)
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", shadow)
+        self.assertEqual(
+            cells, ["localhost:8081", "150", "75.0 %", "localhost:8082", "50", "25.0 %"]
+        )
+        _, dom = await self.render(FakeStatus(EXAMPLE))
+        self.assertIn('<div class="shadow" hidden="">', dom)
+        self.assertNotIn("Shadow policy", dom.split("<script>")[0])
+
+    async def test_onePoolNotNamed(self) -> None:
+        """
+        The site of one pool, C{default}, and no routes (the command
+        line's backends) shows no pool heading and no route table: it
+        looks as it did before there were pools.
+        """
+        page, dom = await self.render(FakeStatus(EXAMPLE))
+        self.assertIn("hidden", page.attributes["routes-section"])
+        self.assertIn("hidden", page.attributes["pool-summary"])
+        self.assertNotIn("hidden", page.attributes["algorithm-summary"])
+        [(markup, _)] = sections(dom).values()
+        self.assertTrue(markup.startswith('<div class="pool-head" hidden=""></div><table'))
+        self.assertNotIn('class="chart-pool"', dom.split("<script>")[0])
+
+    async def test_twoPools(self) -> None:
+        """
+        Two pools render as two sections, each under its name with its
+        algorithm and its backends' states, each with its own backends
+        (one address in both) and its own columns (no weight under round
+        robin); the line at the top counts the pools and every pool's
+        backends, and names the pool whose TLS is not verified.
+        """
+        page, dom = await self.render(FakeStatus(TWO_POOLS))
+        found = sections(dom)
+        self.assertEqual(list(found), ["api", "web"])
+        heads = {}
+        for name, (markup, _) in found.items():
+            [title] = re.findall(r'<h2 class="pool-title">(.*?)</h2>', markup)
+            [facts] = re.findall(r'<p class="pool-facts">(.*?)</p>', markup)
+            heads[name] = [re.sub(r"<[^>]*>", "", title), *re.findall(r">([^<]+)</span>", facts)]
+        self.assertEqual(
+            heads,
+            {
+                "api": ["Pool api", "algorithm ewma", "2 backends: 1 up, 1 down, 0 draining"],
+                "web": [
+                    "Pool web",
+                    "algorithm roundrobin",
+                    "1 backend: 0 up, 0 down, 1 draining",
+                    "TLS to backends NOT VERIFIED",
+                ],
+            },
+        )
+        api, web = found["api"][1], found["web"][1]
+        self.assertEqual(api.header, EXAMPLE_HEADER)
+        self.assertEqual(
+            [row[:3] for row in api.rows],
+            [["localhost:8081", "up", "1"], ["localhost:8082", "down", "2"]],
+        )
+        self.assertEqual(web.header, [h for h in EXAMPLE_HEADER if h != "Weight"])
+        self.assertEqual(
+            [row[:4] for row in web.rows], [["localhost:8081", "draining", "0", "3.2"]]
+        )
+        self.assertEqual(web.rows[0][4], "7")
+        self.assertEqual(page.text["pool-count"], "2")
+        self.assertIn("hidden", page.attributes["algorithm-summary"])
+        self.assertEqual(page.text["health"], "1 up, 1 down, 1 draining")
+        self.assertEqual(page.text["insecure-pools"], " In pool web.")
+
+    async def test_routeTable(self) -> None:
+        """
+        The route table lists the routes in order: each one's label, its
+        conditions and its action in a few words, and the requests it
+        matched.
+        """
+        page, dom = await self.render(FakeStatus(TWO_POOLS))
+        self.assertNotIn("hidden", page.attributes["routes-section"])
+        self.assertEqual(
+            routeRows(dom),
+            [
+                ["api", "host api.example.com; path-prefix /v1", "pool api", "12"],
+                ["2", "path-prefix /internal", "respond 403", "3"],
+                [
+                    "3",
+                    "host a.example.com or *.b.example.com; method GET or HEAD;"
+                    " header X-Canary: 1, X-Debug (any value); query debug=1; client 10.0.0.0/8",
+                    "redirect 301 https://{host}{uri}",
+                    "0",
+                ],
+                [
+                    "4",
+                    "path /login",
+                    "split api 95, web 5 by cookie:session; mirror web 10 %;"
+                    " rewrites set-host internal, request-headers",
+                    "40",
+                ],
+                ["5", "path-regex /r/[0-9]+", "router mycompany.routing:ByTenant", "1"],
+                ["6", "every request", "pool web", "100"],
+            ],
+        )
+
+    async def test_poolsEscaped(self) -> None:
+        """
+        Pool names and routes' values that look like markup appear as
+        text.
+        """
+        payload = copy.deepcopy(TWO_POOLS)
+        payload["pools"][1]["name"] = SCRIPT
+        payload["routes"] = [
+            {"label": "1", "config": {"path": SCRIPT, "pool": SCRIPT}, "requests": 0}
+        ]
+        _, dom = await self.render(FakeStatus(payload))
+        self.assertEqual(list(sections(dom)), ["api", SCRIPT])
+        self.assertEqual(routeRows(dom), [["1", "path " + SCRIPT, "pool " + SCRIPT, "0"]])
+        self.assertEqual(dom.split("<script>")[0].count("<script"), 0)
+
+    async def test_chartsByPool(self) -> None:
+        """
+        The charts are grouped by pool, each under its name, and each
+        pool's card of one address draws that pool's samples.
+        """
+        payload = copy.deepcopy(TWO_POOLS)
+        samples = history(20, rps=40.0)["samples"]
+        for sample in samples:
+            sample["pools"] = {
+                "api": sample["backends"],
+                "web": {"localhost:8081": {"rps": 2.0, "p99": None, "active": 1, "load": None}},
+            }
+        payload["history"] = {"interval": 2.0, "span": 300.0, "samples": samples}
+        _, dom = await self.render(FakeStatus(payload))
+        groups = dict(
+            re.findall(
+                r'<div class="chart-group" data-pool="(\w+)">(.*?)(?=<div class="chart-group"|$)',
+                dom.split("<script>")[0],
+                re.DOTALL,
+            )
+        )
+        self.assertEqual(list(groups), ["api", "web"])
+        for name, rps in (("api", "40.0"), ("web", "2.0")):
+            self.assertTrue(groups[name].startswith(f'<h3 class="chart-pool">Pool {name}</h3>'))
+            drawn = charts(groups[name])
+            self.assertEqual(drawn["rps"]["label"], f"req/s {rps}", name)
+            self.assertEqual(len(drawn["rps"]["lines"][0]), 20, name)
 
     async def test_screenshot(self) -> None:
         """
@@ -995,3 +1310,138 @@ class OperatorTests(TestCase):
             ],
         )
         self.assertFalse(self.harness.backends[0].draining)
+
+
+#: A site of two pools with C{127.0.0.1:8081} in both, and three routes.
+SITE = """
+listen = "tcp:8080"
+admin-token = "s3cret"
+
+[pools.api]
+algo = "weighted"
+backends = ["127.0.0.1:8081", "127.0.0.1:8082"]
+
+[pools.web]
+algo = "weighted"
+backends = ["127.0.0.1:8081"]
+
+[[routes]]
+name = "api"
+host = "api.example.com"
+pool = "api"
+
+[[routes]]
+name = "internal"
+path-prefix = "/internal"
+respond = 403
+
+[[routes]]
+pool = "web"
+"""
+
+
+class PoolOperatorTests(TestCase):
+    """
+    The page of a site of two pools and routes as an operator uses it, in
+    headless Chromium, against the real admin API (in memory) served over
+    loopback.
+    """
+
+    skip = OperatorTests.skip
+
+    def setUp(self) -> None:
+        self.harness = ServiceHarness(self, SITE)
+        self.site = RecordingSite(AdminResource(self.harness.service, "s3cret"))
+        port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}/"
+
+    async def browser(self) -> Browser:
+        profile = self.mktemp()
+        os.makedirs(profile)
+        browser = Browser(profile, "--window-size=1400,900")
+        self.addCleanup(lambda: Deferred.fromCoroutine(browser.close()))
+        await browser.open(self.url)
+        await browser.waitFor("document.querySelectorAll('section.pool tbody tr').length === 3")
+        return browser
+
+    async def state(self, path: str) -> str:
+        """
+        The state of a backend, as the admin API gives it at C{path}.
+        """
+        response = await treq.get(self.url + path, pool=HTTPConnectionPool(reactor, False))
+        self.assertEqual(response.code, 200, path)
+        return str((await response.json())["state"])
+
+    def send(self, host: str, path: str) -> bytes:
+        """
+        A request through the balancer, answered by its backend if it
+        reaches one: what the client got.
+        """
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        channel, client = self.harness.client(request)
+        if self.harness.reactor.tcpClients:
+            backend, _ = self.harness.backend()
+            # Not kept alive: each request has a connection of its own.
+            backend.dataReceived(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            self.harness.reactor.advance(0)
+        channel.connectionLost(Failure(ConnectionDone()))
+        return client.value()
+
+    async def test_drainInSecondPool(self) -> None:
+        """
+        Drain, clicked on a backend of the second pool, drains that pool's
+        backend only: the same address in the first pool stays up.
+        """
+        browser = await self.browser()
+        await browser.waitFor("!document.getElementById('unlock').hidden")
+        await browser.type("#token", "s3cret")
+        await browser.click("#unlock button")
+        await browser.waitFor("document.querySelectorAll('button.drain').length === 3")
+        await browser.click('section[data-pool="web"] tr:first-child button.drain')
+        await browser.waitFor("document.querySelector('section[data-pool=\"web\"] button.restore')")
+        self.assertEqual(
+            await browser.evaluate("document.getElementById('admin-message').textContent"),
+            "drain 127.0.0.1:8081 in pool web: done",
+        )
+        self.assertEqual(
+            await browser.evaluate(
+                "[...document.querySelectorAll('section.pool')].map((s) =>"
+                " s.dataset.pool + ' ' + [...s.querySelectorAll('.state')]"
+                ".map((e) => e.textContent).join(' '))"
+            ),
+            ["api up up", "web draining"],
+        )
+        self.assertEqual(await self.state("pools/web/backends/127.0.0.1:8081"), "draining")
+        self.assertEqual(await self.state("pools/api/backends/127.0.0.1:8081"), "up")
+        self.assertEqual(
+            [(method, uri, code) for method, uri, code, _, _ in self.site.changes()],
+            [(b"POST", b"/pools/web/backends/127.0.0.1%3A8081/drain", 200)],
+        )
+
+    async def test_routeCounts(self) -> None:
+        """
+        The route table shows each route's requests, and follows them as
+        more are made.
+        """
+        self.assertTrue(self.send("www.example.com", "/internal/x").startswith(b"HTTP/1.1 403"))
+        self.assertTrue(self.send("api.example.com", "/v1").startswith(b"HTTP/1.1 200"))
+        browser = await self.browser()
+        rows = (
+            "[...document.querySelectorAll('#routes tr')].map((row) =>"
+            " [...row.cells].map((cell) => cell.textContent))"
+        )
+        self.assertEqual(
+            await browser.waitFor(rows + ".length === 3 && " + rows),
+            [
+                ["api", "host api.example.com", "pool api", "1"],
+                ["internal", "path-prefix /internal", "respond 403", "1"],
+                ["3", "every request", "pool web", "0"],
+            ],
+        )
+        for _ in range(2):
+            self.assertTrue(self.send("www.example.com", "/").startswith(b"HTTP/1.1 200"))
+        self.assertEqual(
+            await browser.waitFor(f"{rows}[2][3] === '2' && {rows}.map((row) => row[3])"),
+            ["1", "1", "2"],
+        )

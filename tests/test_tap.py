@@ -107,16 +107,14 @@ class ParseBackendTests(SynchronousTestCase):
             self.assertIn(f"--backends: {spec!r}: {reason}", message)
             self.assertNotIn("\n", message)
 
-    def test_maxConnNotYet(self) -> None:
+    def test_maxConnOption(self) -> None:
         """
-        C{--backends} refuses a limit it cannot enforce yet, in one line.
+        C{--backends} takes a backend's own limit after its weight.
         """
-        with self.assertRaises(SystemExit) as caught:
-            parse("--backends", "a:1,b:2=1/5")
+        options = parse("--backends", "a:1,b:2=3/5")
         self.assertEqual(
-            caught.exception.code,
-            "txlb: --backends: b:2: per-backend limits (/MAXCONN) are not enforced yet"
-            " (see twistd txlb --help)",
+            [(b.address, b.weight, b.maxConn) for b in options["backends"]],
+            [("a:1", 1, 0), ("b:2", 3, 5)],
         )
 
 

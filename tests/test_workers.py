@@ -49,6 +49,10 @@ from txlb.workers.workeradmin import (
     WorkersAPI,
     mergeBackends,
     mergeMetrics,
+    mergePools,
+    mergeQueues,
+    mergeRoutes,
+    mergeShadows,
     workerMetrics,
 )
 
@@ -82,6 +86,53 @@ reactor.run()
 
 #: Seconds any wait in these tests may take.
 WAIT = 30.0
+
+
+def counted(address: str, requests: int, state: str = "up") -> dict[str, Any]:
+    """
+    A backend as a worker's C{/status} shows it, with C{requests} in every
+    count that the supervisor adds up.
+    """
+    return {
+        "address": address,
+        "state": state,
+        "latencyMs": None,
+        "lastErrorAge": None,
+        **dict.fromkeys(SUMMED, requests),
+    }
+
+
+def workerStatus(
+    pools: dict[str, list[dict[str, Any]]], routes: dict[str, int] | None = None, **pool: Any
+) -> dict[str, Any]:
+    """
+    A worker's C{/status}: C{pools}' backends, by name, each pool with the
+    algorithm C{weighted} (or as C{pool} says), and the routes' counts by
+    label; at the top, the pool C{default}'s or the first's.
+    """
+    listed = [
+        {
+            "name": name,
+            "algorithm": "weighted",
+            "usesWeights": True,
+            "backendTLS": "verified",
+            "shadow": None,
+            "backends": backends,
+            **pool,
+        }
+        for name, backends in pools.items()
+    ]
+    main = next((p for p in listed if p["name"] == "default"), listed[0])
+    return {
+        "algorithm": main["algorithm"],
+        "usesWeights": main["usesWeights"],
+        "backends": main["backends"],
+        "pools": listed,
+        "routes": [
+            {"label": label, "config": {"pool": label}, "requests": count}
+            for label, count in (routes or {}).items()
+        ],
+    }
 
 
 def freePort() -> int:
@@ -273,6 +324,7 @@ class MergeTests(SynchronousTestCase):
                 "errors": requests // 2,
                 "checkFailures": 1,
                 "requestsPerSecond": 0.5,
+                "limit": 3,
                 "latencyMs": latency,
                 "latencyBuckets": None if latency is None else [requests // 2, requests],
                 "lastError": error[0],
@@ -294,8 +346,11 @@ class MergeTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            [(b["address"], b["state"], b["requests"], b["active"], b["errors"]) for b in merged],
-            [("a:1", "up", 12, 3, 6), ("b:1", "mixed", 4, 2, 2)],
+            [
+                (b["address"], b["state"], b["requests"], b["active"], b["errors"], b["limit"])
+                for b in merged
+            ],
+            [("a:1", "up", 12, 3, 6, 9), ("b:1", "mixed", 4, 2, 2, 6)],
         )
         self.assertEqual([b["latencyMs"] for b in merged], [2.0, None])
         self.assertEqual([b["requestsPerSecond"] for b in merged], [1.5, 1.0])
@@ -305,6 +360,95 @@ class MergeTests(SynchronousTestCase):
             [(b["lastError"], b["lastErrorAge"]) for b in merged],
             [("health check: timeout", 2.5), ("reset", 9.0)],
         )
+
+    def test_mergePools(self) -> None:
+        """
+        Each pool's backends are merged apart: one address in two pools
+        keeps each pool's counts; the algorithm is the first worker's.
+        """
+        first = workerStatus({"api": [counted("a:1", 1)], "web": [counted("a:1", 10)]})
+        second = workerStatus(
+            {"api": [counted("a:1", 2)], "web": [counted("a:1", 20, "down")]}, algorithm="p2c"
+        )
+        merged = mergePools([first["pools"], second["pools"]])
+        self.assertEqual(
+            [
+                (p["name"], p["algorithm"], [(b["requests"], b["state"]) for b in p["backends"]])
+                for p in merged
+            ],
+            [("api", "weighted", [(3, "up")]), ("web", "weighted", [(30, "mixed")])],
+        )
+
+    def test_mergePoolsKnownToSome(self) -> None:
+        """
+        A pool only some workers have (one has reloaded, the other not
+        yet) is there, with those workers' counts.
+        """
+        first = workerStatus({"api": [counted("a:1", 1)]})
+        second = workerStatus({"api": [counted("a:1", 2)], "new": [counted("b:1", 5)]})
+        merged = mergePools([first["pools"], second["pools"]])
+        self.assertEqual(
+            [(p["name"], [b["requests"] for b in p["backends"]]) for p in merged],
+            [("api", [3]), ("new", [5])],
+        )
+
+    def test_mergeShadows(self) -> None:
+        """
+        A shadow's picks, comparisons and errors add up over the workers,
+        and its agreement is over all the comparisons.
+        """
+        shadows = [
+            {"algorithm": "ewma", "compared": 100, "agreement": 0.5, "picks": {"a:1": 100}},
+            {
+                "algorithm": "ewma",
+                "compared": 300,
+                "agreement": 0.9,
+                "picks": {"a:1": 1, "b:1": 299},
+            },
+        ]
+        shadows[0]["errors"], shadows[1]["errors"] = 1, 2
+        self.assertEqual(
+            mergeShadows(shadows),
+            {
+                "algorithm": "ewma",
+                "compared": 400,
+                "agreement": 0.8,
+                "picks": {"a:1": 101, "b:1": 299},
+                "errors": 3,
+            },
+        )
+        nothing = [{**shadows[0], "compared": 0, "agreement": None, "picks": {}}]
+        self.assertIsNone(mergeShadows(nothing)["agreement"])
+
+    def test_mergeRoutes(self) -> None:
+        """
+        The requests each route matched add up over the workers, by label.
+        """
+        merged = mergeRoutes(
+            [
+                workerStatus({"api": []}, {"api": 3, "2": 1})["routes"],
+                workerStatus({"api": []}, {"api": 4, "2": 0})["routes"],
+            ]
+        )
+        self.assertEqual(
+            merged,
+            [
+                {"label": "api", "config": {"pool": "api"}, "requests": 7},
+                {"label": "2", "config": {"pool": "2"}, "requests": 1},
+            ],
+        )
+
+    def test_mergeQueues(self) -> None:
+        """
+        Each worker's queue adds to the whole: lengths, sizes and counts.
+        """
+        queue = {"length": 2, "max": 10, "timeout": 5.0, "full": 1, "timedOut": 0}
+        queue["retriesRefused"] = 3
+        self.assertEqual(
+            mergeQueues([queue, {**queue, "length": 1, "timedOut": 4}]),
+            {"length": 3, "max": 20, "timeout": 5.0, "full": 2, "timedOut": 4, "retriesRefused": 6},
+        )
+        self.assertIsNone(mergeQueues([]))
 
     def test_mergeMetrics(self) -> None:
         """
@@ -540,19 +684,83 @@ class CombineTests(SynchronousTestCase):
         The status adds up the workers that answered, and says why another
         did not.
         """
-        backends = [{"address": "a:1", "state": "up", "latencyMs": None}]
-        backends[0].update(dict.fromkeys(SUMMED, 1))
-        status = json.dumps({"backends": backends}).encode()
-        results = [(True, (200, status)), (False, Failure(ConnectionRefusedError("refused")))]
+        status = workerStatus({"default": [counted("a:1", 1)]})
+        results = [
+            (True, (200, json.dumps(status).encode())),
+            (False, Failure(ConnectionRefusedError("refused"))),
+        ]
         code, answer = self.api._combine(results, change(b"GET", b"/status"))
-        self.assertEqual((code, answer["backends"]), (200, backends))
+        self.assertEqual((code, answer["backends"]), (200, [counted("a:1", 1)]))
         self.assertEqual(
             answer["workers"],
             [
-                {"worker": 0, "backends": backends, "pid": 10, "restarts": 0},
+                {"worker": 0, **status, "pid": 10, "restarts": 0},
                 {"worker": 1, "error": "no answer: refused", "pid": None, "restarts": 3},
             ],
         )
+
+    def test_statusByPool(self) -> None:
+        """
+        The status has each pool with its backends' counts added up over
+        the workers, the routes with theirs, and at the top the pool
+        C{default}'s, as a worker's status has.
+        """
+        statuses = [
+            workerStatus({"api": [counted("a:1", 1)], "default": [counted("a:1", 10)]}, {"api": 1}),
+            workerStatus({"api": [counted("a:1", 2)], "default": [counted("a:1", 20)]}, {"api": 2}),
+        ]
+        results = [(True, (200, json.dumps(status).encode())) for status in statuses]
+        code, answer = self.api._combine(results, change(b"GET", b"/status"))
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            [(p["name"], [b["requests"] for b in p["backends"]]) for p in answer["pools"]],
+            [("api", [3]), ("default", [30])],
+        )
+        self.assertEqual([b["requests"] for b in answer["backends"]], [30])
+        self.assertEqual([(r["label"], r["requests"]) for r in answer["routes"]], [("api", 3)])
+
+    def test_poolBackends(self) -> None:
+        """
+        C{GET /pools/NAME/backends} and C{.../HOST:PORT} add up the
+        workers' counts, as C{GET /backends} does for C{default}.
+        """
+        listed = [
+            (True, (200, json.dumps({"backends": [counted("a:1", n)]}).encode())) for n in (1, 2)
+        ]
+        self.assertEqual(
+            self.api._combine(listed, change(b"GET", b"/pools/api/backends")),
+            (200, {"backends": [counted("a:1", 3)]}),
+        )
+        one = [(True, (200, json.dumps(counted("a:1", n)).encode())) for n in (1, 2)]
+        self.assertEqual(
+            self.api._combine(one, change(b"GET", b"/pools/api/backends/a%3A1")),
+            (200, counted("a:1", 3)),
+        )
+
+    def test_routes(self) -> None:
+        """
+        C{GET /routes} adds up the requests each route matched in every
+        worker.
+        """
+        results = [
+            (True, (200, json.dumps({"routes": [{"label": "api", "requests": n}]}).encode()))
+            for n in (1, 2)
+        ]
+        self.assertEqual(
+            self.api._combine(results, change(b"GET", b"/routes")),
+            (200, {"routes": [{"label": "api", "requests": 3}]}),
+        )
+
+    def test_poolChangeRemembered(self) -> None:
+        """
+        A change of a pool's backend is remembered with its pool's path,
+        so that a restarted worker makes it in that pool.
+        """
+        made = change(b"POST", b"/pools/api/backends/a%3A1/drain")
+        answer = (200, b'{"state": "draining"}')
+        self.api._combine([(True, answer), (True, answer)], made)
+        self.assertEqual(self.workers.changes, [made])
+        self.assertEqual(made.replayed().uri, b"/pools/api/backends/a%3A1/drain")
 
 
 class WorkersAPITests(SynchronousTestCase):
@@ -566,7 +774,8 @@ class WorkersAPITests(SynchronousTestCase):
         self.clock = Clock()
         self.api = WorkersAPI(self.workers, self.clock)
         self.asked: list[tuple[int, bytes, bytes]] = []
-        self.answers: dict[int, list[dict[str, Any]]] = {}
+        #: Each worker's pools' backends, by the worker's port.
+        self.answers: dict[int, dict[str, list[dict[str, Any]]]] = {}
         self.patch(workeradmin, "ask", self.ask)
 
     def ask(
@@ -580,8 +789,7 @@ class WorkersAPITests(SynchronousTestCase):
         timeout: float = 5.0,
     ) -> Any:
         self.asked.append((port, method, uri))
-        status = {"algorithm": "weighted", "usesWeights": True, "backends": self.answers[port]}
-        return succeed((200, json.dumps(status).encode()))
+        return succeed((200, json.dumps(workerStatus(self.answers[port])).encode()))
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
         response = self.successResultOf(
@@ -589,9 +797,9 @@ class WorkersAPITests(SynchronousTestCase):
         )
         return response.code, json.loads(self.successResultOf(response.content()))
 
-    def backend(self, buckets: list[int], rps: float) -> dict[str, Any]:
+    def backend(self, buckets: list[int], rps: float, address: str = "a:1") -> dict[str, Any]:
         return {
-            "address": "a:1",
+            "address": address,
             "state": "up",
             "active": 1,
             "requests": buckets[-1],
@@ -599,6 +807,7 @@ class WorkersAPITests(SynchronousTestCase):
             "errors": 0,
             "checkFailures": 0,
             "requestsPerSecond": rps,
+            "limit": 5,
             "latencyMs": 1.0,
             "latencyBuckets": buckets,
             "load": None,
@@ -611,33 +820,68 @@ class WorkersAPITests(SynchronousTestCase):
         the last sample.
         """
         buckets = [0] * (len(BUCKETS) + 1)
-        self.answers = {1: [self.backend(buckets, 1.0)], 2: [self.backend(buckets, 2.0)]}
+        self.answers = {
+            1: {"default": [self.backend(buckets, 1.0)]},
+            2: {"default": [self.backend(buckets, 2.0)]},
+        }
         self.successResultOf(Deferred.fromCoroutine(self.api.record()))
         self.clock.advance(2)
         # 100 requests under 1 ms in worker 1, 100 in (5, 10] ms in worker 2.
         self.answers = {
-            1: [self.backend([100] * (len(BUCKETS) + 1), 1.0)],
-            2: [self.backend([0, 0, 0, 100, *[100] * (len(BUCKETS) - 3)], 2.0)],
+            1: {"default": [self.backend([100] * (len(BUCKETS) + 1), 1.0)]},
+            2: {"default": [self.backend([0, 0, 0, 100, *[100] * (len(BUCKETS) - 3)], 2.0)]},
         }
         self.successResultOf(Deferred.fromCoroutine(self.api.record()))
         self.assertEqual(
-            [sample["backends"] for sample in self.api.history.since(-1)],
+            [sample["backends"] for sample in self.api.history.since(-1, "default")],
             [
-                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None}},
-                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None}},
+                {"a:1": {"rps": 3.0, "p99": None, "active": 2, "load": None, "limit": 10}},
+                {"a:1": {"rps": 3.0, "p99": 9.9, "active": 2, "load": None, "limit": 10}},
             ],
         )
         self.assertEqual(self.asked, [(port, b"GET", b"/status") for port in (1, 2, 1, 2)])
+
+    def test_recordByPool(self) -> None:
+        """
+        The history keeps each pool's backends apart, one address in two
+        pools too: each pool's requests/s added up over the workers, and
+        the p99 of the requests each pool's backend served.
+        """
+        zero = [0] * (len(BUCKETS) + 1)
+        fast = [100] * (len(BUCKETS) + 1)
+        slow = [0, 0, 0, 100, *[100] * (len(BUCKETS) - 3)]
+        self.answers = {
+            port: {"api": [self.backend(zero, 1.0)], "web": [self.backend(zero, 1.0)]}
+            for port in (1, 2)
+        }
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        self.clock.advance(2)
+        self.answers = {
+            1: {"api": [self.backend(fast, 5.0)], "web": [self.backend(zero, 1.0)]},
+            2: {"api": [self.backend(fast, 5.0)], "web": [self.backend(slow, 2.0)]},
+        }
+        self.successResultOf(Deferred.fromCoroutine(self.api.record()))
+        last = self.api.history.since(-1)[-1]["pools"]
+        self.assertEqual(
+            last,
+            {
+                "api": {"a:1": {"rps": 10.0, "p99": 0.99, "active": 2, "load": None, "limit": 10}},
+                "web": {"a:1": {"rps": 3.0, "p99": 9.95, "active": 2, "load": None, "limit": 10}},
+            },
+        )
 
     def test_recordSurvivesNonsense(self) -> None:
         """
         A worker whose status makes no sense costs one sample, logged, not
         the sampling: the next one is taken.
         """
-        self.answers = {1: [{"address": "a:1"}], 2: []}
+        self.answers = {1: {"default": [{"address": "a:1"}]}, 2: {"default": []}}
         self.successResultOf(Deferred.fromCoroutine(self.api.record()))
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
-        self.answers = {1: [self.backend([0] * 15, 1.0)], 2: [self.backend([0] * 15, 1.0)]}
+        self.answers = {
+            1: {"default": [self.backend([0] * 15, 1.0)]},
+            2: {"default": [self.backend([0] * 15, 1.0)]},
+        }
         self.successResultOf(Deferred.fromCoroutine(self.api.record()))
         self.assertEqual(len(self.api.history.since(-1)), 1)
 
@@ -647,7 +891,10 @@ class WorkersAPITests(SynchronousTestCase):
         adds the supervisor's history, whether changes need a token and
         whether the request carries it, and the workers' algorithm.
         """
-        self.answers = {1: [self.backend([0] * 15, 1.0)], 2: [self.backend([0] * 15, 1.0)]}
+        self.answers = {
+            1: {"default": [self.backend([0] * 15, 1.0)]},
+            2: {"default": [self.backend([0] * 15, 1.0)]},
+        }
         self.successResultOf(Deferred.fromCoroutine(self.api.record()))
         self.asked.clear()
         code, status = self.request("GET", "/status?since=-1", {"Authorization": "Bearer s3cret"})
@@ -766,6 +1013,33 @@ class SupervisorTests(SynchronousTestCase):
     def writeConfig(self, ports: list[int]) -> None:
         backends = ",".join(f"127.0.0.1:{port}" for port in ports)
         self.config.write_text(f'backends = "{backends}"\n')
+
+    def writePools(self) -> tuple[str, str]:
+        """
+        A site of two pools: C{api} (the first backend), for paths under
+        C{/api}, and C{web} (both backends) for the rest; the addresses of
+        the backends.
+        """
+        first, second = (f"127.0.0.1:{port}" for port in self.backendPorts)
+        self.config.write_text(
+            f"""
+[pools.api]
+backends = ["{first}"]
+
+[pools.web]
+backends = ["{first}", "{second}"]
+
+[[routes]]
+name = "api"
+path-prefix = "/api"
+pool = "api"
+
+[[routes]]
+name = "web"
+pool = "web"
+"""
+        )
+        return first, second
 
     def spawn(self, arguments: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         """
@@ -1122,6 +1396,34 @@ class SupervisorTests(SynchronousTestCase):
         self.assertGreater(min(perWorker), 0.2 * len(results), perWorker)
         self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
 
+    def test_maxConnShared(self) -> None:
+        """
+        C{--max-conn 4} is the whole txlb's: each of two workers admits 2
+        to a backend, and eight slow requests at once, however the kernel
+        spreads them, never have more than 4 in flight there; the others
+        wait, and all are served.
+        """
+        self.start("--max-conn", "4", "--queue-timeout", "25")
+        (backend,) = self.status()["backends"]
+        self.assertEqual(backend["limit"], 4)
+        self.assertEqual([w["backends"][0]["limit"] for w in self.status()["workers"]], [2, 2])
+        codes: list[int] = []
+
+        def slow() -> None:
+            codes.append(get(self.port, "/slow")[0])
+
+        clients = [threading.Thread(target=slow) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        busiest = 0
+        while any(thread.is_alive() for thread in clients):
+            status = self.status()
+            busiest = max(busiest, status["backends"][0]["active"])
+            time.sleep(0.05)
+        self.assertEqual(codes, [200] * 8)
+        self.assertLessEqual(busiest, 4)
+        self.assertGreaterEqual(busiest, 2)
+
     def test_maxClientConnectionsShared(self) -> None:
         """
         C{--max-client-conns 3} counts the connections of an address in all
@@ -1237,3 +1539,100 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(second(), [[], []])
         code, body = get(self.adminPort, "/backends/nowhere:1", "DELETE")
         self.assertEqual((code, json.loads(body)), (404, {"error": "no backend nowhere:1"}))
+
+    def test_statusByPool(self) -> None:
+        """
+        With pools and routes, the supervisor's status has each pool with
+        its backends' requests added up over the workers (one address in
+        two pools counted in each apart), and each route's; so do C{GET
+        /pools/NAME/backends} and C{GET /routes}.
+        """
+        first, second = self.writePools()
+        self.start()
+        for _ in range(10):
+            self.assertEqual(get(self.port, "/api/ping")[0], 200)
+        for _ in range(30):
+            self.assertEqual(get(self.port, "/ping")[0], 200)
+        status = self.status()
+        counts = {
+            p["name"]: {b["address"]: b["requests"] for b in p["backends"]} for p in status["pools"]
+        }
+        # Each worker goes round web's two backends on its own: the first
+        # may have one more request of each.
+        web = counts.pop("web")
+        self.assertEqual((list(web), sum(web.values())), ([first, second], 30))
+        self.assertLessEqual(abs(web[first] - web[second]), 2)
+        self.assertEqual(counts, {"api": {first: 10}})
+        self.assertEqual(
+            [(r["label"], r["requests"]) for r in status["routes"]], [("api", 10), ("web", 30)]
+        )
+        perWorker = [sum(r["requests"] for r in w["routes"]) for w in status["workers"]]
+        self.assertNotIn(0, perWorker)
+        # Without a pool default, the top level is the first pool's.
+        self.assertEqual([b["address"] for b in status["backends"]], [first])
+        code, body = get(self.adminPort, "/pools/web/backends")
+        self.assertEqual(
+            (code, [b["requests"] for b in json.loads(body)["backends"]]),
+            (200, [web[first], web[second]]),
+        )
+        code, body = get(self.adminPort, f"/pools/api/backends/{first}")
+        self.assertEqual((code, json.loads(body)["requests"]), (200, 10))
+        code, body = get(self.adminPort, "/routes")
+        self.assertEqual(
+            (code, [r["requests"] for r in json.loads(body)["routes"]]), (200, [10, 30])
+        )
+
+    def test_routeMetrics(self) -> None:
+        """
+        C{/metrics} gives each worker's requests per route and per pool
+        once, labelled with the worker: their sums are the requests made.
+        """
+        first, _ = self.writePools()
+        self.start()
+        for _ in range(12):
+            get(self.port, "/api/ping")
+        code, body = get(self.adminPort, "/metrics")
+        self.assertEqual(code, 200)
+        routes: dict[str, float] = {}
+        pools: dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "txlb_route_requests_total":
+                    self.assertIn("worker", sample.labels)
+                    label = sample.labels["route"]
+                    routes[label] = routes.get(label, 0) + sample.value
+                if sample.name == "txlb_requests_total" and sample.labels["backend"] == first:
+                    label = sample.labels["pool"]
+                    pools[label] = pools.get(label, 0) + sample.value
+        self.assertEqual(routes, {"api": 12})
+        self.assertEqual(pools, {"api": 12})
+
+    def test_restartedWorkerMakesPoolChanges(self) -> None:
+        """
+        A backend drained in one pool through the API stays drained in
+        that pool, and only there, in a worker restarted after the change:
+        the supervisor replays the change with its pool.
+        """
+        first, _ = self.writePools()
+        self.start()
+        code, _ = get(self.adminPort, f"/pools/web/backends/{first}/drain", "POST")
+        self.assertEqual(code, 200)
+        victim = self.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        self.waitFor(lambda: len(self.pids()) == 2 and victim not in self.pids(), "new worker")
+
+        def states() -> list[dict[str, str]]:
+            return [
+                {
+                    pool["name"]: b["state"]
+                    for pool in w.get("pools", [])
+                    for b in pool["backends"]
+                    if b["address"] == first
+                }
+                for w in self.status()["workers"]
+            ]
+
+        self.waitFor(
+            lambda: states() == [{"api": "up", "web": "draining"}] * 2, "the change replayed"
+        )
+        self.assertNotIn("Replaying", self.log.read_text())

@@ -157,6 +157,9 @@ class AccessLog:
                 f"client={outcome.clientHost} method={method} path={target} "
                 f"\N{RIGHTWARDS ARROW} backend={address} status={status} ms={seconds * 1000:.1f}"
             )
+            if outcome.queued is not None:
+                # Only when it waited: the seed's line stays as it was.
+                line += f" queued={outcome.queued * 1000:.1f}ms"
             if self.routes:
                 line += f" route={_routeLabel(request) or '-'} pool={pool}"
             if outcome.error is not None:
@@ -177,6 +180,7 @@ class AccessLog:
             "connectMs": _milliseconds(outcome.connected, outcome.started),
             "firstByteMs": _milliseconds(outcome.firstByte, outcome.started),
             "totalMs": _tenths(seconds * 1000),
+            "queueMs": None if outcome.queued is None else _tenths(outcome.queued * 1000),
             "retries": outcome.retries,
             "flag": outcome.flag,
             "error": outcome.error,
@@ -222,7 +226,8 @@ def _routeLabel(request: Any) -> str | None:
 TEXT_LINE = re.compile(
     r"client=(?P<client>\S*) method=(?P<method>\S+) path=(?P<target>.*?)"
     r" → backend=(?P<backend>\S+) status=(?P<status>\S+)"
-    r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: route=(?P<route>\S+) pool=(?P<pool>\S+))?"
+    r" ms=(?P<ms>[0-9]+(?:\.[0-9]+)?)(?: queued=(?P<queued>[0-9]+(?:\.[0-9]+)?)ms)?"
+    r"(?: route=(?P<route>\S+) pool=(?P<pool>\S+))?"
     r"(?: error=\".*\")?$"
 )
 

@@ -19,7 +19,11 @@ in proportion as it climbs:
   - It starts at 1 and doubles each window while latency stays at or
     under C{target = base * (1 + buffer)} (slow start, as TCP's), so that
     the first base is measured unloaded and a big backend's limit is
-    found in a second or so.
+    found in a second or so.  The first window over the target ends slow
+    start with the whole gradient below at once, not smoothed: the last
+    doubling overshot the backend's capacity, and a backend far past it
+    (latency over twice the target) gets its limit halved at once, as TCP
+    halves its window when slow start ends.
   - After that, at the end of each window: at or under the target, the
     limit may grow by C{sqrt(limit)} (Envoy's headroom); over it, it
     shrinks to C{limit * max(target / latency, 0.5)} (Envoy's gradient,
@@ -146,8 +150,13 @@ class AdaptiveLimit:
                 if busiest * 2 < self.limit:
                     return
                 estimate += math.sqrt(estimate) * self._smoothing
-        else:
+        elif self._slowStart:
+            # Past the backend's capacity, the last doubling overshot it:
+            # the whole gradient at once (at most halving, as TCP halves its
+            # window when slow start ends), not a fifth of it.
             self._slowStart = False
+            estimate *= max(target / median, 0.5)
+        else:
             estimate -= estimate * (1 - max(target / median, 0.5)) * self._smoothing
         estimate = min(max(estimate, self._minLimit), self._maxLimit)
         self._estimate = estimate

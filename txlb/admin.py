@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -211,10 +211,10 @@ class AdminAPI(Resource):
 
     def record(self) -> None:
         """
-        Add a sample of every backend to the history.
+        Add a sample of every backend of every pool to the history.
         """
-        status = self.status()
-        self.history.record(self.balancer.reactor.seconds(), status["backends"])
+        pools = {pool["name"]: pool["backends"] for pool in self.status()["pools"]}
+        self.history.record(self.balancer.reactor.seconds(), pools)
 
     def render(self, request: server.Request) -> bytes | int:
         parts = (request.prepath or []) + (request.postpath or [])
@@ -292,7 +292,7 @@ class AdminAPI(Resource):
                 raise _AdminError(http.BAD_REQUEST, str(e)) from None
             status = {**self.status(), "admin": adminAccess(request, self.token)}
             if since is not None:
-                status["history"] = self.history.answer(since)
+                status["history"] = self.history.answer(since, mainPool(self.balancer.pools))
             return status, http.OK
         if path == ["metrics"] and method == b"GET":
             return self.balancer.resource.metrics.exposition(), http.OK
@@ -320,9 +320,8 @@ class AdminAPI(Resource):
         algorithm.
         """
         if path == ["backends"] and method == b"GET":
-            now = self.balancer.reactor.seconds()
             backends = pool.resource.pool.backends
-            return {"backends": [_backendStatus(b, now) for b in backends]}, http.OK
+            return {"backends": [self._backendOf(pool, b) for b in backends]}, http.OK
         fleet = self.balancer.fleet
         if fleet is not None and method in (b"POST", b"PATCH", b"DELETE", b"PUT"):
             return self._fleetChange(fleet, name, pool, method, path, request), http.ACCEPTED
@@ -333,7 +332,7 @@ class AdminAPI(Resource):
             if method == b"GET":
                 _, backend = self._find(pool, path[1], replay=False)
                 assert backend is not None
-                return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+                return self._backendOf(pool, backend), http.OK
             if method == b"PATCH":
                 return self._change(pool, path[1], _body(request), replay)
             if method == b"DELETE":
@@ -458,11 +457,10 @@ class AdminAPI(Resource):
                 "shadow": options["shadow-algo"],
                 "etcdRevision": revision,
             }, code
-        now = self.balancer.reactor.seconds()
         key = parseBackend(address).key
         for backend in pool.resource.pool.backends:
             if backend.key == key:
-                return {**_backendStatus(backend, now), "etcdRevision": revision}, code
+                return {**self._backendOf(pool, backend), "etcdRevision": revision}, code
         return {"address": address, "etcdRevision": revision, "state": "removed"}, code
 
     def _routes(self) -> list[dict[str, Any]]:
@@ -488,7 +486,8 @@ class AdminAPI(Resource):
         pools = [
             self._poolStatus(name, pool, now, buckets) for name, pool in balancer.pools.items()
         ]
-        main = next((p for p in pools if p["name"] == DEFAULT_POOL), pools[0] if pools else None)
+        name = mainPool(balancer.pools)
+        main = next((p for p in pools if p["name"] == name), None)
         return {
             "version": __version__,
             "uptime": round(now - balancer.started, 1),
@@ -498,6 +497,8 @@ class AdminAPI(Resource):
             "backendTLS": None if main is None else main["backendTLS"],
             "shadow": None if main is None else main["shadow"],
             "latencyBounds": list(BUCKETS),
+            "maxConn": None if main is None else main["maxConn"],
+            "queue": None if main is None else main["queue"],
             "backends": [] if main is None else main["backends"],
             "pools": pools,
             "routes": self._routes(),
@@ -509,20 +510,30 @@ class AdminAPI(Resource):
     ) -> dict[str, Any]:
         resource = pool.resource
         shadow = resource.shadow
+        admission = resource.admission
         return {
             "name": name,
             "algorithm": pool.options["algo"],
             "usesWeights": getattr(resource.algorithm, "usesWeights", True),
             "backendTLS": "insecure" if resource.client.tls.insecure else "verified",
             "shadow": None if shadow is None else shadow.status(),
+            "maxConn": admission.maxConn,
+            "queue": _queueStatus(resource),
             "backends": [
                 {
-                    **_backendStatus(backend, now),
+                    **_backendStatus(backend, now, admission.limitOf(backend)),
                     "latencyBuckets": buckets.get((name, backend.address)),
                 }
                 for backend in resource.pool.backends
             ],
         }
+
+    def _backendOf(self, pool: Pool, backend: Backend) -> dict[str, Any]:
+        """
+        C{backend} of C{pool} as C{/status} shows it now.
+        """
+        now = self.balancer.reactor.seconds()
+        return _backendStatus(backend, now, pool.resource.admission.limitOf(backend))
 
     def _switch(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
         changes = _algorithmChanges(body)
@@ -586,7 +597,7 @@ class AdminAPI(Resource):
         pool.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds())
+        return self._backendOf(pool, backend)
 
     def _change(
         self, pool: Pool, address: str, body: dict[str, Any], replay: bool
@@ -606,7 +617,7 @@ class AdminAPI(Resource):
             weight=backend.weight,
             draining=", draining" if backend.draining else "",
         )
-        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+        return self._backendOf(pool, backend), http.OK
 
     def _remove(self, pool: Pool, address: str, replay: bool) -> tuple[dict[str, Any], int]:
         key, backend = self._find(pool, address, replay)
@@ -620,7 +631,17 @@ class AdminAPI(Resource):
         pool.adminState.remove(key)
         resource.setBackends(remaining)
         self._log.info("Admin API: removed backend {backend}", backend=backend.address)
-        return _backendStatus(backend, self.balancer.reactor.seconds()), http.OK
+        return self._backendOf(pool, backend), http.OK
+
+
+def mainPool(names: Iterable[str]) -> str | None:
+    """
+    The pool whose algorithm and backends C{/status} shows at its top
+    level, as it did before there were pools: C{default}, else the first
+    of C{names}; C{None} without pools.
+    """
+    names = list(names)
+    return DEFAULT_POOL if DEFAULT_POOL in names else next(iter(names), None)
 
 
 def refuseChange(request: server.Request, token: str | None) -> tuple[int, str] | None:
@@ -752,9 +773,26 @@ def _checkWeight(weight: object) -> None:
         raise _AdminError(http.BAD_REQUEST, f"weight must be a whole number from 1 to {MAX_WEIGHT}")
 
 
-def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
+def _queueStatus(resource: LoadBalancerResource) -> dict[str, Any]:
     """
-    One backend as C{/status} shows it.
+    The pool's queue and retry budget as C{/status} shows them: the
+    requests waiting now, the bounds, what was refused.
+    """
+    admission, budget = resource.admission, resource.retryBudget
+    return {
+        "length": admission.queued,
+        "max": admission.maxQueue,
+        "timeout": admission.timeout,
+        "full": admission.full,
+        "timedOut": admission.timedOut,
+        "retriesRefused": budget.refused,
+    }
+
+
+def _backendStatus(backend: Backend, now: float, limit: int) -> dict[str, Any]:
+    """
+    One backend as C{/status} shows it, with C{limit}, its limit of requests
+    in flight (0: none).
     """
     return {
         "address": backend.address,
@@ -774,6 +812,7 @@ def _backendStatus(backend: Backend, now: float) -> dict[str, Any]:
         "errors": backend.errors,
         "latencyMs": None if backend.latencyMs is None else round(backend.latencyMs, 2),
         "load": None if backend.load is None else round(backend.reportedLoad(now), 3),
+        "limit": limit,
     }
 
 

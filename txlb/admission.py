@@ -17,6 +17,11 @@ cannot use the backend that came free (it already tried it, say).
 The limit of a backend is its own (C{HOST:PORT=WEIGHT/MAXCONN}), else the
 pool's C{--max-conn}: a number (0: none), or C{auto}, a limit each
 backend learns from its latency (L{txlb.adaptive.AdaptiveLimit}).
+
+With C{--workers N}, each worker admits its share of a number, C{limit //
+N} (at least 1), so that the backend sees no more than the limit from
+the whole txlb (when the limit is at least N); a learnt limit is each
+worker's own, since each learns from the latency all of them cause.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from txlb.adaptive import AdaptiveLimit
 from txlb.backend import MAX_CONN, Backend
+from txlb.outcome import QUEUE_FULL, QUEUE_TIMEOUT
 
 #: C{--max-conn auto}.
 AUTO = "auto"
@@ -61,23 +67,34 @@ def parseMaxConn(text: str) -> int | str:
     return int(text)
 
 
-class QueueFullError(Exception):
+class QueueError(Exception):
+    """
+    The queue did not admit a request: txlb answers 503 with
+    C{Retry-After: RETRY_AFTER}.
+
+    @cvar flag: The access log's flag.
+    """
+
+    flag: str
+
+
+class QueueFullError(QueueError):
     """
     Every candidate was at its limit and the queue was full.
     """
 
-    flag = "QF"
+    flag = QUEUE_FULL
 
     def __str__(self) -> str:
         return "every backend at its limit and the queue full"
 
 
-class QueueTimeoutError(Exception):
+class QueueTimeoutError(QueueError):
     """
     The request waited in the queue for the whole queue timeout.
     """
 
-    flag = "QT"
+    flag = QUEUE_TIMEOUT
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
@@ -120,13 +137,14 @@ class Admission:
     gets and counts it sent
     (C{backend.active += 1}, L{txlb.backend.BackendPool.sending}) in the
     callback itself, before the next waiter is asked; when a request sent
-    to a backend is over, it calls L{released}; when a backend is added
-    or comes back up, L{wake}.
+    to a backend is over, it calls L{released}; when the backends change,
+    L{setBackends}; when one comes back up, L{wake}.
 
     @ivar maxConn: The limit of backends without one of their own: a
         number (0: none) or L{AUTO}.
     @ivar maxQueue: The most requests waiting.
     @ivar timeout: The most seconds one waits.
+    @ivar workers: The processes that share each limit (C{--workers}).
     @ivar full: Requests refused because the queue was full.
     @ivar timedOut: Requests that waited the whole timeout.
     """
@@ -140,14 +158,37 @@ class Admission:
         makeAdaptive: Callable[[Callable[[], float]], AdaptiveLimit] = AdaptiveLimit,
     ) -> None:
         self._reactor = reactor
-        self.maxConn = maxConn
-        self.maxQueue = maxQueue
-        self.timeout = timeout
         self._makeAdaptive = makeAdaptive
         self._adaptive: WeakKeyDictionary[Backend, AdaptiveLimit] = WeakKeyDictionary()
         self._queue: list[_Waiter] = []
         self.full = 0
         self.timedOut = 0
+        self.workers = 1
+        #: Whether a backend may have a limit of its own: unknown (so yes)
+        #: until L{setBackends} tells.
+        self._ownLimits = True
+        self.configure(maxConn, maxQueue, timeout)
+
+    def configure(self, maxConn: int | str, maxQueue: int, timeout: float) -> None:
+        """
+        Take new settings (a reload): requests in flight keep their
+        backends, waiters keep their place (and their timeout) even past a
+        smaller C{maxQueue}, and those a larger limit lets go, go.
+        """
+        self.maxConn = maxConn
+        self.maxQueue = maxQueue
+        self.timeout = timeout
+        self._limited = bool(maxConn) or self._ownLimits
+        self.wake()
+
+    def setBackends(self, backends: Sequence[Backend]) -> None:
+        """
+        The pool's backends are now C{backends} (added, removed, their own
+        limits changed): those waiting that can go now, go.
+        """
+        self._ownLimits = any(backend.maxConn for backend in backends)
+        self._limited = bool(self.maxConn) or self._ownLimits
+        self.wake()
 
     @property
     def queued(self) -> int:
@@ -160,11 +201,14 @@ class Admission:
         """
         The most requests C{backend} may have in flight (0: no limit).
         """
-        if backend.maxConn:
-            return backend.maxConn
-        if self.maxConn == AUTO:
-            return self.adaptive(backend).limit
-        return int(self.maxConn)
+        limit = backend.maxConn
+        if not limit:
+            if self.maxConn == AUTO:
+                return self.adaptive(backend).limit
+            limit = int(self.maxConn)
+        if self.workers > 1 and limit:
+            return max(limit // self.workers, 1)
+        return limit
 
     def adaptive(self, backend: Backend) -> AdaptiveLimit:
         """
@@ -199,12 +243,15 @@ class Admission:
         limit = self.limitOf(backend)
         return bool(limit) and backend.active >= limit
 
-    def admitNow(self, candidates: Sequence[Backend]) -> list[Backend]:
+    def admitNow(self, candidates: Sequence[Backend]) -> Sequence[Backend]:
         """
         The request path's fast way: those of C{candidates} a request may go
         to at once (below their limit, and no request waiting could take
         them), or none, when it must L{wait}.
         """
+        if not self._limited:
+            # No backend has a limit: nothing waits either.
+            return candidates
         free = self.free(candidates)
         if free and self._queue:
             # Those waiting first, if they can go.
@@ -248,7 +295,8 @@ class Admission:
         the waiters that can go, go, in order, each taking its slot before
         the next is asked.
         """
-        self._wake(lambda: not self._atLimit(backend))
+        if self._queue:
+            self._wake(lambda: not self._atLimit(backend))
 
     def wake(self) -> None:
         """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from twisted.logger import Logger
@@ -216,6 +216,10 @@ class BackendPool:
     #: for (panic mode).
     panicking = False
 
+    #: Called when a backend was added or came back up, if set: requests
+    #: waiting for a backend below its limit may take it.
+    whenUp: Callable[[], None] | None = None
+
     def __init__(
         self,
         backends: Sequence[Backend],
@@ -242,6 +246,8 @@ class BackendPool:
         backend.upSince = now
         backend.rampCredit = 0.0
         self._rampEnds = max(self._rampEnds, now + self.slowStart)
+        if self.whenUp is not None:
+            self.whenUp()
 
     def candidates(self, exclude: Collection[Backend] = ()) -> Sequence[Backend]:
         """
@@ -315,11 +321,12 @@ class BackendPool:
         """
         C{backend} answered.
         """
-        if backend.failures >= self.maxFails:
-            self._log.info("Backend {backend} is back", backend=backend.address)
-            self.cameUp(backend)
+        cameBack = backend.failures >= self.maxFails
         backend.failures = 0
         backend.probing = False
+        if cameBack:
+            self._log.info("Backend {backend} is back", backend=backend.address)
+            self.cameUp(backend)
 
     def failed(self, backend: Backend, why: str) -> None:
         """

@@ -3,22 +3,31 @@ One request relayed to a backend: the L{Exchange}, with two halves joined
 by a L{DeferredQueue}.
 
   - The forward half sends the request to the backend the algorithm picked
-    and puts what comes back into the queue: the response head (or the
-    failure to get one), then each body chunk, then an L{_EndOfBody}.  A
-    backend that cannot be reached is retried on another one, and so is one
-    that failed before answering if the method is idempotent.
+    (among those below their limit of requests in flight, waiting in the
+    pool's queue for one if need be) and puts what comes back into the
+    queue: the response head (or the failure to get one), then each body
+    chunk, then an L{_EndOfBody}.  A backend that cannot be reached is
+    retried on another one, and so is one that failed before answering if
+    the method is idempotent, as far as the retry budget allows.
   - The reverse half takes from the queue and writes to the client: status
     and headers, each chunk, then finishes the response or, if the body was
     cut short, aborts the client connection so the truncation shows.
 
 Its life is one explicit state::
 
-    HEAD ----> BODY ----> OVER
-      |  \\       |          ^
-      |   `-> GONE <-'       |
-      |         `------------'
-      `-- (retry: HEAD again, on another backend)
+    QUEUED ---> HEAD ----> BODY ----> OVER
+       |  ^      |  \\       |          ^
+       |  |      |   `-> GONE <-'       |
+       |  |      |         `------------'
+       |  `------+-- (retry: HEAD again, on another backend, or QUEUED
+       |                    first if every other one is at its limit)
+       `----> GONE (the client left), or OVER (503: queue full, or
+                    its time-out)
 
+  - L{QUEUED}: every backend the request may go to is at its limit of
+    requests in flight (C{--max-conn}): it waits in the pool's queue
+    (L{txlb.admission}).  Its body, if any, waits with it, held back at
+    the usual high mark (L{txlb.upload.StreamingBody}).
   - L{HEAD}: the request is being sent, or its response head awaited;
     a failure before the head may send it to another backend.
     L{TIMED_OUT} is the moment the wait for the head is given up.
@@ -40,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.defer import CancelledError, DeferredQueue
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
 from twisted.internet.error import ConnectError, ConnectionAborted, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger, LogLevel
@@ -50,6 +59,7 @@ from twisted.web.http import NO_CONTENT
 from zope.interface import implementer
 
 from txlb import headers, tls
+from txlb.admission import AUTO, RETRY_AFTER, Admission, QueueError, QueueFullError
 from txlb.backend import Backend, BackendPool
 from txlb.flow import Valve
 from txlb.http1 import BadResponseError, ResponseHead
@@ -66,6 +76,7 @@ from txlb.outcome import (
     answer,
     describe,
 )
+from txlb.retrybudget import RetryBudget
 
 if TYPE_CHECKING:
     from txlb.metrics import Metrics
@@ -78,6 +89,7 @@ if TYPE_CHECKING:
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 #: The states of an L{Exchange} (see the module's docstring).
+QUEUED = "queued"
 HEAD = "head"
 TIMED_OUT = "timed out"
 BODY = "body"
@@ -95,6 +107,8 @@ class Forwarder(Protocol):
     #: The pool's name.
     name: str
     pool: BackendPool
+    admission: Admission
+    retryBudget: RetryBudget
     settings: ProxySettings
     sticky: StickyCookie | None
     metrics: Metrics
@@ -103,7 +117,24 @@ class Forwarder(Protocol):
     #: What learns how long each backend took to answer, if anything does.
     answered: Callable[[Backend, float], None] | None
 
-    def pick(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend: ...
+    def admit(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend | None:
+        """
+        The backend to send C{request} to now, or C{None} if it must
+        L{queue}.
+        """
+
+    def queue(
+        self, request: server.Request, tried: Collection[Backend] = ()
+    ) -> Deferred[tuple[Backend, float]]:
+        """
+        Wait for a backend below its limit: the backend, to count sent at
+        once, and the seconds waited.
+        """
+
+    def release(self, backend: Backend) -> None:
+        """
+        A request sent to C{backend} is over.
+        """
 
     def send(self, exchange: Exchange, backend: Backend) -> Any:
         """
@@ -130,7 +161,13 @@ class Exchange:
     It is the client connection's producer while the body is relayed, so the
     client's flow control reaches the reverse half.
 
-    @ivar state: One of L{HEAD}, L{TIMED_OUT}, L{BODY}, L{GONE}, L{OVER}.
+    @ivar state: One of L{QUEUED}, L{HEAD}, L{TIMED_OUT}, L{BODY}, L{GONE},
+        L{OVER}.
+    @ivar backend: The backend of the last attempt, or C{None} before the
+        first.
+    @ivar holding: Whether the exchange counts as in flight on L{backend}.
+    @ivar queued: The seconds spent in the queue, or C{None} if it never
+        waited there.
     @ivar valve: Pauses the backend while too much of its answer is queued.
     @ivar producer: The backend connection the body comes from (see
         L{IExchange.producer}).
@@ -155,6 +192,17 @@ class Exchange:
         self.body: StreamingBody | None = request.stream  # type: ignore[attr-defined]
         self.tried: list[Backend] = []
         self.backend: Backend | None = None
+        self.holding = False
+        #: The backend's requests in flight when this one was sent, itself
+        #: included (for C{--max-conn auto}).
+        self.inflight = 0
+        self.queued: float | None = None
+        self.waitingSince = 0.0
+        self.admitting: Deferred[tuple[Backend, float]] | None = None
+        #: Whether a retry the budget counts is in flight, and whether the
+        #: budget refused one.
+        self.retrying = False
+        self.budgetSpent = False
         self.queue: DeferredQueue[Any] = DeferredQueue()
         self.valve = Valve(request.highWater)  # type: ignore[attr-defined]
         self.sending: Any = None
@@ -179,6 +227,47 @@ class Exchange:
 
     # The forward half.
 
+    def start(self) -> None:
+        """
+        Send the request to a backend below its limit, waiting in the queue
+        for one if need be.
+        """
+        forwarder = self.forwarder
+        forwarder.retryBudget.requestStarted()
+        backend = forwarder.admit(self.request)
+        if backend is None:
+            self._wait()
+        else:
+            self.forward(backend)
+
+    def _wait(self) -> None:
+        """
+        Wait in the queue for a backend below its limit.
+        """
+        self.state = QUEUED
+        self.waitingSince = self.forwarder.clock.seconds()
+        # It may fail at once (the queue is full), ending the exchange.
+        self.admitting = admitting = self.forwarder.queue(self.request, self.tried)
+        admitting.addCallbacks(self._admitted, self._notAdmitted)
+        admitting.addErrback(self._internalError)
+
+    def _admitted(self, admitted: tuple[Backend, float]) -> None:
+        self.admitting = None
+        backend, waited = admitted
+        self.queued = (self.queued or 0.0) + waited
+        self.forward(backend)
+
+    def _notAdmitted(self, failure: Failure) -> None:
+        """
+        The queue was full, or the request waited its whole time, or its
+        client left: the reverse half answers, or ends the exchange.
+        """
+        self.admitting = None
+        if not failure.check(QueueFullError):
+            waited = self.forwarder.clock.seconds() - self.waitingSince
+            self.queued = (self.queued or 0.0) + waited
+        self.queue.put(failure)
+
     def forward(self, backend: Backend) -> None:
         """
         Send the request to C{backend}; queue the response head, or the
@@ -186,12 +275,14 @@ class Exchange:
         """
         forwarder = self.forwarder
         self.backend = backend
-        if self.tried:
+        if self.tried or self.queued is not None:
             self.sentAt = forwarder.clock.seconds()
-            if self.body is not None:
+            if self.tried and self.body is not None:
                 self.body.restart()
         self.tried.append(backend)
         forwarder.pool.sending(backend)
+        self.holding = True
+        self.inflight = backend.active
         self.state = HEAD
         self.connectedAt = None
         self._stopTimer()
@@ -267,6 +358,9 @@ class Exchange:
         answered = forwarder.answered
         if answered is not None:
             answered(backend, now - self.sentAt)
+        admission = forwarder.admission
+        if admission.maxConn == AUTO:
+            admission.observe(backend, now - self.sentAt, self.inflight)
         self.queue.put(response)
 
     def _sendFailed(self, failure: Failure) -> None:
@@ -282,19 +376,34 @@ class Exchange:
         why = describe(failure)
         forwarder = self.forwarder
         forwarder.pool.failed(backend, why)
+        budget = forwarder.retryBudget
+        if self.retrying:
+            self.retrying = False
+            budget.retryEnded()
         if self._mayRetry(failure):
-            forwarder.pool.done(backend)
+            if not budget.startRetry():
+                self.budgetSpent = True
+                self.queue.put(failure)
+                return
+            self.retrying = True
+            self.holding = False
+            forwarder.release(backend)
             forwarder.metrics.retries.labels(forwarder.name).inc()
-            retry = forwarder.pick(self.request, self.tried)
+            retry = forwarder.admit(self.request, self.tried)
             forwarder.log.info(
                 "Retrying {method} {path} on {retry}: {backend} failed ({why})",
                 method=self.request.method.decode("ascii", "replace"),
                 path=self.request.uri.decode("ascii", "backslashreplace"),
-                retry=retry.address,
+                retry="the first backend below its limit (queued)"
+                if retry is None
+                else retry.address,
                 backend=backend.address,
                 why=why,
             )
-            self.forward(retry)
+            if retry is None:
+                self._wait()
+            else:
+                self.forward(retry)
             return
         self.queue.put(failure)
 
@@ -405,6 +514,15 @@ class Exchange:
         if self.state == GONE or failure.check(CancelledError):
             self._clientGoneOver(None)
             return
+        refusal = failure.value
+        if isinstance(refusal, QueueError):
+            # Not the fault of the backend last tried, if any.
+            self.backend = None
+            request, why = self.request, str(refusal)
+            request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % RETRY_AFTER])
+            answer(request, http.SERVICE_UNAVAILABLE, why)
+            self._over(http.SERVICE_UNAVAILABLE, why, LogLevel.info, refusal.flag)
+            return
         code = http.BAD_GATEWAY
         if failure.check(_ResponseTimeoutError):
             code, flag = http.GATEWAY_TIMEOUT, TIMEOUT
@@ -421,6 +539,8 @@ class Exchange:
         why = describe(failure)
         if failure.check(BadResponseError):
             why = f"malformed response: {why}"
+        if self.budgetSpent:
+            why += " (not retried: the retry budget was spent)"
         backend = self.backend
         assert backend is not None
         answer(self.request, code, f"backend {backend.address}: {why}")
@@ -510,8 +630,11 @@ class Exchange:
         """
         if self.state in (GONE, OVER):
             return
-        self.state = GONE
-        if self.sending is not None:
+        queued, self.state = self.state == QUEUED, GONE
+        if queued:
+            # Out of the queue at once; the reverse half ends the exchange.
+            self.admitting.cancel()  # type: ignore[union-attr]
+        elif self.sending is not None:
             self.sending.cancel()
         elif self.response is not None:
             producer, self.producer = self.producer, None
@@ -543,9 +666,15 @@ class Exchange:
         self.state = OVER
         self._stopTimer()
         backend = self.backend
-        assert backend is not None
         forwarder = self.forwarder
-        forwarder.pool.done(backend)
+        budget = forwarder.retryBudget
+        if self.retrying:
+            self.retrying = False
+            budget.retryEnded()
+        budget.requestEnded()
+        if self.holding:
+            self.holding = False
+            forwarder.release(backend)  # type: ignore[arg-type]
         forwarder.forget(self)
         if self.body is not None:
             self.body.discard()
@@ -559,9 +688,10 @@ class Exchange:
                 error,
                 level,
                 flag,
-                retries=len(self.tried) - 1,
+                retries=len(self.tried) - 1 if self.tried else 0,
                 connected=self.connectedAt,
                 firstByte=self.firstByte,
+                queued=self.queued,
             )
         )
 

@@ -516,21 +516,23 @@ class HTTP2Channel(Protocol):
         except ProtocolError:
             pass
 
-    def sendData(self, stream: HTTP2Stream) -> None:
+    def sendData(self, stream: HTTP2Stream) -> int:
         """
         Send what waits on C{stream} as far as its window, the connection's
         window and the socket allow, ending the stream with its last frame
         once the response is complete.
+
+        @return: How many bytes of data were sent.
         """
         streamID = stream.streamID
         if streamID not in self.streams:
             stream.waiting.clear()
             stream.valve.waiting = 0
-            return
+            return 0
         if self.socketFull:
             if stream.waiting or stream.ending:
                 self._blocked[stream] = None
-            return
+            return 0
         conn = self.conn
         waiting = stream.waiting
         sent = 0
@@ -559,17 +561,19 @@ class HTTP2Channel(Protocol):
                 stream.timer.reset(self.resource.settings.clientTimeout)
             # Let the exchange go on if little waits now.
             stream.valve.drain(sent)
+        return sent
 
     def _sendAll(self) -> None:
         """
-        Send what waits on every stream, in turn: a stream served goes to
-        the end of the line, so one stream cannot take all of the
-        connection's window every time it reopens.
+        Send what waits on every stream, in turn: a stream that sent data
+        goes to the end of the line, so one stream cannot take all of the
+        connection's window every time it reopens.  (The streams that sent
+        nothing keep their place: were they moved too, those still waiting
+        would stay behind the one served.)
         """
         streams = self.streams
         for stream in list(streams.values()):
-            if stream.waiting or stream.ending:
-                self.sendData(stream)
+            if (stream.waiting or stream.ending) and self.sendData(stream):
                 if stream.streamID in streams:
                     streams[stream.streamID] = streams.pop(stream.streamID)
 

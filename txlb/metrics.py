@@ -15,10 +15,13 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from txlb.admission import Admission
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import BackendPool
 from txlb.clientlimits import ClientLimits
+from txlb.mirror import RESULTS, Mirrors
 from txlb.refusals import REASONS
+from txlb.retrybudget import RetryBudget
 
 #: Latency buckets, in seconds: a proxy's answers range from well under a
 #: millisecond to the 30 s response timeout.
@@ -39,6 +42,15 @@ class PoolView(Protocol):
     @property
     def shadow(self) -> Shadow | None: ...
 
+    @property
+    def mirrors(self) -> Mirrors: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def retryBudget(self) -> RetryBudget: ...
+
 
 Pools = Callable[[], Iterable[PoolView]]
 
@@ -48,12 +60,18 @@ class _PoolCollector:
     The per-backend gauges, read from the pools at each scrape.
     """
 
-    def __init__(self, pools: Pools, clock: Any) -> None:
+    def __init__(self, pools: Pools, clock: Any, mirrored: set[str]) -> None:
         self._pools = pools
         self._clock = clock
+        self._mirrored = mirrored
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock.seconds()
+        mirrors = GaugeMetricFamily(
+            "txlb_mirror_requests_in_flight",
+            "Copies of requests in flight to a mirror pool.",
+            labels=["pool"],
+        )
         labels = ["pool", "backend"]
         active = GaugeMetricFamily(
             "txlb_backend_active_requests", "Requests in flight to a backend.", labels=labels
@@ -67,8 +85,12 @@ class _PoolCollector:
             for backend in pool.pool.backends:
                 active.add_metric([pool.name, backend.address], backend.active)
                 up.add_metric([pool.name, backend.address], 1 if backend.available(now) else 0)
+            if pool.name in self._mirrored:
+                mirrors.add_metric([pool.name], pool.mirrors.inFlight())
         yield active
         yield up
+        if self._mirrored:
+            yield mirrors
 
 
 class _ShadowCollector:
@@ -114,6 +136,47 @@ class _ShadowCollector:
             for address, count in shadow.picks.items():
                 backends.add_metric([pool, shadow.name, address], count)
         yield from (compared, agreed, errors, agreement, backends)
+
+
+class _OverloadCollector:
+    """
+    Each pool's backend limits, queue and retry budget, read from them at
+    each scrape.
+    """
+
+    def __init__(self, pools: Pools) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(
+            "txlb_backend_max_requests",
+            "The most requests in flight a backend may have (--max-conn; 0: no limit).",
+            labels=["pool", "backend"],
+        )
+        queued = GaugeMetricFamily(
+            "txlb_queue_length",
+            "Requests waiting for a backend below its limit, by pool.",
+            labels=["pool"],
+        )
+        refused = CounterMetricFamily(
+            "txlb_queue_refused",
+            "Requests answered 503 by a pool's queue: full (QF) or timed out (QT).",
+            labels=["pool", "reason"],
+        )
+        retries = CounterMetricFamily(
+            "txlb_retries_refused",
+            "Retries not made because the pool's retry budget (--retry-budget) was spent.",
+            labels=["pool"],
+        )
+        for pool in self._pools():
+            admission = pool.admission
+            for backend in pool.pool.backends:
+                limit.add_metric([pool.name, backend.address], admission.limitOf(backend))
+            queued.add_metric([pool.name], admission.queued)
+            refused.add_metric([pool.name, "full"], admission.full)
+            refused.add_metric([pool.name, "timeout"], admission.timedOut)
+            retries.add_metric([pool.name], pool.retryBudget.refused)
+        yield from (limit, queued, refused, retries)
 
 
 class _ClientLimitsCollector:
@@ -250,6 +313,13 @@ class Metrics:
         for reason in REASONS:
             # Every class shows from the start, at 0, so a rate over it works.
             self.refusals.labels(reason)
+        self.queueTime = Histogram(
+            "txlb_queue_duration_seconds",
+            "Time requests waited for a backend below its limit, of those that waited, by pool.",
+            ["pool"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "txlb_algorithm_fallbacks",
             "Picks where the algorithm raised and round robin picked instead, by pool.",
@@ -268,9 +338,27 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
-        self.registry.register(_PoolCollector(pools, clock))
+        self.mirrorRequests = Counter(
+            "txlb_mirror_requests",
+            "Copies of requests for a mirror pool, by pool and result: answered (the"
+            " response read whole), failed (no connection, a reset, a timeout, a malformed"
+            " response), cut (the mirror took the body more slowly than the client sent it,"
+            " or the client's request ended first) or dropped (too many in flight).",
+            ["pool", "result"],
+            registry=self.registry,
+        )
+        self.mirrorResponses = Counter(
+            "txlb_mirror_responses",
+            "Responses of mirror pools, read whole and thrown away, by pool and status code.",
+            ["pool", "code"],
+            registry=self.registry,
+        )
+        #: The pools routes mirror to.
+        self._mirrored: set[str] = set()
+        self.registry.register(_PoolCollector(pools, clock, self._mirrored))
         self.registry.register(_ShadowCollector(pools))
         self.registry.register(_ClientLimitsCollector(self))
+        self.registry.register(_OverloadCollector(pools))
         # The labelled children, looked up once each: labels() takes a lock
         # and builds a key on every call.
         self._requestChildren: dict[tuple[str, str, str], Any] = {}
@@ -290,6 +378,27 @@ class Metrics:
         """
         self.retries.labels(pool)
         self.fallbacks.labels(pool)
+
+    def addMirror(self, pool: str) -> None:
+        """
+        C{pool} is a mirror pool: show its mirror series from the start, at
+        0, so a rate over them works.
+        """
+        if pool not in self._mirrored:
+            self._mirrored.add(pool)
+            for result in RESULTS:
+                self.mirrorRequests.labels(pool, result)
+
+    def countMirror(self, pool: str, result: str, code: int | None) -> None:
+        """
+        Count a copy for the mirror pool C{pool} that ended with C{result}
+        (one of L{txlb.mirror.RESULTS}), and C{code}, the status of its
+        response, if it was answered.
+        """
+        self.addMirror(pool)
+        self.mirrorRequests.labels(pool, result).inc()
+        if code is not None:
+            self.mirrorResponses.labels(pool, str(code)).inc()
 
     def countRequest(self, pool: str, backend: str, code: str) -> None:
         """
@@ -311,6 +420,12 @@ class Metrics:
         if child is None:
             child = self._durationChildren[key] = self.duration.labels(*key)
         child.observe(seconds)
+
+    def observeQueued(self, pool: str, seconds: float) -> None:
+        """
+        Record how long a request of C{pool} waited in its queue.
+        """
+        self.queueTime.labels(pool).observe(seconds)
 
     def countRoute(self, route: str) -> None:
         """

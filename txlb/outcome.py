@@ -22,7 +22,8 @@ from txlb.backend import Backend
 #: response), client disconnected, client protocol error (a request that
 #: broke HTTP/1.1's syntax or framing, or the head's size limits), rate
 #: limited (429, C{--rate-limit}), no route (404: no route matched, and
-#: there is no C{default} pool).
+#: there is no C{default} pool), queue full and queue time-out (503,
+#: every backend at its C{--max-conn}; L{txlb.admission}).
 (
     NORMAL,
     CONNECT_FAILURE,
@@ -34,7 +35,9 @@ from txlb.backend import Backend
     CLIENT_PROTOCOL_ERROR,
     RATE_LIMITED,
     NO_ROUTE,
-) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL", "NR")
+    QUEUE_FULL,
+    QUEUE_TIMEOUT,
+) = ("-", "UF", "UT", "UH", "UR", "UPE", "DC", "DPE", "RL", "NR", "QF", "QT")
 
 #: The flags that blame the backend.
 _BACKEND_FLAGS = frozenset({CONNECT_FAILURE, TIMEOUT, RESET, NO_HEALTHY, PROTOCOL_ERROR})
@@ -52,6 +55,8 @@ class Outcome:
     @ivar connected: When the last backend connection was made, or C{None}
         if a pooled one was reused (or none was made).
     @ivar firstByte: When the backend's response head arrived, or C{None}.
+    @ivar queued: Seconds the request waited in the queue for a backend
+        below its limit, or C{None} if it never waited there.
     """
 
     request: Any
@@ -65,6 +70,7 @@ class Outcome:
     retries: int = 0
     connected: float | None = None
     firstByte: float | None = None
+    queued: float | None = None
 
     @property
     def backendError(self) -> str | None:

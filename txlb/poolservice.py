@@ -432,10 +432,14 @@ class PoolService(MultiService):
             shadow.makeAlgorithm = new.shadow()  # type: ignore[assignment]
         else:
             resource.useShadow(new["shadow-algo"], new.shadow())
-        if not (
-            _sameBackends(resource.pool.backends, backends)
-            and all(new[option] == old[option] for option in ALGORITHM_OPTIONS)
+        if _sameBackends(resource.pool.backends, backends) and all(
+            new[option] == old[option] for option in ALGORITHM_OPTIONS
         ):
+            for backend, wanted in zip(resource.pool.backends, backends):
+                # Its own limit (=WEIGHT/MAXCONN) may have changed.
+                backend.maxConn = wanted.maxConn
+            resource.admission.setBackends(resource.pool.backends)
+        else:
             resource.setBackends(backends, new.algorithm())
         if new["sticky-cookie"] != old["sticky-cookie"]:
             resource.sticky = new.sticky(self.clock)

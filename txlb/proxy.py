@@ -3,8 +3,11 @@ A pool: the Resource that forwards each request to one of its backends and
 relays the answer.
 
 L{LoadBalancerResource} holds a pool's backends, the algorithm that picks
-among them and the client that reaches them; each request it forwards is an
-L{txlb.exchange.Exchange} (or, for an upgrade, a L{txlb.tunnel.Tunnel}),
+among them and the client that reaches them, and the limits that keep the
+backends from overload: requests in flight per backend and the queue above
+them (L{txlb.admission}), and the retry budget (L{txlb.retrybudget}).  Each
+request it forwards is an L{txlb.exchange.Exchange} (or, for an upgrade, a
+L{txlb.tunnel.Tunnel}),
 and each outcome is counted in the metrics and logged in the access log
 (L{txlb.accesslog}).  The site's own resource, L{txlb.routing}'s, chooses
 the pool of each request.
@@ -15,12 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import headers, tunnel
 from txlb.accesslog import AccessLog
+from txlb.admission import Admission, Admitted
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.shadow import Shadow
 from txlb.backend import Backend, BackendPool
@@ -28,8 +34,10 @@ from txlb.client import BackendClient
 from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
+from txlb.mirror import Mirror, Mirrors
 from txlb.outcome import NO_HEALTHY, Outcome, answer
 from txlb.request import forwardTarget
+from txlb.retrybudget import RetryBudget
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.throttle import Throttle
@@ -57,12 +65,17 @@ class LoadBalancerResource(Resource):
     @ivar sticky: The L{StickyCookie} that ties clients to backends, or
         C{None}.
     @ivar pool: The L{BackendPool} with the backends and their health.
-    @ivar settings: The L{ProxySettings}.
+    @ivar admission: The L{Admission} that keeps each backend within its
+        limit of requests in flight, with the pool's queue of those waiting.
+    @ivar retryBudget: The pool's L{RetryBudget}.
+    @ivar settings: The L{ProxySettings}; setting them configures the
+        admission and the retry budget too.
     @ivar client: The L{BackendClient} requests are sent with.
     @ivar metrics: The balancer's L{Metrics}, which every pool shares.
     @ivar accessLog: The L{AccessLog} each outcome is logged to, which every
         pool shares.
     @ivar clock: The reactor, for the time and timers.
+    @ivar mirrors: The copies of requests that routes mirror to this pool.
     """
 
     isLeaf = True
@@ -95,6 +108,10 @@ class LoadBalancerResource(Resource):
         self.useAlgorithm(algorithm)
         self.makeAlgorithm = makeAlgorithm or type(algorithm)
         self.pool = pool or BackendPool(algorithm.backends, reactor)
+        self.admission = Admission(reactor)
+        self.admission.setBackends(self.pool.backends)
+        self.pool.whenUp = self.admission.wake
+        self.retryBudget = RetryBudget()
         self._fallbackLog = Throttle(reactor)
         self.settings = settings
         self.metrics = metrics or Metrics(reactor, lambda: (self,))
@@ -103,6 +120,7 @@ class LoadBalancerResource(Resource):
         self.accessLog = accessLog or AccessLog(Logger(namespace=self.log.namespace, source=self))
         self.clock = reactor
         self._exchanges: set[Exchange] = set()
+        self.mirrors = Mirrors(self)
         self._date = b""
         self._dateSecond = -1
 
@@ -134,15 +152,28 @@ class LoadBalancerResource(Resource):
             )
             return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
-            backend = self.pick(request)
-            upgrade = tunnel.Tunnel(self, request, backend, clientHost, started)
-            upgrade.start(self.client.endpoint(backend))
+            tunnel.Tunnel(self, request, clientHost, started).start()
             return server.NOT_DONE_YET
         exchange = Exchange(self, request, clientHost, started)
         self._exchanges.add(exchange)
         exchange.reverse()
-        exchange.forward(self.pick(request))
+        exchange.start()
         return server.NOT_DONE_YET
+
+    @property
+    def settings(self) -> ProxySettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: ProxySettings) -> None:
+        """
+        Use C{settings} from now on, the limits and the queue's and the
+        retry budget's among them (see L{Admission.configure}).
+        """
+        self._settings = settings
+        self.admission.workers = settings.workers
+        self.admission.configure(settings.maxConn, settings.maxQueue, settings.queueTimeout)
+        self.retryBudget.setPercent(settings.retryBudget)
 
     def useAlgorithm(self, algorithm: IAlgorithm) -> None:
         """
@@ -206,8 +237,10 @@ class LoadBalancerResource(Resource):
                 kept = backend
                 self.pool.cameUp(backend)
             kept.weight = backend.weight
+            kept.maxConn = backend.maxConn
             merged.append(kept)
         self.pool.backends = tuple(merged)
+        self.admission.setBackends(merged)
         if algorithm is not None:
             self.makeAlgorithm = algorithm
         if self.shadow is not None:
@@ -215,20 +248,82 @@ class LoadBalancerResource(Resource):
         self.useAlgorithm(self.makeAlgorithm(merged))
         self.client.forgetEndpoints()
 
-    def pick(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend:
+    def candidates(
+        self, request: server.Request, tried: Collection[Backend] = ()
+    ) -> Sequence[Backend]:
         """
-        The backend for C{request}, other than those C{tried} when there is
-        one: the one the sticky cookie names, if it may take it, else the
-        algorithm's pick.  If the algorithm raises or picks no candidate,
-        round robin picks instead (logged at most once a minute); a shadow,
-        if there is one, is asked too.
+        The backends C{request} may go to, other than those C{tried} when
+        there are others: the one its sticky cookie names, if it may take
+        it (up, not draining, not tried), else every one up (see
+        L{BackendPool.candidates}).  Whether they are below their limits
+        is the admission's to say.
         """
         sticky = self.sticky
         if sticky is not None:
             pinned = sticky.pinned(request, self.pool.backends, tried)
             if pinned is not None:
+                return (pinned,)
+        return self.pool.candidates(tried)
+
+    def admit(self, request: server.Request, tried: Collection[Backend] = ()) -> Backend | None:
+        """
+        The backend for C{request} now (see L{candidates} and L{pick}), one
+        below its limit that no request waiting could take; or C{None} when
+        there is none, and the request must L{queue}.
+        """
+        free = self.admission.admitNow(self.candidates(request, tried))
+        return self.pick(request, free) if free else None
+
+    def queue(
+        self, request: server.Request, tried: Collection[Backend] = ()
+    ) -> Deferred[tuple[Backend, float]]:
+        """
+        Queue C{request}, which L{admit} could not admit, until one of its
+        candidates is below its limit and its turn has come.
+
+        @return: A L{Deferred} firing with the backend picked among those
+            free and the seconds waited, when the caller must count it
+            sent at once (L{BackendPool.sending}); failing with
+            L{txlb.admission.QueueFullError} or
+            L{txlb.admission.QueueTimeoutError}; cancel it to leave the
+            queue.
+        """
+
+        def admitted(result: Admitted) -> tuple[Backend, float]:
+            return self.pick(request, result.free), result.waited
+
+        waiting = self.admission.wait(lambda: self.candidates(request, tried))
+        return waiting.addCallback(admitted)
+
+    def release(self, backend: Backend) -> None:
+        """
+        A request sent to C{backend} (or an upgrade's tunnel) is over: its
+        slot goes to the first request waiting that can take it.
+        """
+        self.pool.done(backend)
+        self.admission.released(backend)
+
+    def endpoint(self, backend: Backend) -> IStreamClientEndpoint:
+        """
+        Where to connect to reach C{backend} (for a tunnel).
+        """
+        return self.client.endpoint(backend)
+
+    def pick(self, request: server.Request, free: Sequence[Backend] | None = None) -> Backend:
+        """
+        The backend for C{request} among C{free} (those of its
+        L{candidates} below their limits), or among all its candidates if
+        C{None}: the one the sticky cookie names, if it is there, else the
+        algorithm's pick.  If the algorithm raises or picks no candidate,
+        round robin picks instead (logged at most once a minute); a shadow,
+        if there is one, is asked too.
+        """
+        candidates = self.candidates(request) if free is None else free
+        sticky = self.sticky
+        if sticky is not None:
+            pinned = sticky.pinned(request, candidates, ())
+            if pinned is not None:
                 return pinned
-        candidates = self.pool.candidates(tried)
         try:
             backend = self.algorithm.pick(request, candidates)
             if backend not in candidates:
@@ -257,9 +352,10 @@ class LoadBalancerResource(Resource):
             self._fallback = RoundRobin(self.pool.backends)
         return self._fallback.pick(request, candidates)
 
-    def send(self, exchange: Exchange, backend: Backend) -> Any:
+    def send(self, exchange: Exchange | Mirror, backend: Backend) -> Any:
         """
-        Send the request of C{exchange} to C{backend}.
+        Send the request of C{exchange} (or of a mirror's copy) to
+        C{backend}.
 
         @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with the
             L{ResponseHead}.
@@ -309,9 +405,10 @@ class LoadBalancerResource(Resource):
 
     def inFlight(self) -> int:
         """
-        How many requests are being forwarded.
+        How many requests are being forwarded, copies mirrored to this pool
+        included: a pool drains them too.
         """
-        return len(self._exchanges)
+        return len(self._exchanges) + len(self.mirrors.copies)
 
     def date(self) -> bytes:
         """
@@ -354,6 +451,8 @@ def record(
     if backend is not None:
         backend.ended(now, seconds * 1000, outcome.backendError)
         metrics.observeDuration(pool, address, seconds)
+    if outcome.queued is not None:
+        metrics.observeQueued(pool, outcome.queued)
     status = "-" if outcome.status is None else str(outcome.status)
     metrics.countRequest(pool, address, status)
     accessLog.record(outcome, pool, address, status, seconds, settings.accessLog == "json")

@@ -30,6 +30,13 @@ those of the balancer's configuration file (C{--config}), else those of the
 log, in order of first appearance, weight 1: the log keeps no weights,
 which are configuration (and a log cannot say which of several a backend
 had over its time).
+
+A log of a site of several pools (its entries name their pool) is replayed
+per pool: each pool's requests through each policy over that pool's
+backends (from C{--config}'s C{[pools.NAME]}, else the log's), in a model
+of their own, and a table per pool.  A log whose entries name no pool (an
+older one, or a text log without routes) is the pool C{default}'s, as
+every request of a site without routes is.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
 from txlb.backend import Backend, parseBackend, parseBackends
 from txlb.config import tomllib
 from txlb.interfaces import IAlgorithm, IResponseObserver
+from txlb.proxy import DEFAULT_POOL
 
 
 @dataclass
@@ -74,6 +82,8 @@ class Entry:
     @ivar seconds: The latency its backend recorded for it.
     @ivar text: Whether it comes from a text line, which has only the
         request's total time, not the time to the response head.
+    @ivar pool: The pool the log says it went to, or C{None} when the log
+        does not say (an older log, a text line of a site without routes).
     """
 
     client: str
@@ -83,6 +93,7 @@ class Entry:
     arrival: float
     seconds: float
     text: bool = False
+    pool: str | None = None
 
 
 class ReplayRequest:
@@ -136,9 +147,11 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
         if text is not None:
             record: dict[str, Any] = text.groupdict()
             stamp = _stampBefore(line[: text.start()], number)
-            latency = float(record["ms"])
+            # The time it waited in txlb's queue was not the backend's.
+            latency = float(record["ms"]) - float(record["queued"] or 0)
             backend = record["backend"]
             fields = (record["client"], record["method"], record["target"])
+            pool = record["pool"]
         else:
             start = line.find("{")
             if start < 0:
@@ -149,7 +162,10 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
                 latency = record.get("firstByteMs")
                 if latency is None:
                     latency = record["totalMs"]
+                if latency is not None:
+                    latency -= record.get("queueMs") or 0.0
                 fields = (record["client"], record["method"], record["target"])
+                pool = record.get("pool")
                 stamp = _seconds(record["time"]) if "time" in record else None
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"line {number}: not a JSON access-log entry ({e})") from None
@@ -160,7 +176,13 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
             continue
         seconds.append(stamp)
         found.append(
-            {"fields": fields, "backend": backend, "latency": latency / 1000, "text": bool(text)}
+            {
+                "fields": fields,
+                "backend": backend,
+                "latency": latency / 1000,
+                "text": bool(text),
+                "pool": pool,
+            }
         )
     if not read:
         raise NotAnAccessLogError("no line is an access-log line")
@@ -183,9 +205,24 @@ def readLog(lines: Iterable[str], speed: float = 1.0) -> list[Entry]:
                 arrival,
                 record["latency"],
                 record["text"],
+                record["pool"],
             )
         )
     return entries
+
+
+def byPool(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
+    """
+    The entries of each pool, by name, in the order the pools first appear
+    in the log; an entry that names no pool is the pool C{default}'s.
+
+    Each keeps its arrival in the whole log, so that the model of each
+    pool sees its requests when they came.
+    """
+    pools: dict[str, list[Entry]] = {}
+    for entry in entries:
+        pools.setdefault(entry.pool or DEFAULT_POOL, []).append(entry)
+    return pools
 
 
 def _stampBefore(prefix: str, number: int) -> float:
@@ -365,16 +402,64 @@ def table(results: Sequence[Result], backends: Sequence[Backend]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Sequence[Result], backends: Sequence[Backend], path: str) -> None:
+@dataclass
+class Replayed:
     """
-    Draw each policy's shares and p50/p99 latencies into C{path}.
+    What the policies did with one pool's requests.
+
+    @ivar pool: The pool's name, or C{None} for the log of one pool.
+    @ivar backends: The pool's backends, with their weights.
+    @ivar results: Each policy's, in the order given.
+    @ivar requests: How many of the log's requests went to the pool.
+    """
+
+    pool: str | None
+    backends: Sequence[Backend]
+    results: Sequence[Result]
+    requests: int
+
+
+def tables(replayed: Sequence[Replayed]) -> str:
+    """
+    The table of each pool, under its name when there are several.
+    """
+    parts = []
+    for pool in replayed:
+        head = ""
+        if pool.pool is not None:
+            backends = len(pool.backends)
+            head = (
+                f"pool {pool.pool}: {pool.requests} request{'s' * (pool.requests != 1)},"
+                f" {backends} backend{'s' * (backends != 1)}\n"
+            )
+        parts.append(head + table(pool.results, pool.backends))
+    return "\n".join(parts)
+
+
+def plot(replayed: Sequence[Replayed], path: str) -> None:
+    """
+    Draw each policy's shares and p50/p99 latencies into C{path}: a row
+    per pool.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (shares, latency) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = plt.subplots(len(replayed), 2, figsize=(11, 4 * len(replayed)), squeeze=False)
+    for pool, (shares, latency) in zip(replayed, axes):
+        _plotPool(pool, shares, latency)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plotPool(pool: Replayed, shares: Any, latency: Any) -> None:
+    """
+    Draw one pool's shares and latencies on the axes C{shares} and
+    C{latency}.
+    """
+    results, backends = pool.results, pool.backends
     count = len(results)
     width = 0.8 / count
     for index, result in enumerate(results):
@@ -388,17 +473,14 @@ def plot(results: Sequence[Result], backends: Sequence[Backend], path: str) -> N
     shares.set_xticks([i + 0.4 - width / 2 for i in range(len(backends))])
     shares.set_xticklabels([b.address for b in backends], fontsize=8)
     shares.set_ylabel("share of requests (%)")
-    shares.set_title("Requests per backend")
+    shares.set_title("Requests per backend" + ("" if pool.pool is None else f", pool {pool.pool}"))
     latency.set_xticks([i * 3 + 0.5 for i in range(count)])
     latency.set_xticklabels(
         [f"{r.policy}\np50 | p99" for r in results], fontsize=7, rotation=20, ha="right"
     )
     latency.set_ylabel("modelled latency (ms)")
-    latency.set_title("Latency")
+    latency.set_title("Latency" + ("" if pool.pool is None else f", pool {pool.pool}"))
     latency.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def positive(option: str) -> Any:
@@ -427,13 +509,14 @@ class ReplayOptions(usage.Options):
             "backends",
             "b",
             None,
-            "HOST:PORT[=WEIGHT],... (default: those of --config, else of the log, weight 1).",
+            "HOST:PORT[=WEIGHT],... (default: those of --config, else of the log, weight 1);"
+            " for a log of one pool.",
         ],
         [
             "config",
             None,
             None,
-            "txlb's configuration file: its backends, weights and hash-key.",
+            "txlb's configuration file: its pools' backends, weights and hash-key.",
         ],
         ["concurrency", "c", 4, "Requests each backend serves at once.", int],
         ["speed", "s", 1.0, "Arrivals this many times faster than logged.", positive("speed")],
@@ -487,30 +570,78 @@ class ReplayOptions(usage.Options):
             raise usage.UsageError("--plot needs matplotlib (pip install txlb[bench])")
 
 
-def fromConfig(path: str) -> tuple[list[Backend] | None, str | None]:
+@dataclass
+class Configured:
     """
-    The backends (with their weights) and the hash key of the balancer's
-    configuration file at C{path}, each C{None} if the file does not set
-    it.
+    What the balancer's configuration file says of its pools.
+
+    @ivar pools: Each pool's static backends (with their weights) and hash
+        key, by name, each C{None} if the file does not set it; the top
+        level's backends are the pool C{default}'s.
+    @ivar hashKey: The top level's hash key, which a pool that sets none
+        takes.
+    """
+
+    pools: dict[str, tuple[list[Backend] | None, str | None]]
+    hashKey: str | None
+
+    def backends(self, pool: str) -> list[Backend] | None:
+        return self.pools.get(pool, (None, None))[0]
+
+    def hashKeyOf(self, pool: str) -> str | None:
+        return self.pools.get(pool, (None, None))[1] or self.hashKey
+
+
+def fromConfig(path: str) -> Configured:
+    """
+    The pools of the balancer's configuration file at C{path}.
 
     @raise usage.UsageError: With one line, if the file cannot be read or
-        its C{backends} or C{hash-key} are not what txlb takes.
+        a pool's C{backends} or C{hash-key} are not what txlb takes.
     """
     try:
         with open(path, "rb") as file:
             settings = tomllib.load(file)
-        backends = settings.get("backends")
-        if isinstance(backends, list) and all(isinstance(b, str) for b in backends):
-            backends = ",".join(backends)
-        if not (backends is None or isinstance(backends, str)):
-            raise ValueError('backends: expected a list of "HOST:PORT[=WEIGHT]" strings')
-        hashKey = settings.get("hash-key")
-        if not (hashKey is None or isinstance(hashKey, str)):
-            raise ValueError("hash-key: expected a string")
-        return (None if backends is None else parseBackends(backends)), hashKey
+        top = _poolOf(settings, "")
+        tables = settings.get("pools", {})
+        if not isinstance(tables, dict):
+            raise ValueError("pools: expected tables ([pools.NAME])")
+        pools = {DEFAULT_POOL: top}
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                raise ValueError(f"pools.{name}: expected a table ([pools.{name}])")
+            pools[name] = _poolOf(table, f"pools.{name}.")
+        return Configured(pools, top[1])
     except (OSError, ValueError) as e:
         # tomllib's TOMLDecodeError is a ValueError.
         raise usage.UsageError(f"--config {path}: {e}") from None
+
+
+def _poolOf(table: dict[str, Any], where: str) -> tuple[list[Backend] | None, str | None]:
+    """
+    The backends and the hash key of a pool's C{table} (or the top
+    level's), each C{None} if the table does not set it.
+
+    @param where: What names the table's keys in a message.
+    @raise ValueError: If they are not what txlb takes.
+    """
+    backends = table.get("backends")
+    if isinstance(backends, list) and all(isinstance(b, str) for b in backends):
+        backends = ",".join(backends)
+    if not (backends is None or isinstance(backends, str)):
+        raise ValueError(f'{where}backends: expected a list of "HOST:PORT[=WEIGHT]" strings')
+    hashKey = table.get("hash-key")
+    if not (hashKey is None or isinstance(hashKey, str)):
+        raise ValueError(f"{where}hash-key: expected a string")
+    if hashKey is not None:
+        try:
+            parseKey(hashKey)
+        except ValueError as e:
+            raise ValueError(f"{where}hash-key: {e}") from None
+    try:
+        return (None if backends is None else parseBackends(backends)), hashKey
+    except ValueError as e:
+        raise ValueError(f"{where}backends: {e}" if where else str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
@@ -523,9 +654,9 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     notes: list[str] = []
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
-        configured, hashKey = None, None
+        configured = Configured({}, None)
         if options["config"] is not None:
-            configured, hashKey = fromConfig(options["config"])
+            configured = fromConfig(options["config"])
         try:
             with open(options["log"], encoding="utf-8", errors="replace") as file:
                 entries = readLog(file, options["speed"])
@@ -534,50 +665,84 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
                 f"{options['log']}: not txlb's access log (no line is a text or JSON"
                 " access-log line)"
             ) from None
-        if options["backends"] is not None:
-            try:
-                specs = parseBackends(options["backends"])
-            except ValueError as e:
-                raise usage.UsageError(f"--backends: {e}") from None
-        elif configured is not None:
-            specs = configured
-        else:
-            specs = [parseBackend(a) for a in dict.fromkeys(e.backend for e in entries)]
-            notes.append(
-                "the log keeps no weights: every backend weighs 1 (give them with"
-                " --backends HOST:PORT=WEIGHT,... or --config FILE)"
-            )
         if not entries:
             raise usage.UsageError(f"{options['log']}: no request reached a backend")
+        pools = byPool(entries)
+        given = None
+        if options["backends"] is not None:
+            if len(pools) > 1:
+                raise usage.UsageError(
+                    f"--backends gives the backends of one pool, and the log has {len(pools)}"
+                    f" ({', '.join(pools)}): give each pool's with --config FILE"
+                )
+            try:
+                given = parseBackends(options["backends"])
+            except ValueError as e:
+                raise usage.UsageError(f"--backends: {e}") from None
+        if options["hash-key"] is not None:
+            try:
+                parseKey(options["hash-key"])
+            except ValueError as e:
+                raise usage.UsageError(f"--hash-key: {e}") from None
         if any(entry.text for entry in entries):
             notes.append(
                 "a text line has no time to the response head: backends serve at the"
                 " requests' total times (ms=); --access-log json logs both"
             )
-        hashKey = options["hash-key"] or hashKey or "ip"
-        try:
-            parseKey(hashKey)
-        except ValueError as e:
-            raise usage.UsageError(f"--hash-key: {e}") from None
-        results = []
-        for spec in options["policies"]:
-            backends = [Backend(b.host, b.port, b.weight) for b in specs]
-            clock = Clock()
-            try:
-                algorithm = build(
-                    algorithmNamed(spec, hashKey), backends, clock, options["seed"], spec
-                )
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
-            results.append(
-                simulate(entries, backends, algorithm, clock, options["concurrency"], spec)
+        unweighted: list[str] = []
+        replayed = []
+        for name, poolEntries in pools.items():
+            specs = given or configured.backends(name)
+            if specs is None:
+                specs = [parseBackend(a) for a in dict.fromkeys(e.backend for e in poolEntries)]
+                unweighted.append(name)
+            hashKey = options["hash-key"] or configured.hashKeyOf(name) or "ip"
+            results = [
+                _replay(poolEntries, specs, spec, hashKey, options) for spec in options["policies"]
+            ]
+            titled = name if len(pools) > 1 else None
+            replayed.append(Replayed(titled, specs, results, len(poolEntries)))
+        if unweighted and len(pools) == 1:
+            notes.insert(
+                0,
+                "the log keeps no weights: every backend weighs 1 (give them with"
+                " --backends HOST:PORT=WEIGHT,... or --config FILE)",
+            )
+        elif unweighted:
+            named = (
+                f"pool {unweighted[0]}"
+                if len(unweighted) == 1
+                else "pools " + ", ".join(unweighted)
+            )
+            notes.insert(
+                0,
+                f"the log keeps no weights: every backend of {named} weighs 1 (give them"
+                " with --config FILE)",
             )
     except (usage.UsageError, OSError, ValueError) as e:
         print(f"txlb-replay: {e}", file=sys.stderr)
         return 2
     for note in notes:
         print(f"txlb-replay: note: {note}", file=sys.stderr)
-    out.write(table(results, specs))
+    out.write(tables(replayed))
     if options["plot"] is not None:
-        plot(results, specs, options["plot"])
+        plot(replayed, options["plot"])
     return 0
+
+
+def _replay(
+    entries: Sequence[Entry], specs: Sequence[Backend], spec: str, hashKey: str, options: Any
+) -> Result:
+    """
+    One pool's C{entries} through the policy C{spec} over fresh copies of
+    C{specs}, on a clock of its own.
+
+    @raise usage.UsageError: If the policy cannot be made.
+    """
+    backends = [Backend(b.host, b.port, b.weight) for b in specs]
+    clock = Clock()
+    try:
+        algorithm = build(algorithmNamed(spec, hashKey), backends, clock, options["seed"], spec)
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    return simulate(entries, backends, algorithm, clock, options["concurrency"], spec)

@@ -39,10 +39,12 @@ class Routing(NamedTuple):
         L{txlb.routes.Match}), or C{None} if no route did.
     @ivar pool: The pool (a L{txlb.proxy.LoadBalancerResource}) that
         forwards it, or C{None} if txlb answers it itself.
+    @ivar mirror: The pool a copy of it goes to, or C{None}.
     """
 
     match: Any
     pool: Any
+    mirror: Any = None
 
 
 #: The routing of a request not routed (yet): no route, no pool.

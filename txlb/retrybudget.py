@@ -49,14 +49,21 @@ class RetryBudget:
     """
 
     def __init__(self, percent: float = DEFAULT_PERCENT, minimum: int = MIN_RETRIES) -> None:
-        self.percent = percent
         self.minimum = minimum
-        # In whole numbers: 20% of 15 requests is 3, where 0.2 * 15 is a
-        # little more.
-        self._numerator, self._denominator = (Fraction(str(percent)) / 100).as_integer_ratio()
+        self.setPercent(percent)
         self.requests = 0
         self.retries = 0
         self.refused = 0
+
+    def setPercent(self, percent: float) -> None:
+        """
+        Allow C{percent} of the requests in flight from now on (a reload);
+        the counts go on.
+        """
+        self.percent = percent
+        # In whole numbers: 20% of 15 requests is 3, where 0.2 * 15 is a
+        # little more.
+        self._numerator, self._denominator = (Fraction(str(percent)) / 100).as_integer_ratio()
 
     def allowed(self) -> int:
         """

@@ -417,6 +417,11 @@ class _RouteReader:
                 )
         if "mirror" in entry and action in FORWARDING:
             route.mirror = self.pool("mirror", entry["mirror"])
+            if route.mirror is not None and route.mirror == route.pool:
+                self.problem(
+                    f"mirror: {route.mirror!r} is the route's pool:"
+                    " every request goes there already"
+                )
         if "mirror-percent" in entry:
             percent = entry["mirror-percent"]
             if "mirror" not in entry:

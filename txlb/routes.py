@@ -75,7 +75,8 @@ class Match(NamedTuple):
         C{split}, a router's answer), or C{None} if txlb answers itself
         (C{respond}, C{redirect}).
     @ivar mirror: The pool a copy of the request goes to, or C{None} (no
-        C{mirror}, or not this time, under C{mirror-percent}).
+        C{mirror}, or not this time, under C{mirror-percent}, or the mirror
+        is the pool the request goes to).
     @ivar target: The request-target to forward if C{strip-prefix} or
         C{set-host} rewrote it, else C{None}: forward the one received.
     @ivar location: The C{Location} of a C{redirect}, else C{None}.
@@ -901,7 +902,10 @@ class Table:
                 return NO_HOST.matched()
             return Match(route, None, None, None, route.redirect.expand(host, _uri(target)))
         mirror = route.mirror
-        if mirror is not None and route.mirrorPercent < 100:
+        if mirror == pool:
+            # The pool has the request already: a copy would double it there.
+            mirror = None
+        elif mirror is not None and route.mirrorPercent < 100:
             if self._random() * 100 >= route.mirrorPercent:
                 mirror = None
         if route.stripPrefix or (route.setHost is not None and target[:1] != b"/"):

@@ -5,10 +5,12 @@ pool that forwards it.
 L{RoutingResource} is what the site renders.  It refuses what no pool may
 forward (C{Host} rules, the client's rate limit), matches the request
 against the routes (L{txlb.routes.Table}), and hands it to its pool, a
-L{txlb.proxy.LoadBalancerResource}; or answers it itself, for a C{respond}
-or C{redirect} route, or with 404 when no route matches and there is no
-C{default} pool.  Its pools and routes are swapped whole on a reload
-(L{RoutingResource.use}): a request keeps the pool it was given.
+L{txlb.proxy.LoadBalancerResource}, and a copy of it to the route's
+C{mirror} pool, if any (L{txlb.mirror}); or answers it itself, for a
+C{respond} or C{redirect} route, or with 404 when no route matches and
+there is no C{default} pool.  Its pools and routes are swapped whole on a
+reload (L{RoutingResource.use}): a request keeps the pool it was given,
+and its copy the mirror pool.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class RoutingResource(Resource):
         self.accessLog.routes = bool(routes)
         self._table = Table(routes, self.pools, self._routerFailed) if routes else None
         self._default = self.pools.get(DEFAULT_POOL)
+        for route in self.routes:
+            if route.mirror is not None:
+                self.metrics.addMirror(route.mirror)
 
     def route(self, request: server.Request) -> Routing:
         """
@@ -124,7 +129,10 @@ class RoutingResource(Resource):
             elif match.pool is None:
                 routing = Routing(match, None)
             else:
-                routing = Routing(match, self.pools[match.pool])
+                pools, mirror = self.pools, match.mirror
+                routing = Routing(
+                    match, pools[match.pool], None if mirror is None else pools[mirror]
+                )
         request.routing = routing  # type: ignore[attr-defined]
         return routing
 
@@ -179,7 +187,10 @@ class RoutingResource(Resource):
             self.metrics.countRoute(match.route.label)
         pool = routing.pool
         if pool is not None:
-            return pool.forward(request, clientHost, started)
+            forwarded = pool.forward(request, clientHost, started)
+            if routing.mirror is not None:
+                routing.mirror.mirrors.copy(request, clientHost)
+            return forwarded
         if match is None:
             answer(request, http.NOT_FOUND, "no route matches this request")
             self.ended(

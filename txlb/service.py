@@ -36,6 +36,7 @@ from txlb.poolservice import PoolConfiguration, PoolService, makePool
 from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
+from txlb.signals import STOP_SIGNALS, Signals
 
 
 class Configuration(PoolConfiguration, Protocol):
@@ -146,7 +147,7 @@ class LoadBalancerService(MultiService):
     resolver: Any = None
 
     _log = Logger()
-    stopSignals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    stopSignals: tuple[signal.Signals, ...] = STOP_SIGNALS
 
     def __init__(
         self,
@@ -169,7 +170,6 @@ class LoadBalancerService(MultiService):
         self.resource: RoutingResource = site.resource
         self.started = reactor.seconds()
         self.reactor = reactor
-        self._stopping = False
         self.fleet = fleet
         if fleet is not None:
             fleet.attach(self)
@@ -323,7 +323,16 @@ class LoadBalancerService(MultiService):
             listener.startService()
         # After twistd's own handlers are in place, which would stop at once
         # and exit with the signal's status.
-        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+        signals = Signals(
+            self.reactor,
+            self._log,
+            "Received {signal}: stopping gracefully",
+            "Received {signal} again: cutting requests in flight",
+            self.site.abortConnections,
+            self.reload,
+            self.stopSignals,
+        )
+        self.reactor.addSystemEventTrigger("after", "startup", signals.install)
 
     def _logRouteWarnings(self, config: Configuration) -> None:
         for warning in config.routeWarnings:
@@ -358,15 +367,6 @@ class LoadBalancerService(MultiService):
         for listener in listeners:
             listener.startService()
         self._log.info("txlb listening on {listen}", listen=", ".join(self.config["listen"]))
-
-    def _catchSignals(self) -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
-            stops = number in self.stopSignals
-            signal.signal(number, self._stopSignal if stops else signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, self._reloadSignal)
-
-    def _reloadSignal(self, number: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reload)
 
     def reload(self) -> bool:
         """
@@ -504,16 +504,6 @@ class LoadBalancerService(MultiService):
         @raise KeyError: If there is no such pool.
         """
         self.pools[pool].switchAlgorithm(changes)
-
-    def _stopSignal(self, number: int, frame: object) -> None:
-        name = signal.Signals(number).name
-        if self._stopping:
-            self._log.warn("Received {signal} again: cutting requests in flight", signal=name)
-            self.reactor.callFromThread(self.site.abortConnections)
-            return
-        self._stopping = True
-        self._log.info("Received {signal}: stopping gracefully", signal=name)
-        self.reactor.callFromThread(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from txlb import headers
+from txlb.admission import DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT
+from txlb.retrybudget import DEFAULT_PERCENT
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,16 @@ class ProxySettings:
         one JSON object per request.
     @ivar loadHeader: The response field a backend reports its load in
         (L{txlb.loadreport}), which the client never sees.
+    @ivar maxConn: The most requests in flight on a backend without a limit
+        of its own (0: none), or C{"auto"} for a limit each learns
+        (L{txlb.admission}).
+    @ivar maxQueue: The most requests waiting for a backend below its
+        limit.
+    @ivar queueTimeout: Seconds a request waits there at most.
+    @ivar retryBudget: Retries in flight, in percent of the requests in
+        flight (at least 3; L{txlb.retrybudget}).
+    @ivar workers: The processes that share each limit (C{--workers}): each
+        admits its share of a fixed C{maxConn}.
     @ivar loadField: C{loadHeader} lower-cased, derived.
     @ivar toClientDrop: The response fields the client never sees, derived.
     """
@@ -50,6 +62,11 @@ class ProxySettings:
     via: bool = False
     accessLog: str = "text"
     loadHeader: str = "X-Txlb-Load"
+    maxConn: int | str = 0
+    maxQueue: int = DEFAULT_MAX_QUEUE
+    queueTimeout: float = DEFAULT_QUEUE_TIMEOUT
+    retryBudget: float = DEFAULT_PERCENT
+    workers: int = 1
     loadField: bytes = field(init=False, repr=False, compare=False)
     toClientDrop: frozenset[bytes] = field(init=False, repr=False, compare=False)
 

@@ -1,8 +1,8 @@
 """
 The admin listener's HTML status page, for operators.
 
-One self-contained page, in the spirit of HAProxy's stats page: a table of
-the backends that refreshes itself every two seconds from the admin API's
+One self-contained page, in the spirit of HAProxy's stats page: tables of
+the backends that refresh themselves every two seconds from the admin API's
 JSON C{status}, and charts of the last five minutes, which the first poll
 fills from the history the admin API keeps (L{txlb.history}).  Everything is
 inline (style, script, no fonts or icons), because neither this machine nor
@@ -10,18 +10,27 @@ an operator's network may reach anything else.  The page is static: the
 script does the rendering, so the server side has nothing to keep in step
 with the JSON.
 
-The table is rendered from a list of pools, each with its algorithm and
-backends, and from a list of columns, each saying when it applies (the
-weight only under an algorithm that uses weights, the actions only with the
-admin token): today there is one pool, the balancer's.  Rows are updated in
-place, so a weight being typed survives the refresh.
+The page has a section per pool (the status JSON's C{pools}), each with
+its name, its algorithm and its backends, and the route table (C{routes}):
+each route's label, its conditions and action in a few words, and the
+requests it matched.  The site of one pool, C{default}, and no routes (the
+command line's backends) shows neither pool names nor routes: it looks as
+it did before there were pools.  A table is rendered from a list of
+columns, each saying when it applies (the weight only under an algorithm
+that uses weights, the actions only with the admin token), and the line
+under a pool's name from a list of facts: a new column or fact is one
+entry.  Rows are updated in place, so a weight being typed survives the
+refresh.  The charts and the shadow policy's counts are per pool too: one
+address may be a backend of two pools, with its own counts in each.
 
 With the admin token, entered once in the page and kept in the tab's
 C{sessionStorage}, the page drains, restores and reweights backends through
-the admin API, sending the token as C{Authorization: Bearer}; without it,
-the page is read-only.  See L{txlb.admin.refuseChange} for why that header,
-with C{Sec-Fetch-Site} and C{Origin} checks, keeps other sites' pages from
-making changes through an operator's browser.
+the admin API, each in its own pool (C{pools/NAME/backends/...}, or
+C{backends/...} for the pool C{default}), sending the token as
+C{Authorization: Bearer}; without it, the page is read-only.  See
+L{txlb.admin.refuseChange} for why that header, with C{Sec-Fetch-Site} and
+C{Origin} checks, keeps other sites' pages from making changes through an
+operator's browser.
 
 The script fetches C{status} by a I{relative} URL, so the page works under
 any prefix a reverse proxy puts in front of it, as long as the JSON is its
@@ -115,7 +124,17 @@ tbody tr:nth-child(even) { background: var(--stripe); }
 .empty { color: var(--muted); text-align: center; }
 h2 { margin: 1.5rem 0 .5rem; font-size: 1.1rem; font-weight: 600; }
 .note { margin: -.25rem 0 .75rem; color: var(--muted); font-size: .85rem; }
-#charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(24rem, 1fr)); gap: 1rem; }
+.chart-grid {
+  display: grid; grid-template-columns: repeat(auto-fill, minmax(24rem, 1fr)); gap: 1rem;
+}
+.chart-group + .chart-group { margin-top: 1rem; }
+h3.chart-pool { margin: 0 0 .5rem; font-size: 1rem; font-weight: 600; }
+.pool-name { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
+.pool-facts {
+  display: flex; flex-wrap: wrap; gap: .25rem 1.5rem; margin: -.25rem 0 .6rem; color: var(--muted);
+}
+.pool-facts .failed { font-weight: 600; }
+.shadow h3 { margin: 1rem 0 .5rem; font-size: 1rem; font-weight: 600; }
 .card { padding: .6rem .8rem; border: 1px solid var(--line); border-radius: 6px; }
 .card h3 { margin: 0 0 .4rem; font: 600 .9rem ui-monospace, "DejaVu Sans Mono", monospace; }
 .chart, .axis {
@@ -137,7 +156,8 @@ h2 { margin: 1.5rem 0 .5rem; font-size: 1.1rem; font-weight: 600; }
 .axis-ticks span { position: absolute; top: 0; transform: translateX(-50%); white-space: nowrap; }
 .axis-ticks span:first-child { transform: none; }
 .axis-ticks span:last-child { transform: translateX(-100%); }
-#shadow-table { width: auto; }
+.shadow-table { width: auto; }
+#routes-table .message { min-width: 14rem; }
 footer { margin-top: 1rem; color: var(--muted); font-size: .85rem; }
 a { color: inherit; }
 """
@@ -204,17 +224,19 @@ function plural(count, word) {
   return count + " " + word + (count === 1 ? "" : "s");
 }
 
-// The table's columns: each has a heading, a cell it keeps up to date, and
-// says when it applies to a pool (the weight only under an algorithm that
-// uses weights, the actions only with the admin token).
+// The table's columns: each has a heading, a cell it keeps up to date
+// (text(backend), or update(td, backend, pool), false to fall back on the
+// text), and says when it applies to a pool (the weight only under an
+// algorithm that uses weights, the actions only with the admin token).
 const COLUMNS = [
   {key: "address", title: "Backend", className: "address",
    text: (b) => show(b.address) + (b.tls ? " (TLS)" : "")},
   {key: "state", title: "State", update: updateState},
   {key: "weight", title: "Weight", className: "num", when: (pool) => pool.usesWeights,
-   text: (b) => show(b.weight), update: (td, b) => access.authorized ? updateWeight(td, b) : false},
-  {key: "active", title: "Active", tip: "requests in flight", className: "num",
-   text: (b) => show(b.active)},
+   text: (b) => show(b.weight),
+   update: (td, b, pool) => access.authorized ? updateWeight(td, b, pool) : false},
+  {key: "active", title: "Active", tip: "requests in flight, out of the limit (--max-conn)",
+   className: "num", text: (b) => show(b.active) + (b.limit ? " / " + b.limit : "")},
   {key: "rps", title: "Req/s", className: "num",
    text: (b) => show(b.requestsPerSecond, oneDecimal)},
   {key: "requests", title: "Requests", tip: "since start", className: "num",
@@ -249,7 +271,7 @@ function updateState(td, b) {
 
 // With the token, the weight is a field and a button; a weight being typed
 // is left alone until it is set.
-function updateWeight(td, b) {
+function updateWeight(td, b, pool) {
   let input = td.querySelector("input");
   if (!input) {
     input = element("input", "weight");
@@ -265,8 +287,8 @@ function updateWeight(td, b) {
         say("weight must be a whole number from 1 to 1000", true);
         return;
       }
-      change("PATCH", td.dataset.address, "", {weight: weight},
-             "weight " + weight + " for " + td.dataset.address)
+      change("PATCH", pool.name, td.dataset.address, "", {weight: weight},
+             "weight " + weight + " for " + where(pool.name, td.dataset.address))
         .then((ok) => { if (ok) delete input.dataset.edited; });
     });
     td.replaceChildren(input, " ", set);
@@ -275,37 +297,91 @@ function updateWeight(td, b) {
   if (document.activeElement !== input && !input.dataset.edited) input.value = b.weight;
 }
 
-function updateActions(td, b) {
+// Drain, or restore a draining backend, in its own pool: one address may
+// be a backend of two pools.
+function updateActions(td, b, pool) {
   const draining = b.state === "draining";
   let action = td.firstChild;
   if (!action || action.dataset.draining !== String(draining)) {
+    const named = where(pool.name, b.address);
     action = draining
       ? button("Restore", "restore", () =>
-          change("PATCH", b.address, "", {draining: false}, "restore " + b.address))
+          change("PATCH", pool.name, b.address, "", {draining: false}, "restore " + named))
       : button("Drain", "drain", () =>
-          change("POST", b.address, "/drain", undefined, "drain " + b.address));
+          change("POST", pool.name, b.address, "/drain", undefined, "drain " + named));
     action.dataset.draining = String(draining);
     td.replaceChildren(action);
   }
 }
 
-// The pools the status describes, each with its algorithm and backends:
-// today the balancer's one.
+// The pools the status describes, each with its name, algorithm and
+// backends.
 function poolsOf(status) {
-  return [{name: "", algorithm: status.algorithm, usesWeights: status.usesWeights !== false,
-           backends: status.backends}];
+  return Array.isArray(status.pools) ? status.pools : [];
 }
 
-// One pool's section: a table whose columns follow the pool and the access,
-// whose rows follow its backends, updated in place.
+// Whether the page names the pools: not for the site of one pool,
+// "default", and no routes (the command line's backends), which looks as
+// it did before there were pools.
+let titled = false;
+
+function isTitled(status, pools) {
+  const routes = Array.isArray(status.routes) ? status.routes : [];
+  return pools.length > 1 || routes.length > 0 || pools.some((p) => p.name !== "default");
+}
+
+// A backend as the messages name it: in its pool, when there are pools.
+function where(pool, address) {
+  return titled ? address + " in pool " + pool : address;
+}
+
+function counted(backends) {
+  const counts = {up: 0, down: 0, draining: 0};
+  for (const b of backends) if (b.state in counts) counts[b.state] += 1;
+  return counts;
+}
+
+function health(counts) {
+  return counts.up + " up, " + counts.down + " down, " + counts.draining + " draining";
+}
+
+// What the line under a pool's name says of it, in order; each says when
+// it applies.
+const POOL_FACTS = [
+  {key: "algorithm", text: (pool) => "algorithm " + show(pool.algorithm)},
+  {key: "backends",
+   text: (pool) => plural(pool.backends.length, "backend") + ": " + health(counted(pool.backends))},
+  {key: "queue", when: (pool) => pool.maxConn && pool.queue,
+   text: (pool) => "queue " + pool.queue.length + " waiting (at most " + pool.queue.max + ")"},
+  {key: "insecure", when: (pool) => pool.backendTLS === "insecure", className: "failed",
+   text: () => "TLS to backends NOT VERIFIED"},
+];
+
+// One pool's section: its name and facts when the page names pools, a
+// table whose columns follow the pool and the access, whose rows follow
+// its backends, updated in place, and its shadow policy's counts.
 const sections = new Map();
 
 function renderPool(pool) {
   let section = sections.get(pool.name);
   if (!section) {
-    section = {root: element("section", "pool"), rows: new Map(), columns: ""};
+    section = {root: element("section", "pool"), rows: new Map(), columns: "",
+               head: element("div", "pool-head"), table: element("table", "backends"),
+               shadow: element("div", "shadow")};
     section.root.dataset.pool = pool.name;
+    section.root.replaceChildren(section.head, section.table, section.shadow);
     sections.set(pool.name, section);
+  }
+  section.head.hidden = !titled;
+  if (titled) {
+    const title = element("h2", "pool-title", "Pool ");
+    title.append(element("span", "pool-name", String(pool.name)));
+    const facts = element("p", "pool-facts");
+    for (const fact of POOL_FACTS) {
+      if (fact.when && !fact.when(pool)) continue;
+      facts.append(element("span", fact.className || "", fact.text(pool)));
+    }
+    section.head.replaceChildren(title, facts);
   }
   const columns = COLUMNS.filter((column) => !column.when || column.when(pool));
   const names = columns.map((column) => column.key).join(" ");
@@ -319,11 +395,12 @@ function renderPool(pool) {
     const table = element("table", "backends");
     table.append(element("thead"), element("tbody"));
     table.tHead.append(head);
-    section.root.replaceChildren(table);
+    section.table.replaceWith(table);
+    section.table = table;
     section.rows.clear();
     section.columns = names;
   }
-  const body = section.root.querySelector("tbody");
+  const body = section.table.tBodies[0];
   const seen = new Set();
   for (const b of pool.backends) {
     const address = String(b.address);
@@ -336,7 +413,7 @@ function renderPool(pool) {
     const row = section.rows.get(address);
     columns.forEach((column, c) => {
       const td = row.cells[c];
-      if (!column.update || column.update(td, b) === false) td.textContent = column.text(b);
+      if (!column.update || column.update(td, b, pool) === false) td.textContent = column.text(b);
       const className = typeof column.className === "function" ? column.className(b)
                                                                 : column.className;
       td.className = className || "";
@@ -359,17 +436,114 @@ function renderPool(pool) {
   if (rows.length !== body.rows.length || rows.some((row, i) => body.rows[i] !== row)) {
     body.replaceChildren(...rows);
   }
+  renderShadow(section.shadow, pool);
   return section.root;
 }
 
+// The routes, in order: what each matches and does, in a few words, from
+// the table the file gives, and the requests it matched.
+function anyOf(value) {
+  return [].concat(value).map(String).join(" or ");
+}
+
+// A header's or a query's table: each name with its value, "*" any.
+function pairs(table, separator) {
+  return Object.entries(table || {}).map(([name, value]) =>
+    value === "*" ? name + " (any value)" : name + separator + value).join(", ");
+}
+
+const CONDITIONS = [
+  {key: "host", text: (v) => "host " + anyOf(v)},
+  {key: "path", text: (v) => "path " + v},
+  {key: "path-prefix", text: (v) => "path-prefix " + v},
+  {key: "path-regex", text: (v) => "path-regex " + v},
+  {key: "method", text: (v) => "method " + anyOf(v)},
+  {key: "header", text: (v) => "header " + pairs(v, ": ")},
+  {key: "query", text: (v) => "query " + pairs(v, "=")},
+  {key: "client", text: (v) => "client " + anyOf(v)},
+];
+
+// Each condition of a route, all of which must hold, or "every request".
+function conditions(config) {
+  const said = CONDITIONS.filter((c) => config[c.key] !== undefined)
+    .map((c) => c.text(config[c.key]));
+  return said.length ? said.join("; ") : "every request";
+}
+
+function action(config) {
+  let said;
+  if (config.pool !== undefined) said = "pool " + config.pool;
+  else if (config.split !== undefined) {
+    said = "split " + Object.entries(config.split).map(([p, w]) => p + " " + w).join(", ") +
+      (config["split-key"] ? " by " + config["split-key"] : "");
+  } else if (config.respond !== undefined) said = "respond " + config.respond;
+  else if (config.redirect !== undefined) {
+    said = "redirect " + (config["redirect-status"] || 308) + " " + config.redirect;
+  } else if (config.router !== undefined) said = "router " + config.router;
+  else said = "\u2013";
+  if (config.mirror !== undefined) {
+    const share = config["mirror-percent"];
+    said += "; mirror " + config.mirror + (share === undefined ? "" : " " + share + " %");
+  }
+  const rewrites = ["strip-prefix", "set-host", "request-headers", "response-headers"]
+    .filter((key) => config[key] !== undefined && config[key] !== false)
+    .map((key) => typeof config[key] === "string" ? key + " " + config[key] : key);
+  if (rewrites.length) said += "; rewrites " + rewrites.join(", ");
+  return said;
+}
+
+const ROUTE_COLUMNS = [
+  {key: "label", title: "Route", className: "address", text: (r) => show(r.label)},
+  {key: "conditions", title: "Conditions", className: "message",
+   text: (r) => conditions(r.config || {})},
+  {key: "action", title: "Action", className: "message", text: (r) => action(r.config || {})},
+  {key: "requests", title: "Requests", tip: "matched since start", className: "num",
+   text: (r) => show(r.requests)},
+];
+
+function renderRoutes(status) {
+  const routes = Array.isArray(status.routes) ? status.routes : [];
+  $("routes-section").hidden = !routes.length;
+  if (!$("routes-head").cells.length) {
+    for (const column of ROUTE_COLUMNS) {
+      const th = element("th", column.className === "num" ? "num" : "", column.title);
+      if (column.tip) th.title = column.tip;
+      $("routes-head").append(th);
+    }
+  }
+  $("routes").replaceChildren(...routes.map((route) => {
+    const row = element("tr");
+    for (const column of ROUTE_COLUMNS) {
+      row.append(element("td", column.className, column.text(route)));
+    }
+    return row;
+  }));
+}
+
 function render(status) {
-  const counts = {up: 0, down: 0, draining: 0};
-  for (const b of status.backends) if (b.state in counts) counts[b.state] += 1;
-  $("pools").replaceChildren(...poolsOf(status).map(renderPool));
+  const pools = poolsOf(status);
+  titled = isTitled(status, pools);
+  const backends = pools.flatMap((pool) => pool.backends);
+  const counts = counted(backends);
+  for (const name of sections.keys()) {
+    if (!pools.some((pool) => pool.name === name)) sections.delete(name);
+  }
+  $("pools").replaceChildren(...pools.map(renderPool));
+  renderRoutes(status);
   $("algorithm").textContent = show(status.algorithm);
+  $("algorithm-summary").hidden = titled;
+  $("pool-summary").hidden = !titled;
+  $("pool-count").textContent = String(pools.length);
   $("listen").textContent = show([].concat(status.listen).join(", "));
-  $("insecure").hidden = status.backendTLS !== "insecure";
+  const insecure = pools.filter((pool) => pool.backendTLS === "insecure");
+  $("insecure").hidden = !insecure.length;
+  $("insecure-pools").textContent = titled && insecure.length
+    ? " In " + (insecure.length === 1 ? "pool " : "pools ") +
+      insecure.map((pool) => pool.name).join(", ") + "."
+    : "";
   $("uptime").textContent = show(status.uptime, duration);
+  const queue = status.queue;
+  $("queue").textContent = queue ? queue.length + " waiting (at most " + queue.max + ")" : "\u2013";
   $("version").textContent = show(status.version);
   $("etcd-summary").hidden = !status.etcd;
   if (status.etcd) {
@@ -377,10 +551,8 @@ function render(status) {
       (status.etcd.connected ? "connected" : "NOT CONNECTED") +
       ", revision " + status.etcd.revision;
   }
-  const total = status.backends.length;
-  $("health").textContent =
-    counts.up + " up, " + counts.down + " down, " + counts.draining + " draining";
-  document.title = "txlb: " + counts.up + "/" + total + " up";
+  $("health").textContent = health(counts);
+  document.title = "txlb: " + counts.up + "/" + backends.length + " up";
   lastUpdate = new Date();
   $("updated").textContent = lastUpdate.toLocaleTimeString();
 }
@@ -416,14 +588,21 @@ function authorization() {
   return token === null ? {} : {Authorization: "Bearer " + token};
 }
 
-// Make a change through the admin API, say how it went, and refresh; true
-// if it was made.
-async function change(method, address, suffix, body, what) {
+// The admin API's path of a pool's backends: the pool "default"'s without
+// its name, as before there were pools.
+function poolPath(pool) {
+  return pool === "default" ? "" : "pools/" + encodeURIComponent(pool) + "/";
+}
+
+// Make a change of a backend of a pool through the admin API, say how it
+// went, and refresh; true if it was made.
+async function change(method, pool, address, suffix, body, what) {
   const headers = authorization();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let ok = false;
   try {
-    const response = await fetch("backends/" + encodeURIComponent(address) + suffix, {
+    const url = poolPath(pool) + "backends/" + encodeURIComponent(address) + suffix;
+    const response = await fetch(url, {
       method: method, cache: "no-store", headers: headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -453,6 +632,8 @@ const CHARTS = [
   {key: "p99", title: "p99", format: milliseconds, floor: 50, scale: (n) => n + " ms"},
   {key: "active", title: "in flight", floor: 10, scale: String},
   {key: "load", title: "load", format: percent, floor: 1, scale: (n) => n * 100 + " %"},
+  // With --max-conn: the backend's limit (learnt, with auto).
+  {key: "limit", title: "limit", floor: 10, scale: String, when: (b) => b.limit},
 ];
 
 // The smallest 1, 2 or 5 times a power of ten at least value.
@@ -479,9 +660,9 @@ function svg(tag, attributes) {
   return made;
 }
 
-function chart(spec, address, newest) {
+function chart(spec, pool, address, newest) {
   const points = samples.map((sample) => {
-    const values = sample.backends[address];
+    const values = ((sample.pools || {})[pool] || {})[address];
     const value = values ? values[spec.key] : null;
     return {time: sample.time, value: typeof value === "number" ? value : null};
   });
@@ -541,36 +722,63 @@ function axis() {
   return row;
 }
 
+// A card per backend, grouped by pool (under the pool's name when the page
+// names pools): one address in two pools has a card in each.
 function renderCharts(status) {
   const newest = samples.length ? samples[samples.length - 1].time : 0;
-  const cards = status.backends.map((b) => {
-    const card = element("div", "card");
-    card.dataset.address = String(b.address);
-    card.append(element("h3", "", String(b.address)),
-                ...CHARTS.map((spec) => chart(spec, String(b.address), newest)), axis());
-    return card;
+  const groups = poolsOf(status).map((pool) => {
+    const group = element("div", "chart-group");
+    group.dataset.pool = pool.name;
+    const grid = element("div", "chart-grid");
+    grid.append(...pool.backends.map((b) => {
+      const card = element("div", "card");
+      card.dataset.address = String(b.address);
+      card.append(element("h3", "", String(b.address)),
+                  ...CHARTS.filter((spec) => !spec.when || spec.when(b))
+                    .map((spec) => chart(spec, pool.name, String(b.address), newest)),
+                  axis());
+      return card;
+    }));
+    if (titled) group.append(element("h3", "chart-pool", "Pool " + pool.name));
+    group.append(grid);
+    return group;
   });
-  $("charts").replaceChildren(...cards);
+  $("charts").replaceChildren(...groups);
 }
 
-function renderShadow(status) {
-  const shadow = status.shadow;
-  $("shadow-section").hidden = !shadow;
-  if (!shadow) return;
-  $("shadow-name").textContent = show(shadow.algorithm);
-  $("shadow-agreement").textContent =
-    show(shadow.agreement, percent) + " of " + show(shadow.compared) + " picks";
-  $("shadow-errors").textContent = show(shadow.errors);
+// A pool's shadow policy: its agreement with the live one, and the
+// requests it would have sent to each backend; nothing without one.
+function renderShadow(holder, pool) {
+  const shadow = pool.shadow;
+  holder.hidden = !shadow;
+  if (!shadow) {
+    holder.replaceChildren();
+    return;
+  }
+  const title = element(titled ? "h3" : "h2", "shadow-title", "Shadow policy ");
+  title.append(element("span", "shadow-name", show(shadow.algorithm)));
+  const summary = element("p", "shadow-summary", "agrees with the live policy on ");
+  summary.append(
+    element("b", "shadow-agreement",
+            show(shadow.agreement, percent) + " of " + show(shadow.compared) + " picks"),
+    "; errors ", element("b", "shadow-errors", show(shadow.errors)),
+    ". Requests it would have sent:");
   const picks = shadow.picks || {};
   const total = Object.values(picks).reduce((a, b) => a + b, 0);
-  const rows = status.backends.map((b) => {
+  const table = element("table", "shadow-table");
+  const head = element("tr");
+  head.append(element("th", "", "Backend"), element("th", "num", "Picks"),
+              element("th", "num", "Share"));
+  table.append(element("thead"), element("tbody"));
+  table.tHead.append(head);
+  table.tBodies[0].append(...pool.backends.map((b) => {
     const row = element("tr");
     const count = picks[b.address] || 0;
     row.append(element("td", "address", show(b.address)), element("td", "num", show(count)),
                element("td", "num", total ? percent(count / total) : "\u2013"));
     return row;
-  });
-  $("shadow-backends").replaceChildren(...rows);
+  }));
+  holder.replaceChildren(title, summary, table);
 }
 
 function unavailable(reason) {
@@ -605,8 +813,8 @@ async function refresh() {
     } catch (e) {
       throw new Error("the answer is not JSON");
     }
-    if (!status || !Array.isArray(status.backends)) {
-      throw new Error("the answer has no list of backends");
+    if (!status || !Array.isArray(status.pools)) {
+      throw new Error("the answer has no list of pools");
     }
     // An answer overtaken by a later one is dropped.
     if (ticket < shown) return;
@@ -620,7 +828,6 @@ async function refresh() {
     render(status);
     renderAdmin();
     renderCharts(status);
-    renderShadow(status);
     unavailable(null);
   } catch (e) {
     unavailable(e.name === "AbortError" ? "no answer within " + TIMEOUT_MS / 1000 + " s"
@@ -653,17 +860,19 @@ refresh();
 _BODY = """
 <h1>txlb</h1>
 <p id="summary">
-  <span>algorithm <b id="algorithm">\u2013</b></span>
+  <span id="algorithm-summary">algorithm <b id="algorithm">\u2013</b></span>
+  <span id="pool-summary" hidden>pools <b id="pool-count">\u2013</b></span>
   <span>listening on <b id="listen">\u2013</b></span>
   <span>up for <b id="uptime">\u2013</b></span>
   <span>version <b id="version">\u2013</b></span>
   <span>backends <b id="health">\u2013</b></span>
+  <span>queue <b id="queue">\u2013</b></span>
   <span id="etcd-summary" hidden>etcd <b id="etcd">\u2013</b></span>
   <span>updated <b id="updated">never</b></span>
 </p>
 <p id="error" role="alert" hidden></p>
 <p id="insecure" role="alert" hidden>TLS to backends is NOT VERIFIED
-  (--backend-insecure): any certificate is accepted.</p>
+  (--backend-insecure): any certificate is accepted.<span id="insecure-pools"></span></p>
 <noscript><p class="noscript">This page needs JavaScript. The same data is at
   <a href="status">status</a>, as JSON.</p></noscript>
 <div id="admin" hidden>
@@ -676,16 +885,15 @@ _BODY = """
   <button id="lock" type="button" hidden>Lock</button>
   <span id="admin-message" role="status"></span>
 </div>
-<div id="pools"><p class="empty">loading\u2026</p></div>
-<section id="shadow-section" hidden>
-  <h2>Shadow policy <span id="shadow-name">\u2013</span></h2>
-  <p id="shadow-summary">agrees with the live policy on <b id="shadow-agreement">\u2013</b>;
-    errors <b id="shadow-errors">\u2013</b>. Requests it would have sent:</p>
-  <table id="shadow-table">
-    <thead><tr><th>Backend</th><th class="num">Picks</th><th class="num">Share</th></tr></thead>
-    <tbody id="shadow-backends"></tbody>
+<section id="routes-section" hidden>
+  <h2>Routes</h2>
+  <p class="note">In order: the first whose conditions all hold takes the request.</p>
+  <table id="routes-table">
+    <thead><tr id="routes-head"></tr></thead>
+    <tbody id="routes"></tbody>
   </table>
 </section>
+<div id="pools"><p class="empty">loading\u2026</p></div>
 <h2>Last five minutes</h2>
 <p class="note">Sampled every 2 s by txlb itself, so the charts show the last five minutes
   as soon as the page opens. Each scale starts at 0 and reaches at least 10 req/s, 50 ms,

@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from txlb import config, dns, tls, versionLine
 from txlb.accesslog import AccessLog
-from txlb.admission import parseMaxConn
+from txlb.admission import DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, parseMaxConn
 from txlb.algorithms import ALGORITHMS, algorithmNamed
 from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
@@ -35,7 +35,7 @@ from txlb.metrics import Metrics
 from txlb.poolservice import makePool
 from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.ratelimit import DEFAULT_KEYS, Rate, parseRate, parseRateKey
-from txlb.retrybudget import parsePercent
+from txlb.retrybudget import DEFAULT_PERCENT, parsePercent
 from txlb.routeconfig import RoutesError, parseRoutes
 from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
@@ -50,6 +50,7 @@ from txlb.workers.worker import (
     ParentWatch,
     adoptedEndpoint,
     listenFDs,
+    workerCount,
     workerIndex,
 )
 
@@ -62,16 +63,9 @@ def backendList(specs: str) -> list[Backend]:
     Parse C{--backends} (see L{parseBackends}).
     """
     try:
-        backends = parseBackends(specs)
+        return parseBackends(specs)
     except ValueError as e:
         raise usage.UsageError(f"--backends: {e}") from None
-    for backend in backends:
-        if backend.maxConn:
-            # Parsed, but the request path does not queue yet.
-            raise usage.UsageError(
-                f"--backends: {backend.address}: per-backend limits (/MAXCONN) are not enforced yet"
-            )
-    return backends
 
 
 #: Options that may be given several times, each adding to a list.
@@ -101,6 +95,10 @@ POOL_KEYS = frozenset(
         "fail-timeout",
         "retries",
         "retry-non-idempotent",
+        "retry-budget",
+        "max-conn",
+        "max-queue",
+        "queue-timeout",
         "connect-timeout",
         "response-timeout",
         "idle-timeout",
@@ -204,7 +202,7 @@ def rateLimitKey(text: str) -> str:
 
 def maxConn(text: str) -> int | str:
     """
-    C{--max-conn}, for when the request path queues.
+    C{--max-conn}: a whole number (0: no limit) or C{auto}.
     """
     try:
         return parseMaxConn(text)
@@ -214,7 +212,7 @@ def maxConn(text: str) -> int | str:
 
 def retryBudget(text: str) -> float:
     """
-    C{--retry-budget}, for when the exchange counts its retries.
+    C{--retry-budget}: a percentage from 0 to 100.
     """
     try:
         return parsePercent(text)
@@ -421,6 +419,11 @@ class PoolSettings(dict[str, Any]):
             via=self["via"],
             accessLog=self["access-log"],
             loadHeader=self["load-header"],
+            maxConn=self["max-conn"],
+            maxQueue=self["max-queue"],
+            queueTimeout=self["queue-timeout"],
+            retryBudget=self["retry-budget"],
+            workers=workerCount(os.environ),
         )
 
     def algorithm(self) -> MakeAlgorithm:
@@ -518,7 +521,8 @@ class Options(PoolSettings, usage.Options):
             "backends",
             "b",
             None,
-            "Comma-separated [http://|https://]HOST:PORT[=WEIGHT] (weight default 1).",
+            "Comma-separated [http://|https://]HOST:PORT[=WEIGHT[/MAXCONN]] (weight default 1; "
+            "MAXCONN: the backend's own --max-conn).",
             backendList,
         ],
         [
@@ -559,6 +563,14 @@ class Options(PoolSettings, usage.Options):
         ],
         # Retries and timeouts.
         ["retries", None, 2, "Other backends to try for one request.", count("--retries", 0)],
+        [
+            "retry-budget",
+            None,
+            DEFAULT_PERCENT,
+            "Retries in flight, in percent of the requests in flight (at least 3 are always "
+            "allowed); retries over it are not made.",
+            retryBudget,
+        ],
         [
             "connect-timeout",
             None,
@@ -632,6 +644,29 @@ class Options(PoolSettings, usage.Options):
             0,
             "Connections one client address may have open; more are closed at once (0: no limit).",
             count("--max-client-conns", 0),
+        ],
+        # Backend limits and the queue.
+        [
+            "max-conn",
+            None,
+            0,
+            "Requests in flight a backend may have (0: no limit), or auto to learn each "
+            "backend's from its latency; the others wait in the queue.",
+            maxConn,
+        ],
+        [
+            "max-queue",
+            None,
+            DEFAULT_MAX_QUEUE,
+            "Requests that may wait for a backend below its limit; more get 503 (flag QF).",
+            count("--max-queue", 0),
+        ],
+        [
+            "queue-timeout",
+            None,
+            DEFAULT_QUEUE_TIMEOUT,
+            "Seconds a request may wait in the queue; then 503 (flag QT).",
+            seconds("--queue-timeout"),
         ],
         # Algorithms.
         [

@@ -6,6 +6,14 @@ backend client carries one request at a time on pooled connections.  So a
 request that asks for an upgrade is routed like any request, then leaves the
 client's path for a L{Tunnel}:
 
+  0. it takes a slot on a backend below its limit of requests in flight
+     (C{--max-conn}), as any request does, waiting in the pool's queue for
+     one if need be: a tunnel holds a backend connection for as long as it
+     lasts, so it counts against the limit from start to close (as in
+     HAProxy, whose server C{maxconn} counts a WebSocket connection, and
+     whose queue holds the upgrade request as any other).  Past the queue's
+     size or its time-out, txlb answers 503 with C{Retry-After}, flag
+     C{QF} or C{QT}, as for any request;
   1. the tunnel opens its own connection to the picked backend, with the
      same endpoint as the backend client (its connect timeout, and TLS for
      an C{https://} backend), and writes the request head itself: the
@@ -38,7 +46,7 @@ from __future__ import annotations
 import typing
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone, TimeoutError
 from twisted.internet.interfaces import (
@@ -56,8 +64,9 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from txlb import headers, tls
+from txlb.admission import RETRY_AFTER, QueueError, QueueFullError
 from txlb.http1 import MAX_HEAD, BadResponseError, ChunkedDecoder, ResponseHead, parseHead
-from txlb.outcome import Outcome, answer, describe
+from txlb.outcome import NORMAL, Outcome, answer, describe
 from txlb.request import forwardTarget
 
 if TYPE_CHECKING:
@@ -66,14 +75,34 @@ if TYPE_CHECKING:
 
 class Relay(typing.Protocol):
     """
-    What a tunnel needs of the resource that made it: the backends' counts
-    and health, the fields to send, the clock, the log, and where its
-    outcome goes.  (L{txlb.proxy.LoadBalancerResource} provides it.)
+    What a tunnel needs of the resource that made it: a backend below its
+    limit and how to reach it, the backends' counts and health, the fields
+    to send, the clock, the log, and where its outcome goes.
+    (L{txlb.proxy.LoadBalancerResource} provides it.)
     """
 
     pool: BackendPool
     clock: IReactorTime
     log: Logger
+
+    def admit(self, request: server.Request) -> Backend | None:
+        """
+        The backend to send C{request} to now, or C{None} if it must
+        L{queue}.
+        """
+
+    def queue(self, request: server.Request) -> Deferred[tuple[Backend, float]]:
+        """
+        Wait for a backend below its limit: the backend, to count sent at
+        once, and the seconds waited.
+        """
+
+    def release(self, backend: Backend) -> None:
+        """
+        The tunnel on C{backend} is over.
+        """
+
+    def endpoint(self, backend: Backend) -> IStreamClientEndpoint: ...
 
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields: ...
 
@@ -239,6 +268,8 @@ class _ClientSide(Protocol):
         self.tunnel.clientLost(reason)
 
 
+#: Waiting for a backend below its limit, in the pool's queue.
+QUEUED = "queued"
 #: Waiting for the backend connection.
 CONNECTING = "connecting"
 #: Connected, waiting for the backend's answer head.
@@ -256,23 +287,30 @@ class Tunnel:
     One upgrade request relayed to one backend, then, if the backend
     switches protocols, the byte tunnel between the two connections.
 
-    @ivar state: One of L{CONNECTING}, L{HEAD}, L{REFUSED}, L{OPEN}, L{OVER}.
+    @ivar state: One of L{QUEUED}, L{CONNECTING}, L{HEAD}, L{REFUSED},
+        L{OPEN}, L{OVER}.
+    @ivar backend: The backend, once one was below its limit.
+    @ivar queued: Seconds waited in the queue, or C{None} if it did not
+        wait.
     """
+
+    backend: Backend
 
     def __init__(
         self,
         resource: Relay,
         request: server.Request,
-        backend: Backend,
         clientHost: str,
         started: float,
     ) -> None:
         self.resource = resource
         self.request = request
-        self.backend = backend
         self.clientHost = clientHost
         self.started = started
         self.state = CONNECTING
+        self.holding = False
+        self.queued: float | None = None
+        self.admitting: Deferred[tuple[Backend, float]] | None = None
         self.connecting: Deferred[Any] | None = None
         self.backendTransport: Any = None
         self.clientTransport: Any = None
@@ -294,13 +332,55 @@ class Tunnel:
         """
         return self.request.channel
 
-    def start(self, endpoint: IStreamClientEndpoint) -> None:
+    def start(self) -> None:
         """
-        Count the tunnel as active on its backend and connect to it.
+        Take a backend below its limit, waiting in the queue for one if need
+        be; then connect to it.
         """
-        self.resource.pool.sending(self.backend)
         self.request.notifyFinish().addErrback(self._clientLeftEarly)
-        self.connecting = connectProtocol(endpoint, _BackendSide(self))
+        backend = self.resource.admit(self.request)
+        if backend is not None:
+            self._connect(backend)
+            return
+        self.state = QUEUED
+        self.waitingSince = self.resource.clock.seconds()
+        # It may fail at once (the queue is full), ending the tunnel.
+        self.admitting = admitting = self.resource.queue(self.request)
+        admitting.addCallbacks(self._admitted, self._notAdmitted)
+        admitting.addErrback(self._internalError)
+
+    def _admitted(self, admitted: tuple[Backend, float]) -> None:
+        self.admitting = None
+        backend, self.queued = admitted
+        self._connect(backend)
+
+    def _notAdmitted(self, failure: Failure) -> None:
+        """
+        The queue was full or timed out (or the client left, and the
+        tunnel is over already): answer 503.
+        """
+        self.admitting = None
+        if self.over and failure.check(CancelledError):
+            return
+        failure.trap(QueueError)
+        refusal = failure.value
+        assert isinstance(refusal, QueueError)
+        if not isinstance(refusal, QueueFullError):
+            self.queued = self.resource.clock.seconds() - self.waitingSince
+        why = str(refusal)
+        self.request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % RETRY_AFTER])
+        answer(self.request, http.SERVICE_UNAVAILABLE, why)
+        self._over(http.SERVICE_UNAVAILABLE, why, LogLevel.info, refusal.flag)
+
+    def _connect(self, backend: Backend) -> None:
+        """
+        Count the tunnel as active on C{backend} and connect to it.
+        """
+        self.backend = backend
+        self.state = CONNECTING
+        self.resource.pool.sending(backend)
+        self.holding = True
+        self.connecting = connectProtocol(self.resource.endpoint(backend), _BackendSide(self))
         self.connecting.addCallbacks(self._connected, self._connectFailed)
         self.connecting.addErrback(self._internalError)
 
@@ -344,12 +424,14 @@ class Tunnel:
 
     def _clientLeftEarly(self, reason: Failure) -> None:
         """
-        The client went away before the backend answered: stop connecting,
-        or close the backend connection.
+        The client went away before the backend answered: leave the queue,
+        stop connecting, or close the backend connection.
         """
-        if self.state not in (CONNECTING, HEAD):
+        if self.state not in (QUEUED, CONNECTING, HEAD):
             return
         self._over(None, "client disconnected", LogLevel.info)
+        if self.admitting is not None:
+            self.admitting.cancel()
         if self.connecting is not None:
             self.connecting.cancel()
         if self.backendTransport is not None:
@@ -572,7 +654,9 @@ class Tunnel:
         consumer.registerProducer(_Throttle(self, reading), True)
         self.throttled.append(consumer)
 
-    def _over(self, code: int | None, error: str | None, level: LogLevel) -> None:
+    def _over(
+        self, code: int | None, error: str | None, level: LogLevel, flag: str = NORMAL
+    ) -> None:
         """
         The tunnel has ended: unregister its throttles (a transport with a
         producer does not close: a TLS one would never send its close
@@ -584,9 +668,22 @@ class Tunnel:
         self.state = OVER
         while self.throttled:
             self.throttled.pop().unregisterProducer()
-        self.resource.pool.done(self.backend)
+        backend = self.backend if self.holding else None
+        if backend is not None:
+            self.holding = False
+            self.resource.release(backend)
         self.resource.ended(
-            Outcome(self.request, self.clientHost, self.backend, code, self.started, error, level)
+            Outcome(
+                self.request,
+                self.clientHost,
+                backend,
+                code,
+                self.started,
+                error,
+                level,
+                flag,
+                queued=self.queued,
+            )
         )
 
 

@@ -1,12 +1,13 @@
 """
-Request bodies streamed to the backend as they arrive.
+Request bodies streamed to the backend as they arrive, and to a mirror
+beside it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -16,6 +17,31 @@ from txlb.flow import Valve
 
 #: Request body bytes kept so that a retry can send the body again.
 REPLAY_LIMIT = 1024 * 1024
+
+
+class BodyCopy(Protocol):
+    """
+    Where a copy of a request body goes as it arrives (a mirror's, see
+    L{txlb.mirror}): it takes every chunk at once and can hold nothing
+    back.
+    """
+
+    def received(self, data: bytes) -> None:
+        """
+        Another chunk of the body arrived.
+        """
+
+    def finished(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
+        """
+        The whole body has arrived; C{trailers} are the trailer fields to
+        send after it, if it goes chunked.
+        """
+
+    def abandoned(self) -> None:
+        """
+        The body will not arrive whole: the client's request ended before
+        it did.
+        """
 
 
 @implementer(IBodyProducer)
@@ -36,9 +62,14 @@ class StreamingBody:
         sent chunked (it has no length); set before it is complete.
     @ivar whenSent: Called when the whole body has been sent to the backend
         of the current attempt.
+    @ivar copy: Where a copy of the body goes as it arrives (a mirror's), or
+        C{None}.  It is given each chunk as the client sends it, whatever
+        the backend takes, and never holds the client back: the flow
+        control here is the backend's alone.
     """
 
     whenSent: Callable[[], None] | None = None
+    copy: BodyCopy | None = None
 
     def __init__(self, length: int | None, client: Any) -> None:
         self.length = UNKNOWN_LENGTH if length is None else length
@@ -61,6 +92,8 @@ class StreamingBody:
         """
         if self._discarding:
             return
+        if self.copy is not None:
+            self.copy.received(data)
         if self._kept is not None:
             if self._keptBytes + len(data) <= REPLAY_LIMIT:
                 self._kept.append(data)
@@ -77,6 +110,9 @@ class StreamingBody:
         The whole body has arrived.
         """
         self.complete = True
+        copy, self.copy = self.copy, None
+        if copy is not None:
+            copy.finished(self.trailers)
         self._flush()
 
     def discard(self) -> None:
@@ -84,11 +120,15 @@ class StreamingBody:
         The exchange is over, or its answer is: drop the rest of the body as
         it arrives, without holding the client back.  A backend still taking
         the body has answered already; its connection is closed, as it can
-        serve nothing else before the body ends.
+        serve nothing else before the body ends.  A copy of the body is
+        abandoned: it cannot be whole either.
         """
         if self.complete:
             return
         self._discarding = True
+        copy, self.copy = self.copy, None
+        if copy is not None:
+            copy.abandoned()
         if self._consumer is not None:
             self._consumer.transport.abortConnection()
             self._consumer = self._done = None

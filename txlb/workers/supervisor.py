@@ -44,10 +44,12 @@ from txlb.admin import AdminSite
 from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.keytables import ClientCounts, Region, workerHashSeed
 from txlb.service import StartupError, logAdmin
+from txlb.signals import Signals
 from txlb.workers.worker import (
     ADMIN_FD,
     KEYTABLES_FD,
     WORKER_ENV,
+    WORKERS_ENV,
     WorkerLogObserver,
     listenFDs,
 )
@@ -269,7 +271,15 @@ class Supervisor(MultiService):
             self.admin.startService()
         if self.recorder is not None:
             self.recorder.startService()
-        self.reactor.addSystemEventTrigger("after", "startup", self._catchSignals)
+        signals = Signals(
+            self.reactor,
+            self._log,
+            "Received {signal}: stopping the workers gracefully",
+            "Received {signal} again: workers cut their requests",
+            lambda: self._signalWorkers(signal.SIGTERM),
+            self.reload,
+        )
+        self.reactor.addSystemEventTrigger("after", "startup", signals.install)
 
     def _start(self, worker: _Worker) -> None:
         worker.pending = None
@@ -287,7 +297,12 @@ class Supervisor(MultiService):
             worker,
             sys.executable,
             arguments,
-            env={**os.environ, WORKER_ENV: str(worker.index), "PYTHONHASHSEED": self.hashSeed},
+            env={
+                **os.environ,
+                WORKER_ENV: str(worker.index),
+                WORKERS_ENV: str(len(self.workers)),
+                "PYTHONHASHSEED": self.hashSeed,
+            },
             childFDs=childFDs,
         )
         worker.pid = process.pid
@@ -332,14 +347,6 @@ class Supervisor(MultiService):
             except ProcessLookupError:
                 pass
 
-    def _catchSignals(self) -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._stopSignal)
-        signal.signal(signal.SIGHUP, self._reloadSignal)
-
-    def _reloadSignal(self, number: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reload)
-
     def reload(self) -> None:
         """
         Have every worker reload its configuration.
@@ -347,16 +354,6 @@ class Supervisor(MultiService):
         self._log.info("Received SIGHUP: passing it to the workers")
         self.changes.clear()
         self._signalWorkers(signal.SIGHUP)
-
-    def _stopSignal(self, number: int, frame: object) -> None:
-        name = signal.Signals(number).name
-        if self._stopping:
-            self._log.warn("Received {signal} again: workers cut their requests", signal=name)
-            self.reactor.callFromThread(self._signalWorkers, signal.SIGTERM)
-            return
-        self._stopping = True
-        self._log.info("Received {signal}: stopping the workers gracefully", signal=name)
-        self.reactor.callFromThread(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())

@@ -5,8 +5,9 @@ C{--listen} and C{--admin}.
 
 The supervisor starts each worker as C{twistd -n --pidfile= --logger
 txlb.workers.worker.WorkerLogObserver txlb ARGS --workers 1} with
-C{TXLB_WORKER} set to the worker's index, the listening socket of the
-first C{--listen} on file descriptor 3 (and those of the others on 6, 7
+C{TXLB_WORKER} set to the worker's index (and C{TXLB_WORKERS} to their
+number, for each worker's share of C{--max-conn}), the listening socket of
+the first C{--listen} on file descriptor 3 (and those of the others on 6, 7
 and on, L{listenFDs}), with C{--admin}, the worker's own loopback admin
 socket on file descriptor 4, and the client limits' shared tables
 (L{txlb.keytables.Region}) on file descriptor 5.
@@ -36,6 +37,8 @@ from zope.interface import implementer
 #: The environment variable that makes a C{twistd txlb} a worker, holding
 #: its index (0 to N - 1).
 WORKER_ENV = "TXLB_WORKER"
+#: The environment variable holding how many workers there are, N.
+WORKERS_ENV = "TXLB_WORKERS"
 
 #: The file descriptors a worker gets its (first) listening and admin
 #: sockets on, and the key tables it shares with the other workers.
@@ -62,6 +65,14 @@ def workerIndex(environ: Mapping[str, str]) -> int | None:
     """
     value = environ.get(WORKER_ENV)
     return None if value is None else int(value)
+
+
+def workerCount(environ: Mapping[str, str]) -> int:
+    """
+    How many workers share the limits with this one (1 when this process
+    is no worker).
+    """
+    return int(environ.get(WORKERS_ENV, "1"))
 
 
 def adoptedEndpoint(reactor: Any, fd: int) -> IStreamServerEndpoint:

@@ -3,14 +3,16 @@ The admin API of C{--workers}: the supervisor serves it, and asks each
 worker's own admin API (on a loopback socket the supervisor bound) for the
 answer.
 
-  - C{GET /status}: the backends with each worker's counts added up (and
-    their states, when the workers disagree, as C{mixed}), and under
-    C{workers} each worker's own status;
+  - C{GET /status}: each pool's backends with each worker's counts added
+    up (and their states, when the workers disagree, as C{mixed}), the
+    routes with each worker's counts added up, and under C{workers} each
+    worker's own status;
   - C{GET /metrics}: each worker's series with a C{worker} label, each
     sample once (L{mergeMetrics}), and the supervisor's own
     (L{workerMetrics});
-  - C{GET /backends} and C{GET /backends/HOST:PORT}: the backends as in
-    C{/status};
+  - C{GET /backends} and C{GET /backends/HOST:PORT}, and the same under
+    C{/pools/NAME}: the backends as in C{/status}; C{GET /routes}: the
+    routes as in C{/status};
   - C{HEAD} wherever C{GET} is: the workers are asked with C{GET};
   - a change (C{POST}, C{PATCH}, C{DELETE}) goes to every worker, token and
     all; when they all answer alike, that is the answer, otherwise 502
@@ -18,6 +20,8 @@ answer.
     the others do not know (yet: a restarted worker that has not resolved
     DNS, or one that has not seen DNS's last change) is asked again of
     those as a replay, which they keep for when the backend appears.
+    Changes are remembered as they were asked, their pool's path
+    (C{/pools/NAME/...}) and all, and made again on a restarted worker.
 
 Costs one loopback request per worker per admin request.
 """
@@ -39,7 +43,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from txlb import __version__
-from txlb.admin import REPLAY_HEADER, adminAccess, refuseChange, sinceOf
+from txlb.admin import REPLAY_HEADER, adminAccess, mainPool, refuseChange, sinceOf
 from txlb.health import quietPool
 from txlb.history import History
 from txlb.metrics import BUCKETS
@@ -53,8 +57,17 @@ WORKER_TIMEOUT = 5.0
 #: queueing the request meanwhile.
 REPLAY_TIMEOUT = 60.0
 
-#: Per-backend status fields that are counts, added up over workers.
-SUMMED = ("active", "requests", "failures", "errors", "checkFailures", "requestsPerSecond")
+#: Per-backend status fields that are counts, added up over workers (each
+#: worker's share of a limit, too).
+SUMMED = (
+    "active",
+    "requests",
+    "failures",
+    "errors",
+    "checkFailures",
+    "requestsPerSecond",
+    "limit",
+)
 
 #: Request headers passed on to the workers.  Not C{Origin} nor
 #: C{Sec-Fetch-Site}: the supervisor checks where a change comes from
@@ -197,6 +210,86 @@ def mergeBackends(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str
     return list(merged.values())
 
 
+def mergePools(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """
+    The pools of several workers' C{/status} as one list, by name, in the
+    order the workers give them: each pool's backends merged as
+    L{mergeBackends} does, its shadow's counts and its queue added up; everything
+    else (the algorithm, which the admin API may have switched) as the
+    first worker that has the pool says.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    backends: dict[str, list[Sequence[dict[str, Any]]]] = {}
+    shadows: dict[str, list[dict[str, Any]]] = {}
+    queues: dict[str, list[dict[str, Any]]] = {}
+    for pools in statuses:
+        for pool in pools:
+            name = pool["name"]
+            merged.setdefault(name, dict(pool))
+            backends.setdefault(name, []).append(pool["backends"])
+            if pool.get("shadow") is not None:
+                shadows.setdefault(name, []).append(pool["shadow"])
+            if pool.get("queue") is not None:
+                queues.setdefault(name, []).append(pool["queue"])
+    for name, pool in merged.items():
+        pool["backends"] = mergeBackends(backends[name])
+        pool["shadow"] = mergeShadows(shadows[name]) if name in shadows else None
+        pool["queue"] = mergeQueues(queues.get(name, []))
+    return list(merged.values())
+
+
+def mergeShadows(shadows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """
+    Several workers' counts of one pool's shadow policy as one: picks,
+    comparisons and errors added up, and the agreement over all the
+    comparisons.
+    """
+    compared = sum(shadow["compared"] for shadow in shadows)
+    agreed = sum((shadow["agreement"] or 0) * shadow["compared"] for shadow in shadows)
+    picks: dict[str, int] = {}
+    for shadow in shadows:
+        for address, count in shadow["picks"].items():
+            picks[address] = picks.get(address, 0) + count
+    return {
+        "algorithm": shadows[0]["algorithm"],
+        "compared": compared,
+        "agreement": round(agreed / compared, 4) if compared else None,
+        "picks": picks,
+        "errors": sum(shadow["errors"] for shadow in shadows),
+    }
+
+
+def mergeRoutes(statuses: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """
+    The routes of several workers as one list, by label, with the
+    requests each matched added up; everything else as the first worker
+    that has the route says.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for routes in statuses:
+        for route in routes:
+            total = merged.get(route["label"])
+            if total is None:
+                merged[route["label"]] = dict(route)
+            else:
+                total["requests"] += route["requests"]
+    return list(merged.values())
+
+
+def mergeQueues(queues: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """
+    The workers' queues (each worker has its own) as one: their lengths,
+    sizes and counts added up, the time-out as the first worker says.
+    """
+    if not queues:
+        return None
+    merged = dict(queues[0])
+    for queue in queues[1:]:
+        for field in ("length", "max", "full", "timedOut", "retriesRefused"):
+            merged[field] += queue[field]
+    return merged
+
+
 class _Families:
     """
     A collector that yields the metric families it is given.
@@ -296,8 +389,8 @@ class WorkersAPI(Resource):
 
     async def record(self) -> None:
         """
-        Add a sample of every backend to the history, from the workers that
-        answer (none: no sample).
+        Add a sample of every backend of every pool to the history, from
+        the workers that answer (none: no sample).
         """
         status = b"/status"
         asks = [
@@ -306,11 +399,13 @@ class WorkersAPI(Resource):
         ]
         results = await DeferredList(asks, consumeErrors=True)
         try:
-            workers = [
-                json.loads(content)["backends"] for ok, (_, content) in _answered(results) if ok
+            statuses = [
+                json.loads(content)["pools"] for ok, (_, content) in _answered(results) if ok
             ]
-            if workers:
-                self.history.record(self.reactor.seconds(), mergeBackends(workers), workers)
+            if statuses:
+                workers = [{pool["name"]: pool["backends"] for pool in s} for s in statuses]
+                merged = {pool["name"]: pool["backends"] for pool in mergePools(statuses)}
+                self.history.record(self.reactor.seconds(), merged, workers)
         except Exception:
             # Logged, and the next sample is tried: an exception would end
             # the sampling for good.
@@ -351,7 +446,8 @@ class WorkersAPI(Resource):
         code, status = answer
         status["admin"] = adminAccess(request, self.token)
         if since is not None:
-            status["history"] = self.history.answer(since)
+            main = mainPool(pool["name"] for pool in status["pools"])
+            status["history"] = self.history.answer(since, main)
         return code, status
 
     def _failed(self, failure: Any, request: server.Request) -> tuple[int, Any]:
@@ -437,11 +533,15 @@ class WorkersAPI(Resource):
             return http.OK, mergeMetrics(texts, workerMetrics(answered, restarts))
         if method == b"GET" and path == b"/status":
             return http.OK, self._status(answers)
-        if method == b"GET" and path.startswith(b"/backends") and answers[0][0] == http.OK:
+        backends = _withoutPool(path)
+        if method == b"GET" and answers[0][0] == http.OK:
             contents = [json.loads(content) for code, content in answers if code == http.OK]
-            if path == b"/backends":
+            if backends == b"/backends":
                 return http.OK, {"backends": mergeBackends([c["backends"] for c in contents])}
-            return http.OK, mergeBackends([[c] for c in contents])[0]
+            if backends.startswith(b"/backends/"):
+                return http.OK, mergeBackends([[c] for c in contents])[0]
+            if path == b"/routes":
+                return http.OK, {"routes": mergeRoutes([c["routes"] for c in contents])}
         made = [(code, content) for code, content in answers if code and 200 <= code < 300]
         if method not in (b"GET", b"HEAD") and made and len(made) == len(answers):
             # Made by every worker, or kept by some for when the backend
@@ -474,21 +574,29 @@ class WorkersAPI(Resource):
         for worker, process in zip(workers, self.workers.describe()):
             worker.update(process)
         config = self.workers.config
-        answering = [worker for worker in workers if "backends" in worker]
+        answering = [worker for worker in workers if "pools" in worker]
+        pools = mergePools([worker["pools"] for worker in answering])
+        name = mainPool(pool["name"] for pool in pools)
         # The algorithm as the workers have it: the admin API may have
         # switched it since the configuration was read.
-        first = answering[0] if answering else {}
+        main = next((pool for pool in pools if pool["name"] == name), {})
         return {
             "version": __version__,
             "uptime": round(self.reactor.seconds() - self.workers.started, 1),
-            "algorithm": first.get("algorithm", config["algo"]),
-            "usesWeights": first.get("usesWeights", True),
+            "algorithm": main.get("algorithm", config["algo"]),
+            "usesWeights": main.get("usesWeights", True),
             "listen": config["listen"],
-            "backendTLS": first.get("backendTLS"),
+            "backendTLS": main.get("backendTLS"),
+            "shadow": main.get("shadow"),
             "latencyBounds": list(BUCKETS),
-            "backends": mergeBackends([worker["backends"] for worker in answering]),
+            "maxConn": main.get("maxConn"),
+            "queue": main.get("queue"),
+            "backends": main.get("backends", []),
+            "pools": pools,
+            "routes": mergeRoutes([worker["routes"] for worker in answering]),
             "workers": workers,
-            **({"etcd": first["etcd"]} if "etcd" in first else {}),
+            # Each worker follows etcd itself: the first's connection.
+            **({"etcd": answering[0]["etcd"]} if answering and "etcd" in answering[0] else {}),
         }
 
 
@@ -505,6 +613,17 @@ def _answered(results: list[tuple[bool, Any]]) -> list[tuple[bool, tuple[int | N
         else:
             answers.append((result[0] == http.OK, result))
     return answers
+
+
+def _withoutPool(path: bytes) -> bytes:
+    """
+    The path of an admin request without its C{/pools/NAME} in front: what
+    it asks of the pool.
+    """
+    parts = path.split(b"/", 3)
+    if len(parts) >= 3 and parts[1] == b"pools":
+        return b"/" + parts[3] if len(parts) == 4 else b""
+    return path
 
 
 def _read(response: Any) -> Any:
