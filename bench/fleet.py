@@ -297,8 +297,8 @@ def run(args, procs):
         lambda view: backendsOf(view)[drained]["state"] == "draining",
     )
     change(
-        f"restore {drained} through C's admin API",
-        lambda: request(instances[2].admin, "PATCH", f"/backends/{drained}", {"draining": False}),
+        f"restore {drained} through B's admin API (its supervisor's)",
+        lambda: request(instances[1].admin, "PATCH", f"/backends/{drained}", {"draining": False}),
         lambda view: backendsOf(view)[drained]["state"] == "up",
     )
     change(

@@ -478,7 +478,7 @@ class WorkersAPI(Resource):
         The answer to C{change}, from every worker.
         """
         ports = self.workers.adminPorts()
-        if self.workers.config["etcd"] and change.method not in (b"GET", b"HEAD"):
+        if change.method not in (b"GET", b"HEAD") and self.workers.config.get("etcd"):
             return await self._askOne(change, ports)
         results = await DeferredList(
             [ask(port, *change, self.reactor) for port in ports], consumeErrors=True
