@@ -34,13 +34,13 @@ from typing import Any
 
 sys.path.insert(0, os.getcwd())
 
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.base import ReactorBase  # noqa: E402
-from twisted.internet.testing import MemoryReactor, StringTransport  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
-from twisted.python import threadable  # noqa: E402
+from twisted.internet.address import IPv4Address
+from twisted.internet.base import ReactorBase
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.logger import globalLogBeginner
+from twisted.python import threadable
 
-from txlb.tap import Options, makeService  # noqa: E402
+from txlb.tap import Options, makeService
 
 #: What wrk sends.
 REQUEST = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
