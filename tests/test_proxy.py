@@ -5,6 +5,9 @@ over string transports and a memory reactor, checked byte for byte.
 
 from __future__ import annotations
 
+import gc
+import platform
+import weakref
 from typing import Any
 
 from twisted.internet.error import (
@@ -14,10 +17,10 @@ from twisted.internet.error import (
     TimeoutError,
 )
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
-from tests.helpers import OK, OK_TO_CLIENT, Harness, exchange
+from tests.helpers import GET, OK, OK_TO_CLIENT, Harness, exchange
 from txlb import proxy
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.backend import Backend
@@ -397,6 +400,41 @@ class ClientConnectionTests(SynchronousTestCase):
         backend.dataReceived(OK)
         self.assertTrue(client.value().startswith(b"HTTP/1.0 200 OK\r\n"))
         self.assertTrue(client.disconnecting)
+
+
+class ReferenceCycleTests(SynchronousTestCase):
+    """
+    A request relayed whole leaves no reference cycle behind.
+    """
+
+    def test_freedWithoutCyclicCollector(self) -> None:
+        """
+        Once its exchange is over, CPython frees the request (and its
+        exchange, headers and queue) by reference counting alone.  Left in
+        a cycle, each request gave CPython's cyclic collector about 25
+        objects, and its runs cost about a tenth of txlb's CPU per relayed
+        request (C{bench/cpu.py}).
+        """
+        if platform.python_implementation() != "CPython":
+            raise SkipTest("only CPython frees objects by reference counting")
+        harness = Harness(self)
+        requests = []
+        forward = harness.resource.forward
+
+        def recording(request: Any, clientHost: str, started: float) -> int:
+            requests.append(weakref.ref(request))
+            return forward(request, clientHost, started)
+
+        self.patch(harness.resource, "forward", recording)
+        self.addCleanup(gc.enable)
+        gc.disable()
+        _, client = harness.client(GET)
+        backend, _ = harness.backend()
+        backend.dataReceived(OK)
+        harness.reactor.advance(0)
+        self.assertTrue(client.value().endswith(b"\r\n\r\nok"))
+        self.assertEqual(len(requests), 1)
+        self.assertIsNone(requests[0]())
 
 
 class BadRequestTests(SynchronousTestCase):

@@ -715,6 +715,13 @@ class Exchange:
                 queued=self.queued,
             )
         )
+        # The request and this exchange refer to each other (whenLost):
+        # broken here, once nothing more can reach the exchange through it
+        # (_clientDisconnected ignores an exchange over), they are freed at
+        # once by reference counting, with the request's headers, instead of
+        # piling up, about 25 objects a request, for CPython's cyclic
+        # collector.
+        self.request.whenLost = None  # type: ignore[attr-defined]
 
 
 def nothingSent(failure: Failure) -> bool:
