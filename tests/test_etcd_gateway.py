@@ -365,7 +365,7 @@ class LayoutTests(SynchronousTestCase):
         for key in [
             "config.toml",
             "pools/api",
-            "pools/api/backends",
+            "pools/api/weights/h:1",
             "state/x/y/z",
             "pools/a/b/c/d",
         ]:
@@ -383,6 +383,16 @@ class LayoutTests(SynchronousTestCase):
                 "pools/api/backends/nope: 'nope': missing port (expected HOST:PORT)",
             ),
             ("pools//backends/h:1", b"", "pools//backends/h:1: no pool name"),
+            (
+                "pools/api/backends",
+                b"",
+                "pools/api/backends: expected pools/NAME/backends/HOST:PORT",
+            ),
+            (
+                "pools/api/backends/h:1/",
+                b"",
+                "pools/api/backends/h:1/: expected pools/NAME/backends/HOST:PORT",
+            ),
             (
                 "pools/api/backends/h:1",
                 b"2",
