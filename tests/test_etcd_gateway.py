@@ -449,6 +449,7 @@ class EndpointTests(SynchronousTestCase):
             ),
             ("http://", "'http://': no host"),
             ("http://h:99999", "'http://h:99999': Port out of range 0-65535"),
+            ("http://h:0", "'http://h:0': port 0 is not a port etcd listens on"),
             (
                 "http://h:2379/v3",
                 "'http://h:2379/v3': expected only SCHEME://HOST:PORT, with no path",
