@@ -22,6 +22,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.trial.unittest import TestCase
 
@@ -495,3 +497,148 @@ class AgreementTests(FleetTestCase):
         await agree("a drain through one admin API", [ports[1], ports[3]])
         self.put("config.toml", 'algo = "iphash"\nmax-fails = 5\n')
         await agree("a new document", [ports[1], ports[3]])
+
+
+class EtcdLaterTests(FleetTestCase):
+    """
+    txlb started while etcd is down, and etcd coming up afterwards.
+    """
+
+    def watchLog(self) -> list[str]:
+        """
+        The lines logged from now on by etcd's follower.
+        """
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace", "").startswith("txlb.etcd"):
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    async def test_configFirstThenEtcd(self) -> None:
+        """
+        With --config and etcd down, txlb serves the file's configuration
+        at once, says once that etcd cannot be reached, and when etcd comes
+        applies its document and members as a reload.
+        """
+        a, b, c = self.startBackends(3)
+        # Its ports are chosen, and nothing listens on them yet.
+        self.server = EtcdServer(self.mktemp(), reactor)
+        self.addCleanup(self.server.kill)
+        lines = self.watchLog()
+        service, port, _ = self.instance(f'backends = "127.0.0.1:{a}"\n', etcd=self.server.url)
+        self.assertEqual(await self.get(port), (200, f"pong from backend :{a}\n".encode()))
+        await waitFor(lambda: service.fleet.follower.state == "waiting", 10, "a first try")
+        # Still serving while it retries.
+        await deferLater(reactor, 1.0)
+        self.assertEqual(await self.get(port), (200, f"pong from backend :{a}\n".encode()))
+        self.assertEqual((service.fleet.connected, service.fleet.revision), (False, 0))
+        registry = service.resource.metrics.registry
+        self.assertEqual(registry.get_sample_value("txlb_etcd_connected"), 0)
+        self.assertEqual([line for line in lines if "retrying" in line], lines)
+        self.assertEqual(len(lines), 1, lines)
+        await self.server.start()
+        self.put("config.toml", f'backends = "127.0.0.1:{b}"\nalgo = "leastconn"\n')
+        configured = self.server.revision()
+        self.put(f"pools/default/backends/127.0.0.1:{c}", '{"weight": 2}')
+        await self.caughtUp(service)
+        await waitFor(lambda: service.fleet.connected, 10, "the watch")
+        self.assertEqual(addresses(service), sorted([f"127.0.0.1:{b}", f"127.0.0.1:{c}"]))
+        self.assertEqual(service.pools["default"].options["algo"], "leastconn")
+        # Read whole (at the store's revision), or followed: either is the document's.
+        self.assertIn(service.fleet.configRevision, (configured, self.server.revision()))
+        self.assertEqual(reloads(service, "success"), 1)
+        self.assertEqual(reloads(service, "failure"), 0)
+        answers = {(await self.get(port))[1] for _ in range(6)}
+        self.assertEqual(
+            answers,
+            {f"pong from backend :{b}\n".encode(), f"pong from backend :{c}\n".encode()},
+        )
+        following = [line for line in lines if "following /txlb/" in line]
+        self.assertEqual(len(following), 1, lines)
+        self.assertEqual(len(lines), 2, lines)
+
+    async def test_noConfigWaitsForEtcd(self) -> None:
+        """
+        Without --config and etcd down, txlb says once that it waits and
+        serves nothing; when etcd comes within --etcd-timeout, it serves
+        etcd's document and members.
+        """
+        (a,) = self.startBackends(1)
+        await self.startEtcd()
+        self.put("config.toml", 'algo = "leastconn"\nmax-fails = 7\n')
+        self.put(f"pools/default/backends/127.0.0.1:{a}", "")
+        written = self.server.revision()
+        await self.server.stop()
+        port, admin = freePort(), freePort()
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        out, err = directory / "out", directory / "err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                [
+                    TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "txlb",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                    "--admin",
+                    f"tcp:{admin}:interface=127.0.0.1",
+                    "--etcd",
+                    self.server.url,
+                    "--etcd-timeout",
+                    "60",
+                ],
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+        self.addCleanup(stopProcess, process)
+        await waitFor(lambda: "waiting for etcd" in err.read_text(), 30, "the waiting line")
+        self.assertIsNone(process.poll())
+        with self.assertRaises(ConnectionRefusedError):
+            await self.get(port)
+        await self.server.start()
+
+        async def serving() -> bool:
+            try:
+                return await self.get(port) == (200, f"pong from backend :{a}\n".encode())
+            except ConnectionRefusedError:
+                return False
+
+        deadline = reactor.seconds() + 30
+        while not await serving():
+            self.assertIsNone(process.poll(), err.read_text())
+            self.assertLess(reactor.seconds(), deadline, "txlb did not start serving")
+            await deferLater(reactor, 0.1)
+        lines = err.read_text().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].startswith(
+                "txlb: waiting for etcd to read /txlb/ (no --config to start from; at most 60 s): "
+            ),
+            lines,
+        )
+        _, status = await self.admin(admin, "GET", "/status")
+        self.assertEqual(status["algorithm"], "leastconn")
+        # Read whole at start: the revision of the read.
+        self.assertEqual(status["etcd"]["configRevision"], written)
+        self.assertEqual(status["etcd"]["revision"], written)
+        self.assertEqual([b["address"] for b in status["backends"]], [f"127.0.0.1:{a}"])
+
+
+def stopProcess(process: subprocess.Popen[Any]) -> None:
+    """
+    End C{process} (SIGTERM, then SIGKILL after 10 s).
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
