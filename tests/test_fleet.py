@@ -33,7 +33,7 @@ from tests.etcdserver import SKIP, Certificates, EtcdServer, startEtcd
 from tests.helpers import RawClient, freePort, waitFor
 from txlb.service import LoadBalancerService
 from txlb.tap import Options, makeService
-from txlb.testbackend import makeBackendSite
+from txlb.testbackend import BackendResource, makeBackendSite
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -276,6 +276,28 @@ class MembershipTests(FleetTestCase):
         self.assertEqual(
             await self.get(port), (503, b"503 Service Unavailable: pool default has no backends\n")
         )
+
+    async def test_leaseExpiryDrainsNotCuts(self) -> None:
+        """
+        A request in flight on a backend whose lease expires is answered
+        in full: the backend drains out of the pool, it is not cut.
+        """
+        await self.startEtcd()
+        delays: dict[int, float] = {}
+        listening = reactor.listenTCP(
+            0, makeBackendSite(BackendResource(delays)), interface="127.0.0.1"
+        )
+        self.addCleanup(listening.stopListening)
+        slow = listening.getHost().port
+        delays[slow] = 3.0
+        service, port, _ = self.instance()
+        lease = self.server.etcdctl("lease", "grant", "1").split()[1]
+        self.put(f"pools/default/backends/127.0.0.1:{slow}", "", f"--lease={lease}")
+        await self.caughtUp(service)
+        answer = Deferred.fromCoroutine(self.get(port))
+        await waitFor(lambda: addresses(service) == [], 10, "the lease expiring")
+        self.assertFalse(answer.called)
+        self.assertEqual(await answer, (200, f"pong from backend :{slow}\n".encode()))
 
     async def test_badMemberIgnored(self) -> None:
         """
