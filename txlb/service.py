@@ -23,8 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
@@ -37,6 +38,7 @@ from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.signals import STOP_SIGNALS, Signals
+from txlb.twistdlog import TurnLog
 
 
 class Configuration(PoolConfiguration, Protocol):
@@ -145,6 +147,9 @@ class LoadBalancerService(MultiService):
     """
 
     resolver: Any = None
+    #: twistd's log, written once per reactor turn (L{txlb.twistdlog}), for
+    #: twistd to log to; L{None} to leave twistd's logging as it is.
+    mainLog: TurnLog | None = None
 
     _log = Logger()
     stopSignals: tuple[signal.Signals, ...] = STOP_SIGNALS
@@ -260,6 +265,24 @@ class LoadBalancerService(MultiService):
         except (CannotListenError, OverflowError, OSError) as e:
             raise StartupError(f"txlb: cannot listen: {e}") from None
         self._bound = True
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; if it is twistd's new application, give it
+        L{mainLog} as its log observer.
+
+        twistd hands the service a plugin makes to a new application, then
+        starts logging with that application's L{ILogObserver} component,
+        if it has one, instead of its own text observer
+        (L{twisted.application.app.AppLogger.start}).
+        """
+        if (
+            self.mainLog is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None
+        ):
+            parent.setComponent(ILogObserver, self.mainLog)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         """

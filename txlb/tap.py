@@ -43,6 +43,7 @@ from txlb.service import RESTART_KEYS, LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
+from txlb.twistdlog import twistdLog
 from txlb.workers.supervisor import Supervisor, parseListen
 from txlb.workers.worker import (
     ADMIN_FD,
@@ -1254,6 +1255,8 @@ def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
         )
         balancer.stopSignals = (signal.SIGTERM,)
         ParentWatch(reactor).setServiceParent(balancer)
+    # Under twistd, its log: once per reactor turn.
+    balancer.mainLog = twistdLog(config.parent, reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
         demo.setServiceParent(balancer)
