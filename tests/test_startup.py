@@ -9,11 +9,13 @@ These start the installed package's C{twistd}: reinstall after a change.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -221,8 +223,11 @@ class DaemonTests(SynchronousTestCase):
         A daemon's UNIX socket lock names the daemon, not the process twistd
         forked it from, and goes with it.
         """
-        directory = Path(self.mktemp()).absolute()
-        directory.mkdir()
+        # A short folder of its own: a UNIX socket's path must fit in 108
+        # bytes, which trial's temporary folder under a deep checkout
+        # (and with -j) does not.
+        directory = Path(tempfile.mkdtemp(prefix="txlb-"))
+        self.addCleanup(shutil.rmtree, directory, True)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         result = subprocess.run(
             [
