@@ -102,7 +102,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertIn('backend=- status=429 ms=0.0 error="rate limited"', line)
         self.assertEqual(harness.events[-1]["flag"], "RL")
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn("txlb_rate_limited_requests_total 1.0\n", metrics)
+        self.assertIn('txlb_rate_limited_requests_total{route=""} 1.0\n', metrics)
         self.assertIn('txlb_requests_total{backend="-",code="429",pool="-"} 1.0\n', metrics)
 
     def test_bodyDiscarded(self) -> None:

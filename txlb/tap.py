@@ -954,6 +954,7 @@ class Options(PoolSettings, usage.Options):
             self["rate-limit-burst"],
             self["rate-limit-key"],
             self["max-client-conns"],
+            self["routes"],
         )
 
 
