@@ -59,7 +59,6 @@ from txlb.outcome import describe
 from txlb.throttle import Throttle
 
 if TYPE_CHECKING:
-    from txlb.metrics import Metrics
     from txlb.settings import ProxySettings
     from txlb.upload import StreamingBody
 
@@ -95,6 +94,16 @@ SLOW = "the mirror took the request body more slowly than the client sent it"
 ABANDONED = "the client's request ended before its body did"
 
 
+class MirrorCounts(Protocol):
+    """
+    Where a copy's end is counted (L{txlb.metrics.Metrics} provides it;
+    named here so that the metrics, which show the mirrors, are not
+    imported by them).
+    """
+
+    def countMirror(self, pool: str, result: str, code: int | None) -> None: ...
+
+
 class MirrorPool(Protocol):
     """
     What a copy needs of the pool it goes to (L{txlb.proxy.LoadBalancerResource}
@@ -104,10 +113,12 @@ class MirrorPool(Protocol):
     name: str
     pool: BackendPool
     settings: ProxySettings
-    metrics: Metrics
     clock: IReactorTime
     log: Logger
     answered: Callable[[Backend, float], None] | None
+
+    @property
+    def metrics(self) -> MirrorCounts: ...
 
     def pick(self, request: server.Request, free: Sequence[Backend] | None = None) -> Backend: ...
 
