@@ -35,11 +35,10 @@ setup(
     packages=[*find_packages(exclude=["tests", "tests.*"]), "twisted.plugins"],
     install_requires=[
         # tls: for --listen ssl:...; http2: hyper-h2, which txlb's HTTP/2
-        # connection (txlb/http2.py) speaks through.  txlb uses a few private Twisted APIs
-        # (HTTPChannel._command, _dataBuffer and _transferDecoder, LineReceiver._buffer, the
-        # health checks' HTTPConnectionPool._factory and others);
-        # the tests pin their behaviour, and these are the versions they
-        # were run against.  Twisted 26.10 and later need Python 3.10.
+        # connection (txlb/http2.py) speaks through.  txlb uses a few
+        # private Twisted APIs, all in txlb/_twisted.py, which
+        # tests/test_twisted.py pins on these versions.  Twisted 26.10 and
+        # later need Python 3.10.
         f"twisted[tls,http2]>=26.4; {NOT_PYPY39}",
         # Debian's pypy3 gets no cryptography newer than 43.0.3: later
         # releases have no PyPy 3.9 wheel, and building one needs Rust and

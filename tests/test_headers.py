@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from txlb.headers import dropToClient, toBackend, toClient, tokens, trailersToBackend
+from txlb.headers import dropToClient, forClient, toBackend, toClient, tokens, trailersToBackend
 
 
 def headers(*pairs: tuple[bytes, bytes]) -> Headers:
@@ -201,6 +201,41 @@ class ToClientTests(SynchronousTestCase):
         ]
         for sent, connection, expected in table:
             self.assertEqual(toClient(sent, connection), expected, sent)
+
+    def test_forClient(self) -> None:
+        """
+        L{forClient} keeps what L{toClient} keeps, and says in the same pass
+        whether a C{Date} is kept and what values the watched field had.
+        """
+        drop = dropToClient([b"X-Txlb-Load"])
+        table = [
+            ([(b"Server", b"nginx"), (b"dAtE", b"Mon")], frozenset(), True, []),
+            ([(b"Dates", b"no"), (b"X-Txlb-Load", b"0.5")], frozenset(), False, [b"0.5"]),
+            (
+                [(b"x-txlb-load", b"1"), (b"Connection", b"keep-alive"), (b"X-TXLB-LOAD", b"2")],
+                frozenset({b"keep-alive"}),
+                False,
+                [b"1", b"2"],
+            ),
+            (
+                [(b"Connection", b"Date, X-Hop"), (b"Date", b"Mon"), (b"x-hop", b"1"), (b"X", b"")],
+                frozenset({b"date", b"x-hop"}),
+                False,
+                [],
+            ),
+            (
+                [(b"Content-Length", b"3"), (b"Transfer-Encoding", b"chunked"), (b"TE", b"x")],
+                frozenset({b"close"}),
+                False,
+                [],
+            ),
+        ]
+        for sent, connection, dated, loads in table:
+            self.assertEqual(
+                forClient(sent, connection, drop, b"x-txlb-load"),
+                (toClient(sent, connection, drop), dated, loads),
+                sent,
+            )
 
     def test_toClientDropsMore(self) -> None:
         """

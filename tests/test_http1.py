@@ -427,6 +427,8 @@ class RejectionTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nX-A: b\r\r\n\r\n",
             b"HTTP/1.1 200 OK\nX-A: a\rb\n\n",
             b"HTTP/1.1 200 O\rK\r\n\r\n",
+            # A bare CR, then a bare LF later on: the fuzzing's find.
+            b"HTTP/1.1 100 \r0:\n0:\r\n\r\n",
         ]
         self.assertRejected(table, "bare CR")
 

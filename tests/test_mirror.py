@@ -582,8 +582,8 @@ class IndependenceTests(SynchronousTestCase):
         """
         site = self.site
         channel, _ = site.send(POST + b"01234")
-        request = weakref.ref(channel.requests[0])
-        body = weakref.ref(channel.requests[0].stream)
+        request = weakref.ref(channel.request)
+        body = weakref.ref(channel.request.stream)
         backend, _ = site.accept()
         site.accept()
         channel.dataReceived(b"56789")

@@ -1019,8 +1019,8 @@ class MetricsDocumentedTests(SynchronousTestCase):
     def test_everyMetric(self) -> None:
         """
         Every metric txlb exposes (a shadow policy's, a mirror pool's, the
-        client limits', and the supervisor's under C{--workers}, too) has
-        its row, and every row is one txlb exposes.
+        client limits', a fleet member's, and the supervisor's under
+        C{--workers}, too) has its row, and every row is one txlb exposes.
         """
         harness = Harness(self)
         harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
@@ -1030,6 +1030,7 @@ class MetricsDocumentedTests(SynchronousTestCase):
         )
         limited = Metrics(harness.reactor, lambda: ())
         limited.clientLimits = limits  # type: ignore[assignment]
+        limited.followEtcd(SimpleNamespace(connected=True, revision=1, problems={}))
         exposed = {
             line.split()[2]
             for line in (

@@ -8,6 +8,7 @@ import http.server
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -211,3 +212,70 @@ class ReloadSignalTests(SynchronousTestCase):
             backends,
             [f"127.0.0.1:{first.server_address[1]}", f"127.0.0.1:{second.server_address[1]}"],
         )
+
+
+class LogFileTests(SynchronousTestCase):
+    def test_accessLinesInOrder(self) -> None:
+        """
+        With C{--logfile}, every request's access line reaches twistd's log
+        file, in order with twistd's own lines, and nothing is lost at the
+        stop: the lines written once per reactor turn are all written.
+        """
+        backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        self.addCleanup(backend.server_close)
+        self.addCleanup(backend.shutdown)
+        port = freePort()
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        logPath = os.path.join(directory, "txlb.log")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        process = subprocess.Popen(
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                logPath,
+                "txlb",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--backends",
+                f"127.0.0.1:{backend.server_address[1]}",
+            ],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.addCleanup(process.kill)
+        deadline = time.monotonic() + 20
+        while portsFree(port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                self.fail("txlb did not start listening")
+            time.sleep(0.1)
+        connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(connection.close)
+        # The access line of a request is logged just after its answer goes
+        # out, so a signal can come between: the last request is one whose
+        # answer says that the line of the one before is logged.
+        for n in range(31):
+            connection.sendall(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % n)
+            answer = b""
+            while not answer.endswith(b"done\n"):
+                answer += connection.recv(4096)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        self.assertEqual((process.returncode, output), (0, ""))
+        with open(logPath, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+        paths = [line.split(" path=")[1].split()[0] for line in lines if " client=" in line]
+        self.assertEqual(paths, [f"/{n}" for n in range(31)])
+        access = [n for n, line in enumerate(lines) if " client=" in line]
+        stopping = [n for n, line in enumerate(lines) if "Received SIGTERM" in line]
+        self.assertEqual(len(stopping), 1)
+        self.assertLess(access[-2], stopping[0])
+        self.assertTrue(lines[-1].endswith("Server Shut Down."), lines[-3:])
+        self.assertTrue(lines[-2].endswith("Main loop terminated."), lines[-3:])
+        self.assertNotIn("Traceback", "\n".join(lines))

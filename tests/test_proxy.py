@@ -769,10 +769,10 @@ class InternalErrorTests(SynchronousTestCase):
         _, client = harness.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         backend, _ = harness.backend()
 
-        def broken(fields: object, connection: object, drop: object) -> None:
+        def broken(fields: object, connection: object, drop: object, watched: object) -> None:
             raise RuntimeError("bug")
 
-        self.patch(proxy.headers, "toClient", broken)
+        self.patch(proxy.headers, "forClient", broken)
         backend.dataReceived(OK)
         self.assertTrue(client.disconnected)
         self.assertEqual(harness.backends[0].active, 0)

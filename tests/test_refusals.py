@@ -862,27 +862,6 @@ class HeaderFieldTests(RefusedTestCase):
                 refusals.HEADER,
             )
 
-    def test_twistedRefusal(self) -> None:
-        """
-        Whatever Twisted's parser still refuses in a head is answered,
-        logged and counted like the rest.
-        """
-        harness = Harness(self)
-        channel, client = harness.client(b"GET /t HTTP/1.1\r\n")
-        channel._respondToBadRequestAndDisconnect()
-        self.assertEqual(client.value(), answer(b"400 Bad Request"))
-        self.assertEqual(
-            [formatEvent(event) for event in accessEvents(harness)],
-            [
-                f"client=10.0.0.7 method=GET path=/t {ARROW} backend=- status=400 ms=0.0"
-                ' error="a malformed request head"'
-            ],
-        )
-        self.assertIn(
-            b'txlb_client_refusals_total{reason="header"} 1.0\n',
-            harness.resource.metrics.exposition(),
-        )
-
 
 class LimitTests(RefusedTestCase):
     """
@@ -1224,53 +1203,93 @@ class RuleTests(SynchronousTestCase):
             ],
         )
 
-    def test_fieldsTwistedRefuses(self) -> None:
+    def test_headerFields(self) -> None:
         """
-        Why Twisted refused a field, after the fields it had accepted.
+        A header field is refused, after the fields before it, as Twisted's
+        channel refused it: a token name before a colon, one framing field,
+        and at most as many fields as allowed (431).
         """
-        table: list[tuple[bytes, dict[bytes, list[bytes]], Refusal]] = [
-            (b"X-A a", {}, Refusal(400, "a header line without a colon", refusals.HEADER)),
-            (b": a", {}, Refusal(400, "a header name that is not a token", refusals.HEADER)),
-            (b"X\x00: a", {}, Refusal(400, "a header name that is not a token", refusals.HEADER)),
+        # (line, Content-Length seen, chunked seen, fields before, refusal)
+        table: list[tuple[bytes, bool, bool, int, Refusal | None]] = [
+            (
+                b"X-A a",
+                False,
+                False,
+                0,
+                Refusal(400, "a header line without a colon", refusals.HEADER),
+            ),
+            (
+                b": a",
+                False,
+                False,
+                0,
+                Refusal(400, "a header name that is not a token", refusals.HEADER),
+            ),
+            (
+                b"X\x00: a",
+                False,
+                False,
+                0,
+                Refusal(400, "a header name that is not a token", refusals.HEADER),
+            ),
             (
                 b"Content-Length: 1, 1",
-                {},
+                False,
+                False,
+                0,
                 Refusal(400, "a Content-Length that is not a number", refusals.FRAMING),
             ),
             (
                 b"Content-Length: 1",
-                {b"Content-Length": [b"1"]},
+                True,
+                False,
+                1,
                 Refusal(400, "more than one Content-Length", refusals.FRAMING),
             ),
             (
                 b"Content-Length: 1",
-                {b"Transfer-Encoding": [b"chunked"]},
+                False,
+                True,
+                1,
                 Refusal(400, "both Content-Length and Transfer-Encoding", refusals.FRAMING),
             ),
             (
                 b"Transfer-Encoding: gzip",
-                {},
+                False,
+                False,
+                0,
                 Refusal(400, "a Transfer-Encoding other than chunked", refusals.FRAMING),
             ),
             (
                 b"Transfer-Encoding: chunked",
-                {b"Content-Length": [b"1"]},
+                True,
+                False,
+                1,
                 Refusal(400, "both Content-Length and Transfer-Encoding", refusals.FRAMING),
             ),
             (
                 b"Transfer-Encoding: chunked",
-                {b"Transfer-Encoding": [b"chunked"]},
+                False,
+                True,
+                1,
                 Refusal(400, "more than one Transfer-Encoding", refusals.FRAMING),
             ),
             (
-                b"Content-Length: 1",
-                {b"X": [b"y"] * 2, b"Content-Length": [b"1"]},
+                b"X: y",
+                True,
+                False,
+                2,
                 Refusal(431, "more than 2 header fields", refusals.HEAD_TOO_LARGE),
             ),
-            (b"X: y", {}, Refusal(400, "a malformed header field", refusals.HEADER)),
+            (b"X: y", True, False, 1, None),
+            (b"Content-Length:  12 ", False, False, 1, None),
+            # Refused with the whole head (refusals.framing).
+            (b"Transfer-Encoding: identity", True, False, 1, None),
         ]
-        for line, previous, refusal in table:
-            self.assertEqual(refusals.fieldRefused(line, Headers(previous), 2), refusal, line)
+        for line, lengthSeen, chunkedSeen, count, refusal in table:
+            self.assertEqual(
+                refusals.headerField(line, lengthSeen, chunkedSeen, count, 2), refusal, line
+            )
 
     def test_protocolErrors(self) -> None:
         """

@@ -374,7 +374,7 @@ class SwitchTests(SynchronousTestCase):
         too: the upgrade request learns that its connection is gone.
         """
         _, channel, _, _, _ = switched(self)
-        ended = channel.requests[0].notifyFinish()
+        ended = channel.request.notifyFinish()
         channel.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(ended, ConnectionDone)
 

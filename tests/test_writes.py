@@ -83,6 +83,23 @@ class WriteBatcherTests(TestCase):
         done.addCallback(self.assertEqual, b"head body end")
         return done
 
+    def test_sendAtOnce(self) -> None:
+        """
+        L{WriteBatcher.send} sends what a connection has waiting at once,
+        in one C{send}, and cancels the turn's call once nothing else waits.
+        """
+        self.transport.write(b"head ")
+        self.transport.write(b"body")
+        call = self.batcher._call
+        self.batcher.send(self.transport)
+        self.assertEqual(self.sender.sends, 1)
+        self.assertFalse(call.active())
+        self.assertNotIn(self.transport, reactor.getWriters())
+        self.batcher.send(self.transport)
+        self.assertEqual(self.sender.sends, 1)
+        self.transport.loseConnection()
+        return self.collector.closed.addCallback(self.assertEqual, b"head body")
+
     def test_moreThanTheSocketTakes(self) -> None:
         """
         What the socket does not take at once waits for it to be writable,

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 from twisted.logger import Logger, LogLevel
 
+from txlb import _twisted
 from txlb.outcome import Outcome
 
 #: Seconds a line may wait in memory before it is written.
@@ -199,7 +200,7 @@ class AccessLog:
         log = self._log
         fields.update(
             line=line,
-            log_flattened={"line!s:": line},
+            log_flattened={_twisted.FLATTENED_LINE: line},
             log_format="{line}",
             log_level=outcome.level,
             log_logger=log,

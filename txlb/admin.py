@@ -48,14 +48,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from txlb import __version__
 from txlb.adminstate import AdminState
 from txlb.backend import MAX_WEIGHT, Backend, parseBackend
+from txlb.etcd import EtcdError
+from txlb.etcd.layout import addedState, changedState, removedState
+from txlb.fleet import Fleet
 from txlb.history import History
 from txlb.metrics import BUCKETS
 from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
@@ -106,6 +111,20 @@ class Pool(Protocol):
         @raise usage.UsageError: With one line, changing nothing.
         """
 
+    def checkAlgorithm(self, changes: dict[str, str | None]) -> None:
+        """
+        Check that C{changes} name algorithms that work on the pool.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
+
+    @property
+    def configuredAlgorithm(self) -> dict[str, str | None]:
+        """
+        The algorithm and shadow the configuration names (C{algo},
+        C{shadow-algo}).
+        """
+
 
 class Balancer(Protocol):
     """
@@ -142,6 +161,13 @@ class Balancer(Protocol):
     def config(self) -> _Options:
         """
         The configuration in use, which a reload replaces.
+        """
+
+    @property
+    def fleet(self) -> Fleet | None:
+        """
+        What follows etcd, in a fleet (C{--etcd}): the admin API's changes
+        are written there, and every instance applies them.
         """
 
 
@@ -190,7 +216,7 @@ class AdminAPI(Resource):
         pools = {pool["name"]: pool["backends"] for pool in self.status()["pools"]}
         self.history.record(self.balancer.reactor.seconds(), pools)
 
-    def render(self, request: server.Request) -> bytes:
+    def render(self, request: server.Request) -> bytes | int:
         parts = (request.prepath or []) + (request.postpath or [])
         path = [unquote(part.decode("ascii", "replace")) for part in parts]
         method = b"GET" if request.method == b"HEAD" else request.method
@@ -204,6 +230,16 @@ class AdminAPI(Resource):
             answer, code = {"error": str(e)}, e.code
             if code == http.UNAUTHORIZED:
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="txlb"')
+        if isinstance(answer, Deferred):
+            self._later(request, answer)
+            return server.NOT_DONE_YET
+        return self._write(request, answer, code)
+
+    def _write(self, request: server.Request, answer: Any, code: int) -> bytes:
+        """
+        Set C{request}'s status and headers for C{answer}, and return its
+        body.
+        """
         request.setResponseCode(code)
         if isinstance(answer, bytes):
             request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
@@ -216,6 +252,37 @@ class AdminAPI(Resource):
             request.setHeader(b"Content-Length", b"%d" % len(body))
             return b""
         return body
+
+    def _later(self, request: server.Request, answering: Deferred[tuple[Any, int]]) -> None:
+        """
+        Answer C{request} once C{answering} (a change written to etcd) has
+        the answer: a refusal as such, and 503 if etcd could not take it.
+        """
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def failed(failure: Failure) -> tuple[Any, int]:
+            if failure.check(_AdminError):
+                error = failure.value
+                assert isinstance(error, _AdminError)
+                return {"error": str(error)}, error.code
+            if failure.check(EtcdError):
+                self._log.warn(
+                    "Admin API: etcd did not take the change, nothing changed: {why}",
+                    why=failure.getErrorMessage(),
+                )
+                return {"error": f"nothing changed: {failure.getErrorMessage()}"}, (
+                    http.SERVICE_UNAVAILABLE
+                )
+            self._log.failure("Admin API: writing a change to etcd failed", failure)
+            return {"error": "internal error"}, http.INTERNAL_SERVER_ERROR
+
+        def send(result: tuple[Any, int]) -> None:
+            if not gone:
+                request.write(self._write(request, *result))
+                request.finish()
+
+        answering.addErrback(failed).addCallback(send)
 
     def _route(self, method: bytes, path: list[str], request: server.Request) -> tuple[Any, int]:
         if path == ["status"] and method == b"GET":
@@ -232,9 +299,9 @@ class AdminAPI(Resource):
         if path == ["routes"] and method == b"GET":
             return {"routes": self._routes()}, http.OK
         if path[:1] == ["pools"] and len(path) >= 2:
-            return self._poolRoute(self._pool(path[1]), method, path[2:], request)
+            return self._poolRoute(path[1], self._pool(path[1]), method, path[2:], request)
         if path[:1] in (["backends"], ["algorithm"]):
-            return self._poolRoute(self._pool(DEFAULT_POOL), method, path, request)
+            return self._poolRoute(DEFAULT_POOL, self._pool(DEFAULT_POOL), method, path, request)
         if path in (["status"], ["metrics"], ["routes"]):
             raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
         raise _AdminError(http.NOT_FOUND, "no such resource")
@@ -246,14 +313,18 @@ class AdminAPI(Resource):
         return pool
 
     def _poolRoute(
-        self, pool: Pool, method: bytes, path: list[str], request: server.Request
+        self, name: str, pool: Pool, method: bytes, path: list[str], request: server.Request
     ) -> tuple[Any, int]:
         """
-        Answer a request about C{pool}'s backends or algorithm.
+        Answer a request about C{pool}'s (named C{name}) backends or
+        algorithm.
         """
         if path == ["backends"] and method == b"GET":
             backends = pool.resource.pool.backends
             return {"backends": [self._backendOf(pool, b) for b in backends]}, http.OK
+        fleet = self.balancer.fleet
+        if fleet is not None and method in (b"POST", b"PATCH", b"DELETE", b"PUT"):
+            return self._fleetChange(fleet, name, pool, method, path, request), http.ACCEPTED
         if path == ["backends"] and method == b"POST":
             return self._add(pool, _body(request)), http.CREATED
         replay = request.getHeader(REPLAY_HEADER) is not None
@@ -273,6 +344,124 @@ class AdminAPI(Resource):
         if path == ["algorithm"] or path[:1] == ["backends"]:
             raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
         raise _AdminError(http.NOT_FOUND, "no such resource")
+
+    def _fleetChange(
+        self,
+        fleet: Fleet,
+        name: str,
+        pool: Pool,
+        method: bytes,
+        path: list[str],
+        request: server.Request,
+    ) -> Deferred[tuple[Any, int]]:
+        """
+        Check a change of C{pool} as it would be made here, then write it
+        to etcd (L{Fleet}), which every instance (this one too) applies
+        from its watch.
+
+        @return: A L{Deferred} firing with the answer once this instance
+            has applied it (or failing with L{EtcdError}, having changed
+            nothing).
+        """
+        address: str | None = None
+        written: Any
+        if path == ["backends"] and method == b"POST":
+            backend = self._checkAdd(pool, _body(request))
+            address, code = backend.address, http.CREATED
+
+            def added(value: bytes | None) -> bytes | None:
+                return addedState(value, backend.weight)
+
+            written, what = fleet.changeBackend(name, address, added), "addition"
+        elif len(path) == 2 and path[0] == "backends" and method in (b"PATCH", b"DELETE"):
+            found = self._find(pool, path[1], replay=False)[1]
+            assert found is not None
+            address, code = found.address, http.OK
+            if method == b"PATCH":
+                body = _checkChange(_body(request))
+                weight, draining = body.get("weight"), body.get("draining")
+
+                def changed(value: bytes | None) -> bytes | None:
+                    return changedState(value, weight, draining)
+
+                written, what = fleet.changeBackend(name, address, changed), _describe(body)
+            else:
+                if len(pool.resource.pool.backends) == 1:
+                    raise _AdminError(http.CONFLICT, "cannot remove the last backend")
+                written, what = fleet.changeBackend(name, address, removedState), "removal"
+        elif len(path) == 3 and path[:1] == ["backends"] and path[2] == "drain":
+            if method != b"POST":
+                raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
+            found = self._find(pool, path[1], replay=False)[1]
+            assert found is not None
+            address, code = found.address, http.OK
+
+            def drained(value: bytes | None) -> bytes | None:
+                return changedState(value, draining=True)
+
+            written, what = fleet.changeBackend(name, address, drained), "drain"
+        elif path == ["algorithm"] and method == b"PUT":
+            changes = _algorithmChanges(_body(request))
+            try:
+                pool.checkAlgorithm(changes)
+            except usage.UsageError as e:
+                raise _AdminError(http.BAD_REQUEST, str(e)) from None
+            code = http.OK
+            written = fleet.switchAlgorithm(name, changes, pool.configuredAlgorithm)
+            what = "switch of " + ", ".join(f"{o} to {s}" for o, s in changes.items())
+        elif path == ["algorithm"] or path[:1] == ["backends"]:
+            raise _AdminError(http.NOT_ALLOWED, f"{method.decode()} is not allowed here")
+        else:
+            raise _AdminError(http.NOT_FOUND, "no such resource")
+        return Deferred.fromCoroutine(
+            self._applied(fleet, name, pool, address, written, what, code)
+        )
+
+    async def _applied(
+        self,
+        fleet: Fleet,
+        name: str,
+        pool: Pool,
+        address: str | None,
+        written: Any,
+        what: str,
+        code: int,
+    ) -> tuple[Any, int]:
+        """
+        Wait for the change C{written} (a coroutine writing it to etcd),
+        then for this instance to apply it.
+
+        @return: The answer: the backend at C{address} (the algorithm, if
+            none) as it is now, with the revision; 202 if this instance
+            has not applied it within L{APPLY_TIMEOUT} seconds.
+        """
+        revision = await written
+        self._log.info(
+            "Admin API: {what}{of} in pool {pool} written to etcd (revision {revision})",
+            what=what,
+            of="" if address is None else f" of {address}",
+            pool=name,
+            revision=revision,
+        )
+        if not await fleet.applied(revision):
+            return {
+                "address": address,
+                "etcdRevision": revision,
+                "applied": False,
+                "message": "written to etcd; this instance has not applied it yet",
+            }, http.ACCEPTED
+        if address is None:
+            options = pool.options
+            return {
+                "algorithm": options["algo"],
+                "shadow": options["shadow-algo"],
+                "etcdRevision": revision,
+            }, code
+        key = parseBackend(address).key
+        for backend in pool.resource.pool.backends:
+            if backend.key == key:
+                return {**self._backendOf(pool, backend), "etcdRevision": revision}, code
+        return {"address": address, "etcdRevision": revision, "state": "removed"}, code
 
     def _routes(self) -> list[dict[str, Any]]:
         """
@@ -313,6 +502,7 @@ class AdminAPI(Resource):
             "backends": [] if main is None else main["backends"],
             "pools": pools,
             "routes": self._routes(),
+            **({} if balancer.fleet is None else {"etcd": balancer.fleet.status()}),
         }
 
     def _poolStatus(
@@ -346,17 +536,7 @@ class AdminAPI(Resource):
         return _backendStatus(backend, now, pool.resource.admission.limitOf(backend))
 
     def _switch(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
-        expected = 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'
-        if not body or set(body) - {"algo", "shadow"}:
-            raise _AdminError(http.BAD_REQUEST, expected)
-        changes: dict[str, str | None] = {}
-        for key, option in (("algo", "algo"), ("shadow", "shadow-algo")):
-            if key not in body:
-                continue
-            spec = body[key]
-            if not (isinstance(spec, str) or (spec is None and key == "shadow")):
-                raise _AdminError(http.BAD_REQUEST, expected)
-            changes[option] = spec
+        changes = _algorithmChanges(body)
         try:
             pool.switchAlgorithm(changes)
         except usage.UsageError as e:
@@ -394,7 +574,10 @@ class AdminAPI(Resource):
         )
         return {"address": address, "kept": f"{change}, until it is a backend"}, http.ACCEPTED
 
-    def _add(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
+    def _checkAdd(self, pool: Pool, body: dict[str, Any]) -> Backend:
+        """
+        The backend an addition's C{body} describes, which C{pool} has not.
+        """
         address = body.get("address")
         weight = body.get("weight", 1)
         if not isinstance(address, str) or "=" in address:
@@ -404,9 +587,13 @@ class AdminAPI(Resource):
             backend = parseBackend(f"{address}={weight}")
         except ValueError as e:
             raise _AdminError(http.BAD_REQUEST, f"{address!r}: {e}") from None
-        resource = pool.resource
-        if any(b.key == backend.key for b in resource.pool.backends):
+        if any(b.key == backend.key for b in pool.resource.pool.backends):
             raise _AdminError(http.CONFLICT, f"{backend.address} is already a backend")
+        return backend
+
+    def _add(self, pool: Pool, body: dict[str, Any]) -> dict[str, Any]:
+        backend = self._checkAdd(pool, body)
+        resource = pool.resource
         pool.adminState.add(backend)
         resource.setBackends([*resource.pool.backends, backend])
         self._log.info("Admin API: added backend {backend}", backend=backend.address)
@@ -415,13 +602,7 @@ class AdminAPI(Resource):
     def _change(
         self, pool: Pool, address: str, body: dict[str, Any], replay: bool
     ) -> tuple[dict[str, Any], int]:
-        unknown = set(body) - {"weight", "draining"}
-        if unknown or not body:
-            raise _AdminError(http.BAD_REQUEST, 'expected {"weight": N} and/or {"draining": B}')
-        if "weight" in body:
-            _checkWeight(body["weight"])
-        if "draining" in body and not isinstance(body["draining"], bool):
-            raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
+        _checkChange(body)
         key, backend = self._find(pool, address, replay)
         pool.adminState.change(key, body.get("weight"), body.get("draining"))
         if backend is None:
@@ -542,6 +723,39 @@ def _body(request: server.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _AdminError(http.BAD_REQUEST, "the body must be a JSON object")
     return body
+
+
+def _checkChange(body: dict[str, Any]) -> dict[str, Any]:
+    """
+    Check the C{body} of a change of a backend: a weight and/or a drain.
+    """
+    unknown = set(body) - {"weight", "draining"}
+    if unknown or not body:
+        raise _AdminError(http.BAD_REQUEST, 'expected {"weight": N} and/or {"draining": B}')
+    if "weight" in body:
+        _checkWeight(body["weight"])
+    if "draining" in body and not isinstance(body["draining"], bool):
+        raise _AdminError(http.BAD_REQUEST, "draining must be true or false")
+    return body
+
+
+def _algorithmChanges(body: dict[str, Any]) -> dict[str, str | None]:
+    """
+    The options an algorithm switch's C{body} changes: C{algo} and/or
+    C{shadow-algo}.
+    """
+    expected = 'expected {"algo": "NAME"} and/or {"shadow": "NAME" or null}'
+    if not body or set(body) - {"algo", "shadow"}:
+        raise _AdminError(http.BAD_REQUEST, expected)
+    changes: dict[str, str | None] = {}
+    for key, option in (("algo", "algo"), ("shadow", "shadow-algo")):
+        if key not in body:
+            continue
+        spec = body[key]
+        if not (isinstance(spec, str) or (spec is None and key == "shadow")):
+            raise _AdminError(http.BAD_REQUEST, expected)
+        changes[option] = spec
+    return changes
 
 
 def _describe(body: dict[str, Any]) -> str:

@@ -24,12 +24,14 @@ class AdminState:
     @ivar weights: The weight it set for each address.
     @ivar drained: The addresses it drained.
     @ivar removed: The addresses it removed.
+    @ivar added: The backends it added, by address.
     """
 
     def __init__(self) -> None:
         self.weights: dict[tuple[str, int], int] = {}
         self.drained: set[tuple[str, int]] = set()
         self.removed: set[tuple[str, int]] = set()
+        self.added: dict[tuple[str, int], Backend] = {}
 
     def change(
         self, key: tuple[str, int], weight: int | None = None, draining: bool | None = None
@@ -47,6 +49,7 @@ class AdminState:
         The admin API removed C{key}.
         """
         self.removed.add(key)
+        self.added.pop(key, None)
 
     def add(self, backend: Backend) -> None:
         """
@@ -56,15 +59,23 @@ class AdminState:
         self.removed.discard(backend.key)
         self.drained.discard(backend.key)
         self.weights[backend.key] = backend.weight
+        self.added[backend.key] = backend
 
     def applied(self, backend: Backend) -> Backend | None:
         """
-        A new backend like C{backend}, which DNS gives, with the admin API's
-        changes: C{None} if it removed its address.
+        A new backend like C{backend} (which the configuration, DNS or etcd
+        gives), with the admin API's changes: C{None} if it removed its
+        address.
         """
         if backend.key in self.removed:
             return None
-        changed = Backend(backend.host, backend.port, self.weights.get(backend.key, backend.weight))
+        changed = Backend(
+            backend.host,
+            backend.port,
+            self.weights.get(backend.key, backend.weight),
+            backend.tls,
+            backend.maxConn,
+        )
         changed.draining = backend.key in self.drained
         return changed
 
@@ -75,3 +86,4 @@ class AdminState:
         self.weights.clear()
         self.drained.clear()
         self.removed.clear()
+        self.added.clear()

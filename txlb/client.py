@@ -71,10 +71,12 @@ def requestHead(
     C{framing} field line of the body (if not empty), then the field lines
     as given.
     """
-    lines = [b"%s %s HTTP/1.1\r\n%s" % (method, target, framing)]
-    lines.extend(b"%s: %s\r\n" % field for field in fields)
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    # One join of the pieces: measured cheaper than formatting each line.
+    pieces = [method, b" ", target, b" HTTP/1.1\r\n", framing]
+    for name, value in fields:
+        pieces += (name, b": ", value, b"\r\n")
+    pieces.append(b"\r\n")
+    return b"".join(pieces)
 
 
 def lastChunk(trailers: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -190,6 +192,8 @@ class BackendConnection(Protocol):
             transport.registerProducer(body, True)  # type: ignore[attr-defined]
             writer = _BodyWriter(transport, body.length is UNKNOWN_LENGTH)
             body.startProducing(writer).addCallback(self._bodySent, writer, body)
+        # As much of the request as there is now.
+        self._client.writes.send(transport)
 
     def _bodySent(self, ignored: object, writer: _BodyWriter, body: Any) -> None:
         self._sending = None

@@ -59,6 +59,8 @@ def read(
     flags: set[str],
     repeatable: frozenset[str] = frozenset(),
     poolKeys: frozenset[str] = frozenset(),
+    refused: frozenset[str] = frozenset(),
+    refusedWhy: str = "",
 ) -> Document:
     """
     Read a configuration file.
@@ -70,13 +72,18 @@ def read(
         several times, whose value may be a list.
     @param poolKeys: The long names of the options a pool's table may
         hold.
-    @raise ConfigError: For TOML that does not parse, an unknown key, or a
-        value of the wrong type.
+    @param refused: Top-level keys this document may not hold, for the
+        reason C{refusedWhy}.
+    @raise ConfigError: For TOML that does not parse, an unknown key, a
+        refused one, or a value of the wrong type.
     """
     try:
         settings = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
+    present = [key for key in settings if key in refused]
+    if present:
+        raise ConfigError(f"{', '.join(present)}: {refusedWhy}")
     pools: dict[str, list[str]] = {}
     tables = settings.pop("pools", {})
     if not isinstance(tables, dict):

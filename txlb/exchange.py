@@ -213,6 +213,10 @@ class Exchange:
         self.clientPaused = False
         self.waiting: Any = None
         self.response: ResponseHead | None = None
+        #: The fields of the response to send the client, and whether a
+        #: Date is among them (see headers.forClient).
+        self.clientFields: headers.Fields = []
+        self.dated = False
         self.connectedAt: float | None = None
         self.firstByte: float | None = None
         request.whenLost = self._clientDisconnected  # type: ignore[attr-defined]
@@ -293,8 +297,9 @@ class Exchange:
             # client is not the backend's fault.
             self.body.whenSent = self._startResponseTimer
         self.sending = forwarder.send(self, backend)
+        # Each callback catches its own errors (see _internalError): an
+        # errback after it would cost every request a turn of the chain.
         self.sending.addCallbacks(self._gotResponse, self._sendFailed)
-        self.sending.addErrback(self._internalError)
 
     def _startResponseTimer(self) -> None:
         if self.state == HEAD:
@@ -343,69 +348,75 @@ class Exchange:
         self.interimSent = True
 
     def _gotResponse(self, response: ResponseHead) -> None:
-        forwarder = self.forwarder
-        self.firstByte = now = forwarder.clock.seconds()
-        self.sending = None
-        backend = self.backend
-        assert backend is not None
-        forwarder.pool.succeeded(backend)
-        loadField = forwarder.settings.loadField
-        # Names of another length are not it: no lower() for them.
-        size = len(loadField)
-        for name, value in response.fields:
-            if len(name) == size and name.lower() == loadField:
+        try:
+            forwarder = self.forwarder
+            self.firstByte = now = forwarder.clock.seconds()
+            self.sending = None
+            backend = self.backend
+            assert backend is not None
+            forwarder.pool.succeeded(backend)
+            settings = forwarder.settings
+            self.clientFields, self.dated, loads = headers.forClient(
+                response.fields, response.connection, settings.toClientDrop, settings.loadField
+            )
+            for value in loads:
                 backend.reportLoad(value, now)
-        answered = forwarder.answered
-        if answered is not None:
-            answered(backend, now - self.sentAt)
-        admission = forwarder.admission
-        if admission.maxConn == AUTO:
-            admission.observe(backend, now - self.sentAt, self.inflight)
-        self.queue.put(response)
+            answered = forwarder.answered
+            if answered is not None:
+                answered(backend, now - self.sentAt)
+            admission = forwarder.admission
+            if admission.maxConn == AUTO:
+                admission.observe(backend, now - self.sentAt, self.inflight)
+            self.queue.put(response)
+        except BaseException:
+            self._internalError(Failure())
 
     def _sendFailed(self, failure: Failure) -> None:
-        self.sending = None
-        self._stopTimer()
-        if self.state == GONE:
-            self.queue.put(failure)
-            return
-        backend = self.backend
-        assert backend is not None
-        if self.state == TIMED_OUT:
-            failure = Failure(_ResponseTimeoutError())
-        why = describe(failure)
-        forwarder = self.forwarder
-        forwarder.pool.failed(backend, why)
-        budget = forwarder.retryBudget
-        if self.retrying:
-            self.retrying = False
-            budget.retryEnded()
-        if self._mayRetry(failure):
-            if not budget.startRetry():
-                self.budgetSpent = True
+        try:
+            self.sending = None
+            self._stopTimer()
+            if self.state == GONE:
                 self.queue.put(failure)
                 return
-            self.retrying = True
-            self.holding = False
-            forwarder.release(backend)
-            forwarder.metrics.retries.labels(forwarder.name).inc()
-            retry = forwarder.admit(self.request, self.tried)
-            forwarder.log.info(
-                "Retrying {method} {path} on {retry}: {backend} failed ({why})",
-                method=self.request.method.decode("ascii", "replace"),
-                path=self.request.uri.decode("ascii", "backslashreplace"),
-                retry="the first backend below its limit (queued)"
-                if retry is None
-                else retry.address,
-                backend=backend.address,
-                why=why,
-            )
-            if retry is None:
-                self._wait()
-            else:
-                self.forward(retry)
-            return
-        self.queue.put(failure)
+            backend = self.backend
+            assert backend is not None
+            if self.state == TIMED_OUT:
+                failure = Failure(_ResponseTimeoutError())
+            why = describe(failure)
+            forwarder = self.forwarder
+            forwarder.pool.failed(backend, why)
+            budget = forwarder.retryBudget
+            if self.retrying:
+                self.retrying = False
+                budget.retryEnded()
+            if self._mayRetry(failure):
+                if not budget.startRetry():
+                    self.budgetSpent = True
+                    self.queue.put(failure)
+                    return
+                self.retrying = True
+                self.holding = False
+                forwarder.release(backend)
+                forwarder.metrics.retries.labels(forwarder.name).inc()
+                retry = forwarder.admit(self.request, self.tried)
+                forwarder.log.info(
+                    "Retrying {method} {path} on {retry}: {backend} failed ({why})",
+                    method=self.request.method.decode("ascii", "replace"),
+                    path=self.request.uri.decode("ascii", "backslashreplace"),
+                    retry="the first backend below its limit (queued)"
+                    if retry is None
+                    else retry.address,
+                    backend=backend.address,
+                    why=why,
+                )
+                if retry is None:
+                    self._wait()
+                else:
+                    self.forward(retry)
+                return
+            self.queue.put(failure)
+        except BaseException:
+            self._internalError(Failure())
 
     def _mayRetry(self, failure: Failure) -> bool:
         """
@@ -470,29 +481,35 @@ class Exchange:
         Relay the response head when it comes, then the body.
         """
         # The head may be a Failure, which the queue hands on as one.
-        self.queue.get().addBoth(self._relayHead).addErrback(self._internalError)
+        self.queue.get().addBoth(self._relayHead)
 
     def _relayHead(self, item: ResponseHead | Failure) -> None:
-        if isinstance(item, Failure):
-            self._relayFailure(item)
-            return
-        self.response = item
-        self._armTimer(self.forwarder.settings.idleTimeout)
-        if self.state != GONE:
-            self.state = BODY
-            self._writeHead(item)
-        self._take()
+        try:
+            if isinstance(item, Failure):
+                self._relayFailure(item)
+                return
+            self.response = item
+            self._armTimer(self.forwarder.settings.idleTimeout)
+            if self.state != GONE:
+                self.state = BODY
+                self._writeHead(item)
+            self._take()
+        except BaseException:
+            self._internalError(Failure())
 
     def _writeHead(self, response: ResponseHead) -> None:
         forwarder = self.forwarder
-        fields = headers.toClient(
-            response.fields, response.connection, forwarder.settings.toClientDrop
-        )
+        fields = self.clientFields
+        dated = self.dated
         request = self.request
         match = request.routing.match  # type: ignore[attr-defined]
         if match is not None:
-            fields = match.route.responseFields(fields)
-        if not any(name.lower() == b"date" for name, value in fields):
+            rewritten = match.route.responseFields(fields)
+            if rewritten is not fields:
+                # The route may have removed or added a Date.
+                fields = rewritten
+                dated = any(name.lower() == b"date" for name, value in fields)
+        if not dated:
             fields.append((b"Date", forwarder.date()))
         sticky = forwarder.sticky
         if sticky is not None:
@@ -559,9 +576,8 @@ class Exchange:
             item = self.queue.get()
             if not item.called:
                 self.waiting = item.addCallback(self._relayThenTake)
-                self.waiting.addErrback(self._internalError)
                 return
-            item.addCallback(self._relay).addErrback(self._internalError)
+            item.addCallback(self._relay)
 
     def _relayThenTake(self, item: bytes | _EndOfBody) -> None:
         self.waiting = None
@@ -569,38 +585,43 @@ class Exchange:
         self._take()
 
     def _relay(self, item: bytes | _EndOfBody) -> None:
-        if self.state == OVER:
-            return
-        if isinstance(item, bytes):
-            self.timer.reset(self.forwarder.settings.idleTimeout)
-            self.valve.drain(len(item))
-            self.request.write(item)
-            return
-        request, code = self.request, self.request.code
-        if self.state == GONE:
-            self._clientGoneOver(code)
-            return
-        if item.data:
-            self.valve.drain(len(item.data))
-            request.write(item.data)
-        request.unregisterProducer()
-        if item.reason is None:
-            request.finish()
-            self._over(code, None, LogLevel.info, NORMAL)
-            return
-        # Finishing would tell the client the body is whole: abort, so the
-        # truncation shows.
-        abort(request)
-        reason = item.reason
-        flag = PROTOCOL_ERROR if reason.check(BadResponseError) else RESET
-        why = f"backend body cut short: {describe(reason)}"
-        self.forwarder.pool.failed(self.backend, why)  # type: ignore[arg-type]
-        self._over(code, why, LogLevel.warn, flag)
+        try:
+            if self.state == OVER:
+                return
+            if isinstance(item, bytes):
+                self.timer.reset(self.forwarder.settings.idleTimeout)
+                self.valve.drain(len(item))
+                self.request.write(item)
+                return
+            request, code = self.request, self.request.code
+            if self.state == GONE:
+                self._clientGoneOver(code)
+                return
+            if item.data:
+                self.valve.drain(len(item.data))
+                request.write(item.data)
+            request.unregisterProducer()
+            if item.reason is None:
+                request.finish()
+                self._over(code, None, LogLevel.info, NORMAL)
+                return
+            # Finishing would tell the client the body is whole: abort, so the
+            # truncation shows.
+            abort(request)
+            reason = item.reason
+            flag = PROTOCOL_ERROR if reason.check(BadResponseError) else RESET
+            why = f"backend body cut short: {describe(reason)}"
+            self.forwarder.pool.failed(self.backend, why)  # type: ignore[arg-type]
+            self._over(code, why, LogLevel.warn, flag)
+        except BaseException:
+            self._internalError(Failure())
 
     def _internalError(self, failure: Failure) -> None:
         """
         A bug in txlb: log it, and end the exchange without passing off
-        anything as complete.
+        anything as complete.  Each callback of the two halves catches what
+        it raises and comes here, rather than an errback after it, which
+        every request would pay for.
         """
         self.forwarder.log.failure("Internal error relaying {path}", failure, path=self.request.uri)
         if self.state == OVER:

@@ -116,6 +116,55 @@ def toClient(
     return [field for field in fields if field[0].lower() not in drop]
 
 
+#: Connection tokens that name no field beyond the hop-by-hop ones.
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
+
+#: The lengths of the names each drop set holds, with C{date}'s and the
+#: watched name's, for the few drop sets in use (see L{forClient}).
+_lengths: dict[tuple[frozenset[bytes], bytes], frozenset[int]] = {}
+
+
+def forClient(
+    fields: Fields, connection: frozenset[bytes], drop: frozenset[bytes], watched: bytes
+) -> tuple[Fields, bool, list[bytes]]:
+    """
+    What L{toClient} keeps of a response's C{fields}, in one pass with what
+    the relay needs to know of them: whether a C{Date} is among them, and
+    the values of the C{watched} field (the load header, lower-cased, which
+    C{drop} holds).  Only names of the lengths of those in question are
+    lower-cased.
+
+    @return: The fields kept, whether C{Date} is among them, and the
+        values of C{watched}, in order.
+    """
+    if connection and not connection <= _CONNECTION_OPTIONS:
+        drop = drop | connection
+        lengths = frozenset(len(name) for name in drop | {b"date", watched})
+    else:
+        lengths = _lengths.get((drop, watched))  # type: ignore[assignment]
+        if lengths is None:
+            if len(_lengths) > 16:
+                _lengths.clear()
+            lengths = _lengths[drop, watched] = frozenset(
+                len(name) for name in drop | {b"date", watched}
+            )
+    kept = []
+    date = False
+    values = []
+    for field in fields:
+        name = field[0]
+        if len(name) in lengths:
+            lower = name.lower()
+            if lower == watched:
+                values.append(field[1])
+            if lower in drop:
+                continue
+            if lower == b"date":
+                date = True
+        kept.append(field)
+    return kept, date, values
+
+
 def dropToClient(names: Iterable[bytes]) -> frozenset[bytes]:
     """
     What L{toClient} drops when it drops C{names} too (the load header, which

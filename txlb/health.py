@@ -23,8 +23,9 @@ from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from txlb import _twisted
 from txlb.backend import Backend, BackendPool
 from txlb.metrics import Metrics
 from txlb.tls import BackendTLS, failureReason
@@ -42,7 +43,7 @@ class _NoCookies(CookieJar):
         pass
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
+class _QuietClientFactory(_twisted.HTTP11ClientFactory):
     """
     Agent's connection factory without the "Starting factory" log line it
     writes for every new connection, which is every check.
@@ -54,11 +55,11 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 def quietPool(reactor: Any) -> HTTPConnectionPool:
     """
     A pool of one connection per check, whose connections log nothing when
-    they open and close (through the private C{_factory}, which
-    C{tests/test_health.py} pins).
+    they open and close (through the pool's private factory: see
+    L{txlb._twisted}).
     """
     pool = HTTPConnectionPool(reactor, persistent=False)
-    pool._factory = _QuietClientFactory
+    _twisted.setConnectionFactory(pool, _QuietClientFactory)
     return pool
 
 

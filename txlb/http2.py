@@ -310,12 +310,11 @@ class HTTP2Channel(Protocol):
             ConnectionTerminated: self._terminated,
         }
 
-    @property
-    def requests(self) -> dict[int, HTTP2Stream]:
+    def busy(self) -> bool:
         """
-        What the site asks to know whether a request is in progress.
+        Whether a request is in progress (what the site asks).
         """
-        return self.streams
+        return bool(self.streams)
 
     def connectionMade(self) -> None:
         transport = self.transport

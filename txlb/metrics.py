@@ -216,6 +216,49 @@ class _ClientLimitsCollector:
         )
 
 
+class EtcdView(Protocol):
+    """
+    What the metrics read of a fleet's connection to etcd
+    (L{txlb.fleet.Fleet}).
+    """
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def revision(self) -> int: ...
+
+    @property
+    def problems(self) -> dict[str, str]: ...
+
+
+class _EtcdCollector:
+    """
+    The connection to etcd, read at each scrape.
+    """
+
+    def __init__(self, etcd: EtcdView) -> None:
+        self._etcd = etcd
+
+    def collect(self) -> Iterator[Metric]:
+        etcd = self._etcd
+        yield GaugeMetricFamily(
+            "txlb_etcd_connected",
+            "Whether the watch of etcd's prefix is open (1) or not (0: the last configuration"
+            " applied stays while txlb tries again).",
+            value=1 if etcd.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "txlb_etcd_revision", "The last etcd revision applied.", value=etcd.revision
+        )
+        yield GaugeMetricFamily(
+            "txlb_etcd_refused_keys",
+            "Keys under etcd's prefix that cannot be read (a member's or an admin"
+            " change's value), which are ignored.",
+            value=len(etcd.problems),
+        )
+
+
 class Metrics:
     """
     The metrics, in a registry of their own (several balancers can run in
@@ -328,6 +371,12 @@ class Metrics:
         self._requestChildren: dict[tuple[str, str, str], Any] = {}
         self._durationChildren: dict[tuple[str, str], Any] = {}
         self._routeChildren: dict[str, Any] = {}
+
+    def followEtcd(self, etcd: EtcdView) -> None:
+        """
+        Show the connection to etcd of a fleet's member.
+        """
+        self.registry.register(_EtcdCollector(etcd))
 
     def addPool(self, pool: str) -> None:
         """

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 from twisted.logger import Logger
+from twisted.python import usage
 
 from txlb.accesslog import AccessLog
 from txlb.adminstate import AdminState
@@ -30,6 +31,11 @@ from txlb.sticky import StickyCookie
 #: Seconds between two looks at whether a backend that left DNS has
 #: finished its requests, and can go.
 LEAVING_POLL = 1.0
+
+#: The sources of backends beside the configuration, most trusted first:
+#: etcd's members (L{txlb.fleet}) and DNS's answers.
+ETCD, DNS = "etcd", "DNS"
+SOURCES = (ETCD, DNS)
 
 #: The options whose change on a reload starts DNS discovery afresh.
 DNS_OPTIONS = ("backends-dns", "dns-server", "dns-min-ttl", "dns-max-ttl")
@@ -149,19 +155,28 @@ class PoolService(MultiService):
         self.resource = resource
         self.clock = clock
         self.adminState = AdminState()
+        #: Whether the admin state is the fleet's (L{useFleetState}), which a
+        #: reload keeps.
+        self.sharedState = False
+        #: The algorithm and shadow the fleet's admin API switched to, by
+        #: option, which hold over the configuration's.
+        self.algorithmOverride: dict[str, str | None] = {}
+        self._configured = {option: options[option] for option in ("algo", "shadow-algo")}
         self._whenBackends = whenBackends
         self._health: HealthChecker | None = None
         self._dns: DNSDiscovery | None = None
-        #: The backends in the pool because DNS gives them.
-        self._fromDNS: set[tuple[str, int]] = set()
-        #: Those DNS no longer gives, draining until their requests are over.
+        #: The backends each source (L{DNS}, L{ETCD}) gives now.
+        self._sources: dict[str, list[Backend]] = {}
+        #: The source of each backend in the pool because a source gives it.
+        self._origins: dict[tuple[str, int], str] = {}
+        #: Those no longer given, draining until their requests are over.
         self._leaving: set[Backend] = set()
         self._sweeping: Any = None
 
     @property
     def waiting(self) -> bool:
         """
-        Whether it has no backends yet: DNS has not given any.
+        Whether it has no backends yet: DNS (or etcd) has not given any.
         """
         return not self.resource.pool.backends
 
@@ -210,7 +225,7 @@ class PoolService(MultiService):
         """
         self._stopDiscovery()
         if not options["backends-dns"]:
-            if self._fromDNS:
+            if self._sources.get(DNS):
                 self._dnsChanged([])
             return
         self._dns = DNSDiscovery(
@@ -239,36 +254,101 @@ class PoolService(MultiService):
 
     def _dnsChanged(self, backends: list[Backend]) -> None:
         """
-        Balance over C{backends}, the backends DNS gives now, and the
-        others: the ones DNS gave before and no longer does drain.  What the
-        admin API changed about an address holds (L{AdminState}).
+        DNS gives C{backends} now: balance over them and the others (see
+        L{_merge}).  An answer that would leave the pool empty is not
+        applied: the last backends stay.
         """
+        self._sources[DNS] = backends
+        self._merge(keepOne=True)
+
+    def useFleetState(
+        self,
+        members: list[Backend],
+        state: AdminState,
+        algorithm: dict[str, str | None],
+    ) -> None:
+        """
+        Apply what etcd holds for this pool (L{txlb.fleet}): its C{members}
+        (which join and leave as DNS's backends do, and may leave the pool
+        empty: etcd's set is the fleet's word, not an answer that may be
+        wrong), the admin API's changes every instance shares (which a
+        reload keeps: only the admin API or etcd undoes them), and the
+        algorithm and shadow the admin API switched to (C{algo},
+        C{shadow-algo}; those it leaves out are the configuration's).
+        """
+        self.sharedState = True
+        self._sources[ETCD] = members
+        self.adminState = state
+        self._merge(keepOne=False)
+        if algorithm != self.algorithmOverride:
+            self.algorithmOverride = algorithm
+            wanted = {**self._configured, **algorithm}
+            changes = {o: v for o, v in wanted.items() if self.options[o] != v}
+            if changes:
+                try:
+                    self.switchAlgorithm(changes)
+                except usage.UsageError as e:
+                    self._log.error(
+                        "Pool {pool}: etcd's algorithm cannot be used, it stays {algo}: {why}",
+                        pool=self.name,
+                        algo=self.options["algo"],
+                        why=e,
+                    )
+
+    def _merge(self, keepOne: bool) -> None:
+        """
+        Balance over what the pool should have now: its static backends,
+        those its sources give (etcd's members first: a registration's
+        weight beats DNS's; the file's beat both), and those the admin API
+        added, each with what the admin API changed about its address
+        (L{AdminState}).  A backend that was in the pool and no longer
+        should be (it left DNS or etcd, or the admin API removed it) is
+        drained, and removed once its requests are over.  The algorithm is
+        made again only when the backends or their weights changed.
+
+        @param keepOne: Apply nothing that would leave the pool empty.
+        """
+        state = self.adminState
+        wanted: dict[tuple[str, int], Backend] = {}
         static = {b.key for b in self.options["backends"]}
-        wanted = {}
-        for backend in backends:
-            changed = self.adminState.applied(backend)
-            if changed is not None and changed.key not in static:
+        for backend in self.options["backends"]:
+            changed = state.applied(backend)
+            if changed is not None:
                 wanted[changed.key] = changed
-        fromDNS = set(wanted)
+        origins = {}
+        for source in SOURCES:
+            for backend in self._sources.get(source, ()):
+                if backend.key in static or backend.key in wanted:
+                    continue
+                changed = state.applied(backend)
+                if changed is not None:
+                    wanted[changed.key] = changed
+                    origins[changed.key] = source
+        for backend in state.added.values():
+            if backend.key not in wanted and backend.key not in state.removed:
+                wanted[backend.key] = state.applied(backend) or backend
+        current = self.resource.pool.backends
         merged = []
-        for backend in self.resource.pool.backends:
+        for backend in current:
             new = wanted.pop(backend.key, None)
             if new is not None:
                 if backend in self._leaving:
                     self._leaving.discard(backend)
-                    backend.draining = new.draining
-                # setBackends keeps the object, with the weight DNS (or the
-                # admin API) gives.
+                backend.draining = new.draining
+                # setBackends keeps the object, with the weight given now.
                 merged.append(new)
             elif backend in self._leaving:
                 # Still draining: the sweep removes it.
                 merged.append(backend)
-            elif backend.key in self._fromDNS:
+            else:
+                why = self._origins.get(backend.key)
+                why = f"left {why}" if why else "no longer in the pool"
                 if backend.active:
                     self._log.info(
-                        "Backend {backend} of pool {pool} left DNS: draining its {count} requests",
+                        "Backend {backend} of pool {pool} {why}: draining its {count} requests",
                         backend=backend.address,
                         pool=self.name,
+                        why=why,
                         count=backend.active,
                     )
                     backend.draining = True
@@ -276,17 +356,17 @@ class PoolService(MultiService):
                     merged.append(backend)
                 else:
                     self._log.info(
-                        "Backend {backend} of pool {pool} left DNS: removed",
+                        "Backend {backend} of pool {pool} {why}: removed",
                         backend=backend.address,
                         pool=self.name,
+                        why=why,
                     )
-            else:
-                merged.append(backend)
         merged += wanted.values()
-        if not merged:
+        if not merged and keepOne:
             return
-        self._fromDNS = fromDNS
-        self.resource.setBackends(merged)
+        self._origins = origins
+        if not _sameBackends(current, merged):
+            self.resource.setBackends(merged)
         if self._leaving and self._sweeping is None:
             self._sweeping = self.clock.callLater(LEAVING_POLL, self._sweep)
         self._whenBackends()
@@ -321,7 +401,9 @@ class PoolService(MultiService):
         the backends are.
         """
         old = self.options
-        self.adminState.clear()
+        if not self.sharedState:
+            self.adminState.clear()
+        state = self.adminState
         resource = self.resource
         resource.pool.maxFails = new["max-fails"]
         resource.pool.failTimeout = new["fail-timeout"]
@@ -330,13 +412,19 @@ class PoolService(MultiService):
         # Read again: the files may have changed under the same names.
         resource.client.setTLS(new["backend-tls"])
         static = {b.key for b in new["backends"]}
-        self._fromDNS -= static
+        for key in static:
+            self._origins.pop(key, None)
         self._leaving = {b for b in self._leaving if b.key not in static}
-        fromDNS = [
+        configured = [c for c in map(state.applied, new["backends"]) if c is not None]
+        others = [
             b
             for b in resource.pool.backends
-            if b.key not in static and (b.key in self._fromDNS or b in self._leaving)
+            if b.key not in static
+            and (b.key in self._origins or b in self._leaving or b.key in state.added)
         ]
+        backends = [*configured, *others]
+        self._configured = {option: new[option] for option in ("algo", "shadow-algo")}
+        self._overrideAlgorithm(new, backends)
         shadow = resource.shadow
         if shadow is not None and shadow.name == new["shadow-algo"]:
             # The same shadow, perhaps with new options: its counts go on,
@@ -344,12 +432,10 @@ class PoolService(MultiService):
             shadow.makeAlgorithm = new.shadow()  # type: ignore[assignment]
         else:
             resource.useShadow(new["shadow-algo"], new.shadow())
-        backends = [*new["backends"], *fromDNS]
         if _sameBackends(resource.pool.backends, backends) and all(
             new[option] == old[option] for option in ALGORITHM_OPTIONS
         ):
             for backend, wanted in zip(resource.pool.backends, backends):
-                backend.draining = False
                 # Its own limit (=WEIGHT/MAXCONN) may have changed.
                 backend.maxConn = wanted.maxConn
             resource.admission.setBackends(resource.pool.backends)
@@ -359,16 +445,67 @@ class PoolService(MultiService):
             resource.sticky = new.sticky(self.clock)
         for backend in resource.pool.backends:
             if backend not in self._leaving:
-                # The file or DNS lists it: it serves, whatever the admin API said.
-                backend.draining = False
+                # The configuration or a source lists it: it serves, unless
+                # the fleet's shared admin state drains it.
+                backend.draining = backend.key in state.drained
         resource.settings = new.settings()
         self._checkHealth(new)
         self.options = new
         if any(new[option] != old[option] for option in DNS_OPTIONS):
             self._discover(new, self._dns.lastGood if self._dns is not None else {})
-        elif self._dns is not None:
-            # A backend the file no longer lists may still be in DNS.
-            self._dnsChanged(self._dns.backends)
+        if self._sources:
+            # A backend the configuration no longer lists may still be in
+            # DNS or etcd.
+            self._merge(keepOne=True)
+
+    def _overrideAlgorithm(self, new: PoolConfiguration, backends: list[Backend]) -> None:
+        """
+        Put the fleet's algorithm switch (L{useFleetState}) into C{new},
+        if it works with C{new}'s options.
+        """
+        for option, spec in self.algorithmOverride.items():
+            if spec is not None:
+                try:
+                    new.checkedAlgorithm(option, spec, backends)
+                except usage.UsageError as e:
+                    self._log.error(
+                        "Pool {pool}: etcd's {option} {spec} does not work with the new "
+                        "configuration, which names {configured}: {why}",
+                        pool=self.name,
+                        option=option,
+                        spec=spec,
+                        configured=new[option],
+                        why=e,
+                    )
+                    continue
+            new[option] = spec
+
+    @property
+    def configuredAlgorithm(self) -> dict[str, str | None]:
+        """
+        The algorithm and shadow the configuration names (C{algo},
+        C{shadow-algo}), whatever the admin API switched to.
+        """
+        return dict(self._configured)
+
+    def checkAlgorithm(self, changes: dict[str, str | None]) -> None:
+        """
+        Check that C{changes} (C{algo}, C{shadow-algo}) name algorithms
+        that work on the pool's backends, changing nothing.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
+        self._made(changes)
+
+    def _made(self, changes: dict[str, str | None]) -> dict[str, Any]:
+        """
+        What makes each algorithm C{changes} names, checked.
+        """
+        backends = self.resource.pool.backends
+        return {
+            option: None if spec is None else self.options.checkedAlgorithm(option, spec, backends)
+            for option, spec in changes.items()
+        }
 
     def switchAlgorithm(self, changes: dict[str, str | None]) -> None:
         """
@@ -381,15 +518,11 @@ class PoolService(MultiService):
         @raise usage.UsageError: With one line, changing nothing.
         """
         resource = self.resource
-        backends = resource.pool.backends
-        made = {
-            option: None if spec is None else self.options.checkedAlgorithm(option, spec, backends)
-            for option, spec in changes.items()
-        }
+        made = self._made(changes)
         if "shadow-algo" in changes:
             resource.useShadow(changes["shadow-algo"], made["shadow-algo"])
         if made.get("algo") is not None:
-            resource.setBackends(backends, made["algo"])
+            resource.setBackends(resource.pool.backends, made["algo"])
         for option, spec in changes.items():
             self.options[option] = spec
         self._log.info(

@@ -35,7 +35,7 @@ from txlb.exchange import Exchange
 from txlb.interfaces import IAlgorithm, IResponseObserver
 from txlb.metrics import Metrics
 from txlb.mirror import Mirror, Mirrors
-from txlb.outcome import Outcome
+from txlb.outcome import NO_HEALTHY, Outcome, answer
 from txlb.request import forwardTarget
 from txlb.retrybudget import RetryBudget
 from txlb.settings import ProxySettings
@@ -133,8 +133,24 @@ class LoadBalancerResource(Resource):
 
     def forward(self, request: server.Request, clientHost: str, started: float) -> int:
         """
-        Forward C{request}, from C{clientHost}, which arrived at C{started}.
+        Forward C{request}, from C{clientHost}, which arrived at C{started}:
+        503 if the pool has no backends (a fleet's pool whose members have
+        all left, or not come yet).
         """
+        if not self.pool.backends:
+            answer(request, http.SERVICE_UNAVAILABLE, f"pool {self.name} has no backends")
+            self.ended(
+                Outcome(
+                    request,
+                    clientHost,
+                    None,
+                    http.SERVICE_UNAVAILABLE,
+                    started,
+                    "no backends",
+                    flag=NO_HEALTHY,
+                )
+            )
+            return server.NOT_DONE_YET
         if tunnel.wantsUpgrade(request):
             tunnel.Tunnel(self, request, clientHost, started).start()
             return server.NOT_DONE_YET

@@ -325,42 +325,45 @@ def contentLength(value: bytes) -> Refusal | None:
     return None
 
 
-def fieldRefused(line: bytes, previous: Headers, maxFields: int) -> Refusal:
+def headerField(
+    line: bytes, lengthSeen: bool, chunkedSeen: bool, count: int, maxFields: int
+) -> Refusal | None:
     """
-    Why Twisted refused the header field C{line}, after the fields
-    C{previous}, as its channel checks them: a token for a name, one
-    framing field, a number for a Content-Length, chunked for a
-    Transfer-Encoding, and at most C{maxFields} fields (431 here).  Lines
-    never hold a control character by then (see L{fieldControl}), nor fold.
+    Check a header field line, without its CRLF, after C{count} fields (a
+    C{Content-Length} among them if C{lengthSeen}, a chunked
+    C{Transfer-Encoding} if C{chunkedSeen}), as Twisted's channel checked
+    each: a token for a name before a colon; one framing field, a
+    C{Content-Length} of digits or a C{Transfer-Encoding} of C{chunked}
+    (C{identity} is taken here, and refused with the whole head by
+    L{framing}); at most C{maxFields} fields (431, where Twisted answered
+    400).  Its bytes and folding were checked before (L{fieldControl},
+    L{FOLDED}).
     """
-    if sum(len(values) for _, values in previous.getAllRawHeaders()) > maxFields:
-        # Twisted counts a field once it has passed every other check.
-        return Refusal(431, f"more than {maxFields} header fields", HEAD_TOO_LARGE)
     name, colon, value = line.partition(b":")
     if not colon:
         return Refusal(400, "a header line without a colon", HEADER)
     if not isToken(name):
         return Refusal(400, "a header name that is not a token", HEADER)
-    value = value.strip(b" \t")
     name = name.lower()
     if name == b"content-length":
-        if not value.isdigit():
+        if not value.strip(b" \t").isdigit():
             return Refusal(400, "a Content-Length that is not a number", FRAMING)
-        if previous.hasHeader(b"content-length"):
+        if lengthSeen:
             return Refusal(400, "more than one Content-Length", FRAMING)
-        return Refusal(400, "both Content-Length and Transfer-Encoding", FRAMING)
-    if name == b"transfer-encoding":
-        if value.lower() not in (b"chunked", b"identity"):
-            return Refusal(400, "a Transfer-Encoding other than chunked", FRAMING)
-        if previous.hasHeader(b"content-length"):
+        if chunkedSeen:
             return Refusal(400, "both Content-Length and Transfer-Encoding", FRAMING)
-        return Refusal(400, "more than one Transfer-Encoding", FRAMING)
-    return Refusal(400, "a malformed header field", HEADER)
+    elif name == b"transfer-encoding":
+        coding = value.strip(b" \t").lower()
+        if coding not in (b"chunked", b"identity"):
+            return Refusal(400, "a Transfer-Encoding other than chunked", FRAMING)
+        if coding == b"chunked" and lengthSeen:
+            return Refusal(400, "both Content-Length and Transfer-Encoding", FRAMING)
+        if coding == b"chunked" and chunkedSeen:
+            return Refusal(400, "more than one Transfer-Encoding", FRAMING)
+    if count >= maxFields:
+        return Refusal(431, f"more than {maxFields} header fields", HEAD_TOO_LARGE)
+    return None
 
-
-#: A request head Twisted's parser refused where txlb cannot tell why: a
-#: newer Twisted may check more.
-MALFORMED_HEAD = Refusal(400, "a malformed request head", HEADER)
 
 #: A chunked body that breaks the chunked coding (RFC 9112 section 7.1): a
 #: chunk size that is not 1 to 16 hex digits, a chunk not followed by CRLF,

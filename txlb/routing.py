@@ -283,10 +283,6 @@ class RoutingResource(Resource):
         says which kind of refusal it was.
         """
         clientHost = getattr(channel.transport.getPeer(), "host", "")
-        if request is not None and hasattr(channel, "_command"):
-            # Twisted sets these when the whole request is in; the request
-            # line was read, though.
-            request.method, request.uri = channel._command, channel._path
         now = self.clock.seconds()
         self.ended(Outcome(request, clientHost, None, code, now, why, LogLevel.info, flag))
 

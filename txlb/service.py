@@ -23,19 +23,22 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from txlb.accesslog import AccessLogFile
 from txlb.admin import AdminResource, AdminSite
 from txlb.backend import Backend
 from txlb.clientlimits import ClientLimits
+from txlb.fleet import Fleet
 from txlb.history import INTERVAL as HISTORY_INTERVAL
 from txlb.poolservice import PoolConfiguration, PoolService, makePool
 from txlb.proxy import DEFAULT_POOL, LoadBalancerResource
 from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite, TLSListeningReactor
 from txlb.signals import STOP_SIGNALS, Signals
+from txlb.twistdlog import TurnLog
 
 
 class Configuration(PoolConfiguration, Protocol):
@@ -63,6 +66,14 @@ class Configuration(PoolConfiguration, Protocol):
         @raise usage.UsageError: With one line saying what is wrong.
         """
 
+    def withDocument(self, text: str | None, where: str) -> Configuration:
+        """
+        The configuration etcd's document C{text} gives, over this one's
+        file and command line (C{None}: no document).
+
+        @raise usage.UsageError: With one line per problem.
+        """
+
     def pools(self) -> Mapping[str, PoolConfiguration]:
         """
         The options of each pool, by name.
@@ -82,6 +93,26 @@ class StartupError(Exception):
     what, in one line.
     """
 
+
+#: The options only a restart changes: a reload warns and keeps them as
+#: they are, and etcd's C{config.toml} may not hold them.
+RESTART_KEYS = frozenset(
+    {
+        "listen",
+        "workers",
+        "admin",
+        "admin-token",
+        "rate-limit-keys",
+        "etcd",
+        "etcd-prefix",
+        "etcd-ca",
+        "etcd-cert",
+        "etcd-key",
+        "etcd-user",
+        "etcd-password-file",
+        "etcd-timeout",
+    }
+)
 
 #: Seconds between two looks at whether requests are still in flight during
 #: a graceful stop, or in a pool a reload removed.
@@ -116,6 +147,9 @@ class LoadBalancerService(MultiService):
     """
 
     resolver: Any = None
+    #: twistd's log, written once per reactor turn (L{txlb.twistdlog}), for
+    #: twistd to log to; L{None} to leave twistd's logging as it is.
+    mainLog: TurnLog | None = None
 
     _log = Logger()
     stopSignals: tuple[signal.Signals, ...] = STOP_SIGNALS
@@ -126,11 +160,14 @@ class LoadBalancerService(MultiService):
         site: LoadBalancerSite,
         reactor: Any,
         endpoints: tuple[list[IStreamServerEndpoint], IStreamServerEndpoint | None] | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         """
         @param endpoints: The listening endpoints and the admin one, instead
             of those C{--listen} and C{--admin} describe (a worker's
             inherited sockets).
+        @param fleet: What follows etcd (C{--etcd}), whose pools' members
+            and admin changes apply from the start.
         """
         super().__init__()
         self.config = config
@@ -138,7 +175,11 @@ class LoadBalancerService(MultiService):
         self.resource: RoutingResource = site.resource
         self.started = reactor.seconds()
         self.reactor = reactor
+        self.fleet = fleet
+        if fleet is not None:
+            fleet.attach(self)
         self.pools: dict[str, PoolService] = {}
+        self._waitingForBackends: list[str] = []
         for name, options in config.pools().items():
             self._addPool(options, self.resource.pools[name])
         #: Pools a reload removed, until their requests are over.
@@ -167,11 +208,15 @@ class LoadBalancerService(MultiService):
                 self.listeners.append(StreamServerEndpointService(endpoints[1], admin))
         #: How many of the listeners serve the site (the admin one follows).
         self._siteListeners = len(config["listen"]) if endpoints is None else len(endpoints[0])
+        if fleet is not None:
+            fleet.setServiceParent(self)
 
     def _addPool(self, options: PoolConfiguration, resource: LoadBalancerResource) -> None:
         pool = self.pools[options.name] = PoolService(
             options, resource, self.reactor, self._listenOnceBackends
         )
+        if self.fleet is not None:
+            self.fleet.poolAdded(pool)
         pool.setServiceParent(self)
 
     def _waiting(self) -> list[str]:
@@ -221,6 +266,24 @@ class LoadBalancerService(MultiService):
             raise StartupError(f"txlb: cannot listen: {e}") from None
         self._bound = True
 
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; if it is twistd's new application, give it
+        L{mainLog} as its log observer.
+
+        twistd hands the service a plugin makes to a new application, then
+        starts logging with that application's L{ILogObserver} component,
+        if it has one, instead of its own text observer
+        (L{twisted.application.app.AppLogger.start}).
+        """
+        if (
+            self.mainLog is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None
+        ):
+            parent.setComponent(ILogObserver, self.mainLog)
+        super().setServiceParent(parent)
+
     def privilegedStartService(self) -> None:
         """
         Bind (see L{bind}) unless that is done.  A failure here raises
@@ -248,11 +311,14 @@ class LoadBalancerService(MultiService):
 
     def startService(self) -> None:
         waiting = self._waitingForBackends
+        waitingFor = "DNS or etcd" if self.fleet is not None else "DNS"
         listen = ", ".join(self.config["listen"])
         if list(self.pools) == [DEFAULT_POOL]:
             self._log.info(
                 "txlb {listening} {listen}, algorithm {algo}, backends {backends}",
-                listening="waiting for DNS to listen on" if waiting else "listening on",
+                listening=f"waiting for backends ({waitingFor}) to listen on"
+                if waiting
+                else "listening on",
                 listen=listen,
                 algo=self.config["algo"],
                 backends=_describeBackends(self.config),
@@ -260,7 +326,9 @@ class LoadBalancerService(MultiService):
         else:
             self._log.info(
                 "txlb {listening} {listen}, {routes} routes, pools {pools}",
-                listening="waiting for DNS to listen on" if waiting else "listening on",
+                listening=f"waiting for backends ({waitingFor}) to listen on"
+                if waiting
+                else "listening on",
                 listen=listen,
                 routes=len(self.resource.routes),
                 pools="; ".join(
@@ -325,7 +393,8 @@ class LoadBalancerService(MultiService):
 
     def reload(self) -> bool:
         """
-        Re-read the configuration file and apply it if it is valid.
+        Re-read the configuration file and apply it if it is valid (with
+        etcd's document over it, in a fleet).
 
         @return: Whether it was applied.
         """
@@ -336,22 +405,21 @@ class LoadBalancerService(MultiService):
         path = self.config["config"]
         if path is None:
             if accessLogFile is None:
-                self._log.warn("Nothing to reload: txlb was started without --config")
+                self._log.warn(
+                    "Nothing to reload: txlb was started without --config"
+                    + (" (etcd's configuration applies as it changes)" if self.fleet else "")
+                )
             return False
         try:
             new = self.config.fromFile(path, self.config.commandLine)
+            if self.fleet is not None:
+                new = self.fleet.rebased(new)
         except usage.UsageError as e:
             self.resource.metrics.reloads.labels("failure").inc()
             for line in str(e).splitlines():
                 self._log.error("Reload failed, the configuration stays as it was: {why}", why=line)
             return False
-        old = self.config
-        before = {
-            name: _poolState(pool.resource.pool.backends) for name, pool in self.pools.items()
-        }
-        self.apply(new)
-        self.resource.metrics.reloads.labels("success").inc()
-        changes = _changes(old, new, before, self.pools)
+        changes = self.reconfigure(new)
         self._log.info(
             "Reloaded {path}: {summary}",
             path=path,
@@ -359,6 +427,20 @@ class LoadBalancerService(MultiService):
             changes=changes,
         )
         return True
+
+    def reconfigure(self, new: Configuration) -> list[str]:
+        """
+        Apply C{new} (see L{apply}), counted as a reload.
+
+        @return: What changed, for the log.
+        """
+        old = self.config
+        before = {
+            name: _poolState(pool.resource.pool.backends) for name, pool in self.pools.items()
+        }
+        self.apply(new)
+        self.resource.metrics.reloads.labels("success").inc()
+        return _changes(old, new, before, self.pools)
 
     def apply(self, new: Configuration) -> None:
         """
@@ -371,9 +453,10 @@ class LoadBalancerService(MultiService):
         requests are over.  Listening addresses, the admin listener and
         token, and the size of the client limits' tables only change with a
         restart.  What the admin API changed is forgotten: the file says
-        what the backends are.
+        what the backends are (but in a fleet, whose admin changes etcd
+        holds, L{txlb.fleet}).
         """
-        for option in ("listen", "admin", "admin-token", "rate-limit-keys"):
+        for option in sorted(RESTART_KEYS):
             if new[option] != self.config[option]:
                 value = self.config[option]
                 self._log.warn(

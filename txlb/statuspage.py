@@ -545,6 +545,12 @@ function render(status) {
   const queue = status.queue;
   $("queue").textContent = queue ? queue.length + " waiting (at most " + queue.max + ")" : "\u2013";
   $("version").textContent = show(status.version);
+  $("etcd-summary").hidden = !status.etcd;
+  if (status.etcd) {
+    $("etcd").textContent =
+      (status.etcd.connected ? "connected" : "NOT CONNECTED") +
+      ", revision " + status.etcd.revision;
+  }
   $("health").textContent = health(counts);
   document.title = "txlb: " + counts.up + "/" + backends.length + " up";
   lastUpdate = new Date();
@@ -861,6 +867,7 @@ _BODY = """
   <span>version <b id="version">\u2013</b></span>
   <span>backends <b id="health">\u2013</b></span>
   <span>queue <b id="queue">\u2013</b></span>
+  <span id="etcd-summary" hidden>etcd <b id="etcd">\u2013</b></span>
   <span>updated <b id="updated">never</b></span>
 </p>
 <p id="error" role="alert" hidden></p>

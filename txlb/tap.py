@@ -27,6 +27,8 @@ from txlb.algorithms.keyhash import DEFAULT_BALANCE_FACTOR, parseKey
 from txlb.algorithms.policyloader import MakeAlgorithm, makeChecked
 from txlb.backend import Backend, parseBackends
 from txlb.clientlimits import ClientLimits
+from txlb.etcd import DEFAULT_PREFIX, parseEndpoint, readPassword, tlsSettings
+from txlb.fleet import Fleet, clientFor, readAtStart
 from txlb.http1 import isToken
 from txlb.keytables import Region
 from txlb.metrics import Metrics
@@ -37,10 +39,11 @@ from txlb.retrybudget import DEFAULT_PERCENT, parsePercent
 from txlb.routeconfig import RoutesError, parseRoutes
 from txlb.routing import RoutingResource
 from txlb.server import LoadBalancerSite
-from txlb.service import LoadBalancerService, StartupError
+from txlb.service import RESTART_KEYS, LoadBalancerService, StartupError
 from txlb.settings import ProxySettings
 from txlb.sticky import StickyCookie
 from txlb.testbackend import makeBackendService
+from txlb.twistdlog import twistdLog
 from txlb.workers.supervisor import Supervisor, parseListen
 from txlb.workers.worker import (
     ADMIN_FD,
@@ -67,7 +70,8 @@ def backendList(specs: str) -> list[Backend]:
 
 
 #: Options that may be given several times, each adding to a list.
-REPEATABLE = frozenset({"listen", "backends-dns", "dns-server"})
+REPEATABLE = frozenset({"listen", "backends-dns", "dns-server", "etcd"})
+
 
 #: The options that belong to a pool of backends: what a C{[pools.NAME]}
 #: table may hold.  The command line's are those of the pool C{default}; a
@@ -107,6 +111,22 @@ POOL_KEYS = frozenset(
         "backend-insecure",
     }
 )
+
+
+def restartArguments(arguments: Sequence[str]) -> list[str]:
+    """
+    The arguments of L{RESTART_KEYS} among a configuration document's
+    command-line C{arguments} (every one of them takes a value).
+    """
+    flags = {f"--{row[0]}" for row in Options.optFlags}
+    kept: list[str] = []
+    index = 0
+    while index < len(arguments):
+        size = 1 if arguments[index] in flags else 2
+        if arguments[index][2:] in RESTART_KEYS:
+            kept += arguments[index : index + size]
+        index += size
+    return kept
 
 
 def algorithmName(option: str) -> Callable[[str], str]:
@@ -353,6 +373,17 @@ def parseWorkers(text: str) -> int:
     return int(text)
 
 
+def parseEtcdPrefix(text: str) -> str:
+    """
+    Parse C{--etcd-prefix}: a key prefix of printable ASCII without spaces,
+    ending with C{/} (added if missing), so that C{/txlb} does not also take
+    C{/txlbother/}.
+    """
+    if not text or any(c <= " " or c > "~" for c in text):
+        raise usage.UsageError(f"--etcd-prefix: {text!r} is not a key prefix like /txlb/")
+    return text if text.endswith("/") else text + "/"
+
+
 def parsePath(text: str) -> str:
     if not text.startswith("/") or any(c <= " " or c > "~" for c in text):
         raise usage.UsageError(f"--health-path: {text!r} is not a path like /health")
@@ -463,10 +494,19 @@ def checkPool(options: PoolSettings, checkBackends: bool = True) -> None:
         )
     except ValueError as e:
         raise usage.UsageError(str(e)) from None
-    if checkBackends:
-        for option in ("algo", "shadow-algo"):
-            if options[option] is not None:
-                options.checkedAlgorithm(option, options[option], options["backends"])
+    for option in ("algo", "shadow-algo"):
+        spec = options[option]
+        if spec is None:
+            continue
+        if checkBackends:
+            options.checkedAlgorithm(option, spec, options["backends"] or [])
+        else:
+            # No backends to try it on yet (a fleet's members come from
+            # etcd): the name, at least, must name an algorithm.
+            try:
+                options.algorithmNamed(spec)
+            except ValueError as e:
+                raise usage.UsageError(f"--{option}: {e}") from None
 
 
 class Options(PoolSettings, usage.Options):
@@ -712,6 +752,25 @@ class Options(PoolSettings, usage.Options):
             "Worker processes serving --listen: a number, or auto for one per usable CPU.",
             parseWorkers,
         ],
+        # A fleet's configuration in etcd (see opt_etcd).
+        ["etcd-prefix", None, DEFAULT_PREFIX, "Prefix of txlb's keys in etcd.", parseEtcdPrefix],
+        ["etcd-ca", None, None, "PEM file of the CAs to trust for https:// etcd endpoints."],
+        ["etcd-cert", None, None, "PEM client certificate for etcd."],
+        ["etcd-key", None, None, "PEM private key of --etcd-cert."],
+        ["etcd-user", None, None, "etcd user to authenticate as."],
+        [
+            "etcd-password-file",
+            None,
+            None,
+            "File whose first line is --etcd-user's password.",
+        ],
+        [
+            "etcd-timeout",
+            None,
+            30.0,
+            "Seconds to wait for etcd at start without --config, then give up.",
+            seconds("--etcd-timeout"),
+        ],
     ]
     optFlags = [
         [
@@ -747,6 +806,10 @@ class Options(PoolSettings, usage.Options):
         self["listen"] = []
         self["backends-dns"] = []
         self["dns-server"] = []
+        self["etcd"] = []
+        #: The password of C{--etcd-user}, read from C{--etcd-password-file}
+        #: (not an option: a reload's report lists the options that changed).
+        self.etcdPassword = ""
         #: The pools of the configuration file, by name: their options.
         self.namedPools: dict[str, PoolOptions] = {}
         self["routes"] = []
@@ -782,6 +845,17 @@ class Options(PoolSettings, usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--backends-dns: {e}") from None
 
+    def opt_etcd(self, text: str) -> None:
+        """
+        URL of an etcd endpoint (http://HOST:PORT or https://...) to follow the
+        fleet's configuration from. Repeatable: the cluster's endpoints, tried in
+        turn.
+        """
+        try:
+            self["etcd"].append(parseEndpoint(text))
+        except ValueError as e:
+            raise usage.UsageError(f"--etcd: {e}") from None
+
     def opt_dns_server(self, text: str) -> None:
         """
         DNS server to ask, IP[:PORT] (default: those of /etc/resolv.conf).
@@ -797,6 +871,13 @@ class Options(PoolSettings, usage.Options):
     _fromFile = False
     #: The configuration file's pools and routes, checked in postOptions.
     _document: config.Document | None = None
+    #: The configuration file, as last read, if there is one.
+    _fileDocument: config.Document | None = None
+    #: Whether the pool C{default} exists without backends of its own: its
+    #: backends are the members etcd lists (with C{--etcd}, and no pools).
+    _membersOnly = False
+    #: The TLS settings of C{--etcd-ca}, C{--etcd-cert} and C{--etcd-key}.
+    etcdTLS: Any = None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -824,26 +905,93 @@ class Options(PoolSettings, usage.Options):
         @raise usage.UsageError: With one line saying what is wrong, or
             one line per problem of the routes.
         """
+        where = f"--config {path}"
         try:
             with open(path, encoding="utf-8") as file:
                 text = file.read()
-            parameters = {row[0] for row in cast(list[list[str]], cls.optParameters)}
-            flags = {row[0] for row in cast(list[list[str]], cls.optFlags)}
-            document = config.read(text, parameters, flags, REPEATABLE, POOL_KEYS)
-        except (OSError, UnicodeDecodeError, config.ConfigError) as e:
-            raise usage.UsageError(f"--config {path}: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise usage.UsageError(f"{where}: {e}") from None
+        document = cls._readDocument(text, where)
+        return cls._fromDocument(document, where, commandLine, document)
+
+    def withDocument(self, text: str | None, where: str) -> Options:
+        """
+        The options a fleet's configuration document (etcd's
+        C{config.toml}) gives, read afresh: the document, with the options
+        of L{RESTART_KEYS} the configuration file gives (which the document
+        may not hold), overridden by the command line.  Without a document
+        (C{None}), the file and the command line, as at start.
+
+        @param where: What the document's errors name.
+        @raise usage.UsageError: With one line per problem.
+        """
+        fileDocument = self._fileDocument
+        if text is None:
+            document = fileDocument or config.Document([], {}, None)
+            path = self["config"]
+            origin = "the command line" if path is None else f"--config {path}"
+            return self._fromDocument(document, origin, self.commandLine, fileDocument)
+        document = self._readDocument(text, where, RESTART_KEYS)
+        local = [] if fileDocument is None else restartArguments(fileDocument.arguments)
+        return self._fromDocument(document, where, self.commandLine, fileDocument, local, True)
+
+    @classmethod
+    def _readDocument(
+        cls, text: str, where: str, refused: frozenset[str] = frozenset()
+    ) -> config.Document:
+        """
+        Read a configuration document, which may not hold the keys
+        C{refused}.
+
+        @raise usage.UsageError: With one line naming C{where}.
+        """
+        parameters = {row[0] for row in cast(list[list[str]], cls.optParameters)}
+        flags = {row[0] for row in cast(list[list[str]], cls.optFlags)}
+        try:
+            return config.read(
+                text,
+                parameters,
+                flags,
+                REPEATABLE,
+                POOL_KEYS,
+                refused,
+                "only a restart changes these: set them in --config or on the command line",
+            )
+        except config.ConfigError as e:
+            raise usage.UsageError(f"{where}: {e}") from None
+
+    @classmethod
+    def _fromDocument(
+        cls,
+        document: config.Document,
+        where: str,
+        commandLine: list[str],
+        fileDocument: config.Document | None,
+        local: Sequence[str] = (),
+        sayWhere: bool = False,
+    ) -> Options:
+        """
+        The options of C{document} (the file's, or etcd's), after C{local}
+        and overridden by C{commandLine}.
+
+        @param fileDocument: The configuration file's document, if there is
+            a file, which a later L{withDocument} builds on.
+        @param sayWhere: Prefix every error with C{where}, not only those
+            of documents with pools or routes.
+        """
         options = cls()
         options._fromFile = True
         options._document = document
+        options._fileDocument = fileDocument
         options.commandLine = commandLine
         try:
-            usage.Options.parseOptions(options, document.arguments + commandLine)
+            usage.Options.parseOptions(options, [*local, *document.arguments, *commandLine])
         except usage.UsageError as e:
-            if not document.pools and document.routes is None:
+            if not sayWhere and not document.pools and document.routes is None:
                 raise
             # Perhaps a pool's or a route's: say where.
             raise usage.UsageError(
-                "\n".join(f"--config {path}: {line}" for line in str(e).splitlines())
+                "\n".join(f"{where}: {line}" for line in str(e).splitlines())
             ) from None
         return options
 
@@ -852,7 +1000,11 @@ class Options(PoolSettings, usage.Options):
             loaded = self.fromFile(self["config"], self.commandLine)
             self.update(loaded)
             self.namedPools, self.routeWarnings = loaded.namedPools, loaded.routeWarnings
+            self._document, self._fileDocument = loaded._document, loaded._fileDocument
+            self._membersOnly = loaded._membersOnly
+            self.etcdTLS, self.etcdPassword = loaded.etcdTLS, loaded.etcdPassword
             return
+        self._checkEtcd()
         self["listen"] = self["listen"] or ["tcp:8080"]
         if self["demo"]:
             if self["backends"] is not None:
@@ -863,9 +1015,12 @@ class Options(PoolSettings, usage.Options):
         poolTables = {} if document is None else document.pools
         default = self["backends"] is not None or bool(self["backends-dns"])
         if not default and not poolTables:
-            raise usage.UsageError(
-                "no backends: give --backends HOST:PORT[,...], --backends-dns NAME or --demo"
-            )
+            if not self["etcd"]:
+                raise usage.UsageError(
+                    "no backends: give --backends HOST:PORT[,...], --backends-dns NAME or --demo"
+                )
+            # The fleet's members in etcd are the pool default's backends.
+            self._membersOnly = True
         if default and DEFAULT_POOL in poolTables:
             raise usage.UsageError(
                 f"backends given twice: at the top level and in [pools.{DEFAULT_POOL}]"
@@ -926,13 +1081,34 @@ class Options(PoolSettings, usage.Options):
                 "or listen on 127.0.0.1 (e.g. tcp:9000:interface=127.0.0.1)"
             )
 
+    def _checkEtcd(self) -> None:
+        """
+        Check the options of etcd, and read C{--etcd-password-file}.
+        """
+        if not self["etcd"]:
+            for option in ("etcd-ca", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --etcd")
+            return
+        try:
+            self.etcdTLS = tlsSettings(self["etcd-ca"], self["etcd-cert"], self["etcd-key"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if (self["etcd-user"] is None) != (self["etcd-password-file"] is None):
+            raise usage.UsageError("--etcd-user and --etcd-password-file go together: give both")
+        if self["etcd-password-file"] is not None:
+            try:
+                self.etcdPassword = readPassword(self["etcd-password-file"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+
     def pools(self) -> dict[str, PoolSettings]:
         """
         The options of each pool, by name: C{default} (these options, if
         they name backends), then the configuration file's, in its order.
         """
         pools: dict[str, PoolSettings] = {}
-        if self["backends"] or self["backends-dns"]:
+        if self["backends"] or self["backends-dns"] or self._membersOnly:
             pools[DEFAULT_POOL] = self
         pools.update(self.namedPools)
         return pools
@@ -997,7 +1173,8 @@ class PoolOptions(PoolSettings, usage.Options):
         return pool
 
     def postOptions(self) -> None:
-        if self["backends"] is None and not self["backends-dns"]:
+        if self["backends"] is None and not self["backends-dns"] and not self.get("etcd"):
+            # (With --etcd, the pool's backends may all be etcd's members.)
             raise usage.UsageError("no backends: give backends or backends-dns")
         self["backends"] = self["backends"] or []
         checkPool(self)
@@ -1042,8 +1219,15 @@ def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     if reactor is None:
         from twisted.internet import reactor
     index = workerIndex(os.environ)
+    fleet = None
+    started = config
+    if config["etcd"]:
+        fleet = _fleet(config, reactor)
+        started = _started(fleet)
     if index is None and config["workers"] > 1:
+        # Each worker follows etcd itself (docs/fleet.md says why).
         return Supervisor(config, reactor)
+    config = started
     metrics = Metrics(reactor, lambda: resource.pools.values())
     accessLog = AccessLog(Logger(namespace=LoadBalancerResource.log.namespace))
     pools = {
@@ -1060,7 +1244,7 @@ def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
     resource.clientLimits = config.clientLimits(region, index or 0, reactor.seconds)
     site = LoadBalancerSite(resource, reactor, http2=not config["no-http2"], h2c=config["h2c"])
     if index is None:
-        balancer = LoadBalancerService(config, site, reactor)
+        balancer = LoadBalancerService(config, site, reactor, fleet=fleet)
     else:
         admin = None if config["admin"] is None else adoptedEndpoint(reactor, ADMIN_FD)
         balancer = LoadBalancerService(
@@ -1068,10 +1252,38 @@ def _build(config: Options, reactor: Any) -> LoadBalancerService | Supervisor:
             site,
             reactor,
             ([adoptedEndpoint(reactor, fd) for fd in listenFDs(len(config["listen"]))], admin),
+            fleet=fleet,
         )
         balancer.stopSignals = (signal.SIGTERM,)
         ParentWatch(reactor).setServiceParent(balancer)
+    # Under twistd, its log: once per reactor turn.
+    balancer.mainLog = twistdLog(config.parent, reactor)
     if config["demo"]:
         demo = makeBackendService([b.port for b in config["backends"]], reactor=reactor)
         demo.setServiceParent(balancer)
     return balancer
+
+
+def _fleet(config: Options, reactor: Any) -> Fleet:
+    """
+    What follows etcd for C{config}: without C{--config}, once etcd has
+    been read (see L{readAtStart}); with it, from the file, etcd's
+    configuration applying as soon as etcd answers.
+
+    @raise SystemExit: With one line, if etcd did not answer in time.
+    """
+    initial = readAtStart(config) if config["config"] is None else None
+    return Fleet(clientFor(config, reactor), config, reactor, config["etcd-prefix"], initial)
+
+
+def _started(fleet: Fleet) -> Options:
+    """
+    The configuration to start with: etcd's document over the file and the
+    command line, if etcd was read and holds one.
+
+    @raise SystemExit: With one line per problem of the document.
+    """
+    try:
+        return cast(Options, fleet.configuration())
+    except usage.UsageError as e:
+        raise SystemExit("\n".join(f"txlb: {line}" for line in str(e).splitlines())) from None

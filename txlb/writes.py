@@ -14,7 +14,10 @@ C{callLater(0)} shared by every connection written to in this turn), through
 the transport's own C{doWrite}: everything written in one turn still leaves
 in one C{send}, in order, and Twisted's buffer, producers and limits work as
 before.  Only when the socket does not take it all, or the connection is
-closing, is the socket registered as Twisted would have done.
+closing, is the socket registered as Twisted would have done.  A connection
+on which a whole message was written (a response, a request) is sent at
+once instead (L{WriteBatcher.send}): nothing more is due on it in this
+turn, and the message leaves before the turn's bookkeeping.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import Logger
+
+from txlb import _twisted
 
 
 class WriteBatcher:
@@ -46,29 +51,50 @@ class WriteBatcher:
         if isinstance(transport, FileDescriptor):
             # FileDescriptor.write calls self.startWriting() after
             # buffering: the instance attribute takes that call.
-            transport.startWriting = lambda: self._schedule(transport)  # type: ignore[method-assign]
+            _twisted.takeStartWriting(transport, lambda: self._schedule(transport))
 
     def _schedule(self, transport: FileDescriptor) -> None:
         self._pending[transport] = None
         if self._call is None:
             self._call = self._reactor.callLater(0, self._flush)
 
+    def send(self, transport: Any) -> None:
+        """
+        Send what C{transport} has waiting now, not at the end of the turn:
+        a whole message was written to it (a response finished, a request
+        sent), so nothing more is due on it this turn, and the message need
+        not wait for the rest of the turn's work (an access-log line, the
+        metrics).
+        """
+        pending = self._pending
+        if transport in pending:
+            del pending[transport]
+            self._write(transport)
+            if not pending and self._call is not None:
+                # Made this turn, cancelled before the reactor looks at it:
+                # no turn is spent on it.
+                self._call.cancel()
+                self._call = None
+
     def _flush(self) -> None:
         pending, self._pending, self._call = self._pending, {}, None
         for transport in pending:
-            if transport.disconnected:
-                continue
-            if transport.disconnecting or not transport.connected:
-                # Let the reactor close it as it would have.
-                FileDescriptor.startWriting(transport)
-                continue
-            try:
-                more = transport.doWrite() is not None or transport.dataBuffer
-            except Exception:
-                self._log.failure("Sending on {transport}", transport=transport)
-                more = True
-            if more:
-                # An error (the reactor's next doWrite finds it again and
-                # closes the connection), or more than the socket took: wait
-                # for the socket, as Twisted does.
-                FileDescriptor.startWriting(transport)
+            self._write(transport)
+
+    def _write(self, transport: FileDescriptor) -> None:
+        if transport.disconnected:
+            return
+        if transport.disconnecting or not transport.connected:
+            # Let the reactor close it as it would have.
+            _twisted.startWriting(transport)
+            return
+        try:
+            more = _twisted.sendBuffered(transport)
+        except Exception:
+            self._log.failure("Sending on {transport}", transport=transport)
+            more = True
+        if more:
+            # An error (the reactor's next doWrite finds it again and
+            # closes the connection), or more than the socket took: wait
+            # for the socket, as Twisted does.
+            _twisted.startWriting(transport)

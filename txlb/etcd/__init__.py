@@ -37,7 +37,7 @@ from txlb.etcd.errors import (
     WatchCompactedError,
     WatchEndedError,
 )
-from txlb.etcd.follower import DEFAULT_PREFIX, EtcdFollower, Snapshot
+from txlb.etcd.follower import DEFAULT_PREFIX, EtcdFollower, Snapshot, readPrefix
 from txlb.etcd.gateway import Event, KeyValue, Lease, RangeResult, TxnResult, WatchResult
 from txlb.etcd.registration import DEFAULT_TTL, Registration
 
@@ -71,5 +71,6 @@ __all__ = [
     "WatchStream",
     "parseEndpoint",
     "readPassword",
+    "readPrefix",
     "tlsSettings",
 ]

@@ -61,6 +61,38 @@ class Snapshot(NamedTuple):
     changed: frozenset[str]
 
 
+async def readPrefix(client: EtcdClient, prefix: str = DEFAULT_PREFIX) -> Snapshot:
+    """
+    Every key under C{prefix} now (one linearizable range), as a snapshot
+    whose changed keys are all of them.
+
+    @raise EtcdError: If etcd cannot be read.
+    """
+    key = prefix.encode("utf-8")
+    result = await client.range(key, prefix=True)
+    values = {}
+    for kv in result.kvs:
+        relative = _relative(key, kv.key)
+        if relative is not None:
+            values[relative] = kv.value
+    return Snapshot(values, result.revision, frozenset(values))
+
+
+def _relative(prefix: bytes, key: bytes) -> str | None:
+    """
+    C{key} without C{prefix}, or C{None} (and a warning) if it is not
+    UTF-8: txlb's keys are text.
+    """
+    try:
+        return key[len(prefix) :].decode("utf-8")
+    except UnicodeDecodeError:
+        _log.warn("etcd: ignoring key {key!r}, which is not UTF-8", key=key)
+        return None
+
+
+_log = Logger()
+
+
 class EtcdFollower(Service):
     """
     Keep a snapshot of the keys under C{prefix} and call C{changed} with it
@@ -85,7 +117,13 @@ class EtcdFollower(Service):
         prefix: str = DEFAULT_PREFIX,
         backoff: Backoff | None = None,
         probeInterval: float = 10.0,
+        initial: Snapshot | None = None,
     ) -> None:
+        """
+        @param initial: A snapshot already read and applied (at start-up,
+            before the reactor ran): the follower watches from its revision
+            + 1 instead of reading the prefix first.
+        """
         self.client = client
         self.prefix = prefix
         self.probeInterval = probeInterval
@@ -98,7 +136,9 @@ class EtcdFollower(Service):
         self._reactor = reactor
         self._backoff = backoff or Backoff()
         self._key = prefix.encode("utf-8")
-        self._delivered = False
+        self._delivered = initial is not None
+        if initial is not None:
+            self.values, self.revision = dict(initial.values), initial.revision
         self._reported: bool | None = None
         self._following: Deferred[None] | None = None
         self._probeCall: IDelayedCall | None = None
@@ -124,7 +164,7 @@ class EtcdFollower(Service):
         """
         Read, watch, and start again as long as the service runs.
         """
-        read = True
+        read = not self._delivered
         while True:
             try:
                 if read:
@@ -160,17 +200,13 @@ class EtcdFollower(Service):
         Read the whole prefix, and deliver it if it differs from the
         snapshot (or is the first).
         """
-        result = await self.client.range(self._key, prefix=True)
-        values = {}
-        for kv in result.kvs:
-            key = self._relative(kv.key)
-            if key is not None:
-                values[key] = kv.value
+        snapshot = await readPrefix(self.client, self.prefix)
+        values = snapshot.values
         changed = {
             k for k in values.keys() | self.values.keys() if values.get(k) != self.values.get(k)
         }
         self.values = values
-        self.revision = result.revision
+        self.revision = snapshot.revision
         if changed or not self._delivered:
             self._deliver(changed)
 
@@ -203,7 +239,7 @@ class EtcdFollower(Service):
             return
         before: dict[str, bytes | None] = {}
         for event in events:
-            key = self._relative(event.kv.key)
+            key = _relative(self._key, event.kv.key)
             if key is None:
                 continue
             before.setdefault(key, self.values.get(key))
@@ -223,17 +259,6 @@ class EtcdFollower(Service):
             self._changed(Snapshot(dict(self.values), self.revision, frozenset(changed)))
         except Exception:
             self._log.failure("etcd: applying revision {revision} failed", revision=self.revision)
-
-    def _relative(self, key: bytes) -> str | None:
-        """
-        C{key} without the prefix, or C{None} (and a warning) if it is not
-        UTF-8: txlb's keys are text.
-        """
-        try:
-            return key[len(self._key) :].decode("utf-8")
-        except UnicodeDecodeError:
-            self._log.warn("etcd: ignoring key {key!r}, which is not UTF-8", key=key)
-            return None
 
     def _scheduleProbe(self, stream: WatchStream) -> None:
         self._probeCall = self._reactor.callLater(self.probeInterval, self._probe, stream)

@@ -478,6 +478,8 @@ class WorkersAPI(Resource):
         The answer to C{change}, from every worker.
         """
         ports = self.workers.adminPorts()
+        if change.method not in (b"GET", b"HEAD") and self.workers.config.get("etcd"):
+            return await self._askOne(change, ports)
         results = await DeferredList(
             [ask(port, *change, self.reactor) for port in ports], consumeErrors=True
         )
@@ -495,6 +497,23 @@ class WorkersAPI(Resource):
             for index, result in zip(unknown, again):
                 results[index] = result
         return self._combine(results, change)
+
+    async def _askOne(self, change: Change, ports: list[int]) -> tuple[int, Any]:
+        """
+        The answer to C{change} in a fleet (C{--etcd}): one worker writes
+        it to etcd, and every worker applies it from there (the next one
+        is asked if it does not answer).  Nothing is kept to replay: a
+        restarted worker reads etcd.
+        """
+        failure = None
+        for port in ports:
+            try:
+                code, content = await ask(port, *change, self.reactor)
+            except Exception as e:
+                failure = e
+                continue
+            return code, _decoded(content)
+        raise failure or RuntimeError("no worker to ask")
 
     def _combine(self, results: list[tuple[bool, Any]], change: Change) -> tuple[int, Any]:
         """
@@ -576,6 +595,8 @@ class WorkersAPI(Resource):
             "pools": pools,
             "routes": mergeRoutes([worker["routes"] for worker in answering]),
             "workers": workers,
+            # Each worker follows etcd itself: the first's connection.
+            **({"etcd": answering[0]["etcd"]} if answering and "etcd" in answering[0] else {}),
         }
 
 
