@@ -1142,6 +1142,7 @@ class Options(PoolSettings, usage.Options):
             self["rate-limit-burst"],
             self["rate-limit-key"],
             self["max-client-conns"],
+            self["routes"],
         )
 
 
