@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import CONFIG, OK, Harness, ServiceHarness
@@ -102,7 +104,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertIn('backend=- status=429 ms=0.0 error="rate limited"', line)
         self.assertEqual(harness.events[-1]["flag"], "RL")
         metrics = harness.resource.metrics.exposition().decode()
-        self.assertIn("txlb_rate_limited_requests_total 1.0\n", metrics)
+        self.assertIn('txlb_rate_limited_requests_total{route=""} 1.0\n', metrics)
         self.assertIn('txlb_requests_total{backend="-",code="429",pool="-"} 1.0\n', metrics)
 
     def test_bodyDiscarded(self) -> None:
@@ -342,3 +344,207 @@ class ServiceTests(SynchronousTestCase):
         harness.write(CONFIG)
         self.assertTrue(harness.service.reload())
         self.assertEqual((limits.rateLimit, limits.maxConnections), (None, 0))
+
+
+#: Pools and routes: C{/api} to the pool C{api} with its own rate limit,
+#: C{/open} to the default pool without one, the rest to the default pool
+#: (no route).
+ROUTES = """
+backends = ["127.0.0.1:8081"]
+{top}
+
+[pools.api]
+backends = ["127.0.0.1:9001"]
+
+[[routes]]
+name = "api"
+path-prefix = "/api"
+pool = "api"
+{limit}
+
+[[routes]]
+name = "open"
+path-prefix = "/open"
+pool = "default"
+"""
+
+#: A backend's answer that closes its connection (each request then makes
+#: a new one).
+CLOSING = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+class RouteRateLimitTests(SynchronousTestCase):
+    """
+    A route's own C{rate-limit}, C{rate-limit-burst} and C{rate-limit-key}.
+    """
+
+    def site(self, limit: str, top: str = "") -> ServiceHarness:
+        self.harness = ServiceHarness(self, ROUTES.format(top=top, limit=limit))
+        return self.harness
+
+    def get(self, path: str, *fields: str) -> tuple[int, bytes]:
+        """
+        Send C{GET path} on a new connection, answer it from the backend it
+        reaches (if any): the port of that backend (0 for none) and what the
+        client got.
+        """
+        harness = self.harness
+        head = "".join(f"{field}\r\n" for field in fields)
+        channel, transport = harness.client(
+            f"GET {path} HTTP/1.1\r\nHost: lb.example\r\n{head}\r\n".encode()
+        )
+        port = 0
+        if harness.reactor.tcpClients:
+            port = harness.reactor.tcpClients[0][1]
+            backend, _ = harness.backend()
+            backend.dataReceived(CLOSING)
+            harness.reactor.advance(0)
+        # The client is done with its connection.
+        channel.connectionLost(Failure(ConnectionDone()))
+        return port, transport.value()
+
+    def status(self, path: str, *fields: str) -> int:
+        return int(self.get(path, *fields)[1].split(b" ", 2)[1])
+
+    def metric(self, route: str) -> str:
+        text = self.harness.site.resource.metrics.exposition().decode()
+        return re.findall(rf'txlb_rate_limited_requests_total{{route="{route}"}} (\S+)', text)[0]
+
+    def test_over429(self) -> None:
+        """
+        A request over its route's limit gets 429 with C{Retry-After}
+        (whole seconds, rounded up), before its pool: no backend hears of
+        it.  It is logged with flag C{RL}, its route and no pool, and
+        counted with the route's label; the route's requests count it.
+        Other routes, and requests no route matches, are not limited.
+        """
+        self.site('rate-limit = "1/min"\nrate-limit-burst = 2')
+        self.assertEqual([self.get("/api/a")[0], self.get("/api/b")[0]], [9001, 9001])
+        port, refused = self.get("/api/c")
+        self.assertEqual(port, 0)
+        self.assertTrue(refused.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), refused)
+        self.assertIn(b"\r\nRetry-After: 60\r\n", refused)
+        self.assertTrue(refused.endswith(b"\r\n\r\n429 Too Many Requests: over the rate limit\n"))
+        self.assertIn(
+            'backend=- status=429 ms=0.0 route=api pool=- error="rate limited"',
+            self.harness.accessLog()[-1],
+        )
+        self.assertEqual(self.harness.events[-1]["flag"], "RL")
+        self.assertEqual((self.metric("api"), self.metric("")), ("1.0", "0.0"))
+        exposition = self.harness.site.resource.metrics.exposition().decode()
+        self.assertIn('txlb_route_requests_total{route="api"} 3.0', exposition)
+        self.assertEqual([self.get(path)[0] for path in ("/open", "/other")], [8081, 8081])
+        self.harness.reactor.advance(59.5)
+        self.assertIn(b"\r\nRetry-After: 1\r\n", self.get("/api/d")[1])
+        self.harness.reactor.advance(0.5)
+        self.assertEqual(self.get("/api/d")[0], 9001)
+        self.assertEqual(self.status("/api/e"), 429)
+
+    def test_defaultBurst(self) -> None:
+        """
+        Without C{rate-limit-burst}, a route's burst is a second's worth of
+        its rate (the top level's C{--rate-limit-burst} is the top level's
+        limit's only).
+        """
+        self.site('rate-limit = "3/s"', "rate-limit = '100/s'\nrate-limit-burst = 50")
+        self.assertEqual([self.status("/api") for _ in range(4)], [200, 200, 200, 429])
+        self.harness.reactor.advance(1 / 3)
+        self.assertEqual([self.status("/api") for _ in range(2)], [200, 429])
+
+    def test_globalFirst(self) -> None:
+        """
+        The top level's C{--rate-limit} is checked first: a request it
+        refuses takes nothing from its route's bucket, and is counted with
+        an empty route label.
+        """
+        self.site('rate-limit = "1/min"\nrate-limit-burst = 2', 'rate-limit = "1/min"')
+        self.assertEqual([self.status("/api"), self.status("/api")], [200, 429])
+        self.assertEqual((self.metric("api"), self.metric("")), ("0.0", "1.0"))
+        self.harness.reactor.advance(60)
+        # The route's bucket still had its second token.
+        self.assertEqual([self.status("/api"), self.status("/api")], [200, 429])
+        self.assertEqual((self.metric("api"), self.metric("")), ("0.0", "2.0"))
+
+    def test_key(self) -> None:
+        """
+        C{rate-limit-key} gives the route's key.  A request without the key
+        is not limited.
+        """
+        self.site('rate-limit = "1/min"\nrate-limit-burst = 1\nrate-limit-key = "header:X-Key"')
+        one, two = "X-Key: one", "X-Key: two"
+        self.assertEqual(
+            [self.status("/api", one), self.status("/api", one), self.status("/api", two)],
+            [200, 429, 200],
+        )
+        self.assertEqual([self.status("/api") for _ in range(3)], [200] * 3)
+
+    def test_topLevelKey(self) -> None:
+        """
+        Without C{rate-limit-key}, a route counts by the top level's
+        C{--rate-limit-key}.
+        """
+        self.site('rate-limit = "1/min"', 'rate-limit-key = "cookie:s"')
+        self.assertEqual(
+            [self.status("/api", "Cookie: s=a"), self.status("/api", "Cookie: s=a")], [200, 429]
+        )
+        self.assertEqual(self.status("/api", "Cookie: s=b"), 200)
+
+    def test_ownTable(self) -> None:
+        """
+        A route's buckets are a table of their own, as large as
+        C{--rate-limit-keys}: keys flooding another limit (here the top
+        level's, in a table of 8 keys) do not push them out, so a client
+        that spent its route's tokens stays refused.
+        """
+        self.site(
+            'rate-limit = "1/min"\nrate-limit-burst = 1\nrate-limit-key = "header:X-Key"',
+            'rate-limit = "1/min"\nrate-limit-burst = 100\nrate-limit-keys = 8\n'
+            'rate-limit-key = "header:X-Flood"',
+        )
+        limits = self.harness.site.resource.clientLimits
+        assert limits is not None
+        self.assertEqual(limits.routeLimits["api"]._buckets._sets, 1)
+        self.assertEqual([self.status("/api", "X-Key: me") for _ in range(2)], [200, 429])
+        for index in range(50):
+            self.assertEqual(self.status("/open", f"X-Flood: {index}"), 200)
+        self.assertEqual(len(limits._buckets), 8)
+        self.assertEqual(self.status("/api", "X-Key: me"), 429)
+
+    def test_reload(self) -> None:
+        """
+        A reload keeps a route's buckets when its name and limit are
+        unchanged; a new rate, burst or key, or a new name, starts afresh
+        (every key's bucket full).  The counts stay.
+        """
+        self.site('rate-limit = "1/min"\nrate-limit-burst = 1')
+        self.assertEqual([self.status("/api"), self.status("/api")], [200, 429])
+        text = ROUTES.format(top="", limit='rate-limit = "1/min"\nrate-limit-burst = 1')
+        self.harness.write(text)
+        self.assertTrue(self.harness.service.reload())
+        self.assertEqual(self.status("/api"), 429)
+        self.harness.write(text.replace("rate-limit-burst = 1", "rate-limit-burst = 2"))
+        self.assertTrue(self.harness.service.reload())
+        self.assertEqual([self.status("/api") for _ in range(3)], [200, 200, 429])
+        self.harness.write(text.replace('name = "api"', 'name = "v1"'))
+        self.assertTrue(self.harness.service.reload())
+        self.assertEqual([self.status("/api"), self.status("/api")], [200, 429])
+        self.assertEqual((self.metric("api"), self.metric("v1")), ("3.0", "1.0"))
+        self.harness.write(text.replace('rate-limit = "1/min"\nrate-limit-burst = 1', ""))
+        self.assertTrue(self.harness.service.reload())
+        self.assertEqual([self.status("/api") for _ in range(3)], [200] * 3)
+
+    def test_badKeyAtStart(self) -> None:
+        """
+        A bad route key ends txlb at start with one line naming the route.
+        """
+        options = Options()
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write(ROUTES.format(top="", limit='rate-limit = "fast"'))
+        with self.assertRaises(SystemExit) as caught:
+            options.parseOptions(["--config", path])
+        self.assertEqual(
+            caught.exception.code,
+            f"txlb: --config {path}: route 1 (api): rate-limit: 'fast' is not a rate like"
+            " 100/s, 6000/min or 1000/h (see twistd txlb --help)",
+        )

@@ -29,7 +29,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import PKI, TWISTD, freePort, runIn, startTxlb
-from txlb import __version__, config, tap
+from txlb import __version__, config, routeconfig, tap
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
@@ -180,6 +180,15 @@ class ConfigurationExampleTests(SynchronousTestCase):
                     continue
             keys.add(name)
         self.assertEqual(keys - named, set())
+
+    def test_everyRouteKey(self) -> None:
+        """
+        The routes' reference names every key a route may have.
+        """
+        text = (ROOT / "docs" / "routing.md").read_text(encoding="utf-8")
+        self.assertEqual(
+            [key for key in routeconfig.KEYS if not re.search(rf"`{key}( = [^`]*)?`", text)], []
+        )
 
 
 def _installRouters(text: str, code: list[str]) -> None:

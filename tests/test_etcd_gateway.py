@@ -365,7 +365,7 @@ class LayoutTests(SynchronousTestCase):
         for key in [
             "config.toml",
             "pools/api",
-            "pools/api/backends",
+            "pools/api/weights/h:1",
             "state/x/y/z",
             "pools/a/b/c/d",
         ]:
@@ -383,6 +383,16 @@ class LayoutTests(SynchronousTestCase):
                 "pools/api/backends/nope: 'nope': missing port (expected HOST:PORT)",
             ),
             ("pools//backends/h:1", b"", "pools//backends/h:1: no pool name"),
+            (
+                "pools/api/backends",
+                b"",
+                "pools/api/backends: expected pools/NAME/backends/HOST:PORT",
+            ),
+            (
+                "pools/api/backends/h:1/",
+                b"",
+                "pools/api/backends/h:1/: expected pools/NAME/backends/HOST:PORT",
+            ),
             (
                 "pools/api/backends/h:1",
                 b"2",
@@ -439,6 +449,7 @@ class EndpointTests(SynchronousTestCase):
             ),
             ("http://", "'http://': no host"),
             ("http://h:99999", "'http://h:99999': Port out of range 0-65535"),
+            ("http://h:0", "'http://h:0': port 0 is not a port etcd listens on"),
             (
                 "http://h:2379/v3",
                 "'http://h:2379/v3': expected only SCHEME://HOST:PORT, with no path",

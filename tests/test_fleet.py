@@ -9,8 +9,10 @@ Every wait is bounded (L{waitFor}).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,14 +24,16 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.trial.unittest import TestCase
 
-from tests.etcdserver import SKIP, EtcdServer, startEtcd
+from tests.etcdserver import SKIP, Certificates, EtcdServer, startEtcd
 from tests.helpers import RawClient, freePort, waitFor
 from txlb.service import LoadBalancerService
 from txlb.tap import Options, makeService
-from txlb.testbackend import makeBackendSite
+from txlb.testbackend import BackendResource, makeBackendSite
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -84,8 +88,8 @@ class FleetTestCase(TestCase):
     skip = SKIP
     timeout = 90
 
-    async def startEtcd(self) -> EtcdServer:
-        self.server = await startEtcd(self)
+    async def startEtcd(self, **keywords: Any) -> EtcdServer:
+        self.server = await startEtcd(self, **keywords)
         self.addCleanup(lambda: Deferred.fromCoroutine(self.server.stop()))
         return self.server
 
@@ -272,6 +276,28 @@ class MembershipTests(FleetTestCase):
         self.assertEqual(
             await self.get(port), (503, b"503 Service Unavailable: pool default has no backends\n")
         )
+
+    async def test_leaseExpiryDrainsNotCuts(self) -> None:
+        """
+        A request in flight on a backend whose lease expires is answered
+        in full: the backend drains out of the pool, it is not cut.
+        """
+        await self.startEtcd()
+        delays: dict[int, float] = {}
+        listening = reactor.listenTCP(
+            0, makeBackendSite(BackendResource(delays)), interface="127.0.0.1"
+        )
+        self.addCleanup(listening.stopListening)
+        slow = listening.getHost().port
+        delays[slow] = 3.0
+        service, port, _ = self.instance()
+        lease = self.server.etcdctl("lease", "grant", "1").split()[1]
+        self.put(f"pools/default/backends/127.0.0.1:{slow}", "", f"--lease={lease}")
+        await self.caughtUp(service)
+        answer = Deferred.fromCoroutine(self.get(port))
+        await waitFor(lambda: addresses(service) == [], 10, "the lease expiring")
+        self.assertFalse(answer.called)
+        self.assertEqual(await answer, (200, f"pong from backend :{slow}\n".encode()))
 
     async def test_badMemberIgnored(self) -> None:
         """
@@ -495,3 +521,342 @@ class AgreementTests(FleetTestCase):
         await agree("a drain through one admin API", [ports[1], ports[3]])
         self.put("config.toml", 'algo = "iphash"\nmax-fails = 5\n')
         await agree("a new document", [ports[1], ports[3]])
+
+
+class EtcdLaterTests(FleetTestCase):
+    """
+    txlb started while etcd is down, and etcd coming up afterwards.
+    """
+
+    def watchLog(self) -> list[str]:
+        """
+        The lines logged from now on by etcd's follower.
+        """
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace", "").startswith("txlb.etcd"):
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    async def test_configFirstThenEtcd(self) -> None:
+        """
+        With --config and etcd down, txlb serves the file's configuration
+        at once, says once that etcd cannot be reached, and when etcd comes
+        applies its document and members as a reload.
+        """
+        a, b, c = self.startBackends(3)
+        # Its ports are chosen, and nothing listens on them yet.
+        self.server = EtcdServer(self.mktemp(), reactor)
+        self.addCleanup(self.server.kill)
+        lines = self.watchLog()
+        service, port, _ = self.instance(f'backends = "127.0.0.1:{a}"\n', etcd=self.server.url)
+        self.assertEqual(await self.get(port), (200, f"pong from backend :{a}\n".encode()))
+        await waitFor(lambda: service.fleet.follower.state == "waiting", 10, "a first try")
+        # Still serving while it retries.
+        await deferLater(reactor, 1.0)
+        self.assertEqual(await self.get(port), (200, f"pong from backend :{a}\n".encode()))
+        self.assertEqual((service.fleet.connected, service.fleet.revision), (False, 0))
+        registry = service.resource.metrics.registry
+        self.assertEqual(registry.get_sample_value("txlb_etcd_connected"), 0)
+        self.assertEqual([line for line in lines if "retrying" in line], lines)
+        self.assertEqual(len(lines), 1, lines)
+        await self.server.start()
+        self.put("config.toml", f'backends = "127.0.0.1:{b}"\nalgo = "leastconn"\n')
+        configured = self.server.revision()
+        self.put(f"pools/default/backends/127.0.0.1:{c}", '{"weight": 2}')
+        await self.caughtUp(service)
+        await waitFor(lambda: service.fleet.connected, 10, "the watch")
+        self.assertEqual(addresses(service), sorted([f"127.0.0.1:{b}", f"127.0.0.1:{c}"]))
+        self.assertEqual(service.pools["default"].options["algo"], "leastconn")
+        # Read whole (at the store's revision), or followed: either is the document's.
+        self.assertIn(service.fleet.configRevision, (configured, self.server.revision()))
+        self.assertEqual(reloads(service, "success"), 1)
+        self.assertEqual(reloads(service, "failure"), 0)
+        answers = {(await self.get(port))[1] for _ in range(6)}
+        self.assertEqual(
+            answers,
+            {f"pong from backend :{b}\n".encode(), f"pong from backend :{c}\n".encode()},
+        )
+        following = [line for line in lines if "following /txlb/" in line]
+        self.assertEqual(len(following), 1, lines)
+        self.assertEqual(len(lines), 2, lines)
+
+    async def test_noConfigWaitsForEtcd(self) -> None:
+        """
+        Without --config and etcd down, txlb says once that it waits and
+        serves nothing; when etcd comes within --etcd-timeout, it serves
+        etcd's document and members.
+        """
+        (a,) = self.startBackends(1)
+        await self.startEtcd()
+        self.put("config.toml", 'algo = "leastconn"\nmax-fails = 7\n')
+        self.put(f"pools/default/backends/127.0.0.1:{a}", "")
+        written = self.server.revision()
+        await self.server.stop()
+        port, admin = freePort(), freePort()
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        out, err = directory / "out", directory / "err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                [
+                    TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "txlb",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                    "--admin",
+                    f"tcp:{admin}:interface=127.0.0.1",
+                    "--etcd",
+                    self.server.url,
+                    "--etcd-timeout",
+                    "60",
+                ],
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+        self.addCleanup(stopProcess, process)
+        await waitFor(lambda: "waiting for etcd" in err.read_text(), 30, "the waiting line")
+        self.assertIsNone(process.poll())
+        with self.assertRaises(ConnectionRefusedError):
+            await self.get(port)
+        await self.server.start()
+
+        async def serving() -> bool:
+            try:
+                return await self.get(port) == (200, f"pong from backend :{a}\n".encode())
+            except ConnectionRefusedError:
+                return False
+
+        deadline = reactor.seconds() + 30
+        while not await serving():
+            self.assertIsNone(process.poll(), err.read_text())
+            self.assertLess(reactor.seconds(), deadline, "txlb did not start serving")
+            await deferLater(reactor, 0.1)
+        lines = err.read_text().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].startswith(
+                "txlb: waiting for etcd to read /txlb/ (no --config to start from; at most 60 s): "
+            ),
+            lines,
+        )
+        _, status = await self.admin(admin, "GET", "/status")
+        self.assertEqual(status["algorithm"], "leastconn")
+        # Read whole at start: the revision of the read.
+        self.assertEqual(status["etcd"]["configRevision"], written)
+        self.assertEqual(status["etcd"]["revision"], written)
+        self.assertEqual([b["address"] for b in status["backends"]], [f"127.0.0.1:{a}"])
+
+
+def stopProcess(process: subprocess.Popen[Any]) -> None:
+    """
+    End C{process} (SIGTERM, then SIGKILL after 10 s).
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class WorkersTests(FleetTestCase):
+    """
+    A fleet instance run as C{--workers 2}: a real supervisor and its two
+    worker processes, each following etcd.
+    """
+
+    async def supervisor(self, config: str) -> int:
+        """
+        Start C{twistd txlb --workers 2} from a configuration file of
+        C{config} plus a free listener, a free admin listener and this
+        test's etcd; wait until both workers answer.
+
+        @return: The supervisor's admin port.
+        """
+        port, admin = freePort(), freePort()
+        path = Path(self.mktemp())
+        path.write_text(
+            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+            f'admin = "tcp:{admin}:interface=127.0.0.1"\n'
+            f'etcd = ["{self.server.url}"]\n'
+            "workers = 2\n" + config,
+            encoding="utf-8",
+        )
+        self.log = Path(self.mktemp())
+        with self.log.open("wb") as log:
+            process = subprocess.Popen(
+                [TWISTD, "-n", "--pidfile=", "txlb", "--config", str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.addCleanup(stopProcessGroup, process)
+        self.process = process
+        await self.until(admin, lambda s: len(self.workerStates(s)) == 2, "both workers")
+        return admin
+
+    def workerStates(self, status: dict[str, Any]) -> list[dict[str, str]]:
+        """
+        Each answering worker's backends and their states, from the
+        supervisor's status.
+        """
+        return [
+            {b["address"]: b["state"] for b in worker["backends"]}
+            for worker in status["workers"]
+            if "backends" in worker and worker.get("pid") is not None
+        ]
+
+    async def until(self, admin: int, condition: Any, what: str) -> dict[str, Any]:
+        """
+        Ask the supervisor's status until C{condition} holds of it (30 s at
+        most): the status then.
+        """
+        deadline = reactor.seconds() + 30
+        while True:
+            self.assertIsNone(self.process.poll(), self.log.read_text())
+            try:
+                code, status = await self.admin(admin, "GET", "/status")
+            except ConnectionRefusedError:
+                code, status = None, None
+            if code == 200 and condition(status):
+                return dict(status)
+            if reactor.seconds() > deadline:
+                self.fail(f"no {what} in time: {status}\n{self.log.read_text()}")
+            await deferLater(reactor, 0.1)
+
+    async def test_drainWrittenOnceAppliedByBoth(self) -> None:
+        """
+        A drain through the supervisor's admin API is written to etcd once
+        (by one worker), answered with etcd's revision for it once etcd
+        took it, and applied by both workers; with etcd down, a change is
+        refused and no worker makes it.
+        """
+        await self.startEtcd()
+        a, b = self.startBackends(2)
+        first, second = f"127.0.0.1:{a}", f"127.0.0.1:{b}"
+        self.put(f"pools/default/backends/{first}", "")
+        self.put(f"pools/default/backends/{second}", "")
+        admin = await self.supervisor("")
+        up = {first: "up", second: "up"}
+        await self.until(admin, lambda s: self.workerStates(s) == [up, up], "both members")
+        before = self.server.revision()
+        code, answer = await self.admin(admin, "POST", f"/backends/{first}/drain")
+        self.assertEqual((code, answer["state"]), (200, "draining"), answer)
+        # One write, which etcd had accepted when the answer came.
+        self.assertEqual(self.server.revision(), before + 1)
+        self.assertEqual(answer["etcdRevision"], before + 1)
+        [stored] = json.loads(
+            self.server.etcdctl(
+                "get", "--write-out=json", f"/txlb/state/pools/default/backends/{first}"
+            )
+        )["kvs"]
+        self.assertEqual(
+            (stored["version"], stored["create_revision"], stored["mod_revision"]),
+            (1, before + 1, before + 1),
+        )
+        self.assertEqual(json.loads(base64.b64decode(stored["value"])), {"draining": True})
+        drained = {first: "draining", second: "up"}
+        status = await self.until(
+            admin, lambda s: self.workerStates(s) == [drained, drained], "both workers draining"
+        )
+        self.assertEqual(status["etcd"]["revision"], before + 1)
+        self.assertEqual(self.server.revision(), before + 1)
+        # etcd down: refused, and made by neither worker.
+        await self.server.stop()
+        code, answer = await self.admin(admin, "PATCH", f"/backends/{second}", {"draining": True})
+        self.assertEqual(code, 503, answer)
+        self.assertTrue(answer["error"].startswith("nothing changed: "), answer)
+        status = await self.until(admin, lambda s: True, "a status")
+        self.assertEqual(self.workerStates(status), [drained, drained])
+
+
+def stopProcessGroup(process: subprocess.Popen[Any]) -> None:
+    """
+    End C{process} and every process it started (its session's group):
+    SIGTERM, then SIGKILL after 10 s.
+    """
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+class SecuredEtcdTests(FleetTestCase):
+    """
+    The balancer reaching an etcd that wants TLS with client certificates,
+    or a user and password.
+    """
+
+    async def test_tlsClientCertificate(self) -> None:
+        """
+        With --etcd-ca, --etcd-cert and --etcd-key, a balancer follows an
+        etcd run with --client-cert-auth and writes its admin changes
+        there; one that does not trust etcd's CA follows nothing.
+        """
+        certificates = Certificates(self.mktemp())
+        await self.startEtcd(tls=certificates)
+        a, b = self.startBackends(2)
+        self.put(f"pools/default/backends/127.0.0.1:{a}", "")
+        self.put(f"pools/default/backends/127.0.0.1:{b}", "")
+        tls = f'etcd-cert = "{certificates.client}"\netcd-key = "{certificates.clientKey}"\n'
+        service, port, admin = self.instance(f'etcd-ca = "{certificates.ca}"\n' + tls)
+        untrusting, _, _ = self.instance(f'etcd-ca = "{certificates.otherCA}"\n' + tls)
+        await self.caughtUp(service)
+        await waitFor(lambda: service.fleet.connected, 10, "the watch")
+        self.assertTrue(service.fleet.follower.endpoint.startswith("https://"))
+        self.assertEqual(addresses(service), sorted([f"127.0.0.1:{a}", f"127.0.0.1:{b}"]))
+        code, answer = await self.admin(admin, "POST", f"/backends/127.0.0.1:{a}/drain")
+        self.assertEqual((code, answer["etcdRevision"]), (200, self.server.revision()))
+        await self.caughtUp(service)
+        self.assertEqual(addresses(service), [f"127.0.0.1:{b}"])
+        self.assertEqual(await self.get(port), (200, f"pong from backend :{b}\n".encode()))
+        self.assertEqual((untrusting.fleet.connected, untrusting.fleet.revision), (False, 0))
+        self.assertEqual(addresses(untrusting), [])
+
+    async def test_userAndPassword(self) -> None:
+        """
+        With --etcd-user and --etcd-password-file, a balancer follows an
+        etcd with authentication on and writes its admin changes there; one
+        with a wrong password follows nothing.
+        """
+        await self.startEtcd()
+        self.server.enableAuth("txlb", "right horse")
+        a, b = self.startBackends(2)
+        self.put("config.toml", 'algo = "leastconn"\n')
+        self.put(f"pools/default/backends/127.0.0.1:{a}", "")
+        self.put(f"pools/default/backends/127.0.0.1:{b}", "")
+        right, wrong = Path(self.mktemp()), Path(self.mktemp())
+        right.write_text("right horse\n")
+        wrong.write_text("battery staple\n")
+        service, port, admin = self.instance(
+            f'etcd-user = "txlb"\netcd-password-file = "{right}"\n'
+        )
+        refused, _, _ = self.instance(f'etcd-user = "txlb"\netcd-password-file = "{wrong}"\n')
+        await self.caughtUp(service)
+        await waitFor(lambda: service.fleet.connected, 10, "the watch")
+        self.assertEqual(addresses(service), sorted([f"127.0.0.1:{a}", f"127.0.0.1:{b}"]))
+        self.assertEqual(service.pools["default"].options["algo"], "leastconn")
+        code, answer = await self.admin(admin, "POST", f"/backends/127.0.0.1:{a}/drain")
+        self.assertEqual((code, answer["etcdRevision"]), (200, self.server.revision()))
+        await self.caughtUp(service)
+        self.assertEqual(addresses(service), [f"127.0.0.1:{b}"])
+        self.assertEqual(await self.get(port), (200, f"pong from backend :{b}\n".encode()))
+        self.assertEqual((refused.fleet.connected, refused.fleet.revision), (False, 0))
+        self.assertEqual(refused.pools["default"].options["algo"], "roundrobin")

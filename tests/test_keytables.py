@@ -13,13 +13,14 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 import txlb
-from txlb.keytables import WAYS, Buckets, ClientCounts, Region, workerHashSeed
+from txlb.keytables import ROUTE_TABLES, WAYS, Buckets, ClientCounts, Region, workerHashSeed
 
 #: Seconds any wait on another process may take.
 WAIT = 30.0
@@ -36,16 +37,19 @@ exec(sys.argv[2])
 """
 
 
-def runChild(region: Region, code: str, **kwargs: object) -> subprocess.Popen[str]:
+def runChild(
+    region: Region, code: str, names: Sequence[str] = (), **kwargs: object
+) -> subprocess.Popen[str]:
     """
-    Start a Python process that shares C{region} and runs C{code}.
+    Start a Python process that shares C{region} and runs C{code}, with
+    C{names} as C{sys.argv[3:]}.
     """
     assert region.fd is not None and region.hashSeed is not None
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(txlb.__file__).parent.parent)
     env["PYTHONHASHSEED"] = region.hashSeed
     return subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(region.fd), code],
+        [sys.executable, "-c", _CHILD, str(region.fd), code, *names],
         pass_fds=[region.fd],
         env=env,
         text=True,
@@ -374,6 +378,105 @@ class SharedBucketTests(SynchronousTestCase):
         children = [runChild(self.region, code, stdout=subprocess.PIPE) for _ in range(2)]
         outputs = [int(child.communicate(timeout=WAIT)[0]) for child in children]
         self.assertEqual(sum(outputs), 5000)
+
+
+class RouteTableTests(SynchronousTestCase):
+    """
+    The route tables' directory: a table per route's limit, kept while the
+    limit is claimed, shared with other processes.
+    """
+
+    def setUp(self) -> None:
+        self.region = Region.create(64, hashSeed="5")
+        self.addCleanup(self.region.close)
+
+    def size(self) -> int:
+        assert self.region.fd is not None
+        return os.fstat(self.region.fd).st_size
+
+    def test_ownTables(self) -> None:
+        """
+        Each limit gets a table of its own, as many records as the
+        region's, and the region grows only as tables are first used.
+        """
+        base = self.size()
+        self.assertEqual(base, self.region.routeTablesOffset)
+        first, second = self.region.claimTable(b"api"), self.region.claimTable(b"web")
+        self.assertNotEqual(first, second)
+        self.assertEqual(self.size(), base + 2 * self.region.tableBytes)
+        clock = Clock()
+        api, web = (Buckets(self.region, clock.seconds, slot) for slot in (first, second))
+        own = Buckets(self.region, clock.seconds)
+        self.assertEqual(api.take(7, 1.0, 1), 0)
+        self.assertEqual((len(api), len(web), len(own)), (1, 0, 0))
+        self.assertEqual(web.take(7, 1.0, 1), 0)
+        self.assertEqual(api.take(7, 1.0, 1), 1.0)
+
+    def test_claimedAgain(self) -> None:
+        """
+        A limit claimed again (a reload that keeps it) gets its table back,
+        buckets and all.
+        """
+        slot = self.region.claimTable(b"api")
+        buckets = Buckets(self.region, Clock().seconds, slot)
+        buckets.take(7, 1.0, 1)
+        self.assertEqual(self.region.claimTable(b"web"), slot + 1)
+        self.assertEqual(self.region.claimTable(b"api"), slot)
+        self.assertEqual(len(buckets), 1)
+
+    def test_oldestClaimTaken(self) -> None:
+        """
+        With every slot held, a new limit takes the slot claimed longest
+        ago, emptied: none of the other limit's buckets are left.
+        """
+        slots = [self.region.claimTable(b"limit %d" % index) for index in range(ROUTE_TABLES)]
+        self.assertEqual(slots, list(range(ROUTE_TABLES)))
+        buckets = Buckets(self.region, Clock().seconds, 0)
+        for key in range(1, 20):
+            buckets.take(key, 1.0, 1)
+        self.assertEqual(len(buckets), 19)
+        # Slot 0 claimed again: slot 1 is now the one claimed longest ago.
+        self.assertEqual(self.region.claimTable(b"limit 0"), 0)
+        self.assertEqual(self.region.claimTable(b"new"), 1)
+        self.assertEqual(self.region.claimTable(b"newer"), 2)
+        self.assertEqual(len(buckets), 19)
+        self.assertEqual(self.region.claimTable(b"limit 3"), 3)
+        for index in range(4, ROUTE_TABLES):
+            self.region.claimTable(b"limit %d" % index)
+        self.assertEqual(self.region.claimTable(b"newest"), 0)
+        self.assertEqual(len(buckets), 0)
+        self.assertEqual(
+            self.size(), self.region.routeTablesOffset + ROUTE_TABLES * self.region.tableBytes
+        )
+
+    def test_privateRegion(self) -> None:
+        """
+        A region private to this process has route tables too.
+        """
+        region = Region.create(64)
+        self.addCleanup(region.close)
+        buckets = Buckets(region, Clock().seconds, region.claimTable(b"api"))
+        self.assertEqual([buckets.take(7, 1.0, 1), buckets.take(7, 1.0, 1)], [0, 1.0])
+
+    def test_sharedWithAnotherProcess(self) -> None:
+        """
+        Another process claiming the same limit finds the same table (the
+        region grown by the first), and takes from the same buckets; one
+        claiming another limit gets another table.  (Two children: their
+        fingerprints are those of the region's hash seed, not this
+        process's.)
+        """
+        code = (
+            "slots = [region.claimTable(name.encode()) for name in sys.argv[3:]]\n"
+            "shared = Buckets(region, time.monotonic, slots[-1])\n"
+            "print(*slots, sum(shared.take(fingerprint(b'k'), 0.001, 5) == 0 for _ in range(3)))"
+        )
+        outputs = []
+        for names in (["api"], ["web", "api"]):
+            child = runChild(self.region, code, stdout=subprocess.PIPE, names=names)
+            outputs.append(child.communicate(timeout=WAIT)[0].split())
+        self.assertEqual(outputs, [["0", "3"], ["1", "0", "2"]])
+        self.assertEqual(self.size(), self.region.routeTablesOffset + 2 * self.region.tableBytes)
 
 
 class ClientCountTests(SynchronousTestCase):

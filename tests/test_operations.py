@@ -1025,7 +1025,9 @@ class MetricsDocumentedTests(SynchronousTestCase):
         harness = Harness(self)
         harness.resource.useShadow("ewma", lambda backends: RoundRobin(backends))
         harness.resource.metrics.addMirror(harness.resource.name)
-        limits = SimpleNamespace(rateLimited=0, refusedConnections=0, untrackedConnections=0)
+        limits = SimpleNamespace(
+            rateLimited=0, routeRateLimited={"api": 0}, refusedConnections=0, untrackedConnections=0
+        )
         limited = Metrics(harness.reactor, lambda: ())
         limited.clientLimits = limits  # type: ignore[assignment]
         limited.followEtcd(SimpleNamespace(connected=True, revision=1, problems={}))

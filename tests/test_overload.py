@@ -18,6 +18,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
 from tests.helpers import (
     CONFIG,
@@ -26,6 +28,7 @@ from tests.helpers import (
     MemoryH2Client,
     ServiceHarness,
     TCPTransport,
+    waitFor,
 )
 from txlb.admin import AdminAPI
 from txlb.backend import Backend
@@ -935,6 +938,45 @@ class LoopbackTests(IntegrationTestCase):
         self.assertEqual({status for status, _ in results}, {200})
         self.assertGreater(len(results), 20)
         self.assertEqual(resource.mostInFlight, {b.port: 3 for b in backends})
+
+    async def test_fifoOverLoopback(self) -> None:
+        """
+        Requests that wait for a backend at its limit reach it in the order
+        they came, each on a connection of its own: the backend sees
+        C{/0} (which had the free slot), then C{/1} to C{/5} as it answers
+        one after the other.
+        """
+        held: list[Any] = []
+
+        class Holding(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> int:
+                held.append(request)
+                return NOT_DONE_YET
+
+        backend = Backend("127.0.0.1", self.listen(Site(Holding())))
+        port = self.balancer([backend])
+        self.resource.settings = ProxySettings(maxConn=1, queueTimeout=30)
+        admission = self.resource.admission
+        clients = []
+        for index in range(6):
+            clients.append(await self.client(port, b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % index))
+            # In (the first at the backend, the others queued) before the
+            # next one is sent.
+            await waitFor(
+                lambda queued=index: held and admission.queued == queued, what=f"request {index}"
+            )
+        for index in range(6):
+            self.assertEqual(len(held), index + 1)
+            held[index].setHeader(b"content-length", b"2")
+            held[index].write(b"ok")
+            held[index].finish()
+            await waitFor(lambda count=index + 2: len(held) == min(count, 6), what="the next")
+        for client in clients:
+            await waitFor(lambda answered=client: answered.received.endswith(b"ok"))
+            self.assertTrue(client.received.startswith(b"HTTP/1.1 200 OK\r\n"), client.received)
+        self.assertEqual([request.uri for request in held], [b"/%d" % index for index in range(6)])
 
     async def test_adaptiveConverges(self) -> None:
         """

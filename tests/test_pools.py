@@ -15,8 +15,10 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import OK, IntegrationTestCase, ServiceHarness, TCPTransport, freePort
@@ -553,8 +555,10 @@ class RouterTests(SynchronousTestCase):
 
     def test_failingRouterFallsThrough(self) -> None:
         """
-        A router that raises is counted and logged (at most once a minute),
-        and the request goes on to the next route.
+        A router that raises is counted and logged (at most once a minute:
+        the first failure, then the first one a minute later, saying how
+        many were held back between), and the request goes on to the next
+        route.
         """
         site = Site(
             self,
@@ -562,14 +566,43 @@ class RouterTests(SynchronousTestCase):
             '[[routes]]\nrouter = "tests.routerexamples:Raising"\n'
             '[[routes]]\npool = "a"\n',
         )
+
+        def logged() -> list[str]:
+            return [
+                formatEvent(e) for e in site.harness.events if "router" in e.get("log_format", "")
+            ]
+
+        line = (
+            "Route 1's router raised RuntimeError: a bug in two lines; the request went on to"
+            " the next route ({} more since the last entry; logged at most once a minute)"
+        )
+
+        def request() -> None:
+            # Each on connections closed after the answer, to the client and
+            # to the backend, so that the clock can go on a minute without
+            # idle timeouts.
+            channel, client = site.harness.client(get("/", extra="Connection: close\r\n"))
+            port, backend, _ = site.backend()
+            self.assertEqual(port, 9001)
+            backend.dataReceived(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            site.reactor.advance(0)
+            self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"), client.value())
+            self.assertTrue(client.disconnecting)
+            channel.connectionLost(Failure(ConnectionDone()))
+
         for _ in range(3):
-            self.assertEqual(site.answer(get("/"))[0], 9001)
+            request()
         text = site.service.resource.metrics.exposition().decode()
         self.assertIn('txlb_router_errors_total{route="1"} 3.0', text)
-        logged = [
-            formatEvent(e) for e in site.harness.events if "router" in e.get("log_format", "")
-        ]
-        self.assertEqual(len(logged), 1, logged)
+        self.assertEqual(logged(), [line.format(0)])
+        site.reactor.advance(59)
+        request()
+        self.assertEqual(logged(), [line.format(0)])
+        site.reactor.advance(1)
+        request()
+        self.assertEqual(logged(), [line.format(0), line.format(3)])
 
 
 class JSONTests(SynchronousTestCase):

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from tests import routerexamples
 from tests.algorithmrequest import makeRequest
 from txlb.interfaces import IRouter
+from txlb.keytables import MAX_ROUTE_LIMITS
 from txlb.paths import normalizeHost, normalizePath, otherReadings, splitTarget
 from txlb.routeconfig import RoutesError, parseRoutes
 from txlb.routes import AMBIGUOUS, NO_HOST, Facts, Match, Response, Table
@@ -1326,6 +1327,58 @@ class ProblemTests(SynchronousTestCase):
                 {"pool": "api", "mirror": "shadow", "mirror-percent": 0},
                 ["route 1: mirror-percent: expected more than 0 and at most 100, not 0"],
             ),
+            ({"pool": "api", "rate-limit": "10/s"}, []),
+            (
+                {
+                    "respond": 204,
+                    "rate-limit": "600/min",
+                    "rate-limit-burst": 5,
+                    "rate-limit-key": "header:X-Api-Key",
+                },
+                [],
+            ),
+            (
+                {"pool": "api", "rate-limit": "100"},
+                ["route 1: rate-limit: '100' is not a rate like 100/s, 6000/min or 1000/h"],
+            ),
+            (
+                {"pool": "api", "rate-limit": 100},
+                ['route 1: rate-limit: expected a rate like "100/s", not 100'],
+            ),
+            (
+                {"pool": "api", "rate-limit": "0/s"},
+                ["route 1: rate-limit: '0/s': the count must be at least 1"],
+            ),
+            (
+                {"pool": "api", "rate-limit-burst": 5, "rate-limit-key": "ip"},
+                [
+                    "route 1: rate-limit-burst only goes with rate-limit",
+                    "route 1: rate-limit-key only goes with rate-limit",
+                ],
+            ),
+            (
+                {"pool": "api", "rate-limit": "1/s", "rate-limit-burst": 0},
+                ["route 1: rate-limit-burst: expected a whole number from 1, not 0"],
+            ),
+            (
+                {"pool": "api", "rate-limit": "1/s", "rate-limit-burst": True},
+                ["route 1: rate-limit-burst: expected a whole number from 1, not True"],
+            ),
+            (
+                {"pool": "api", "rate-limit": "1/s", "rate-limit-key": "path"},
+                [
+                    "route 1: rate-limit-key: 'path': the key is one of ip, header:NAME or"
+                    " cookie:NAME"
+                ],
+            ),
+            (
+                {"pool": "api", "rate-limit": "1/s", "rate-limit-key": "header:"},
+                ["route 1: rate-limit-key: 'header:': expected header:NAME"],
+            ),
+            (
+                {"pool": "api", "rate-limit": "1/s", "rate-limit-key": 3},
+                ["route 1: rate-limit-key: 3: the key is one of ip, header:NAME or cookie:NAME"],
+            ),
             (
                 {"pool": "api", "strip-prefix": True},
                 ["route 1: strip-prefix needs a path-prefix other than '/'"],
@@ -1460,6 +1513,18 @@ class ProblemTests(SynchronousTestCase):
             str(caught.exception),
             "route 1: no action: give one of pool, split, respond, redirect, router\n"
             "route 2: no action: give one of pool, split, respond, redirect, router",
+        )
+
+    def test_tooManyRateLimits(self) -> None:
+        """
+        At most L{MAX_ROUTE_LIMITS} routes may have a rate limit: each has
+        a table of its own in the key tables, whose directory is bounded.
+        """
+        limited = {"pool": "api", "rate-limit": "1/s"}
+        self.assertEqual(problems(*[limited] * MAX_ROUTE_LIMITS), [])
+        self.assertEqual(
+            problems(*[limited] * (MAX_ROUTE_LIMITS + 1), {"pool": "web"}),
+            ["routes: 65 routes have a rate-limit; at most 64 may"],
         )
 
     def test_notAList(self) -> None:

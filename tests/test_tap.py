@@ -4,12 +4,14 @@ The command line: options, their errors, and the service they make.
 
 from __future__ import annotations
 
+import os
 import socket
 
 from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import PKI
 from txlb.algorithms.iphash import IPHash
 from txlb.algorithms.roundrobin import RoundRobin
 from txlb.algorithms.weighted import WeightedRoundRobin
@@ -611,3 +613,287 @@ class MakeServiceTests(SynchronousTestCase):
             f"txlb: cannot listen: Couldn't listen on 127.0.0.1:{port}:"
             " [Errno 98] Address already in use.",
         )
+
+
+class EtcdOptionsTests(SynchronousTestCase):
+    """
+    The C{--etcd*} options: what each takes, and one line for each bad
+    value or combination.
+    """
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        pki = PKI(directory)
+        self.ca = pki.caPath
+        self.cert, self.key = pki.leaf("txlb")
+        self.otherCert, self.otherKey = pki.leaf("other")
+        self.password = os.path.join(directory, "password")
+        with open(self.password, "w") as file:
+            file.write("s3cret\nnot this\n")
+        self.empty = os.path.join(directory, "empty")
+        open(self.empty, "w").close()
+        self.missing = os.path.join(directory, "missing")
+
+    def assertUsageError(self, args: list[str], message: str) -> None:
+        with self.assertRaises(SystemExit) as caught:
+            parse(*args)
+        self.assertEqual(caught.exception.code, f"txlb: {message} (see twistd txlb --help)")
+
+    def test_defaults(self) -> None:
+        """
+        Without C{--etcd}, none of it is used; with it, the prefix is
+        C{/txlb/}, the wait at start 30 s, no TLS of our own and no user.
+        """
+        options = parse("--backends", "a:1")
+        self.assertEqual(options["etcd"], [])
+        self.assertIsNone(options.etcdTLS)
+        options = parse("--etcd", "http://127.0.0.1:2379")
+        self.assertEqual(options["etcd"], ["http://127.0.0.1:2379"])
+        self.assertEqual(options["etcd-prefix"], "/txlb/")
+        self.assertEqual(options["etcd-timeout"], 30.0)
+        self.assertIsNone(options["etcd-user"])
+        self.assertEqual(options.etcdPassword, "")
+        self.assertIsNone(options.etcdTLS.trustRoot)
+        self.assertIsNone(options.etcdTLS.clientCertificate)
+
+    def test_membersOnly(self) -> None:
+        """
+        With C{--etcd} and no backends, the pool C{default} is etcd's
+        members alone.
+        """
+        options = parse("--etcd", "http://127.0.0.1:2379")
+        self.assertEqual(list(options.pools()), ["default"])
+        self.assertEqual(options["backends"], [])
+
+    def test_values(self) -> None:
+        """
+        Each option's accepted forms: endpoints in order with their default
+        port, a prefix ending with C{/}, seconds as a number.
+        """
+        options = parse(
+            "--etcd",
+            "http://10.0.0.1",
+            "--etcd",
+            " https://[::1]:12379/ ",
+            "--etcd",
+            "HTTP://etcd.internal:2380",
+            "--etcd-prefix",
+            "/fleet/site-a",
+            "--etcd-timeout",
+            "2.5",
+        )
+        self.assertEqual(
+            options["etcd"],
+            ["http://10.0.0.1:2379", "https://[::1]:12379", "http://etcd.internal:2380"],
+        )
+        self.assertEqual(options["etcd-prefix"], "/fleet/site-a/")
+        self.assertEqual(options["etcd-timeout"], 2.5)
+        self.assertEqual(parse("--etcd", "http://h", "--etcd-prefix", "/")["etcd-prefix"], "/")
+
+    def test_tls(self) -> None:
+        """
+        C{--etcd-ca} is the one CA trusted; C{--etcd-cert} and
+        C{--etcd-key} the certificate sent.
+        """
+        options = parse(
+            "--etcd",
+            "https://127.0.0.1:2379",
+            "--etcd-ca",
+            self.ca,
+            "--etcd-cert",
+            self.cert,
+            "--etcd-key",
+            self.key,
+        )
+        tls = options.etcdTLS
+        self.assertIsNotNone(tls.trustRoot)
+        self.assertEqual(
+            tls.clientCertificate.getSubject().commonName,
+            b"txlb",  # type: ignore[union-attr]
+        )
+        options = parse("--etcd", "https://127.0.0.1:2379", "--etcd-ca", self.ca)
+        self.assertIsNotNone(options.etcdTLS.trustRoot)
+        self.assertIsNone(options.etcdTLS.clientCertificate)
+
+    def test_user(self) -> None:
+        """
+        C{--etcd-user}'s password is the first line of
+        C{--etcd-password-file}.
+        """
+        options = parse(
+            "--etcd",
+            "http://127.0.0.1:2379",
+            "--etcd-user",
+            "txlb",
+            "--etcd-password-file",
+            self.password,
+        )
+        self.assertEqual((options["etcd-user"], options.etcdPassword), ("txlb", "s3cret"))
+
+    def test_configFile(self) -> None:
+        """
+        The configuration file takes every C{--etcd*} option, as the
+        command line does.
+        """
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write(
+                'etcd = ["https://127.0.0.1:1", "https://127.0.0.2:1"]\n'
+                'etcd-prefix = "/site"\n'
+                "etcd-timeout = 4\n"
+                f'etcd-ca = "{self.ca}"\n'
+                f'etcd-cert = "{self.cert}"\n'
+                f'etcd-key = "{self.key}"\n'
+                'etcd-user = "txlb"\n'
+                f'etcd-password-file = "{self.password}"\n'
+            )
+        options = parse("--config", path)
+        self.assertEqual(options["etcd"], ["https://127.0.0.1:1", "https://127.0.0.2:1"])
+        self.assertEqual((options["etcd-prefix"], options["etcd-timeout"]), ("/site/", 4.0))
+        self.assertEqual((options["etcd-user"], options.etcdPassword), ("txlb", "s3cret"))
+        self.assertIsNotNone(options.etcdTLS.trustRoot)
+        self.assertIsNotNone(options.etcdTLS.clientCertificate)
+        with open(path, "w") as file:
+            file.write('etcd = ["http://127.0.0.1:1"]\netcd-user = "txlb"\n')
+        self.assertUsageError(
+            ["--config", path], "--etcd-user and --etcd-password-file go together: give both"
+        )
+
+    def test_errors(self) -> None:
+        """
+        Each bad value or combination ends with one line naming it.
+        """
+        etcd = ["--etcd", "http://127.0.0.1:2379"]
+        tls = ["--etcd", "https://127.0.0.1:2379"]
+        table = [
+            (
+                ["--etcd", "127.0.0.1:2379"],
+                "--etcd: '127.0.0.1:2379': expected http://HOST:PORT or https://HOST:PORT",
+            ),
+            (["--etcd", ""], "--etcd: '': expected http://HOST:PORT or https://HOST:PORT"),
+            (["--etcd", "http://"], "--etcd: 'http://': no host"),
+            (
+                ["--etcd", "http://h:0"],
+                "--etcd: 'http://h:0': port 0 is not a port etcd listens on",
+            ),
+            (["--etcd", "http://h:65536"], "--etcd: 'http://h:65536': Port out of range 0-65535"),
+            (
+                ["--etcd", "http://h:2379/v3"],
+                "--etcd: 'http://h:2379/v3': expected only SCHEME://HOST:PORT, with no path",
+            ),
+            (
+                [*etcd, "--etcd", "http://127.0.0.1:2379/"],
+                "--etcd: http://127.0.0.1:2379 is listed twice",
+            ),
+            (
+                [*etcd, "--etcd-prefix", ""],
+                "--etcd-prefix: '' is not a key prefix like /txlb/",
+            ),
+            (
+                [*etcd, "--etcd-prefix", "/a b/"],
+                "--etcd-prefix: '/a b/' is not a key prefix like /txlb/",
+            ),
+            (
+                [*etcd, "--etcd-prefix", "/caf\u00e9/"],
+                "--etcd-prefix: '/caf\u00e9/' is not a key prefix like /txlb/",
+            ),
+            (
+                [*etcd, "--etcd-timeout", "0"],
+                "--etcd-timeout: '0' is not a positive number of seconds",
+            ),
+            (
+                [*etcd, "--etcd-timeout", "-1"],
+                "--etcd-timeout: '-1' is not a positive number of seconds",
+            ),
+            (
+                [*etcd, "--etcd-timeout", "soon"],
+                "--etcd-timeout: 'soon' is not a positive number of seconds",
+            ),
+            (
+                [*etcd, "--etcd-timeout", "inf"],
+                "--etcd-timeout: 'inf' is not a positive number of seconds",
+            ),
+            (["--backends", "a:1", "--etcd-ca", self.ca], "--etcd-ca needs --etcd"),
+            (["--backends", "a:1", "--etcd-cert", self.cert], "--etcd-cert needs --etcd"),
+            (["--backends", "a:1", "--etcd-key", self.key], "--etcd-key needs --etcd"),
+            (["--backends", "a:1", "--etcd-user", "u"], "--etcd-user needs --etcd"),
+            (
+                ["--backends", "a:1", "--etcd-password-file", self.password],
+                "--etcd-password-file needs --etcd",
+            ),
+            (
+                [*etcd, "--etcd-ca", self.ca],
+                "--etcd-ca is for https:// etcd endpoints: no --etcd is https://",
+            ),
+            (
+                [*etcd, "--etcd-cert", self.cert, "--etcd-key", self.key],
+                "--etcd-cert is for https:// etcd endpoints: no --etcd is https://",
+            ),
+            (
+                [*tls, "--etcd-ca", self.missing],
+                f"--etcd-ca: {self.missing}: No such file or directory",
+            ),
+            (
+                [*tls, "--etcd-ca", self.empty],
+                f"--etcd-ca: {self.empty}: no PEM certificate in the file",
+            ),
+            (
+                [*tls, "--etcd-ca", self.password],
+                f"--etcd-ca: {self.password}: no PEM certificate in the file",
+            ),
+            (
+                [*tls, "--etcd-cert", self.cert],
+                "--etcd-cert and --etcd-key go together: give both",
+            ),
+            (
+                [*tls, "--etcd-key", self.key],
+                "--etcd-cert and --etcd-key go together: give both",
+            ),
+            (
+                [*tls, "--etcd-cert", self.empty, "--etcd-key", self.key],
+                f"--etcd-cert: {self.empty}: no PEM certificate in the file",
+            ),
+            (
+                [*tls, "--etcd-cert", self.missing, "--etcd-key", self.key],
+                f"--etcd-cert: {self.missing}: No such file or directory",
+            ),
+            (
+                [*etcd, "--etcd-user", "txlb"],
+                "--etcd-user and --etcd-password-file go together: give both",
+            ),
+            (
+                [*etcd, "--etcd-password-file", self.password],
+                "--etcd-user and --etcd-password-file go together: give both",
+            ),
+            (
+                [*etcd, "--etcd-user", "", "--etcd-password-file", self.password],
+                "--etcd-user: empty: give the etcd user's name",
+            ),
+            (
+                [*etcd, "--etcd-user", "txlb", "--etcd-password-file", self.missing],
+                f"--etcd-password-file: {self.missing}: No such file or directory",
+            ),
+            (
+                [*etcd, "--etcd-user", "txlb", "--etcd-password-file", self.empty],
+                f"--etcd-password-file: {self.empty}: no password on its first line",
+            ),
+        ]
+        for args, message in table:
+            self.assertUsageError(args, message)
+
+    def test_keyOfAnotherCertificate(self) -> None:
+        """
+        A key that is not the certificate's is one line naming both.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            parse(
+                "--etcd",
+                "https://127.0.0.1:2379",
+                "--etcd-cert",
+                self.cert,
+                "--etcd-key",
+                self.otherKey,
+            )
+        message = str(caught.exception.code)
+        self.assertEqual(len(message.splitlines()), 1, message)
+        self.assertTrue(message.startswith("txlb: --etcd-key"), message)

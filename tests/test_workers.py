@@ -1332,13 +1332,14 @@ pool = "web"
 
     def workerMetric(self, name: str) -> list[float]:
         """
-        Each worker's value of the metric C{name} (summed over its labels).
+        Each worker's value of the metric C{name} (summed over its labels),
+        or of the samples whose line starts with C{name} if it has C{{}}.
         """
         code, body = get(self.adminPort, "/metrics")
         self.assertEqual(code, 200)
         values = [0.0, 0.0]
         for line in body.decode().splitlines():
-            if line.startswith(name + "{") and 'worker="' in line:
+            if line.startswith(name if "{" in name else name + "{") and 'worker="' in line:
                 worker = int(line.split('worker="')[1].split('"')[0])
                 values[worker] += float(line.rsplit(" ", 1)[1])
         return values
@@ -1349,13 +1350,40 @@ pool = "web"
         connections as the kernel spreads them, 100 requests a second get
         through in all (within 10%), not 100 per worker.
 
-        Counted over 4 s from the first 429, when the bucket is known to be
-        empty.  Under PyPy the limit is 20/s: cold PyPy processes (two
-        workers, the backends, this client) on a busy 2-CPU machine were
-        measured sending no more than 93 requests a second.
+        Under PyPy the limit is 20/s: cold PyPy processes (two workers, the
+        backends, this client) on a busy 2-CPU machine were measured
+        sending no more than 93 requests a second.
         """
         rate = 20 if platform.python_implementation() == "PyPy" else 100
         self.start("--rate-limit", f"{rate}/s")
+        self.assertSharedRate(rate, "/ping", "")
+
+    def test_routeRateLimitShared(self) -> None:
+        """
+        A route's C{rate-limit} is the whole txlb's too: each worker claims
+        the route's table in the shared region, and they take from the
+        same buckets.  The other route is not limited.
+        """
+        rate = 20 if platform.python_implementation() == "PyPy" else 100
+        self.writePools()
+        self.config.write_text(
+            self.config.read_text().replace(
+                'pool = "api"\n', f'pool = "api"\nrate-limit = "{rate}/s"\n'
+            )
+        )
+        self.start()
+        self.assertSharedRate(rate, "/api/ping", "api")
+        self.assertEqual(self.workerMetric('txlb_rate_limited_requests_total{route=""'), [0, 0])
+        self.assertEqual(get(self.port, "/ping")[0], 200)
+
+    def assertSharedRate(self, rate: int, path: str, route: str) -> None:
+        """
+        Eight kept-alive connections sending C{path} as fast as they can get
+        C{rate} requests a second through in all (within 10%), counted over
+        4 s from the first 429, when the bucket is known to be empty; both
+        workers served a good share, and refused some, counted with the
+        C{route} label.
+        """
         results: list[tuple[float, int]] = []
         # Until 4.5 s after the first 429, at most 10 s.
         stop = [time.monotonic() + 10]
@@ -1366,7 +1394,7 @@ pool = "web"
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
             try:
                 while time.monotonic() < stop[0]:
-                    connection.request("GET", "/ping")
+                    connection.request("GET", path)
                     response = connection.getresponse()
                     response.read()
                     now = time.monotonic()
@@ -1394,7 +1422,9 @@ pool = "web"
         perWorker = self.workerMetric("txlb_requests_total")
         self.assertEqual(sum(perWorker), len(results))
         self.assertGreater(min(perWorker), 0.2 * len(results), perWorker)
-        self.assertNotIn(0.0, self.workerMetric("txlb_rate_limited_requests_total"))
+        refused = self.workerMetric(f'txlb_rate_limited_requests_total{{route="{route}"')
+        self.assertNotIn(0.0, refused)
+        self.assertEqual(sum(refused), len(refusals))
 
     def test_maxConnShared(self) -> None:
         """

@@ -1,8 +1,8 @@
 """
 Per-key state in bounded memory, private to one process or shared by a
 C{--workers} supervisor and its workers: the token buckets of
-C{--rate-limit} (L{Buckets}) and the connection counts of
-C{--max-client-conns} (L{ClientCounts}).
+C{--rate-limit} and of each route's C{rate-limit} (L{Buckets}) and the
+connection counts of C{--max-client-conns} (L{ClientCounts}).
 
 A limit is the whole txlb's, not each worker's, so the workers must share
 these counts, whichever worker the kernel gives a connection to.  They live
@@ -10,6 +10,17 @@ in one memory region (L{Region}): a C{memfd} the supervisor makes before it
 starts the workers and hands each of them as a file descriptor, which each
 maps.  The pages are allocated as they are first written, so an unused
 table costs nothing.
+
+Each route with a C{rate-limit} has a bucket table of its own, as large as
+C{--rate-limit-keys} says, so that keys flooding one route cannot push
+another's (or the global limit's) buckets out.  Routes come and go with
+reloads, which each worker makes on its own, so these tables are not laid
+out at start: a directory in the region's first page gives each route's
+limit (its L{identity<Region.claimTable>}) one of L{ROUTE_TABLES} slots,
+and the region grows (C{ftruncate}) as slots are first used.  A worker that
+claims a limit another has claimed finds it, and so uses its buckets; a
+limit no longer claimed keeps its slot until a new one needs it (the one
+claimed longest ago is taken, and emptied).
 
 A table is set-associative, as a CPU cache is: a key's 64-bit fingerprint
 (L{Region.fingerprint}) chooses one set of L{WAYS} fixed-size records, and
@@ -50,11 +61,26 @@ from collections.abc import Callable, Mapping
 #: Records per set: a new key replaces the least recently used of its set's.
 WAYS = 8
 
+#: The slots of route tables in a region's directory: twice the routes a
+#: configuration may give a rate limit (L{MAX_ROUTE_LIMITS}), so that a
+#: reload changing every one of them never takes a slot the routes it
+#: keeps still use.
+ROUTE_TABLES = 128
+
+#: The most routes with a C{rate-limit} one configuration may have.
+MAX_ROUTE_LIMITS = ROUTE_TABLES // 2
+
 #: The region's header: a magic number and format version, the
 #: C{PYTHONHASHSEED} of the processes sharing it (empty if private), and
 #: the number of records of each table.
 _HEADER = struct.Struct("<8s16sQQI")
-_MAGIC = b"txlbkt\x00\x02"
+_MAGIC = b"txlbkt\x00\x03"
+
+#: The directory of route tables, after the header in the first page: the
+#: last claim's sequence number, then per slot the fingerprint of the
+#: limit that has it (0: free) and the sequence number of its last claim.
+_DIRECTORY = struct.Struct("<Q" + "QQ" * ROUTE_TABLES)
+_DIRECTORY_OFFSET = 64
 
 #: The bits of a fingerprint.
 _MASK = 2**64 - 1
@@ -91,13 +117,21 @@ class Region:
         private).
     """
 
-    def __init__(self, memory: mmap.mmap, fd: int | None) -> None:
+    def __init__(self, memory: mmap.mmap, fd: int | None, backing: int | None = None) -> None:
+        """
+        @param backing: The C{memfd} of a private region (C{fd} is C{None}
+            then): route tables grow it.
+        """
         self.memory = memory
         self.fd = fd
+        self._backing = fd if backing is None else backing
         _, seed, self.buckets, self.clients, self.workers = _HEADER.unpack_from(memory, 0)
         self.hashSeed = seed.rstrip(b"\x00").decode("ascii") or None
         self.bucketsOffset = _align(_HEADER.size)
         self.clientsOffset = _align(self.bucketsOffset + self.buckets * _BUCKET.size)
+        self.routeTablesOffset = self.size(self.buckets, self.clients, self.workers)
+        self.tableBytes = _align(self.buckets * _BUCKET.size)
+        self._tables: dict[int, mmap.mmap] = {}
         self._lockFd: int | None = None
         if fd is None:
             self.lock = self.unlock = _unlocked
@@ -128,16 +162,15 @@ class Region:
         """
         records = max(WAYS, -(-keys // WAYS) * WAYS)
         size = cls.size(records, records, workers)
-        fd = None
-        if hashSeed is None:
-            memory = mmap.mmap(-1, size)
-        else:
-            fd = os.memfd_create("txlb-keytables")
-            os.ftruncate(fd, size)
-            memory = mmap.mmap(fd, size)
+        # A memfd even when private: the route tables grow it.
+        backing = os.memfd_create("txlb-keytables")
+        os.ftruncate(backing, size)
+        memory = mmap.mmap(backing, size)
         seed = (hashSeed or "").encode("ascii")
         _HEADER.pack_into(memory, 0, _MAGIC, seed, records, records, workers)
-        return cls(memory, fd)
+        if hashSeed is None:
+            return cls(memory, None, backing)
+        return cls(memory, backing)
 
     @classmethod
     def adopt(cls, fd: int, hashSeed: str | None) -> Region:
@@ -151,15 +184,16 @@ class Region:
         size = os.fstat(fd).st_size
         if size < _HEADER.size:
             raise ValueError(f"file descriptor {fd} holds no txlb key tables")
-        memory = mmap.mmap(fd, size)
-        magic, seed = _HEADER.unpack_from(memory, 0)[:2]
+        memory = mmap.mmap(fd, _align(_HEADER.size))
+        magic, seed, buckets, clients, workers = _HEADER.unpack_from(memory, 0)
         theirs = seed.rstrip(b"\x00").decode("ascii", "replace") or None
         if magic != _MAGIC or theirs != hashSeed:
             memory.close()
             if magic != _MAGIC:
                 raise ValueError(f"file descriptor {fd} holds no txlb key tables")
             raise ValueError(f"PYTHONHASHSEED is {hashSeed!r}, not the key tables' {theirs!r}")
-        return cls(memory, fd)
+        memory.close()
+        return cls(mmap.mmap(fd, cls.size(buckets, clients, workers)), fd)
 
     def fingerprint(self, key: bytes) -> int:
         """
@@ -179,15 +213,72 @@ class Region:
     def _unlock(self) -> None:
         fcntl.flock(self._lockFd, fcntl.LOCK_UN)  # type: ignore[arg-type]
 
+    def claimTable(self, identity: bytes) -> int:
+        """
+        The slot of the route table for the rate limit C{identity}: the one
+        it has if any process claimed it already (its buckets are kept),
+        else a free one, else the one claimed longest ago, emptied.  Each
+        process claims its routes' limits at start and at each reload.
+
+        @param identity: What makes a limit the same one: its route's label
+            and the limit's rate, burst and key.
+        """
+        fingerprint = self.fingerprint(b"route-table\x00" + identity)
+        memory = self.memory
+        self.lock()
+        try:
+            directory = _DIRECTORY.unpack_from(memory, _DIRECTORY_OFFSET)
+            sequence = directory[0] + 1
+            owners, claims = directory[1::2], directory[2::2]
+            fresh = fingerprint not in owners
+            if not fresh:
+                slot = owners.index(fingerprint)
+            elif 0 in owners:
+                slot = owners.index(0)
+            else:
+                slot = claims.index(min(claims))
+            table = self.table(slot)
+            if fresh:
+                # Another limit's buckets, or none: free the pages (the
+                # table reads as zeros, every record empty, in every
+                # process).
+                table.madvise(mmap.MADV_REMOVE)
+            struct.pack_into("<Q", memory, _DIRECTORY_OFFSET, sequence)
+            struct.pack_into(
+                "<QQ", memory, _DIRECTORY_OFFSET + 8 + 16 * slot, fingerprint, sequence
+            )
+        finally:
+            self.unlock()
+        return slot
+
+    def table(self, slot: int) -> mmap.mmap:
+        """
+        The memory of route table C{slot}, mapped once per process; the
+        region grows to hold it if it is the first time any process uses
+        it.
+        """
+        table = self._tables.get(slot)
+        if table is None:
+            backing = self._backing
+            assert backing is not None
+            offset = self.routeTablesOffset + slot * self.tableBytes
+            if os.fstat(backing).st_size < offset + self.tableBytes:
+                os.ftruncate(backing, offset + self.tableBytes)
+            table = self._tables[slot] = mmap.mmap(backing, self.tableBytes, offset=offset)
+        return table
+
     def close(self) -> None:
         """
         Unmap the region (and close its file descriptor, if it has one).
         """
         self.memory.close()
-        for fd in (self.fd, self._lockFd):
+        for table in self._tables.values():
+            table.close()
+        self._tables.clear()
+        for fd in {self._backing, self._lockFd}:
             if fd is not None:
                 os.close(fd)
-        self.fd = self._lockFd = None
+        self.fd = self._backing = self._lockFd = None
 
 
 def workerHashSeed(environ: Mapping[str, str]) -> str:
@@ -209,20 +300,24 @@ def _unlocked() -> None:
 
 class Buckets:
     """
-    Token buckets, one per key, in a region: at most C{region.buckets} of
-    them, a new key taking the place of the least recently used of its
-    set.
+    Token buckets, one per key, in a region's table (its own, or a route
+    table): at most C{region.buckets} of them, a new key taking the place
+    of the least recently used of its set.
     """
 
-    def __init__(self, region: Region, now: Callable[[], float]) -> None:
+    def __init__(self, region: Region, now: Callable[[], float], slot: int | None = None) -> None:
         """
         @param now: The clock, in seconds.  Every process sharing the region
             must read the same one (C{time.monotonic} is the same in every
             process on Linux).
+        @param slot: The route table (L{Region.claimTable}), or C{None} for
+            the region's own (C{--rate-limit}'s).
         """
         self._region = region
-        self._memory = region.memory
-        self._offset = region.bucketsOffset
+        if slot is None:
+            self._memory, self._offset = region.memory, region.bucketsOffset
+        else:
+            self._memory, self._offset = region.table(slot), 0
         self._sets = region.buckets // WAYS
         self._now = now
 

@@ -191,11 +191,18 @@ class _ClientLimitsCollector:
         limits = self._metrics.clientLimits
         if limits is None:
             return
-        yield CounterMetricFamily(
+        # The top level's count keeps the series it had before routes had
+        # limits: an empty label is no label to Prometheus.
+        limited = CounterMetricFamily(
             "txlb_rate_limited_requests",
-            "Requests answered 429 for being over --rate-limit.",
-            value=limits.rateLimited,
+            "Requests answered 429 for being over a rate limit: --rate-limit's (route empty),"
+            " or a route's rate-limit.",
+            labels=["route"],
         )
+        limited.add_metric([""], limits.rateLimited)
+        for route, count in limits.routeRateLimited.items():
+            limited.add_metric([route], count)
+        yield limited
         yield CounterMetricFamily(
             "txlb_client_connections_refused",
             "Connections closed at once for being over --max-client-conns.",

@@ -20,7 +20,9 @@ from txlb.headers import HOP_BY_HOP, Fields
 from txlb.http1 import isToken
 from txlb.importing import importName, oneLine
 from txlb.interfaces import IRouter
+from txlb.keytables import MAX_ROUTE_LIMITS
 from txlb.paths import ENCODED_SLASH, normalizeEscapes, normalizePath, percentEncoded
+from txlb.ratelimit import parseRate, parseRateKey
 from txlb.routes import (
     Client,
     Condition,
@@ -61,6 +63,9 @@ KEYS = (
     "set-host",
     "request-headers",
     "response-headers",
+    "rate-limit",
+    "rate-limit-burst",
+    "rate-limit-key",
 )
 #: The actions, one per route.
 ACTIONS = ("pool", "split", "respond", "redirect", "router")
@@ -137,6 +142,11 @@ def parseRoutes(
                 )
             named.setdefault(route.name, index)
         routes.append(route)
+    limited = [route.label for route in routes if route.rateLimit is not None]
+    if len(limited) > MAX_ROUTE_LIMITS:
+        problems.append(
+            f"routes: {len(limited)} routes have a rate-limit; at most {MAX_ROUTE_LIMITS} may"
+        )
     if problems:
         raise RoutesError(problems)
     return routes, _warnings(routes, pools, fallback)
@@ -185,6 +195,7 @@ class _RouteReader:
         route.name = name
         self.readAction(route, entry)
         self.readRewrites(route, entry)
+        self.readRateLimit(route, entry)
         return route
 
     # Conditions.
@@ -432,6 +443,39 @@ class _RouteReader:
                 self.problem(f"mirror-percent: expected more than 0 and at most 100, not {percent}")
             else:
                 route.mirrorPercent = float(percent)
+
+    def readRateLimit(self, route: Route, entry: dict[str, Any]) -> None:
+        """
+        The route's own rate limit: C{rate-limit}, with C{rate-limit-burst}
+        and C{rate-limit-key}, which take what the options of those names
+        take.
+        """
+        if "rate-limit" in entry:
+            value = entry["rate-limit"]
+            try:
+                route.rateLimit = parseRate(value) if isinstance(value, str) else None
+            except ValueError as e:
+                self.problem(f"rate-limit: {e}")
+            else:
+                if route.rateLimit is None:
+                    self.problem(f'rate-limit: expected a rate like "100/s", not {value!r}')
+        for key in ("rate-limit-burst", "rate-limit-key"):
+            if key in entry and "rate-limit" not in entry:
+                self.problem(f"{key} only goes with rate-limit")
+        if "rate-limit-burst" in entry:
+            burst = entry["rate-limit-burst"]
+            if type(burst) is not int or burst < 1:
+                self.problem(f"rate-limit-burst: expected a whole number from 1, not {burst!r}")
+            else:
+                route.rateLimitBurst = burst
+        if "rate-limit-key" in entry:
+            key = entry["rate-limit-key"]
+            try:
+                if not isinstance(key, str):
+                    raise ValueError(f"{key!r}: the key is one of ip, header:NAME or cookie:NAME")
+                route.rateLimitKey = parseRateKey(key)
+            except ValueError as e:
+                self.problem(f"rate-limit-key: {e}")
 
     def pool(self, key: str, value: object) -> str | None:
         if not isinstance(value, str):

@@ -355,6 +355,12 @@ class Route:
     @ivar requestAdd: The request fields added.
     @ivar responseRemove: The response fields removed, lower-cased.
     @ivar responseAdd: The response fields added.
+    @ivar rateLimit: Its C{rate-limit} (a L{txlb.ratelimit.Rate}), or
+        C{None}.
+    @ivar rateLimitBurst: Its C{rate-limit-burst}, or C{None} (a second's
+        worth of the rate).
+    @ivar rateLimitKey: Its C{rate-limit-key}, or C{None} (the top level's
+        C{--rate-limit-key}).
     """
 
     name: str | None = None
@@ -375,6 +381,9 @@ class Route:
     requestAdd: Fields
     responseRemove: frozenset[bytes] = frozenset()
     responseAdd: Fields
+    rateLimit: Any = None
+    rateLimitBurst: int | None = None
+    rateLimitKey: str | None = None
 
     def __init__(
         self,

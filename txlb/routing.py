@@ -4,7 +4,8 @@ pool that forwards it.
 
 L{RoutingResource} is what the site renders.  It refuses what no pool may
 forward (C{Host} rules, the client's rate limit), matches the request
-against the routes (L{txlb.routes.Table}), and hands it to its pool, a
+against the routes (L{txlb.routes.Table}), refuses it if it is over its
+route's own rate limit, and hands it to its pool, a
 L{txlb.proxy.LoadBalancerResource}, and a copy of it to the route's
 C{mirror} pool, if any (L{txlb.mirror}); or answers it itself, for a
 C{respond} or C{redirect} route, or with 404 when no route matches and
@@ -167,24 +168,16 @@ class RoutingResource(Resource):
         if limits is not None:
             wait = limits.checkRequest(request)
             if wait:
-                request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % wait])
-                answer(request, TOO_MANY_REQUESTS, "over the rate limit")
-                self.ended(
-                    Outcome(
-                        request,
-                        clientHost,
-                        None,
-                        TOO_MANY_REQUESTS,
-                        started,
-                        "rate limited",
-                        flag=RATE_LIMITED,
-                    )
-                )
-                return server.NOT_DONE_YET
+                return self._rateLimited(request, clientHost, started, wait)
         routing = self.route(request)
         match = routing.match
         if match is not None:
-            self.metrics.countRoute(match.route.label)
+            label = match.route.label
+            self.metrics.countRoute(label)
+            if limits is not None and limits.routeLimits:
+                wait = limits.checkRoute(label, request)
+                if wait:
+                    return self._rateLimited(request, clientHost, started, wait)
         pool = routing.pool
         if pool is not None:
             forwarded = pool.forward(request, clientHost, started)
@@ -205,6 +198,28 @@ class RoutingResource(Resource):
             response = match.route.response
             self._respond(request, response.status, response.body, response.contentType)
             self.ended(Outcome(request, clientHost, None, response.status, started))
+        return server.NOT_DONE_YET
+
+    def _rateLimited(
+        self, request: server.Request, clientHost: str, started: float, wait: int
+    ) -> int:
+        """
+        Answer C{request} 429: it is over the rate limit (the top level's,
+        or its route's), and may come back in C{wait} seconds.
+        """
+        request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % wait])
+        answer(request, TOO_MANY_REQUESTS, "over the rate limit")
+        self.ended(
+            Outcome(
+                request,
+                clientHost,
+                None,
+                TOO_MANY_REQUESTS,
+                started,
+                "rate limited",
+                flag=RATE_LIMITED,
+            )
+        )
         return server.NOT_DONE_YET
 
     def _respond(

@@ -852,9 +852,12 @@ class Options(PoolSettings, usage.Options):
         turn.
         """
         try:
-            self["etcd"].append(parseEndpoint(text))
+            endpoint = parseEndpoint(text)
         except ValueError as e:
             raise usage.UsageError(f"--etcd: {e}") from None
+        if endpoint in self["etcd"]:
+            raise usage.UsageError(f"--etcd: {endpoint} is listed twice")
+        self["etcd"].append(endpoint)
 
     def opt_dns_server(self, text: str) -> None:
         """
@@ -1090,12 +1093,21 @@ class Options(PoolSettings, usage.Options):
                 if self[option] is not None:
                     raise usage.UsageError(f"--{option} needs --etcd")
             return
+        given = [o for o in ("etcd-ca", "etcd-cert", "etcd-key") if self[o] is not None]
+        if given and not any(url.startswith("https://") for url in self["etcd"]):
+            # Certificates for cleartext endpoints would be ignored: the
+            # operator believes etcd is spoken to over TLS, and it is not.
+            raise usage.UsageError(
+                f"--{given[0]} is for https:// etcd endpoints: no --etcd is https://"
+            )
         try:
             self.etcdTLS = tlsSettings(self["etcd-ca"], self["etcd-cert"], self["etcd-key"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         if (self["etcd-user"] is None) != (self["etcd-password-file"] is None):
             raise usage.UsageError("--etcd-user and --etcd-password-file go together: give both")
+        if self["etcd-user"] == "":
+            raise usage.UsageError("--etcd-user: empty: give the etcd user's name")
         if self["etcd-password-file"] is not None:
             try:
                 self.etcdPassword = readPassword(self["etcd-password-file"])
@@ -1130,6 +1142,7 @@ class Options(PoolSettings, usage.Options):
             self["rate-limit-burst"],
             self["rate-limit-key"],
             self["max-client-conns"],
+            self["routes"],
         )
 
 

@@ -128,8 +128,10 @@ def parseEndpoint(text: str) -> str:
         raise ValueError(f"{text!r}: no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise ValueError(f"{text!r}: expected only SCHEME://HOST:PORT, with no path")
+    if port == 0:
+        raise ValueError(f"{text!r}: port 0 is not a port etcd listens on")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}"
+    return f"{parts.scheme}://{host}:{DEFAULT_PORT if port is None else port}"
 
 
 def tlsSettings(ca: str | None, cert: str | None, key: str | None) -> BackendTLS:

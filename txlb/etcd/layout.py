@@ -62,9 +62,21 @@ def parseMember(key: str, value: bytes) -> tuple[str, Backend] | None:
     @raise ValueError: With a one-line reason, for a member key or value
         that cannot be read.
     """
-    parts = key.split("/")
-    if len(parts) != 4 or parts[0] != "pools" or parts[2] != "backends":
+    return _member(key, key, value)
+
+
+def _member(relative: str, key: str, value: bytes) -> tuple[str, Backend] | None:
+    """
+    L{parseMember} of C{relative} (a member key, or none), naming C{key}
+    in its errors.
+    """
+    parts = relative.split("/")
+    if len(parts) < 3 or parts[0] != "pools" or parts[2] != "backends":
         return None
+    if len(parts) != 4:
+        # pools/NAME/backends with no address, or an address with a slash:
+        # a mistake, not a key of a later version.
+        raise ValueError(f"{key}: expected pools/NAME/backends/HOST:PORT")
     pool, address = parts[1], parts[3]
     if not pool:
         raise ValueError(f"{key}: no pool name")
@@ -169,7 +181,9 @@ def _readState(key: str, value: bytes, layout: Layout) -> None:
     @raise ValueError: With a one-line reason naming C{key}.
     """
     parts = key[len(STATE) :].split("/")
-    if len(parts) == 3 and parts[0] == "pools" and parts[2] == "algorithm" and parts[1]:
+    if len(parts) == 3 and parts[0] == "pools" and parts[2] == "algorithm":
+        if not parts[1]:
+            raise ValueError(f"{key}: no pool name")
         document = _object(value, key)
         algorithm: dict[str, str | None] = {}
         for field, option in (("algo", "algo"), ("shadow", "shadow-algo")):
@@ -181,7 +195,7 @@ def _readState(key: str, value: bytes, layout: Layout) -> None:
             algorithm[option] = spec
         layout.algorithms[parts[1]] = algorithm
         return
-    member = parseMember(key[len(STATE) :], b"")
+    member = _member(key[len(STATE) :], key, b"")
     if member is None:
         # A key of a later version.
         return
