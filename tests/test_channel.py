@@ -98,6 +98,28 @@ class PipeliningTests(SynchronousTestCase):
         harness.reactor.advance(0)
         self.assertEqual(client.producerState, "producing")
 
+    def test_tooMuchWaitingPausesWhileClientNotReading(self) -> None:
+        """
+        A client that does not read its answer (its socket full) and keeps
+        sending is paused past 16 KiB all the same, and read again once its
+        request is answered and its socket takes more.
+        """
+        harness = Harness(self)
+        channel, client = harness.client(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend, _ = harness.backend()
+        # What the transport does when its buffer is full.
+        channel.pauseProducing()
+        later = b"GET /2 HTTP/1.1\r\nHost: h\r\nX: " + b"y" * 2000 + b"\r\n\r\n"
+        for _ in range(9):
+            channel.dataReceived(later)
+        self.assertEqual(client.producerState, "paused")
+        channel.resumeProducing()
+        # Still answering, with too much waiting.
+        self.assertEqual(client.producerState, "paused")
+        backend.dataReceived(OK)
+        harness.reactor.advance(0)
+        self.assertEqual(client.producerState, "producing")
+
 
 class ContinueTests(SynchronousTestCase):
     def test_continue(self) -> None:

@@ -660,6 +660,52 @@ class IndependenceTests(SynchronousTestCase):
         self.assertEqual(site.sample("txlb_mirror_requests_in_flight", pool="shadow"), 0.0)
 
 
+#: A mirror pool of one backend limited to one request at a time, which a
+#: route also sends requests to.
+LIMITED = """
+listen = "tcp:8080"
+algo = "roundrobin"
+
+[pools.api]
+backends = ["127.0.0.1:9001"]
+
+[pools.shadow]
+backends = ["127.0.0.1:9201"]
+max-conn = 1
+
+[[routes]]
+name = "shadow"
+path-prefix = "/shadow"
+pool = "shadow"
+
+[[routes]]
+name = "api"
+pool = "api"
+mirror = "shadow"
+"""
+
+
+class LimitTests(SynchronousTestCase):
+    def test_copyEndingWakesTheQueue(self) -> None:
+        """
+        A copy takes a slot of its mirror's backend like any request: a
+        request of that pool waits for it, and goes as soon as the copy
+        ends, not at its queue's time-out.
+        """
+        site = MirrorSite(self, LIMITED)
+        site.send(GET)
+        backend, _ = site.accept(9001)
+        mirror, _ = site.accept(9201)
+        _, client = site.send(b"GET /shadow/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(site.connections(), [])
+        site.answer(mirror)
+        self.assertEqual(site.connections(), [9201])
+        other, _ = site.accept(9201)
+        site.answer(other)
+        self.assertEqual(client.value(), OK)
+        site.answer(backend)
+
+
 class ReloadTests(SynchronousTestCase):
     def test_copyKeepsItsPoolAcrossAReload(self) -> None:
         """

@@ -122,6 +122,12 @@ class MirrorPool(Protocol):
 
     def pick(self, request: server.Request, free: Sequence[Backend] | None = None) -> Backend: ...
 
+    def release(self, backend: Backend) -> None:
+        """
+        A request sent to C{backend} (a copy too) is over: its slot goes to
+        the first request of the pool's queue that can take it.
+        """
+
     def outgoingHeaders(self, request: server.Request, clientHost: str) -> headers.Fields: ...
 
     def send(self, exchange: Any, backend: Backend) -> Deferred[ResponseHead]:
@@ -386,7 +392,7 @@ class Mirror:
         if self.body is not None:
             self.body.detach()
         if self.backend is not None:
-            self.mirrors.pool.pool.done(self.backend)
+            self.mirrors.pool.release(self.backend)
         self.mirrors.ended(self, result, why, self.code if result == ANSWERED else None)
 
 

@@ -347,7 +347,7 @@ class ProxyChannel(Protocol):
         site.channels.add(self)
         site.writes.adopt(transport)
         if IPushProducer.providedBy(transport):
-            # (A TLS transport is not one: reading from it never pauses.)
+            # (Twisted's TLS wrapper provides what its socket provides.)
             self._network = transport
             self._network.registerProducer(self, True)
         self._lastRead = self._reactor.seconds()
@@ -800,7 +800,11 @@ class ProxyChannel(Protocol):
         reading once too much waits.
         """
         self._buffer += data
-        if len(self._buffer) > HOLD_BACK and not self._waitingForTransport:
+        if len(self._buffer) > HOLD_BACK:
+            # Whether or not the client reads its answer: one that does not
+            # and keeps sending would otherwise fill this buffer without end.
+            # Reading resumes once the request is answered and the
+            # transport takes more (requestDone, resumeProducing).
             self._pauseReading()
 
     def requestDone(self, request: TransparentRequest) -> None:
