@@ -116,7 +116,7 @@ class TransparentRequest(ClientRequest):
         The head is in: forward the request now if a body follows, so that
         the body streams as it comes.
 
-        @param length: The body's length, or L{None} if it is chunked.
+        @param length: The body's length, or C{None} if it is chunked.
         @param framed: Whether the head has a C{Content-Length} (even of 0)
             or a C{Transfer-Encoding}.
         """
@@ -273,7 +273,7 @@ class ProxyChannel(Protocol):
 
     @ivar state: One of L{HEAD}, L{BODY}, L{TRAILERS}, L{ANSWERING},
         L{CLOSED}, L{SPLICED}.
-    @ivar request: The request being read or answered, or L{None}.
+    @ivar request: The request being read or answered, or C{None}.
     @ivar persistent: Whether another request may follow this one.
     @ivar refused: Whether a refusal was answered.
     """
@@ -663,7 +663,7 @@ class ProxyChannel(Protocol):
         body, if any.
 
         @param fields: The fields to give the request, if it has none yet.
-        @param length: The body's length, or L{None} if it is chunked.
+        @param length: The body's length, or C{None} if it is chunked.
         @param framed: Whether the head has a framing field.
         """
         self._cancelHeadDeadline()

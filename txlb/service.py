@@ -148,7 +148,7 @@ class LoadBalancerService(MultiService):
 
     resolver: Any = None
     #: twistd's log, written once per reactor turn (L{txlb.twistdlog}), for
-    #: twistd to log to; L{None} to leave twistd's logging as it is.
+    #: twistd to log to; C{None} to leave twistd's logging as it is.
     mainLog: TurnLog | None = None
 
     _log = Logger()

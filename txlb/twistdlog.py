@@ -163,7 +163,7 @@ def twistdLog(options: Any, reactor: Any) -> TurnLog | None:
     C{-n} and no C{--logfile}, as C{twisted.scripts._twistd_unix}'s
     C{UnixAppLogger} chooses.
 
-    @return: L{None} if twistd logs elsewhere (C{--logger}, C{--syslog}),
+    @return: C{None} if twistd logs elsewhere (C{--logger}, C{--syslog}),
         would refuse its options (a daemon logging to standard output), or
         txlb does not run under twistd.
     """
