@@ -705,6 +705,28 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(client.value(), OK)
         site.answer(backend)
 
+    def test_noCopyOfARequestAnsweredAtOnce(self) -> None:
+        """
+        A request its pool answers at once (a 503: every backend at its
+        limit and no room to queue) is not copied: its body is thrown away,
+        and the mirror would get a head announcing a body that never comes.
+        """
+        site = MirrorSite(self, SITE.replace('backends = ["127.0.0.1:9001"]\n', FULL, 1))
+        site.send(GET)
+        backend, _ = site.accept(9001)
+        mirror, _ = site.accept()
+        _, client = site.send(POST + b"01234")
+        self.assertIn(b" 503 ", client.value())
+        print("DEBUG", site.connections(), site.results(), site.harness.reactor.getDelayedCalls())
+        self.assertEqual(site.connections(), [])
+        site.answer(mirror)
+        site.answer(backend)
+        self.assertEqual(site.results(), {"answered": 1, "failed": 0, "cut": 0, "dropped": 0})
+
+
+#: The pool C{api} of L{SITE} with one slot and no queue.
+FULL = 'backends = ["127.0.0.1:9001"]\nmax-conn = 1\nmax-queue = 0\n'
+
 
 class ReloadTests(SynchronousTestCase):
     def test_copyKeepsItsPoolAcrossAReload(self) -> None:

@@ -181,7 +181,11 @@ class RoutingResource(Resource):
         pool = routing.pool
         if pool is not None:
             forwarded = pool.forward(request, clientHost, started)
-            if routing.mirror is not None:
+            # Not a request txlb answered at once (a 503 from the queue):
+            # its body is being thrown away, so the copy would never get it.
+            stream = getattr(request, "stream", None)
+            answered = request.finished or (stream is not None and stream.discarding)
+            if routing.mirror is not None and not answered:
                 routing.mirror.mirrors.copy(request, clientHost)
             return forwarded
         if match is None:

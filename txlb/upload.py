@@ -115,6 +115,13 @@ class StreamingBody:
             copy.finished(self.trailers)
         self._flush()
 
+    @property
+    def discarding(self) -> bool:
+        """
+        Whether the rest of the body is being thrown away (L{discard}).
+        """
+        return self._discarding
+
     def discard(self) -> None:
         """
         The exchange is over, or its answer is: drop the rest of the body as
