@@ -57,10 +57,10 @@ from txlb.http1 import BadResponseError, ResponseHead
 from txlb.interfaces import IExchange
 from txlb.outcome import describe
 from txlb.throttle import Throttle
+from txlb.upload import BodyProducer, StreamingBody
 
 if TYPE_CHECKING:
     from txlb.settings import ProxySettings
-    from txlb.upload import StreamingBody
 
 #: Copies in flight to one pool above which a new one is dropped.  At most
 #: about C{HIGH_WATER} (512 KiB) of request body waits in txlb for each,
@@ -397,7 +397,7 @@ class Mirror:
 
 
 @implementer(IBodyProducer)
-class MirrorBody:
+class MirrorBody(BodyProducer):
     """
     The copy of a client's request body on its way to a mirror (the client
     body's L{copy<txlb.upload.StreamingBody.copy>}).
@@ -411,6 +411,7 @@ class MirrorBody:
     """
 
     def __init__(self, source: StreamingBody, limit: int, mirror: Mirror) -> None:
+        super().__init__()
         self.length = source.length
         self.trailers: Sequence[tuple[bytes, bytes]] = ()
         #: The client's body, until it is all in (its bytes kept for a
@@ -421,9 +422,6 @@ class MirrorBody:
         self._waiting: deque[bytes] = deque()
         self._waitingBytes = 0
         self._complete = False
-        self._consumer: Any = None
-        self._done: Deferred[None] | None = None
-        self._paused = False
         source.copy = self
 
     # BodyCopy, for the client's body.
@@ -472,22 +470,3 @@ class MirrorBody:
         if self._complete and not self._waiting and self._done is not None:
             done, self._done, self._consumer = self._done, None, None
             done.callback(None)
-
-    # IBodyProducer, for the mirror's connection.
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = done = Deferred[None]()
-        self._flush()
-        return done
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._flush()
-
-    def stopProducing(self) -> None:
-        # The connection is gone: the copy's failure says so.
-        self._consumer = self._done = None

@@ -44,8 +44,44 @@ class BodyCopy(Protocol):
         """
 
 
+class BodyProducer:
+    """
+    The L{IBodyProducer} half of a body passed on as it arrives, to the
+    connection that sends it (a backend's, or a mirror's): that connection
+    starts it, pauses and resumes it, and stops it when it is gone.  A
+    subclass keeps what waits, and writes it in L{_flush} while a consumer
+    is set and not paused, firing C{_done} once all of it was written.
+    """
+
+    def __init__(self) -> None:
+        self._consumer: Any = None
+        self._done: Deferred[None] | None = None
+        self._paused = False
+
+    def _flush(self) -> None:
+        raise NotImplementedError()
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = done = Deferred[None]()
+        self._flush()
+        return done
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        # The connection is gone (the attempt or the copy is over, and
+        # fails by itself): the Deferred it got must never fire.
+        self._consumer = self._done = None
+
+
 @implementer(IBodyProducer)
-class StreamingBody:
+class StreamingBody(BodyProducer):
     """
     A client's request body, sent to the backend as it arrives.
 
@@ -72,6 +108,7 @@ class StreamingBody:
     copy: BodyCopy | None = None
 
     def __init__(self, length: int | None, client: Any) -> None:
+        super().__init__()
         self.length = UNKNOWN_LENGTH if length is None else length
         self.trailers: list[tuple[bytes, bytes]] = []
         self.started = False
@@ -81,9 +118,6 @@ class StreamingBody:
         self._waiting: deque[bytes] = deque()
         self._valve = Valve(producer=client)
         self._sent = 0
-        self._consumer: Any = None
-        self._done: Deferred[None] | None = None
-        self._backendPaused = False
         self._discarding = False
 
     def received(self, data: bytes) -> None:
@@ -159,7 +193,7 @@ class StreamingBody:
             self._waiting = deque(self._kept)
             self._valve.waiting = self._keptBytes
         self._sent = 0
-        self._backendPaused = False
+        self._paused = False
 
     def _flush(self) -> None:
         """
@@ -167,7 +201,7 @@ class StreamingBody:
         client send again once little waits.
         """
         sent = 0
-        while self._consumer is not None and not self._backendPaused and self._waiting:
+        while self._consumer is not None and not self._paused and self._waiting:
             data = self._waiting.popleft()
             sent += len(data)
             self._consumer.write(data)
@@ -179,22 +213,3 @@ class StreamingBody:
             done.callback(None)
             if self.whenSent is not None:
                 self.whenSent()
-
-    # IBodyProducer, for the backend connection.
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = done = Deferred[None]()
-        self._flush()
-        return done
-
-    def pauseProducing(self) -> None:
-        self._backendPaused = True
-
-    def resumeProducing(self) -> None:
-        self._backendPaused = False
-        self._flush()
-
-    def stopProducing(self) -> None:
-        # The attempt is over; the Deferred it got must never fire.
-        self._consumer = self._done = None
