@@ -850,19 +850,25 @@ def portsFree(*ports: int) -> bool:
 
 
 def startTxlb(
-    testCase: SynchronousTestCase, port: int, *args: str, directory: str | None = None
+    testCase: SynchronousTestCase,
+    port: int,
+    *args: str,
+    directory: str | None = None,
+    twistd: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     """
-    Start C{twistd -n --pidfile= txlb ARGS} from C{directory} (by default an
-    empty folder), as a user would, and wait until it listens on C{port}
-    (without sending a request, which would take a pick).
+    Start C{twistd -n --pidfile= TWISTD txlb ARGS} from C{directory} (by
+    default an empty folder), as a user would, and wait until it listens on
+    C{port} (without sending a request, which would take a pick).
+
+    @param twistd: twistd's own options, before C{txlb}.
     """
     if directory is None:
         directory = testCase.mktemp()
         os.mkdir(directory)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "txlb", *args],
+        [TWISTD, "-n", "--pidfile=", *twistd, "txlb", *args],
         cwd=directory,
         env=env,
         stdout=subprocess.PIPE,

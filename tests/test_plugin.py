@@ -8,7 +8,6 @@ import http.server
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -229,32 +228,16 @@ class LogFileTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.mkdir(directory)
         logPath = os.path.join(directory, "txlb.log")
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        process = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "--logfile",
-                logPath,
-                "txlb",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--backends",
-                f"127.0.0.1:{backend.server_address[1]}",
-            ],
-            cwd=directory,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        process = startTxlb(
+            self,
+            port,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--backends",
+            f"127.0.0.1:{backend.server_address[1]}",
+            directory=directory,
+            twistd=("--logfile", logPath),
         )
-        self.addCleanup(process.kill)
-        deadline = time.monotonic() + 20
-        while portsFree(port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                self.fail("txlb did not start listening")
-            time.sleep(0.1)
         connection = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.addCleanup(connection.close)
         # The access line of a request is logged just after its answer goes
